@@ -1,0 +1,3 @@
+//! Xen's event-channel subsystem, portable and `no_std`.
+#![no_std]
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The PV guest runtime for Sluice's scenario guests.
+#![no_std]

@@ -1,0 +1,2 @@
+//! `cargo xtask`: build, run, test and bench Sluice.
+fn main() {}
