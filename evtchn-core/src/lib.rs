@@ -1,3 +1,134 @@
-//! Xen's event-channel subsystem, portable and `no_std`.
+//! Xen's event-channel subsystem (Xen 4.17 semantics), portable and
+//! `no_std`: the ABI types, per-domain port tables, the channel state
+//! machine, the 2-level pending/mask logic over the guest's shared page, and
+//! the interfaces through which the hypervisor wakes vcpus.
+//!
+//! The hypervisor owns a [`Domains`] registry, creates a domain with
+//! [`Domains::create_domain`] (handing over a [`SharedInfoView`] of its
+//! shared_info page), serves `HYPERVISOR_event_channel_op` with
+//! [`Domains::dispatch`], and raises VIRQs and PIRQs with
+//! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
+//! [`Domains::send_pirq`]. Host tests do the same with fakes.
+//!
+//! # The channel state machine
+//!
+//! ```text
+//!                         alloc_unbound(remote R)
+//!          +---------------------------------------------+
+//!          |                                             v
+//!     +---------+  bind_virq/ipi/pirq   +-----------+  +---------------+
+//!     |  Free   |---------------------->| Virq/Ipi/ |  | Unbound{R}    |<----+
+//!     +---------+                       |   Pirq    |  +---------------+     |
+//!       ^  ^  ^           close         +-----------+        |               |
+//!       |  |  +-------------------------------+              | R binds to it |
+//!       |  |                 close            | (peer is     v               |
+//!       |  +------------------------------------------ +---------------+     |
+//!       |                                     |        | Interdomain   |     |
+//!       |   bind_interdomain (new local port, |        | {R, R's port} |-----+
+//!       +---- set pending at once) ---------->+------->+---------------+
+//!                                                    peer closes its end:
+//!     +----------+                                   this end becomes
+//!     | Reserved |  port 0 only, forever             Unbound{peer}
+//!     +----------+
+//! ```
+//!
+//! Every allocated state returns to `Free` on close, reset or domain
+//! destruction; freeing clears the pending bit but keeps the mask bit, and
+//! resets the notify vcpu to 0 (spec §2.1, §2.14). [`ChannelState`] carries
+//! each state's data, so an interdomain channel without a peer, or a VIRQ
+//! channel without a VIRQ, cannot be written down.
+//!
+//! # Port ops and Notify
+//!
+//! The ops in [`ops`] decide *whether* a port is signalled (send on an IPI
+//! port, a peer's send on an interdomain port, a VIRQ or PIRQ). The port
+//! ops ([`port_ops::EventAbi`], one module per ABI) decide *how*: for
+//! 2-level, set the pending bit, then (if unmasked) the selector bit of the
+//! notify vcpu, then `evtchn_upcall_pending`, each a test-and-set that stops
+//! the chain when the bit was already set, in exactly Xen's order. They
+//! return [`port_ops::Wakeups`]: "kick this vcpu" (its upcall_pending went
+//! 0 → 1) and "wake pollers of this port". The caller drops every
+//! evtchn-core lock and only then calls [`Notify::kick_vcpu`] /
+//! [`Notify::wake_poller`] — that is how the crate guarantees no lock of its
+//! own is held while the hypervisor's code runs. `Notify` implementations
+//! must be leaves (set flags, send an IPI) and never call back in.
+//!
+//! ```text
+//!  guest op / IRQ ──> ops (state checks, locks) ──> EventAbi::set_pending
+//!                                                      │ shared page bits
+//!                    unlock all  <── Wakeups ──────────┘
+//!                         │
+//!                         └──> Notify::kick_vcpu / wake_poller (hypervisor)
+//! ```
+//!
+//! # Lock hierarchy
+//!
+//! Outer to inner; a lock is only ever taken while holding locks above it:
+//!
+//! 1. A domain's **event lock** (`Mutex`): allocation, binding, close,
+//!    bind_vcpu, reset bookkeeping. Two domains: **lower domid first**
+//!    (Xen orders by address; Sluice by id, so logs show it). Close of an
+//!    interdomain port that finds its peer must be locked first drops its
+//!    own lock, takes both in order, and checks the channel again.
+//! 2. A channel's **state lock** (`RwLock`): written only for a state change,
+//!    and then only while the channel is, or becomes, `Free` or `Unbound`
+//!    (checked by a `debug_assert!` when the write guard drops). Two
+//!    channels: ordered by **(domid, port)**. Readers: status, send,
+//!    unmask, poll.
+//! 3. The **registry lock** of [`Domains`]: a leaf, held only to clone or
+//!    insert an `Arc` of a domain.
+//!
+//! Lock-free state beside these: `valid_evtchns` and bucket storage
+//! (Release on publication, Acquire on reads; XSA-340), `virq_to_evtchn`
+//! slots (published last with Release when binding, cleared first when
+//! closing), the pirq → port map, notify vcpu and priority (atomics written
+//! under the event lock), poll bits, and the guest's shared page.
+//!
+//! # Interrupt context
+//!
+//! Timer VIRQs and PIRQs are raised from interrupt handlers, which must
+//! never spin on a lock the interrupted code on the same pCPU may hold.
+//! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
+//! [`Domains::send_pirq`] therefore take no event lock, read the port
+//! lock-free, only *try* the channel's read lock and the registry's read
+//! lock, and **drop the event** if a writer holds either. That is correct
+//! (spec §2.15, as Xen settled on): a channel's writer exists only while the
+//! channel is, or becomes, free or unbound — an event arriving then would be
+//! discarded anyway. The same paths re-check that the channel still carries
+//! the VIRQ or PIRQ they looked up, in case the port was closed and reused
+//! in between. `Notify` is called after every guard is dropped.
+//!
+//! # Differences from Xen 4.17 worth knowing
+//!
+//! * A failing op never grows the port table: storage is allocated first
+//!   but published only when the op commits. Xen keeps a bucket it grew for
+//!   an op that then failed (only visible as status/unmask of a port in
+//!   that bucket answering rc 0 instead of -EINVAL).
+//! * bind_interdomain to a domain being destroyed gives -EINVAL.
+//! * No FIFO ABI yet: init_control validates its argument, then answers
+//!   -EOPNOTSUPP (as Xen 4.21+ built without FIFO).
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(loom)]
+extern crate std;
+
+pub mod abi;
+mod channel;
+mod domain;
+mod notify;
+pub mod ops;
+pub mod port_ops;
+mod registry;
+mod shared;
+pub mod sync;
+mod table;
+
+pub use abi::{DomId, Errno, Port, VcpuId, Virq};
+pub use channel::{ChannelInfo, ChannelState, Consumer, XenConsumer};
+pub use domain::{DomainConfig, Privilege};
+pub use notify::{NoPirqs, Notify, PirqHost, PirqSharing};
+pub use ops::{PollOutcome, Reply, ResetMode};
+pub use registry::Domains;
+pub use shared::SharedInfoView;

@@ -1,0 +1,222 @@
+//! One event channel: its state (an enum carrying the state's data), the vcpu
+//! it notifies and its FIFO priority, and the lock that guards the state.
+
+use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq};
+use crate::sync::{AtomicU8, AtomicU32, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Who consumes events arriving on a channel (spec §2.17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Consumer {
+    /// An ordinary guest channel.
+    Guest,
+    /// A channel whose local end belongs to the hypervisor: guests cannot
+    /// close, send on, re-bind or poll it, and its status reads -EACCES (4.17).
+    /// The number tells the hypervisor which of its consumers it is.
+    Xen(XenConsumer),
+}
+
+/// Identifies a hypervisor-internal consumer of a Xen-attached channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct XenConsumer(pub u8);
+
+/// The state of a channel and the data that state needs. Port 0 is
+/// `Reserved` forever; every other port starts `Free`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelState {
+    /// Not allocated (ECS_FREE).
+    Free,
+    /// Port 0 (ECS_RESERVED): never allocated, reads back "closed".
+    Reserved,
+    /// Allocated; `remote` may bind to it (ECS_UNBOUND).
+    Unbound {
+        /// The domain allowed to bind (stored unvalidated, as Xen does).
+        remote: DomId,
+        /// Guest or Xen-attached.
+        consumer: Consumer,
+    },
+    /// Connected to `remote_port` of `remote` (ECS_INTERDOMAIN); loopback
+    /// when `remote` is the owner.
+    Interdomain {
+        /// The peer domain.
+        remote: DomId,
+        /// The peer's port.
+        remote_port: Port,
+        /// Guest or Xen-attached.
+        consumer: Consumer,
+    },
+    /// Bound to a physical IRQ (ECS_PIRQ).
+    Pirq {
+        /// The pirq number as the domain sees it.
+        pirq: u32,
+    },
+    /// Bound to a virtual IRQ (ECS_VIRQ).
+    Virq {
+        /// Which VIRQ.
+        virq: Virq,
+    },
+    /// Bound for inter-vcpu notification (ECS_IPI); its vcpu never changes.
+    Ipi,
+}
+
+impl ChannelState {
+    /// The EVTCHNSTAT value that status reports for this state.
+    pub const fn stat(&self) -> EvtchnStat {
+        match self {
+            Self::Free | Self::Reserved => EvtchnStat::Closed,
+            Self::Unbound { .. } => EvtchnStat::Unbound,
+            Self::Interdomain { .. } => EvtchnStat::Interdomain,
+            Self::Pirq { .. } => EvtchnStat::Pirq,
+            Self::Virq { .. } => EvtchnStat::Virq,
+            Self::Ipi => EvtchnStat::Ipi,
+        }
+    }
+
+    /// The consumer; free, reserved and non-interdomain states are guest's.
+    pub const fn consumer(&self) -> Consumer {
+        match self {
+            Self::Unbound { consumer, .. } | Self::Interdomain { consumer, .. } => *consumer,
+            Self::Free | Self::Reserved | Self::Pirq { .. } | Self::Virq { .. } | Self::Ipi => {
+                Consumer::Guest
+            }
+        }
+    }
+
+    /// Whether the channel is Xen-attached.
+    pub const fn is_xen_attached(&self) -> bool {
+        matches!(self.consumer(), Consumer::Xen(_))
+    }
+
+    /// Whether the channel is allocated (neither free nor reserved).
+    pub const fn is_allocated(&self) -> bool {
+        match self {
+            Self::Free | Self::Reserved => false,
+            Self::Unbound { .. }
+            | Self::Interdomain { .. }
+            | Self::Pirq { .. }
+            | Self::Virq { .. }
+            | Self::Ipi => true,
+        }
+    }
+
+    /// Xen's `evtchn_usable()`: allocated and a guest channel. Port ops on an
+    /// unusable channel do nothing.
+    pub const fn is_usable(&self) -> bool {
+        self.is_allocated() && !self.is_xen_attached()
+    }
+
+    /// Whether a writer may hold the channel lock in this state (spec §2.15):
+    /// only while the channel is, or becomes, free or unbound.
+    const fn allows_writer(&self) -> bool {
+        matches!(self, Self::Free | Self::Unbound { .. })
+    }
+}
+
+/// A snapshot of a channel for observers (tests, the debug dump).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelInfo {
+    /// The state and its data.
+    pub state: ChannelState,
+    /// The vcpu the channel notifies.
+    pub notify_vcpu: VcpuId,
+    /// The FIFO priority (kept, and set to 7 at each bind, also under 2-level).
+    pub priority: u8,
+}
+
+/// A channel as stored in a bucket.
+///
+/// `state` changes only under the owning domain's event lock *and* the
+/// channel's write lock (both channels' for an interdomain pair), so holding
+/// either keeps it stable. `notify_vcpu` and `priority` are atomics changed
+/// under the event lock and read by senders without it, as Xen does
+/// (bind_vcpu does not take the channel lock).
+pub(crate) struct Channel {
+    state: RwLock<ChannelState>,
+    notify_vcpu: AtomicU32,
+    priority: AtomicU8,
+}
+
+impl Channel {
+    pub(crate) fn new(state: ChannelState) -> Self {
+        Self {
+            state: RwLock::new(state),
+            notify_vcpu: AtomicU32::new(0),
+            priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
+        }
+    }
+
+    /// Shared access to the state, waiting for a writer to finish.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
+        self.state.read()
+    }
+
+    /// Shared access if no writer holds the lock: the interrupt-context path.
+    pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, ChannelState>> {
+        self.state.try_read()
+    }
+
+    /// Exclusive access; the caller holds the owning domain's event lock.
+    pub(crate) fn write(&self) -> ChannelWriteGuard<'_> {
+        let guard = self.state.write();
+        let allowed_at_lock = guard.allows_writer();
+        ChannelWriteGuard {
+            guard,
+            allowed_at_lock,
+        }
+    }
+
+    pub(crate) fn notify_vcpu(&self) -> VcpuId {
+        // Relaxed: a plain field read by senders, as Xen's read_atomic(); the
+        // state lock or event lock orders it where it matters.
+        VcpuId(self.notify_vcpu.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_notify_vcpu(&self, vcpu: VcpuId) {
+        self.notify_vcpu.store(vcpu.0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn priority(&self) -> u8 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_priority(&self, priority: u8) {
+        self.priority.store(priority, Ordering::Relaxed);
+    }
+
+    pub(crate) fn info(&self) -> ChannelInfo {
+        ChannelInfo {
+            state: *self.read(),
+            notify_vcpu: self.notify_vcpu(),
+            priority: self.priority(),
+        }
+    }
+}
+
+/// Write guard of a channel that checks the writer rule (spec §2.15) when it
+/// is dropped: the channel was free or unbound when locked, or is now.
+pub(crate) struct ChannelWriteGuard<'a> {
+    guard: RwLockWriteGuard<'a, ChannelState>,
+    allowed_at_lock: bool,
+}
+
+impl core::ops::Deref for ChannelWriteGuard<'_> {
+    type Target = ChannelState;
+    fn deref(&self) -> &ChannelState {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for ChannelWriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ChannelState {
+        &mut self.guard
+    }
+}
+
+impl Drop for ChannelWriteGuard<'_> {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.allowed_at_lock || self.guard.allows_writer(),
+            "channel write-locked while neither free nor unbound: {:?}",
+            *self.guard
+        );
+    }
+}

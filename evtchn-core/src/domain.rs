@@ -1,0 +1,236 @@
+//! A domain as evtchn-core sees it: its port table, event lock, per-vcpu
+//! VIRQ and poll state, PIRQ map and shared page.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
+use crate::channel::Channel;
+use crate::notify::Notify;
+use crate::port_ops::{EventAbi, Wakeups};
+use crate::shared::SharedInfoView;
+use crate::sync::{Arc, AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::table::{PortTable, PreparedPort};
+
+/// Whether a domain is privileged (started with `priv`, Xen's
+/// SIF_PRIVILEGED): the TARGET rule lets it act on any domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Privilege {
+    /// An ordinary domain: acts only on itself.
+    Unprivileged,
+    /// The control domain.
+    Privileged,
+}
+
+/// What the hypervisor tells evtchn-core when it creates a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// The domain's id (below DOMID_FIRST_RESERVED).
+    pub domid: DomId,
+    /// Number of vcpus (`max_vcpus`), at least 1; all exist from creation.
+    pub vcpus: u32,
+    /// Privileged or not.
+    pub privilege: Privilege,
+    /// Highest port the domain may allocate (Xen's `max_evtchn_port`; dom0
+    /// uses `i32::MAX as u32`, xl domUs 1023). The ABI limit applies too.
+    pub max_evtchn_port: u32,
+    /// Number of pirqs the domain can name (Xen's `nr_pirqs`, fixed at
+    /// creation); bind_pirq of a larger number gives -EINVAL.
+    pub nr_pirqs: u32,
+}
+
+impl DomainConfig {
+    /// An unprivileged domain with `vcpus` vcpus, the xl default limit of
+    /// 1023 ports and no pirqs.
+    pub const fn new(domid: DomId, vcpus: u32) -> Self {
+        Self {
+            domid,
+            vcpus,
+            privilege: Privilege::Unprivileged,
+            max_evtchn_port: 1023,
+            nr_pirqs: 0,
+        }
+    }
+}
+
+/// Bookkeeping that only the holder of the event lock may touch.
+pub(crate) struct EventLocked {
+    /// Set first by destruction; allocation then fails with -EINVAL.
+    pub(crate) is_dying: bool,
+    /// Xen's `next_evtchn`: 0 = no reset in progress, else the port where a
+    /// preempted reset resumes.
+    pub(crate) reset_cursor: u32,
+}
+
+/// Per-vcpu event state.
+pub(crate) struct VcpuEvtchn {
+    /// `virq_to_evtchn`: the port bound to each VIRQ in this vcpu's table (0
+    /// = none). Written under the event lock, read by senders without it.
+    pub(crate) virq_to_port: [AtomicU32; Virq::COUNT],
+    /// `poll_evtchn`: >0 the one port polled, -1 several, 0 not polling.
+    pub(crate) poll_port: AtomicI64,
+}
+
+pub(crate) struct Domain {
+    pub(crate) domid: DomId,
+    pub(crate) privilege: Privilege,
+    pub(crate) max_evtchn_port: u32,
+    pub(crate) abi: EventAbi,
+    pub(crate) table: PortTable,
+    pub(crate) event_lock: Mutex<EventLocked>,
+    pub(crate) vcpus: Box<[VcpuEvtchn]>,
+    /// pirq → port (0 = unbound), sized `nr_pirqs`.
+    pub(crate) pirq_to_port: Box<[AtomicU32]>,
+    /// Allocated channels (port 0 not counted); changed under the event lock.
+    pub(crate) active_channels: AtomicU32,
+    /// Of those, Xen-attached.
+    pub(crate) xen_channels: AtomicU32,
+    /// Bit per vcpu that is polling (`poll_mask`).
+    pub(crate) poll_mask: Box<[AtomicU64]>,
+    /// Pauses by the control domain; reset of another domain needs one.
+    pub(crate) controller_pauses: AtomicU32,
+    pub(crate) shared: Arc<dyn SharedInfoView>,
+}
+
+impl Domain {
+    pub(crate) fn new(
+        config: DomainConfig,
+        shared: Arc<dyn SharedInfoView>,
+    ) -> Result<Self, Errno> {
+        let vcpus = (0..config.vcpus)
+            .map(|_| VcpuEvtchn {
+                virq_to_port: core::array::from_fn(|_| AtomicU32::new(0)),
+                poll_port: AtomicI64::new(0),
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let pirq_to_port = (0..config.nr_pirqs)
+            .map(|_| AtomicU32::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let poll_mask = (0..config.vcpus.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Ok(Self {
+            domid: config.domid,
+            privilege: config.privilege,
+            max_evtchn_port: config.max_evtchn_port,
+            abi: EventAbi::TwoLevel,
+            table: PortTable::new(config.max_evtchn_port)?,
+            event_lock: Mutex::new(EventLocked {
+                is_dying: false,
+                reset_cursor: 0,
+            }),
+            vcpus,
+            pirq_to_port,
+            active_channels: AtomicU32::new(0),
+            xen_channels: AtomicU32::new(0),
+            poll_mask,
+            controller_pauses: AtomicU32::new(0),
+            shared,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EventLocked> {
+        self.event_lock.lock()
+    }
+
+    pub(crate) fn vcpu(&self, vcpu: VcpuId) -> Option<&VcpuEvtchn> {
+        self.vcpus.get(vcpu.0 as usize)
+    }
+
+    /// -ENOENT unless the vcpu exists (`domain_vcpu()`).
+    pub(crate) fn check_vcpu(&self, vcpu: VcpuId) -> Result<(), Errno> {
+        self.vcpu(vcpu).map(|_| ()).ok_or(Errno::ENOENT)
+    }
+
+    pub(crate) fn is_privileged(&self) -> bool {
+        self.privilege == Privilege::Privileged
+    }
+
+    /// The highest port allocation may hand out now: min(max_evtchn_port,
+    /// ABI ports − 1), computed from the current ABI (XSA-342).
+    pub(crate) fn port_limit(&self) -> u32 {
+        self.max_evtchn_port.min(self.abi.nr_channels() - 1)
+    }
+
+    /// Find and prepare the lowest free port (Xen's `get_free_port()`):
+    /// -EINVAL while dying, -ENOSPC when full, -ENOMEM. Nothing changes yet.
+    pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort, Errno> {
+        if locked.is_dying {
+            return Err(Errno::EINVAL);
+        }
+        let free = self.table.find_free(self.port_limit())?;
+        self.table.prepare(free)
+    }
+
+    /// Publish a prepared port and count it active.
+    pub(crate) fn claim_port(
+        &self,
+        _locked: &EventLocked,
+        prepared: PreparedPort,
+    ) -> Option<&Channel> {
+        let channel = self.table.publish(prepared)?;
+        self.active_channels.fetch_add(1, Ordering::Relaxed);
+        Some(channel)
+    }
+
+    /// Clear a channel's pending bit and count it freed; the caller sets
+    /// its state to Free under its write lock (Xen: `evtchn_free()`).
+    pub(crate) fn release_port(&self, port: Port, channel: &Channel, was_xen_attached: bool) {
+        self.abi.clear_pending(&*self.shared, port);
+        channel.set_notify_vcpu(VcpuId(0));
+        self.active_channels.fetch_sub(1, Ordering::Relaxed);
+        if was_xen_attached {
+            self.xen_channels.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Act on port-op wakeups. Called with no evtchn-core lock held.
+    pub(crate) fn deliver(&self, wakeups: Wakeups, notify: &dyn Notify) {
+        if let Some(vcpu) = wakeups.kick_vcpu {
+            notify.kick_vcpu(self.domid, vcpu);
+        }
+        if let Some(port) = wakeups.poll_port {
+            self.check_pollers(port, notify);
+        }
+    }
+
+    /// Xen's `evtchn_check_pollers()` (spec §3.5).
+    fn check_pollers(&self, port: Port, notify: &dyn Notify) {
+        for (word_index, word) in self.poll_mask.iter().enumerate() {
+            // SeqCst: pairs with the fence in `poll_begin`, so either the
+            // poller sees the pending bit or we see its poll bit.
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let bit_index = bits.trailing_zeros();
+                bits &= bits - 1;
+                let vcpu = VcpuId(word_index as u32 * 64 + bit_index);
+                let Some(state) = self.vcpu(vcpu) else {
+                    continue;
+                };
+                let polled = state.poll_port.load(Ordering::SeqCst);
+                let is_interested = polled <= 0 || polled == i64::from(port.0);
+                let bit = 1u64 << bit_index;
+                if is_interested && word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+                    state.poll_port.store(0, Ordering::SeqCst);
+                    notify.wake_poller(self.domid, vcpu);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll_bit(&self, vcpu: VcpuId) -> Option<(&AtomicU64, u64)> {
+        let word = self.poll_mask.get((vcpu.0 / 64) as usize)?;
+        Some((word, 1u64 << (vcpu.0 % 64)))
+    }
+
+    /// `local_events_need_delivery()`: upcall pending and not masked.
+    pub(crate) fn vcpu_has_deliverable_event(&self, vcpu: VcpuId) -> bool {
+        self.shared.vcpu_info(vcpu).is_some_and(|info| {
+            info.evtchn_upcall_pending.load(Ordering::SeqCst) != 0
+                && info.evtchn_upcall_mask.load(Ordering::SeqCst) == 0
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! Allocating and binding ports: alloc_unbound, bind_interdomain, bind_virq,
+//! bind_ipi, bind_pirq, and the hypervisor's Xen-attached channels.
+
+use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, Errno, EvtchnBindPirq, Port, VcpuId, Virq};
+use crate::channel::{ChannelState, Consumer, XenConsumer};
+use crate::notify::{Notify, PirqHost, PirqSharing};
+use crate::registry::{Domains, EventLocks};
+use crate::sync::Ordering;
+
+use super::check_target;
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// EVTCHNOP_alloc_unbound (spec §2.2): a port in `dom` that `remote_dom`
+    /// may bind to. Allocation comes *before* the privilege check, so an
+    /// unprivileged caller naming a full foreign domain gets -ENOSPC.
+    /// DOMID_SELF in `remote_dom` means the caller (not `dom`); any other
+    /// `remote_dom` is stored unvalidated.
+    pub fn alloc_unbound(
+        &self,
+        caller: DomId,
+        dom: DomId,
+        remote_dom: DomId,
+    ) -> Result<Port, Errno> {
+        let caller = self.caller(caller)?;
+        let target = self.resolve(&caller, dom)?;
+        let remote = if remote_dom == DomId::SELF {
+            caller.domid
+        } else {
+            remote_dom
+        };
+        self.alloc_unbound_with(&target, remote, Consumer::Guest, |target| {
+            check_target(&caller, target)
+        })
+    }
+
+    /// Xen's `alloc_unbound_xen_event_channel()`: an unbound port in `domid`
+    /// whose local end the hypervisor consumes (`consumer`); `remote` binds
+    /// to it with bind_interdomain. Its sends reach
+    /// [`Notify::notify_xen_consumer`]; guests cannot close, re-bind or poll
+    /// it and its status reads -EACCES.
+    pub fn alloc_unbound_xen(
+        &self,
+        domid: DomId,
+        remote: DomId,
+        consumer: XenConsumer,
+    ) -> Result<Port, Errno> {
+        let target = self.domain(domid).ok_or(Errno::ESRCH)?;
+        self.alloc_unbound_with(&target, remote, Consumer::Xen(consumer), |_| Ok(()))
+    }
+
+    fn alloc_unbound_with(
+        &self,
+        target: &crate::domain::Domain,
+        remote: DomId,
+        consumer: Consumer,
+        permit: impl FnOnce(&crate::domain::Domain) -> Result<(), Errno>,
+    ) -> Result<Port, Errno> {
+        let locked = target.lock();
+        let prepared = target.prepare_port(&locked)?;
+        permit(target)?;
+        // Commit: nothing below can fail.
+        let port = prepared.port;
+        let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
+        *channel.write() = ChannelState::Unbound { remote, consumer };
+        channel.set_notify_vcpu(VcpuId(0));
+        channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+        if matches!(consumer, Consumer::Xen(_)) {
+            target.xen_channels.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(port)
+    }
+
+    /// EVTCHNOP_bind_interdomain (spec §2.3): connect a new local port to
+    /// `remote_port` of `remote_dom` (DOMID_SELF = loopback), which must be
+    /// unbound and waiting for the caller. No privilege check: the unbound
+    /// port naming the caller is the authorisation. The new local port is
+    /// set pending at once, because a send from the peer while it was
+    /// unbound was dropped.
+    ///
+    /// Sluice also refuses (-EINVAL) a remote domain that is being
+    /// destroyed, whose ports are about to be closed anyway.
+    pub fn bind_interdomain(
+        &self,
+        caller: DomId,
+        remote_dom: DomId,
+        remote_port: Port,
+    ) -> Result<Port, Errno> {
+        let local = self.caller(caller)?;
+        let remote = self.resolve(&local, remote_dom)?;
+        // Lock order: lower domid's event lock -> higher domid's event lock.
+        let locks = EventLocks::lock(&local, &remote);
+        let prepared = local.prepare_port(locks.first())?;
+        let remote_channel = remote.table.channel(remote_port).ok_or(Errno::EINVAL)?;
+        if locks.second().is_dying {
+            return Err(Errno::EINVAL);
+        }
+        let remote_consumer = match *remote_channel.read() {
+            ChannelState::Unbound {
+                remote: expected,
+                consumer,
+            } if expected == local.domid => consumer,
+            ChannelState::Unbound { .. }
+            | ChannelState::Free
+            | ChannelState::Reserved
+            | ChannelState::Interdomain { .. }
+            | ChannelState::Pirq { .. }
+            | ChannelState::Virq { .. }
+            | ChannelState::Ipi => return Err(Errno::EINVAL),
+        };
+        // Commit: nothing below can fail.
+        let local_port = prepared.port;
+        let local_channel = local
+            .claim_port(locks.first(), prepared)
+            .ok_or(Errno::EINVAL)?;
+        let wakeups = {
+            // Lock order: channel (lower domid, port) -> channel (higher).
+            let local_first = (local.domid, local_port) < (remote.domid, remote_port);
+            let (mut local_state, mut remote_state) = if local_first {
+                let local_state = local_channel.write();
+                (local_state, remote_channel.write())
+            } else {
+                let remote_state = remote_channel.write();
+                (local_channel.write(), remote_state)
+            };
+            *local_state = ChannelState::Interdomain {
+                remote: remote.domid,
+                remote_port,
+                consumer: Consumer::Guest,
+            };
+            *remote_state = ChannelState::Interdomain {
+                remote: local.domid,
+                remote_port: local_port,
+                consumer: remote_consumer,
+            };
+            local_channel.set_notify_vcpu(VcpuId(0));
+            local_channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+            local
+                .abi
+                .set_pending(&*local.shared, local_port, local_channel.notify_vcpu())
+        };
+        drop(locks);
+        local.deliver(wakeups, &self.notify);
+        Ok(local_port)
+    }
+
+    /// EVTCHNOP_bind_virq (spec §2.7): -EINVAL for a number ≥ 24 (or
+    /// negative) or a global VIRQ on a vcpu other than 0, -ENOENT for no
+    /// such vcpu, -EEXIST if already bound in that vcpu's table, then the
+    /// allocation errors. In 4.17 any domain may bind a global VIRQ; only
+    /// the handler domain's binding receives it.
+    pub fn bind_virq(&self, caller: DomId, virq: u32, vcpu: VcpuId) -> Result<Port, Errno> {
+        let domain = self.caller(caller)?;
+        let virq = Virq::new(virq).ok_or(Errno::EINVAL)?;
+        if !virq.is_per_vcpu() && vcpu != VcpuId(0) {
+            return Err(Errno::EINVAL);
+        }
+        let slot = domain
+            .vcpu(vcpu)
+            .and_then(|state| state.virq_to_port.get(virq.index()))
+            .ok_or(Errno::ENOENT)?;
+        let locked = domain.lock();
+        if slot.load(Ordering::Relaxed) != 0 {
+            return Err(Errno::EEXIST);
+        }
+        let prepared = domain.prepare_port(&locked)?;
+        // Commit: nothing below can fail.
+        let port = prepared.port;
+        let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
+        *channel.write() = ChannelState::Virq { virq };
+        channel.set_notify_vcpu(vcpu);
+        channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+        // Release: publish the binding last; pairs with the Acquire of
+        // senders, who then find the channel bound.
+        slot.store(port.0, Ordering::Release);
+        Ok(port)
+    }
+
+    /// EVTCHNOP_bind_ipi (spec §2.8): -ENOENT for no such vcpu; the port
+    /// notifies `vcpu` forever.
+    pub fn bind_ipi(&self, caller: DomId, vcpu: VcpuId) -> Result<Port, Errno> {
+        let domain = self.caller(caller)?;
+        domain.check_vcpu(vcpu)?;
+        let locked = domain.lock();
+        let prepared = domain.prepare_port(&locked)?;
+        let port = prepared.port;
+        let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
+        *channel.write() = ChannelState::Ipi;
+        channel.set_notify_vcpu(vcpu);
+        channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+        Ok(port)
+    }
+
+    /// EVTCHNOP_bind_pirq (spec §2.9): -EINVAL for `pirq` ≥ nr_pirqs, -EPERM
+    /// if the pirq is not mapped for the domain, -EEXIST if already bound,
+    /// then the allocation errors, then the host binding's errors (-EINVAL,
+    /// -EBUSY, -ENOMEM). A failed bind leaves no port and no host binding
+    /// (XSA-46).
+    pub fn bind_pirq(&self, caller: DomId, pirq: u32, flags: u32) -> Result<Port, Errno> {
+        let domain = self.caller(caller)?;
+        let slot = domain
+            .pirq_to_port
+            .get(pirq as usize)
+            .ok_or(Errno::EINVAL)?;
+        if !self.pirq_host.is_pirq_mapped(domain.domid, pirq) {
+            return Err(Errno::EPERM);
+        }
+        let locked = domain.lock();
+        if slot.load(Ordering::Relaxed) != 0 {
+            return Err(Errno::EEXIST);
+        }
+        let prepared = domain.prepare_port(&locked)?;
+        let sharing = if flags & EvtchnBindPirq::WILL_SHARE != 0 {
+            PirqSharing::WillShare
+        } else {
+            PirqSharing::Exclusive
+        };
+        self.pirq_host.bind(domain.domid, pirq, sharing)?;
+        // Commit: nothing below can fail.
+        let port = prepared.port;
+        let Some(channel) = domain.claim_port(&locked, prepared) else {
+            self.pirq_host.unbind(domain.domid, pirq);
+            return Err(Errno::EINVAL);
+        };
+        *channel.write() = ChannelState::Pirq { pirq };
+        channel.set_notify_vcpu(VcpuId(0));
+        channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+        // Release: pairs with the Acquire in send_pirq.
+        slot.store(port.0, Ordering::Release);
+        Ok(port)
+    }
+}

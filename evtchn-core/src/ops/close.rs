@@ -1,0 +1,194 @@
+//! Closing ports: EVTCHNOP_close, EVTCHNOP_reset / reset_cont, and the
+//! close that domain destruction runs on every port.
+
+use crate::abi::{DomId, EVTCHNS_PER_BUCKET, Errno, Port, VcpuId};
+use crate::channel::ChannelState;
+use crate::domain::Domain;
+use crate::notify::{Notify, PirqHost};
+use crate::registry::{Domains, EventLocks};
+use crate::sync::{Arc, Ordering};
+
+use super::{CloseBy, ResetMode, check_target};
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// EVTCHNOP_close (spec §2.4): -EINVAL for an invalid, free or reserved
+    /// port (so port 0) and for a Xen-attached channel. The pending bit is
+    /// cleared, the mask bit kept; an interdomain peer becomes unbound,
+    /// waiting for the closer, and may be bound again.
+    pub fn close(&self, caller: DomId, port: Port) -> Result<(), Errno> {
+        let domain = self.caller(caller)?;
+        self.close_port(&domain, port, CloseBy::Guest)
+    }
+
+    /// Xen's `evtchn_close()`.
+    pub(crate) fn close_port(
+        &self,
+        domain: &Arc<Domain>,
+        port: Port,
+        by: CloseBy,
+    ) -> Result<(), Errno> {
+        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        // The peer domain of an interdomain channel, once known. Its event
+        // lock must be taken in domid order, so on discovering it we drop
+        // ours, take both, and look again (the channel may have changed).
+        let mut peer: Option<Arc<Domain>> = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let peer_now = peer.clone();
+            let locks = match &peer_now {
+                None => EventLocks::lock(domain, domain),
+                Some(peer) => EventLocks::lock(domain, peer),
+            };
+            let state = *channel.read();
+            if state.is_xen_attached() && by == CloseBy::Guest {
+                return Err(Errno::EINVAL);
+            }
+            match state {
+                ChannelState::Free | ChannelState::Reserved => return Err(Errno::EINVAL),
+                ChannelState::Unbound { .. } | ChannelState::Ipi => {}
+                ChannelState::Pirq { pirq } => {
+                    self.pirq_host.unbind(domain.domid, pirq);
+                    if let Some(slot) = domain.pirq_to_port.get(pirq as usize) {
+                        slot.store(0, Ordering::Release);
+                    }
+                }
+                ChannelState::Virq { virq } => {
+                    // Per-vcpu VIRQs live in their vcpu's table, the others
+                    // in vcpu 0's (even if moved with bind_vcpu).
+                    let table_vcpu = if virq.is_per_vcpu() {
+                        channel.notify_vcpu()
+                    } else {
+                        VcpuId(0)
+                    };
+                    if let Some(slot) = domain
+                        .vcpu(table_vcpu)
+                        .and_then(|vcpu| vcpu.virq_to_port.get(virq.index()))
+                    {
+                        slot.store(0, Ordering::Release);
+                    }
+                }
+                ChannelState::Interdomain {
+                    remote,
+                    remote_port,
+                    ..
+                } => {
+                    let peer_domain = if remote == domain.domid {
+                        domain.clone()
+                    } else {
+                        match &peer {
+                            Some(known) if known.domid == remote => known.clone(),
+                            Some(_) | None => {
+                                if attempts > 3 {
+                                    log::error!(
+                                        "{} {port}: interdomain peer {remote} keeps changing",
+                                        domain.domid
+                                    );
+                                    return Err(Errno::EINVAL);
+                                }
+                                peer = Some(self.domain(remote).ok_or(Errno::EINVAL)?);
+                                drop(locks);
+                                continue;
+                            }
+                        }
+                    };
+                    let peer_channel = peer_domain.table.channel(remote_port);
+                    let points_back = peer_channel.is_some_and(|peer_channel| {
+                        matches!(*peer_channel.read(),
+                            ChannelState::Interdomain { remote: back, remote_port: back_port, .. }
+                                if back == domain.domid && back_port == port)
+                    });
+                    let Some(peer_channel) = peer_channel.filter(|_| points_back) else {
+                        // The Arc we locked is a destroyed domain whose id was
+                        // reused: look the peer up again.
+                        if attempts > 3 {
+                            log::error!(
+                                "{} {port}: interdomain peer does not point back",
+                                domain.domid
+                            );
+                            return Err(Errno::EINVAL);
+                        }
+                        peer = None;
+                        drop(locks);
+                        continue;
+                    };
+                    // Lock order: channel (lower domid, port) -> channel (higher).
+                    let self_first = (domain.domid, port) < (remote, remote_port);
+                    let (mut own_state, mut peer_state) = if self_first {
+                        let own_state = channel.write();
+                        (own_state, peer_channel.write())
+                    } else {
+                        let peer_state = peer_channel.write();
+                        (channel.write(), peer_state)
+                    };
+                    let peer_consumer = peer_state.consumer();
+                    *peer_state = ChannelState::Unbound {
+                        remote: domain.domid,
+                        consumer: peer_consumer,
+                    };
+                    domain.release_port(port, channel, state.is_xen_attached());
+                    *own_state = ChannelState::Free;
+                    return Ok(());
+                }
+            }
+            let mut own_state = channel.write();
+            domain.release_port(port, channel, state.is_xen_attached());
+            *own_state = ChannelState::Free;
+            return Ok(());
+        }
+    }
+
+    /// EVTCHNOP_reset and EVTCHNOP_reset_cont (spec §2.12): close every
+    /// guest channel of `dom` as the guest would (Xen-attached ones stay).
+    ///
+    /// -ESRCH, then -EPERM (TARGET), then -EINVAL if the target is another
+    /// domain not paused by the controller, then -EBUSY for a reset while one
+    /// is in progress or a continue while none is. Every 64th port asks
+    /// [`Notify::should_preempt`]; if it says so the cursor is kept and the
+    /// result is [`Errno::ERESTART`], which the hypervisor turns into a
+    /// continuation with cmd 14 (XSA-344). -EAGAIN if channels were opened
+    /// meanwhile.
+    pub fn reset(&self, caller: DomId, dom: DomId, mode: ResetMode) -> Result<(), Errno> {
+        let caller = self.caller(caller)?;
+        let target = self.resolve(&caller, dom)?;
+        check_target(&caller, &target)?;
+        if target.domid != caller.domid && target.controller_pauses.load(Ordering::Acquire) == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut port = {
+            let mut locked = target.lock();
+            let start = match mode {
+                ResetMode::Continue => locked.reset_cursor,
+                ResetMode::Start if locked.reset_cursor == 0 => 1,
+                ResetMode::Start => 0,
+            };
+            if start == 0 {
+                return Err(Errno::EBUSY);
+            }
+            locked.reset_cursor = locked.reset_cursor.max(start);
+            start
+        };
+        while target.table.is_valid(Port(port))
+            && target.active_channels.load(Ordering::Relaxed)
+                > target.xen_channels.load(Ordering::Relaxed)
+        {
+            // A free or Xen-attached port gives -EINVAL: skipped.
+            let _ = self.close_port(&target, Port(port), CloseBy::Guest);
+            if port % EVTCHNS_PER_BUCKET == 0 && self.notify.should_preempt() {
+                target.lock().reset_cursor = port;
+                return Err(Errno::ERESTART);
+            }
+            port += 1;
+        }
+        let mut locked = target.lock();
+        locked.reset_cursor = 0;
+        if target.active_channels.load(Ordering::Relaxed)
+            > target.xen_channels.load(Ordering::Relaxed)
+        {
+            return Err(Errno::EAGAIN);
+        }
+        // FIFO, once implemented, is dropped here and the domain returns to
+        // 2-level; under 2-level there is nothing more to do.
+        Ok(())
+    }
+}

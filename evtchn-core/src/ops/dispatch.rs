@@ -1,0 +1,164 @@
+//! The byte-level entry point: `HYPERVISOR_event_channel_op(cmd, arg)`
+//! after the hypervisor has copied the argument in.
+
+use crate::abi::{
+    DomId, Errno, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq,
+    EvtchnBindVcpu, EvtchnBindVirq, EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnOp,
+    EvtchnReset, EvtchnSend, EvtchnSetPriority, EvtchnStatus, EvtchnUnmask,
+};
+use crate::notify::{Notify, PirqHost};
+use crate::registry::Domains;
+
+use super::ResetMode;
+
+/// The bytes a successful op copies back to the guest (at most 24), or
+/// none for ops that copy nothing back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl Reply {
+    /// Nothing to copy back.
+    pub const NONE: Self = Self {
+        bytes: [0; 24],
+        len: 0,
+    };
+
+    fn from_slice(source: &[u8]) -> Self {
+        let mut reply = Self::NONE;
+        let len = source.len().min(reply.bytes.len());
+        if let (Some(target), Some(source)) = (reply.bytes.get_mut(..len), source.get(..len)) {
+            target.copy_from_slice(source);
+        }
+        reply.len = len;
+        reply
+    }
+
+    /// The bytes to copy back to the guest's argument (empty: copy nothing).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Whether there is nothing to copy back.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The first `N` argument bytes, or -EFAULT if the hypervisor could not
+/// copy that many in.
+fn argument<const N: usize>(bytes: &[u8]) -> Result<&[u8; N], Errno> {
+    bytes
+        .get(..N)
+        .and_then(|prefix| prefix.try_into().ok())
+        .ok_or(Errno::EFAULT)
+}
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// Serve `HYPERVISOR_event_channel_op(cmd, arg)` for `caller`, with `arg`
+    /// the bytes copied in from the guest (at least
+    /// [`EvtchnOp::arg_size`] of them, else -EFAULT). Unknown `cmd` gives
+    /// -ENOSYS. On success, copy [`Reply::as_bytes`] back; a failed
+    /// copy-back is -EFAULT and undoes nothing (spec §1.1).
+    /// [`Errno::ERESTART`] (from reset) means "continue as cmd 14" and must
+    /// not reach the guest.
+    pub fn dispatch(&self, caller: DomId, cmd: u32, arg: &[u8]) -> Result<Reply, Errno> {
+        let Some(op) = EvtchnOp::from_cmd(cmd) else {
+            log::debug!("{caller}: event_channel_op {cmd} unknown: -ENOSYS");
+            return Err(Errno::ENOSYS);
+        };
+        let result = self.dispatch_op(caller, op, arg);
+        if let Err(errno) = result {
+            log::debug!("{caller}: {op:?} {arg:02x?} rejected: {errno}");
+        }
+        result
+    }
+
+    fn dispatch_op(&self, caller: DomId, op: EvtchnOp, arg: &[u8]) -> Result<Reply, Errno> {
+        match op {
+            EvtchnOp::BindInterdomain => {
+                let mut request = EvtchnBindInterdomain::from_bytes(argument(arg)?);
+                request.local_port =
+                    self.bind_interdomain(caller, request.remote_dom, request.remote_port)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }
+            EvtchnOp::BindVirq => {
+                let mut request = EvtchnBindVirq::from_bytes(argument(arg)?);
+                request.port = self.bind_virq(caller, request.virq, request.vcpu)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }
+            EvtchnOp::BindPirq => {
+                let mut request = EvtchnBindPirq::from_bytes(argument(arg)?);
+                request.port = self.bind_pirq(caller, request.pirq, request.flags)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }
+            EvtchnOp::Close => {
+                let request = EvtchnClose::from_bytes(argument(arg)?);
+                self.close(caller, request.port).map(|()| Reply::NONE)
+            }
+            EvtchnOp::Send => {
+                let request = EvtchnSend::from_bytes(argument(arg)?);
+                self.send(caller, request.port).map(|()| Reply::NONE)
+            }
+            EvtchnOp::Status => {
+                let request = EvtchnStatus::from_bytes(argument(arg)?);
+                // The union goes back as passed except the state's member:
+                // start from the guest's raw bytes, not a re-encoding.
+                let mut reply_bytes = *argument::<24>(arg)?;
+                let reply = self.status(caller, request)?;
+                let encoded = reply.to_bytes();
+                if let (Some(target), Some(source)) =
+                    (reply_bytes.get_mut(4..24), encoded.get(4..24))
+                {
+                    target.copy_from_slice(source);
+                }
+                Ok(Reply::from_slice(&reply_bytes))
+            }
+            EvtchnOp::AllocUnbound => {
+                let mut request = EvtchnAllocUnbound::from_bytes(argument(arg)?);
+                request.port = self.alloc_unbound(caller, request.dom, request.remote_dom)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }
+            EvtchnOp::BindIpi => {
+                let mut request = EvtchnBindIpi::from_bytes(argument(arg)?);
+                request.port = self.bind_ipi(caller, request.vcpu)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }
+            EvtchnOp::BindVcpu => {
+                let request = EvtchnBindVcpu::from_bytes(argument(arg)?);
+                self.bind_vcpu(caller, request.port, request.vcpu)
+                    .map(|()| Reply::NONE)
+            }
+            EvtchnOp::Unmask => {
+                let request = EvtchnUnmask::from_bytes(argument(arg)?);
+                self.unmask(caller, request.port).map(|()| Reply::NONE)
+            }
+            EvtchnOp::Reset | EvtchnOp::ResetCont => {
+                let request = EvtchnReset::from_bytes(argument(arg)?);
+                let mode = if op == EvtchnOp::Reset {
+                    ResetMode::Start
+                } else {
+                    ResetMode::Continue
+                };
+                self.reset(caller, request.dom, mode).map(|()| Reply::NONE)
+            }
+            EvtchnOp::InitControl => {
+                let request = EvtchnInitControl::from_bytes(argument(arg)?);
+                let reply = self.init_control(caller, request)?;
+                Ok(Reply::from_slice(&reply.to_bytes()))
+            }
+            EvtchnOp::ExpandArray => {
+                let request = EvtchnExpandArray::from_bytes(argument(arg)?);
+                self.expand_array(caller, request.array_gfn)
+                    .map(|()| Reply::NONE)
+            }
+            EvtchnOp::SetPriority => {
+                let request = EvtchnSetPriority::from_bytes(argument(arg)?);
+                self.set_priority(caller, request.port, request.priority)
+                    .map(|()| Reply::NONE)
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! EVTCHNOP_status, EVTCHNOP_bind_vcpu and EVTCHNOP_unmask.
+
+use crate::abi::{DomId, Errno, EvtchnStatus, Port, VcpuId};
+use crate::channel::ChannelState;
+use crate::notify::{Notify, PirqHost};
+use crate::registry::Domains;
+
+use super::check_target;
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// EVTCHNOP_status (spec §2.6): fills `status`, `vcpu` and the union
+    /// member of the state; the rest of `query.u` comes back as passed (so
+    /// IPI and closed ports leave the union untouched). -ESRCH, then
+    /// -EINVAL for an invalid port *before* the privilege check, then
+    /// -EACCES for a Xen-attached channel (Xen 4.15–4.18), then -EPERM.
+    pub fn status(&self, caller: DomId, query: EvtchnStatus) -> Result<EvtchnStatus, Errno> {
+        let caller = self.caller(caller)?;
+        let target = self.resolve(&caller, query.dom)?;
+        let channel = target.table.channel(query.port).ok_or(Errno::EINVAL)?;
+        let state = *channel.read();
+        if state.is_xen_attached() {
+            return Err(Errno::EACCES);
+        }
+        check_target(&caller, &target)?;
+        let mut reply = query;
+        reply.status = state.stat() as u32;
+        reply.vcpu = channel.notify_vcpu();
+        match state {
+            ChannelState::Free | ChannelState::Reserved | ChannelState::Ipi => {}
+            ChannelState::Unbound { remote, .. } => reply.set_unbound_dom(remote),
+            ChannelState::Interdomain {
+                remote,
+                remote_port,
+                ..
+            } => reply.set_interdomain(remote, remote_port),
+            ChannelState::Pirq { pirq } => reply.set_pirq(pirq),
+            ChannelState::Virq { virq } => reply.set_virq(virq.number()),
+        }
+        Ok(reply)
+    }
+
+    /// EVTCHNOP_bind_vcpu (spec §2.10): -ENOENT for no such vcpu (checked
+    /// *before* the port), -EINVAL for an invalid port, a Xen-attached
+    /// channel, a per-vcpu VIRQ, an IPI, a free or reserved port. Global
+    /// VIRQs, unbound and interdomain ports change their notify vcpu; a PIRQ
+    /// also has its host IRQ retargeted. Nothing pending is re-raised.
+    pub fn bind_vcpu(&self, caller: DomId, port: Port, vcpu: VcpuId) -> Result<(), Errno> {
+        let domain = self.caller(caller)?;
+        domain.check_vcpu(vcpu)?;
+        let _locked = domain.lock();
+        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        let state = *channel.read();
+        if state.is_xen_attached() {
+            return Err(Errno::EINVAL);
+        }
+        match state {
+            ChannelState::Virq { virq } if virq.is_per_vcpu() => Err(Errno::EINVAL),
+            ChannelState::Virq { .. }
+            | ChannelState::Unbound { .. }
+            | ChannelState::Interdomain { .. } => {
+                channel.set_notify_vcpu(vcpu);
+                Ok(())
+            }
+            ChannelState::Pirq { pirq } => {
+                if channel.notify_vcpu() != vcpu {
+                    channel.set_notify_vcpu(vcpu);
+                    self.pirq_host.set_affinity(domain.domid, pirq, vcpu);
+                }
+                Ok(())
+            }
+            ChannelState::Ipi | ChannelState::Free | ChannelState::Reserved => Err(Errno::EINVAL),
+        }
+    }
+
+    /// EVTCHNOP_unmask (spec §2.11): -EINVAL for an invalid port, else rc 0
+    /// — also for free and reserved ports, where nothing happens. A usable
+    /// port that was masked and is pending is re-raised toward its notify
+    /// vcpu.
+    pub fn unmask(&self, caller: DomId, port: Port) -> Result<(), Errno> {
+        let domain = self.caller(caller)?;
+        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        let state = channel.read();
+        if !state.is_usable() {
+            return Ok(());
+        }
+        let wakeups = domain
+            .abi
+            .unmask(&*domain.shared, port, channel.notify_vcpu());
+        drop(state);
+        domain.deliver(wakeups, &self.notify);
+        Ok(())
+    }
+}

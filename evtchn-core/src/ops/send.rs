@@ -1,0 +1,120 @@
+//! EVTCHNOP_send.
+
+use crate::abi::{DomId, Errno, Port};
+use crate::channel::{ChannelState, Consumer};
+use crate::notify::{Notify, PirqHost};
+use crate::registry::Domains;
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// EVTCHNOP_send (spec §2.5): on an interdomain port, set the *peer*
+    /// pending toward the peer's notify vcpu (a Xen-attached peer gets
+    /// [`Notify::notify_xen_consumer`] instead); on an IPI port, this port
+    /// toward its vcpu; on an unbound port, nothing (rc 0). -EINVAL for an
+    /// invalid, free, reserved, PIRQ, VIRQ or Xen-attached port.
+    ///
+    /// Only the local channel's read lock is taken: every state change of
+    /// an interdomain pair holds both channels' write locks, so the peer
+    /// cannot change while it is held. The peer's own lock is only *tried*
+    /// (it cannot be write-locked then), which keeps the channel lock order.
+    pub fn send(&self, caller: DomId, port: Port) -> Result<(), Errno> {
+        let domain = self.caller(caller)?;
+        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        let state = channel.read();
+        if state.is_xen_attached() {
+            return Err(Errno::EINVAL);
+        }
+        match *state {
+            ChannelState::Free
+            | ChannelState::Reserved
+            | ChannelState::Pirq { .. }
+            | ChannelState::Virq { .. } => Err(Errno::EINVAL),
+            ChannelState::Unbound { .. } => Ok(()),
+            ChannelState::Ipi => {
+                let wakeups = domain
+                    .abi
+                    .set_pending(&*domain.shared, port, channel.notify_vcpu());
+                drop(state);
+                domain.deliver(wakeups, &self.notify);
+                Ok(())
+            }
+            ChannelState::Interdomain {
+                remote,
+                remote_port,
+                ..
+            } => {
+                let peer = if remote == domain.domid {
+                    domain.clone()
+                } else {
+                    let Some(peer) = self.domain(remote) else {
+                        log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
+                        return Ok(());
+                    };
+                    peer
+                };
+                let Some(peer_channel) = peer.table.channel(remote_port) else {
+                    return Ok(());
+                };
+                let Some(peer_state) = peer_channel.try_read() else {
+                    log::error!(
+                        "{} {port}: peer channel write-locked during send",
+                        domain.domid
+                    );
+                    return Ok(());
+                };
+                match peer_state.consumer() {
+                    Consumer::Xen(consumer) => {
+                        drop(peer_state);
+                        drop(state);
+                        self.notify
+                            .notify_xen_consumer(peer.domid, remote_port, consumer);
+                    }
+                    Consumer::Guest => {
+                        let wakeups = peer.abi.set_pending(
+                            &*peer.shared,
+                            remote_port,
+                            peer_channel.notify_vcpu(),
+                        );
+                        drop(peer_state);
+                        drop(state);
+                        peer.deliver(wakeups, &self.notify);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Xen's `notify_via_xen_event_channel()`: the hypervisor signals the
+    /// guest peer of its Xen-attached port `port` in `domid`. Dropped if the
+    /// port is not an interdomain Xen-attached channel.
+    pub fn notify_via_xen_channel(&self, domid: DomId, port: Port) {
+        let Some(domain) = self.domain(domid) else {
+            return;
+        };
+        let Some(channel) = domain.table.channel(port) else {
+            return;
+        };
+        let Some(state) = channel.try_read() else {
+            return;
+        };
+        let ChannelState::Interdomain {
+            remote,
+            remote_port,
+            consumer: Consumer::Xen(_),
+        } = *state
+        else {
+            return;
+        };
+        let Some(peer) = self.domain(remote) else {
+            return;
+        };
+        let Some(peer_channel) = peer.table.channel(remote_port) else {
+            return;
+        };
+        let wakeups = peer
+            .abi
+            .set_pending(&*peer.shared, remote_port, peer_channel.notify_vcpu());
+        drop(state);
+        peer.deliver(wakeups, &self.notify);
+    }
+}

@@ -1,0 +1,449 @@
+//! [`Domains`]: every domain evtchn-core knows, and the entry points the
+//! hypervisor calls that are not guest ops (creation, destruction, VIRQ and
+//! PIRQ delivery, polling, observation).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
+use crate::channel::{ChannelInfo, ChannelState};
+use crate::domain::{Domain, DomainConfig, EventLocked};
+use crate::notify::{Notify, PirqHost};
+use crate::shared::SharedInfoView;
+use crate::sync::{Arc, AtomicU32, MutexGuard, Ordering, RwLock};
+
+/// "No domain" in the global-VIRQ handler table.
+const NO_DOMAIN: u32 = u32::MAX;
+
+/// The registry of domains, generic over the hypervisor's [`Notify`] and
+/// [`PirqHost`] (tests use fakes).
+///
+/// The registry lock is a leaf: it is held only to look up or insert an
+/// `Arc<Domain>`, never while taking another lock. Entry points that may run
+/// in interrupt context ([`Domains::send_vcpu_virq`],
+/// [`Domains::send_global_virq`], [`Domains::send_pirq`]) only *try* it and
+/// drop the event if a domain is being created or destroyed at that instant
+/// on the same pCPU.
+pub struct Domains<N: Notify, P: PirqHost> {
+    domains: RwLock<BTreeMap<DomId, Arc<Domain>>>,
+    pub(crate) notify: N,
+    pub(crate) pirq_host: P,
+    /// Per global VIRQ: the domain set by `set_virq_handler` (or NO_DOMAIN).
+    virq_handlers: [AtomicU32; Virq::COUNT],
+    /// The hardware domain: the first privileged domain created; global
+    /// VIRQs without an explicit handler go to it.
+    hardware_domain: AtomicU32,
+}
+
+/// The event locks of one or two domains, taken lower domid first.
+pub(crate) enum EventLocks<'a> {
+    One(MutexGuard<'a, EventLocked>),
+    Two {
+        lower: MutexGuard<'a, EventLocked>,
+        higher: MutexGuard<'a, EventLocked>,
+        first_is_lower: bool,
+    },
+}
+
+impl EventLocks<'_> {
+    /// Lock `first` and `second` (the same domain → one lock).
+    pub(crate) fn lock<'a>(first: &'a Domain, second: &'a Domain) -> EventLocks<'a> {
+        if first.domid == second.domid {
+            return EventLocks::One(first.lock());
+        }
+        // Lock order: lower domid's event lock -> higher domid's event lock.
+        let first_is_lower = first.domid < second.domid;
+        let (lower, higher) = if first_is_lower {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let lower = lower.lock();
+        let higher = higher.lock();
+        EventLocks::Two {
+            lower,
+            higher,
+            first_is_lower,
+        }
+    }
+
+    pub(crate) fn first(&self) -> &EventLocked {
+        match self {
+            Self::One(guard) => guard,
+            Self::Two {
+                lower,
+                higher,
+                first_is_lower,
+            } => {
+                if *first_is_lower {
+                    lower
+                } else {
+                    higher
+                }
+            }
+        }
+    }
+
+    pub(crate) fn second(&self) -> &EventLocked {
+        match self {
+            Self::One(guard) => guard,
+            Self::Two {
+                lower,
+                higher,
+                first_is_lower,
+            } => {
+                if *first_is_lower {
+                    higher
+                } else {
+                    lower
+                }
+            }
+        }
+    }
+}
+
+impl<N: Notify, P: PirqHost> Domains<N, P> {
+    /// An empty registry.
+    pub fn new(notify: N, pirq_host: P) -> Self {
+        Self {
+            domains: RwLock::new(BTreeMap::new()),
+            notify,
+            pirq_host,
+            virq_handlers: core::array::from_fn(|_| AtomicU32::new(NO_DOMAIN)),
+            hardware_domain: AtomicU32::new(NO_DOMAIN),
+        }
+    }
+
+    /// The [`Notify`] implementation.
+    pub fn notify(&self) -> &N {
+        &self.notify
+    }
+
+    /// The [`PirqHost`] implementation.
+    pub fn pirq_host(&self) -> &P {
+        &self.pirq_host
+    }
+
+    /// Create a domain's event-channel state: port 0 reserved, ports 1..63
+    /// valid and free, 2-level ABI. -EINVAL for a reserved domid or zero
+    /// vcpus, -EEXIST if the id is taken, -ENOMEM.
+    pub fn create_domain(
+        &self,
+        config: DomainConfig,
+        shared: Arc<dyn SharedInfoView>,
+    ) -> Result<(), Errno> {
+        if !config.domid.is_real() || config.vcpus == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let domain = Arc::new(Domain::new(config, shared)?);
+        let mut domains = self.domains.write();
+        if domains.contains_key(&config.domid) {
+            return Err(Errno::EEXIST);
+        }
+        domains.insert(config.domid, domain);
+        drop(domains);
+        if config.privilege == crate::domain::Privilege::Privileged {
+            let _ = self.hardware_domain.compare_exchange(
+                NO_DOMAIN,
+                u32::from(config.domid.0),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        Ok(())
+    }
+
+    /// Destroy a domain's event-channel state (Xen: `evtchn_destroy()`): mark
+    /// it dying (allocation then fails), close every port from the top down
+    /// (Xen-attached ones too; interdomain peers become unbound naming this
+    /// domain), drop its global-VIRQ handler registrations, then forget it.
+    /// -ESRCH if unknown, -EINVAL if already being destroyed.
+    pub fn destroy_domain(&self, domid: DomId) -> Result<(), Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        {
+            let mut locked = domain.lock();
+            if locked.is_dying {
+                return Err(Errno::EINVAL);
+            }
+            locked.is_dying = true;
+        }
+        let valid = domain.table.valid_evtchns();
+        for port in (1..valid).rev() {
+            // A free port gives -EINVAL: nothing to do there.
+            let _ = self.close_port(&domain, Port(port), crate::ops::CloseBy::Hypervisor);
+        }
+        let id = u32::from(domid.0);
+        for handler in &self.virq_handlers {
+            let _ = handler.compare_exchange(id, NO_DOMAIN, Ordering::AcqRel, Ordering::Acquire);
+        }
+        let _ = self.hardware_domain.compare_exchange(
+            id,
+            NO_DOMAIN,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.domains.write().remove(&domid);
+        Ok(())
+    }
+
+    /// The domain with this id (dying domains included until destroyed).
+    pub(crate) fn domain(&self, domid: DomId) -> Option<Arc<Domain>> {
+        self.domains.read().get(&domid).cloned()
+    }
+
+    /// The same lookup for interrupt context: never spins on the registry
+    /// lock (returns `None` if a writer holds it).
+    fn domain_from_interrupt(&self, domid: DomId) -> Option<Arc<Domain>> {
+        self.domains.try_read()?.get(&domid).cloned()
+    }
+
+    /// Resolve an op's domain argument for `caller` (Xen:
+    /// `rcu_lock_domain_by_any_id()`): DOMID_SELF is the caller, other
+    /// reserved ids and unknown ids give -ESRCH.
+    pub(crate) fn resolve(&self, caller: &Arc<Domain>, domid: DomId) -> Result<Arc<Domain>, Errno> {
+        if domid == DomId::SELF {
+            return Ok(caller.clone());
+        }
+        if !domid.is_real() {
+            return Err(Errno::ESRCH);
+        }
+        self.domain(domid).ok_or(Errno::ESRCH)
+    }
+
+    /// The calling domain (-ESRCH if the hypervisor names an unknown one).
+    pub(crate) fn caller(&self, caller: DomId) -> Result<Arc<Domain>, Errno> {
+        self.domain(caller).ok_or(Errno::ESRCH)
+    }
+
+    /// The ids of every domain, ascending.
+    pub fn domain_ids(&self) -> Vec<DomId> {
+        self.domains.read().keys().copied().collect()
+    }
+
+    /// Whether a domain with this id exists.
+    pub fn contains(&self, domid: DomId) -> bool {
+        self.domains.read().contains_key(&domid)
+    }
+
+    // ----- observation (tests, model checks, the debug dump) -----
+
+    /// State, notify vcpu and priority of any valid port; -ESRCH for an
+    /// unknown domain, -EINVAL for a port without storage.
+    pub fn channel_info(&self, domid: DomId, port: Port) -> Result<ChannelInfo, Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        Ok(channel.info())
+    }
+
+    /// Number of allocated channels (port 0 not counted).
+    pub fn active_channels(&self, domid: DomId) -> Option<u32> {
+        Some(self.domain(domid)?.active_channels.load(Ordering::Relaxed))
+    }
+
+    /// Ports with storage (`valid_evtchns`): a multiple of 64, never shrinking.
+    pub fn valid_ports(&self, domid: DomId) -> Option<u32> {
+        Some(self.domain(domid)?.table.valid_evtchns())
+    }
+
+    /// The domain's shared page as evtchn-core sees it.
+    pub fn shared_info(&self, domid: DomId) -> Option<Arc<dyn SharedInfoView>> {
+        Some(self.domain(domid)?.shared.clone())
+    }
+
+    /// The port bound to `virq` in `vcpu`'s table, if any.
+    pub fn virq_port(&self, domid: DomId, vcpu: VcpuId, virq: Virq) -> Option<Port> {
+        let domain = self.domain(domid)?;
+        let slot = domain.vcpu(vcpu)?.virq_to_port.get(virq.index())?;
+        // Acquire: pairs with the Release publishing the binding.
+        match slot.load(Ordering::Acquire) {
+            0 => None,
+            port => Some(Port(port)),
+        }
+    }
+
+    /// The ABI's pending bit of `port` (false for ports past the ABI).
+    pub fn is_pending(&self, domid: DomId, port: Port) -> Option<bool> {
+        let domain = self.domain(domid)?;
+        Some(domain.abi.is_pending(&*domain.shared, port))
+    }
+
+    /// The ABI's mask bit of `port` (true for ports past the ABI).
+    pub fn is_masked(&self, domid: DomId, port: Port) -> Option<bool> {
+        let domain = self.domain(domid)?;
+        Some(domain.abi.is_masked(&*domain.shared, port))
+    }
+
+    /// Visit every allocated port of a domain (for the `'e'` debug dump).
+    pub fn for_each_channel(&self, domid: DomId, mut visit: impl FnMut(Port, ChannelInfo)) {
+        let Some(domain) = self.domain(domid) else {
+            return;
+        };
+        for port in 0..domain.table.valid_evtchns() {
+            if let Some(channel) = domain.table.channel(Port(port)) {
+                let info = channel.info();
+                if info.state != ChannelState::Free {
+                    visit(Port(port), info);
+                }
+            }
+        }
+    }
+
+    // ----- control -----
+
+    /// The control domain paused `domid` (XEN_DOMCTL_pausedomain); a reset
+    /// by another domain needs the target paused (spec §2.12).
+    pub fn pause_by_controller(&self, domid: DomId) -> Result<(), Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        domain.controller_pauses.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Undo one [`Domains::pause_by_controller`]; -EINVAL if not paused.
+    pub fn unpause_by_controller(&self, domid: DomId) -> Result<(), Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        domain
+            .controller_pauses
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                count.checked_sub(1)
+            })
+            .map(|_| ())
+            .map_err(|_| Errno::EINVAL)
+    }
+
+    /// XEN_DOMCTL_set_virq_handler for a global VIRQ: in 4.17 it always
+    /// succeeds for a global VIRQ and leaves every binding in place.
+    /// -EINVAL for a per-vcpu VIRQ, -ESRCH for an unknown domain.
+    pub fn set_virq_handler(&self, virq: Virq, domid: DomId) -> Result<(), Errno> {
+        if virq.is_per_vcpu() {
+            return Err(Errno::EINVAL);
+        }
+        if !self.contains(domid) {
+            return Err(Errno::ESRCH);
+        }
+        if let Some(slot) = self.virq_handlers.get(virq.index()) {
+            slot.store(u32::from(domid.0), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The domain that receives a global VIRQ: its handler if set, else the
+    /// hardware domain (Xen: `get_global_virq_handler()`).
+    pub fn virq_handler(&self, virq: Virq) -> Option<DomId> {
+        let explicit = self
+            .virq_handlers
+            .get(virq.index())
+            .map_or(NO_DOMAIN, |slot| slot.load(Ordering::Acquire));
+        let chosen = if explicit == NO_DOMAIN {
+            self.hardware_domain.load(Ordering::Acquire)
+        } else {
+            explicit
+        };
+        u16::try_from(chosen).ok().map(DomId)
+    }
+
+    // ----- delivery from the hypervisor (interrupt context allowed) -----
+
+    /// Raise a per-vcpu VIRQ (Xen: `send_guest_vcpu_virq()`): discarded if
+    /// the vcpu has no port bound to it, or if the channel is being changed
+    /// at this instant (try-lock). A global VIRQ is ignored here.
+    pub fn send_vcpu_virq(&self, domid: DomId, vcpu: VcpuId, virq: Virq) {
+        if !virq.is_per_vcpu() {
+            log::warn!("send_vcpu_virq: {virq} is global");
+            return;
+        }
+        if let Some(domain) = self.domain_from_interrupt(domid) {
+            self.raise_virq(&domain, vcpu, virq);
+        }
+    }
+
+    /// Raise a global VIRQ (Xen: `send_guest_global_virq()`) in its handler
+    /// domain, through the port in that domain's vcpu 0 table, toward the
+    /// channel's notify vcpu.
+    pub fn send_global_virq(&self, virq: Virq) {
+        if virq.is_per_vcpu() {
+            log::warn!("send_global_virq: {virq} is per-vcpu");
+            return;
+        }
+        let Some(handler) = self.virq_handler(virq) else {
+            return;
+        };
+        if let Some(domain) = self.domain_from_interrupt(handler) {
+            self.raise_virq(&domain, VcpuId(0), virq);
+        }
+    }
+
+    fn raise_virq(&self, domain: &Domain, table_vcpu: VcpuId, virq: Virq) {
+        let Some(slot) = domain
+            .vcpu(table_vcpu)
+            .and_then(|vcpu| vcpu.virq_to_port.get(virq.index()))
+        else {
+            return;
+        };
+        // Acquire: pairs with the Release that published the binding.
+        let port = Port(slot.load(Ordering::Acquire));
+        if port == Port::RESERVED {
+            return;
+        }
+        let Some(channel) = domain.table.channel(port) else {
+            return;
+        };
+        let wakeups = {
+            // Interrupt context: never spin on the channel lock. A writer
+            // means the channel is being created or closed: drop the event.
+            let Some(state) = channel.try_read() else {
+                return;
+            };
+            // The port may have been closed and reused since the load.
+            if *state != (ChannelState::Virq { virq }) {
+                return;
+            }
+            let target = if virq.is_per_vcpu() {
+                table_vcpu
+            } else {
+                channel.notify_vcpu()
+            };
+            domain.abi.set_pending(&*domain.shared, port, target)
+        };
+        domain.deliver(wakeups, &self.notify);
+    }
+
+    /// Deliver a physical IRQ to the port bound to `pirq` (Xen:
+    /// `send_guest_pirq()`), toward its notify vcpu; dropped if unbound or
+    /// if the channel is being changed at this instant.
+    pub fn send_pirq(&self, domid: DomId, pirq: u32) {
+        let Some(domain) = self.domain_from_interrupt(domid) else {
+            return;
+        };
+        let Some(slot) = domain.pirq_to_port.get(pirq as usize) else {
+            return;
+        };
+        // Acquire: pairs with the Release in bind_pirq.
+        let port = Port(slot.load(Ordering::Acquire));
+        if port == Port::RESERVED {
+            return;
+        }
+        let Some(channel) = domain.table.channel(port) else {
+            return;
+        };
+        let wakeups = {
+            let Some(state) = channel.try_read() else {
+                return;
+            };
+            if *state != (ChannelState::Pirq { pirq }) {
+                return;
+            }
+            domain
+                .abi
+                .set_pending(&*domain.shared, port, channel.notify_vcpu())
+        };
+        domain.deliver(wakeups, &self.notify);
+    }
+
+    /// Xen's `local_events_need_delivery()`: `evtchn_upcall_pending` set and
+    /// `evtchn_upcall_mask` clear. The hypervisor asks this on every return
+    /// to the guest to decide whether to bounce to the event callback.
+    pub fn vcpu_has_deliverable_event(&self, domid: DomId, vcpu: VcpuId) -> bool {
+        self.domain_from_interrupt(domid)
+            .is_some_and(|domain| domain.vcpu_has_deliverable_event(vcpu))
+    }
+}
