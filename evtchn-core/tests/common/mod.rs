@@ -1,6 +1,11 @@
 //! Shared fakes and helpers for the behaviour tests: a recording `Notify`, a
 //! scriptable `PirqHost`, and a world of domains on heap shared pages.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers: a panic here is a failed test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
