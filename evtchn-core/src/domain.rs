@@ -234,3 +234,19 @@ impl Domain {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::SharedInfo;
+
+    #[test]
+    fn allocation_in_a_dying_domain_gives_einval() {
+        let domain =
+            Domain::new(DomainConfig::new(DomId(1), 1), Arc::new(SharedInfo::new())).unwrap();
+        let mut locked = domain.lock();
+        assert!(domain.prepare_port(&locked).is_ok());
+        locked.is_dying = true;
+        assert_eq!(domain.prepare_port(&locked).err(), Some(Errno::EINVAL));
+    }
+}

@@ -255,3 +255,115 @@ impl World {
         out
     }
 }
+
+/// One port of every kind in DOM1, built on a fresh [`World`]:
+///
+/// | port | state |
+/// |---|---|
+/// | 0 | Reserved |
+/// | 1 | Unbound, remote DOM2 |
+/// | 2 | Interdomain with DOM2 port 1 |
+/// | 3 | Virq TIMER (per-vcpu) on vcpu 1 |
+/// | 4 | Virq CONSOLE (global) on vcpu 0 |
+/// | 5 | Ipi on vcpu 1 |
+/// | 6 | Pirq 3 |
+/// | 7 | Unbound, Xen-attached, remote DOM2 |
+/// | 8..=63 | Free (valid) |
+/// | 64.. | invalid |
+pub struct Zoo {
+    pub world: World,
+}
+
+pub const RESERVED: Port = Port(0);
+pub const UNBOUND: Port = Port(1);
+pub const INTERDOMAIN: Port = Port(2);
+pub const VIRQ_PER_VCPU: Port = Port(3);
+pub const VIRQ_GLOBAL: Port = Port(4);
+pub const IPI: Port = Port(5);
+pub const PIRQ: Port = Port(6);
+pub const XEN_ATTACHED: Port = Port(7);
+pub const FREE: Port = Port(8);
+pub const LAST_VALID_FREE: Port = Port(63);
+pub const ZOO_PIRQ: u32 = 3;
+
+/// A port of each kind, named, for table-driven tests.
+pub const ZOO_PORTS: [(&str, Port); 10] = [
+    ("reserved", RESERVED),
+    ("unbound", UNBOUND),
+    ("interdomain", INTERDOMAIN),
+    ("per-vcpu virq", VIRQ_PER_VCPU),
+    ("global virq", VIRQ_GLOBAL),
+    ("ipi", IPI),
+    ("pirq", PIRQ),
+    ("xen-attached", XEN_ATTACHED),
+    ("free", FREE),
+    ("last valid free", LAST_VALID_FREE),
+];
+
+/// Ports that have no storage in a fresh domain: each gives -EINVAL.
+pub const INVALID_PORTS: [Port; 7] = [
+    Port(64),
+    Port(1023),
+    Port(1024),
+    Port(4096),
+    Port(131072),
+    Port(i32::MAX as u32),
+    Port(u32::MAX),
+];
+
+impl Zoo {
+    pub fn new() -> Self {
+        use evtchn_core::Virq;
+        let world = World::new();
+        let domains = &world.domains;
+        assert_eq!(domains.alloc_unbound(DOM1, DomId::SELF, DOM2), Ok(UNBOUND));
+        let dom2_port = domains.alloc_unbound(DOM2, DomId::SELF, DOM1).unwrap();
+        assert_eq!(dom2_port, Port(1));
+        assert_eq!(
+            domains.bind_interdomain(DOM1, DOM2, dom2_port),
+            Ok(INTERDOMAIN)
+        );
+        assert_eq!(
+            domains.bind_virq(DOM1, Virq::TIMER.number(), VcpuId(1)),
+            Ok(VIRQ_PER_VCPU)
+        );
+        assert_eq!(
+            domains.bind_virq(DOM1, Virq::CONSOLE.number(), VcpuId(0)),
+            Ok(VIRQ_GLOBAL)
+        );
+        assert_eq!(domains.bind_ipi(DOM1, VcpuId(1)), Ok(IPI));
+        world.map_pirq(DOM1, ZOO_PIRQ);
+        assert_eq!(domains.bind_pirq(DOM1, ZOO_PIRQ, 0), Ok(PIRQ));
+        assert_eq!(
+            domains.alloc_unbound_xen(DOM1, DOM2, XenConsumer(1)),
+            Ok(XEN_ATTACHED)
+        );
+        world.guest_ack_all(DOM1);
+        world.guest_ack_all(DOM2);
+        Self { world }
+    }
+}
+
+pub fn active(world: &World, domid: DomId) -> u32 {
+    world.domains.active_channels(domid).unwrap()
+}
+
+pub fn state_is(world: &World, domid: DomId, port: Port, expected: ChannelState) {
+    assert_eq!(world.state(domid, port), expected, "{domid} {port}");
+}
+
+pub fn page_of(world: &World, domid: DomId) -> &SharedInfo {
+    world.page(domid)
+}
+
+pub fn kicks_len(world: &World) -> usize {
+    world.kicks().len()
+}
+
+pub fn none_pending(world: &World, domid: DomId) -> bool {
+    world
+        .page(domid)
+        .evtchn_pending
+        .iter()
+        .all(|word| word.load(Ordering::SeqCst) == 0)
+}
