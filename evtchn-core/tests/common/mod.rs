@@ -25,6 +25,10 @@ pub struct RecordingNotify {
     pub xen_notifications: Mutex<Vec<(DomId, Port, XenConsumer)>>,
     /// `should_preempt` answers true this many times, then false.
     pub preemptions_left: Mutex<u32>,
+    /// If non-zero, `should_preempt` instead answers true on every
+    /// `preempt_period`-th question.
+    pub preempt_period: Mutex<u32>,
+    pub preempt_questions: Mutex<u32>,
 }
 
 impl Notify for RecordingNotify {
@@ -41,6 +45,12 @@ impl Notify for RecordingNotify {
             .push((domain, port, consumer));
     }
     fn should_preempt(&self) -> bool {
+        let period = *self.preempt_period.lock().unwrap();
+        if period != 0 {
+            let mut questions = self.preempt_questions.lock().unwrap();
+            *questions += 1;
+            return questions.is_multiple_of(period);
+        }
         let mut left = self.preemptions_left.lock().unwrap();
         if *left > 0 {
             *left -= 1;
