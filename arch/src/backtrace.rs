@@ -14,7 +14,9 @@ pub const MAX_FRAMES: usize = 32;
 /// Calls `visit(depth, return_address)` for each frame above `rbp`.
 pub fn walk(mut rbp: u64, mut visit: impl FnMut(usize, u64)) {
     for depth in 0..MAX_FRAMES {
-        if rbp % 8 != 0 || rbp < HYPERVISOR_VIRT_START || rbp >= HYPERVISOR_VIRT_END - 16 {
+        if !rbp.is_multiple_of(8)
+            || !(HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END - 16).contains(&rbp)
+        {
             return;
         }
         if !paging::is_mapped(rbp) || !paging::is_mapped(rbp + 8) {

@@ -98,10 +98,12 @@ impl CpuTables {
                 | (((tss_limit >> 16) & 0xf) << 48)
                 | (((tss_addr >> 24) & 0xff) << 56);
             let tss_high = tss_addr >> 32;
-            // SAFETY: only this CPU touches these tables, the TSS is not yet
-            // loaded (so the CPU does not read it concurrently), and the
-            // GDT is not live until `lgdt` below.
-            let (gdt, tss) = unsafe { (&mut *self.gdt.get(), &mut *self.tss.get()) };
+            // SAFETY: only this CPU touches these tables, the GDT is not
+            // live until `lgdt` below, so no other reference exists.
+            let gdt = unsafe { &mut *self.gdt.get() };
+            // SAFETY: as above; the TSS is not loaded yet, so the CPU does
+            // not read it concurrently.
+            let tss = unsafe { &mut *self.tss.get() };
             let entries = [
                 (HYPERVISOR_CS, CODE64_RING0),
                 (HYPERVISOR_DS, DATA_RING0),

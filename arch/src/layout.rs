@@ -72,6 +72,6 @@ pub const fn pdpt_index(virt: u64) -> usize {
 const _: () = assert!(pml4_index(IMAGE_OFFSET) >= HYPERVISOR_PML4_FIRST);
 const _: () = assert!(pml4_index(IMAGE_OFFSET) <= HYPERVISOR_PML4_LAST);
 const _: () = assert!(pml4_index(DIRECT_MAP_BASE) == pml4_index(IMAGE_OFFSET) + 1);
-const _: () = assert!(IMAGE_OFFSET % (1 << 30) == 0);
+const _: () = assert!(IMAGE_OFFSET.is_multiple_of(1 << 30));
 const _: () = assert!(pml4_index(HYPERVISOR_VIRT_START) == HYPERVISOR_PML4_FIRST);
 const _: () = assert!(pml4_index(HYPERVISOR_VIRT_END - 1) == HYPERVISOR_PML4_LAST);

@@ -213,14 +213,10 @@ fn parse_madt(table: &[u8]) -> Madt {
         let entry = table.get(offset..offset + length).unwrap_or(&[]);
         match (kind, length) {
             // Processor local APIC: uid, APIC id, flags (bit 0 enabled).
-            (0, 8..) => {
-                if u32_at(entry, 4) & 1 != 0 {
-                    madt.processors.push(Processor {
-                        apic_id: u32::from(u8_at(entry, 3)),
-                        uid: u32::from(u8_at(entry, 2)),
-                    });
-                }
-            }
+            (0, 8..) if u32_at(entry, 4) & 1 != 0 => madt.processors.push(Processor {
+                apic_id: u32::from(u8_at(entry, 3)),
+                uid: u32::from(u8_at(entry, 2)),
+            }),
             // IOAPIC: id, reserved, address, GSI base.
             (1, 12..) => madt.ioapics.push(IoApicEntry {
                 id: u8_at(entry, 2),

@@ -1,4 +1,11 @@
 //! Physical interrupt lines: the IOAPICs and ISA IRQ routing.
+#![cfg_attr(
+    not(feature = "selftest"),
+    expect(
+        dead_code,
+        reason = "ISA IRQ routing serves the ioapic self-test now and PIRQs later"
+    )
+)]
 
 use alloc::vec::Vec;
 

@@ -23,7 +23,7 @@ pub fn copy_from_phys(phys: u64, out: &mut [u8]) -> bool {
         // tables and the hypervisor's tables map in the direct map; byte
         // reads are volatile because firmware or device memory may sit
         // there, and a read has no effect on memory Rust owns.
-        *byte = unsafe { core::ptr::read_volatile(source.add(offset)) };
+        *byte = unsafe { core::ptr::read_volatile(source.wrapping_add(offset)) };
     }
     true
 }

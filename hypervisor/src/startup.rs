@@ -106,7 +106,7 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
     log::info!(
         "frames: {} free ({} MiB)",
         frame_stats.free_frames,
-        frame_stats.free_frames * 4096 >> 20
+        (frame_stats.free_frames * 4096) >> 20
     );
 
     let space_info = match space::build_and_activate(&info.memory) {
