@@ -6,6 +6,7 @@
 //! `tests/scenarios/` name the lines they expect.
 
 mod cpus;
+mod fatal;
 mod ioapic;
 mod ipi;
 mod pagefault;
@@ -24,8 +25,12 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "timer" => timer::run(),
         "pagefault" => pagefault::run(),
         "ioapic" => ioapic::run(),
+        "panic" => fatal::panic(),
+        "stackoverflow" => fatal::stack_overflow(),
         _ => {
-            log::error!("selftest {name}: no such self-test (cpus, ipi, timer, pagefault, ioapic)");
+            log::error!(
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, ioapic, panic, stackoverflow)"
+            );
             ExitCode::Fail
         }
     }
