@@ -44,16 +44,25 @@ pub fn is_reporting() -> bool {
     owner != 0 && owner == percpu::current().index() + 1
 }
 
-/// Stops every other CPU with an NMI and waits up to 100 ms for them.
-pub fn stop_other_cpus() {
+/// Stops every other CPU with an NMI and waits up to 100 ms for them;
+/// returns how many of how many acknowledged.
+pub fn stop_other_cpus() -> (u32, u32) {
     let others = percpu::online_count().saturating_sub(1);
     if others == 0 || !lapic::is_ready() {
-        return;
+        return (0, others);
     }
     lapic::send_nmi_to_others();
     let deadline = cpu::rdtsc().saturating_add(tsc::micros_to_ticks(100_000));
     while STOPPED.load(Ordering::Acquire) < others && cpu::rdtsc() < deadline {
         core::hint::spin_loop();
+    }
+    (STOPPED.load(Ordering::Acquire), others)
+}
+
+/// Logs the outcome of `stop_other_cpus`.
+pub fn log_stopped((stopped, others): (u32, u32)) {
+    if others != 0 {
+        log::error!("stopped {stopped} of {others} other CPU(s)");
     }
 }
 
@@ -73,8 +82,9 @@ pub fn exception(frame: &InterruptFrame) -> ! {
     if enter() == Role::Nested {
         qemu::exit(ExitCode::Panic);
     }
-    stop_other_cpus();
+    let stopped = stop_other_cpus();
     dump(frame);
+    log_stopped(stopped);
     qemu::exit(ExitCode::Panic)
 }
 

@@ -9,7 +9,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     if fatal::enter() == Role::Nested {
         qemu::exit(ExitCode::Panic);
     }
-    fatal::stop_other_cpus();
+    let stopped = fatal::stop_other_cpus();
     let cpu = arch::percpu::current().index();
     match info.location() {
         Some(location) => log::error!(
@@ -22,5 +22,6 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         None => log::error!("PANIC on cpu{cpu}: {}", info.message()),
     }
     arch::backtrace::log(arch::cpu::frame_pointer());
+    fatal::log_stopped(stopped);
     qemu::exit(ExitCode::Panic)
 }
