@@ -1,9 +1,34 @@
 //! The Sluice hypervisor image.
+//!
+//! QEMU loads this ELF with `-kernel` (multiboot1, a.out kludge); `arch`'s
+//! boot code enters long mode and calls [`boot`]'s entry, which runs the
+//! start-up sequence in [`startup`].
+//!
+//! The crate is `#![deny(unsafe_code)]`. The modules that opt out, each for
+//! raw memory only `arch` cannot own, are:
+//! - [`boot`]: the `#[no_mangle]` entry symbol the boot assembly calls;
+//! - [`physmem`]: copying bytes out of physical memory (multiboot info,
+//!   ACPI tables) through the direct map;
+//! - [`memory::frames`]: vouching for its frames as page-table frames;
+//! - [`memory::heap`]: handing the heap region to the allocator;
+//! - [`memory::space`]: switching to the hypervisor's page tables and
+//!   claiming the memory it reserved (trampoline page, MMIO windows).
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
-/// Placeholder until the boot path lands.
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+extern crate alloc;
+
+mod acpi;
+mod boot;
+mod bootinfo;
+mod cmdline;
+mod console;
+mod cpus;
+mod irq;
+mod memory;
+mod panic;
+mod physmem;
+#[cfg(feature = "selftest")]
+mod selftest;
+mod startup;

@@ -1,0 +1,240 @@
+//! The local APIC: x2APIC through MSRs when the CPU has it, else xAPIC
+//! through its MMIO page. EOI, IPIs, INIT/SIPI and the timer.
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use crate::cpu;
+use crate::vectors;
+
+const MODE_NONE: u8 = 0;
+const MODE_XAPIC: u8 = 1;
+const MODE_X2APIC: u8 = 2;
+
+/// Which interface every CPU uses (all CPUs use the same).
+static MODE: AtomicU8 = AtomicU8::new(MODE_NONE);
+/// Virtual address of the xAPIC MMIO page (xAPIC mode only).
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks per second at divide-by-16, as calibrated.
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+// Register offsets (xAPIC MMIO; x2APIC MSR = 0x800 + offset / 16).
+const REG_ID: u32 = 0x020;
+const REG_TPR: u32 = 0x080;
+const REG_EOI: u32 = 0x0b0;
+const REG_SVR: u32 = 0x0f0;
+const REG_ESR: u32 = 0x280;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_ERROR: u32 = 0x370;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
+
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+const DIVIDE_BY_16: u32 = 0b0011;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_FIXED: u32 = 0b000 << 8;
+const ICR_NMI: u32 = 0b100 << 8;
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
+
+/// The interface chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// MMIO at the given physical address.
+    XApic,
+    /// MSRs.
+    X2Apic,
+}
+
+/// Physical address of the LAPIC MMIO page, from `IA32_APIC_BASE`.
+pub fn mmio_phys() -> u64 {
+    // SAFETY: IA32_APIC_BASE exists on every CPU with a LAPIC (all x86_64).
+    let base = unsafe { cpu::read_msr(cpu::MSR_APIC_BASE) };
+    base & 0x000f_ffff_ffff_f000
+}
+
+/// Chooses the interface for every CPU: x2APIC if `use_x2apic`, else the
+/// xAPIC page mapped (uncached) at `xapic_virt`. Call once on the BSP
+/// before `enable`.
+pub fn select(use_x2apic: bool, xapic_virt: u64) -> Mode {
+    if use_x2apic {
+        MODE.store(MODE_X2APIC, Ordering::Release);
+        Mode::X2Apic
+    } else {
+        XAPIC_BASE.store(xapic_virt, Ordering::Relaxed);
+        MODE.store(MODE_XAPIC, Ordering::Release);
+        Mode::XApic
+    }
+}
+
+/// Whether `select` ran.
+pub fn is_ready() -> bool {
+    MODE.load(Ordering::Acquire) != MODE_NONE
+}
+
+fn read(register: u32) -> u32 {
+    match MODE.load(Ordering::Acquire) {
+        MODE_X2APIC => {
+            // SAFETY: x2APIC mode is enabled on this CPU (`enable`), so the
+            // 0x800.. MSRs exist; reads of these registers have no effects.
+            unsafe { cpu::read_msr(0x800 + register / 16) as u32 }
+        }
+        MODE_XAPIC => {
+            let address = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(register);
+            // SAFETY: the xAPIC page is mapped uncached at XAPIC_BASE
+            // (`select`'s caller), and `register` is a valid aligned
+            // register offset inside it.
+            unsafe { core::ptr::read_volatile(address as *const u32) }
+        }
+        _ => 0,
+    }
+}
+
+fn write(register: u32, value: u32) {
+    match MODE.load(Ordering::Acquire) {
+        MODE_X2APIC => {
+            // SAFETY: as in `read`; the registers written here are the
+            // documented LAPIC registers with values this module builds.
+            unsafe { cpu::write_msr(0x800 + register / 16, u64::from(value)) }
+        }
+        MODE_XAPIC => {
+            let address = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(register);
+            // SAFETY: as in `read`.
+            unsafe { core::ptr::write_volatile(address as *mut u32, value) }
+        }
+        _ => {}
+    }
+}
+
+/// Enables this CPU's LAPIC in the selected mode: software-enabled with the
+/// spurious vector, all priorities accepted, timer masked, errors to
+/// `APIC_ERROR`.
+pub fn enable() {
+    // SAFETY: IA32_APIC_BASE exists; reading it has no effects.
+    let base = unsafe { cpu::read_msr(cpu::MSR_APIC_BASE) };
+    let mut wanted = base | APIC_BASE_ENABLE;
+    if MODE.load(Ordering::Acquire) == MODE_X2APIC {
+        wanted |= APIC_BASE_X2APIC;
+    }
+    if wanted != base {
+        // SAFETY: setting EN (and EXTD in x2APIC mode, after EN) is the
+        // architected way to enable the LAPIC; the base address is kept.
+        unsafe { cpu::write_msr(cpu::MSR_APIC_BASE, base | APIC_BASE_ENABLE) };
+        // SAFETY: as above; xAPIC -> x2APIC with EN already set is legal.
+        unsafe { cpu::write_msr(cpu::MSR_APIC_BASE, wanted) };
+    }
+    write(REG_TPR, 0);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
+    write(REG_LVT_ERROR, u32::from(vectors::APIC_ERROR));
+    write(REG_ESR, 0);
+    write(REG_SVR, 0x100 | u32::from(vectors::SPURIOUS));
+    write(REG_EOI, 0);
+}
+
+/// This CPU's APIC id.
+pub fn id() -> u32 {
+    match MODE.load(Ordering::Acquire) {
+        MODE_X2APIC => read(REG_ID),
+        _ => read(REG_ID) >> 24,
+    }
+}
+
+/// Signals end of interrupt.
+pub fn eoi() {
+    write(REG_EOI, 0);
+}
+
+fn send_icr(destination: u32, low: u32) {
+    cpu::without_interrupts(|| match MODE.load(Ordering::Acquire) {
+        MODE_X2APIC => {
+            // SAFETY: x2APIC is enabled; ICR (MSR 0x830) takes the
+            // destination in bits 63:32 and the command in 31:0.
+            unsafe { cpu::write_msr(0x830, (u64::from(destination) << 32) | u64::from(low)) }
+        }
+        MODE_XAPIC => {
+            write(REG_ICR_HIGH, destination << 24);
+            write(REG_ICR_LOW, low);
+            let mut spins = 0u32;
+            while read(REG_ICR_LOW) & ICR_DELIVERY_PENDING != 0 && spins < 1_000_000 {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+        }
+        _ => {}
+    });
+}
+
+/// Sends fixed-vector IPI `vector` to the CPU with APIC id `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_icr(apic_id, ICR_LEVEL_ASSERT | ICR_FIXED | u32::from(vector));
+}
+
+/// Sends an NMI to every CPU but this one.
+pub fn send_nmi_to_others() {
+    send_icr(0, ICR_LEVEL_ASSERT | ICR_NMI | ICR_ALL_BUT_SELF);
+}
+
+/// Sends INIT to `apic_id`.
+pub fn send_init(apic_id: u32) {
+    send_icr(apic_id, ICR_LEVEL_ASSERT | ICR_INIT);
+}
+
+/// Sends a start-up IPI to `apic_id`: it starts in real mode at
+/// `page * 4096`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send_icr(apic_id, ICR_LEVEL_ASSERT | ICR_STARTUP | u32::from(page));
+}
+
+/// Measures the timer rate (divide by 16) over `micros` of TSC time and
+/// remembers it; returns ticks per second.
+pub fn calibrate_timer(micros: u64) -> u64 {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
+    write(REG_TIMER_INITIAL, u32::MAX);
+    let start = cpu::rdtsc();
+    crate::tsc::delay_micros(micros);
+    let remaining = read(REG_TIMER_CURRENT);
+    let elapsed_tsc = cpu::rdtsc().saturating_sub(start);
+    write(REG_TIMER_INITIAL, 0);
+    let counted = u64::from(u32::MAX - remaining);
+    let hz = match elapsed_tsc {
+        0 => 0,
+        ticks => (u128::from(counted) * u128::from(crate::tsc::hz()) / u128::from(ticks)) as u64,
+    };
+    TIMER_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// Calibrated timer rate (ticks per second at divide by 16).
+pub fn timer_hz() -> u64 {
+    TIMER_HZ.load(Ordering::Relaxed)
+}
+
+/// Starts this CPU's timer firing `TIMER` periodically, `hz` times a second.
+/// Returns the initial count used (0 if uncalibrated).
+pub fn start_periodic_timer(hz: u32) -> u32 {
+    let count = (timer_hz() / u64::from(hz.max(1))).clamp(1, u64::from(u32::MAX)) as u32;
+    if timer_hz() == 0 {
+        return 0;
+    }
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(
+        REG_LVT_TIMER,
+        LVT_TIMER_PERIODIC | u32::from(vectors::TIMER),
+    );
+    write(REG_TIMER_INITIAL, count);
+    count
+}
+
+/// Stops this CPU's timer.
+pub fn stop_timer() {
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
+    write(REG_TIMER_INITIAL, 0);
+}

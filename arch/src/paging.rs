@@ -1,0 +1,270 @@
+//! The hypervisor's page tables.
+//!
+//! Page-table frames are reached through the direct map, so building tables
+//! needs only physical frames; during early boot the boot tables cover the
+//! first 4 GiB of the direct map, which is where the frame allocator hands
+//! out frames first.
+
+use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PhysFrame, Size2MiB, Size4KiB,
+    Translate,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+pub use x86_64::structures::paging::PageTableFlags;
+
+use crate::layout::{DIRECT_MAP_BASE, HYPERVISOR_PML4_FIRST, HYPERVISOR_PML4_LAST, phys_to_virt};
+
+/// A source of free physical frames for page tables.
+///
+/// # Safety
+/// `allocate_frame` must return the physical address of a 4 KiB-aligned
+/// frame that nothing else uses and that lies in the direct map's currently
+/// mapped part.
+pub unsafe trait FrameSource {
+    /// A free frame's physical address, or `None` when memory is exhausted.
+    fn allocate_frame(&mut self) -> Option<u64>;
+}
+
+struct Bridge<'a, F: FrameSource>(&'a mut F);
+
+// SAFETY: `FrameSource`'s contract is exactly FrameAllocator's: unused
+// frames only.
+unsafe impl<F: FrameSource> FrameAllocator<Size4KiB> for Bridge<'_, F> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let phys = self.0.allocate_frame()?;
+        PhysFrame::from_start_address(PhysAddr::new(phys)).ok()
+    }
+}
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame for an intermediate table.
+    OutOfFrames,
+    /// Something is mapped there already.
+    AlreadyMapped,
+    /// A huge page covers the address.
+    HugePageInTheWay,
+    /// Address not aligned to the page size.
+    Misaligned,
+}
+
+impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for MapError {
+    fn from(error: MapToError<S>) -> Self {
+        match error {
+            MapToError::FrameAllocationFailed => Self::OutOfFrames,
+            MapToError::PageAlreadyMapped(_) => Self::AlreadyMapped,
+            MapToError::ParentEntryHugePage => Self::HugePageInTheWay,
+        }
+    }
+}
+
+/// A set of 4-level page tables, by the physical address of its PML4.
+#[derive(Debug)]
+pub struct PageTables {
+    root: u64,
+}
+
+impl PageTables {
+    /// New, empty tables.
+    pub fn new(frames: &mut impl FrameSource) -> Option<Self> {
+        let root = frames.allocate_frame()?;
+        let tables = Self { root };
+        tables.root_table().zero();
+        Some(tables)
+    }
+
+    /// The tables CR3 points at.
+    pub fn current() -> Self {
+        Self {
+            root: crate::cpu::cr3(),
+        }
+    }
+
+    /// The tables whose PML4 is at physical `root` (built by `new`).
+    pub fn from_root(root: u64) -> Self {
+        Self { root }
+    }
+
+    /// Physical address of the PML4.
+    pub fn root_phys(&self) -> u64 {
+        self.root
+    }
+
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the tables are owned by `self`; see SAFETY"
+    )]
+    fn root_table(&self) -> &mut PageTable {
+        // SAFETY: `root` is a page-table frame this object owns, reached
+        // through the direct map; callers hold `&mut self` (or build the
+        // tables before anyone else sees them) so no other reference exists.
+        unsafe { &mut *(phys_to_virt(self.root) as *mut PageTable) }
+    }
+
+    fn mapper(&mut self) -> OffsetPageTable<'_> {
+        let root = self.root_table();
+        // SAFETY: the direct map at DIRECT_MAP_BASE covers every frame of
+        // these tables (FrameSource's contract), and `root` is a PML4.
+        unsafe { OffsetPageTable::new(root, VirtAddr::new(DIRECT_MAP_BASE)) }
+    }
+
+    /// Maps the 4 KiB page at `virt` to `phys` with `flags` (PRESENT is
+    /// added). Does not flush the TLB: for tables not yet live, or for a
+    /// previously unmapped page.
+    pub fn map_4k(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        flags: PageTableFlags,
+        frames: &mut impl FrameSource,
+    ) -> Result<(), MapError> {
+        let page = Page::<Size4KiB>::from_start_address(VirtAddr::new(virt))
+            .map_err(|_| MapError::Misaligned)?;
+        let frame = PhysFrame::<Size4KiB>::from_start_address(PhysAddr::new(phys))
+            .map_err(|_| MapError::Misaligned)?;
+        let parent = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        // SAFETY: the hypervisor owns every frame it maps (its image, RAM
+        // handed out by its allocator, device MMIO), and this map creates no
+        // alias that breaks Rust's rules because hypervisor mappings are
+        // only created for memory accessed through raw pointers or statics.
+        let flush = unsafe {
+            self.mapper().map_to_with_table_flags(
+                page,
+                frame,
+                flags | PageTableFlags::PRESENT,
+                parent,
+                &mut Bridge(frames),
+            )
+        }?;
+        flush.ignore();
+        Ok(())
+    }
+
+    /// Maps the 2 MiB page at `virt` to `phys` (both 2 MiB aligned).
+    pub fn map_2m(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        flags: PageTableFlags,
+        frames: &mut impl FrameSource,
+    ) -> Result<(), MapError> {
+        let page = Page::<Size2MiB>::from_start_address(VirtAddr::new(virt))
+            .map_err(|_| MapError::Misaligned)?;
+        let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(phys))
+            .map_err(|_| MapError::Misaligned)?;
+        let parent = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        // SAFETY: as in `map_4k`.
+        let flush = unsafe {
+            self.mapper().map_to_with_table_flags(
+                page,
+                frame,
+                flags | PageTableFlags::PRESENT | PageTableFlags::HUGE_PAGE,
+                parent,
+                &mut Bridge(frames),
+            )
+        }?;
+        flush.ignore();
+        Ok(())
+    }
+
+    /// The physical address `virt` maps to.
+    pub fn translate(&mut self, virt: u64) -> Option<u64> {
+        self.mapper()
+            .translate_addr(VirtAddr::new(virt))
+            .map(|phys| phys.as_u64())
+    }
+
+    /// The flags of the mapping of `virt`.
+    pub fn flags_of(&mut self, virt: u64) -> Option<PageTableFlags> {
+        match self.mapper().translate(VirtAddr::new(virt)) {
+            TranslateResult::Mapped { flags, .. } => Some(flags),
+            TranslateResult::NotMapped | TranslateResult::InvalidFrameAddress(_) => None,
+        }
+    }
+
+    /// Gives each of the hypervisor's PML4 slots (256..=271) its own,
+    /// empty PDPT, so that the slots never change afterwards and tables that
+    /// copy them (`share_hypervisor_slots`) see every later mapping.
+    pub fn populate_hypervisor_slots(
+        &mut self,
+        frames: &mut impl FrameSource,
+    ) -> Result<(), MapError> {
+        for slot in HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST {
+            let root = self.root_table();
+            let Some(entry) = root.iter_mut().nth(slot) else {
+                continue;
+            };
+            if !entry.is_unused() {
+                continue;
+            }
+            let pdpt = frames.allocate_frame().ok_or(MapError::OutOfFrames)?;
+            // SAFETY: the frame is fresh from the FrameSource (unused) and in
+            // the direct map; zeroing it makes an empty PDPT.
+            unsafe { core::ptr::write_bytes(phys_to_virt(pdpt) as *mut u8, 0, 4096) };
+            entry.set_addr(
+                PhysAddr::new(pdpt),
+                PageTableFlags::PRESENT | PageTableFlags::WRITABLE,
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies the hypervisor's PML4 slots (256..=271) from `other`, so both
+    /// share every hypervisor mapping below them.
+    pub fn share_hypervisor_slots(&mut self, other: &Self) {
+        let source = other.root_table();
+        let target = self.root_table();
+        for slot in HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST {
+            if let (Some(from), Some(to)) = (source.iter().nth(slot), target.iter_mut().nth(slot)) {
+                *to = from.clone();
+            }
+        }
+    }
+
+    /// Makes these tables the live ones on this CPU.
+    ///
+    /// # Safety
+    /// Everything the CPU uses from now on must be mapped here as before:
+    /// the running code, the stack, the GDT/IDT/TSS, the per-CPU block and
+    /// every static and heap object still referenced.
+    pub unsafe fn activate(&self) {
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(self.root));
+        // SAFETY: the caller guarantees the new tables map everything in use.
+        unsafe {
+            x86_64::registers::control::Cr3::write(
+                frame,
+                x86_64::registers::control::Cr3Flags::empty(),
+            );
+        }
+    }
+}
+
+/// Whether `virt` is mapped in the live tables (walked by hand through the
+/// direct map, so it is safe to call from a fault handler).
+pub fn is_mapped(virt: u64) -> bool {
+    let mut table = crate::cpu::cr3() & 0x000f_ffff_ffff_f000;
+    for level in (0..4).rev() {
+        let index = (virt >> (12 + 9 * level)) & 0x1ff;
+        let entry_address = phys_to_virt(table + index * 8);
+        // SAFETY: `table` is a page-table frame reachable through the direct
+        // map (every table Sluice builds or boots with is), and an aligned
+        // u64 read of it has no side effect.
+        let entry = unsafe { core::ptr::read_volatile(entry_address as *const u64) };
+        if entry & 1 == 0 {
+            return false;
+        }
+        if level == 0 || (level < 3 && entry & 0x80 != 0) {
+            return true;
+        }
+        table = entry & 0x000f_ffff_ffff_f000;
+    }
+    false
+}
+
+/// Drops any TLB entry for `virt` on this CPU.
+pub fn flush(virt: u64) {
+    x86_64::instructions::tlb::flush(VirtAddr::new(virt));
+}

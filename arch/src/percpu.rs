@@ -1,0 +1,180 @@
+//! Per-CPU data, reached through the GS base.
+//!
+//! Each CPU's `IA32_GS_BASE` points at its `PerCpu`, whose first word is its
+//! own address, so `mov %gs:0` yields it in one instruction. The bootstrap
+//! CPU's block is a static (it is needed before the heap exists); the others
+//! are allocated as the CPUs come up.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::cpu;
+use crate::gdt::CpuTables;
+
+/// Most CPUs Sluice supports.
+pub const MAX_CPUS: usize = 64;
+
+/// One stack's extent, `[bottom, top)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackRange {
+    /// Lowest address (the guard page is just below).
+    pub bottom: u64,
+    /// One past the highest address.
+    pub top: u64,
+}
+
+/// Data private to one CPU.
+#[repr(C)]
+pub struct PerCpu {
+    /// This block's own address (`%gs:0`). Must stay the first field.
+    self_address: AtomicU64,
+    index: u32,
+    apic_id: AtomicU32,
+    tables: AtomicPtr<CpuTables>,
+    is_online: AtomicBool,
+    /// LAPIC timer interrupts taken on this CPU.
+    pub timer_ticks: AtomicU64,
+    /// Kick IPIs taken on this CPU.
+    pub kicks_received: AtomicU64,
+    /// Free for the hypervisor's own per-CPU state (an address or index).
+    pub hypervisor_slot: AtomicUsize,
+}
+
+impl PerCpu {
+    /// A block for CPU number `index` (dense, 0 = bootstrap) with `apic_id`.
+    pub const fn new(index: u32, apic_id: u32) -> Self {
+        Self {
+            self_address: AtomicU64::new(0),
+            index,
+            apic_id: AtomicU32::new(apic_id),
+            tables: AtomicPtr::new(core::ptr::null_mut()),
+            is_online: AtomicBool::new(false),
+            timer_ticks: AtomicU64::new(0),
+            kicks_received: AtomicU64::new(0),
+            hypervisor_slot: AtomicUsize::new(0),
+        }
+    }
+
+    /// Dense CPU number (0 = bootstrap processor).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The CPU's local APIC id.
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    /// Records the APIC id (the bootstrap CPU learns its own late).
+    pub fn set_apic_id(&self, apic_id: u32) {
+        self.apic_id.store(apic_id, Ordering::Relaxed);
+    }
+
+    /// Whether the CPU finished bring-up and idles or runs work.
+    pub fn is_online(&self) -> bool {
+        // Acquire: pairs with the Release in `mark_online`, so whoever sees
+        // the CPU online also sees its set-up writes.
+        self.is_online.load(Ordering::Acquire)
+    }
+
+    /// Marks the CPU online (called by the CPU itself at the end of
+    /// bring-up).
+    pub fn mark_online(&self) {
+        // Release: pairs with the Acquire in `is_online`.
+        self.is_online.store(true, Ordering::Release);
+    }
+
+    /// The CPU's GDT/TSS, once loaded.
+    pub fn tables(&self) -> Option<&'static CpuTables> {
+        let pointer = self.tables.load(Ordering::Acquire);
+        // SAFETY: the pointer is null or was stored from a `&'static
+        // CpuTables` in `set_tables` (Release, pairs with this Acquire).
+        unsafe { pointer.as_ref() }
+    }
+
+    /// Records the CPU's GDT/TSS.
+    pub fn set_tables(&self, tables: &'static CpuTables) {
+        self.tables
+            .store(core::ptr::from_ref(tables).cast_mut(), Ordering::Release);
+    }
+}
+
+impl core::fmt::Debug for PerCpu {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("PerCpu")
+            .field("index", &self.index)
+            .field("apic_id", &self.apic_id())
+            .finish()
+    }
+}
+
+/// The bootstrap processor's block.
+static BSP: PerCpu = PerCpu::new(0, 0);
+/// Every registered CPU by dense index.
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+/// How many CPUs are registered.
+static CPU_COUNT: AtomicU32 = AtomicU32::new(0);
+/// Set once the bootstrap CPU's GS base points at `BSP`.
+static GS_READY: AtomicBool = AtomicBool::new(false);
+
+/// The bootstrap processor's block.
+pub fn bsp() -> &'static PerCpu {
+    &BSP
+}
+
+/// Registers `cpu` (so IPIs and the fatal path can find it) and points this
+/// CPU's GS base at it. Call once, on the CPU `cpu` describes, before
+/// anything reads `current()` there.
+pub fn install(cpu: &'static PerCpu) {
+    let address = core::ptr::from_ref(cpu) as u64;
+    cpu.self_address.store(address, Ordering::Relaxed);
+    if let Some(slot) = CPUS.get(cpu.index as usize) {
+        // Release: pairs with the Acquire in `by_index`.
+        slot.store(core::ptr::from_ref(cpu).cast_mut(), Ordering::Release);
+        CPU_COUNT.fetch_max(cpu.index + 1, Ordering::AcqRel);
+    }
+    // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; pointing it at a
+    // 'static PerCpu is the invariant `current` relies on.
+    unsafe { cpu::write_msr(cpu::MSR_GS_BASE, address) };
+    if cpu.index == 0 {
+        GS_READY.store(true, Ordering::Release);
+    }
+}
+
+/// This CPU's block.
+#[inline]
+pub fn current() -> &'static PerCpu {
+    if !GS_READY.load(Ordering::Acquire) {
+        return &BSP;
+    }
+    let address: u64;
+    // SAFETY: once GS_READY is set, every CPU running Rust code has its GS
+    // base pointing at its PerCpu (APs call `install` first thing), whose
+    // first word is its own address.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) address, options(nostack, readonly, preserves_flags));
+    }
+    // SAFETY: the address was stored from a `&'static PerCpu` in `install`.
+    unsafe { &*(address as *const PerCpu) }
+}
+
+/// The registered CPU with dense index `index`.
+pub fn by_index(index: u32) -> Option<&'static PerCpu> {
+    let pointer = CPUS.get(index as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries were stored from `&'static PerCpu`.
+    unsafe { pointer.as_ref() }
+}
+
+/// How many CPUs are registered (dense indexes `0..count`).
+pub fn count() -> u32 {
+    CPU_COUNT.load(Ordering::Acquire)
+}
+
+/// How many registered CPUs are online.
+pub fn online_count() -> u32 {
+    (0..count())
+        .filter_map(by_index)
+        .filter(|cpu| cpu.is_online())
+        .count() as u32
+}

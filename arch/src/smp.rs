@@ -1,0 +1,255 @@
+//! Starting application processors: the real-mode trampoline and
+//! INIT-SIPI-SIPI.
+//!
+//! A start-up IPI makes a CPU run in real mode at `page * 4096`, so the
+//! trampoline is copied to `TRAMPOLINE_PHYS` below 1 MiB. It loads its own
+//! small GDT, enters protected mode, enables PAE, loads the CR3 it was given
+//! (tables that identity-map the trampoline page and share the hypervisor's
+//! upper half), enables long mode and NX, and jumps to [`ap_entry`] on the
+//! stack it was given. `ap_entry` switches to the hypervisor's tables and
+//! sets the CPU up like the bootstrap processor.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cpu::{self, Features};
+use crate::gdt::CpuTables;
+use crate::layout::phys_to_virt;
+use crate::percpu::{self, PerCpu};
+use crate::{idt, lapic, tsc};
+
+/// Physical address the trampoline runs at (start-up vector 0x08).
+pub const TRAMPOLINE_PHYS: u64 = 0x8000;
+
+core::arch::global_asm!(
+    r#"
+    .section .rodata.sluice_ap_trampoline, "a"
+    .balign 16
+    .global sluice_ap_trampoline_start
+sluice_ap_trampoline_start:
+    .code16
+    cli
+    cld
+    mov %cs, %ax
+    mov %ax, %ds
+    lgdtl (sluice_ap_gdt_ptr - sluice_ap_trampoline_start)
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl $0x08, $({base} + sluice_ap_32 - sluice_ap_trampoline_start)
+    .code32
+sluice_ap_32:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %cr4, %eax
+    or $0x20, %eax
+    mov %eax, %cr4
+    mov ({base} + sluice_ap_cr3 - sluice_ap_trampoline_start), %eax
+    mov %eax, %cr3
+    mov $0xc0000080, %ecx
+    rdmsr
+    or $0x900, %eax
+    wrmsr
+    mov %cr0, %eax
+    or $0x80010000, %eax
+    mov %eax, %cr0
+    ljmp $0x18, $({base} + sluice_ap_64 - sluice_ap_trampoline_start)
+    .code64
+sluice_ap_64:
+    xor %eax, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    mov %eax, %fs
+    mov %eax, %gs
+    mov sluice_ap_stack(%rip), %rsp
+    mov sluice_ap_argument(%rip), %rdi
+    mov sluice_ap_entry(%rip), %rax
+    xor %ebp, %ebp
+    pushq $0
+    jmp *%rax
+    .balign 8
+sluice_ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00af9a000000ffff
+sluice_ap_gdt_ptr:
+    .word 31
+    .long {base} + sluice_ap_gdt - sluice_ap_trampoline_start
+    .balign 8
+    .global sluice_ap_cr3
+sluice_ap_cr3:
+    .quad 0
+    .global sluice_ap_stack
+sluice_ap_stack:
+    .quad 0
+    .global sluice_ap_entry
+sluice_ap_entry:
+    .quad 0
+    .global sluice_ap_argument
+sluice_ap_argument:
+    .quad 0
+    .global sluice_ap_trampoline_end
+sluice_ap_trampoline_end:
+    .text
+"#,
+    base = const TRAMPOLINE_PHYS,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static sluice_ap_trampoline_start: u8;
+    static sluice_ap_trampoline_end: u8;
+    static sluice_ap_cr3: u8;
+    static sluice_ap_stack: u8;
+    static sluice_ap_entry: u8;
+    static sluice_ap_argument: u8;
+}
+
+/// Proof that the trampoline page (`TRAMPOLINE_PHYS`, 4 KiB) is RAM that
+/// nothing else uses.
+#[derive(Debug)]
+pub struct TrampolinePage {
+    _private: (),
+}
+
+impl TrampolinePage {
+    /// Claims the trampoline page.
+    ///
+    /// # Safety
+    /// The page at `TRAMPOLINE_PHYS` must be usable RAM, mapped in the
+    /// direct map, that no allocator hands out and nothing else writes,
+    /// and this must be called at most once.
+    pub unsafe fn claim() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// What an application processor needs to set itself up.
+#[derive(Debug)]
+pub struct ApStart {
+    /// Its per-CPU block.
+    pub cpu: &'static PerCpu,
+    /// Its GDT/TSS.
+    pub tables: &'static CpuTables,
+    /// IST stack tops for #DF, NMI, #MC.
+    pub ist_tops: [u64; 3],
+    /// Top of its (guarded) kernel stack.
+    pub stack_top: u64,
+    /// The hypervisor's page tables (CR3).
+    pub hypervisor_cr3: u64,
+    /// Tables for the trampoline: identity map of the trampoline page plus
+    /// the hypervisor's slots; must be below 4 GiB.
+    pub trampoline_cr3: u64,
+    /// The features to enable (same on every CPU).
+    pub features: Features,
+    /// Where the CPU goes once set up (never returns).
+    pub next: fn(&'static PerCpu) -> !,
+}
+
+/// Why an AP did not come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// The trampoline tables are above 4 GiB.
+    TrampolineTablesTooHigh,
+    /// The CPU did not report in within the timeout.
+    Timeout,
+}
+
+/// Set by an AP once it no longer needs its `ApStart`.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+fn symbol_offset(symbol: *const u8) -> u64 {
+    symbol as u64 - (&raw const sluice_ap_trampoline_start) as u64
+}
+
+/// Starts the CPU with APIC id `apic_id` and waits (up to `timeout_micros`)
+/// until it has set itself up. One AP at a time.
+pub fn start_ap(
+    page: &mut TrampolinePage,
+    apic_id: u32,
+    start: &ApStart,
+    timeout_micros: u64,
+) -> Result<(), StartError> {
+    let _ = page;
+    if start.trampoline_cr3 >= 1 << 32 {
+        return Err(StartError::TrampolineTablesTooHigh);
+    }
+    let source = (&raw const sluice_ap_trampoline_start) as u64;
+    let length = (&raw const sluice_ap_trampoline_end) as u64 - source;
+    let target = phys_to_virt(TRAMPOLINE_PHYS);
+    // SAFETY: `TrampolinePage` proves the target page is reserved RAM in
+    // the direct map; the trampoline is a few hundred bytes (< 4 KiB) of
+    // the image's read-only data; the regions do not overlap.
+    unsafe {
+        core::ptr::copy_nonoverlapping(source as *const u8, target as *mut u8, length as usize);
+    }
+    let fields = [
+        (
+            symbol_offset(&raw const sluice_ap_cr3),
+            start.trampoline_cr3,
+        ),
+        (symbol_offset(&raw const sluice_ap_stack), start.stack_top),
+        (
+            symbol_offset(&raw const sluice_ap_entry),
+            ap_entry as *const () as u64,
+        ),
+        (
+            symbol_offset(&raw const sluice_ap_argument),
+            core::ptr::from_ref(start) as u64,
+        ),
+    ];
+    for (offset, value) in fields {
+        // SAFETY: each offset is an 8-aligned `.quad` inside the copy just
+        // written to the reserved trampoline page.
+        unsafe { core::ptr::write_volatile((target + offset) as *mut u64, value) };
+    }
+    STARTED.store(false, Ordering::SeqCst);
+    // SeqCst fence: the trampoline's writes must be visible before the IPI
+    // (the APIC write is not itself a memory ordering point for Rust).
+    core::sync::atomic::fence(Ordering::SeqCst);
+
+    lapic::send_init(apic_id);
+    tsc::delay_micros(10_000);
+    lapic::send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
+    tsc::delay_micros(200);
+    // Acquire: pairs with the Release in `ap_entry`.
+    if !STARTED.load(Ordering::Acquire) {
+        lapic::send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
+    }
+    let deadline = cpu::rdtsc().saturating_add(tsc::micros_to_ticks(timeout_micros));
+    while !STARTED.load(Ordering::Acquire) {
+        if cpu::rdtsc() > deadline {
+            return Err(StartError::Timeout);
+        }
+        core::hint::spin_loop();
+    }
+    Ok(())
+}
+
+/// First Rust code of an application processor (from the trampoline).
+extern "C" fn ap_entry(argument: u64) -> ! {
+    // SAFETY: the BSP passed the address of an `ApStart` that it keeps
+    // alive, unmodified, until this CPU sets STARTED below.
+    let start = unsafe { &*(argument as *const ApStart) };
+    let hypervisor_tables = crate::paging::PageTables::from_root(start.hypervisor_cr3);
+    // SAFETY: the hypervisor's tables map this code, the stack we run on
+    // (vmap, shared with the trampoline tables' upper half) and everything
+    // below; the identity-mapped trampoline page is not used again.
+    unsafe { hypervisor_tables.activate() };
+    cpu::enable_protections(&start.features);
+    percpu::install(start.cpu);
+    start.tables.load(start.ist_tops);
+    start.cpu.set_tables(start.tables);
+    idt::load();
+    lapic::enable();
+    start.cpu.set_apic_id(lapic::id());
+    let cpu = start.cpu;
+    let next = start.next;
+    // Release: pairs with the Acquire in `start_ap`; `start` is not touched
+    // after this.
+    STARTED.store(true, Ordering::Release);
+    next(cpu)
+}

@@ -1,0 +1,79 @@
+//! The console: `log` records on COM1, one line each, prefixed with the
+//! time since boot (TSC-based, seconds.microseconds) and the CPU number.
+//!
+//! Lines from different CPUs never interleave: a line is written under a
+//! spin lock taken with interrupts off. The CPU reporting a fatal error
+//! writes without the lock, since a CPU it stopped may hold it.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use arch::serial::{COM1, Serial};
+use log::{LevelFilter, Log, Metadata, Record};
+
+struct Console {
+    is_locked: AtomicBool,
+}
+
+static CONSOLE: Console = Console {
+    is_locked: AtomicBool::new(false),
+};
+
+impl Console {
+    /// Takes the line lock; returns whether it must be released.
+    fn acquire(&self) -> bool {
+        loop {
+            // Acquire: pairs with the Release in `release`, so lines stay
+            // whole.
+            if self
+                .is_locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+            if arch::fatal::is_reporting() {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn release(&self) {
+        self.is_locked.store(false, Ordering::Release);
+    }
+}
+
+impl Log for Console {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        arch::cpu::without_interrupts(|| {
+            let is_held = self.acquire();
+            let mut serial = Serial::new(COM1);
+            let cpu = arch::percpu::current().index();
+            let _ = match arch::tsc::since_boot() {
+                Some((seconds, micros)) => write!(serial, "[{seconds:5}.{micros:06}] "),
+                None => write!(serial, "[    -.------] "),
+            };
+            let _ = writeln!(serial, "cpu{cpu} {:<5} {}", record.level(), record.args());
+            if is_held {
+                self.release();
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Initialises COM1 and installs the console as the `log` backend.
+pub fn init(level: LevelFilter) {
+    Serial::new(COM1).init();
+    let _ = log::set_logger(&CONSOLE);
+    log::set_max_level(level);
+}

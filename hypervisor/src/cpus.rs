@@ -1,0 +1,222 @@
+//! Bringing up every CPU: the bootstrap processor's tables, stacks and
+//! LAPIC, then each application processor with INIT-SIPI-SIPI.
+//!
+//! Every CPU gets its own GDT/TSS, a 64 KiB kernel stack and 16 KiB IST
+//! stacks for #DF, NMI and #MC, each under an unmapped guard page, a LAPIC
+//! timer ticking at `TIMER_HZ`, and then idles in `hlt`.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use arch::cpu::{self, Features};
+use arch::gdt::{CpuTables, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use arch::paging::MapError;
+use arch::percpu::{self, PerCpu, StackRange};
+use arch::smp::{ApStart, StartError, TrampolinePage};
+use arch::{idt, lapic, pit};
+
+use crate::acpi::Madt;
+use crate::memory::space;
+
+/// Kernel stack size per CPU, in pages.
+pub const STACK_PAGES: u64 = 16;
+/// IST stack size, in pages.
+pub const IST_PAGES: u64 = 4;
+/// Rate of every CPU's periodic LAPIC timer.
+pub const TIMER_HZ: u32 = 100;
+/// How long an AP may take to report in (TCG is slow).
+const AP_TIMEOUT_MICROS: u64 = 5_000_000;
+
+/// The bootstrap CPU's GDT/TSS (static: needed before the heap exists).
+static BSP_TABLES: CpuTables = CpuTables::new();
+
+/// A CPU's stacks.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuStacks {
+    /// The kernel stack.
+    pub kernel: StackRange,
+    /// #DF, NMI and #MC stacks.
+    pub ist: [StackRange; 3],
+}
+
+impl CpuStacks {
+    fn ist_tops(&self) -> [u64; 3] {
+        self.ist.map(|stack| stack.top)
+    }
+}
+
+fn allocate_stacks() -> Result<CpuStacks, MapError> {
+    Ok(CpuStacks {
+        kernel: space::allocate_stack(STACK_PAGES)?,
+        ist: [
+            space::allocate_stack(IST_PAGES)?,
+            space::allocate_stack(IST_PAGES)?,
+            space::allocate_stack(IST_PAGES)?,
+        ],
+    })
+}
+
+/// First thing on the bootstrap CPU: per-CPU block, GDT/TSS (early IST
+/// stacks in `.bss`) and IDT, so that any fault from here on is reported.
+pub fn init_bsp_early() {
+    let bsp = percpu::bsp();
+    percpu::install(bsp);
+    BSP_TABLES.load(arch::boot::early_ist_tops());
+    bsp.set_tables(&BSP_TABLES);
+    idt::load();
+}
+
+/// Gives the bootstrap CPU guarded IST stacks and a guarded kernel stack
+/// (returned: the caller switches to it).
+pub fn init_bsp_stacks() -> Result<CpuStacks, MapError> {
+    let stacks = allocate_stacks()?;
+    for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+        .into_iter()
+        .zip(stacks.ist_tops())
+    {
+        BSP_TABLES.set_ist(slot, top);
+    }
+    Ok(stacks)
+}
+
+/// How the LAPICs were set up.
+#[derive(Clone, Copy, Debug)]
+pub struct ApicSetup {
+    /// x2APIC or xAPIC.
+    pub mode: lapic::Mode,
+    /// The bootstrap CPU's APIC id.
+    pub bsp_apic_id: u32,
+    /// LAPIC timer ticks per second (divide by 16).
+    pub timer_hz: u64,
+}
+
+/// Masks the 8259s, enables the bootstrap CPU's LAPIC (x2APIC if the CPU
+/// has it), calibrates the LAPIC timer against the TSC and starts it.
+pub fn init_bsp_apic(features: &Features, madt: &Madt) -> Result<ApicSetup, MapError> {
+    pit::disable_legacy_pic();
+    let xapic_virt = if features.has_x2apic {
+        0
+    } else {
+        let phys = if madt.lapic_address != 0 {
+            madt.lapic_address
+        } else {
+            lapic::mmio_phys()
+        };
+        space::map_mmio(phys, 4096)?
+    };
+    let mode = lapic::select(features.has_x2apic, xapic_virt);
+    lapic::enable();
+    let bsp_apic_id = lapic::id();
+    percpu::bsp().set_apic_id(bsp_apic_id);
+    let timer_hz = lapic::calibrate_timer(20_000);
+    lapic::start_periodic_timer(TIMER_HZ);
+    percpu::bsp().mark_online();
+    cpu::enable_interrupts();
+    Ok(ApicSetup {
+        mode,
+        bsp_apic_id,
+        timer_hz,
+    })
+}
+
+/// One application processor that did not come up.
+#[derive(Clone, Copy, Debug)]
+pub struct ApFailure {
+    /// Its APIC id.
+    pub apic_id: u32,
+    /// Why.
+    pub reason: ApFailureReason,
+}
+
+/// Why an AP did not come up.
+#[derive(Clone, Copy, Debug)]
+#[expect(
+    dead_code,
+    reason = "the fields are read through Debug in the boot log"
+)]
+pub enum ApFailureReason {
+    /// No memory for its stacks or the trampoline tables.
+    Memory(MapError),
+    /// The start-up sequence failed.
+    Start(StartError),
+}
+
+/// Starts every enabled processor in the MADT other than the bootstrap one.
+/// Returns the failures (empty if all came up).
+pub fn start_application_processors(
+    features: &Features,
+    madt: &Madt,
+    trampoline: &mut TrampolinePage,
+    bsp_apic_id: u32,
+) -> Vec<ApFailure> {
+    let mut failures = Vec::new();
+    let hypervisor_cr3 = space::root().unwrap_or(0);
+    let trampoline_cr3 = match space::trampoline_tables() {
+        Ok(root) => root,
+        Err(error) => {
+            for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
+                failures.push(ApFailure {
+                    apic_id: processor.apic_id,
+                    reason: ApFailureReason::Memory(error),
+                });
+            }
+            return failures;
+        }
+    };
+    let mut next_index = 1;
+    for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
+        let stacks = match allocate_stacks() {
+            Ok(stacks) => stacks,
+            Err(error) => {
+                failures.push(ApFailure {
+                    apic_id: processor.apic_id,
+                    reason: ApFailureReason::Memory(error),
+                });
+                continue;
+            }
+        };
+        let cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(next_index, processor.apic_id)));
+        let start = ApStart {
+            cpu,
+            tables: CpuTables::new_leaked(),
+            ist_tops: stacks.ist_tops(),
+            stack_top: stacks.kernel.top,
+            hypervisor_cr3,
+            trampoline_cr3,
+            features: *features,
+            next: ap_main,
+        };
+        // Indexes stay unique even if a CPU fails to start (and shows up
+        // late).
+        next_index += 1;
+        match arch::smp::start_ap(trampoline, processor.apic_id, &start, AP_TIMEOUT_MICROS) {
+            Ok(()) => {
+                // Wait for the AP's own "online" (after its timer starts).
+                let deadline = cpu::rdtsc() + arch::tsc::micros_to_ticks(AP_TIMEOUT_MICROS);
+                while !cpu.is_online() && cpu::rdtsc() < deadline {
+                    core::hint::spin_loop();
+                }
+            }
+            Err(error) => failures.push(ApFailure {
+                apic_id: processor.apic_id,
+                reason: ApFailureReason::Start(error),
+            }),
+        }
+    }
+    failures
+}
+
+/// Where an AP goes once `arch` set it up: start its timer, report in, idle.
+fn ap_main(cpu: &'static PerCpu) -> ! {
+    lapic::start_periodic_timer(TIMER_HZ);
+    cpu.mark_online();
+    log::info!("cpu{} online (APIC id {})", cpu.index(), cpu.apic_id());
+    idle()
+}
+
+/// Idles: interrupts on, `hlt` until the next one, forever.
+pub fn idle() -> ! {
+    loop {
+        cpu::enable_interrupts_and_halt();
+    }
+}

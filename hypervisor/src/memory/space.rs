@@ -1,0 +1,218 @@
+//! The hypervisor's own address space: direct map, image, vmap (stacks
+//! under guard pages, device MMIO), and the tables the AP trampoline uses.
+//!
+//! This module opts out of `deny(unsafe_code)` to switch CR3 to the tables
+//! it builds and to claim memory it has set aside (the trampoline page, the
+//! IOAPIC windows).
+#![allow(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch::layout::{
+    BOOT_DIRECT_MAP_SIZE, DIRECT_MAP_BASE, DIRECT_MAP_SIZE, IMAGE_OFFSET, PAGE_SIZE, VMAP_BASE,
+    VMAP_END,
+};
+use arch::paging::{MapError, PageTableFlags, PageTables};
+use arch::percpu::StackRange;
+
+use super::frames::{self, Frames};
+use crate::bootinfo::{MemoryRegion, RegionKind};
+
+const TWO_MIB: u64 = 2 << 20;
+
+/// The live hypervisor tables (for adding mappings later).
+static TABLES: spin::Mutex<Option<PageTables>> = spin::Mutex::new(None);
+/// Next free vmap address.
+static VMAP_NEXT: AtomicU64 = AtomicU64::new(VMAP_BASE);
+
+/// What `build_and_activate` set up, for the boot log.
+#[derive(Clone, Copy, Debug)]
+pub struct SpaceInfo {
+    /// Physical address of the PML4.
+    pub root: u64,
+    /// Bytes of physical memory in the direct map.
+    pub direct_map_bytes: u64,
+}
+
+fn is_ram(kind: RegionKind) -> bool {
+    matches!(
+        kind,
+        RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
+    )
+}
+
+/// Builds the hypervisor's tables and switches this CPU to them.
+///
+/// The direct map covers the first 4 GiB and all RAM above, with 2 MiB
+/// pages (read-write, no-execute, global; uncached where no RAM is). The
+/// image is mapped with 4 KiB pages: code read-only and executable,
+/// read-only data read-only, data and `.bss` writable, both no-execute.
+/// Nothing is mapped below the reserved range: that is guest space.
+pub fn build_and_activate(regions: &[MemoryRegion]) -> Result<SpaceInfo, MapError> {
+    let mut frames = Frames;
+    let mut tables = PageTables::new(&mut frames).ok_or(MapError::OutOfFrames)?;
+    tables.populate_hypervisor_slots(&mut frames)?;
+
+    let ram_top = regions
+        .iter()
+        .filter(|region| is_ram(region.kind))
+        .map(|region| region.end)
+        .max()
+        .unwrap_or(0);
+    let direct_top = ram_top
+        .max(BOOT_DIRECT_MAP_SIZE)
+        .div_ceil(TWO_MIB)
+        .saturating_mul(TWO_MIB)
+        .min(DIRECT_MAP_SIZE);
+    let global = PageTableFlags::GLOBAL;
+    let mut phys = 0;
+    while phys < direct_top {
+        let end = phys + TWO_MIB;
+        let has_ram = regions
+            .iter()
+            .any(|region| is_ram(region.kind) && region.start < end && phys < region.end);
+        let mut flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | global;
+        if !has_ram {
+            flags |= PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH;
+        }
+        // RAM above 4 GiB is only mapped where some exists.
+        if has_ram || phys < BOOT_DIRECT_MAP_SIZE {
+            tables.map_2m(DIRECT_MAP_BASE + phys, phys, flags, &mut frames)?;
+        }
+        phys = end;
+    }
+
+    let image = arch::boot::image_layout();
+    let mut virt = image.start;
+    while virt < image.end {
+        let flags = if virt < image.text_end {
+            global
+        } else if virt < image.rodata_end {
+            PageTableFlags::NO_EXECUTE | global
+        } else {
+            PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | global
+        };
+        tables.map_4k(virt, virt - IMAGE_OFFSET, flags, &mut frames)?;
+        virt += PAGE_SIZE;
+    }
+
+    // SAFETY: the new tables map the image exactly as the boot tables did
+    // (same virtual addresses, same frames): code, statics, the boot stack
+    // we are running on, the GDT/IDT/TSS. The direct map covers at least
+    // what the boot tables' did (the first 4 GiB), which is where the page
+    // tables themselves and everything read so far live. Only the identity
+    // map goes away, and nothing uses it after the jump to the image's
+    // virtual addresses.
+    unsafe { tables.activate() };
+    frames::set_reachable_limit(direct_top);
+    let info = SpaceInfo {
+        root: tables.root_phys(),
+        direct_map_bytes: direct_top,
+    };
+    *TABLES.lock() = Some(tables);
+    Ok(info)
+}
+
+/// Physical address of the hypervisor's PML4.
+pub fn root() -> Option<u64> {
+    TABLES.lock().as_ref().map(PageTables::root_phys)
+}
+
+fn reserve_vmap(pages: u64) -> Option<u64> {
+    let size = pages.checked_mul(PAGE_SIZE)?;
+    let base = VMAP_NEXT.fetch_add(size, Ordering::Relaxed);
+    (base.checked_add(size)? <= VMAP_END).then_some(base)
+}
+
+fn map_range(
+    virt: u64,
+    phys: Option<u64>,
+    pages: u64,
+    flags: PageTableFlags,
+) -> Result<(), MapError> {
+    let mut guard = TABLES.lock();
+    let tables = guard.as_mut().ok_or(MapError::OutOfFrames)?;
+    let mut frames = Frames;
+    for page in 0..pages {
+        let target = match phys {
+            Some(base) => base + page * PAGE_SIZE,
+            None => frames::allocate().ok_or(MapError::OutOfFrames)?,
+        };
+        tables.map_4k(virt + page * PAGE_SIZE, target, flags, &mut frames)?;
+    }
+    Ok(())
+}
+
+/// A stack of `pages` fresh pages in the vmap area with an unmapped guard
+/// page below it (and the next allocation's guard page above).
+pub fn allocate_stack(pages: u64) -> Result<StackRange, MapError> {
+    let base = reserve_vmap(pages + 1).ok_or(MapError::OutOfFrames)?;
+    let bottom = base + PAGE_SIZE;
+    let flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | PageTableFlags::GLOBAL;
+    map_range(bottom, None, pages, flags)?;
+    Ok(StackRange {
+        bottom,
+        top: bottom + pages * PAGE_SIZE,
+    })
+}
+
+/// Maps device registers at `phys` (`size` bytes) uncached in the vmap
+/// area; returns the virtual address of `phys`.
+pub fn map_mmio(phys: u64, size: u64) -> Result<u64, MapError> {
+    let first = phys / PAGE_SIZE * PAGE_SIZE;
+    let pages = (phys + size).div_ceil(PAGE_SIZE) - first / PAGE_SIZE;
+    let base = reserve_vmap(pages + 1).ok_or(MapError::OutOfFrames)? + PAGE_SIZE;
+    let flags = PageTableFlags::WRITABLE
+        | PageTableFlags::NO_EXECUTE
+        | PageTableFlags::GLOBAL
+        | PageTableFlags::NO_CACHE
+        | PageTableFlags::WRITE_THROUGH;
+    map_range(base, Some(first), pages, flags)?;
+    Ok(base + (phys - first))
+}
+
+/// Tables for the AP trampoline: the trampoline page identity-mapped
+/// (executable) plus the hypervisor's slots. Returns the PML4's physical
+/// address.
+pub fn trampoline_tables() -> Result<u64, MapError> {
+    let mut frames = Frames;
+    let mut tables = PageTables::new(&mut frames).ok_or(MapError::OutOfFrames)?;
+    let page = arch::smp::TRAMPOLINE_PHYS;
+    tables.map_4k(page, page, PageTableFlags::WRITABLE, &mut frames)?;
+    let guard = TABLES.lock();
+    let hypervisor = guard.as_ref().ok_or(MapError::OutOfFrames)?;
+    tables.share_hypervisor_slots(hypervisor);
+    Ok(tables.root_phys())
+}
+
+/// Claims the AP trampoline page, if the memory map says it is RAM.
+pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::TrampolinePage> {
+    let page = arch::smp::TRAMPOLINE_PHYS;
+    let is_usable = regions.iter().any(|region| {
+        region.kind == RegionKind::Usable && region.start <= page && page + PAGE_SIZE <= region.end
+    });
+    if !is_usable || page + PAGE_SIZE > frames::LOW_MEMORY_END {
+        return None;
+    }
+    // SAFETY: the page is usable RAM (checked above) below 1 MiB, which the
+    // frame allocator never hands out (`frames::LOW_MEMORY_END`), and it is
+    // in the direct map; startup calls this once.
+    Some(unsafe { arch::smp::TrampolinePage::claim() })
+}
+
+/// Maps the IOAPIC at `phys` and masks all its inputs.
+pub fn ioapic(phys: u64, gsi_base: u32) -> Result<arch::ioapic::IoApic, MapError> {
+    let virt = map_mmio(phys, PAGE_SIZE)?;
+    // SAFETY: `virt` maps the IOAPIC's page uncached for good (vmap is never
+    // unmapped), and startup creates one `IoApic` per MADT entry.
+    Ok(unsafe { arch::ioapic::IoApic::new(virt, gsi_base) })
+}
+
+/// Moves this CPU onto `stack` (from `allocate_stack`) and continues in
+/// `next`; the current stack is abandoned.
+pub fn switch_to_stack(stack: StackRange, next: extern "C" fn(u64) -> !) -> ! {
+    // SAFETY: `stack` came from `allocate_stack`: fresh, mapped, writable,
+    // 16-byte aligned at the top, used by nobody else; `next` never returns,
+    // so nothing on the abandoned stack is referenced again.
+    unsafe { arch::cpu::switch_stack(stack.top, 0, next) }
+}
