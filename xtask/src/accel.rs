@@ -57,7 +57,15 @@ pub fn choose(
                 println!("accelerator: TCG (no /dev/kvm)");
                 return Ok(Accel::Tcg);
             }
-            let image = probe_image()?;
+            let image = match probe_image() {
+                Ok(image) => image,
+                Err(error) => {
+                    println!(
+                        "KVM probe failed: no self-test image to probe with ({error:#}); using TCG"
+                    );
+                    return Ok(Accel::Tcg);
+                }
+            };
             println!(
                 "probing KVM: booting {} with `{PROBE_ARGS}` under KVM",
                 image.display()
@@ -110,20 +118,19 @@ fn probe(root: &Path, qemu_binary: &Path, image: &Path) -> Result<(), String> {
     .map_err(|reason| format!("{reason} (`{shown}`, serial log in {PROBE_LOG})"))
 }
 
-/// The probe passes only on exit 33 with the probe line on the serial log.
+/// The probe passes only on exit 33 with the probe line on the serial log;
+/// otherwise the reason, with QEMU's first complaint if it made one.
 fn probe_verdict(end: QemuEnd, serial: &str, stderr: &str) -> Result<(), String> {
     let has_line = serial_lines(serial).any(|line| line.trim() == PROBE_LINE);
-    match end {
-        QemuEnd::Exited(QEMU_EXIT_PASS) if has_line => Ok(()),
-        QemuEnd::Exited(QEMU_EXIT_PASS) => Err(format!("exit 33 but no line `{PROBE_LINE}`")),
-        QemuEnd::TimedOut(limit) => Err(format!("no exit within {} s", limit.as_secs())),
-        QemuEnd::Exited(1) => match stderr.lines().find(|line| !line.trim().is_empty()) {
-            Some(message) => Err(format!("QEMU failed: {}", message.trim())),
-            None => Err("QEMU exited with status 1".into()),
-        },
-        QemuEnd::Exited(_) | QemuEnd::Signalled => {
-            Err(format!("{end}, expected exit 33 and `{PROBE_LINE}`"))
-        }
+    let problem = match end {
+        QemuEnd::Exited(QEMU_EXIT_PASS) if has_line => return Ok(()),
+        QemuEnd::Exited(QEMU_EXIT_PASS) => format!("exit 33 but no line `{PROBE_LINE}`"),
+        QemuEnd::TimedOut(limit) => format!("no exit within {} s", limit.as_secs()),
+        QemuEnd::Exited(_) | QemuEnd::Signalled(_) => format!("{end}"),
+    };
+    match stderr.lines().map(str::trim).find(|line| !line.is_empty()) {
+        Some(complaint) => Err(format!("{problem}; QEMU said: {complaint}")),
+        None => Err(problem),
     }
 }
 
@@ -149,6 +156,20 @@ mod tests {
     fn hung_probe_says_it_timed_out() {
         let reason = probe_verdict(QemuEnd::TimedOut(PROBE_LIMIT), "", "").unwrap_err();
         assert!(reason.contains("within 10 s"), "{reason}");
+    }
+
+    #[test]
+    fn aborting_qemu_quotes_its_first_complaint() {
+        let reason = probe_verdict(
+            QemuEnd::Signalled(6),
+            "",
+            "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\nqemu-system-x86_64: kvm.c: Assertion failed.\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            reason,
+            "QEMU was killed by signal 6 (SIGABRT); QEMU said: qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::env;
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -191,7 +192,7 @@ pub fn run_captured(
         .with_context(|| format!("could not start {}", process::display(&command)))?;
     let status = child.wait_timeout(limit).context("waiting for QEMU")?;
     match status {
-        Some(status) => Ok(status.code().map_or(QemuEnd::Signalled, QemuEnd::Exited)),
+        Some(status) => Ok(end_of(status)),
         None => {
             // Kill may race with QEMU ending by itself; either way it is gone.
             let _ = child.kill();
@@ -206,7 +207,16 @@ pub fn run_interactive(mut command: Command) -> Result<QemuEnd> {
     let status = command
         .status()
         .with_context(|| format!("could not start {}", process::display(&command)))?;
-    Ok(status.code().map_or(QemuEnd::Signalled, QemuEnd::Exited))
+    Ok(end_of(status))
+}
+
+fn end_of(status: ExitStatus) -> QemuEnd {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => QemuEnd::Exited(code),
+        (None, Some(signal)) => QemuEnd::Signalled(signal),
+        // Neither a code nor a signal: only a stopped child reports so.
+        (None, None) => QemuEnd::Exited(-1),
+    }
 }
 
 #[cfg(test)]

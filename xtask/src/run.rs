@@ -159,7 +159,11 @@ mod tests {
 
     #[test]
     fn any_other_end_is_status_4() {
-        for end in [QemuEnd::Exited(0), QemuEnd::Exited(1), QemuEnd::Signalled] {
+        for end in [
+            QemuEnd::Exited(0),
+            QemuEnd::Exited(1),
+            QemuEnd::Signalled(2),
+        ] {
             assert_eq!(outcome(end).1, EXIT_OTHER, "{end:?}");
         }
     }

@@ -257,7 +257,9 @@ pub fn render_result(result: &ScenarioResult, read_log: impl Fn(&Path) -> String
         }
     }
     if let Some(command) = &result.command {
-        text.push_str(&format!("      reproduce: {command}\n"));
+        text.push_str(&format!(
+            "      reproduce (from the repository root): {command}\n"
+        ));
     }
     text
 }
@@ -301,7 +303,7 @@ mod tests {
         assert!(text.contains("| line 11\n"), "{text}");
         assert!(text.contains("| line 50\n"), "{text}");
         assert!(
-            text.ends_with("reproduce: qemu-system-x86_64 -kernel x\n"),
+            text.ends_with("root): qemu-system-x86_64 -kernel x\n"),
             "{text}"
         );
     }

@@ -21,8 +21,8 @@ pub const QEMU_EXIT_PANIC: i32 = 37;
 pub enum QemuEnd {
     /// QEMU exited with this status.
     Exited(i32),
-    /// QEMU was ended by a signal it did not handle (not by us).
-    Signalled,
+    /// QEMU was ended by this signal (not by us: QEMU aborting, or Ctrl-C).
+    Signalled(i32),
     /// QEMU ran past its wall-clock limit and was killed.
     TimedOut(Duration),
 }
@@ -34,7 +34,7 @@ impl QemuEnd {
             QemuEnd::Exited(QEMU_EXIT_PASS) => Some(ExpectedExit::Pass),
             QemuEnd::Exited(QEMU_EXIT_FAIL) => Some(ExpectedExit::Fail),
             QemuEnd::Exited(QEMU_EXIT_PANIC) => Some(ExpectedExit::Panic),
-            QemuEnd::Exited(_) | QemuEnd::Signalled | QemuEnd::TimedOut(_) => None,
+            QemuEnd::Exited(_) | QemuEnd::Signalled(_) | QemuEnd::TimedOut(_) => None,
         }
     }
 }
@@ -57,11 +57,25 @@ impl fmt::Display for QemuEnd {
                     "QEMU exit {status}: not one of the hypervisor's exit codes"
                 ),
             },
-            QemuEnd::Signalled => write!(f, "QEMU was killed by a signal"),
+            QemuEnd::Signalled(signal) => match signal_name(signal) {
+                Some(name) => write!(f, "QEMU was killed by signal {signal} ({name})"),
+                None => write!(f, "QEMU was killed by signal {signal}"),
+            },
             QemuEnd::TimedOut(limit) => {
                 write!(f, "timed out after {} s; QEMU killed", limit.as_secs())
             }
         }
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    match signal {
+        2 => Some("SIGINT"),
+        6 => Some("SIGABRT"),
+        9 => Some("SIGKILL"),
+        11 => Some("SIGSEGV"),
+        15 => Some("SIGTERM"),
+        _ => None,
     }
 }
 
@@ -155,7 +169,11 @@ mod tests {
                 "status {other}"
             );
         }
-        assert_eq!(QemuEnd::Signalled.hypervisor_exit(), None);
+        assert_eq!(QemuEnd::Signalled(6).hypervisor_exit(), None);
+        assert_eq!(
+            QemuEnd::Signalled(6).to_string(),
+            "QEMU was killed by signal 6 (SIGABRT)"
+        );
         assert_eq!(
             QemuEnd::TimedOut(Duration::from_secs(5)).hypervisor_exit(),
             None
