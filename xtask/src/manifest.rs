@@ -334,4 +334,20 @@ guest = "ping_pong-2"
         let error = parse(text, &guests(&["hello"])).unwrap_err();
         assert!(error.contains("guest"), "{error}");
     }
+
+    /// The worked example in the README must stay a valid manifest.
+    #[test]
+    fn readme_worked_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("# tests/scenarios/ping-pong/scenario.toml")
+            .expect("the README's worked example");
+        let block = &readme[start..];
+        let block = &block[..block.find("```").expect("end of the example")];
+        let manifest = parse(block, &guests(&["ping", "pong"])).unwrap();
+        assert_eq!(manifest.smp, 2);
+        assert_eq!(manifest.modules.len(), 2);
+        assert_eq!(manifest.modules[0].args, "dom=0 vcpus=1 priv");
+        assert!(manifest.expect_output[1].is_match("ok 12 - notify reaches the remote domain"));
+    }
 }

@@ -169,7 +169,7 @@ fn prepare_and_run(
     let accel = accel::choose(root, &qemu_binary, options.accel, || Ok(image.clone()))?;
     fs::create_dir_all(root.join(repo::SCENARIO_LOGS_DIR))
         .with_context(|| format!("cannot create {}", repo::SCENARIO_LOGS_DIR))?;
-    let jobs = options.jobs.max(1);
+    let jobs = options.jobs.clamp(1, scenarios.len().max(1));
     println!(
         "running {} scenario{} under {}, {} at a time; serial logs in {}/",
         scenarios.len(),
