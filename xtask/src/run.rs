@@ -97,7 +97,8 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
     };
     let command = qemu::command(root, &qemu_binary, &boot)?;
     println!(
-        "booting the demo ({}): {}",
+        "booting {} ({}): {}",
+        repo::DEMO_MANIFEST,
         demo.description,
         process::display(&command)
     );
