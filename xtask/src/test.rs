@@ -36,7 +36,17 @@ pub fn run(root: &Path, options: &Options) -> Result<bool> {
 
     println!("== scenarios");
     let mut results = Vec::new();
-    let scenarios = load_scenarios(root, options.filter.as_deref(), &mut results)?;
+    let scenarios = match load_scenarios(root, options.filter.as_deref(), &mut results) {
+        Ok(scenarios) => scenarios,
+        Err(error) => {
+            // Counted as one failed item so the closing line still comes.
+            results.push(ScenarioResult::error(
+                repo::SCENARIOS_DIR,
+                vec![format!("scenario discovery failed: {error:#}")],
+            ));
+            Vec::new()
+        }
+    };
     for result in &results {
         print_result(result);
     }
@@ -186,4 +196,105 @@ fn prepare_and_run(
         accel,
     };
     Ok(runner.run_all(scenarios, jobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::Outcome;
+
+    /// A throwaway repository tree under the system temp directory.
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new(name: &str) -> Self {
+            let root = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).unwrap();
+            Tree(root)
+        }
+
+        fn write(&self, path: &str, text: &str) {
+            let path = self.0.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sample_tree(name: &str) -> Tree {
+        let tree = Tree::new(name);
+        tree.write(
+            "tests/guests/hello/Cargo.toml",
+            "[package]\nname = \"guest-hello\"\n",
+        );
+        tree.write(
+            "tests/scenarios/b-good/scenario.toml",
+            "description = \"boots\"\n[[module]]\nguest = \"hello\"\n",
+        );
+        tree.write(
+            "tests/scenarios/a-bad/scenario.toml",
+            "description = \"x\"\ntimeout_secs = 0\n",
+        );
+        fs::create_dir_all(tree.0.join("tests/scenarios/c-empty")).unwrap();
+        tree
+    }
+
+    fn error_text(result: &ScenarioResult) -> String {
+        match &result.outcome {
+            Outcome::Error(reasons) => reasons.join("\n"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_scenarios_become_errors_naming_file_and_field() {
+        let tree = sample_tree("load");
+        let mut broken = Vec::new();
+        let scenarios = load_scenarios(&tree.0, None, &mut broken).unwrap();
+        let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b-good"]);
+        assert_eq!(broken.len(), 2);
+        assert_eq!(broken[0].name, "a-bad");
+        let bad = error_text(&broken[0]);
+        assert!(
+            bad.contains("tests/scenarios/a-bad/scenario.toml: field `timeout_secs`"),
+            "{bad}"
+        );
+        assert_eq!(broken[1].name, "c-empty");
+        assert!(
+            error_text(&broken[1]).contains("tests/scenarios/c-empty/scenario.toml"),
+            "{broken:?}"
+        );
+    }
+
+    #[test]
+    fn filter_selects_by_name_substring() {
+        let tree = sample_tree("filter");
+        let mut broken = Vec::new();
+        let scenarios = load_scenarios(&tree.0, Some("good"), &mut broken).unwrap();
+        assert_eq!(scenarios.len(), 1);
+        assert!(broken.is_empty());
+        let none = load_scenarios(&tree.0, Some("nothing"), &mut broken).unwrap();
+        assert!(none.is_empty() && broken.is_empty());
+    }
+
+    #[test]
+    fn misnamed_guest_crate_fails_every_selected_scenario() {
+        let tree = sample_tree("misnamed");
+        tree.write(
+            "tests/guests/hello/Cargo.toml",
+            "[package]\nname = \"hello\"\n",
+        );
+        let mut broken = Vec::new();
+        let scenarios = load_scenarios(&tree.0, None, &mut broken).unwrap();
+        assert!(scenarios.is_empty());
+        assert_eq!(broken.len(), 3);
+        assert!(error_text(&broken[0]).contains("must be `guest-hello`"));
+    }
 }
