@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
@@ -31,6 +32,7 @@ pub struct Options {
 
 /// Runs the whole suite; `Ok(true)` if nothing failed.
 pub fn run(root: &Path, options: &Options) -> Result<bool> {
+    let started = Instant::now();
     println!("== host tests");
     let host = host_tests::run(root)?;
 
@@ -68,11 +70,12 @@ pub fn run(root: &Path, options: &Options) -> Result<bool> {
     let scenarios_passed = results.iter().filter(|result| result.is_pass()).count();
     let scenarios_failed = results.len() - scenarios_passed;
     println!(
-        "== host tests: {} of {} ok; scenarios: {} of {} ok",
+        "== host tests: {} of {} ok; scenarios: {} of {} ok; {:.0} s in all",
         host.passed,
         host.passed + host.failed,
         scenarios_passed,
-        results.len()
+        results.len(),
+        started.elapsed().as_secs_f64()
     );
     let failed_names: Vec<&str> = results
         .iter()
