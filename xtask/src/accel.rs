@@ -66,10 +66,6 @@ pub fn choose(
                     return Ok(Accel::Tcg);
                 }
             };
-            println!(
-                "probing KVM: booting {} with `{PROBE_ARGS}` under KVM",
-                image.display()
-            );
             match probe(root, qemu_binary, &image) {
                 Ok(()) => {
                     println!(
@@ -99,7 +95,11 @@ fn probe(root: &Path, qemu_binary: &Path, image: &Path) -> Result<(), String> {
         gdb_stub: GdbStub::Off,
     };
     let command = qemu::command(root, qemu_binary, &boot).map_err(|error| format!("{error:#}"))?;
-    let shown = process::display(&command);
+    println!(
+        "probing KVM, at most {} s: {}",
+        PROBE_LIMIT.as_secs(),
+        process::display(&command)
+    );
     let serial_log = root.join(PROBE_LOG);
     let stderr_log = root.join(PROBE_STDERR);
     if let Some(dir) = serial_log.parent() {
@@ -115,7 +115,7 @@ fn probe(root: &Path, qemu_binary: &Path, image: &Path) -> Result<(), String> {
         &serial.unwrap_or_default(),
         &stderr.unwrap_or_default(),
     )
-    .map_err(|reason| format!("{reason} (`{shown}`, serial log in {PROBE_LOG})"))
+    .map_err(|reason| format!("{reason} (logs: {PROBE_LOG}, {PROBE_STDERR})"))
 }
 
 /// The probe passes only on exit 33 with the probe line on the serial log;

@@ -130,8 +130,9 @@ fn initrd(modules: &[(PathBuf, String)]) -> Result<String> {
 /// Finds `qemu-system-x86_64` on `PATH`. If it is missing and we are root,
 /// installs Debian's `qemu-system-x86`; otherwise says what to install.
 pub fn find_or_install(root: &Path) -> Result<PathBuf> {
-    if let Some(path) = find_on_path(QEMU) {
-        return Ok(path);
+    // Found on PATH, it is run (and shown in reproduce lines) by bare name.
+    if find_on_path(QEMU).is_some() {
+        return Ok(PathBuf::from(QEMU));
     }
     if !is_root() {
         bail!(
@@ -151,6 +152,7 @@ pub fn find_or_install(root: &Path) -> Result<PathBuf> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     find_on_path(QEMU)
+        .map(|_| PathBuf::from(QEMU))
         .with_context(|| format!("{QEMU_PACKAGE} installed, but {QEMU} is still not on PATH"))
 }
 
