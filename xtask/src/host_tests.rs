@@ -1,0 +1,105 @@
+//! The host tests: `cargo test` of the workspace's default members (the
+//! portable crates and xtask), counted test by test from libtest's
+//! `test result:` lines so they add into the closing tally.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+
+use crate::process;
+
+/// Host tests passed and failed, summed over every test binary and doctest run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests that failed, plus one if cargo failed without a test failing
+    /// (a build error), so a broken build never reads as green.
+    pub failed: usize,
+}
+
+/// Runs `cargo test`, echoing its output, and counts the results.
+pub fn run(root: &Path) -> Result<Tally> {
+    let mut cargo = process::command(root, "cargo");
+    cargo.arg("test").stdout(Stdio::piped());
+    let shown = process::display(&cargo);
+    println!("$ {shown}");
+    let mut child = cargo
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo test's stdout was not piped")?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        lines.push(line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    let mut tally = count(lines.iter().map(String::as_str));
+    if !status.success() && tally.failed == 0 {
+        println!(
+            "host tests: `{shown}` failed ({status}) without a failing test; counted as one failure"
+        );
+        tally.failed += 1;
+    }
+    Ok(tally)
+}
+
+/// Sums libtest's `test result: ok. 3 passed; 0 failed; ...` lines.
+pub fn count<'a>(lines: impl Iterator<Item = &'a str>) -> Tally {
+    let mut tally = Tally::default();
+    for line in lines {
+        if let Some((passed, failed)) = parse_result_line(line) {
+            tally.passed += passed;
+            tally.failed += failed;
+        }
+    }
+    tally
+}
+
+fn parse_result_line(line: &str) -> Option<(usize, usize)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let (_verdict, counts) = rest.split_once(". ")?;
+    let mut fields = counts.split("; ");
+    let passed = fields.next()?.strip_suffix(" passed")?.parse().ok()?;
+    let failed = fields.next()?.strip_suffix(" failed")?.parse().ok()?;
+    Some((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_test_binary() {
+        let output = "\
+running 3 tests
+test a ... ok
+test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+running 2 tests
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+test result: ok. 0 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s
+";
+        assert_eq!(
+            count(output.lines()),
+            Tally {
+                passed: 4,
+                failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn lookalike_lines_do_not_count() {
+        let output =
+            "ok 1 - test result: ok. 9 passed; 9 failed;\n  test result: ok. 5 passed; 0 failed;";
+        assert_eq!(count(output.lines()), Tally::default());
+    }
+}
