@@ -212,6 +212,8 @@ static LAST_PORT: AtomicU32 = AtomicU32::new(0);
 static LAST_CS: AtomicU64 = AtomicU64::new(0);
 static LAST_RFLAGS: AtomicU64 = AtomicU64::new(0);
 static LAST_MASK_INSIDE: AtomicU32 = AtomicU32::new(0);
+/// The selector the last upcall took with its first exchange.
+static LAST_SELECTOR: AtomicU64 = AtomicU64::new(0);
 /// Times the failsafe callback was entered.
 static FAILSAFES: AtomicU64 = AtomicU64::new(0);
 
@@ -224,6 +226,8 @@ pub struct LastUpcall {
     pub rflags: u64,
     /// `evtchn_upcall_mask` as read inside the callback.
     pub mask_inside: u8,
+    /// `evtchn_pending_sel` as taken by the callback's first exchange.
+    pub selector: u64,
 }
 
 impl LastUpcall {
@@ -279,6 +283,7 @@ pub fn last_upcall() -> LastUpcall {
         cs: LAST_CS.load(Ordering::SeqCst),
         rflags: LAST_RFLAGS.load(Ordering::SeqCst),
         mask_inside: LAST_MASK_INSIDE.load(Ordering::SeqCst) as u8,
+        selector: LAST_SELECTOR.load(Ordering::SeqCst),
     }
 }
 
@@ -335,9 +340,14 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
         u32::from(vcpu.evtchn_upcall_mask.load(Ordering::SeqCst)),
         Ordering::SeqCst,
     );
+    let mut first_round = true;
     loop {
         vcpu.evtchn_upcall_pending.store(0, Ordering::SeqCst);
         let mut selector = vcpu.evtchn_pending_sel.swap(0, Ordering::SeqCst);
+        if first_round {
+            LAST_SELECTOR.store(selector, Ordering::SeqCst);
+            first_round = false;
+        }
         while selector != 0 {
             let word = selector.trailing_zeros() as usize;
             selector &= selector - 1;
