@@ -284,6 +284,19 @@ pub fn op<T>(command: u32, arg: &mut T) -> i64 {
     }
 }
 
+/// Issues EVTCHNOP `command` with a raw argument address, for tests of the
+/// hypervisor's guest-pointer checks.
+///
+/// # Safety
+///
+/// The hypervisor may write the op's result at `address` if the op
+/// succeeds: `address` must be unmapped, read-only, outside the guest's
+/// range, or memory the caller is prepared to have written.
+pub unsafe fn op_raw(command: u32, address: u64) -> i64 {
+    // SAFETY: the caller guarantees what a write at `address` may hit.
+    unsafe { hypercall2(nr::EVENT_CHANNEL_OP, u64::from(command), address) }
+}
+
 /// EVTCHNOP_alloc_unbound: a port in `dom` that `remote_dom` may bind to.
 pub fn alloc_unbound(dom: DomId, remote_dom: DomId) -> Result<Port, Errno> {
     let mut arg = EvtchnAllocUnbound {

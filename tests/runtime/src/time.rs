@@ -13,7 +13,9 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Current system time in ns, or `None` before shared_info is mapped.
+/// Current system time in ns, or `None` before shared_info is mapped or
+/// while the hypervisor has not published a time record (multiplier 0), so
+/// that callers waiting on time fail instead of spinning forever.
 ///
 /// `system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32`, read under
 /// the record's version seqlock.
@@ -28,6 +30,9 @@ pub fn now_ns() -> Option<u64> {
         let tsc_timestamp = time.tsc_timestamp.load(Ordering::Acquire);
         let system_time = time.system_time.load(Ordering::Acquire);
         let mul = time.tsc_to_system_mul.load(Ordering::Acquire);
+        if mul == 0 {
+            return None;
+        }
         let shift = time.tsc_shift.load(Ordering::Acquire) as i8;
         let tsc = rdtsc();
         // Acquire above pairs with the hypervisor's version bump after its

@@ -14,6 +14,7 @@
 
 mod abi;
 mod binds;
+mod faults;
 mod ports;
 mod upcalls;
 
@@ -33,6 +34,8 @@ pub const FAR_PORT: u32 = 3000;
 
 /// What every section needs.
 pub struct Ctx {
+    /// The start_info page.
+    pub start_info: &'static StartInfo,
     /// The mapped shared_info page.
     pub shared: &'static SharedInfo,
     /// This domain's id, as the hypervisor reports it.
@@ -104,16 +107,19 @@ fn main(start_info: &'static StartInfo) {
     ports::fresh_table(shared);
     let domid = ports::first_allocation(expected_domid(start_info));
     let ctx = Ctx {
+        start_info,
         shared,
         domid,
         has_vcpu1,
     };
     ports::allocation(&ctx);
     ports::loopback(&ctx);
+    ports::closing(&ctx);
     binds::virq(&ctx);
     binds::ipi(&ctx);
     binds::bind_vcpu(&ctx);
     binds::mask_survives_close(&ctx);
+    faults::bad_pointers(&ctx);
     abi::unknown_and_fifo_ops(&ctx);
     abi::reset(&ctx);
     upcalls::delivery(&ctx);

@@ -368,3 +368,92 @@ pub fn loopback(ctx: &Ctx) {
     );
     ctx.clear_events();
 }
+
+/// What close does to pending bits, naming the domain by its id, and
+/// unmasking a port that is not pending (spec §2.1 "Freeing", §2.4, §3.3).
+pub fn closing(ctx: &Ctx) {
+    let shared = ctx.shared;
+    ctx.clear_events();
+    check_eq!(evtchn::bind_ipi(0), Ok(4), "bind_ipi gets port 4");
+    check_eq!(evtchn::send(4), Ok(()), "send on IPI port 4 is rc 0");
+    check_eq!(
+        evtchn::close(4),
+        Ok(()),
+        "close of the pending IPI port is rc 0"
+    );
+    check!(
+        !shared.is_pending(4),
+        "close clears the closed port's pending bit"
+    );
+
+    ctx.clear_events();
+    check_eq!(
+        evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF),
+        Ok(4),
+        "alloc_unbound gets port 4"
+    );
+    check_eq!(
+        evtchn::bind_interdomain(DOMID_SELF, 4),
+        Ok(5),
+        "bind_interdomain gets port 5"
+    );
+    ctx.clear_events();
+    check_eq!(evtchn::send(5), Ok(()), "send on port 5 is rc 0");
+    check_eq!(
+        evtchn::close(5),
+        Ok(()),
+        "close of port 5 while its peer is pending is rc 0"
+    );
+    check_eq!(
+        (
+            shared.is_pending(4),
+            evtchn::status(DOMID_SELF, 4).map(|s| s.status)
+        ),
+        (true, Ok(stat::UNBOUND)),
+        "closing one end leaves the peer's pending bit set (the peer is now unbound)"
+    );
+    check_eq!(evtchn::close(4), Ok(()), "close of port 4 is rc 0");
+    check!(
+        !shared.is_pending(4),
+        "closing port 4 itself clears its pending bit"
+    );
+
+    let me = ctx.domid;
+    check_eq!(
+        evtchn::alloc_unbound(me, me),
+        Ok(4),
+        "alloc_unbound naming this domain by id gets port 4"
+    );
+    check_eq!(
+        evtchn::bind_interdomain(me, 4),
+        Ok(5),
+        "bind_interdomain naming this domain by id gets port 5"
+    );
+    check_eq!(
+        evtchn::status(me, 5).map(|s| (s.status, s.vcpu, s.u)),
+        evtchn::status(DOMID_SELF, 5).map(|s| (s.status, s.vcpu, s.u)),
+        "status naming this domain by id equals status with DOMID_SELF"
+    );
+    check_eq!(evtchn::close(5), Ok(()), "close of port 5 is rc 0");
+    check_eq!(evtchn::close(4), Ok(()), "close of port 4 is rc 0");
+
+    ctx.clear_events();
+    check_eq!(
+        evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF),
+        Ok(4),
+        "alloc_unbound gets port 4 again"
+    );
+    shared.mask(4);
+    check_eq!(
+        evtchn::unmask(4),
+        Ok(()),
+        "EVTCHNOP_unmask of a masked port that is not pending is rc 0"
+    );
+    check_eq!(
+        (shared.is_masked(4), ctx.signal(4)),
+        (false, (false, false, false)),
+        "unmask of a port that is not pending clears the mask and raises nothing"
+    );
+    check_eq!(evtchn::close(4), Ok(()), "close of port 4 is rc 0");
+    ctx.clear_events();
+}

@@ -34,9 +34,11 @@ fn tick_handler(_port: u32) {
     }
 }
 
-/// Now plus `delta_ns`, in system time (0 if time is unavailable).
+/// Now plus `delta_ns`, in system time. Without a time record it is 1 ns
+/// after boot, already past, so that a poll returns at once instead of
+/// blocking forever and the checks after it fail.
 fn deadline(delta_ns: u64) -> u64 {
-    time::now_ns().map_or(0, |now| now + delta_ns)
+    time::now_ns().map_or(1, |now| now + delta_ns)
 }
 
 /// Upcalls: delivery, the bounce frame, masking at port and vcpu level,
@@ -243,6 +245,12 @@ fn second_selector_word() {
 fn block_and_poll(ctx: &Ctx) {
     let shared = ctx.shared;
     let vcpu0 = shared.vcpu0();
+    let first = time::now_ns();
+    let version = vcpu0.time.version.load(Ordering::SeqCst);
+    check!(
+        first.is_some() && version != 0 && version.is_multiple_of(2),
+        "vcpu 0's time record is published: version even and non-zero ({version}), multiplier set"
+    );
 
     upcall::mask_vcpu();
     let before = upcall::port_events(1);
