@@ -26,6 +26,21 @@ pub fn write_bytes(bytes: &[u8]) -> i64 {
     }
 }
 
+/// Issues `console_io(command, count, buffer)` with a live buffer; for
+/// tests of other commands and counts.
+pub fn raw(command: u64, buffer: &mut [u8]) -> i64 {
+    // SAFETY: the hypervisor reads or writes at most `buffer.len()` bytes of
+    // a live, exclusive slice.
+    unsafe {
+        hypercall3(
+            nr::CONSOLE_IO,
+            command,
+            buffer.len() as u64,
+            buffer.as_mut_ptr() as u64,
+        )
+    }
+}
+
 /// Bytes gathered before a `console_io` call.
 const CHUNK: usize = 256;
 

@@ -32,6 +32,8 @@ pub mod nr {
     pub const CALLBACK_OP: u32 = 30;
     /// `event_channel_op(cmd, arg)`.
     pub const EVENT_CHANNEL_OP: u32 = 32;
+    /// `physdev_op(cmd, arg)`.
+    pub const PHYSDEV_OP: u32 = 33;
 }
 
 /// Size of one stub in the hypercall page.

@@ -8,7 +8,7 @@
 //!   (`link.ld`, handed to guests through `DEP_SLUICE_GUEST_LINK_SCRIPT`), the
 //!   entry point with its own stack and the [`entry!`] macro ([`entry`]);
 //! * hypercalls through the hypercall page ([`hypercall`]) and typed wrappers:
-//!   [`evtchn`], [`sched`], [`vcpu`], [`console`], [`version`];
+//!   [`evtchn`], [`sched`], [`vcpu`], [`console`], [`version`], [`physdev`];
 //! * the ABI views: [`start_info`], [`shared_info`] (mapped with
 //!   `update_va_mapping`), [`time`];
 //! * event delivery: upcall and failsafe entry in assembly, a 2-level
@@ -26,6 +26,7 @@ pub mod errno;
 pub mod evtchn;
 pub mod hypercall;
 pub mod notes;
+pub mod physdev;
 pub mod sched;
 pub mod shared_info;
 pub mod start_info;

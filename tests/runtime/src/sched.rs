@@ -13,6 +13,8 @@ pub const SCHEDOP_BLOCK: u64 = 1;
 pub const SCHEDOP_SHUTDOWN: u64 = 2;
 /// SCHEDOP_poll.
 pub const SCHEDOP_POLL: u64 = 3;
+/// SCHEDOP_remote_shutdown.
+pub const SCHEDOP_REMOTE_SHUTDOWN: u64 = 4;
 
 /// Why a domain shuts down (SHUTDOWN_*).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,38 @@ const _: () = assert!(size_of::<SchedPoll>() == 24);
 const _: () = assert!(offset_of!(SchedPoll, ports) == 0);
 const _: () = assert!(offset_of!(SchedPoll, nr_ports) == 8);
 const _: () = assert!(offset_of!(SchedPoll, timeout) == 16);
+
+/// struct sched_remote_shutdown (8 bytes).
+#[repr(C)]
+pub struct SchedRemoteShutdown {
+    /// The domain to shut down.
+    pub domain_id: u16,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+    /// SHUTDOWN_* reason.
+    pub reason: u32,
+}
+const _: () = assert!(size_of::<SchedRemoteShutdown>() == 8);
+const _: () = assert!(offset_of!(SchedRemoteShutdown, reason) == 4);
+
+/// SCHEDOP_remote_shutdown of `domain_id`.
+pub fn remote_shutdown(domain_id: u16, reason: ShutdownReason) -> Result<(), Errno> {
+    let mut arg = SchedRemoteShutdown {
+        domain_id,
+        _pad: [0; 2],
+        reason: reason as u32,
+    };
+    // SAFETY: the hypervisor reads 8 bytes from a live local.
+    Errno::unit(unsafe { hypercall2(nr::SCHED_OP, SCHEDOP_REMOTE_SHUTDOWN, (&raw mut arg) as u64) })
+}
+
+/// Issues `sched_op(command, arg)` with a 32-byte argument; for tests of
+/// unknown commands.
+pub fn op_raw(command: u64, arg: &mut [u64; 4]) -> i64 {
+    // SAFETY: the hypervisor reads or writes at most 32 bytes of a live
+    // local array.
+    unsafe { hypercall2(nr::SCHED_OP, command, arg.as_mut_ptr() as u64) }
+}
 
 /// Shuts the domain down; returns only if the hypervisor refused.
 pub fn shutdown(reason: ShutdownReason) -> i64 {

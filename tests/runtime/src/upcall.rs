@@ -211,6 +211,8 @@ static LAST_PORT: AtomicU32 = AtomicU32::new(0);
 /// inside the callback.
 static LAST_CS: AtomicU64 = AtomicU64::new(0);
 static LAST_RFLAGS: AtomicU64 = AtomicU64::new(0);
+static LAST_SS: AtomicU64 = AtomicU64::new(0);
+static LAST_RIP: AtomicU64 = AtomicU64::new(0);
 static LAST_MASK_INSIDE: AtomicU32 = AtomicU32::new(0);
 /// The selector the last upcall took with its first exchange.
 static LAST_SELECTOR: AtomicU64 = AtomicU64::new(0);
@@ -224,6 +226,10 @@ pub struct LastUpcall {
     pub cs: u64,
     /// rflags slot of the bounce frame.
     pub rflags: u64,
+    /// ss slot of the bounce frame.
+    pub ss: u64,
+    /// rip slot of the bounce frame.
+    pub rip: u64,
     /// `evtchn_upcall_mask` as read inside the callback.
     pub mask_inside: u8,
     /// `evtchn_pending_sel` as taken by the callback's first exchange.
@@ -282,6 +288,8 @@ pub fn last_upcall() -> LastUpcall {
     LastUpcall {
         cs: LAST_CS.load(Ordering::SeqCst),
         rflags: LAST_RFLAGS.load(Ordering::SeqCst),
+        ss: LAST_SS.load(Ordering::SeqCst),
+        rip: LAST_RIP.load(Ordering::SeqCst),
         mask_inside: LAST_MASK_INSIDE.load(Ordering::SeqCst) as u8,
         selector: LAST_SELECTOR.load(Ordering::SeqCst),
     }
@@ -332,6 +340,8 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     let frame = unsafe { &*frame };
     LAST_CS.store(frame.cs, Ordering::SeqCst);
     LAST_RFLAGS.store(frame.rflags, Ordering::SeqCst);
+    LAST_SS.store(frame.ss, Ordering::SeqCst);
+    LAST_RIP.store(frame.rip, Ordering::SeqCst);
     let Some(shared) = shared_info::get() else {
         return;
     };
@@ -435,6 +445,36 @@ pub fn callback_register(kind: u16, flags: u16, address: u64) -> Result<(), Errn
 /// The address of an assembly entry point.
 fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
     entry as usize as u64
+}
+
+/// struct callback_unregister (4 bytes; spec §7.6).
+#[repr(C)]
+pub struct CallbackUnregister {
+    /// CALLBACKTYPE_*.
+    pub kind: u16,
+    /// Unused.
+    pub _unused: u16,
+}
+const _: () = assert!(size_of::<CallbackUnregister>() == 4);
+
+/// `callback_op(CALLBACKOP_unregister, {kind})`.
+pub fn callback_unregister(kind: u16) -> Result<(), Errno> {
+    let mut arg = CallbackUnregister { kind, _unused: 0 };
+    // SAFETY: the hypervisor reads 4 bytes from a live local.
+    Errno::unit(unsafe {
+        hypercall2(
+            nr::CALLBACK_OP,
+            CALLBACKOP_UNREGISTER,
+            (&raw mut arg) as u64,
+        )
+    })
+}
+
+/// `callback_op(command, arg)` with a 16-byte argument, for unknown commands.
+pub fn callback_op_raw(command: u64, arg: &mut [u64; 2]) -> i64 {
+    // SAFETY: the hypervisor reads (and for no command writes) at most 16
+    // bytes from a live local array.
+    unsafe { hypercall2(nr::CALLBACK_OP, command, arg.as_mut_ptr() as u64) }
 }
 
 /// Registers the runtime's event and failsafe callbacks with `callback_op`.
