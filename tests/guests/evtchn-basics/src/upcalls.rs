@@ -77,6 +77,10 @@ pub fn delivery(ctx: &Ctx) {
         "the upcall runs once, before send returns, and dispatches port 1"
     );
     let frame = upcall::last_upcall();
+    println!(
+        "# bounce frame: rip={:#x} cs={:#x} rflags={:#x} ss={:#x}",
+        frame.rip, frame.cs, frame.rflags, frame.ss
+    );
     check_eq!(
         frame.mask_inside,
         1,
@@ -96,6 +100,21 @@ pub fn delivery(ctx: &Ctx) {
         frame.cs & 0xffff,
         0xe030,
         "the bounce frame's cs selector is FLAT_KERNEL_CS with RPL cleared (0xe030): kernel mode was interrupted"
+    );
+    // The spec names only cs; Xen 4.17 leaves ss as the guest had it.
+    check_eq!(
+        frame.ss,
+        0xe02b,
+        "the bounce frame's ss is FLAT_KERNEL_SS 0xe02b (RPL kept)"
+    );
+    let after_syscall = sluice_guest::hypercall::page_address()
+        + u64::from(sluice_guest::hypercall::nr::EVENT_CHANNEL_OP)
+            * sluice_guest::hypercall::STUB_SIZE
+        + 10;
+    check_eq!(
+        frame.rip,
+        after_syscall,
+        "the upcall interrupts the send's return: the frame's rip is just past stub 32's syscall"
     );
     check_eq!(frame.selector, 1, "the callback took selector word 0 only");
     check!(
