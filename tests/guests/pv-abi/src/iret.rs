@@ -1,0 +1,112 @@
+//! HYPERVISOR_iret called directly (spec §7.5): the guest builds the frame
+//! `[flags, rip, cs, rflags, rsp, ss]`, jumps to stub 23, which pushes rcx,
+//! r11 and rax, and must land at `rip` with rax, rcx and r11 as they were
+//! (flags 0) and `evtchn_upcall_mask` = !IF of the frame.
+//!
+//! cs carries RPL 0 (0xe030), as in the bounce frames the hypervisor
+//! builds for an interrupted guest kernel: an RPL of 3 asks for a switch to
+//! guest user mode.
+
+use core::arch::asm;
+
+use sluice_guest::shared_info;
+use sluice_guest::{check_eq, upcall};
+
+/// FLAT_KERNEL_CS with RPL 0.
+const KERNEL_CS_RPL0: u64 = 0xe030;
+/// FLAT_KERNEL_SS.
+const KERNEL_SS: u64 = 0xe02b;
+/// rflags bit 1 (always one) and IF.
+const RFLAGS_IF: u64 = 0x202;
+/// rflags bit 1 only.
+const RFLAGS_NO_IF: u64 = 0x2;
+
+/// Markers loaded into rax, rcx and r11 before the jump.
+const MARK_RAX: u64 = 0x5a5a_0000_1111_2222;
+const MARK_RCX: u64 = 0x5a5a_0000_3333_4444;
+const MARK_R11: u64 = 0x5a5a_0000_5555_6666;
+
+/// Returns through HYPERVISOR_iret to the next instruction with the given
+/// rflags; returns the rax, rcx and r11 seen there.
+fn iret_to_self(rflags: u64) -> (u64, u64, u64) {
+    let rax: u64;
+    let rcx: u64;
+    let r11: u64;
+    // SAFETY: the frame names this very code (label 2), the current stack
+    // pointer and the kernel selectors, so execution continues after the
+    // asm block on the same stack with every other register preserved by
+    // the hypervisor; rax, rcx and r11 are declared as outputs. The pushes
+    // below the stack pointer are undone by the iret (rsp = saved value).
+    unsafe {
+        asm!(
+            "mov {saved_rsp}, rsp",
+            "push {ss}",
+            "push {saved_rsp}",
+            "push {rflags}",
+            "push {cs}",
+            "lea {target}, [rip + 2f]",
+            "push {target}",
+            "push 0",
+            "mov rax, {mark_rax}",
+            "mov rcx, {mark_rcx}",
+            "mov r11, {mark_r11}",
+            "jmp sluice_hypercall_page + {iret_offset}",
+            "2:",
+            saved_rsp = out(reg) _,
+            target = out(reg) _,
+            rflags = in(reg) rflags,
+            ss = in(reg) KERNEL_SS,
+            cs = in(reg) KERNEL_CS_RPL0,
+            mark_rax = const MARK_RAX,
+            mark_rcx = const MARK_RCX,
+            mark_r11 = const MARK_R11,
+            iret_offset = const 23 * 32,
+            out("rax") rax,
+            out("rcx") rcx,
+            out("r11") r11,
+        );
+    }
+    (rax, rcx, r11)
+}
+
+/// The mask as seen after an iret.
+fn upcall_mask() -> Option<u8> {
+    shared_info::get().map(|s| {
+        s.vcpu0()
+            .evtchn_upcall_mask
+            .load(core::sync::atomic::Ordering::SeqCst)
+    })
+}
+
+/// Direct HYPERVISOR_iret with IF set and clear.
+pub fn hypervisor_iret() {
+    upcall::unmask_vcpu();
+    let registers = iret_to_self(RFLAGS_IF);
+    check_eq!(
+        registers,
+        (MARK_RAX, MARK_RCX, MARK_R11),
+        "HYPERVISOR_iret (flags 0) resumes at the frame's rip with rax, rcx and r11 restored"
+    );
+    check_eq!(
+        upcall_mask(),
+        Some(0),
+        "HYPERVISOR_iret with IF set leaves evtchn_upcall_mask 0"
+    );
+    let registers = iret_to_self(RFLAGS_NO_IF);
+    check_eq!(
+        registers.0,
+        MARK_RAX,
+        "HYPERVISOR_iret with IF clear resumes with rax restored"
+    );
+    check_eq!(
+        upcall_mask(),
+        Some(1),
+        "HYPERVISOR_iret with IF clear sets evtchn_upcall_mask to 1"
+    );
+    upcall::unmask_vcpu();
+    check_eq!(
+        upcall_mask(),
+        Some(0),
+        "the vcpu unmasks again after an iret with IF clear"
+    );
+}

@@ -1,0 +1,524 @@
+//! Event delivery: the upcall and failsafe entry points (assembly), the
+//! 2-level demultiplexer, per-port handlers, callback registration and the
+//! vcpu's upcall mask.
+//!
+//! The hypervisor enters [`sluice_event_callback`] through a bounce frame on
+//! the guest stack (spec §7.4): `[rcx, r11, rip, cs, rflags, rsp, ss]`, with
+//! the interrupted `evtchn_upcall_mask` in bits 32..40 of the cs slot and
+//! `upcall_mask` now 1. The entry pops rcx and r11, saves every
+//! general-purpose register (a hypercall continuation may have been
+//! interrupted: spec §7.2), calls [`event_demux`] on a 16-byte aligned stack,
+//! restores everything and returns through HYPERVISOR_iret (spec §7.5) with
+//! `flags` 0, so rcx and r11 come back too and the mask becomes !IF of the
+//! frame, i.e. its value before the event.
+//!
+//! The guest is built for `x86_64-unknown-none` (soft float, no red zone), so
+//! there is no vector state to save and a frame pushed below a leaf
+//! function's stack pointer clobbers nothing.
+
+use core::arch::global_asm;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::errno::Errno;
+use crate::hypercall::{hypercall2, hypercall5, nr};
+use crate::shared_info::{self, BITMAP_WORDS, NR_2L_PORTS};
+use crate::version;
+
+/// The registers the entry code saved, then the iret part of the bounce
+/// frame, as the demultiplexer sees them.
+#[repr(C)]
+pub struct UpcallFrame {
+    /// General-purpose registers, in push order reversed.
+    pub r15: u64,
+    /// Saved r14.
+    pub r14: u64,
+    /// Saved r13.
+    pub r13: u64,
+    /// Saved r12.
+    pub r12: u64,
+    /// Saved r11 (from the bounce frame).
+    pub r11: u64,
+    /// Saved r10.
+    pub r10: u64,
+    /// Saved r9.
+    pub r9: u64,
+    /// Saved r8.
+    pub r8: u64,
+    /// Saved rbp.
+    pub rbp: u64,
+    /// Saved rdi.
+    pub rdi: u64,
+    /// Saved rsi.
+    pub rsi: u64,
+    /// Saved rdx.
+    pub rdx: u64,
+    /// Saved rcx (from the bounce frame).
+    pub rcx: u64,
+    /// Saved rbx.
+    pub rbx: u64,
+    /// Saved rax.
+    pub rax: u64,
+    /// Interrupted rip.
+    pub rip: u64,
+    /// Interrupted cs; bits 32..40 hold the saved upcall mask.
+    pub cs: u64,
+    /// Interrupted rflags; IF = !saved mask.
+    pub rflags: u64,
+    /// Interrupted rsp.
+    pub rsp: u64,
+    /// Interrupted ss.
+    pub ss: u64,
+}
+const _: () = assert!(size_of::<UpcallFrame>() == 20 * 8);
+const _: () = assert!(offset_of!(UpcallFrame, rax) == 14 * 8);
+const _: () = assert!(offset_of!(UpcallFrame, rip) == 15 * 8);
+
+/// The failsafe frame after the entry code's saves (spec §7.4 failsafe
+/// table: rcx, r11, ds, es, fs, gs, then the iret part).
+#[repr(C)]
+pub struct FailsafeFrame {
+    /// The 15 saved general-purpose registers, as in [`UpcallFrame`].
+    pub regs: [u64; 15],
+    /// The data segment selector the hypervisor could not load.
+    pub ds: u64,
+    /// Likewise es.
+    pub es: u64,
+    /// Likewise fs.
+    pub fs: u64,
+    /// Likewise gs.
+    pub gs: u64,
+    /// Interrupted rip.
+    pub rip: u64,
+    /// Interrupted cs (saved mask in bits 32..40).
+    pub cs: u64,
+    /// Interrupted rflags.
+    pub rflags: u64,
+    /// Interrupted rsp.
+    pub rsp: u64,
+    /// Interrupted ss.
+    pub ss: u64,
+}
+const _: () = assert!(offset_of!(FailsafeFrame, ds) == 15 * 8);
+const _: () = assert!(offset_of!(FailsafeFrame, rip) == 19 * 8);
+
+// Both entry points. `push 0` is HYPERVISOR_iret's `flags` word (no
+// VGCF_in_syscall); stub 23 pushes rcx, r11 and rax itself.
+global_asm!(
+    r#"
+    .pushsection .text.sluice_upcall, "ax"
+
+    .macro SLUICE_SAVE_GPRS
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    .endm
+
+    .macro SLUICE_RESTORE_GPRS
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    .endm
+
+    .balign 16
+    .globl sluice_event_callback
+sluice_event_callback:
+    pop rcx
+    pop r11
+    SLUICE_SAVE_GPRS
+    cld
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    call {demux}
+    mov rsp, rbx
+    SLUICE_RESTORE_GPRS
+    push 0
+    jmp sluice_hypercall_page + {iret_offset}
+
+    .balign 16
+    .globl sluice_failsafe_callback
+sluice_failsafe_callback:
+    pop rcx
+    pop r11
+    SLUICE_SAVE_GPRS
+    cld
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    call {failsafe}
+    mov rsp, rbx
+    SLUICE_RESTORE_GPRS
+    add rsp, 32
+    push 0
+    jmp sluice_hypercall_page + {iret_offset}
+
+    .popsection
+    "#,
+    demux = sym event_demux,
+    failsafe = sym failsafe,
+    iret_offset = const nr::IRET as u64 * crate::hypercall::STUB_SIZE,
+);
+
+unsafe extern "C" {
+    /// The event callback entry point (assembly above).
+    pub fn sluice_event_callback();
+    /// The failsafe callback entry point (assembly above).
+    pub fn sluice_failsafe_callback();
+}
+
+/// A per-port event handler, called with the port whose pending bit the
+/// demultiplexer just cleared, with events masked.
+pub type Handler = fn(port: u32);
+
+/// Handlers by port, as `fn` addresses; 0 = none (count only).
+static HANDLERS: [AtomicUsize; NR_2L_PORTS as usize] =
+    [const { AtomicUsize::new(0) }; NR_2L_PORTS as usize];
+/// Events dispatched per port.
+static PORT_EVENTS: [AtomicU32; NR_2L_PORTS as usize] =
+    [const { AtomicU32::new(0) }; NR_2L_PORTS as usize];
+/// Times the event callback was entered.
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Events dispatched in total.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Last dispatched port + 1 (0 = none yet).
+static LAST_PORT: AtomicU32 = AtomicU32::new(0);
+/// cs and rflags slots of the last bounce frame, and the upcall mask seen
+/// inside the callback.
+static LAST_CS: AtomicU64 = AtomicU64::new(0);
+static LAST_RFLAGS: AtomicU64 = AtomicU64::new(0);
+static LAST_SS: AtomicU64 = AtomicU64::new(0);
+static LAST_RIP: AtomicU64 = AtomicU64::new(0);
+static LAST_MASK_INSIDE: AtomicU32 = AtomicU32::new(0);
+/// The selector the last upcall took with its first exchange.
+static LAST_SELECTOR: AtomicU64 = AtomicU64::new(0);
+/// Times the failsafe callback was entered.
+static FAILSAFES: AtomicU64 = AtomicU64::new(0);
+
+/// What the last upcall looked like, for tests of the bounce frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastUpcall {
+    /// cs slot of the bounce frame (saved mask in bits 32..40).
+    pub cs: u64,
+    /// rflags slot of the bounce frame.
+    pub rflags: u64,
+    /// ss slot of the bounce frame.
+    pub ss: u64,
+    /// rip slot of the bounce frame.
+    pub rip: u64,
+    /// `evtchn_upcall_mask` as read inside the callback.
+    pub mask_inside: u8,
+    /// `evtchn_pending_sel` as taken by the callback's first exchange.
+    pub selector: u64,
+}
+
+impl LastUpcall {
+    /// The interrupted context's `evtchn_upcall_mask` (cs bits 32..40).
+    pub fn saved_mask(&self) -> u8 {
+        ((self.cs >> 32) & 0xff) as u8
+    }
+    /// The interrupted context's IF (rflags bit 9).
+    pub fn interrupts_enabled(&self) -> bool {
+        self.rflags & (1 << 9) != 0
+    }
+}
+
+/// Installs `handler` for `port` (replacing any other).
+pub fn set_handler(port: u32, handler: Handler) {
+    if let Some(slot) = HANDLERS.get(port as usize) {
+        slot.store(handler as usize, Ordering::SeqCst);
+    }
+}
+
+/// Removes `port`'s handler: its events are only counted.
+pub fn clear_handler(port: u32) {
+    if let Some(slot) = HANDLERS.get(port as usize) {
+        slot.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Times the event callback ran.
+pub fn upcalls() -> u64 {
+    UPCALLS.load(Ordering::SeqCst)
+}
+
+/// Events dispatched in total.
+pub fn events() -> u64 {
+    EVENTS.load(Ordering::SeqCst)
+}
+
+/// Events dispatched for `port`.
+pub fn port_events(port: u32) -> u32 {
+    PORT_EVENTS
+        .get(port as usize)
+        .map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// The last port dispatched, if any.
+pub fn last_port() -> Option<u32> {
+    LAST_PORT.load(Ordering::SeqCst).checked_sub(1)
+}
+
+/// Snapshot of the last upcall's frame.
+pub fn last_upcall() -> LastUpcall {
+    LastUpcall {
+        cs: LAST_CS.load(Ordering::SeqCst),
+        rflags: LAST_RFLAGS.load(Ordering::SeqCst),
+        ss: LAST_SS.load(Ordering::SeqCst),
+        rip: LAST_RIP.load(Ordering::SeqCst),
+        mask_inside: LAST_MASK_INSIDE.load(Ordering::SeqCst) as u8,
+        selector: LAST_SELECTOR.load(Ordering::SeqCst),
+    }
+}
+
+/// Times the failsafe callback ran.
+pub fn failsafes() -> u64 {
+    FAILSAFES.load(Ordering::SeqCst)
+}
+
+/// Zeroes every counter (handlers stay).
+pub fn reset_counters() {
+    for counter in &PORT_EVENTS {
+        counter.store(0, Ordering::SeqCst);
+    }
+    UPCALLS.store(0, Ordering::SeqCst);
+    EVENTS.store(0, Ordering::SeqCst);
+    LAST_PORT.store(0, Ordering::SeqCst);
+}
+
+/// Runs `port`'s handler, or only counts the event.
+fn dispatch(port: u32) {
+    EVENTS.fetch_add(1, Ordering::SeqCst);
+    LAST_PORT.store(port + 1, Ordering::SeqCst);
+    if let Some(counter) = PORT_EVENTS.get(port as usize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+    let raw = HANDLERS
+        .get(port as usize)
+        .map_or(0, |slot| slot.load(Ordering::SeqCst));
+    if raw != 0 {
+        // SAFETY: HANDLERS only ever holds 0 or a `Handler` stored by
+        // `set_handler`, and fn pointers and usize have the same size.
+        let handler = unsafe { core::mem::transmute::<usize, Handler>(raw) };
+        handler(port);
+    }
+}
+
+/// The 2-level demultiplexer, called by the entry code with events masked
+/// (spec §3.7): clear `upcall_pending`, take the selector with an exchange,
+/// then for each selected word handle `pending & !mask`, clearing each
+/// pending bit before running its handler; repeat while `upcall_pending`
+/// was set again.
+extern "C" fn event_demux(frame: *const UpcallFrame) {
+    UPCALLS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the entry code passes the address of the frame it just built
+    // on the current stack; it stays live until this function returns.
+    let frame = unsafe { &*frame };
+    LAST_CS.store(frame.cs, Ordering::SeqCst);
+    LAST_RFLAGS.store(frame.rflags, Ordering::SeqCst);
+    LAST_SS.store(frame.ss, Ordering::SeqCst);
+    LAST_RIP.store(frame.rip, Ordering::SeqCst);
+    let Some(shared) = shared_info::get() else {
+        return;
+    };
+    let vcpu = shared.vcpu0();
+    LAST_MASK_INSIDE.store(
+        u32::from(vcpu.evtchn_upcall_mask.load(Ordering::SeqCst)),
+        Ordering::SeqCst,
+    );
+    let mut first_round = true;
+    loop {
+        vcpu.evtchn_upcall_pending.store(0, Ordering::SeqCst);
+        let mut selector = vcpu.evtchn_pending_sel.swap(0, Ordering::SeqCst);
+        if first_round {
+            LAST_SELECTOR.store(selector, Ordering::SeqCst);
+            first_round = false;
+        }
+        while selector != 0 {
+            let word = selector.trailing_zeros() as usize;
+            selector &= selector - 1;
+            if word >= BITMAP_WORDS {
+                continue;
+            }
+            let (Some(pending), Some(mask)) = (
+                shared.evtchn_pending.get(word),
+                shared.evtchn_mask.get(word),
+            ) else {
+                continue;
+            };
+            let mut ready = pending.load(Ordering::SeqCst) & !mask.load(Ordering::SeqCst);
+            while ready != 0 {
+                let bit = ready.trailing_zeros();
+                ready &= ready - 1;
+                pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
+                dispatch(word as u32 * 64 + bit);
+            }
+        }
+        if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+    }
+}
+
+/// The failsafe callback's Rust half: counts and reports, then the entry
+/// code resumes the interrupted context with null data selectors. A guest
+/// that keeps failing is crashed after a few rounds.
+extern "C" fn failsafe(frame: *const FailsafeFrame) {
+    let count = FAILSAFES.fetch_add(1, Ordering::SeqCst) + 1;
+    // SAFETY: as for `event_demux`: a live frame on the current stack.
+    let frame = unsafe { &*frame };
+    crate::println!(
+        "# failsafe callback #{count}: rip={:#x} ds={:#x} es={:#x} fs={:#x} gs={:#x}",
+        frame.rip,
+        frame.ds,
+        frame.es,
+        frame.fs,
+        frame.gs
+    );
+    if count > 4 {
+        crate::println!("Bail out! repeated failsafe callbacks");
+        crate::tap::shutdown_failed();
+    }
+}
+
+/// callback_op command: register a callback.
+pub const CALLBACKOP_REGISTER: u64 = 0;
+/// callback_op command: unregister a callback.
+pub const CALLBACKOP_UNREGISTER: u64 = 1;
+/// Callback type: event upcall.
+pub const CALLBACKTYPE_EVENT: u16 = 0;
+/// Callback type: failsafe.
+pub const CALLBACKTYPE_FAILSAFE: u16 = 1;
+
+/// struct callback_register (16 bytes; spec §7.6).
+#[repr(C)]
+pub struct CallbackRegister {
+    /// CALLBACKTYPE_*.
+    pub kind: u16,
+    /// Bit 0 CALLBACKF_mask_events.
+    pub flags: u16,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
+    /// Entry address (canonical).
+    pub address: u64,
+}
+const _: () = assert!(size_of::<CallbackRegister>() == 16);
+const _: () = assert!(offset_of!(CallbackRegister, flags) == 2);
+const _: () = assert!(offset_of!(CallbackRegister, address) == 8);
+
+/// `callback_op(CALLBACKOP_register, {kind, flags, address})`.
+pub fn callback_register(kind: u16, flags: u16, address: u64) -> Result<(), Errno> {
+    let mut arg = CallbackRegister {
+        kind,
+        flags,
+        _pad: [0; 4],
+        address,
+    };
+    // SAFETY: the hypervisor reads 16 bytes from a live local.
+    Errno::unit(unsafe { hypercall2(nr::CALLBACK_OP, CALLBACKOP_REGISTER, (&raw mut arg) as u64) })
+}
+
+/// The address of an assembly entry point.
+fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
+    entry as usize as u64
+}
+
+/// struct callback_unregister (4 bytes; spec §7.6).
+#[repr(C)]
+pub struct CallbackUnregister {
+    /// CALLBACKTYPE_*.
+    pub kind: u16,
+    /// Unused.
+    pub _unused: u16,
+}
+const _: () = assert!(size_of::<CallbackUnregister>() == 4);
+
+/// `callback_op(CALLBACKOP_unregister, {kind})`.
+pub fn callback_unregister(kind: u16) -> Result<(), Errno> {
+    let mut arg = CallbackUnregister { kind, _unused: 0 };
+    // SAFETY: the hypervisor reads 4 bytes from a live local.
+    Errno::unit(unsafe {
+        hypercall2(
+            nr::CALLBACK_OP,
+            CALLBACKOP_UNREGISTER,
+            (&raw mut arg) as u64,
+        )
+    })
+}
+
+/// `callback_op(command, arg)` with a 16-byte argument, for unknown commands.
+pub fn callback_op_raw(command: u64, arg: &mut [u64; 2]) -> i64 {
+    // SAFETY: the hypervisor reads (and for no command writes) at most 16
+    // bytes from a live local array.
+    unsafe { hypercall2(nr::CALLBACK_OP, command, arg.as_mut_ptr() as u64) }
+}
+
+/// Registers the runtime's event and failsafe callbacks with `callback_op`.
+pub fn register_callbacks() -> Result<(), Errno> {
+    callback_register(CALLBACKTYPE_EVENT, 0, entry_address(sluice_event_callback))?;
+    callback_register(
+        CALLBACKTYPE_FAILSAFE,
+        0,
+        entry_address(sluice_failsafe_callback),
+    )
+}
+
+/// Registers the runtime's callbacks with the older `set_callbacks`
+/// hypercall (no syscall callback).
+pub fn set_callbacks() -> Result<(), Errno> {
+    // SAFETY: addresses only; nothing is read from guest memory.
+    Errno::unit(unsafe {
+        hypercall5(
+            nr::SET_CALLBACKS,
+            entry_address(sluice_event_callback),
+            entry_address(sluice_failsafe_callback),
+            0,
+            0,
+            0,
+        )
+    })
+}
+
+/// Sets vcpu 0's `evtchn_upcall_mask`: no upcalls until [`unmask_vcpu`].
+pub fn mask_vcpu() {
+    if let Some(shared) = shared_info::get() {
+        shared.vcpu0().evtchn_upcall_mask.store(1, Ordering::SeqCst);
+    }
+}
+
+/// Clears vcpu 0's `evtchn_upcall_mask` and, if an upcall is already
+/// pending, makes a cheap hypercall so the hypervisor delivers it on the way
+/// back (spec §3.4, §10 trap 9).
+pub fn unmask_vcpu() {
+    if let Some(shared) = shared_info::get() {
+        let vcpu = shared.vcpu0();
+        vcpu.evtchn_upcall_mask.store(0, Ordering::SeqCst);
+        if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) != 0 {
+            version::touch();
+        }
+    }
+}
