@@ -18,6 +18,8 @@ use crate::verdict;
 
 /// Lines of a failing scenario's serial log shown on the terminal.
 const TAIL_LINES: usize = 40;
+/// `not ok` lines of a failing scenario's serial log shown on the terminal.
+const NOT_OK_LINES: usize = 20;
 /// Lines of QEMU's own stderr shown for a failing scenario.
 const STDERR_LINES: usize = 10;
 
@@ -242,14 +244,31 @@ pub fn render_result(result: &ScenarioResult, read_log: impl Fn(&Path) -> String
     }
     if let Some(log) = &result.serial_log {
         let serial = read_log(log);
+        // TAP failures far above the tail would otherwise stay hidden.
+        let not_ok: Vec<&str> = verdict::serial_lines(&serial)
+            .filter(|line| line.contains("not ok "))
+            .collect();
+        if !not_ok.is_empty() {
+            let shown = not_ok.len().min(NOT_OK_LINES);
+            text.push_str(&format!(
+                "      `not ok` lines ({shown} of {}):\n",
+                not_ok.len()
+            ));
+            for line in not_ok.iter().take(shown) {
+                text.push_str(&format!("      | {line}\n"));
+            }
+        }
         let tail = verdict::tail(&serial, TAIL_LINES);
         if tail.is_empty() {
             text.push_str(&format!("      serial log {} is empty\n", log.display()));
         } else {
+            let count = match tail.len() {
+                1 => "line".to_owned(),
+                lines => format!("{lines} lines"),
+            };
             text.push_str(&format!(
-                "      serial log {}, last {} lines:\n",
-                log.display(),
-                tail.len()
+                "      serial log {}, last {count}:\n",
+                log.display()
             ));
             for line in tail {
                 text.push_str(&format!("      | {line}\n"));
@@ -304,6 +323,40 @@ mod tests {
         assert!(text.contains("| line 50\n"), "{text}");
         assert!(
             text.ends_with("root): qemu-system-x86_64 -kernel x\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn failure_lists_not_ok_lines_above_the_tail() {
+        let mut log = String::from("(d1) ok 1 - a\n(d1) not ok 2 - b went wrong\n");
+        log.extend((1..=60).map(|n| format!("(d1) ok {} - filler\n", n + 2)));
+        let result = ScenarioResult {
+            name: "tap".into(),
+            outcome: Outcome::Fail(vec!["expected exit `pass`".into()]),
+            seconds: 1.0,
+            serial_log: Some("target/scenarios/tap.log".into()),
+            command: None,
+        };
+        let text = render_result(&result, |_| log.clone());
+        assert!(
+            text.contains("`not ok` lines (1 of 1):\n      | (d1) not ok 2 - b went wrong\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_line_log_says_line() {
+        let result = ScenarioResult {
+            name: "short".into(),
+            outcome: Outcome::Fail(vec!["x".into()]),
+            seconds: 1.0,
+            serial_log: Some("target/scenarios/short.log".into()),
+            command: None,
+        };
+        let text = render_result(&result, |_| "only\n".to_owned());
+        assert!(
+            text.contains("short.log, last line:\n      | only\n"),
             "{text}"
         );
     }
