@@ -146,6 +146,13 @@ pub enum Op {
     },
     /// Re-create a destroyed domain, if there is one.
     Recreate,
+    /// HYPERVISOR_event_channel_op(cmd, arg) through the byte-level
+    /// dispatcher, with `arg` the bytes copied in (possibly too few).
+    Dispatch {
+        caller: u16,
+        cmd: u32,
+        arg: Vec<u8>,
+    },
 }
 
 /// What [`Op::OnLivePort`] does to the port it picks.
@@ -291,6 +298,78 @@ fn domain() -> impl Strategy<Value = u16> {
     prop::sample::select(&DOMAIN_IDS[..])
 }
 
+/// An op's argument bytes laid out by the spec's table (§1.2), padding and
+/// OUT fields holding whatever the guest left there, sometimes cut short.
+fn dispatch() -> impl Strategy<Value = Op> {
+    let cmd = prop_oneof![
+        12 => prop::sample::select(&[0u32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14][..]),
+        1 => prop::sample::select(&[15u32, 16, 99, u32::MAX][..]),
+    ];
+    let fields = (
+        domain_argument(),
+        domain_argument(),
+        port(),
+        vcpu(),
+        virq(),
+        any::<[u8; 24]>(),
+    );
+    let cut = prop_oneof![8 => Just(None), 1 => (0usize..24).prop_map(Some)];
+    (caller(), cmd, fields, cut).prop_map(
+        |(caller, cmd, (dom, other_dom, port, vcpu, virq, junk), cut)| {
+            let mut arg = junk.to_vec();
+            let mut put = |offset: usize, bytes: &[u8]| {
+                arg[offset..offset + bytes.len()].copy_from_slice(bytes);
+            };
+            let size = match cmd {
+                0 => {
+                    put(0, &dom.to_le_bytes());
+                    put(4, &port.to_le_bytes());
+                    12
+                }
+                1 => {
+                    put(0, &virq.to_le_bytes());
+                    put(4, &vcpu.to_le_bytes());
+                    12
+                }
+                2 => {
+                    put(0, &(port % 10).to_le_bytes());
+                    12
+                }
+                3 | 4 | 9 => {
+                    put(0, &port.to_le_bytes());
+                    4
+                }
+                5 => {
+                    put(0, &dom.to_le_bytes());
+                    put(4, &port.to_le_bytes());
+                    24
+                }
+                6 => {
+                    put(0, &dom.to_le_bytes());
+                    put(2, &other_dom.to_le_bytes());
+                    8
+                }
+                7 => {
+                    put(0, &vcpu.to_le_bytes());
+                    8
+                }
+                8 => {
+                    put(0, &port.to_le_bytes());
+                    put(4, &vcpu.to_le_bytes());
+                    8
+                }
+                10 | 14 => {
+                    put(0, &dom.to_le_bytes());
+                    2
+                }
+                _ => 24,
+            };
+            arg.truncate(cut.map_or(size, |cut| cut.min(size)));
+            Op::Dispatch { caller, cmd, arg }
+        },
+    )
+}
+
 fn live_action() -> impl Strategy<Value = LiveAction> {
     prop_oneof![
         4 => Just(LiveAction::Send),
@@ -309,7 +388,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (caller(), 1u32..72).prop_map(|(caller, count)| Op::AllocBurst { caller, count }),
         6 => (caller(), domain_argument(), port())
             .prop_map(|(caller, remote_dom, remote_port)| Op::BindInterdomain { caller, remote_dom, remote_port }),
-        3 => (caller(), virq(), vcpu()).prop_map(|(caller, virq, vcpu)| Op::BindVirq { caller, virq, vcpu }),
+        4 => (caller(), virq(), vcpu()).prop_map(|(caller, virq, vcpu)| Op::BindVirq { caller, virq, vcpu }),
         2 => (caller(), vcpu()).prop_map(|(caller, vcpu)| Op::BindIpi { caller, vcpu }),
         2 => (caller(), prop_oneof![3 => 0u32..2, 2 => 0u32..10])
             .prop_map(|(caller, pirq)| Op::BindPirq { caller, pirq }),
@@ -342,6 +421,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         12 => (caller(), any::<u8>(), live_action())
             .prop_map(|(caller, pick, action)| Op::OnLivePort { caller, pick, action }),
         2 => Just(Op::Recreate),
+        8 => dispatch(),
     ]
 }
 

@@ -695,6 +695,65 @@ impl Model {
         Err(Errno::EBUSY)
     }
 
+    /// HYPERVISOR_event_channel_op(cmd, arg) with `arg` the bytes copied
+    /// in: decoded by the spec's offsets (§1.2), too few bytes → -EFAULT,
+    /// an unknown cmd → -ENOSYS. On success the ops that copy back return
+    /// the whole struct as the guest passed it with the OUT fields written
+    /// (Xen copies its copy of the struct back, padding included).
+    pub fn dispatch(&mut self, caller: u16, cmd: u32, arg: &[u8]) -> Result<Vec<u8>, Errno> {
+        let size = match cmd {
+            0..=2 => 12,
+            3 | 4 | 9 => 4,
+            5 => 24,
+            6..=8 => 8,
+            10 | 14 => 2,
+            _ => return Err(Errno::ENOSYS),
+        };
+        let arg = arg.get(..size).ok_or(Errno::EFAULT)?;
+        let u16_at = |offset: usize| u16::from_le_bytes([arg[offset], arg[offset + 1]]);
+        let u32_at =
+            |offset: usize| u32::from_le_bytes(arg[offset..offset + 4].try_into().unwrap());
+        let with_out = |offset: usize, port: u32| {
+            let mut reply = arg.to_vec();
+            reply[offset..offset + 4].copy_from_slice(&port.to_le_bytes());
+            reply
+        };
+        match cmd {
+            0 => self
+                .bind_interdomain(caller, u16_at(0), u32_at(4))
+                .map(|port| with_out(8, port)),
+            1 => self
+                .bind_virq(caller, u32_at(0), u32_at(4))
+                .map(|port| with_out(8, port)),
+            2 => self
+                .bind_pirq(caller, u32_at(0))
+                .map(|port| with_out(8, port)),
+            3 => self.close(caller, u32_at(0)).map(|()| Vec::new()),
+            4 => self.send(caller, u32_at(0)).map(|()| Vec::new()),
+            5 => {
+                let union_in: [u8; 8] = arg[16..24].try_into().unwrap();
+                let (status, vcpu, union) = self.status(caller, u16_at(0), u32_at(4), union_in)?;
+                let mut reply = arg.to_vec();
+                reply[8..12].copy_from_slice(&status.to_le_bytes());
+                reply[12..16].copy_from_slice(&vcpu.to_le_bytes());
+                reply[16..24].copy_from_slice(&union);
+                Ok(reply)
+            }
+            6 => self
+                .alloc_unbound(caller, u16_at(0), u16_at(2))
+                .map(|port| with_out(4, port)),
+            7 => self
+                .bind_ipi(caller, u32_at(0))
+                .map(|port| with_out(4, port)),
+            8 => self
+                .bind_vcpu(caller, u32_at(0), u32_at(4))
+                .map(|()| Vec::new()),
+            9 => self.unmask(caller, u32_at(0)).map(|()| Vec::new()),
+            10 => self.reset(caller, u16_at(0)).map(|()| Vec::new()),
+            _ => self.reset_cont(caller, u16_at(0)).map(|()| Vec::new()),
+        }
+    }
+
     // ----- the guest writing its own shared page -----
 
     pub fn guest_page(&mut self, id: u16) -> Option<&mut Domain> {

@@ -67,6 +67,8 @@ pub enum Outcome {
     Port(Result<u32, Errno>),
     Ports(Vec<Result<u32, Errno>>),
     Status(Result<reference::StatusReply, Errno>),
+    /// The dispatcher's result: the bytes to copy back, or the errno.
+    Dispatch(Result<Vec<u8>, Errno>),
     Nothing,
 }
 
@@ -126,6 +128,15 @@ impl System {
             Op::BindToUnbound { .. } | Op::OnLivePort { .. } | Op::Recreate => {
                 unreachable!("aimed ops are resolved before they run")
             }
+            Op::Dispatch {
+                caller,
+                cmd,
+                ref arg,
+            } => Outcome::Dispatch(
+                domains
+                    .dispatch(DomId(caller), cmd, arg)
+                    .map(|reply| reply.as_bytes().to_vec()),
+            ),
             Op::AllocUnbound {
                 caller,
                 dom,
@@ -276,6 +287,11 @@ pub fn apply_to_model(model: &mut Model, op: &Op) -> Outcome {
         Op::BindToUnbound { .. } | Op::OnLivePort { .. } | Op::Recreate => {
             unreachable!("aimed ops are resolved before they run")
         }
+        Op::Dispatch {
+            caller,
+            cmd,
+            ref arg,
+        } => Outcome::Dispatch(model.dispatch(caller, cmd, arg)),
         Op::AllocUnbound {
             caller,
             dom,
