@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::reference::{Config, DOMID_SELF, Model, State};
+use super::reference::{self, Channel, Config, DOMID_SELF, Model, State};
 
 /// Domain ids the cases use; dom0 is privileged.
 pub const DOMAIN_IDS: [u16; 3] = [0, 1, 2];
@@ -146,6 +146,36 @@ pub enum Op {
     },
     /// Re-create a destroyed domain, if there is one.
     Recreate,
+    /// Raise an event on one of the domain's allocated ports the way its
+    /// kind allows: a send on an IPI port, a send from the peer of an
+    /// interdomain port (or Xen's notification for a Xen-attached peer), a
+    /// VIRQ raised by the hypervisor.
+    SignalLive {
+        dom: u16,
+        pick: u8,
+    },
+    /// Poll one or two of the domain's allocated ports, after the guest
+    /// acknowledged its upcall and cleared their pending bits (so that the
+    /// poll can block). With `masked`, the guest masks them too (SCHEDOP_poll
+    /// on masked ports, as Linux polls).
+    PollLive {
+        dom: u16,
+        vcpu: u32,
+        pick: u8,
+        two: bool,
+        masked: bool,
+    },
+    /// SCHEDOP_poll's event-channel part on a vcpu.
+    Poll {
+        dom: u16,
+        vcpu: u32,
+        ports: Vec<u32>,
+    },
+    /// The poll ends (timeout): the vcpu stops polling.
+    PollFinish {
+        dom: u16,
+        vcpu: u32,
+    },
     /// HYPERVISOR_event_channel_op(cmd, arg) through the byte-level
     /// dispatcher, with `arg` the bytes copied in (possibly too few).
     Dispatch {
@@ -165,8 +195,41 @@ pub enum LiveAction {
     Status([u8; 8]),
 }
 
-/// Turn an aimed op into a plain one, using the model's current state.
-pub fn aim(op: &Op, model: &Model) -> Op {
+/// Turn an aimed op into plain ones, using the model's current state.
+pub fn aim(op: &Op, model: &Model) -> Vec<Op> {
+    if let Op::PollLive {
+        dom, vcpu, masked, ..
+    } = *op
+    {
+        // The guest takes its upcall and handles the ports first, so that
+        // the poll can block.
+        let poll = aim_one(op, model);
+        let mut ops = vec![Op::GuestAck { dom, vcpu }];
+        let Op::Poll { ref ports, .. } = poll else {
+            return vec![poll];
+        };
+        for &port in ports {
+            ops.push(Op::GuestClearPending { dom, port });
+            if masked {
+                ops.push(Op::GuestMask { dom, port });
+            }
+        }
+        ops.push(poll);
+        return ops;
+    }
+    vec![aim_one(op, model)]
+}
+
+/// Ports an event can reach: IPI, interdomain and VIRQ ports (unbound ones
+/// drop every send, and pirqs are not raised here).
+fn can_signal(state: State) -> bool {
+    matches!(
+        state,
+        State::Ipi | State::Interdomain { .. } | State::Virq(_)
+    )
+}
+
+fn aim_one(op: &Op, model: &Model) -> Op {
     match *op {
         Op::BindToUnbound {
             caller,
@@ -226,6 +289,86 @@ pub fn aim(op: &Op, model: &Model) -> Op {
                     port,
                     union_in,
                 },
+            }
+        }
+        Op::PollLive {
+            dom,
+            vcpu,
+            pick,
+            two,
+            ..
+        } => {
+            let live: Vec<u32> = model.domains.get(&dom).map_or(Vec::new(), |domain| {
+                (1..domain.valid())
+                    .filter(|&port| can_signal(domain.channels[port as usize].state))
+                    .collect()
+            });
+            let at = |offset: usize| {
+                live.get((usize::from(pick) + offset) % live.len().max(1))
+                    .copied()
+                    .unwrap_or(1)
+            };
+            if live.is_empty() {
+                // Nothing to poll yet: make a port for the next time.
+                return Op::BindIpi { caller: dom, vcpu };
+            }
+            let ports = if two { vec![at(0), at(1)] } else { vec![at(0)] };
+            Op::Poll { dom, vcpu, ports }
+        }
+        Op::SignalLive { dom, pick } => {
+            let live: Vec<(u32, Channel)> = model.domains.get(&dom).map_or(Vec::new(), |domain| {
+                (1..domain.valid())
+                    .map(|port| (port, domain.channels[port as usize]))
+                    .filter(|(_, channel)| can_signal(channel.state))
+                    .collect()
+            });
+            // Half the time, a port a vcpu is polling, if there is one.
+            let polled = model.domains.get(&dom).and_then(|domain| {
+                domain
+                    .polling
+                    .iter()
+                    .flatten()
+                    .find_map(|&port| live.iter().find(|(live_port, _)| *live_port == port))
+            });
+            let chosen = match polled {
+                Some(entry) if pick % 2 == 0 => Some(entry),
+                _ => live.get(usize::from(pick) % live.len().max(1)),
+            };
+            let Some(&(port, channel)) = chosen else {
+                return Op::BindIpi {
+                    caller: dom,
+                    vcpu: u32::from(pick % 2),
+                };
+            };
+            match channel.state {
+                State::Interdomain {
+                    remote,
+                    remote_port,
+                    ..
+                } => {
+                    let peer_is_xen = matches!(
+                        model.domains[&remote].channels[remote_port as usize].state,
+                        State::Interdomain { xen: Some(_), .. }
+                    );
+                    if peer_is_xen {
+                        Op::NotifyViaXen {
+                            dom: remote,
+                            port: remote_port,
+                        }
+                    } else {
+                        Op::Send {
+                            caller: remote,
+                            port: remote_port,
+                        }
+                    }
+                }
+                State::Virq(virq) if reference::virq_is_per_vcpu(virq) => Op::RaiseVcpuVirq {
+                    dom,
+                    vcpu: channel.notify_vcpu,
+                    virq,
+                },
+                State::Virq(virq) => Op::RaiseGlobalVirq { virq },
+                _ => Op::Send { caller: dom, port },
             }
         }
         Op::Recreate => {
@@ -422,6 +565,15 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(caller, pick, action)| Op::OnLivePort { caller, pick, action }),
         2 => Just(Op::Recreate),
         8 => dispatch(),
+        3 => (domain(), vcpu(), prop_oneof![
+                12 => prop::collection::vec(port(), 0..4),
+                1 => prop::collection::vec(1u32..8, 129..130),
+            ])
+            .prop_map(|(dom, vcpu, ports)| Op::Poll { dom, vcpu, ports }),
+        1 => (domain(), 0u32..3).prop_map(|(dom, vcpu)| Op::PollFinish { dom, vcpu }),
+        3 => (domain(), 0u32..3, any::<u8>(), any::<bool>(), any::<bool>())
+            .prop_map(|(dom, vcpu, pick, two, masked)| Op::PollLive { dom, vcpu, pick, two, masked }),
+        6 => (domain(), any::<u8>()).prop_map(|(dom, pick)| Op::SignalLive { dom, pick }),
     ]
 }
 

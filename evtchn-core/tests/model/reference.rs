@@ -111,6 +111,9 @@ pub struct Domain {
     /// pirq -> port.
     pub pirq_ports: BTreeMap<u32, u32>,
     pub pauses: u32,
+    /// Per vcpu: None = not polling, Some(port) = polling that one port,
+    /// Some(0) = polling several (SCHEDOP_poll, spec §3.5, §7.10).
+    pub polling: Vec<Option<u32>>,
 }
 
 fn bit(port: u32) -> (usize, u64) {
@@ -132,6 +135,7 @@ impl Domain {
             virq_table: vec![[0; NR_VIRQS as usize]; config.vcpus as usize],
             pirq_ports: BTreeMap::new(),
             pauses: 0,
+            polling: vec![None; config.vcpus as usize],
         }
     }
 
@@ -247,6 +251,8 @@ pub struct Model {
     pub hardware_domain: Option<u16>,
     /// `Notify::kick_vcpu` calls, in order.
     pub kicks: Vec<(u16, u32)>,
+    /// `Notify::wake_poller` calls, in order.
+    pub poll_wakes: Vec<(u16, u32)>,
     /// `Notify::notify_xen_consumer` calls, in order.
     pub xen_notifications: Vec<(u16, u32, u8)>,
     /// Pirqs the fake host counts as bound.
@@ -268,6 +274,7 @@ impl Model {
             configs: configs.iter().map(|config| (config.id, *config)).collect(),
             hardware_domain: None,
             kicks: Vec::new(),
+            poll_wakes: Vec::new(),
             xen_notifications: Vec::new(),
             host_pirqs: BTreeMap::new(),
         };
@@ -310,8 +317,70 @@ impl Model {
     }
 
     fn set_pending(&mut self, id: u16, port: u32, vcpu: u32) {
+        let was_pending = self.domains[&id].is_pending(port);
         if let Some(kick) = self.dom(id).set_pending(port, vcpu) {
             self.kicks.push((id, kick));
+        }
+        if was_pending || port >= TWO_LEVEL_PORTS {
+            return;
+        }
+        // evtchn_check_pollers(): also for a masked port; a vcpu polling
+        // several ports or exactly this one stops polling and is woken.
+        let domain = self.dom(id);
+        let mut woken = Vec::new();
+        for (vcpu, polling) in domain.polling.iter_mut().enumerate() {
+            if matches!(*polling, Some(polled) if polled == 0 || polled == port) {
+                *polling = None;
+                woken.push((id, vcpu as u32));
+            }
+        }
+        self.poll_wakes.extend(woken);
+    }
+
+    /// SCHEDOP_poll's event-channel part: `Ok(true)` = return at once,
+    /// `Ok(false)` = block. -EINVAL for more than 128 ports or a port that
+    /// is invalid, free, reserved or Xen-attached (in order; an earlier
+    /// pending port wins); unknown domain -ESRCH, vcpu -ENOENT.
+    pub fn poll(&mut self, id: u16, vcpu: u32, ports: &[u32]) -> Result<bool, Errno> {
+        if ports.len() > 128 {
+            return Err(Errno::EINVAL);
+        }
+        let domain = self.domains.get_mut(&id).ok_or(Errno::ESRCH)?;
+        if !domain.has_vcpu(vcpu) {
+            return Err(Errno::ENOENT);
+        }
+        let slot = vcpu as usize;
+        let ready = (|| {
+            if domain.upcall_pending[slot] != 0 && domain.upcall_mask[slot] == 0 {
+                return Ok(true);
+            }
+            for &port in ports {
+                let channel = domain.channel(port).ok_or(Errno::EINVAL)?;
+                if !channel.state.is_usable() {
+                    return Err(Errno::EINVAL);
+                }
+                if domain.is_pending(port) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })();
+        domain.polling[slot] = match (ready, ports) {
+            (Ok(false), [only]) => Some(*only),
+            (Ok(false), _) => Some(0),
+            _ => None,
+        };
+        ready
+    }
+
+    /// The poll ended (timeout or wake-up): the vcpu stops polling.
+    pub fn poll_finish(&mut self, id: u16, vcpu: u32) {
+        if let Some(polling) = self
+            .domains
+            .get_mut(&id)
+            .and_then(|domain| domain.polling.get_mut(vcpu as usize))
+        {
+            *polling = None;
         }
     }
 
