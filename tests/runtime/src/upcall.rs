@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::errno::Errno;
 use crate::hypercall::{hypercall2, hypercall5, nr};
 use crate::shared_info::{self, BITMAP_WORDS, NR_2L_PORTS};
+use crate::smp::{MAX_VCPUS, current_vcpu};
 use crate::version;
 
 /// The registers the entry code saved, then the iret part of the bounce
@@ -203,6 +204,10 @@ static PORT_EVENTS: [AtomicU32; NR_2L_PORTS as usize] =
     [const { AtomicU32::new(0) }; NR_2L_PORTS as usize];
 /// Times the event callback was entered.
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Times the event callback was entered, by vcpu.
+static UPCALLS_BY_VCPU: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// vcpu that dispatched the last event + 1 (0 = none yet).
+static LAST_VCPU: AtomicU32 = AtomicU32::new(0);
 /// Events dispatched in total.
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// Last dispatched port + 1 (0 = none yet).
@@ -271,6 +276,18 @@ pub fn events() -> u64 {
     EVENTS.load(Ordering::SeqCst)
 }
 
+/// Times the event callback ran on `vcpu`.
+pub fn upcalls_on(vcpu: u32) -> u64 {
+    UPCALLS_BY_VCPU
+        .get(vcpu as usize)
+        .map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// The vcpu that dispatched the last event, if any.
+pub fn last_vcpu() -> Option<u32> {
+    LAST_VCPU.load(Ordering::SeqCst).checked_sub(1)
+}
+
 /// Events dispatched for `port`.
 pub fn port_events(port: u32) -> u32 {
     PORT_EVENTS
@@ -306,13 +323,18 @@ pub fn reset_counters() {
         counter.store(0, Ordering::SeqCst);
     }
     UPCALLS.store(0, Ordering::SeqCst);
+    for counter in &UPCALLS_BY_VCPU {
+        counter.store(0, Ordering::SeqCst);
+    }
+    LAST_VCPU.store(0, Ordering::SeqCst);
     EVENTS.store(0, Ordering::SeqCst);
     LAST_PORT.store(0, Ordering::SeqCst);
 }
 
 /// Runs `port`'s handler, or only counts the event.
-fn dispatch(port: u32) {
+fn dispatch(port: u32, vcpu: u32) {
     EVENTS.fetch_add(1, Ordering::SeqCst);
+    LAST_VCPU.store(vcpu + 1, Ordering::SeqCst);
     LAST_PORT.store(port + 1, Ordering::SeqCst);
     if let Some(counter) = PORT_EVENTS.get(port as usize) {
         counter.fetch_add(1, Ordering::SeqCst);
@@ -335,6 +357,10 @@ fn dispatch(port: u32) {
 /// was set again.
 extern "C" fn event_demux(frame: *const UpcallFrame) {
     UPCALLS.fetch_add(1, Ordering::SeqCst);
+    let vcpu_id = current_vcpu();
+    if let Some(counter) = UPCALLS_BY_VCPU.get(vcpu_id as usize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
     // SAFETY: the entry code passes the address of the frame it just built
     // on the current stack; it stays live until this function returns.
     let frame = unsafe { &*frame };
@@ -345,7 +371,9 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     let Some(shared) = shared_info::get() else {
         return;
     };
-    let vcpu = shared.vcpu0();
+    let Some(vcpu) = shared.vcpu(vcpu_id as usize) else {
+        return;
+    };
     LAST_MASK_INSIDE.store(
         u32::from(vcpu.evtchn_upcall_mask.load(Ordering::SeqCst)),
         Ordering::SeqCst,
@@ -375,7 +403,7 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
                 let bit = ready.trailing_zeros();
                 ready &= ready - 1;
                 pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
-                dispatch(word as u32 * 64 + bit);
+                dispatch(word as u32 * 64 + bit, vcpu_id);
             }
         }
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) == 0 {
@@ -443,7 +471,7 @@ pub fn callback_register(kind: u16, flags: u16, address: u64) -> Result<(), Errn
 }
 
 /// The address of an assembly entry point.
-fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
+pub(crate) fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
     entry as usize as u64
 }
 
@@ -503,19 +531,22 @@ pub fn set_callbacks() -> Result<(), Errno> {
     })
 }
 
-/// Sets vcpu 0's `evtchn_upcall_mask`: no upcalls until [`unmask_vcpu`].
+/// Sets the current vcpu's `evtchn_upcall_mask`: no upcalls until
+/// [`unmask_vcpu`].
 pub fn mask_vcpu() {
-    if let Some(shared) = shared_info::get() {
-        shared.vcpu0().evtchn_upcall_mask.store(1, Ordering::SeqCst);
+    if let Some(vcpu) = shared_info::get().and_then(|s| s.vcpu(current_vcpu() as usize)) {
+        vcpu.evtchn_upcall_mask.store(1, Ordering::SeqCst);
     }
 }
 
-/// Clears vcpu 0's `evtchn_upcall_mask` and, if an upcall is already
-/// pending, makes a cheap hypercall so the hypervisor delivers it on the way
-/// back (spec §3.4, §10 trap 9).
+/// Clears the current vcpu's `evtchn_upcall_mask` and, if an upcall is
+/// already pending, makes a cheap hypercall so the hypervisor delivers it on
+/// the way back (spec §3.4, §10 trap 9).
 pub fn unmask_vcpu() {
     if let Some(shared) = shared_info::get() {
-        let vcpu = shared.vcpu0();
+        let Some(vcpu) = shared.vcpu(current_vcpu() as usize) else {
+            return;
+        };
         vcpu.evtchn_upcall_mask.store(0, Ordering::SeqCst);
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) != 0 {
             version::touch();
