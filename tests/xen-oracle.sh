@@ -15,7 +15,8 @@
 # Exit status: 0 if the guest printed "# verdict: PASS" and no "not ok"
 # line, 1 otherwise. The full serial log is kept in
 # target/xen-oracle/<guest>.log. XEN_ORACLE_TIMEOUT overrides the 300 s limit;
-# XEN_ORACLE_XEN overrides the Xen image.
+# XEN_ORACLE_XEN overrides the Xen image; XEN_ORACLE_PROFILE=debug boots the
+# debug build instead of the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,8 +60,13 @@ case "$xen_gz" in
     *) cp "$xen_gz" "$out/xen.elf" ;;
 esac
 
-cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none --release
-image=target/x86_64-unknown-none/release/guest-$guest
+profile=${XEN_ORACLE_PROFILE:-release}
+if [ "$profile" = release ]; then
+    cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none --release
+else
+    cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none
+fi
+image=target/x86_64-unknown-none/$profile/guest-$guest
 log=$out/$guest.log
 
 start=$(date +%s.%N)
