@@ -15,6 +15,7 @@
 mod abi;
 mod binds;
 mod faults;
+mod limits;
 mod ports;
 mod upcalls;
 
@@ -124,5 +125,7 @@ fn main(start_info: &'static StartInfo) {
     abi::reset(&ctx);
     upcalls::delivery(&ctx);
     upcalls::timers(&ctx);
+    limits::hostile_ports(&ctx);
+    limits::full_table(&ctx);
     upcalls::cleanup(&ctx);
 }
