@@ -371,7 +371,7 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     let Some(shared) = shared_info::get() else {
         return;
     };
-    let Some(vcpu) = shared.vcpu(vcpu_id as usize) else {
+    let Some(vcpu) = shared_info::vcpu_info(vcpu_id) else {
         return;
     };
     LAST_MASK_INSIDE.store(
@@ -534,7 +534,7 @@ pub fn set_callbacks() -> Result<(), Errno> {
 /// Sets the current vcpu's `evtchn_upcall_mask`: no upcalls until
 /// [`unmask_vcpu`].
 pub fn mask_vcpu() {
-    if let Some(vcpu) = shared_info::get().and_then(|s| s.vcpu(current_vcpu() as usize)) {
+    if let Some(vcpu) = shared_info::vcpu_info(current_vcpu()) {
         vcpu.evtchn_upcall_mask.store(1, Ordering::SeqCst);
     }
 }
@@ -543,10 +543,7 @@ pub fn mask_vcpu() {
 /// already pending, makes a cheap hypercall so the hypervisor delivers it on
 /// the way back (spec §3.4, §10 trap 9).
 pub fn unmask_vcpu() {
-    if let Some(shared) = shared_info::get() {
-        let Some(vcpu) = shared.vcpu(current_vcpu() as usize) else {
-            return;
-        };
+    if let Some(vcpu) = shared_info::vcpu_info(current_vcpu()) {
         vcpu.evtchn_upcall_mask.store(0, Ordering::SeqCst);
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) != 0 {
             version::touch();
