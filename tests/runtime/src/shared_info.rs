@@ -175,7 +175,11 @@ pub fn register_vcpu_info(vcpu: u32, offset: u32) -> Result<(), Errno> {
     let slot = REGISTERED.get(vcpu as usize).ok_or(Errno::EINVAL)?;
     let base = page.0.get();
     let mfn = crate::smp::machine_frame(base as u64).ok_or(Errno::EINVAL)?;
-    let mut arg = VcpuRegisterVcpuInfo { mfn, offset, rsvd: 0 };
+    let mut arg = VcpuRegisterVcpuInfo {
+        mfn,
+        offset,
+        rsvd: 0,
+    };
     // SAFETY: the hypervisor reads 16 bytes from a live local; the page it
     // then writes is the runtime's reserved page for this vcpu, which only
     // the atomics of `VcpuInfo` ever touch.
@@ -190,7 +194,10 @@ pub fn register_vcpu_info(vcpu: u32, offset: u32) -> Result<(), Errno> {
     Errno::unit(rc)?;
     // The hypervisor accepted `offset`, so the area lies inside the page and
     // is 8-aligned (spec §3.6).
-    let info = base.cast::<u8>().wrapping_add(offset as usize).cast::<VcpuInfo>();
+    let info = base
+        .cast::<u8>()
+        .wrapping_add(offset as usize)
+        .cast::<VcpuInfo>();
     // Release pairs with the Acquire in `vcpu_info`.
     slot.store(info, Ordering::Release);
     Ok(())
