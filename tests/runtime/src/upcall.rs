@@ -18,7 +18,7 @@
 
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::errno::Errno;
 use crate::hypercall::{hypercall2, hypercall5, nr};
@@ -199,6 +199,10 @@ pub type Handler = fn(port: u32);
 /// Handlers by port, as `fn` addresses; 0 = none (count only).
 static HANDLERS: [AtomicUsize; NR_2L_PORTS as usize] =
     [const { AtomicUsize::new(0) }; NR_2L_PORTS as usize];
+/// The vcpu each port notifies, as far as the runtime's bind wrappers know
+/// (0 for ports never bound through them, as for every fresh port).
+static PORT_OWNER: [AtomicU8; NR_2L_PORTS as usize] =
+    [const { AtomicU8::new(0) }; NR_2L_PORTS as usize];
 /// Events dispatched per port.
 static PORT_EVENTS: [AtomicU32; NR_2L_PORTS as usize] =
     [const { AtomicU32::new(0) }; NR_2L_PORTS as usize];
@@ -257,6 +261,29 @@ pub fn set_handler(port: u32, handler: Handler) {
     if let Some(slot) = HANDLERS.get(port as usize) {
         slot.store(handler as usize, Ordering::SeqCst);
     }
+}
+
+/// Records that `port` now notifies `vcpu` (called by the evtchn wrappers
+/// after a successful bind, bind_vcpu or close), so that a vcpu's upcall
+/// leaves other vcpus' ports in a shared bitmap word alone.
+pub fn set_port_owner(port: u32, vcpu: u32) {
+    if let Some(owner) = PORT_OWNER.get(port as usize) {
+        owner.store(u8::try_from(vcpu).unwrap_or(u8::MAX), Ordering::SeqCst);
+    }
+}
+
+/// Forgets every port's owner (after EVTCHNOP_reset).
+pub fn clear_port_owners() {
+    for owner in &PORT_OWNER {
+        owner.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Whether `port` notifies `vcpu`, as far as the runtime knows.
+fn owned_by(port: u32, vcpu: u32) -> bool {
+    PORT_OWNER
+        .get(port as usize)
+        .is_some_and(|owner| u32::from(owner.load(Ordering::SeqCst)) == vcpu)
 }
 
 /// Removes `port`'s handler: its events are only counted.
@@ -352,9 +379,11 @@ fn dispatch(port: u32, vcpu: u32) {
 
 /// The 2-level demultiplexer, called by the entry code with events masked
 /// (spec §3.7): clear `upcall_pending`, take the selector with an exchange,
-/// then for each selected word handle `pending & !mask`, clearing each
-/// pending bit before running its handler; repeat while `upcall_pending`
-/// was set again.
+/// then for each selected word handle `pending & !mask & owned by this
+/// vcpu`, clearing each pending bit before running its handler; repeat
+/// while `upcall_pending` was set again. Ports of other vcpus that share a
+/// word stay pending for their own vcpu, whose selector the hypervisor
+/// flagged too.
 extern "C" fn event_demux(frame: *const UpcallFrame) {
     UPCALLS.fetch_add(1, Ordering::SeqCst);
     let vcpu_id = current_vcpu();
@@ -402,8 +431,12 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
             while ready != 0 {
                 let bit = ready.trailing_zeros();
                 ready &= ready - 1;
+                let port = word as u32 * 64 + bit;
+                if !owned_by(port, vcpu_id) {
+                    continue;
+                }
                 pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
-                dispatch(word as u32 * 64 + bit, vcpu_id);
+                dispatch(port, vcpu_id);
             }
         }
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) == 0 {
