@@ -135,6 +135,21 @@ const _: () = assert!(offset_of!(EvtchnBindVirq, virq) == 0);
 const _: () = assert!(offset_of!(EvtchnBindVirq, vcpu) == 4);
 const _: () = assert!(offset_of!(EvtchnBindVirq, port) == 8);
 
+/// struct evtchn_bind_pirq (12 bytes).
+#[repr(C)]
+#[derive(Default)]
+pub struct EvtchnBindPirq {
+    /// IN: the PIRQ.
+    pub pirq: u32,
+    /// IN: bit 0 BIND_PIRQ__WILL_SHARE.
+    pub flags: u32,
+    /// OUT: the new port.
+    pub port: Port,
+}
+const _: () = assert!(size_of::<EvtchnBindPirq>() == 12);
+const _: () = assert!(offset_of!(EvtchnBindPirq, flags) == 4);
+const _: () = assert!(offset_of!(EvtchnBindPirq, port) == 8);
+
 /// struct evtchn_bind_ipi (8 bytes).
 #[repr(C)]
 #[derive(Default)]
@@ -339,6 +354,16 @@ pub fn bind_virq(virq: u32, vcpu: u32) -> Result<Port, Errno> {
         port: 0,
     };
     Errno::unit(op(cmd::BIND_VIRQ, &mut arg)).map(|()| bound(arg.port, vcpu))
+}
+
+/// EVTCHNOP_bind_pirq (notify vcpu 0).
+pub fn bind_pirq(pirq: u32, flags: u32) -> Result<Port, Errno> {
+    let mut arg = EvtchnBindPirq {
+        pirq,
+        flags,
+        port: 0,
+    };
+    Errno::unit(op(cmd::BIND_PIRQ, &mut arg)).map(|()| bound(arg.port, 0))
 }
 
 /// EVTCHNOP_bind_ipi.

@@ -114,10 +114,12 @@ fn main(start_info: &'static StartInfo) {
         has_vcpu1,
     };
     ports::allocation(&ctx);
+    ports::status_copy_back(&ctx);
     ports::loopback(&ctx);
     ports::closing(&ctx);
     binds::virq(&ctx);
     binds::ipi(&ctx);
+    binds::pirq(&ctx);
     binds::bind_vcpu(&ctx);
     binds::mask_survives_close(&ctx);
     faults::bad_pointers(&ctx);
