@@ -222,6 +222,7 @@ static LAST_CS: AtomicU64 = AtomicU64::new(0);
 static LAST_RFLAGS: AtomicU64 = AtomicU64::new(0);
 static LAST_SS: AtomicU64 = AtomicU64::new(0);
 static LAST_RIP: AtomicU64 = AtomicU64::new(0);
+static LAST_ENTRY_RSP: AtomicU64 = AtomicU64::new(0);
 static LAST_MASK_INSIDE: AtomicU32 = AtomicU32::new(0);
 /// The selector the last upcall took with its first exchange.
 static LAST_SELECTOR: AtomicU64 = AtomicU64::new(0);
@@ -239,6 +240,8 @@ pub struct LastUpcall {
     pub ss: u64,
     /// rip slot of the bounce frame.
     pub rip: u64,
+    /// The stack pointer the callback was entered with (the frame's start).
+    pub entry_rsp: u64,
     /// `evtchn_upcall_mask` as read inside the callback.
     pub mask_inside: u8,
     /// `evtchn_pending_sel` as taken by the callback's first exchange.
@@ -334,6 +337,7 @@ pub fn last_upcall() -> LastUpcall {
         rflags: LAST_RFLAGS.load(Ordering::SeqCst),
         ss: LAST_SS.load(Ordering::SeqCst),
         rip: LAST_RIP.load(Ordering::SeqCst),
+        entry_rsp: LAST_ENTRY_RSP.load(Ordering::SeqCst),
         mask_inside: LAST_MASK_INSIDE.load(Ordering::SeqCst) as u8,
         selector: LAST_SELECTOR.load(Ordering::SeqCst),
     }
@@ -397,6 +401,9 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     LAST_RFLAGS.store(frame.rflags, Ordering::SeqCst);
     LAST_SS.store(frame.ss, Ordering::SeqCst);
     LAST_RIP.store(frame.rip, Ordering::SeqCst);
+    // The entry code popped rcx and r11 (2 slots) and pushed 15 registers.
+    let entry_rsp = (frame as *const UpcallFrame as u64) + 15 * 8 - 2 * 8;
+    LAST_ENTRY_RSP.store(entry_rsp, Ordering::SeqCst);
     let Some(shared) = shared_info::get() else {
         return;
     };
