@@ -101,6 +101,11 @@ pub fn delivery(ctx: &Ctx) {
         0xe030,
         "the bounce frame's cs selector is FLAT_KERNEL_CS with RPL cleared (0xe030): kernel mode was interrupted"
     );
+    check_eq!(
+        frame.entry_rsp % 16,
+        8,
+        "the callback starts with rsp = 8 (mod 16): a 7-slot frame below a 16-byte aligned start"
+    );
     // The spec names only cs; Xen 4.17 leaves ss as the guest had it.
     check_eq!(
         frame.ss,
