@@ -192,22 +192,38 @@ pub fn send_startup(apic_id: u32, page: u8) {
     send_icr(apic_id, ICR_LEVEL_ASSERT | ICR_STARTUP | u32::from(page));
 }
 
-/// Measures the timer rate (divide by 16) over `micros` of TSC time and
-/// remembers it; returns ticks per second.
+/// Measures the timer rate (divide by 16) against the TSC over windows of
+/// `micros` and remembers it; returns ticks per second.
+///
+/// Each window brackets the timer's start and its final read between two
+/// TSC reads and uses the bracket midpoints; of three windows the one with
+/// the tightest brackets wins (a descheduled vCPU widens a bracket).
 pub fn calibrate_timer(micros: u64) -> u64 {
-    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
-    write(REG_TIMER_INITIAL, u32::MAX);
-    let start = cpu::rdtsc();
-    crate::tsc::delay_micros(micros);
-    let remaining = read(REG_TIMER_CURRENT);
-    let elapsed_tsc = cpu::rdtsc().saturating_sub(start);
-    write(REG_TIMER_INITIAL, 0);
-    let counted = u64::from(u32::MAX - remaining);
-    let hz = match elapsed_tsc {
-        0 => 0,
-        ticks => (u128::from(counted) * u128::from(crate::tsc::hz()) / u128::from(ticks)) as u64,
-    };
+    let tsc_hz = crate::tsc::hz();
+    let mut best: Option<(u64, u64)> = None;
+    for _ in 0..3 {
+        write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+        write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
+        let before_start = cpu::rdtsc();
+        write(REG_TIMER_INITIAL, u32::MAX);
+        let after_start = cpu::rdtsc();
+        crate::tsc::delay_micros(micros);
+        let before_read = cpu::rdtsc();
+        let remaining = read(REG_TIMER_CURRENT);
+        let after_read = cpu::rdtsc();
+        write(REG_TIMER_INITIAL, 0);
+        let counted = u64::from(u32::MAX - remaining);
+        let elapsed = (before_read + after_read) / 2 - (before_start + after_start) / 2;
+        let slack = (after_start - before_start) + (after_read - before_read);
+        if elapsed == 0 || tsc_hz == 0 {
+            continue;
+        }
+        let hz = (u128::from(counted) * u128::from(tsc_hz) / u128::from(elapsed)) as u64;
+        if best.is_none_or(|(best_slack, _)| slack < best_slack) {
+            best = Some((slack, hz));
+        }
+    }
+    let hz = best.map_or(0, |(_, hz)| hz);
     TIMER_HZ.store(hz, Ordering::Relaxed);
     hz
 }

@@ -146,6 +146,19 @@ extern "C" fn stage2(_: u64) -> ! {
     let Some(handoff) = HANDOFF.get() else {
         fail(format_args!("stage 2 without a hand-off"))
     };
+    let boot_stack_used = arch::boot::boot_stack_high_water();
+    log::debug!(
+        "boot stack: {} KiB of {} KiB used",
+        boot_stack_used / 1024,
+        arch::boot::BOOT_STACK_SIZE / 1024
+    );
+    // The boot stack has no guard page: if it reached its last page it
+    // may have run over `.bss` below it, so stop rather than trust memory.
+    if boot_stack_used + 4096 > arch::boot::BOOT_STACK_SIZE {
+        fail(format_args!(
+            "the boot stack overflowed ({boot_stack_used} bytes used)"
+        ));
+    }
     let (rsdp, madt) = match acpi::discover() {
         Ok(found) => found,
         Err(error) => fail(format_args!("ACPI: {error:?}")),
