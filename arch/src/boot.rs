@@ -175,11 +175,26 @@ unsafe extern "C" {
 /// used until it has guarded ones.
 pub const EARLY_IST_STACK_SIZE: usize = 16 * 1024;
 
-/// Tops of the bootstrap CPU's early IST stacks (#DF, NMI, #MC).
-pub fn early_ist_tops() -> [u64; 3] {
+static EARLY_IST_TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The bootstrap CPU's early IST stacks (#DF, NMI, #MC) in `.bss`; `None`
+/// after the first call.
+pub fn take_early_ist_stacks() -> Option<[crate::stack::Stack; 3]> {
+    if EARLY_IST_TAKEN.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
     let base = (&raw const sluice_early_ist_stacks) as u64;
     let size = EARLY_IST_STACK_SIZE as u64;
-    [base + size, base + 2 * size, base + 3 * size]
+    Some([0, 1, 2].map(|index| {
+        let range = crate::percpu::StackRange {
+            bottom: base + index * size,
+            top: base + (index + 1) * size,
+        };
+        // SAFETY: the three stacks are disjoint 16 KiB pieces of the
+        // image's `.bss` (mapped writable for good, page aligned), referred
+        // to by nothing but this function, which hands them out once.
+        unsafe { crate::stack::Stack::assume_exclusive(range) }
+    }))
 }
 
 /// How many bytes of the boot stack were ever written (the loader zeroed

@@ -60,17 +60,45 @@ pub fn mmio_phys() -> u64 {
     base & 0x000f_ffff_ffff_f000
 }
 
-/// Chooses the interface for every CPU: x2APIC if `use_x2apic`, else the
-/// xAPIC page mapped (uncached) at `xapic_virt`. Call once on the BSP
-/// before `enable`.
-pub fn select(use_x2apic: bool, xapic_virt: u64) -> Mode {
-    if use_x2apic {
-        MODE.store(MODE_X2APIC, Ordering::Release);
-        Mode::X2Apic
-    } else {
-        XAPIC_BASE.store(xapic_virt, Ordering::Relaxed);
-        MODE.store(MODE_XAPIC, Ordering::Release);
-        Mode::XApic
+/// Where the xAPIC register page is mapped.
+#[derive(Debug)]
+pub struct XApicWindow {
+    virt: u64,
+}
+
+impl XApicWindow {
+    /// The LAPIC page mapped at `virt`.
+    ///
+    /// # Safety
+    /// `virt` must map the local APIC's 4 KiB register page (the physical
+    /// address in `IA32_APIC_BASE`), uncached, for the life of the system.
+    pub unsafe fn new(virt: u64) -> Self {
+        Self { virt }
+    }
+}
+
+/// How every CPU talks to its LAPIC.
+#[derive(Debug)]
+pub enum Interface {
+    /// x2APIC (MSRs); only if CPUID says the CPU has it.
+    X2Apic,
+    /// xAPIC through its register page.
+    XApic(XApicWindow),
+}
+
+/// Chooses the interface for every CPU. Call once on the BSP before
+/// `enable`.
+pub fn select(interface: Interface) -> Mode {
+    match interface {
+        Interface::X2Apic => {
+            MODE.store(MODE_X2APIC, Ordering::Release);
+            Mode::X2Apic
+        }
+        Interface::XApic(window) => {
+            XAPIC_BASE.store(window.virt, Ordering::Relaxed);
+            MODE.store(MODE_XAPIC, Ordering::Release);
+            Mode::XApic
+        }
     }
 }
 
@@ -89,8 +117,8 @@ fn read(register: u32) -> u32 {
         MODE_XAPIC => {
             let address = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(register);
             // SAFETY: the xAPIC page is mapped uncached at XAPIC_BASE
-            // (`select`'s caller), and `register` is a valid aligned
-            // register offset inside it.
+            // (`XApicWindow::new`'s contract), and `register` is a valid
+            // aligned register offset inside it.
             unsafe { core::ptr::read_volatile(address as *const u32) }
         }
         _ => 0,

@@ -126,10 +126,12 @@ impl PageTables {
         let frame = PhysFrame::<Size4KiB>::from_start_address(PhysAddr::new(phys))
             .map_err(|_| MapError::Misaligned)?;
         let parent = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
-        // SAFETY: the hypervisor owns every frame it maps (its image, RAM
-        // handed out by its allocator, device MMIO), and this map creates no
-        // alias that breaks Rust's rules because hypervisor mappings are
-        // only created for memory accessed through raw pointers or statics.
+        // SAFETY: `map_to` refuses a page that is already mapped, so no
+        // memory that existing references point at changes; a new mapping
+        // of a frame that is also reachable elsewhere (e.g. through the
+        // direct map) is an alias that only unsafe code can dereference,
+        // and that code must justify its access. Intermediate tables come
+        // from the FrameSource (unused frames).
         let flush = unsafe {
             self.mapper().map_to_with_table_flags(
                 page,
@@ -215,6 +217,9 @@ impl PageTables {
     /// Copies the hypervisor's PML4 slots (256..=271) from `other`, so both
     /// share every hypervisor mapping below them.
     pub fn share_hypervisor_slots(&mut self, other: &Self) {
+        if self.root == other.root {
+            return;
+        }
         let source = other.root_table();
         let target = self.root_table();
         for slot in HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST {

@@ -127,8 +127,8 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         Ok((start, end)) => log::info!("heap: {} MiB at {start:#x}-{end:#x}", (end - start) >> 20),
         Err(error) => fail(format_args!("cannot set up the heap: {error:?}")),
     }
-    let stacks = match cpus::init_bsp_stacks() {
-        Ok(stacks) => stacks,
+    let stack = match cpus::init_bsp_stacks() {
+        Ok(stack) => stack,
         Err(error) => fail(format_args!(
             "cannot allocate the boot CPU's stacks: {error:?}"
         )),
@@ -138,7 +138,7 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         options,
         features,
     });
-    space::switch_to_stack(stacks.kernel, stage2)
+    arch::stack::run_on(stack, 0, stage2)
 }
 
 /// Stage 2 (the bootstrap CPU's guarded stack).
