@@ -110,7 +110,7 @@ pub fn init_bsp_apic(features: &Features, madt: &Madt) -> Result<ApicSetup, MapE
     lapic::enable();
     let bsp_apic_id = lapic::id();
     percpu::bsp().set_apic_id(bsp_apic_id);
-    let timer_hz = lapic::calibrate_timer(20_000);
+    let timer_hz = lapic::calibrate_timer(10_000);
     lapic::start_periodic_timer(TIMER_HZ);
     percpu::bsp().mark_online();
     cpu::enable_interrupts();
@@ -166,6 +166,14 @@ pub fn start_application_processors(
     };
     let mut next_index = 1;
     for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
+        if next_index as usize >= percpu::MAX_CPUS {
+            log::warn!(
+                "CPU with APIC id {} left offline: Sluice supports {} CPUs",
+                processor.apic_id,
+                percpu::MAX_CPUS
+            );
+            continue;
+        }
         let stacks = match allocate_stacks() {
             Ok(stacks) => stacks,
             Err(error) => {
