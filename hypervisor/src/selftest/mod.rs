@@ -93,7 +93,9 @@ fn count_over(micros: u64, period_micros: u64, counter: impl Fn() -> u64) -> Win
 }
 
 /// Up to five windows; returns the first in which stalls could have merged
-/// at most `max_mergeable` firings, and how many windows were discarded.
+/// at most `max_mergeable` firings (callers allow a quarter of the expected
+/// count, so a check's lower bound still means something), and how many
+/// windows were discarded.
 fn count_over_steady(
     micros: u64,
     period_micros: u64,
