@@ -24,12 +24,14 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "ipi" => ipi::run(),
         "timer" => timer::run(),
         "pagefault" => pagefault::run(),
+        "nx" => pagefault::run_no_execute(),
+        "wp" => pagefault::run_write_protect(),
         "ioapic" => ioapic::run(),
         "panic" => fatal::panic(),
         "stackoverflow" => fatal::stack_overflow(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, ioapic, panic, stackoverflow)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, panic, stackoverflow)"
             );
             ExitCode::Fail
         }
