@@ -261,11 +261,19 @@ extern "C" fn stage2(_: u64) -> ! {
     if !failures.is_empty() {
         fail(format_args!("{} CPU(s) failed to start", failures.len()));
     }
-    log::info!(
-        "no domains run yet: Sluice cannot build domains yet ({} module(s) left unstarted); exiting",
-        handoff.info.modules.len()
-    );
-    qemu::exit(ExitCode::Pass)
+    // Exit code 0x10 means "every domain passed": true with no domains,
+    // false when modules asked for domains that cannot run yet.
+    match handoff.info.modules.len() {
+        0 => {
+            log::info!(
+                "no domains run yet: Sluice cannot build domains yet, and no modules were given; exiting"
+            );
+            qemu::exit(ExitCode::Pass)
+        }
+        count => fail(format_args!(
+            "no domains run yet: Sluice cannot build domains yet, so the {count} module(s) given stay unstarted; exiting"
+        )),
+    }
 }
 
 #[cfg(feature = "selftest")]
