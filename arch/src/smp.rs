@@ -111,6 +111,12 @@ unsafe extern "C" {
     static sluice_ap_argument: u8;
 }
 
+/// Kicks `cpu`: sends it the `KICK` IPI, which wakes it from `hlt` and
+/// runs the kick handler there.
+pub fn kick(cpu: &PerCpu) {
+    lapic::send_ipi(cpu.apic_id(), crate::vectors::KICK);
+}
+
 /// Proof that the trampoline page (`TRAMPOLINE_PHYS`, 4 KiB) is RAM that
 /// nothing else uses.
 #[derive(Debug)]
