@@ -10,6 +10,11 @@
 //! All entries are ring-0 interrupt gates on Sluice's per-CPU stack, except
 //! #DF, NMI and #MC, which get their own IST stacks so that they work even
 //! when the stack itself is broken (e.g. an overflow into its guard page).
+//!
+//! Nothing runs in ring 3 yet, so the common entry assumes it interrupted
+//! hypervisor code: once PV guests run, entry from ring 3 must `swapgs`
+//! (GS base is the per-CPU block) and exceptions from guests must go to the
+//! guest (bounce frame) rather than the fatal path.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

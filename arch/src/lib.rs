@@ -24,5 +24,6 @@ pub mod pit;
 pub mod qemu;
 pub mod serial;
 pub mod smp;
+pub mod stack;
 pub mod tsc;
 pub mod vectors;
