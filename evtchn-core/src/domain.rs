@@ -9,7 +9,9 @@ use crate::channel::Channel;
 use crate::notify::Notify;
 use crate::port_ops::{EventAbi, Wakeups};
 use crate::shared::SharedInfoView;
-use crate::sync::{Arc, AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+use alloc::sync::Arc;
+
+use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::table::{PortTable, PreparedPort};
 
 /// Whether a domain is privileged (started with `priv`, Xen's

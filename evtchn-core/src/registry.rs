@@ -10,7 +10,9 @@ use crate::channel::{ChannelInfo, ChannelState};
 use crate::domain::{Domain, DomainConfig, EventLocked};
 use crate::notify::{Notify, PirqHost};
 use crate::shared::SharedInfoView;
-use crate::sync::{Arc, AtomicU32, MutexGuard, Ordering, RwLock};
+use alloc::sync::Arc;
+
+use crate::sync::{AtomicU32, MutexGuard, Ordering, RwLock};
 
 /// "No domain" in the global-VIRQ handler table.
 const NO_DOMAIN: u32 = u32::MAX;

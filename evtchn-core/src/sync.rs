@@ -2,8 +2,10 @@
 //!
 //! Every atomic, lock and one-time slot the crate uses comes from here, so a
 //! model checker can swap them: a normal build uses `core` atomics and the
-//! `spin` crate; a build with `--cfg loom` uses loom's atomics, `Arc`, mutex
-//! and rwlock. (`OnceSlot` under loom is `std::sync::OnceLock`: bucket
+//! `spin` crate; a build with `--cfg loom` uses loom's atomics, mutex and
+//! rwlock. (`Arc` stays `alloc`'s: it only owns domains and shared pages,
+//! and the public API hands `Arc<dyn SharedInfoView>` across, which loom's
+//! `Arc` cannot coerce to.) (`OnceSlot` under loom is `std::sync::OnceLock`: bucket
 //! publication is not modelled by loom, only compiled.)
 //!
 //! The wrappers expose only what the crate needs: `lock`, `read`, `try_read`,
@@ -14,11 +16,6 @@
 pub use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
 pub use loom::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
-
-#[cfg(not(loom))]
-pub use alloc::sync::Arc;
-#[cfg(loom)]
-pub use loom::sync::Arc;
 
 #[cfg(not(loom))]
 mod imp {

@@ -6,7 +6,9 @@ use crate::channel::ChannelState;
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{Domains, EventLocks};
-use crate::sync::{Arc, Ordering};
+use alloc::sync::Arc;
+
+use crate::sync::Ordering;
 
 use super::{CloseBy, ResetMode, check_target};
 
