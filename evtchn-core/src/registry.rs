@@ -283,7 +283,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         for port in 0..domain.table.valid_evtchns() {
             if let Some(channel) = domain.table.channel(Port(port)) {
                 let info = channel.info();
-                if info.state != ChannelState::Free {
+                if info.state.is_allocated() {
                     visit(Port(port), info);
                 }
             }
