@@ -15,6 +15,11 @@ use evtchn_core::{ChannelState, DomId, Errno, Port, VcpuId, Virq};
 const ROUNDS: usize = 2_000;
 
 /// Every interdomain end must point at a peer that points back.
+#[expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helper: a panic is a failure"
+)]
 fn assert_pairs_consistent(world: &World) {
     for domid in world.domains.domain_ids() {
         world.domains.for_each_channel(domid, |port, info| {
