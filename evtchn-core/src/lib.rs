@@ -117,6 +117,7 @@ extern crate std;
 pub mod abi;
 mod channel;
 mod domain;
+mod dump;
 mod notify;
 pub mod ops;
 pub mod port_ops;

@@ -441,6 +441,24 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         domain.deliver(wakeups, &self.notify);
     }
 
+    /// Xen's `vcpu_mark_events_pending()`: set `evtchn_upcall_pending` of
+    /// `vcpu` and, if it was clear, kick the vcpu. For the hypervisor's own
+    /// paths that raise an upcall without a port (register_vcpu_info's
+    /// spurious upcall). Nothing happens for an unknown domain or a vcpu
+    /// without vcpu_info.
+    pub fn vcpu_mark_events_pending(&self, domid: DomId, vcpu: VcpuId) {
+        let Some(domain) = self.domain_from_interrupt(domid) else {
+            return;
+        };
+        let Some(info) = domain.shared.vcpu_info(vcpu) else {
+            return;
+        };
+        // SeqCst test-and-set, as the port ops do (spec §3.3).
+        if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 == 0 {
+            self.notify.kick_vcpu(domid, vcpu);
+        }
+    }
+
     /// Xen's `local_events_need_delivery()`: `evtchn_upcall_pending` set and
     /// `evtchn_upcall_mask` clear. The hypervisor asks this on every return
     /// to the guest to decide whether to bounce to the event callback.

@@ -33,19 +33,28 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         })
     }
 
-    /// Xen's `alloc_unbound_xen_event_channel()`: an unbound port in `domid`
-    /// whose local end the hypervisor consumes (`consumer`); `remote` binds
-    /// to it with bind_interdomain. Its sends reach
-    /// [`Notify::notify_xen_consumer`]; guests cannot close, re-bind or poll
-    /// it and its status reads -EACCES.
+    /// Xen's `alloc_unbound_xen_event_channel()`: an unbound port in `domid`,
+    /// notifying `vcpu`, whose local end the hypervisor consumes
+    /// (`consumer`); `remote` binds to it with bind_interdomain. The guest
+    /// peer's sends reach [`Notify::notify_xen_consumer`]; the hypervisor
+    /// signals the peer with [`Domains::notify_via_xen_channel`] and closes
+    /// it with [`Domains::close_xen_channel`]. Guests cannot close, re-bind
+    /// or poll it, and its status reads -EACCES (4.17).
+    /// -ESRCH, -ENOENT for no such vcpu, then the allocation errors.
     pub fn alloc_unbound_xen(
         &self,
         domid: DomId,
+        vcpu: VcpuId,
         remote: DomId,
         consumer: XenConsumer,
     ) -> Result<Port, Errno> {
         let target = self.domain(domid).ok_or(Errno::ESRCH)?;
-        self.alloc_unbound_with(&target, remote, Consumer::Xen(consumer), |_| Ok(()))
+        target.check_vcpu(vcpu)?;
+        let port = self.alloc_unbound_with(&target, remote, Consumer::Xen(consumer), |_| Ok(()))?;
+        if let Some(channel) = target.table.channel(port) {
+            channel.set_notify_vcpu(vcpu);
+        }
+        Ok(port)
     }
 
     fn alloc_unbound_with(

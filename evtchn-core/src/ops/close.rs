@@ -22,6 +22,14 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.close_port(&domain, port, CloseBy::Guest)
     }
 
+    /// Xen's `free_xen_event_channel()`: the hypervisor closes one of its
+    /// Xen-attached channels (any other channel works too). A guest peer
+    /// becomes unbound. -ESRCH, -EINVAL for an invalid, free or reserved port.
+    pub fn close_xen_channel(&self, domid: DomId, port: Port) -> Result<(), Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        self.close_port(&domain, port, CloseBy::Hypervisor)
+    }
+
     /// Xen's `evtchn_close()`.
     pub(crate) fn close_port(
         &self,

@@ -345,7 +345,7 @@ impl Zoo {
         world.map_pirq(DOM1, ZOO_PIRQ);
         assert_eq!(domains.bind_pirq(DOM1, ZOO_PIRQ, 0), Ok(PIRQ));
         assert_eq!(
-            domains.alloc_unbound_xen(DOM1, DOM2, XenConsumer(1)),
+            domains.alloc_unbound_xen(DOM1, VcpuId(0), DOM2, XenConsumer(1)),
             Ok(XEN_ATTACHED)
         );
         world.guest_ack_all(DOM1);
