@@ -395,15 +395,14 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             let Some(state) = channel.try_read() else {
                 return;
             };
-            // The port may have been closed and reused since the load.
-            if *state != (ChannelState::Virq { virq }) {
+            // The port may have been closed and reused since the load (for
+            // a per-vcpu VIRQ possibly by the same VIRQ on another vcpu).
+            let target = channel.notify_vcpu();
+            if *state != (ChannelState::Virq { virq })
+                || (virq.is_per_vcpu() && target != table_vcpu)
+            {
                 return;
             }
-            let target = if virq.is_per_vcpu() {
-                table_vcpu
-            } else {
-                channel.notify_vcpu()
-            };
             domain.abi.set_pending(&*domain.shared, port, target)
         };
         domain.deliver(wakeups, &self.notify);

@@ -23,8 +23,31 @@ mod imp {
     pub type Mutex<T> = spin::Mutex<T>;
     /// Guard of [`Mutex`].
     pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
-    /// A spinning reader-writer lock.
-    pub type RwLock<T> = spin::RwLock<T>;
+    /// A spinning reader-writer lock that prefers writers: `write` first
+    /// takes spin's upgradeable lock, which turns new readers away, then
+    /// waits for the readers inside to leave. Without that, a flood of
+    /// readers (a guest sending on a port as fast as it can) could keep the
+    /// count above zero and starve a close of the peer port for ever.
+    pub struct RwLock<T>(spin::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        /// A new unlocked rwlock.
+        pub const fn new(value: T) -> Self {
+            Self(spin::RwLock::new(value))
+        }
+        /// Shared lock, waiting while a writer holds or awaits it.
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+        /// Shared lock if no writer holds or awaits it.
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read()
+        }
+        /// Exclusive lock: announce the writer, then wait for readers.
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.upgradeable_read().upgrade()
+        }
+    }
     /// Shared guard of [`RwLock`].
     pub type RwLockReadGuard<'a, T> = spin::RwLockReadGuard<'a, T>;
     /// Exclusive guard of [`RwLock`].

@@ -152,3 +152,32 @@ fn domain_destruction_racing_peer_operations() {
         });
     }
 }
+
+#[test]
+fn close_of_peer_port_completes_during_a_send_flood() {
+    let world = Arc::new(World::new());
+    let (flooded, _) = world.connect(DOM1, DOM2);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let world = world.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = world.domains.send(DOM1, flooded);
+                }
+            })
+        })
+        .collect();
+    // DOM2 closes and re-binds its end: each close needs the write lock of
+    // the flooded channel.
+    for _ in 0..500 {
+        world.domains.close(DOM2, Port(1)).unwrap();
+        world.domains.bind_interdomain(DOM2, DOM1, flooded).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    assert_pairs_consistent(&world);
+}
