@@ -10,6 +10,30 @@
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`]. Host tests do the same with fakes.
 //!
+//! # Public API at a glance
+//!
+//! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
+//!   [`Port`], [`VcpuId`], [`Virq`] / [`abi::VirqClass`], every op struct
+//!   with `from_bytes` / `to_bytes`, and the shared_info layout
+//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics.
+//! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
+//!   poller, Xen-attached consumers, reset preemption), [`PirqHost`] (the
+//!   physical side of PIRQs), [`SharedInfoView`] (where the guest's pages
+//!   are).
+//! * [`Domains`]: `create_domain` / `destroy_domain`; `dispatch` (bytes in,
+//!   [`Reply`] bytes out) and one typed method per op (`alloc_unbound`,
+//!   `bind_interdomain`, `bind_virq`, `bind_ipi`, `bind_pirq`, `close`,
+//!   `send`, `status`, `bind_vcpu`, `unmask`, `reset` with [`ResetMode`],
+//!   `init_control`, `expand_array`, `set_priority`); delivery
+//!   (`send_vcpu_virq`, `send_global_virq`, `send_pirq`,
+//!   `vcpu_mark_events_pending`, `notify_via_xen_channel`); the upcall test
+//!   `vcpu_has_deliverable_event`; polling (`poll` → [`PollOutcome`],
+//!   `poll_finish`, `is_polling`); control (`pause_by_controller`,
+//!   `set_virq_handler`, `alloc_unbound_xen`, `close_xen_channel`); and
+//!   observation (`channel_info` → [`ChannelInfo`], `active_channels`,
+//!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`,
+//!   `for_each_channel`, `dump_domain` for the `'e'` key).
+//!
 //! # The channel state machine
 //!
 //! ```text
@@ -74,7 +98,10 @@
 //!    and then only while the channel is, or becomes, `Free` or `Unbound`
 //!    (checked by a `debug_assert!` when the write guard drops). Two
 //!    channels: ordered by **(domid, port)**. Readers: status, send,
-//!    unmask, poll.
+//!    unmask, poll. Writers are preferred (a waiting writer turns new
+//!    readers away), so a peer's send flood cannot starve a close.
+//!    The PIRQ host's `bind`/`unbind`/`set_affinity` run under the event
+//!    lock (1), as Xen's `pirq_guest_bind()` does; they must not call back.
 //! 3. The **registry lock** of [`Domains`]: a leaf, held only to clone or
 //!    insert an `Arc` of a domain.
 //!

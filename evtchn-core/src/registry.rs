@@ -129,6 +129,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// Create a domain's event-channel state: port 0 reserved, ports 1..63
     /// valid and free, 2-level ABI. -EINVAL for a reserved domid or zero
     /// vcpus, -EEXIST if the id is taken, -ENOMEM.
+    ///
+    /// The page behind `shared` should be zeroed with
+    /// `evtchn_upcall_mask` = 1 in every vcpu_info (the domain builder's
+    /// job, spec §3.2). The first privileged domain created becomes the
+    /// hardware domain, which receives global VIRQs without a handler.
     pub fn create_domain(
         &self,
         config: DomainConfig,
