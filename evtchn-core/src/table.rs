@@ -155,3 +155,54 @@ impl PortTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_table_has_one_bucket_and_reserved_port_0() {
+        let table = PortTable::new(1023).unwrap();
+        assert_eq!(table.valid_evtchns(), 64);
+        assert_eq!(
+            *table.channel(Port(0)).unwrap().read(),
+            ChannelState::Reserved
+        );
+        assert_eq!(*table.channel(Port(63)).unwrap().read(), ChannelState::Free);
+        assert!(table.channel(Port(64)).is_none());
+        assert!(table.channel(Port(u32::MAX)).is_none());
+    }
+
+    #[test]
+    fn prepared_port_changes_nothing_until_published() {
+        let table = PortTable::new(1023).unwrap();
+        for port in 1..64 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        let free = table.find_free(1023).unwrap();
+        assert_eq!(free.port, Port(64));
+        let prepared = table.prepare(free).unwrap();
+        assert_eq!(table.valid_evtchns(), 64, "not yet published");
+        drop(prepared);
+        assert_eq!(table.valid_evtchns(), 64);
+        let prepared = table.prepare(table.find_free(1023).unwrap()).unwrap();
+        assert!(table.publish(prepared).is_some());
+        assert_eq!(table.valid_evtchns(), 128);
+    }
+
+    #[test]
+    fn find_free_respects_the_limit_and_the_slot_count() {
+        let table = PortTable::new(10).unwrap();
+        for port in 1..=10 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        assert_eq!(table.find_free(10).err(), Some(Errno::ENOSPC));
+        // A larger limit than the table was built for still stops at the
+        // storage the table can have (one bucket for max port 10).
+        assert_eq!(table.find_free(200).map(|free| free.port), Ok(Port(11)));
+        for port in 11..64 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        assert_eq!(table.find_free(200).err(), Some(Errno::ENOSPC));
+    }
+}
