@@ -183,6 +183,7 @@ impl Domain {
     pub(crate) fn release_port(&self, port: Port, channel: &Channel, was_xen_attached: bool) {
         self.abi.clear_pending(&*self.shared, port);
         channel.set_notify_vcpu(VcpuId(0));
+        self.table.note_freed(port);
         self.active_channels.fetch_sub(1, Ordering::Relaxed);
         if was_xen_attached {
             self.xen_channels.fetch_sub(1, Ordering::Relaxed);

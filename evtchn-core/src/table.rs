@@ -21,6 +21,12 @@ pub(crate) struct PortTable {
     /// One slot per bucket the domain could ever need.
     buckets: Box<[OnceSlot<Bucket>]>,
     valid_evtchns: AtomicU32,
+    /// Every port below this one is allocated (or reserved): the scan for a
+    /// free port starts here. Read and written only under the event lock
+    /// (Relaxed), raised past each claimed port, lowered by each freed one.
+    /// It only skips work: the lowest free port is found either way. (FIFO
+    /// must not raise it past a free port it skips as busy.)
+    scan_start: AtomicU32,
 }
 
 /// A free port found by [`PortTable::find_free`], not yet claimed.
@@ -70,6 +76,7 @@ impl PortTable {
         let table = Self {
             buckets: buckets.into_boxed_slice(),
             valid_evtchns: AtomicU32::new(0),
+            scan_start: AtomicU32::new(1),
         };
         let first = new_bucket(0)?;
         table.publish_bucket(0, first);
@@ -101,7 +108,7 @@ impl PortTable {
     /// The caller holds the domain's event lock, so states cannot change.
     pub(crate) fn find_free(&self, limit: u32) -> Result<FreePort, Errno> {
         let valid = self.valid_evtchns();
-        for port in 0..=limit {
+        for port in self.scan_start.load(Ordering::Relaxed)..=limit {
             if port >= valid {
                 if bucket_index(port) >= self.buckets.len() {
                     break;
@@ -142,7 +149,15 @@ impl PortTable {
         if let Some(bucket) = prepared.new_bucket {
             self.publish_bucket(bucket_index(prepared.port.0), bucket);
         }
+        self.scan_start
+            .store(prepared.port.0.saturating_add(1), Ordering::Relaxed);
         self.channel(prepared.port)
+    }
+
+    /// A port became free: the next scan must look at it again. The caller
+    /// holds the event lock.
+    pub(crate) fn note_freed(&self, port: Port) {
+        self.scan_start.fetch_min(port.0.max(1), Ordering::Relaxed);
     }
 
     fn publish_bucket(&self, index: usize, bucket: Bucket) {

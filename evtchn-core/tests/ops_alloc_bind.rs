@@ -672,3 +672,31 @@ fn ops_naming_a_destroyed_domain_give_esrch() {
         Err(Errno::ESRCH)
     );
 }
+
+#[test]
+fn allocation_always_returns_lowest_free_port_over_a_long_alloc_close_sequence() {
+    let world = World::new();
+    let mut allocated = std::collections::BTreeSet::new();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..5_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if seed % 3 != 0 || allocated.is_empty() {
+            let expected = (1..).find(|port| !allocated.contains(port)).unwrap();
+            let result = world.domains.bind_ipi(DOM1, VcpuId(0));
+            if expected > 1023 {
+                assert_eq!(result, Err(Errno::ENOSPC));
+            } else {
+                assert_eq!(result, Ok(Port(expected)));
+                allocated.insert(expected);
+            }
+        } else {
+            let index = (seed as usize / 3) % allocated.len();
+            let port = *allocated.iter().nth(index).unwrap();
+            world.domains.close(DOM1, Port(port)).unwrap();
+            allocated.remove(&port);
+        }
+        assert_eq!(active(&world, DOM1), allocated.len() as u32);
+    }
+}
