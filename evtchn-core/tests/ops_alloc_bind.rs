@@ -682,7 +682,7 @@ fn allocation_always_returns_lowest_free_port_over_a_long_alloc_close_sequence()
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        if seed % 3 != 0 || allocated.is_empty() {
+        if !seed.is_multiple_of(3) || allocated.is_empty() {
             let expected = (1..).find(|port| !allocated.contains(port)).unwrap();
             let result = world.domains.bind_ipi(DOM1, VcpuId(0));
             if expected > 1023 {
