@@ -12,7 +12,7 @@ use evtchn_core::abi::EvtchnOp;
 use evtchn_core::{DomId, DomainConfig, Errno, Port, ResetMode, VcpuId, Virq};
 
 #[test]
-fn xsa46_failed_bind_pirq_leaves_no_host_action_and_no_port() {
+fn xsa46_xsa83_failed_bind_pirq_leaves_no_host_action_and_no_port() {
     let world = World::new();
     world.map_pirq(DOM1, 2);
     *world.domains.pirq_host().next_bind_error.lock().unwrap() = Some(Errno::EBUSY);

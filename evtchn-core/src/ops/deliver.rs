@@ -15,8 +15,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// the vcpu has no port bound to it, or if the channel is being changed
     /// at this instant (try-lock). A global VIRQ is ignored here.
     pub fn send_vcpu_virq(&self, domid: DomId, vcpu: VcpuId, virq: Virq) {
+        // A global VIRQ here is a hypervisor bug; ignore it quietly rather
+        // than log from interrupt context.
         if !virq.is_per_vcpu() {
-            log::warn!("send_vcpu_virq: {virq} is global");
             return;
         }
         if let Some(domain) = self.domain_from_interrupt(domid) {
@@ -29,7 +30,6 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// channel's notify vcpu.
     pub fn send_global_virq(&self, virq: Virq) {
         if virq.is_per_vcpu() {
-            log::warn!("send_global_virq: {virq} is per-vcpu");
             return;
         }
         let Some(handler) = self.virq_handler(virq) else {
