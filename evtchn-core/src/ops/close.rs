@@ -40,11 +40,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         // The peer domain of an interdomain channel, once known. Its event
         // lock must be taken in domid order, so on discovering it we drop
-        // ours, take both, and look again (the channel may have changed).
+        // ours, take both, and look again. If the channel was closed and
+        // re-bound elsewhere meanwhile, the answer is -EINVAL, as if we had
+        // seen it free (it was, in between), which is what Xen does.
         let mut peer: Option<Arc<Domain>> = None;
-        let mut attempts = 0;
         loop {
-            attempts += 1;
             let peer_now = peer.clone();
             let locks = match &peer_now {
                 None => EventLocks::lock(domain, domain),
@@ -87,40 +87,28 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                         domain.clone()
                     } else {
                         match &peer {
-                            Some(known) if known.domid == remote => known.clone(),
-                            Some(_) | None => {
-                                if attempts > 3 {
-                                    log::error!(
-                                        "{} {port}: interdomain peer {remote} keeps changing",
-                                        domain.domid
-                                    );
-                                    return Err(Errno::EINVAL);
-                                }
+                            Some(known) => known.clone(),
+                            None => {
                                 peer = Some(self.domain(remote).ok_or(Errno::EINVAL)?);
                                 drop(locks);
                                 continue;
                             }
                         }
                     };
-                    let peer_channel = peer_domain.table.channel(remote_port);
-                    let points_back = peer_channel.is_some_and(|peer_channel| {
-                        matches!(*peer_channel.read(),
-                            ChannelState::Interdomain { remote: back, remote_port: back_port, .. }
-                                if back == domain.domid && back_port == port)
-                    });
-                    let Some(peer_channel) = peer_channel.filter(|_| points_back) else {
-                        // The Arc we locked is a destroyed domain whose id was
-                        // reused: look the peer up again.
-                        if attempts > 3 {
-                            log::error!(
-                                "{} {port}: interdomain peer does not point back",
-                                domain.domid
-                            );
-                            return Err(Errno::EINVAL);
-                        }
-                        peer = None;
-                        drop(locks);
-                        continue;
+                    // The peer we locked must be the one the channel names
+                    // and must point back (a destroyed domain whose id was
+                    // reused does not).
+                    let peer_channel = peer_domain
+                        .table
+                        .channel(remote_port)
+                        .filter(|_| peer_domain.domid == remote)
+                        .filter(|peer_channel| {
+                            matches!(*peer_channel.read(),
+                                ChannelState::Interdomain { remote: back, remote_port: back_port, .. }
+                                    if back == domain.domid && back_port == port)
+                        });
+                    let Some(peer_channel) = peer_channel else {
+                        return Err(Errno::EINVAL);
                     };
                     // Lock order: channel (lower domid, port) -> channel (higher).
                     let self_first = (domain.domid, port) < (remote, remote_port);
