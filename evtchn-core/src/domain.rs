@@ -55,6 +55,15 @@ impl DomainConfig {
     }
 }
 
+/// Which port an allocation takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PortChoice {
+    /// The lowest free port (every guest op).
+    Lowest,
+    /// This port (static event channels set up by the hypervisor).
+    Exact(Port),
+}
+
 /// Bookkeeping that only the holder of the event lock may touch.
 pub(crate) struct EventLocked {
     /// Set first by destruction; allocation then fails with -EINVAL.
@@ -160,10 +169,23 @@ impl Domain {
     /// Find and prepare the lowest free port (Xen's `get_free_port()`):
     /// -EINVAL while dying, -ENOSPC when full, -ENOMEM. Nothing changes yet.
     pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort, Errno> {
+        self.prepare_port_choice(locked, PortChoice::Lowest)
+    }
+
+    /// [`Domain::prepare_port`], or for [`PortChoice::Exact`] Xen's
+    /// `evtchn_allocate_port()` of that port (-ENOSPC, -EBUSY).
+    pub(crate) fn prepare_port_choice(
+        &self,
+        locked: &EventLocked,
+        choice: PortChoice,
+    ) -> Result<PreparedPort, Errno> {
         if locked.is_dying {
             return Err(Errno::EINVAL);
         }
-        let free = self.table.find_free(self.port_limit())?;
+        let free = match choice {
+            PortChoice::Lowest => self.table.find_free(self.port_limit())?,
+            PortChoice::Exact(port) => self.table.find_exact(port, self.port_limit())?,
+        };
         self.table.prepare(free)
     }
 

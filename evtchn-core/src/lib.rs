@@ -29,7 +29,9 @@
 //!   `vcpu_mark_events_pending`, `notify_via_xen_channel`); the upcall test
 //!   `vcpu_has_deliverable_event`; polling (`poll` → [`PollOutcome`],
 //!   `poll_finish`, `is_polling`); control (`pause_by_controller`,
-//!   `set_virq_handler`, `alloc_unbound_xen`, `close_xen_channel`); and
+//!   `set_virq_handler`, `alloc_unbound_xen`, `close_xen_channel`, and
+//!   static channels at exact ports: `alloc_unbound_at`,
+//!   `bind_interdomain_at`); and
 //!   observation (`channel_info` → [`ChannelInfo`], `active_channels`,
 //!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`,
 //!   `for_each_channel`, `dump_domain` for the `'e'` key).

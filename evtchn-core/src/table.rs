@@ -29,17 +29,24 @@ pub(crate) struct PortTable {
     scan_start: AtomicU32,
 }
 
-/// A free port found by [`PortTable::find_free`], not yet claimed.
+/// A free port found by [`PortTable::find_free`] or
+/// [`PortTable::find_exact`], not yet claimed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FreePort {
     pub(crate) port: Port,
-    needs_bucket: bool,
+    /// First bucket index that must be allocated (buckets from there up to
+    /// the port's own), if the port has no storage yet.
+    first_new_bucket: Option<usize>,
+    /// Found by the lowest-free scan (so every port below it is taken).
+    is_lowest: bool,
 }
 
 /// A free port with its storage allocated but not yet published.
 pub(crate) struct PreparedPort {
     pub(crate) port: Port,
-    new_bucket: Option<Bucket>,
+    /// New buckets in ascending order, with the index of the first.
+    new_buckets: Option<(usize, Vec<Bucket>)>,
+    is_lowest: bool,
 }
 
 fn bucket_index(port: u32) -> usize {
@@ -115,42 +122,94 @@ impl PortTable {
                 }
                 return Ok(FreePort {
                     port: Port(port),
-                    needs_bucket: true,
+                    first_new_bucket: Some(bucket_index(port)),
+                    is_lowest: true,
                 });
             }
             let channel = self.channel(Port(port)).ok_or(Errno::ENOSPC)?;
             if *channel.read() == ChannelState::Free {
                 return Ok(FreePort {
                     port: Port(port),
-                    needs_bucket: false,
+                    first_new_bucket: None,
+                    is_lowest: true,
                 });
             }
         }
         Err(Errno::ENOSPC)
     }
 
+    /// Xen's `evtchn_allocate_port()` for one given port (static event
+    /// channels): -ENOSPC past `limit` or the table, -EBUSY if allocated
+    /// (port 0 included). Storage up to the port may be missing.
+    pub(crate) fn find_exact(&self, port: Port, limit: u32) -> Result<FreePort, Errno> {
+        if port.0 > limit || bucket_index(port.0) >= self.buckets.len() {
+            return Err(Errno::ENOSPC);
+        }
+        let valid = self.valid_evtchns();
+        if port.0 >= valid {
+            return Ok(FreePort {
+                port,
+                first_new_bucket: Some(bucket_index(valid)),
+                is_lowest: false,
+            });
+        }
+        let channel = self.channel(port).ok_or(Errno::ENOSPC)?;
+        if *channel.read() != ChannelState::Free {
+            return Err(Errno::EBUSY);
+        }
+        Ok(FreePort {
+            port,
+            first_new_bucket: None,
+            is_lowest: false,
+        })
+    }
+
     /// Allocate the storage a free port needs (-ENOMEM), changing nothing.
     pub(crate) fn prepare(&self, free: FreePort) -> Result<PreparedPort, Errno> {
-        let new_bucket = if free.needs_bucket {
-            Some(new_bucket(free.port.0 - free.port.0 % EVTCHNS_PER_BUCKET)?)
-        } else {
-            None
+        let new_buckets = match free.first_new_bucket {
+            None => None,
+            Some(first) => {
+                let last = bucket_index(free.port.0);
+                let mut buckets = Vec::new();
+                buckets
+                    .try_reserve_exact(last.saturating_sub(first) + 1)
+                    .map_err(|_| Errno::ENOMEM)?;
+                for index in first..=last {
+                    buckets.push(new_bucket(index as u32 * EVTCHNS_PER_BUCKET)?);
+                }
+                Some((first, buckets))
+            }
         };
         Ok(PreparedPort {
             port: free.port,
-            new_bucket,
+            new_buckets,
+            is_lowest: free.is_lowest,
         })
     }
 
     /// Publish a prepared port's storage and return its channel (still
-    /// free). Cannot fail: the slot exists and is empty because the event
-    /// lock has been held since `find_free`.
+    /// free). Cannot fail: the slots exist and are empty because the event
+    /// lock has been held since the port was found.
     pub(crate) fn publish(&self, prepared: PreparedPort) -> Option<&Channel> {
-        if let Some(bucket) = prepared.new_bucket {
-            self.publish_bucket(bucket_index(prepared.port.0), bucket);
+        if let Some((first, buckets)) = prepared.new_buckets {
+            // Ascending, so the valid count never covers a missing bucket.
+            for (index, bucket) in (first..).zip(buckets) {
+                self.publish_bucket(index, bucket);
+            }
         }
-        self.scan_start
-            .store(prepared.port.0.saturating_add(1), Ordering::Relaxed);
+        let next = prepared.port.0.saturating_add(1);
+        if prepared.is_lowest {
+            self.scan_start.store(next, Ordering::Relaxed);
+        } else {
+            // A port claimed out of order extends the taken prefix only if
+            // it is the first port past it.
+            let _ = self.scan_start.compare_exchange(
+                prepared.port.0,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         self.channel(prepared.port)
     }
 

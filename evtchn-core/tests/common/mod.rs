@@ -141,6 +141,10 @@ impl World {
         self.pages.insert(config.domid, page);
     }
 
+    pub fn active_of(&self, domid: DomId) -> u32 {
+        self.domains.active_channels(domid).unwrap()
+    }
+
     pub fn page(&self, domid: DomId) -> &SharedInfo {
         &self.pages[&domid]
     }
