@@ -150,6 +150,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         domains.insert(config.domid, domain);
         drop(domains);
         if config.privilege == crate::domain::Privilege::Privileged {
+            // AcqRel/Acquire: pairs with the Acquire in virq_handler.
             let _ = self.hardware_domain.compare_exchange(
                 NO_DOMAIN,
                 u32::from(config.domid.0),
@@ -180,6 +181,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             let _ = self.close_port(&domain, Port(port), crate::ops::CloseBy::Hypervisor);
         }
         let id = u32::from(domid.0);
+        // AcqRel/Acquire: pairs with the Acquire in virq_handler.
         for handler in &self.virq_handlers {
             let _ = handler.compare_exchange(id, NO_DOMAIN, Ordering::AcqRel, Ordering::Acquire);
         }
@@ -301,6 +303,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// by another domain needs the target paused (spec §2.12).
     pub fn pause_by_controller(&self, domid: DomId) -> Result<(), Errno> {
         let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        // AcqRel: pairs with the Acquire in reset.
         domain.controller_pauses.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -328,6 +331,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             return Err(Errno::ESRCH);
         }
         if let Some(slot) = self.virq_handlers.get(virq.index()) {
+            // Release: pairs with the Acquire in virq_handler.
             slot.store(u32::from(domid.0), Ordering::Release);
         }
         Ok(())
@@ -336,6 +340,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// The domain that receives a global VIRQ: its handler if set, else the
     /// hardware domain (Xen: `get_global_virq_handler()`).
     pub fn virq_handler(&self, virq: Virq) -> Option<DomId> {
+        // Acquire: pairs with the Release in set_virq_handler and the
+        // AcqRel of create_domain / destroy_domain.
         let explicit = self
             .virq_handlers
             .get(virq.index())

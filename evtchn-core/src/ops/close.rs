@@ -46,6 +46,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let mut peer: Option<Arc<Domain>> = None;
         loop {
             let peer_now = peer.clone();
+            // Lock order: lower domid's event lock -> higher domid's.
             let locks = match &peer_now {
                 None => EventLocks::lock(domain, domain),
                 Some(peer) => EventLocks::lock(domain, peer),
@@ -60,6 +61,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 ChannelState::Pirq { pirq } => {
                     self.pirq_host.unbind(domain.domid, pirq);
                     if let Some(slot) = domain.pirq_to_port.get(pirq as usize) {
+                        // Release: pairs with the Acquire in send_pirq; the
+                        // map is cleared before the channel is freed, and a
+                        // sender that still read the old port re-checks the
+                        // channel's state under its lock.
                         slot.store(0, Ordering::Release);
                     }
                 }
@@ -75,6 +80,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                         .vcpu(table_vcpu)
                         .and_then(|vcpu| vcpu.virq_to_port.get(virq.index()))
                     {
+                        // Release: pairs with the Acquire in raise_virq;
+                        // cleared before the channel is freed (a sender
+                        // holding the old port re-checks the state).
                         slot.store(0, Ordering::Release);
                     }
                 }
@@ -150,6 +158,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let caller = self.caller(caller)?;
         let target = self.resolve(&caller, dom)?;
         check_target(&caller, &target)?;
+        // Acquire: pairs with the AcqRel of pause_by_controller.
         if target.domid != caller.domid && target.controller_pauses.load(Ordering::Acquire) == 0 {
             return Err(Errno::EINVAL);
         }
