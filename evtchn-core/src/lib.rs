@@ -39,23 +39,25 @@
 //! # The channel state machine
 //!
 //! ```text
-//!                         alloc_unbound(remote R)
-//!          +---------------------------------------------+
-//!          |                                             v
-//!     +---------+  bind_virq/ipi/pirq   +-----------+  +---------------+
-//!     |  Free   |---------------------->| Virq/Ipi/ |  | Unbound{R}    |<----+
-//!     +---------+                       |   Pirq    |  +---------------+     |
-//!       ^  ^  ^           close         +-----------+        |               |
-//!       |  |  +-------------------------------+              | R binds to it |
-//!       |  |                 close            | (peer is     v               |
-//!       |  +------------------------------------------ +---------------+     |
-//!       |                                     |        | Interdomain   |     |
-//!       |   bind_interdomain (new local port, |        | {R, R's port} |-----+
-//!       +---- set pending at once) ---------->+------->+---------------+
-//!                                                    peer closes its end:
-//!     +----------+                                   this end becomes
-//!     | Reserved |  port 0 only, forever             Unbound{peer}
-//!     +----------+
+//!            alloc_unbound(remote R)          +----------------+
+//!   +------+ ---------------------------->    | Unbound{R}     | <-------+
+//!   |      | <------------ close ------------ +----------------+         |
+//!   |      |                                     | R binds to it         |
+//!   |      |                                     v                       |
+//!   |      |  bind_interdomain: new local  +--------------------+  peer  |
+//!   | Free | ----------------------------> | Interdomain{R, rp} | -------+
+//!   |      |  port, set pending at once    +--------------------+ closes
+//!   |      | <------------ close ---------------+                 its end
+//!   |      |   (the peer becomes Unbound{closer})
+//!   |      |
+//!   |      |  bind_virq / bind_ipi / bind_pirq  +-------------------------+
+//!   |      | ---------------------------------> | Virq{v}, Ipi or Pirq{p} |
+//!   |      | <------------ close -------------- +-------------------------+
+//!   +------+
+//!
+//!   +----------+
+//!   | Reserved |  port 0, from domain creation, forever
+//!   +----------+
 //! ```
 //!
 //! Every allocated state returns to `Free` on close, reset or domain
@@ -104,8 +106,8 @@
 //!    readers away), so a peer's send flood cannot starve a close.
 //!    The PIRQ host's `bind`/`unbind`/`set_affinity` run under the event
 //!    lock (1), as Xen's `pirq_guest_bind()` does; they must not call back.
-//! 3. The **registry lock** of [`Domains`]: a leaf, held only to clone or
-//!    insert an `Arc` of a domain.
+//! 3. A **registry slot lock** of [`Domains`] (one per domid): a leaf, held
+//!    only to clone, insert or remove that domain's `Arc`.
 //!
 //! Lock-free state beside these: `valid_evtchns` and bucket storage
 //! (Release on publication, Acquire on reads; XSA-340), `virq_to_evtchn`
@@ -119,11 +121,12 @@
 //! never spin on a lock the interrupted code on the same pCPU may hold.
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`] therefore take no event lock, read the port
-//! lock-free, only *try* the channel's read lock and the registry's read
-//! lock, and **drop the event** if a writer holds either. That is correct
+//! lock-free, only *try* the channel's read lock and the domain's registry
+//! slot, and **drop the event** if a writer holds either. That is correct
 //! (spec §2.15, as Xen settled on): a channel's writer exists only while the
-//! channel is, or becomes, free or unbound — an event arriving then would be
-//! discarded anyway. The same paths re-check that the channel still carries
+//! channel is, or becomes, free or unbound, and a slot's writer only while
+//! that domain is being created or destroyed — an event arriving then would
+//! be discarded anyway. The same paths re-check that the channel still carries
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
 //!
@@ -146,6 +149,7 @@ extern crate std;
 pub mod abi;
 mod channel;
 mod domain;
+mod domain_table;
 mod dump;
 mod notify;
 pub mod ops;

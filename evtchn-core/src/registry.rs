@@ -2,17 +2,17 @@
 //! hypervisor calls that are not guest ops (creation, destruction, VIRQ and
 //! PIRQ delivery, polling, observation).
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
 use crate::channel::ChannelInfo;
 use crate::domain::{Domain, DomainConfig, EventLocked};
+use crate::domain_table::DomainTable;
 use crate::notify::{Notify, PirqHost};
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
 
-use crate::sync::{AtomicU32, MutexGuard, Ordering, RwLock};
+use crate::sync::{AtomicU32, MutexGuard, Ordering};
 
 /// "No domain" in the global-VIRQ handler table.
 const NO_DOMAIN: u32 = u32::MAX;
@@ -20,14 +20,15 @@ const NO_DOMAIN: u32 = u32::MAX;
 /// The registry of domains, generic over the hypervisor's [`Notify`] and
 /// [`PirqHost`] (tests use fakes).
 ///
-/// The registry lock is a leaf: it is held only to look up or insert an
-/// `Arc<Domain>`, never while taking another lock. Entry points that may run
-/// in interrupt context ([`Domains::send_vcpu_virq`],
-/// [`Domains::send_global_virq`], [`Domains::send_pirq`]) only *try* it and
-/// drop the event if a domain is being created or destroyed at that instant
-/// on the same pCPU.
+/// The registry's per-domain slot locks are leaves: each is held only to
+/// clone, insert or remove one `Arc<Domain>`, never while taking another
+/// lock. Entry points that may run in interrupt context
+/// ([`Domains::send_vcpu_virq`], [`Domains::send_global_virq`],
+/// [`Domains::send_pirq`]) only *try* the slot of the domain they deliver
+/// to, which fails only while that very domain is being created or
+/// destroyed.
 pub struct Domains<N: Notify, P: PirqHost> {
-    domains: RwLock<BTreeMap<DomId, Arc<Domain>>>,
+    domains: DomainTable,
     pub(crate) notify: N,
     pub(crate) pirq_host: P,
     /// Per global VIRQ: the domain set by `set_virq_handler` (or NO_DOMAIN).
@@ -108,7 +109,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// An empty registry.
     pub fn new(notify: N, pirq_host: P) -> Self {
         Self {
-            domains: RwLock::new(BTreeMap::new()),
+            domains: DomainTable::new(),
             notify,
             pirq_host,
             virq_handlers: core::array::from_fn(|_| AtomicU32::new(NO_DOMAIN)),
@@ -142,13 +143,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         if !config.domid.is_real() || config.vcpus == 0 {
             return Err(Errno::EINVAL);
         }
-        let domain = Arc::new(Domain::new(config, shared)?);
-        let mut domains = self.domains.write();
-        if domains.contains_key(&config.domid) {
+        if self.contains(config.domid) {
             return Err(Errno::EEXIST);
         }
-        domains.insert(config.domid, domain);
-        drop(domains);
+        let domain = Arc::new(Domain::new(config, shared)?);
+        self.domains.insert(config.domid, domain)?;
         if config.privilege == crate::domain::Privilege::Privileged {
             // AcqRel/Acquire: pairs with the Acquire in virq_handler.
             let _ = self.hardware_domain.compare_exchange(
@@ -191,19 +190,19 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.domains.write().remove(&domid);
+        self.domains.remove(domid);
         Ok(())
     }
 
     /// The domain with this id (dying domains included until destroyed).
     pub(crate) fn domain(&self, domid: DomId) -> Option<Arc<Domain>> {
-        self.domains.read().get(&domid).cloned()
+        self.domains.get(domid)
     }
 
-    /// The same lookup for interrupt context: never spins on the registry
-    /// lock (returns `None` if a writer holds it).
+    /// The same lookup for interrupt context: never spins (returns `None`
+    /// while this domain is being created or destroyed).
     pub(crate) fn domain_from_interrupt(&self, domid: DomId) -> Option<Arc<Domain>> {
-        self.domains.try_read()?.get(&domid).cloned()
+        self.domains.try_get(domid)
     }
 
     /// Resolve an op's domain argument for `caller` (Xen:
@@ -226,12 +225,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
 
     /// The ids of every domain, ascending.
     pub fn domain_ids(&self) -> Vec<DomId> {
-        self.domains.read().keys().copied().collect()
+        self.domains.ids()
     }
 
     /// Whether a domain with this id exists.
     pub fn contains(&self, domid: DomId) -> bool {
-        self.domains.read().contains_key(&domid)
+        self.domains.get(domid).is_some()
     }
 
     // ----- observation (tests, model checks, the debug dump) -----
