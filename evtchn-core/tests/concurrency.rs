@@ -55,8 +55,17 @@ fn closing_both_ends_of_pairs_at_once_never_deadlocks() {
                     // Bind to whatever the peer left unbound for us, or
                     // offer a port; close random-ish ends.
                     if let Ok(port) = world.domains.alloc_unbound(me, DomId::SELF, peer) {
-                        let _ = world.domains.bind_interdomain(peer, me, port);
-                        let _ = world.domains.close(me, port);
+                        match world.domains.bind_interdomain(peer, me, port) {
+                            Ok(peer_port) => {
+                                // Both ends closed, the two threads in
+                                // opposite domain orders.
+                                let _ = world.domains.close(me, port);
+                                let _ = world.domains.close(peer, peer_port);
+                            }
+                            Err(_) => {
+                                let _ = world.domains.close(me, port);
+                            }
+                        }
                     }
                     for port in 1..8 {
                         let _ = world.domains.send(me, Port(port));
