@@ -10,6 +10,47 @@
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`]. Host tests do the same with fakes.
 //!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::Ordering;
+//!
+//! use evtchn_core::abi::SharedInfo;
+//! use evtchn_core::{DomId, DomainConfig, Domains, NoPirqs, Notify, Port, VcpuId};
+//!
+//! /// The hypervisor's side: here it only counts kicks.
+//! #[derive(Default)]
+//! struct Kicks(std::sync::atomic::AtomicU32);
+//! impl Notify for Kicks {
+//!     fn kick_vcpu(&self, _domain: DomId, _vcpu: VcpuId) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//!     fn wake_poller(&self, _domain: DomId, _vcpu: VcpuId) {}
+//! }
+//!
+//! let domains = Domains::new(Kicks::default(), NoPirqs);
+//! let (page1, page2) = (Arc::new(SharedInfo::new()), Arc::new(SharedInfo::new()));
+//! domains.create_domain(DomainConfig::new(DomId(1), 1), page1.clone()).unwrap();
+//! domains.create_domain(DomainConfig::new(DomId(2), 1), page2.clone()).unwrap();
+//!
+//! // dom1 offers a port to dom2; dom2 binds to it (its new port is pending).
+//! let offered = domains.alloc_unbound(DomId(1), DomId::SELF, DomId(2)).unwrap();
+//! let bound = domains.bind_interdomain(DomId(2), DomId(1), offered).unwrap();
+//! assert_eq!((offered, bound), (Port(1), Port(1)));
+//!
+//! // dom2 sends: dom1's port 1 becomes pending, its selector and upcall
+//! // flags are set, and the hypervisor is asked to kick dom1's vcpu 0.
+//! domains.send(DomId(2), bound).unwrap();
+//! assert_eq!(page1.evtchn_pending[0].load(Ordering::SeqCst), 1 << 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_pending_sel.load(Ordering::SeqCst), 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_upcall_pending.load(Ordering::SeqCst), 1);
+//! assert_eq!(domains.notify().0.load(Ordering::Relaxed), 2); // bind + send
+//!
+//! // The same op through the byte interface a hypercall uses: close (cmd 3).
+//! assert!(domains.dispatch(DomId(2), 3, &bound.0.to_le_bytes()).is_ok());
+//! ```
+//!
 //! # Public API at a glance
 //!
 //! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
