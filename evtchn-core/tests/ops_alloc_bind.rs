@@ -700,3 +700,27 @@ fn allocation_always_returns_lowest_free_port_over_a_long_alloc_close_sequence()
         assert_eq!(active(&world, DOM1), allocated.len() as u32);
     }
 }
+
+#[test]
+fn bind_interdomain_against_every_remote_state() {
+    // DOM2 binds to each of DOM1's zoo ports; only ports unbound for DOM2
+    // (the guest one and the Xen-attached one) accept.
+    for (what, port) in ZOO_PORTS {
+        let zoo = Zoo::new();
+        let world = &zoo.world;
+        let expected_ok = port == UNBOUND || port == XEN_ATTACHED;
+        let before = world.snapshot(DOM1);
+        let result = world.domains.bind_interdomain(DOM2, DOM1, port);
+        if expected_ok {
+            let local = result.unwrap_or_else(|errno| panic!("{what}: {errno:?}"));
+            assert!(matches!(
+                world.state(DOM1, port),
+                ChannelState::Interdomain { remote, remote_port, .. }
+                    if remote == DOM2 && remote_port == local
+            ));
+        } else {
+            assert_eq!(result, Err(Errno::EINVAL), "{what}");
+            assert_eq!(world.snapshot(DOM1), before, "{what}");
+        }
+    }
+}
