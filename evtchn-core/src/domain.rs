@@ -206,10 +206,14 @@ impl Domain {
         self.abi.clear_pending(&*self.shared, port);
         channel.set_notify_vcpu(VcpuId(0));
         self.table.note_freed(port);
-        self.active_channels.fetch_sub(1, Ordering::Relaxed);
+        // The Xen-attached count drops first and (in alloc) rises last, so
+        // the lock-free "guest channels remain" test of reset (active >
+        // Xen-attached) never sees a guest channel that is not there. Release
+        // orders the two decrements for that reader.
         if was_xen_attached {
-            self.xen_channels.fetch_sub(1, Ordering::Relaxed);
+            self.xen_channels.fetch_sub(1, Ordering::Release);
         }
+        self.active_channels.fetch_sub(1, Ordering::Release);
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.

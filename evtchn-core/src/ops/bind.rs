@@ -32,7 +32,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.alloc_unbound_with(
             &target,
             PortChoice::Lowest,
-            remote,
+            (remote, VcpuId(0)),
             Consumer::Guest,
             |target| check_target(&caller, target),
         )
@@ -55,17 +55,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     ) -> Result<Port, Errno> {
         let target = self.domain(domid).ok_or(Errno::ESRCH)?;
         target.check_vcpu(vcpu)?;
-        let port = self.alloc_unbound_with(
+        self.alloc_unbound_with(
             &target,
             PortChoice::Lowest,
-            remote,
+            (remote, vcpu),
             Consumer::Xen(consumer),
             |_| Ok(()),
-        )?;
-        if let Some(channel) = target.table.channel(port) {
-            channel.set_notify_vcpu(vcpu);
-        }
-        Ok(port)
+        )
     }
 
     /// A static event channel's first half (Xen's dom0less
@@ -78,7 +74,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.alloc_unbound_with(
             &target,
             PortChoice::Exact(port),
-            remote,
+            (remote, VcpuId(0)),
             Consumer::Guest,
             |_| Ok(()),
         )
@@ -89,7 +85,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         &self,
         target: &Domain,
         choice: PortChoice,
-        remote: DomId,
+        (remote, notify_vcpu): (DomId, VcpuId),
         consumer: Consumer,
         permit: impl FnOnce(&Domain) -> Result<(), Errno>,
     ) -> Result<Port, Errno> {
@@ -100,7 +96,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let port = prepared.port;
         let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
         *channel.write() = ChannelState::Unbound { remote, consumer };
-        channel.set_notify_vcpu(VcpuId(0));
+        channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
             target.xen_channels.fetch_add(1, Ordering::Relaxed);

@@ -175,8 +175,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             locked.reset_cursor = locked.reset_cursor.max(start);
             start
         };
+        // Acquire on the active count: pairs with the Release decrements in
+        // release_port, so a Xen-attached close seen here is seen whole.
         while target.table.is_valid(Port(port))
-            && target.active_channels.load(Ordering::Relaxed)
+            && target.active_channels.load(Ordering::Acquire)
                 > target.xen_channels.load(Ordering::Relaxed)
         {
             // A free or Xen-attached port gives -EINVAL: skipped.
