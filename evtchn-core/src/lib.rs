@@ -74,7 +74,7 @@
 //!   static channels at exact ports: `alloc_unbound_at`,
 //!   `bind_interdomain_at`); and
 //!   observation (`channel_info` → [`ChannelInfo`], `active_channels`,
-//!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`,
+//!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`, `pirq_port`,
 //!   `for_each_channel`, `dump_domain` for the `'e'` key).
 //!
 //! # The channel state machine

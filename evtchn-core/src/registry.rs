@@ -269,6 +269,18 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         }
     }
 
+    /// The port bound to `pirq`, if any (for PHYSDEVOP_eoi with a v1 EOI
+    /// map, which unmasks the pirq's port first).
+    pub fn pirq_port(&self, domid: DomId, pirq: u32) -> Option<Port> {
+        let domain = self.domain(domid)?;
+        let slot = domain.pirq_to_port.get(pirq as usize)?;
+        // Acquire: pairs with the Release publishing the binding.
+        match slot.load(Ordering::Acquire) {
+            0 => None,
+            port => Some(Port(port)),
+        }
+    }
+
     /// The ABI's pending bit of `port` (false for ports past the ABI).
     pub fn is_pending(&self, domid: DomId, port: Port) -> Option<bool> {
         let domain = self.domain(domid)?;

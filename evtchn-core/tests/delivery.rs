@@ -438,3 +438,15 @@ fn mark_events_pending_sets_upcall_and_kicks_only_on_the_edge() {
     world.domains.vcpu_mark_events_pending(DomId(9), VcpuId(0));
     assert_eq!(world.kicks().len(), 1);
 }
+
+#[test]
+fn pirq_port_reports_the_binding_until_close() {
+    let world = World::new();
+    world.map_pirq(DOM1, 9);
+    assert_eq!(world.domains.pirq_port(DOM1, 9), None);
+    let port = world.domains.bind_pirq(DOM1, 9, 0).unwrap();
+    assert_eq!(world.domains.pirq_port(DOM1, 9), Some(port));
+    assert_eq!(world.domains.pirq_port(DOM1, 99), None);
+    world.domains.close(DOM1, port).unwrap();
+    assert_eq!(world.domains.pirq_port(DOM1, 9), None);
+}
