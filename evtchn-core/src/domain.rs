@@ -9,7 +9,9 @@ use crate::channel::Channel;
 use crate::notify::Notify;
 use crate::port_ops::{EventAbi, Wakeups};
 use crate::shared::SharedInfoView;
-use crate::sync::{Arc, AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+use alloc::sync::Arc;
+
+use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::table::{PortTable, PreparedPort};
 
 /// Whether a domain is privileged (started with `priv`, Xen's
@@ -51,6 +53,15 @@ impl DomainConfig {
             nr_pirqs: 0,
         }
     }
+}
+
+/// Which port an allocation takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PortChoice {
+    /// The lowest free port (every guest op).
+    Lowest,
+    /// This port (static event channels set up by the hypervisor).
+    Exact(Port),
 }
 
 /// Bookkeeping that only the holder of the event lock may touch.
@@ -158,10 +169,23 @@ impl Domain {
     /// Find and prepare the lowest free port (Xen's `get_free_port()`):
     /// -EINVAL while dying, -ENOSPC when full, -ENOMEM. Nothing changes yet.
     pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort, Errno> {
+        self.prepare_port_choice(locked, PortChoice::Lowest)
+    }
+
+    /// [`Domain::prepare_port`], or for [`PortChoice::Exact`] Xen's
+    /// `evtchn_allocate_port()` of that port (-ENOSPC, -EBUSY).
+    pub(crate) fn prepare_port_choice(
+        &self,
+        locked: &EventLocked,
+        choice: PortChoice,
+    ) -> Result<PreparedPort, Errno> {
         if locked.is_dying {
             return Err(Errno::EINVAL);
         }
-        let free = self.table.find_free(self.port_limit())?;
+        let free = match choice {
+            PortChoice::Lowest => self.table.find_free(self.port_limit())?,
+            PortChoice::Exact(port) => self.table.find_exact(port, self.port_limit())?,
+        };
         self.table.prepare(free)
     }
 
@@ -181,10 +205,15 @@ impl Domain {
     pub(crate) fn release_port(&self, port: Port, channel: &Channel, was_xen_attached: bool) {
         self.abi.clear_pending(&*self.shared, port);
         channel.set_notify_vcpu(VcpuId(0));
-        self.active_channels.fetch_sub(1, Ordering::Relaxed);
+        self.table.note_freed(port);
+        // The Xen-attached count drops first and (in alloc) rises last, so
+        // the lock-free "guest channels remain" test of reset (active >
+        // Xen-attached) never sees a guest channel that is not there. Release
+        // orders the two decrements for that reader.
         if was_xen_attached {
-            self.xen_channels.fetch_sub(1, Ordering::Relaxed);
+            self.xen_channels.fetch_sub(1, Ordering::Release);
         }
+        self.active_channels.fetch_sub(1, Ordering::Release);
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.

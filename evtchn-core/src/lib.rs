@@ -10,26 +10,95 @@
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`]. Host tests do the same with fakes.
 //!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::Ordering;
+//!
+//! use evtchn_core::abi::SharedInfo;
+//! use evtchn_core::{DomId, DomainConfig, Domains, NoPirqs, Notify, Port, VcpuId};
+//!
+//! /// The hypervisor's side: here it only counts kicks.
+//! #[derive(Default)]
+//! struct Kicks(std::sync::atomic::AtomicU32);
+//! impl Notify for Kicks {
+//!     fn kick_vcpu(&self, _domain: DomId, _vcpu: VcpuId) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//!     fn wake_poller(&self, _domain: DomId, _vcpu: VcpuId) {}
+//! }
+//!
+//! let domains = Domains::new(Kicks::default(), NoPirqs);
+//! let (page1, page2) = (Arc::new(SharedInfo::new()), Arc::new(SharedInfo::new()));
+//! domains.create_domain(DomainConfig::new(DomId(1), 1), page1.clone()).unwrap();
+//! domains.create_domain(DomainConfig::new(DomId(2), 1), page2.clone()).unwrap();
+//!
+//! // dom1 offers a port to dom2; dom2 binds to it (its new port is pending).
+//! let offered = domains.alloc_unbound(DomId(1), DomId::SELF, DomId(2)).unwrap();
+//! let bound = domains.bind_interdomain(DomId(2), DomId(1), offered).unwrap();
+//! assert_eq!((offered, bound), (Port(1), Port(1)));
+//!
+//! // dom2 sends: dom1's port 1 becomes pending, its selector and upcall
+//! // flags are set, and the hypervisor is asked to kick dom1's vcpu 0.
+//! domains.send(DomId(2), bound).unwrap();
+//! assert_eq!(page1.evtchn_pending[0].load(Ordering::SeqCst), 1 << 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_pending_sel.load(Ordering::SeqCst), 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_upcall_pending.load(Ordering::SeqCst), 1);
+//! assert_eq!(domains.notify().0.load(Ordering::Relaxed), 2); // bind + send
+//!
+//! // The same op through the byte interface a hypercall uses: close (cmd 3).
+//! assert!(domains.dispatch(DomId(2), 3, &bound.0.to_le_bytes()).is_ok());
+//! ```
+//!
+//! # Public API at a glance
+//!
+//! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
+//!   [`Port`], [`VcpuId`], [`Virq`] / [`abi::VirqClass`], every op struct
+//!   with `from_bytes` / `to_bytes`, and the shared_info layout
+//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics.
+//! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
+//!   poller, Xen-attached consumers, reset preemption), [`PirqHost`] (the
+//!   physical side of PIRQs), [`SharedInfoView`] (where the guest's pages
+//!   are).
+//! * [`Domains`]: `create_domain` / `destroy_domain`; `dispatch` (bytes in,
+//!   [`Reply`] bytes out) and one typed method per op (`alloc_unbound`,
+//!   `bind_interdomain`, `bind_virq`, `bind_ipi`, `bind_pirq`, `close`,
+//!   `send`, `status`, `bind_vcpu`, `unmask`, `reset` with [`ResetMode`],
+//!   `init_control`, `expand_array`, `set_priority`); delivery
+//!   (`send_vcpu_virq`, `send_global_virq`, `send_pirq`,
+//!   `vcpu_mark_events_pending`, `notify_via_xen_channel`); the upcall test
+//!   `vcpu_has_deliverable_event`; polling (`poll` → [`PollOutcome`],
+//!   `poll_finish`, `is_polling`); control (`pause_by_controller`,
+//!   `set_virq_handler`, `alloc_unbound_xen`, `close_xen_channel`, and
+//!   static channels at exact ports: `alloc_unbound_at`,
+//!   `bind_interdomain_at`); and
+//!   observation (`channel_info` → [`ChannelInfo`], `active_channels`,
+//!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`, `pirq_port`,
+//!   `for_each_channel`, `dump_domain` for the `'e'` key).
+//!
 //! # The channel state machine
 //!
 //! ```text
-//!                         alloc_unbound(remote R)
-//!          +---------------------------------------------+
-//!          |                                             v
-//!     +---------+  bind_virq/ipi/pirq   +-----------+  +---------------+
-//!     |  Free   |---------------------->| Virq/Ipi/ |  | Unbound{R}    |<----+
-//!     +---------+                       |   Pirq    |  +---------------+     |
-//!       ^  ^  ^           close         +-----------+        |               |
-//!       |  |  +-------------------------------+              | R binds to it |
-//!       |  |                 close            | (peer is     v               |
-//!       |  +------------------------------------------ +---------------+     |
-//!       |                                     |        | Interdomain   |     |
-//!       |   bind_interdomain (new local port, |        | {R, R's port} |-----+
-//!       +---- set pending at once) ---------->+------->+---------------+
-//!                                                    peer closes its end:
-//!     +----------+                                   this end becomes
-//!     | Reserved |  port 0 only, forever             Unbound{peer}
-//!     +----------+
+//!            alloc_unbound(remote R)          +----------------+
+//!   +------+ ---------------------------->    | Unbound{R}     | <-------+
+//!   |      | <------------ close ------------ +----------------+         |
+//!   |      |                                     | R binds to it         |
+//!   |      |                                     v                       |
+//!   |      |  bind_interdomain: new local  +--------------------+  peer  |
+//!   | Free | ----------------------------> | Interdomain{R, rp} | -------+
+//!   |      |  port, set pending at once    +--------------------+ closes
+//!   |      | <------------ close ---------------+                 its end
+//!   |      |   (the peer becomes Unbound{closer})
+//!   |      |
+//!   |      |  bind_virq / bind_ipi / bind_pirq  +-------------------------+
+//!   |      | ---------------------------------> | Virq{v}, Ipi or Pirq{p} |
+//!   |      | <------------ close -------------- +-------------------------+
+//!   +------+
+//!
+//!   +----------+
+//!   | Reserved |  port 0, from domain creation, forever
+//!   +----------+
 //! ```
 //!
 //! Every allocated state returns to `Free` on close, reset or domain
@@ -74,9 +143,12 @@
 //!    and then only while the channel is, or becomes, `Free` or `Unbound`
 //!    (checked by a `debug_assert!` when the write guard drops). Two
 //!    channels: ordered by **(domid, port)**. Readers: status, send,
-//!    unmask, poll.
-//! 3. The **registry lock** of [`Domains`]: a leaf, held only to clone or
-//!    insert an `Arc` of a domain.
+//!    unmask, poll. Writers are preferred (a waiting writer turns new
+//!    readers away), so a peer's send flood cannot starve a close.
+//!    The PIRQ host's `bind`/`unbind`/`set_affinity` run under the event
+//!    lock (1), as Xen's `pirq_guest_bind()` does; they must not call back.
+//! 3. A **registry slot lock** of [`Domains`] (one per domid): a leaf, held
+//!    only to clone, insert or remove that domain's `Arc`.
 //!
 //! Lock-free state beside these: `valid_evtchns` and bucket storage
 //! (Release on publication, Acquire on reads; XSA-340), `virq_to_evtchn`
@@ -90,11 +162,12 @@
 //! never spin on a lock the interrupted code on the same pCPU may hold.
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`] therefore take no event lock, read the port
-//! lock-free, only *try* the channel's read lock and the registry's read
-//! lock, and **drop the event** if a writer holds either. That is correct
+//! lock-free, only *try* the channel's read lock and the domain's registry
+//! slot, and **drop the event** if a writer holds either. That is correct
 //! (spec §2.15, as Xen settled on): a channel's writer exists only while the
-//! channel is, or becomes, free or unbound — an event arriving then would be
-//! discarded anyway. The same paths re-check that the channel still carries
+//! channel is, or becomes, free or unbound, and a slot's writer only while
+//! that domain is being created or destroyed — an event arriving then would
+//! be discarded anyway. The same paths re-check that the channel still carries
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
 //!
@@ -117,6 +190,8 @@ extern crate std;
 pub mod abi;
 mod channel;
 mod domain;
+mod domain_table;
+mod dump;
 mod notify;
 pub mod ops;
 pub mod port_ops;

@@ -70,6 +70,13 @@ pub trait PirqHost: Send + Sync {
     fn set_affinity(&self, domain: DomId, pirq: u32, vcpu: VcpuId) {
         let _ = (domain, pirq, vcpu);
     }
+
+    /// The host IRQ behind `pirq`, for the debug dump (`i=`). The default
+    /// knows none.
+    fn host_irq(&self, domain: DomId, pirq: u32) -> Option<u32> {
+        let _ = (domain, pirq);
+        None
+    }
 }
 
 /// A [`PirqHost`] with no physical IRQs: every bind_pirq gives -EPERM.

@@ -7,6 +7,7 @@
 //! [`SharedInfo`] (one cast in its shared-page module); host tests keep one
 //! on the heap. Offsets are asserted against the spec's numbers.
 
+#[cfg(not(loom))]
 use core::mem::{offset_of, size_of};
 
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64};

@@ -1,6 +1,11 @@
 //! The port ops: the guest-visible pending/mask machinery, one module per
 //! ABI behind the closed [`EventAbi`] enum (Xen's `evtchn_port_ops`).
 //!
+//! FIFO will be a second variant carrying its per-domain state (event-array
+//! pages, per-vcpu control blocks and queues); the domain's current ABI then
+//! becomes switchable under the event lock, with the FIFO state published
+//! before the switch (XSA-358, XSA-359). Callers need not change.
+//!
 //! Channel bookkeeping (`crate::ops`) decides *whether* a port is signalled;
 //! the port ops decide *how*, by flipping bits on the shared page in exactly
 //! Xen's order. They never call [`crate::Notify`] themselves: they return
@@ -34,21 +39,21 @@ pub struct Wakeups {
 impl EventAbi {
     /// Ports the ABI can address (the allocation limit is this minus one,
     /// or the domain's `max_evtchn_port` if lower).
-    pub const fn nr_channels(self) -> u32 {
+    pub const fn nr_channels(&self) -> u32 {
         match self {
             Self::TwoLevel => EVTCHN_2L_NR_CHANNELS,
         }
     }
 
     /// Mark `port` pending toward `vcpu` (spec §3.3 set_pending).
-    pub fn set_pending(self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
+    pub fn set_pending(&self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
         match self {
             Self::TwoLevel => two_level::set_pending(view, port, vcpu),
         }
     }
 
     /// Clear `port`'s pending bit (used when a channel is freed).
-    pub fn clear_pending(self, view: &dyn SharedInfoView, port: Port) {
+    pub fn clear_pending(&self, view: &dyn SharedInfoView, port: Port) {
         match self {
             Self::TwoLevel => two_level::clear_pending(view, port),
         }
@@ -56,21 +61,21 @@ impl EventAbi {
 
     /// Unmask `port`, re-raising it toward `vcpu` if it is pending
     /// (spec §3.3 unmask).
-    pub fn unmask(self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
+    pub fn unmask(&self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
         match self {
             Self::TwoLevel => two_level::unmask(view, port, vcpu),
         }
     }
 
     /// Whether `port` is pending.
-    pub fn is_pending(self, view: &dyn SharedInfoView, port: Port) -> bool {
+    pub fn is_pending(&self, view: &dyn SharedInfoView, port: Port) -> bool {
         match self {
             Self::TwoLevel => two_level::is_pending(view, port),
         }
     }
 
     /// Whether `port` is masked.
-    pub fn is_masked(self, view: &dyn SharedInfoView, port: Port) -> bool {
+    pub fn is_masked(&self, view: &dyn SharedInfoView, port: Port) -> bool {
         match self {
             Self::TwoLevel => two_level::is_masked(view, port),
         }

@@ -141,6 +141,10 @@ impl World {
         self.pages.insert(config.domid, page);
     }
 
+    pub fn active_of(&self, domid: DomId) -> u32 {
+        self.domains.active_channels(domid).unwrap()
+    }
+
     pub fn page(&self, domid: DomId) -> &SharedInfo {
         &self.pages[&domid]
     }
@@ -345,7 +349,7 @@ impl Zoo {
         world.map_pirq(DOM1, ZOO_PIRQ);
         assert_eq!(domains.bind_pirq(DOM1, ZOO_PIRQ, 0), Ok(PIRQ));
         assert_eq!(
-            domains.alloc_unbound_xen(DOM1, DOM2, XenConsumer(1)),
+            domains.alloc_unbound_xen(DOM1, VcpuId(0), DOM2, XenConsumer(1)),
             Ok(XEN_ATTACHED)
         );
         world.guest_ack_all(DOM1);
