@@ -36,6 +36,8 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         Ok(info) => cmdline::parse(&info.cmdline),
         Err(_) => Options::default(),
     };
+    // Measure the TSC before the first line, so every line has a time.
+    let tsc_hz = arch::tsc::calibrate();
     console::init(options.log_level);
     log::info!("Sluice hypervisor {}", env!("CARGO_PKG_VERSION"));
     let info = match parsed {
@@ -50,7 +52,6 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         );
     }
 
-    let tsc_hz = arch::tsc::calibrate();
     match arch::cpu::cpuid_tsc_hz() {
         Some(claimed) => log::info!(
             "TSC: {} kHz measured against the PIT (CPUID says {} kHz)",
