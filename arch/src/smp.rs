@@ -10,7 +10,7 @@
 //! sets the CPU up like the bootstrap processor.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::cpu::{self, Features};
 use crate::gdt::CpuTables;
@@ -124,15 +124,17 @@ pub struct TrampolinePage {
     _private: (),
 }
 
+static TRAMPOLINE_CLAIMED: AtomicBool = AtomicBool::new(false);
+
 impl TrampolinePage {
-    /// Claims the trampoline page.
+    /// Claims the trampoline page; `None` if it was claimed before.
     ///
     /// # Safety
     /// The page at `TRAMPOLINE_PHYS` must be usable RAM, mapped in the
-    /// direct map, that no allocator hands out and nothing else writes,
-    /// and this must be called at most once.
-    pub unsafe fn claim() -> Self {
-        Self { _private: () }
+    /// direct map, that no allocator hands out and nothing else writes.
+    pub unsafe fn claim() -> Option<Self> {
+        let was_claimed = TRAMPOLINE_CLAIMED.swap(true, Ordering::AcqRel);
+        (!was_claimed).then_some(Self { _private: () })
     }
 }
 

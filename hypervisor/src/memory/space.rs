@@ -177,7 +177,7 @@ pub fn trampoline_tables() -> Result<arch::smp::TrampolineTables, arch::smp::Sta
     arch::smp::build_trampoline_tables(&mut Frames)
 }
 
-/// Claims the AP trampoline page, if the memory map says it is RAM.
+/// Claims the AP trampoline page, if the memory map says it is RAM (once).
 pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::TrampolinePage> {
     let page = arch::smp::TRAMPOLINE_PHYS;
     let is_usable = regions.iter().any(|region| {
@@ -187,9 +187,9 @@ pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::Tram
         return None;
     }
     // SAFETY: the page is usable RAM (checked above) below 1 MiB, which the
-    // frame allocator never hands out (`frames::LOW_MEMORY_END`), and it is
-    // in the direct map; startup calls this once.
-    Some(unsafe { arch::smp::TrampolinePage::claim() })
+    // frame allocator never hands out (`frames::LOW_MEMORY_END`) and
+    // nothing else in Sluice writes, and it is in the direct map.
+    unsafe { arch::smp::TrampolinePage::claim() }
 }
 
 /// Maps the local APIC's register page (at `phys`) for xAPIC mode.
