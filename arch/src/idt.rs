@@ -3,7 +3,7 @@
 //! Every vector has a 16-byte stub that pushes a zero error code (when the
 //! CPU pushes none) and the vector number, then jumps to one common entry
 //! that saves all general registers into an [`InterruptFrame`] and calls
-//! [`sluice_interrupt_dispatch`]. Exceptions are fatal (dump, stop every
+//! `sluice_interrupt_dispatch`. Exceptions are fatal (dump, stop every
 //! CPU, exit); other vectors go to handlers registered with
 //! [`set_handler`], then get their LAPIC EOI.
 //!

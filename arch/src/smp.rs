@@ -5,7 +5,7 @@
 //! trampoline is copied to `TRAMPOLINE_PHYS` below 1 MiB. It loads its own
 //! small GDT, enters protected mode, enables PAE, loads the CR3 it was given
 //! (tables that identity-map the trampoline page and share the hypervisor's
-//! upper half), enables long mode and NX, and jumps to [`ap_entry`] on the
+//! upper half), enables long mode and NX, and jumps to `ap_entry` on the
 //! stack it was given. `ap_entry` switches to the hypervisor's tables and
 //! sets the CPU up like the bootstrap processor.
 
