@@ -156,6 +156,22 @@ pub fn allocate_stack(pages: u64) -> Result<Stack, MapError> {
     Ok(unsafe { Stack::assume_exclusive(range) })
 }
 
+/// Maps a fresh frame at the guest (lower-half) address `virt` in the
+/// hypervisor's own tables, user-accessible, writable and executable, and
+/// zeroes it through the guest-copy path: for the self-tests of guest
+/// copies, SMAP and SMEP only. Domains will get their own tables.
+#[cfg(feature = "selftest")]
+pub fn map_guest_test_page(virt: u64) -> Result<(), MapError> {
+    if virt >= arch::layout::HYPERVISOR_VIRT_START {
+        return Err(MapError::Misaligned);
+    }
+    let frame = frames::allocate().ok_or(MapError::OutOfFrames)?;
+    let flags = PageTableFlags::USER_ACCESSIBLE | PageTableFlags::WRITABLE;
+    map_range(virt, Some(frame), 1, flags)?;
+    let zeros = [0u8; PAGE_SIZE as usize];
+    arch::guest_copy::copy_to_guest(virt, &zeros).map_err(|_| MapError::OutOfFrames)
+}
+
 /// Maps device registers at `phys` (`size` bytes) uncached in the vmap
 /// area; returns the virtual address of `phys`.
 pub fn map_mmio(phys: u64, size: u64) -> Result<u64, MapError> {

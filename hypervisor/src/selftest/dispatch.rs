@@ -2,7 +2,7 @@
 
 use arch::qemu::ExitCode;
 
-use super::{cpus, fatal, ioapic, ipi, pagefault, timer};
+use super::{cpus, fatal, guest_access, ioapic, ipi, pagefault, timer};
 use crate::acpi::Madt;
 
 /// Runs self-test `name`; returns how the run should end.
@@ -16,11 +16,14 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "nx" => pagefault::run_no_execute(),
         "wp" => pagefault::run_write_protect(),
         "ioapic" => ioapic::run(),
+        "guestcopy" => guest_access::run_copies(),
+        "smap" => guest_access::run_smap(),
+        "smep" => guest_access::run_smep(),
         "panic" => fatal::panic(),
         "stackoverflow" => fatal::stack_overflow(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, panic, stackoverflow)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow)"
             );
             ExitCode::Fail
         }

@@ -2,13 +2,14 @@
 //!
 //! Each test prints what it measured and a verdict line that appears only
 //! when its check passed; the run ends with the pass or fail exit code
-//! (`pagefault`, `nx`, `wp`, `panic` and `stackoverflow` end with the panic
+//! (`pagefault`, `nx`, `wp`, `smap`, `smep`, `panic` and `stackoverflow` end with the panic
 //! code, by design). The scenarios under `tests/scenarios/` name the lines
 //! they expect.
 
 mod cpus;
 mod dispatch;
 mod fatal;
+mod guest_access;
 mod ioapic;
 mod ipi;
 mod pagefault;
