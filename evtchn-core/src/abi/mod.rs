@@ -3,7 +3,7 @@
 //!
 //! Nothing here has behaviour beyond encoding: the ops live in
 //! [`crate::ops`], the bit manipulation of the shared page in
-//! [`crate::port_ops`].
+//! `crate::port_ops` (the 2-level bitmaps and the FIFO event words).
 
 mod errno;
 mod fifo;
