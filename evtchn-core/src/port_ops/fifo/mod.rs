@@ -34,7 +34,7 @@ use crate::abi::{
 };
 use crate::channel::Channel;
 use crate::notify::Notify;
-use crate::shared::{GuestFrame, SharedInfoView, WORDS_PER_FRAME};
+use crate::shared::{GuestFrame, SharedInfoView};
 use crate::sync::{AtomicU32, Mutex, OnceSlot, Ordering};
 
 use super::Wakeups;
@@ -220,7 +220,6 @@ impl Fifo {
             .get((port.0 / EVTCHN_FIFO_WORDS_PER_PAGE) as usize)?
             .get()?;
         let index = (port.0 % EVTCHN_FIFO_WORDS_PER_PAGE) as usize;
-        debug_assert!(index < WORDS_PER_FRAME);
         page.words().get(index)
     }
 
