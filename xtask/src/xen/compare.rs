@@ -2,6 +2,13 @@
 //! same verdict and the same description, the same plan, and both sides run
 //! to the end. Xen 4.17 is the oracle: Sluice implements Xen's ABI, so a
 //! guest must see the same answers under both.
+//!
+//! A description may end with what the guest observed, in parentheses with
+//! a number in them: `VIRQ_TIMER ticks ... (default periodic timer; 8 ticks
+//! in 100 ms)`. Such a measurement varies from run to run even on Xen, and
+//! the check's verdict already says whether it was acceptable, so the
+//! comparison leaves that last parenthesised group out. Lines that differ
+//! only there are kept as observations, listed but not failures.
 
 use std::fmt;
 
@@ -56,7 +63,7 @@ impl Difference {
             Difference::Differs { sluice, xen } => {
                 let what = match (
                     sluice.verdict == xen.verdict,
-                    sluice.description == xen.description,
+                    essence(&sluice.description) == essence(&xen.description),
                 ) {
                     (false, false) => "verdict and description differ",
                     (false, true) => "verdict differs",
@@ -100,11 +107,42 @@ fn pad(side: Side) -> &'static str {
     }
 }
 
+/// The description a comparison looks at: without a last parenthesised
+/// group that holds a digit (what the guest measured or got).
+pub fn essence(description: &str) -> &str {
+    let trimmed = description.trim_end();
+    let Some(inner) = trimmed.strip_suffix(')') else {
+        return trimmed;
+    };
+    // Walk back to the `(` that opens the last group.
+    let mut depth = 1usize;
+    for (index, character) in inner.char_indices().rev() {
+        match character {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    let group = inner.get(index..).unwrap_or("");
+                    if group.chars().any(|c| c.is_ascii_digit()) {
+                        return inner.get(..index).unwrap_or(trimmed).trim_end();
+                    }
+                    return trimmed;
+                }
+            }
+            _ => {}
+        }
+    }
+    trimmed
+}
+
 /// The result of comparing one scenario's two logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comparison {
     /// Every disagreement, by test number.
     pub differences: Vec<Difference>,
+    /// Lines with the same verdict and description that differ only in the
+    /// observation at their end (Sluice's line, Xen's line): not failures.
+    pub observations: Vec<(TapTest, TapTest)>,
     /// Numbers both sides printed.
     pub compared: usize,
     /// Whether Sluice printed its plan (ran to the end).
@@ -126,6 +164,7 @@ impl Comparison {
 /// caller reports once rather than line by line.
 pub fn compare(sluice: &TapLog, xen: &TapLog) -> Comparison {
     let mut differences = Vec::new();
+    let mut observations = Vec::new();
     let mut compared = 0;
     let sluice_last = sluice.last().map_or(0, |test| test.number);
     let xen_last = xen.last().map_or(0, |test| test.number);
@@ -139,11 +178,15 @@ pub fn compare(sluice: &TapLog, xen: &TapLog) -> Comparison {
         match (sluice.tests.get(&number), xen.tests.get(&number)) {
             (Some(ours), Some(theirs)) => {
                 compared += 1;
-                if ours.verdict != theirs.verdict || ours.description != theirs.description {
+                if ours.verdict != theirs.verdict
+                    || essence(&ours.description) != essence(&theirs.description)
+                {
                     differences.push(Difference::Differs {
                         sluice: ours.clone(),
                         xen: theirs.clone(),
                     });
+                } else if ours.description != theirs.description {
+                    observations.push((ours.clone(), theirs.clone()));
                 }
             }
             (None, Some(theirs)) => {
@@ -180,6 +223,7 @@ pub fn compare(sluice: &TapLog, xen: &TapLog) -> Comparison {
     );
     Comparison {
         differences,
+        observations,
         compared,
         sluice_finished: sluice.is_finished(),
         xen_finished: xen.is_finished(),
@@ -307,6 +351,48 @@ mod tests {
                 sluice.duplicates[0].clone()
             )]
         );
+    }
+
+    #[test]
+    fn a_last_group_with_a_number_is_an_observation() {
+        assert_eq!(
+            essence("VIRQ_TIMER ticks (default periodic timer; 8 ticks in 100 ms)"),
+            "VIRQ_TIMER ticks"
+        );
+        assert_eq!(
+            essence("IF set (= !saved mask) (rflags 0x246)"),
+            "IF set (= !saved mask)"
+        );
+        assert_eq!(
+            essence("magic is \"x\" (got (nested 1) \"x\")"),
+            "magic is \"x\""
+        );
+        assert_eq!(
+            essence("status of port 0 (reserved) is rc 0"),
+            "status of port 0 (reserved) is rc 0"
+        );
+        assert_eq!(
+            essence("masking holds (as documented)"),
+            "masking holds (as documented)"
+        );
+        assert_eq!(essence("unbalanced 1)"), "unbalanced 1)");
+        assert_eq!(essence("(42)"), "");
+    }
+
+    #[test]
+    fn measurements_differ_as_observations_only() {
+        let xen = parse("ok 1 - ticks (8 ticks in 100 ms)\nok 2 - port (gets 5)\n1..2\n");
+        let sluice = parse("ok 1 - ticks (7 ticks in 100 ms)\nnot ok 2 - port (gets 6)\n1..2\n");
+        let comparison = compare(&sluice, &xen);
+        assert_eq!(comparison.observations.len(), 1);
+        assert_eq!(comparison.observations[0].0.number, 1);
+        assert_eq!(comparison.differences.len(), 1);
+        assert_eq!(
+            comparison.differences[0].render()[0],
+            "test 2: verdict differs"
+        );
+        let other = parse("ok 1 - tocks (8 ticks in 100 ms)\nok 2 - port (gets 5)\n1..2\n");
+        assert_eq!(compare(&other, &xen).differences.len(), 1);
     }
 
     #[test]

@@ -305,7 +305,10 @@ fn compare_one(
         Err(reason) => return ScenarioResult::error(&name, vec![reason]),
     };
     let comparison = compare::compare(&sluice_tap, xen_tap);
-    let lines = explain(scenario, sluice, &source, &sluice_tap, xen_tap, &comparison);
+    let mut lines = explain(scenario, sluice, &source, &sluice_tap, xen_tap, &comparison);
+    if sluice.serial_log.is_none() {
+        lines.insert(0, format!("Sluice log: {source}"));
+    }
     let file = Path::new(ORACLE_DIR).join(format!("{}.compare", scenario.name));
     let mut text = format!(
         "{name}\nSluice: {source}\nXen:    {}\n",
@@ -323,6 +326,18 @@ fn compare_one(
     for line in &lines {
         text.push_str(line);
         text.push('\n');
+    }
+    if !comparison.observations.is_empty() {
+        text.push_str(&format!(
+            "{} line(s) differ only in the observation at their end (not failures):\n",
+            comparison.observations.len()
+        ));
+        for (ours, theirs) in &comparison.observations {
+            text.push_str(&format!(
+                "  Sluice: {}\n  Xen:    {}\n",
+                ours.line, theirs.line
+            ));
+        }
     }
     // The comparison is also on the terminal; a file that cannot be written
     // loses only the copy.
@@ -353,7 +368,7 @@ fn sluice_log(
 ) -> Result<(TapLog, String), String> {
     if let Some(log) = &sluice.serial_log {
         let text = read_lossy(&root.join(log));
-        return Ok((tap::parse(&text), format!("{} (this run)", log.display())));
+        return Ok((tap::parse(&text), format!("{}, this run", log.display())));
     }
     let saved = Path::new(repo::SCENARIO_LOGS_DIR).join(format!("{}.log", scenario.name));
     let Ok(text) = fs::read(root.join(&saved)) else {
@@ -372,7 +387,7 @@ fn sluice_log(
     Ok((
         tap::parse(&String::from_utf8_lossy(&text)),
         format!(
-            "{} (saved from an earlier run{age}: Sluice did not run this scenario in this run)",
+            "{}, saved by an earlier run{age}: Sluice did not run this scenario in this run",
             saved.display()
         ),
     ))
