@@ -56,6 +56,7 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
     }
 
     println!("== on Sluice");
+    let sluice_started = Instant::now();
     let sluice = if selected.is_empty() {
         Vec::new()
     } else {
@@ -72,7 +73,9 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
         }
     };
 
+    let sluice_seconds = sluice_started.elapsed().as_secs_f64();
     println!("== on Xen 4.17 (TCG, dom0; serial logs in {ORACLE_DIR}/)");
+    let xen_started = Instant::now();
     let xen = match xen_elf {
         Ok(xen_elf) => run_on_xen(root, &xen_elf, &selected, options.jobs),
         Err(error) => {
@@ -84,6 +87,7 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
         }
     };
 
+    let xen_seconds = xen_started.elapsed().as_secs_f64();
     println!("== Sluice's verdicts against Xen's");
     let mut compared = Vec::with_capacity(selected.len());
     for ((scenario, sluice), xen) in selected.iter().zip(&sluice).zip(&xen) {
@@ -103,7 +107,8 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
     let (xen_ok, xen_all) = count(&xen_results);
     let (same, compared_all) = count(&compared);
     println!(
-        "== Sluice: {sluice_ok} of {sluice_all} ok; Xen: {xen_ok} of {xen_all} ok; \
+        "== Sluice: {sluice_ok} of {sluice_all} ok ({sluice_seconds:.0} s); \
+         Xen: {xen_ok} of {xen_all} ok ({xen_seconds:.0} s); \
          same verdicts: {same} of {compared_all}; {:.0} s in all",
         started.elapsed().as_secs_f64()
     );
@@ -423,7 +428,7 @@ fn explain(
     }
     if !comparison.differences.is_empty() {
         lines.push(format!(
-            "{} difference{} ({} test numbers printed by both):",
+            "{} difference{} (tests printed by both sides: {}):",
             comparison.differences.len(),
             if comparison.differences.len() == 1 {
                 ""
@@ -496,6 +501,85 @@ fn read_lossy(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scenario(args: &str) -> Scenario {
+        let text =
+            format!("description = \"x\"\n[[module]]\nguest = \"hello\"\nargs = \"{args}\"\n");
+        let guests = ["hello".to_owned()].into_iter().collect();
+        Scenario {
+            name: "hello".into(),
+            manifest: crate::manifest::parse(&text, &guests).unwrap(),
+        }
+    }
+
+    #[test]
+    fn sluice_that_built_no_domain_did_not_finish() {
+        let sluice = ScenarioResult {
+            name: "hello".into(),
+            outcome: Outcome::Fail(vec!["expected exit `pass`, got: QEMU exit 35".into()]),
+            seconds: 0.3,
+            serial_log: Some("target/scenarios/hello.log".into()),
+            command: None,
+        };
+        let sluice_tap = tap::parse("[    0.1] cpu0 ERROR no domains run yet\n");
+        let xen_tap = tap::parse("ok 1 - a\nok 2 - b (3 ticks)\n1..2\n# verdict: PASS\n");
+        let comparison = compare::compare(&sluice_tap, &xen_tap);
+        let lines = explain(
+            &scenario("dom=1 vcpus=1"),
+            &sluice,
+            "target/scenarios/hello.log, this run",
+            &sluice_tap,
+            &xen_tap,
+            &comparison,
+        );
+        assert_eq!(
+            lines,
+            [
+                "Sluice did not finish this scenario: its log has no TAP line \
+                 (target/scenarios/hello.log, this run)",
+                "  Sluice's run: expected exit `pass`, got: QEMU exit 35",
+            ]
+        );
+    }
+
+    #[test]
+    fn differences_of_an_unprivileged_guest_carry_the_dom0_note() {
+        let sluice = ScenarioResult::error("hello", Vec::new());
+        let sluice_tap = tap::parse("not ok 1 - a\n1..1\n");
+        let xen_tap = tap::parse("ok 1 - a\n1..1\n");
+        let comparison = compare::compare(&sluice_tap, &xen_tap);
+        let unprivileged = explain(
+            &scenario("dom=1"),
+            &sluice,
+            "",
+            &sluice_tap,
+            &xen_tap,
+            &comparison,
+        );
+        assert_eq!(
+            unprivileged[0],
+            "1 difference (tests printed by both sides: 1):"
+        );
+        assert_eq!(unprivileged[2], "  Sluice: not ok 1 - a");
+        assert!(
+            unprivileged
+                .last()
+                .unwrap()
+                .starts_with("note: Sluice boots this guest unprivileged")
+        );
+        let privileged = explain(
+            &scenario("dom=0 priv"),
+            &sluice,
+            "",
+            &sluice_tap,
+            &xen_tap,
+            &comparison,
+        );
+        assert!(
+            !privileged.last().unwrap().starts_with("note:"),
+            "{privileged:?}"
+        );
+    }
 
     #[test]
     fn parallel_map_keeps_order() {
