@@ -14,6 +14,7 @@ pub mod boot;
 pub mod cpu;
 pub mod fatal;
 pub mod gdt;
+pub mod guest_copy;
 pub mod idt;
 pub mod ioapic;
 pub mod lapic;

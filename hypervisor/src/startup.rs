@@ -31,12 +31,17 @@ fn fail(message: core::fmt::Arguments<'_>) -> ! {
 pub fn start(magic: u32, multiboot_info: u32) -> ! {
     arch::tsc::mark_boot();
     cpus::init_bsp_early();
+    // Errors only until the command line says otherwise, so that a fault
+    // while reading the loader's data is still reported.
+    console::init(log::LevelFilter::Error);
     let parsed = bootinfo::parse(magic, multiboot_info);
     let options = match &parsed {
         Ok(info) => cmdline::parse(&info.cmdline),
         Err(_) => Options::default(),
     };
-    console::init(options.log_level);
+    // Measure the TSC before the first line, so every line has a time.
+    let tsc_hz = arch::tsc::calibrate();
+    console::set_level(options.log_level);
     log::info!("Sluice hypervisor {}", env!("CARGO_PKG_VERSION"));
     let info = match parsed {
         Ok(info) => info,
@@ -50,7 +55,6 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         );
     }
 
-    let tsc_hz = arch::tsc::calibrate();
     match arch::cpu::cpuid_tsc_hz() {
         Some(claimed) => log::info!(
             "TSC: {} kHz measured against the PIT (CPUID says {} kHz)",
