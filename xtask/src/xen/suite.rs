@@ -50,6 +50,13 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
     }
     let selected = select(scenarios);
 
+    if selected.is_empty() {
+        let results: Vec<&ScenarioResult> = broken.iter().collect();
+        let failed = results.iter().filter(|result| !result.is_pass()).count();
+        println!("{}", closing_line(results.len() - failed, failed));
+        return Ok(failed == 0);
+    }
+    // Before Sluice runs, so that a missing package shows up at the top.
     let xen_elf = setup::prepare(root);
     if let Err(error) = &xen_elf {
         println!("Xen image not ready: {error:#}");
@@ -57,19 +64,15 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
 
     println!("== on Sluice");
     let sluice_started = Instant::now();
-    let sluice = if selected.is_empty() {
-        Vec::new()
-    } else {
-        match test::prepare_and_run(root, options, &selected) {
-            Ok(results) => results,
-            Err(error) => {
-                println!("scenarios not run on Sluice: {error:#}");
-                let reason = format!("not run: {error:#}");
-                selected
-                    .iter()
-                    .map(|scenario| ScenarioResult::error(&scenario.name, vec![reason.clone()]))
-                    .collect()
-            }
+    let sluice = match test::prepare_and_run(root, options, &selected) {
+        Ok(results) => results,
+        Err(error) => {
+            println!("scenarios not run on Sluice: {error:#}");
+            let reason = format!("not run: {error:#}");
+            selected
+                .iter()
+                .map(|scenario| ScenarioResult::error(&scenario.name, vec![reason.clone()]))
+                .collect()
         }
     };
 
