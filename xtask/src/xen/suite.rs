@@ -51,10 +51,7 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
     let selected = select(scenarios);
 
     if selected.is_empty() {
-        let results: Vec<&ScenarioResult> = broken.iter().collect();
-        let failed = results.iter().filter(|result| !result.is_pass()).count();
-        println!("{}", closing_line(results.len() - failed, failed));
-        return Ok(failed == 0);
+        return Ok(summarize(&Phases::default(), &broken, started));
     }
     // Before Sluice runs, so that a missing package shows up at the top.
     let xen_elf = setup::prepare(root);
@@ -75,8 +72,8 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
                 .collect()
         }
     };
-
     let sluice_seconds = sluice_started.elapsed().as_secs_f64();
+
     println!("== on Xen 4.17 (TCG, dom0; serial logs in {ORACLE_DIR}/)");
     let xen_started = Instant::now();
     let xen = match xen_elf {
@@ -89,8 +86,8 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
                 .collect()
         }
     };
-
     let xen_seconds = xen_started.elapsed().as_secs_f64();
+
     println!("== Sluice's verdicts against Xen's");
     let mut compared = Vec::with_capacity(selected.len());
     for ((scenario, sluice), xen) in selected.iter().zip(&sluice).zip(&xen) {
@@ -99,27 +96,56 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
         compared.push(result);
     }
 
-    let count = |results: &[ScenarioResult]| {
-        (
-            results.iter().filter(|result| result.is_pass()).count(),
-            results.len(),
-        )
+    let phases = Phases {
+        sluice,
+        sluice_seconds,
+        xen: xen.into_iter().map(|run| run.result).collect(),
+        xen_seconds,
+        compared,
     };
-    let xen_results: Vec<ScenarioResult> = xen.into_iter().map(|run| run.result).collect();
-    let (sluice_ok, sluice_all) = count(&sluice);
-    let (xen_ok, xen_all) = count(&xen_results);
-    let (same, compared_all) = count(&compared);
-    println!(
-        "== Sluice: {sluice_ok} of {sluice_all} ok ({sluice_seconds:.0} s); \
-         Xen: {xen_ok} of {xen_all} ok ({xen_seconds:.0} s); \
-         same verdicts: {same} of {compared_all}; {:.0} s in all",
-        started.elapsed().as_secs_f64()
-    );
+    Ok(summarize(&phases, &broken, started))
+}
+
+/// The results of each step, for the summary.
+#[derive(Default)]
+struct Phases {
+    /// The scenarios on Sluice.
+    sluice: Vec<ScenarioResult>,
+    /// How long the Sluice step took, builds included.
+    sluice_seconds: f64,
+    /// Their guests on Xen.
+    xen: Vec<ScenarioResult>,
+    /// How long the Xen step took.
+    xen_seconds: f64,
+    /// Sluice's verdicts against Xen's.
+    compared: Vec<ScenarioResult>,
+}
+
+/// Prints the summary, the names of what failed and the closing line;
+/// returns whether nothing failed. `broken` holds the manifests that did
+/// not load.
+fn summarize(phases: &Phases, broken: &[ScenarioResult], started: Instant) -> bool {
+    let passes = |results: &[ScenarioResult]| results.iter().filter(|r| r.is_pass()).count();
+    if !phases.compared.is_empty() {
+        println!(
+            "== Sluice: {} of {} ok ({:.0} s); Xen: {} of {} ok ({:.0} s); \
+             same verdicts: {} of {}; {:.0} s in all",
+            passes(&phases.sluice),
+            phases.sluice.len(),
+            phases.sluice_seconds,
+            passes(&phases.xen),
+            phases.xen.len(),
+            phases.xen_seconds,
+            passes(&phases.compared),
+            phases.compared.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let all: Vec<&ScenarioResult> = broken
         .iter()
-        .chain(&sluice)
-        .chain(&xen_results)
-        .chain(&compared)
+        .chain(&phases.sluice)
+        .chain(&phases.xen)
+        .chain(&phases.compared)
         .collect();
     let failed: Vec<&str> = all
         .iter()
@@ -129,9 +155,8 @@ pub fn run(root: &Path, options: &test::Options) -> Result<bool> {
     if !failed.is_empty() {
         println!("failing: {}", failed.join(", "));
     }
-    let passed = all.len() - failed.len();
-    println!("{}", closing_line(passed, failed.len()));
-    Ok(failed.is_empty())
+    println!("{}", closing_line(all.len() - failed.len(), failed.len()));
+    failed.is_empty()
 }
 
 /// The scenarios that boot on Xen: exactly one module and no `xen_skip`.
@@ -582,6 +607,32 @@ mod tests {
             !privileged.last().unwrap().starts_with("note:"),
             "{privileged:?}"
         );
+    }
+
+    #[test]
+    fn every_phase_and_broken_manifests_count_toward_the_closing_line() {
+        let pass = |name: &str| ScenarioResult {
+            name: name.into(),
+            outcome: Outcome::Pass,
+            seconds: 1.0,
+            serial_log: None,
+            command: None,
+        };
+        let phases = Phases {
+            sluice: vec![ScenarioResult::error("hello", vec!["no domain".into()])],
+            xen: vec![pass("hello on Xen")],
+            compared: vec![pass("hello: Sluice vs Xen")],
+            ..Phases::default()
+        };
+        assert!(!summarize(&phases, &[], Instant::now()));
+        let phases = Phases {
+            sluice: vec![pass("hello")],
+            ..phases
+        };
+        assert!(summarize(&phases, &[], Instant::now()));
+        let broken = [ScenarioResult::error("bad", vec!["field `smp`".into()])];
+        assert!(!summarize(&phases, &broken, Instant::now()));
+        assert!(summarize(&Phases::default(), &[], Instant::now()));
     }
 
     #[test]
