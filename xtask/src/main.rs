@@ -5,6 +5,7 @@
 //! from the repository root. See the README for what each prints.
 
 mod accel;
+mod bench;
 mod build;
 mod host_tests;
 mod lint;
@@ -51,6 +52,9 @@ enum Command {
     Test(TestArgs),
     /// rustfmt and clippy on the host and the kernel-side crates.
     Lint,
+    /// Host benchmarks of evtchn-core; writes a Markdown table to
+    /// target/bench/host.md and prints it.
+    Bench,
 }
 
 #[derive(Args)]
@@ -188,6 +192,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Lint => {
             lint::run(&root)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench => {
+            bench::run(&root)?;
             Ok(ExitCode::SUCCESS)
         }
     }

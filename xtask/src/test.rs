@@ -34,7 +34,11 @@ pub struct Options {
 pub fn run(root: &Path, options: &Options) -> Result<bool> {
     let started = Instant::now();
     println!("== host tests");
-    let host = host_tests::run(root)?;
+    let mut host = host_tests::run(root)?;
+    println!("== loom model checks");
+    let loom = host_tests::run_loom(root)?;
+    host.passed += loom.passed;
+    host.failed += loom.failed;
 
     println!("== scenarios");
     let mut results = Vec::new();
