@@ -8,7 +8,7 @@
 //! the 512-byte arrays is never touched: it reads as masked and not pending
 //! (XSA-342).
 
-use super::Wakeups;
+use super::{Wakeups, mark_events_pending};
 use crate::abi::{Port, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
@@ -41,11 +41,7 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
     {
         return None;
     }
-    // Xen: vcpu_mark_events_pending(); upcall_mask is not looked at here.
-    if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
-        return None;
-    }
-    Some(vcpu)
+    mark_events_pending(view, vcpu)
 }
 
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
