@@ -148,3 +148,16 @@ mod imp {
 }
 
 pub use imp::{Mutex, MutexGuard, OnceSlot, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Marks a shared-page test-and-set that is followed by a plain read of
+/// another word (set_pending: pending then mask; unmask: mask then
+/// pending). Both are `SeqCst`, so the read cannot be satisfied before the
+/// read-modify-write (on x86 the `lock`ed instruction is a full barrier):
+/// nothing to emit. loom models `SeqCst` accesses only as acquire/release
+/// and would report a store-buffering outcome that cannot happen; under
+/// `cfg(loom)` this is a `SeqCst` fence, which loom does model.
+#[inline(always)]
+pub fn after_test_and_set() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}

@@ -52,6 +52,7 @@ pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -
     if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         return Wakeups::default();
     }
+    crate::sync::after_test_and_set();
     // 2. Not masked → selector, then upcall_pending.
     let is_masked =
         mask_word(view, port).is_none_or(|(mask, bit)| mask.load(Ordering::SeqCst) & bit != 0);
@@ -80,6 +81,7 @@ pub(super) fn unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wak
     // test-and-clear mask; only a port that *was* masked and is pending is
     // re-raised: unmasking an unmasked pending port does nothing.
     let was_masked = mask.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+    crate::sync::after_test_and_set();
     if !was_masked || !is_pending(view, port) {
         return Wakeups::default();
     }
