@@ -56,8 +56,12 @@
 //!
 //! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
 //!   [`Port`], [`VcpuId`], [`Virq`] / [`abi::VirqClass`], every op struct
-//!   with `from_bytes` / `to_bytes`, and the shared_info layout
-//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics.
+//!   with `from_bytes` / `to_bytes`, the shared_info layout
+//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics, and the FIFO
+//!   event-word bits and control-block layout
+//!   ([`abi::EvtchnFifoControlBlock`]).
+//! * [`DomainConfig`] per domain, with [`FifoSupport`] to keep a domain on
+//!   2-level.
 //! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
 //!   poller, Xen-attached consumers, reset preemption, interrupts off
 //!   around FIFO queue locks), [`PirqHost`] (the physical side of PIRQs),

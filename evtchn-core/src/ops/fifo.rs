@@ -15,10 +15,11 @@ use crate::abi::{
     EVTCHN_FIFO_PRIORITY_MIN, EVTCHN_FIFO_WORDS_PER_PAGE, Errno, EvtchnFifoControlBlock,
     EvtchnInitControl, Port,
 };
-use crate::domain::{Domain, FifoSupport};
+use crate::domain::{Domain, EventLocked, FifoSupport};
 use crate::notify::{Notify, PirqHost};
 use crate::port_ops::{EventAbi, Fifo};
 use crate::registry::Domains;
+use crate::sync::MutexGuard;
 
 /// Largest control-block offset: a 72-byte block must fit in the page.
 const MAX_CONTROL_OFFSET: u32 = 4096 - EvtchnFifoControlBlock::SIZE;
@@ -166,10 +167,7 @@ impl Domain {
     /// (unmapping every frame) after the locks are released. The caller
     /// holds the event lock and has closed every guest channel (reset) or
     /// every channel (destruction).
-    pub(crate) fn leave_fifo(
-        &self,
-        locked: crate::sync::MutexGuard<'_, crate::domain::EventLocked>,
-    ) {
+    pub(crate) fn leave_fifo(&self, locked: MutexGuard<'_, EventLocked>) {
         let previous = core::mem::replace(&mut *self.abi_for_switch(&locked), EventAbi::TwoLevel);
         if previous.fifo().is_none() {
             return;
