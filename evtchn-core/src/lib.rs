@@ -194,6 +194,27 @@
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
 //!
+//! # The FIFO ABI: what the hypervisor provides
+//!
+//! Nothing has to be called for FIFO: EVTCHNOP_init_control (11),
+//! expand_array (12) and set_priority (13) arrive through
+//! [`Domains::dispatch`] like every other op, and delivery switches ABI by
+//! itself. The hypervisor provides:
+//!
+//! * [`SharedInfoView::map_frame`]: map a guest frame the domain owns (for a
+//!   PV guest the frame number is the machine frame) writable, as a
+//!   [`GuestFrame`] of 1024 `AtomicU32` words, or fail with -EINVAL (not
+//!   the domain's, not a writable page) or -ENOMEM. Dropping the
+//!   `GuestFrame` unmaps it; evtchn-core drops them on EVTCHNOP_reset, on
+//!   [`Domains::destroy_domain`] and when an init_control fails. The
+//!   default implementation maps nothing, which keeps the domain 2-level
+//!   (init_control answers -EOPNOTSUPP).
+//! * [`Notify::disable_interrupts`] / [`Notify::restore_interrupts`]:
+//!   FIFO queue locks are taken from interrupt context too, so they are
+//!   held with interrupts off.
+//! * [`DomainConfig::fifo`]: [`FifoSupport::Disabled`] for a boot option
+//!   that turns FIFO off.
+//!
 //! # Differences from Xen 4.17 worth knowing
 //!
 //! * A failing op never grows the port table: storage is allocated first
