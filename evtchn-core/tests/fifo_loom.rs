@@ -3,6 +3,9 @@
 //! onto a queue while the guest unlinks them. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p evtchn-core --test fifo_loom --release`.
 //!
+//! A third model has the guest mask and unmask the tail while the next
+//! event is linked behind it (the BUSY protocol).
+//!
 //! Checked in each interleaving: every event sent is handled exactly once,
 //! every word the consumer reaches through the queue is LINKED and links
 //! only to a port that was sent, and at the end no word is left LINKED or
@@ -18,8 +21,8 @@
 use std::sync::Arc;
 
 use evtchn_core::abi::{
-    EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_MASKED, EVTCHN_FIFO_PENDING,
-    EvtchnInitControl, SharedInfo,
+    EVTCHN_FIFO_BUSY, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_MASKED,
+    EVTCHN_FIFO_PENDING, EvtchnInitControl, SharedInfo,
 };
 use evtchn_core::sync::{AtomicU32, Ordering};
 use evtchn_core::{
@@ -196,6 +199,58 @@ fn a_resend_while_the_guest_unlinks_is_handled_again_or_coalesced() {
         // The second send either met P still set (coalesced: one handling)
         // or came after the guest cleared P (handled again): never lost.
         assert!(matches!(handled.len(), 1 | 2), "{handled:?}");
+        check_quiet(&world, &ports);
+    });
+}
+
+/// The guest masks `port` and unmasks it again as Linux does: clear M only
+/// while BUSY is clear, then ask the hypervisor to link a pending event.
+fn guest_mask_then_unmask(world: &World, port: Port) {
+    let word = &world.memory.events[port.0 as usize];
+    word.fetch_or(EVTCHN_FIFO_MASKED, Ordering::SeqCst);
+    let mut current = word.load(Ordering::SeqCst);
+    loop {
+        if current & EVTCHN_FIFO_BUSY != 0 {
+            loom::thread::yield_now();
+            current = word.load(Ordering::SeqCst);
+            continue;
+        }
+        match word.compare_exchange(
+            current,
+            current & !EVTCHN_FIFO_MASKED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => break,
+            Err(seen) => current = seen,
+        }
+    }
+    if word.load(Ordering::SeqCst) & EVTCHN_FIFO_PENDING != 0 {
+        world.domains.unmask(DOM1, port).unwrap();
+    }
+}
+
+#[test]
+fn linking_behind_a_tail_the_guest_masks_and_unmasks() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let (world, ports) = world(2);
+        let world = Arc::new(world);
+        let (first, second) = (ports[0], ports[1]);
+        let sender = {
+            let world = world.clone();
+            loom::thread::spawn(move || {
+                world.domains.send(DOM1, first).unwrap();
+                world.domains.send(DOM1, second).unwrap();
+            })
+        };
+        guest_mask_then_unmask(&world, first);
+        sender.join().unwrap();
+        let mut local_head = 0;
+        let mut handled = consume(&world, &mut local_head, &ports);
+        handled.sort_unstable();
+        assert_eq!(handled, [first.0, second.0]);
         check_quiet(&world, &ports);
     });
 }
