@@ -34,7 +34,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// domain was created with [`FifoSupport::Disabled`]; -EINVAL if the
     /// vcpu already has a control block; then the frame mapping's errors
     /// (-EINVAL for a frame the domain does not own), -ENOMEM. A failure
-    /// leaves the domain as it was.
+    /// leaves the domain as it was. (Sluice: -EINVAL while the domain is
+    /// being destroyed.)
     ///
     /// The first call switches the domain to FIFO: ports pending in the
     /// 2-level bitmap stay pending (re-raised when expand_array adds their
@@ -59,6 +60,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             return Err(Errno::EOPNOTSUPP);
         }
         let locked = domain.lock();
+        // Destruction has left FIFO for good (or is about to): mapping new
+        // frames now would keep them until the last reference goes.
+        if locked.is_dying {
+            return Err(Errno::EINVAL);
+        }
         {
             let abi = domain.abi();
             if let Some(fifo) = abi.fifo() {
