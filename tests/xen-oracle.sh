@@ -3,7 +3,12 @@
 # prints its TAP lines: the ABI is Xen's, so every single-domain guest must
 # give the same verdicts there as under Sluice.
 #
+# `cargo xtask test --xen` does this for every single-domain scenario, with
+# the scenario's vcpus, and compares the verdicts with Sluice's; this script
+# boots any guest by hand, with two vcpus, scenario or not.
+#
 #   tests/xen-oracle.sh <guest> [extra guest args...]
+#   tests/xen-oracle.sh all      # every guest, one verdict line each
 #
 # Needs Debian's xen-hypervisor-4.17-amd64 (/boot/xen-4.17-amd64.gz) and
 # qemu-system-x86_64. The guest gets `xen-oracle` on its command line, which
@@ -14,16 +19,38 @@
 # Exit status: 0 if the guest printed "# verdict: PASS" and no "not ok"
 # line, 1 otherwise. The full serial log is kept in
 # target/xen-oracle/<guest>.log. XEN_ORACLE_TIMEOUT overrides the 300 s limit;
-# XEN_ORACLE_XEN overrides the Xen image.
+# XEN_ORACLE_XEN overrides the Xen image; XEN_ORACLE_PROFILE=debug boots the
+# debug build instead of the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 <guest> [extra guest args...]" >&2
+    echo "usage: $0 <guest>|all [extra guest args...]" >&2
     exit 2
 fi
 guest=$1
 shift
+
+# `all`: every guest under tests/guests, one line each, then a total.
+if [ "$guest" = all ]; then
+    passed=0
+    failed=0
+    for dir in tests/guests/*/; do
+        name=$(basename "$dir")
+        if "$0" "$name" "$@" >/dev/null; then
+            passed=$((passed + 1))
+            verdict=PASS
+        else
+            failed=$((failed + 1))
+            verdict=FAIL
+        fi
+        summary=$(grep -a '^# [0-9]* passed' "target/xen-oracle/$name.log" | tr -d '\r' || true)
+        echo "$verdict $name ${summary:-# no summary}"
+    done
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+fi
 
 out=target/xen-oracle
 mkdir -p "$out"
@@ -37,8 +64,13 @@ case "$xen_gz" in
     *) cp "$xen_gz" "$out/xen.elf" ;;
 esac
 
-cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none --release
-image=target/x86_64-unknown-none/release/guest-$guest
+profile=${XEN_ORACLE_PROFILE:-release}
+if [ "$profile" = release ]; then
+    cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none --release
+else
+    cargo build --quiet -p "guest-$guest" --target x86_64-unknown-none
+fi
+image=target/x86_64-unknown-none/$profile/guest-$guest
 log=$out/$guest.log
 
 start=$(date +%s.%N)

@@ -31,8 +31,11 @@ const MULTIBOOT_CHECKSUM: u32 = 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(M
 pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 
 /// Size of the boot stack in the image's `.bss` (used until the bootstrap
-/// processor switches to its guarded stack).
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+/// processor switches to its guarded stack). The boot page tables map the
+/// image with 2 MiB pages, so this stack has no guard page: it is sized for
+/// unoptimised builds (which need about 100 KiB) and checked afterwards by
+/// `boot_stack_high_water`.
+pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 
 core::arch::global_asm!(
     r#"
@@ -172,11 +175,47 @@ unsafe extern "C" {
 /// used until it has guarded ones.
 pub const EARLY_IST_STACK_SIZE: usize = 16 * 1024;
 
-/// Tops of the bootstrap CPU's early IST stacks (#DF, NMI, #MC).
-pub fn early_ist_tops() -> [u64; 3] {
+static EARLY_IST_TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The bootstrap CPU's early IST stacks (#DF, NMI, #MC) in `.bss`; `None`
+/// after the first call.
+pub fn take_early_ist_stacks() -> Option<[crate::stack::Stack; 3]> {
+    if EARLY_IST_TAKEN.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return None;
+    }
     let base = (&raw const sluice_early_ist_stacks) as u64;
     let size = EARLY_IST_STACK_SIZE as u64;
-    [base + size, base + 2 * size, base + 3 * size]
+    Some([0, 1, 2].map(|index| {
+        let range = crate::percpu::StackRange {
+            bottom: base + index * size,
+            top: base + (index + 1) * size,
+        };
+        // SAFETY: the three stacks are disjoint 16 KiB pieces of the
+        // image's `.bss` (mapped writable for good, page aligned), referred
+        // to by nothing but this function, which hands them out once.
+        unsafe { crate::stack::Stack::assume_exclusive(range) }
+    }))
+}
+
+/// How many bytes of the boot stack were ever written (the loader zeroed
+/// it; the deepest non-zero byte marks the high-water mark). Only
+/// meaningful once no CPU runs on the boot stack any more.
+pub fn boot_stack_high_water() -> usize {
+    let bottom = (&raw const sluice_boot_stack_bottom) as u64;
+    let top = (&raw const sluice_boot_stack_top) as u64;
+    let mut address = bottom;
+    while address < top {
+        // SAFETY: the address lies inside the boot stack in the image's
+        // `.bss`, mapped for good; no CPU runs on it any more (caller's
+        // contract, checked by nothing that could fault), and an aligned
+        // u64 read of it has no side effect.
+        let word = unsafe { core::ptr::read_volatile(address as *const u64) };
+        if word != 0 {
+            break;
+        }
+        address += 8;
+    }
+    (top - address) as usize
 }
 
 /// The image's sections, as virtual address ranges (page aligned).

@@ -141,15 +141,17 @@ pub fn dump(frame: &InterruptFrame) {
     });
 }
 
-/// Why `touch_unmapped` did not fault.
+/// Why a deliberate fault was not attempted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TouchError {
     /// The address is mapped; reading it would not fault.
     Mapped,
+    /// The address is not mapped as the test needs.
+    NotMappedAsExpected,
 }
 
 /// Reads `address`, which must be unmapped, to raise a page fault on
-/// purpose (the fault self-test): the fault is fatal, so this returns only
+/// purpose (the fault self-tests): the fault is fatal, so this returns only
 /// if the address turns out to be mapped.
 pub fn touch_unmapped(address: u64) -> Result<core::convert::Infallible, TouchError> {
     if crate::paging::is_mapped(address) {
@@ -162,4 +164,73 @@ pub fn touch_unmapped(address: u64) -> Result<core::convert::Infallible, TouchEr
         core::ptr::read_volatile(address as *const u64);
     }
     Err(TouchError::Mapped)
+}
+
+/// Writes to `address`, which must be mapped read-only (with CR0.WP on),
+/// to check that write protection holds in ring 0: the fault is fatal.
+pub fn write_read_only(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    let is_read_only = crate::paging::access(address).is_some_and(|access| !access.is_writable);
+    let is_write_protect_on = x86_64::registers::control::Cr0::read()
+        .contains(x86_64::registers::control::Cr0Flags::WRITE_PROTECT);
+    if !is_read_only || !is_write_protect_on || !address.is_multiple_of(8) {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is mapped read-only and CR0.WP makes ring 0 honour
+    // that (both checked above), so the write cannot happen: it faults,
+    // and the fatal path ends the run without returning here.
+    unsafe {
+        core::ptr::write_volatile(address as *mut u64, 0);
+    }
+    Err(TouchError::NotMappedAsExpected)
+}
+
+/// Calls `address`, which must be mapped no-execute, to check that NX
+/// holds: the instruction fetch faults, fatally.
+pub fn execute_no_execute(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    if !crate::paging::access(address).is_some_and(|access| access.is_no_execute) {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is mapped no-execute (checked above; EFER.NXE is on
+    // since boot), so the fetch at `address` faults before any instruction
+    // there runs; the fatal path ends the run without returning here.
+    unsafe {
+        core::arch::asm!("call {}", in(reg) address, clobber_abi("C"));
+    }
+    Err(TouchError::NotMappedAsExpected)
+}
+
+/// Reads the user page at `address` directly, without opening SMAP, to
+/// check that SMAP holds: the fault is fatal.
+pub fn read_user_directly(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    let is_user = crate::paging::access(address).is_some_and(|access| access.is_user);
+    let is_smap_on = x86_64::registers::control::Cr4::read()
+        .contains(x86_64::registers::control::Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
+    if !is_user || !is_smap_on || !address.is_multiple_of(8) {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is a user page and CR4.SMAP is on with RFLAGS.AC
+    // clear (only the guest-copy routine sets it), so the read cannot
+    // happen: it faults, fatally.
+    unsafe {
+        core::ptr::read_volatile(address as *const u64);
+    }
+    Err(TouchError::NotMappedAsExpected)
+}
+
+/// Calls the executable user page at `address` to check that SMEP holds:
+/// the fetch faults, fatally.
+pub fn execute_user(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    let is_user_code = crate::paging::access(address)
+        .is_some_and(|access| access.is_user && !access.is_no_execute);
+    let is_smep_on = x86_64::registers::control::Cr4::read()
+        .contains(x86_64::registers::control::Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION);
+    if !is_user_code || !is_smep_on {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is a user page and CR4.SMEP is on, so ring 0 cannot
+    // fetch from it: the call faults before any instruction there runs.
+    unsafe {
+        core::arch::asm!("call {}", in(reg) address, clobber_abi("C"));
+    }
+    Err(TouchError::NotMappedAsExpected)
 }

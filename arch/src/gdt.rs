@@ -8,12 +8,15 @@
 //! `sysret` order: STAR's sysret base 0xe023 gives CS 0xe033 and SS 0xe02b.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::{DescriptorTablePointer, lgdt, load_tss};
 use x86_64::registers::segmentation::SegmentSelector;
 use x86_64::structures::tss::TaskStateSegment;
+
+use crate::stack::Stack;
 
 /// GDT entries: 14 guest pages plus Sluice's reserved page.
 pub const GDT_ENTRIES: usize = 15 * 512;
@@ -58,7 +61,12 @@ const fn entry_of(selector: u16) -> usize {
 pub struct CpuTables {
     gdt: UnsafeCell<[u64; GDT_ENTRIES]>,
     tss: UnsafeCell<TaskStateSegment>,
+    is_loaded: AtomicBool,
 }
+
+/// The tables were loaded on a CPU already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TablesInUse;
 
 // SAFETY: the tables are written only by `load` and `set_ist`/`set_rsp0`,
 // which run on the CPU that owns them (with interrupts off for `load`); the
@@ -71,6 +79,7 @@ impl CpuTables {
         Self {
             gdt: UnsafeCell::new([0; GDT_ENTRIES]),
             tss: UnsafeCell::new(TaskStateSegment::new()),
+            is_loaded: AtomicBool::new(false),
         }
     }
 
@@ -78,17 +87,21 @@ impl CpuTables {
     pub fn new_leaked() -> &'static Self {
         let boxed: alloc::boxed::Box<core::mem::MaybeUninit<Self>> =
             alloc::boxed::Box::new_zeroed();
-        // SAFETY: every field is plain integers (GDT words, TSS fields), for
-        // which all-zero is a valid value, and UnsafeCell adds no invariant.
+        // SAFETY: every field is plain integers (GDT words, TSS fields) or an
+        // AtomicBool, for which all-zero is a valid value (false), and
+        // UnsafeCell adds no invariant.
         let boxed = unsafe { boxed.assume_init() };
         alloc::boxed::Box::leak(boxed)
     }
 
-    /// Fills the reserved GDT entries and the TSS (IST stack tops for #DF,
-    /// NMI and #MC) and loads GDTR, the segment registers and TR on this CPU.
-    ///
-    /// Must be called once per CPU, on that CPU, with its own tables.
-    pub fn load(&'static self, ist_tops: [u64; 3]) {
+    /// Fills the reserved GDT entries and the TSS (IST stacks for #DF, NMI
+    /// and #MC) and loads GDTR, the segment registers and TR on this CPU.
+    /// Tables load once, on one CPU.
+    pub fn load(&'static self, ist: [Stack; 3]) -> Result<(), TablesInUse> {
+        if self.is_loaded.swap(true, Ordering::AcqRel) {
+            return Err(TablesInUse);
+        }
+        let ist_tops = ist.map(|stack| stack.top());
         crate::cpu::without_interrupts(|| {
             let tss_addr = self.tss.get() as u64;
             let tss_limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
@@ -98,8 +111,9 @@ impl CpuTables {
                 | (((tss_limit >> 16) & 0xf) << 48)
                 | (((tss_addr >> 24) & 0xff) << 56);
             let tss_high = tss_addr >> 32;
-            // SAFETY: only this CPU touches these tables, the GDT is not
-            // live until `lgdt` below, so no other reference exists.
+            // SAFETY: `is_loaded` lets one caller through, on the CPU that
+            // loads them; the GDT is not live until `lgdt` below, so no
+            // other reference exists.
             let gdt = unsafe { &mut *self.gdt.get() };
             // SAFETY: as above; the TSS is not loaded yet, so the CPU does
             // not read it concurrently.
@@ -155,18 +169,25 @@ impl CpuTables {
             // this CPU's 'static TSS.
             unsafe { load_tss(SegmentSelector(TSS_SELECTOR)) };
         });
+        Ok(())
     }
 
-    /// Replaces the IST stack of `slot` (1..=7) with `top`.
-    ///
-    /// Must run on the CPU that loaded these tables (the CPU reads the TSS
-    /// only when delivering an interrupt, which this 8-byte store cannot
-    /// tear for a same-CPU interrupt).
-    pub fn set_ist(&self, slot: u8, top: u64) {
+    /// Replaces the IST stack of `slot` (1..=7) with `stack` (the old one
+    /// is abandoned). Only on the CPU whose tables these are.
+    pub fn set_ist(&self, slot: u8, stack: Stack) -> Result<(), TablesInUse> {
+        let is_mine = crate::percpu::current()
+            .tables()
+            .is_some_and(|tables| core::ptr::eq(tables, self));
+        if !is_mine {
+            return Err(TablesInUse);
+        }
+        let top = stack.top();
         crate::cpu::without_interrupts(|| {
-            // SAFETY: only the owning CPU writes the TSS, with interrupts
-            // off, so no other reference to it exists meanwhile (the CPU
-            // itself reads only the IST slot of a vector it delivers).
+            // SAFETY: only the owning CPU writes the TSS (`load`, and this
+            // after the check above, with interrupts off), so no other
+            // reference to it exists
+            // meanwhile; the CPU itself reads an IST slot only while
+            // delivering that vector.
             let tss = unsafe { &mut *self.tss.get() };
             let mut stacks = tss.interrupt_stack_table;
             if let Some(entry) = stacks.get_mut(usize::from(slot).wrapping_sub(1)) {
@@ -174,6 +195,7 @@ impl CpuTables {
             }
             tss.interrupt_stack_table = stacks;
         });
+        Ok(())
     }
 }
 

@@ -3,13 +3,18 @@
 //! Every vector has a 16-byte stub that pushes a zero error code (when the
 //! CPU pushes none) and the vector number, then jumps to one common entry
 //! that saves all general registers into an [`InterruptFrame`] and calls
-//! [`sluice_interrupt_dispatch`]. Exceptions are fatal (dump, stop every
+//! `sluice_interrupt_dispatch`. Exceptions are fatal (dump, stop every
 //! CPU, exit); other vectors go to handlers registered with
 //! [`set_handler`], then get their LAPIC EOI.
 //!
 //! All entries are ring-0 interrupt gates on Sluice's per-CPU stack, except
 //! #DF, NMI and #MC, which get their own IST stacks so that they work even
 //! when the stack itself is broken (e.g. an overflow into its guard page).
+//!
+//! Nothing runs in ring 3 yet, so the common entry assumes it interrupted
+//! hypervisor code: once PV guests run, entry from ring 3 must `swapgs`
+//! (GS base is the per-CPU block) and exceptions from guests must go to the
+//! guest (bounce frame) rather than the fatal path.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -88,6 +93,12 @@ sluice_interrupt_common:
     push %r14
     push %r15
     cld
+    // Handlers never run with SMAP opened by the code they interrupted
+    // (the CPU does not clear RFLAGS.AC on delivery; iretq restores it).
+    testb $1, SLUICE_SMAP_ENABLED(%rip)
+    jz 1f
+    clac
+1:
     mov %rsp, %rdi
     call sluice_interrupt_dispatch
     pop %r15
@@ -213,6 +224,15 @@ fn handler_for(vector: u64) -> Option<Handler> {
 extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
     match frame.vector {
         vector if vector == u64::from(vectors::NMI) => fatal::nmi(frame),
+        // A fault inside a guest copy resumes at its fixup.
+        vector
+            if (vector == u64::from(vectors::PAGE_FAULT)
+                || vector == u64::from(vectors::GENERAL_PROTECTION))
+                && frame.cs & 3 == 0
+                && let Some(fixup) = crate::guest_copy::fixup_for(frame.rip) =>
+        {
+            frame.rip = fixup;
+        }
         0..=31 => fatal::exception(frame),
         // The masked 8259s can still raise their spurious IRQ 7/15.
         0x20..=0x2f => {}

@@ -60,17 +60,45 @@ pub fn mmio_phys() -> u64 {
     base & 0x000f_ffff_ffff_f000
 }
 
-/// Chooses the interface for every CPU: x2APIC if `use_x2apic`, else the
-/// xAPIC page mapped (uncached) at `xapic_virt`. Call once on the BSP
-/// before `enable`.
-pub fn select(use_x2apic: bool, xapic_virt: u64) -> Mode {
-    if use_x2apic {
-        MODE.store(MODE_X2APIC, Ordering::Release);
-        Mode::X2Apic
-    } else {
-        XAPIC_BASE.store(xapic_virt, Ordering::Relaxed);
-        MODE.store(MODE_XAPIC, Ordering::Release);
-        Mode::XApic
+/// Where the xAPIC register page is mapped.
+#[derive(Debug)]
+pub struct XApicWindow {
+    virt: u64,
+}
+
+impl XApicWindow {
+    /// The LAPIC page mapped at `virt`.
+    ///
+    /// # Safety
+    /// `virt` must map the local APIC's 4 KiB register page (the physical
+    /// address in `IA32_APIC_BASE`), uncached, for the life of the system.
+    pub unsafe fn new(virt: u64) -> Self {
+        Self { virt }
+    }
+}
+
+/// How every CPU talks to its LAPIC.
+#[derive(Debug)]
+pub enum Interface {
+    /// x2APIC (MSRs); only if CPUID says the CPU has it.
+    X2Apic,
+    /// xAPIC through its register page.
+    XApic(XApicWindow),
+}
+
+/// Chooses the interface for every CPU. Call once on the BSP before
+/// `enable`.
+pub fn select(interface: Interface) -> Mode {
+    match interface {
+        Interface::X2Apic => {
+            MODE.store(MODE_X2APIC, Ordering::Release);
+            Mode::X2Apic
+        }
+        Interface::XApic(window) => {
+            XAPIC_BASE.store(window.virt, Ordering::Relaxed);
+            MODE.store(MODE_XAPIC, Ordering::Release);
+            Mode::XApic
+        }
     }
 }
 
@@ -89,8 +117,8 @@ fn read(register: u32) -> u32 {
         MODE_XAPIC => {
             let address = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(register);
             // SAFETY: the xAPIC page is mapped uncached at XAPIC_BASE
-            // (`select`'s caller), and `register` is a valid aligned
-            // register offset inside it.
+            // (`XApicWindow::new`'s contract), and `register` is a valid
+            // aligned register offset inside it.
             unsafe { core::ptr::read_volatile(address as *const u32) }
         }
         _ => 0,
@@ -192,22 +220,38 @@ pub fn send_startup(apic_id: u32, page: u8) {
     send_icr(apic_id, ICR_LEVEL_ASSERT | ICR_STARTUP | u32::from(page));
 }
 
-/// Measures the timer rate (divide by 16) over `micros` of TSC time and
-/// remembers it; returns ticks per second.
+/// Measures the timer rate (divide by 16) against the TSC over windows of
+/// `micros` and remembers it; returns ticks per second.
+///
+/// Each window brackets the timer's start and its final read between two
+/// TSC reads and uses the bracket midpoints; of three windows the one with
+/// the tightest brackets wins (a descheduled vCPU widens a bracket).
 pub fn calibrate_timer(micros: u64) -> u64 {
-    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
-    write(REG_TIMER_INITIAL, u32::MAX);
-    let start = cpu::rdtsc();
-    crate::tsc::delay_micros(micros);
-    let remaining = read(REG_TIMER_CURRENT);
-    let elapsed_tsc = cpu::rdtsc().saturating_sub(start);
-    write(REG_TIMER_INITIAL, 0);
-    let counted = u64::from(u32::MAX - remaining);
-    let hz = match elapsed_tsc {
-        0 => 0,
-        ticks => (u128::from(counted) * u128::from(crate::tsc::hz()) / u128::from(ticks)) as u64,
-    };
+    let tsc_hz = crate::tsc::hz();
+    let mut best: Option<(u64, u64)> = None;
+    for _ in 0..3 {
+        write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+        write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
+        let before_start = cpu::rdtsc();
+        write(REG_TIMER_INITIAL, u32::MAX);
+        let after_start = cpu::rdtsc();
+        crate::tsc::delay_micros(micros);
+        let before_read = cpu::rdtsc();
+        let remaining = read(REG_TIMER_CURRENT);
+        let after_read = cpu::rdtsc();
+        write(REG_TIMER_INITIAL, 0);
+        let counted = u64::from(u32::MAX - remaining);
+        let elapsed = (before_read + after_read) / 2 - (before_start + after_start) / 2;
+        let slack = (after_start - before_start) + (after_read - before_read);
+        if elapsed == 0 || tsc_hz == 0 {
+            continue;
+        }
+        let hz = (u128::from(counted) * u128::from(tsc_hz) / u128::from(elapsed)) as u64;
+        if best.is_none_or(|(best_slack, _)| slack < best_slack) {
+            best = Some((slack, hz));
+        }
+    }
+    let hz = best.map_or(0, |(_, hz)| hz);
     TIMER_HZ.store(hz, Ordering::Relaxed);
     hz
 }

@@ -125,11 +125,16 @@ impl PageTables {
             .map_err(|_| MapError::Misaligned)?;
         let frame = PhysFrame::<Size4KiB>::from_start_address(PhysAddr::new(phys))
             .map_err(|_| MapError::Misaligned)?;
-        let parent = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
-        // SAFETY: the hypervisor owns every frame it maps (its image, RAM
-        // handed out by its allocator, device MMIO), and this map creates no
-        // alias that breaks Rust's rules because hypervisor mappings are
-        // only created for memory accessed through raw pointers or statics.
+        // A user page needs USER at every level; hypervisor pages never get it.
+        let parent = PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | (flags & PageTableFlags::USER_ACCESSIBLE);
+        // SAFETY: `map_to` refuses a page that is already mapped, so no
+        // memory that existing references point at changes; a new mapping
+        // of a frame that is also reachable elsewhere (e.g. through the
+        // direct map) is an alias that only unsafe code can dereference,
+        // and that code must justify its access. Intermediate tables come
+        // from the FrameSource (unused frames).
         let flush = unsafe {
             self.mapper().map_to_with_table_flags(
                 page,
@@ -215,6 +220,9 @@ impl PageTables {
     /// Copies the hypervisor's PML4 slots (256..=271) from `other`, so both
     /// share every hypervisor mapping below them.
     pub fn share_hypervisor_slots(&mut self, other: &Self) {
+        if self.root == other.root {
+            return;
+        }
         let source = other.root_table();
         let target = self.root_table();
         for slot in HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST {
@@ -242,10 +250,27 @@ impl PageTables {
     }
 }
 
-/// Whether `virt` is mapped in the live tables (walked by hand through the
-/// direct map, so it is safe to call from a fault handler).
-pub fn is_mapped(virt: u64) -> bool {
-    let mut table = crate::cpu::cr3() & 0x000f_ffff_ffff_f000;
+/// The effective access rights of a mapping (all levels combined).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Every level allows writes.
+    pub is_writable: bool,
+    /// Some level forbids instruction fetches.
+    pub is_no_execute: bool,
+    /// Every level allows ring 3.
+    pub is_user: bool,
+}
+
+/// How `virt` is mapped in the live tables, if it is (walked by hand
+/// through the direct map, so it is safe to call from a fault handler).
+pub fn access(virt: u64) -> Option<Access> {
+    const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+    let mut table = crate::cpu::cr3() & ADDRESS_MASK;
+    let mut access = Access {
+        is_writable: true,
+        is_no_execute: false,
+        is_user: true,
+    };
     for level in (0..4).rev() {
         let index = (virt >> (12 + 9 * level)) & 0x1ff;
         let entry_address = phys_to_virt(table + index * 8);
@@ -254,14 +279,22 @@ pub fn is_mapped(virt: u64) -> bool {
         // u64 read of it has no side effect.
         let entry = unsafe { core::ptr::read_volatile(entry_address as *const u64) };
         if entry & 1 == 0 {
-            return false;
+            return None;
         }
+        access.is_writable &= entry & (1 << 1) != 0;
+        access.is_user &= entry & (1 << 2) != 0;
+        access.is_no_execute |= entry & (1 << 63) != 0;
         if level == 0 || (level < 3 && entry & 0x80 != 0) {
-            return true;
+            return Some(access);
         }
-        table = entry & 0x000f_ffff_ffff_f000;
+        table = entry & ADDRESS_MASK;
     }
-    false
+    None
+}
+
+/// Whether `virt` is mapped in the live tables.
+pub fn is_mapped(virt: u64) -> bool {
+    access(virt).is_some()
 }
 
 /// Drops any TLB entry for `virt` on this CPU.

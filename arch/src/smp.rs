@@ -5,16 +5,19 @@
 //! trampoline is copied to `TRAMPOLINE_PHYS` below 1 MiB. It loads its own
 //! small GDT, enters protected mode, enables PAE, loads the CR3 it was given
 //! (tables that identity-map the trampoline page and share the hypervisor's
-//! upper half), enables long mode and NX, and jumps to [`ap_entry`] on the
+//! upper half), enables long mode and NX, and jumps to `ap_entry` on the
 //! stack it was given. `ap_entry` switches to the hypervisor's tables and
 //! sets the CPU up like the bootstrap processor.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::cpu::{self, Features};
 use crate::gdt::CpuTables;
 use crate::layout::phys_to_virt;
+use crate::paging::{FrameSource, MapError, PageTableFlags, PageTables};
 use crate::percpu::{self, PerCpu};
+use crate::stack::Stack;
 use crate::{idt, lapic, tsc};
 
 /// Physical address the trampoline runs at (start-up vector 0x08).
@@ -108,6 +111,12 @@ unsafe extern "C" {
     static sluice_ap_argument: u8;
 }
 
+/// Kicks `cpu`: sends it the `KICK` IPI, which wakes it from `hlt` and
+/// runs the kick handler there.
+pub fn kick(cpu: &PerCpu) {
+    lapic::send_ipi(cpu.apic_id(), crate::vectors::KICK);
+}
+
 /// Proof that the trampoline page (`TRAMPOLINE_PHYS`, 4 KiB) is RAM that
 /// nothing else uses.
 #[derive(Debug)]
@@ -115,16 +124,52 @@ pub struct TrampolinePage {
     _private: (),
 }
 
+static TRAMPOLINE_CLAIMED: AtomicBool = AtomicBool::new(false);
+
 impl TrampolinePage {
-    /// Claims the trampoline page.
+    /// Claims the trampoline page; `None` if it was claimed before.
     ///
     /// # Safety
     /// The page at `TRAMPOLINE_PHYS` must be usable RAM, mapped in the
-    /// direct map, that no allocator hands out and nothing else writes,
-    /// and this must be called at most once.
-    pub unsafe fn claim() -> Self {
-        Self { _private: () }
+    /// direct map, that no allocator hands out and nothing else writes.
+    pub unsafe fn claim() -> Option<Self> {
+        let was_claimed = TRAMPOLINE_CLAIMED.swap(true, Ordering::AcqRel);
+        (!was_claimed).then_some(Self { _private: () })
     }
+}
+
+/// Page tables for the trampoline: the trampoline page identity-mapped
+/// plus the hypervisor's slots, shared with the tables this CPU runs on.
+#[derive(Debug)]
+pub struct TrampolineTables {
+    trampoline_root: u64,
+    hypervisor_root: u64,
+}
+
+/// Builds the trampoline's tables from the live ones (which the APs will
+/// switch to as soon as they reach the hypervisor's address range).
+pub fn build_trampoline_tables(
+    frames: &mut impl FrameSource,
+) -> Result<TrampolineTables, StartError> {
+    let hypervisor = PageTables::from_root(cpu::cr3());
+    let mut tables = PageTables::new(frames).ok_or(StartError::Memory(MapError::OutOfFrames))?;
+    tables
+        .map_4k(
+            TRAMPOLINE_PHYS,
+            TRAMPOLINE_PHYS,
+            PageTableFlags::WRITABLE,
+            frames,
+        )
+        .map_err(StartError::Memory)?;
+    tables.share_hypervisor_slots(&hypervisor);
+    // The trampoline loads CR3 in 32-bit mode.
+    if tables.root_phys() >= 1 << 32 {
+        return Err(StartError::TrampolineTablesTooHigh);
+    }
+    Ok(TrampolineTables {
+        trampoline_root: tables.root_phys(),
+        hypervisor_root: hypervisor.root_phys(),
+    })
 }
 
 /// What an application processor needs to set itself up.
@@ -132,95 +177,114 @@ impl TrampolinePage {
 pub struct ApStart {
     /// Its per-CPU block.
     pub cpu: &'static PerCpu,
-    /// Its GDT/TSS.
+    /// Its GDT/TSS (not yet loaded anywhere).
     pub tables: &'static CpuTables,
-    /// IST stack tops for #DF, NMI, #MC.
-    pub ist_tops: [u64; 3],
-    /// Top of its (guarded) kernel stack.
-    pub stack_top: u64,
-    /// The hypervisor's page tables (CR3).
-    pub hypervisor_cr3: u64,
-    /// Tables for the trampoline: identity map of the trampoline page plus
-    /// the hypervisor's slots; must be below 4 GiB.
-    pub trampoline_cr3: u64,
+    /// Its kernel stack.
+    pub kernel_stack: Stack,
+    /// Its #DF, NMI and #MC stacks.
+    pub ist: [Stack; 3],
     /// The features to enable (same on every CPU).
     pub features: Features,
     /// Where the CPU goes once set up (never returns).
     pub next: fn(&'static PerCpu) -> !,
 }
 
+/// What the AP finds through the trampoline's argument.
+struct Handoff {
+    start: ApStart,
+    hypervisor_root: u64,
+    apic_id: u32,
+}
+
 /// Why an AP did not come up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
+    /// No memory for the trampoline tables.
+    Memory(MapError),
     /// The trampoline tables are above 4 GiB.
     TrampolineTablesTooHigh,
     /// The CPU did not report in within the timeout.
     Timeout,
 }
 
-/// Set by an AP once it no longer needs its `ApStart`.
-static STARTED: AtomicBool = AtomicBool::new(false);
+/// APIC id + 1 of the last AP that took its hand-off (0: none yet).
+static STARTED: AtomicU32 = AtomicU32::new(0);
 
 fn symbol_offset(symbol: *const u8) -> u64 {
     symbol as u64 - (&raw const sluice_ap_trampoline_start) as u64
 }
 
-/// Starts the CPU with APIC id `apic_id` and waits (up to `timeout_micros`)
-/// until it has set itself up. One AP at a time.
+/// Puts the CPUs with `apic_ids` into wait-for-SIPI with an INIT IPI each
+/// and waits the 10 ms the MP specification asks for before the start-up
+/// IPIs; `start_ap` then starts them one at a time. (One wait for all
+/// instead of one per CPU saves 10 ms per AP.)
+pub fn init_all(apic_ids: impl Iterator<Item = u32>) {
+    for apic_id in apic_ids {
+        lapic::send_init(apic_id);
+    }
+    tsc::delay_micros(10_000);
+}
+
+/// Starts the CPU with APIC id `apic_id`, which `init_all` put into
+/// wait-for-SIPI, with `start`, and waits (up to `timeout_micros`) until it
+/// has taken it over. One AP at a time: they share the trampoline.
+///
+/// On a timeout the hand-off is leaked rather than freed: the CPU may still
+/// wake up later and read it.
 pub fn start_ap(
     page: &mut TrampolinePage,
+    tables: &TrampolineTables,
     apic_id: u32,
-    start: &ApStart,
+    start: ApStart,
     timeout_micros: u64,
 ) -> Result<(), StartError> {
     let _ = page;
-    if start.trampoline_cr3 >= 1 << 32 {
-        return Err(StartError::TrampolineTablesTooHigh);
-    }
+    let kernel_stack_top = start.kernel_stack.top();
+    let handoff = Box::into_raw(Box::new(Handoff {
+        start,
+        hypervisor_root: tables.hypervisor_root,
+        apic_id,
+    }));
     let source = (&raw const sluice_ap_trampoline_start) as u64;
     let length = (&raw const sluice_ap_trampoline_end) as u64 - source;
     let target = phys_to_virt(TRAMPOLINE_PHYS);
     // SAFETY: `TrampolinePage` proves the target page is reserved RAM in
-    // the direct map; the trampoline is a few hundred bytes (< 4 KiB) of
-    // the image's read-only data; the regions do not overlap.
+    // the direct map, written by nothing else; the trampoline is a few
+    // hundred bytes (< 4 KiB) of the image's read-only data; the regions do
+    // not overlap.
     unsafe {
         core::ptr::copy_nonoverlapping(source as *const u8, target as *mut u8, length as usize);
     }
     let fields = [
         (
             symbol_offset(&raw const sluice_ap_cr3),
-            start.trampoline_cr3,
+            tables.trampoline_root,
         ),
-        (symbol_offset(&raw const sluice_ap_stack), start.stack_top),
+        (symbol_offset(&raw const sluice_ap_stack), kernel_stack_top),
         (
             symbol_offset(&raw const sluice_ap_entry),
             ap_entry as *const () as u64,
         ),
-        (
-            symbol_offset(&raw const sluice_ap_argument),
-            core::ptr::from_ref(start) as u64,
-        ),
+        (symbol_offset(&raw const sluice_ap_argument), handoff as u64),
     ];
     for (offset, value) in fields {
         // SAFETY: each offset is an 8-aligned `.quad` inside the copy just
         // written to the reserved trampoline page.
         unsafe { core::ptr::write_volatile((target + offset) as *mut u64, value) };
     }
-    STARTED.store(false, Ordering::SeqCst);
-    // SeqCst fence: the trampoline's writes must be visible before the IPI
-    // (the APIC write is not itself a memory ordering point for Rust).
+    // SeqCst fence: the trampoline and hand-off writes must be visible
+    // before the IPI (an APIC write is no Rust ordering point).
     core::sync::atomic::fence(Ordering::SeqCst);
 
-    lapic::send_init(apic_id);
-    tsc::delay_micros(10_000);
+    let wanted = apic_id + 1;
     lapic::send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
     tsc::delay_micros(200);
     // Acquire: pairs with the Release in `ap_entry`.
-    if !STARTED.load(Ordering::Acquire) {
+    if STARTED.load(Ordering::Acquire) != wanted {
         lapic::send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
     }
     let deadline = cpu::rdtsc().saturating_add(tsc::micros_to_ticks(timeout_micros));
-    while !STARTED.load(Ordering::Acquire) {
+    while STARTED.load(Ordering::Acquire) != wanted {
         if cpu::rdtsc() > deadline {
             return Err(StartError::Timeout);
         }
@@ -231,25 +295,33 @@ pub fn start_ap(
 
 /// First Rust code of an application processor (from the trampoline).
 extern "C" fn ap_entry(argument: u64) -> ! {
-    // SAFETY: the BSP passed the address of an `ApStart` that it keeps
-    // alive, unmodified, until this CPU sets STARTED below.
-    let start = unsafe { &*(argument as *const ApStart) };
-    let hypervisor_tables = crate::paging::PageTables::from_root(start.hypervisor_cr3);
-    // SAFETY: the hypervisor's tables map this code, the stack we run on
-    // (vmap, shared with the trampoline tables' upper half) and everything
-    // below; the identity-mapped trampoline page is not used again.
+    // SAFETY: `argument` is the `Box<Handoff>` that `start_ap` leaked for
+    // this CPU alone (one AP per trampoline run); taking it back here is
+    // its only other use.
+    let handoff = unsafe { Box::from_raw(argument as *mut Handoff) };
+    let Handoff {
+        start,
+        hypervisor_root,
+        apic_id,
+    } = *handoff;
+    let hypervisor_tables = PageTables::from_root(hypervisor_root);
+    // SAFETY: these are the tables the BSP runs on (read from its CR3 by
+    // `build_trampoline_tables`); they map this code, the stack we run on
+    // (vmap, which the trampoline tables share) and every hypervisor
+    // object; the identity-mapped trampoline page is not used again.
     unsafe { hypervisor_tables.activate() };
     cpu::enable_protections(&start.features);
     percpu::install(start.cpu);
-    start.tables.load(start.ist_tops);
+    if start.tables.load(start.ist).is_err() {
+        crate::qemu::exit(crate::qemu::ExitCode::Panic);
+    }
     start.cpu.set_tables(start.tables);
     idt::load();
     lapic::enable();
     start.cpu.set_apic_id(lapic::id());
-    let cpu = start.cpu;
-    let next = start.next;
-    // Release: pairs with the Acquire in `start_ap`; `start` is not touched
-    // after this.
-    STARTED.store(true, Ordering::Release);
-    next(cpu)
+    // `start.kernel_stack` is the stack this CPU runs on from now on; the
+    // token is simply never handed to anything else.
+    // Release: pairs with the Acquire in `start_ap`.
+    STARTED.store(apic_id + 1, Ordering::Release);
+    (start.next)(start.cpu)
 }

@@ -1,7 +1,8 @@
 //! Xen's event-channel subsystem (Xen 4.17 semantics), portable and
 //! `no_std`: the ABI types, per-domain port tables, the channel state
-//! machine, the 2-level pending/mask logic over the guest's shared page, and
-//! the interfaces through which the hypervisor wakes vcpus.
+//! machine, the 2-level and FIFO pending/mask logic over the guest's pages,
+//! and the interfaces through which the hypervisor wakes vcpus and maps
+//! guest frames.
 //!
 //! The hypervisor owns a [`Domains`] registry, creates a domain with
 //! [`Domains::create_domain`] (handing over a [`SharedInfoView`] of its
@@ -10,26 +11,101 @@
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`]. Host tests do the same with fakes.
 //!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::Ordering;
+//!
+//! use evtchn_core::abi::SharedInfo;
+//! use evtchn_core::{DomId, DomainConfig, Domains, NoPirqs, Notify, Port, VcpuId};
+//!
+//! /// The hypervisor's side: here it only counts kicks.
+//! #[derive(Default)]
+//! struct Kicks(std::sync::atomic::AtomicU32);
+//! impl Notify for Kicks {
+//!     fn kick_vcpu(&self, _domain: DomId, _vcpu: VcpuId) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//!     fn wake_poller(&self, _domain: DomId, _vcpu: VcpuId) {}
+//! }
+//!
+//! let domains = Domains::new(Kicks::default(), NoPirqs);
+//! let (page1, page2) = (Arc::new(SharedInfo::new()), Arc::new(SharedInfo::new()));
+//! domains.create_domain(DomainConfig::new(DomId(1), 1), page1.clone()).unwrap();
+//! domains.create_domain(DomainConfig::new(DomId(2), 1), page2.clone()).unwrap();
+//!
+//! // dom1 offers a port to dom2; dom2 binds to it (its new port is pending).
+//! let offered = domains.alloc_unbound(DomId(1), DomId::SELF, DomId(2)).unwrap();
+//! let bound = domains.bind_interdomain(DomId(2), DomId(1), offered).unwrap();
+//! assert_eq!((offered, bound), (Port(1), Port(1)));
+//!
+//! // dom2 sends: dom1's port 1 becomes pending, its selector and upcall
+//! // flags are set, and the hypervisor is asked to kick dom1's vcpu 0.
+//! domains.send(DomId(2), bound).unwrap();
+//! assert_eq!(page1.evtchn_pending[0].load(Ordering::SeqCst), 1 << 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_pending_sel.load(Ordering::SeqCst), 1);
+//! assert_eq!(page1.vcpu_info[0].evtchn_upcall_pending.load(Ordering::SeqCst), 1);
+//! assert_eq!(domains.notify().0.load(Ordering::Relaxed), 2); // bind + send
+//!
+//! // The same op through the byte interface a hypercall uses: close (cmd 3).
+//! assert!(domains.dispatch(DomId(2), 3, &bound.0.to_le_bytes()).is_ok());
+//! ```
+//!
+//! # Public API at a glance
+//!
+//! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
+//!   [`Port`], [`VcpuId`], [`Virq`] / [`abi::VirqClass`], every op struct
+//!   with `from_bytes` / `to_bytes`, the shared_info layout
+//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics, and the FIFO
+//!   event-word bits and control-block layout
+//!   ([`abi::EvtchnFifoControlBlock`]).
+//! * [`DomainConfig`] per domain, with [`FifoSupport`] to keep a domain on
+//!   2-level.
+//! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
+//!   poller, Xen-attached consumers, reset preemption, interrupts off
+//!   around FIFO queue locks), [`PirqHost`] (the physical side of PIRQs),
+//!   [`SharedInfoView`] (where the guest's pages are, and
+//!   [`SharedInfoView::map_frame`] for the FIFO control blocks and event
+//!   array, each a [`GuestFrame`] released when dropped).
+//! * [`Domains`]: `create_domain` / `destroy_domain`; `dispatch` (bytes in,
+//!   [`Reply`] bytes out) and one typed method per op (`alloc_unbound`,
+//!   `bind_interdomain`, `bind_virq`, `bind_ipi`, `bind_pirq`, `close`,
+//!   `send`, `status`, `bind_vcpu`, `unmask`, `reset` with [`ResetMode`],
+//!   `init_control`, `expand_array`, `set_priority`); delivery
+//!   (`send_vcpu_virq`, `send_global_virq`, `send_pirq`,
+//!   `vcpu_mark_events_pending`, `notify_via_xen_channel`); the upcall test
+//!   `vcpu_has_deliverable_event`; polling (`poll` → [`PollOutcome`],
+//!   `poll_finish`, `is_polling`); control (`pause_by_controller`,
+//!   `set_virq_handler`, `alloc_unbound_xen`, `close_xen_channel`, and
+//!   static channels at exact ports: `alloc_unbound_at`,
+//!   `bind_interdomain_at`); and
+//!   observation (`channel_info` → [`ChannelInfo`], `active_channels`,
+//!   `valid_ports`, `is_pending`, `is_masked`, `virq_port`, `pirq_port`,
+//!   `for_each_channel`, `dump_domain` for the `'e'` key).
+//!
 //! # The channel state machine
 //!
 //! ```text
-//!                         alloc_unbound(remote R)
-//!          +---------------------------------------------+
-//!          |                                             v
-//!     +---------+  bind_virq/ipi/pirq   +-----------+  +---------------+
-//!     |  Free   |---------------------->| Virq/Ipi/ |  | Unbound{R}    |<----+
-//!     +---------+                       |   Pirq    |  +---------------+     |
-//!       ^  ^  ^           close         +-----------+        |               |
-//!       |  |  +-------------------------------+              | R binds to it |
-//!       |  |                 close            | (peer is     v               |
-//!       |  +------------------------------------------ +---------------+     |
-//!       |                                     |        | Interdomain   |     |
-//!       |   bind_interdomain (new local port, |        | {R, R's port} |-----+
-//!       +---- set pending at once) ---------->+------->+---------------+
-//!                                                    peer closes its end:
-//!     +----------+                                   this end becomes
-//!     | Reserved |  port 0 only, forever             Unbound{peer}
-//!     +----------+
+//!            alloc_unbound(remote R)          +----------------+
+//!   +------+ ---------------------------->    | Unbound{R}     | <-------+
+//!   |      | <------------ close ------------ +----------------+         |
+//!   |      |                                     | R binds to it         |
+//!   |      |                                     v                       |
+//!   |      |  bind_interdomain: new local  +--------------------+  peer  |
+//!   | Free | ----------------------------> | Interdomain{R, rp} | -------+
+//!   |      |  port, set pending at once    +--------------------+ closes
+//!   |      | <------------ close ---------------+                 its end
+//!   |      |   (the peer becomes Unbound{closer})
+//!   |      |
+//!   |      |  bind_virq / bind_ipi / bind_pirq  +-------------------------+
+//!   |      | ---------------------------------> | Virq{v}, Ipi or Pirq{p} |
+//!   |      | <------------ close -------------- +-------------------------+
+//!   +------+
+//!
+//!   +----------+
+//!   | Reserved |  port 0, from domain creation, forever
+//!   +----------+
 //! ```
 //!
 //! Every allocated state returns to `Free` on close, reset or domain
@@ -42,12 +118,15 @@
 //!
 //! The ops in [`ops`] decide *whether* a port is signalled (send on an IPI
 //! port, a peer's send on an interdomain port, a VIRQ or PIRQ). The port
-//! ops ([`port_ops::EventAbi`], one module per ABI) decide *how*: for
-//! 2-level, set the pending bit, then (if unmasked) the selector bit of the
-//! notify vcpu, then `evtchn_upcall_pending`, each a test-and-set that stops
-//! the chain when the bit was already set, in exactly Xen's order. They
-//! return [`port_ops::Wakeups`]: "kick this vcpu" (its upcall_pending went
-//! 0 → 1) and "wake pollers of this port". The caller drops every
+//! ops (`port_ops::EventAbi`, one module per ABI, chosen per domain)
+//! decide *how*: for 2-level, set the pending bit, then (if unmasked) the
+//! selector bit of the notify vcpu, then `evtchn_upcall_pending`, each a
+//! test-and-set that stops the chain when the bit was already set, in
+//! exactly Xen's order; for FIFO, set P and link the event word onto the
+//! notify vcpu's queue of the channel's priority, then the queue's ready
+//! bit, then `evtchn_upcall_pending` (spec §4.3). They return wake-ups:
+//! "kick this vcpu" (its upcall_pending went 0 → 1) and "wake pollers of
+//! this port". The caller drops every
 //! evtchn-core lock and only then calls [`Notify::kick_vcpu`] /
 //! [`Notify::wake_poller`] — that is how the crate guarantees no lock of its
 //! own is held while the hypervisor's code runs. `Notify` implementations
@@ -74,9 +153,22 @@
 //!    and then only while the channel is, or becomes, `Free` or `Unbound`
 //!    (checked by a `debug_assert!` when the write guard drops). Two
 //!    channels: ordered by **(domid, port)**. Readers: status, send,
-//!    unmask, poll.
-//! 3. The **registry lock** of [`Domains`]: a leaf, held only to clone or
-//!    insert an `Arc` of a domain.
+//!    unmask, poll. Writers are preferred (a waiting writer turns new
+//!    readers away), so a peer's send flood cannot starve a close.
+//!    The PIRQ host's `bind`/`unbind`/`set_affinity` run under the event
+//!    lock (1), as Xen's `pirq_guest_bind()` does; they must not call back.
+//! 3. A domain's **ABI lock** (`RwLock` around its current event ABI):
+//!    written only to switch ABIs (the first init_control, reset,
+//!    destruction), under the event lock; read by every port op, inside the
+//!    channel lock where there is one. Under the event lock no writer of
+//!    the ABI lock or of the domain's channel locks can exist, so ops
+//!    holding it (allocation, expand_array) read both in either order.
+//! 4. A FIFO **queue lock** (`Mutex`, per vcpu and priority): taken by
+//!    set_pending, two at a time ordered by **(vcpu, priority)**, and held
+//!    with interrupts off ([`Notify::disable_interrupts`]), because
+//!    interrupt-context delivery takes it by spinning.
+//! 5. A **registry slot lock** of [`Domains`] (one per domid): a leaf, held
+//!    only to clone, insert or remove that domain's `Arc`.
 //!
 //! Lock-free state beside these: `valid_evtchns` and bucket storage
 //! (Release on publication, Acquire on reads; XSA-340), `virq_to_evtchn`
@@ -90,13 +182,38 @@
 //! never spin on a lock the interrupted code on the same pCPU may hold.
 //! [`Domains::send_vcpu_virq`], [`Domains::send_global_virq`] and
 //! [`Domains::send_pirq`] therefore take no event lock, read the port
-//! lock-free, only *try* the channel's read lock and the registry's read
-//! lock, and **drop the event** if a writer holds either. That is correct
+//! lock-free, only *try* the channel's read lock and the domain's registry
+//! slot, and **drop the event** if a writer holds either. That is correct
 //! (spec §2.15, as Xen settled on): a channel's writer exists only while the
-//! channel is, or becomes, free or unbound — an event arriving then would be
-//! discarded anyway. The same paths re-check that the channel still carries
+//! channel is, or becomes, free or unbound, and a slot's writer only while
+//! that domain is being created or destroyed — an event arriving then would
+//! be discarded anyway. The ABI lock is only tried as well; its writer
+//! exists only while the domain switches ABIs. The FIFO queue locks are
+//! the exception: any context may hold them, so everyone holds them with
+//! interrupts off, and interrupt context spins on them like anyone else. The same paths re-check that the channel still carries
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
+//!
+//! # The FIFO ABI: what the hypervisor provides
+//!
+//! Nothing has to be called for FIFO: EVTCHNOP_init_control (11),
+//! expand_array (12) and set_priority (13) arrive through
+//! [`Domains::dispatch`] like every other op, and delivery switches ABI by
+//! itself. The hypervisor provides:
+//!
+//! * [`SharedInfoView::map_frame`]: map a guest frame the domain owns (for a
+//!   PV guest the frame number is the machine frame) writable, as a
+//!   [`GuestFrame`] of 1024 `AtomicU32` words, or fail with -EINVAL (not
+//!   the domain's, not a writable page) or -ENOMEM. Dropping the
+//!   `GuestFrame` unmaps it; evtchn-core drops them on EVTCHNOP_reset, on
+//!   [`Domains::destroy_domain`] and when an init_control fails. The
+//!   default implementation maps nothing, which keeps the domain 2-level
+//!   (init_control answers -EOPNOTSUPP).
+//! * [`Notify::disable_interrupts`] / [`Notify::restore_interrupts`]:
+//!   FIFO queue locks are taken from interrupt context too, so they are
+//!   held with interrupts off.
+//! * [`DomainConfig::fifo`]: [`FifoSupport::Disabled`] for a boot option
+//!   that turns FIFO off.
 //!
 //! # Differences from Xen 4.17 worth knowing
 //!
@@ -105,8 +222,15 @@
 //!   an op that then failed (only visible as status/unmask of a port in
 //!   that bucket answering rc 0 instead of -EINVAL).
 //! * bind_interdomain to a domain being destroyed gives -EINVAL.
-//! * No FIFO ABI yet: init_control validates its argument, then answers
-//!   -EOPNOTSUPP (as Xen 4.21+ built without FIFO).
+//! * FIFO can be turned off per domain ([`FifoSupport::Disabled`]):
+//!   init_control then validates its argument and answers -EOPNOTSUPP (as
+//!   Xen 4.21+ built without FIFO). A [`SharedInfoView`] that maps no
+//!   frames gives the same answer.
+//! * expand_array tests "FIFO active" under the event lock (XSA-505, later
+//!   than 4.17).
+//! * FIFO's sticky "pending" flag is cleared when the domain leaves FIFO
+//!   (Xen keeps it, so a stale one can re-raise a port after a reset and a
+//!   new init_control), and expand_array re-raises only usable channels.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -117,9 +241,11 @@ extern crate std;
 pub mod abi;
 mod channel;
 mod domain;
+mod domain_table;
+mod dump;
 mod notify;
 pub mod ops;
-pub mod port_ops;
+mod port_ops;
 mod registry;
 mod shared;
 pub mod sync;
@@ -127,8 +253,8 @@ mod table;
 
 pub use abi::{DomId, Errno, Port, VcpuId, Virq};
 pub use channel::{ChannelInfo, ChannelState, Consumer, XenConsumer};
-pub use domain::{DomainConfig, Privilege};
-pub use notify::{NoPirqs, Notify, PirqHost, PirqSharing};
+pub use domain::{DomainConfig, FifoSupport, Privilege};
+pub use notify::{InterruptState, NoPirqs, Notify, PirqHost, PirqSharing};
 pub use ops::{PollOutcome, Reply, ResetMode};
 pub use registry::Domains;
-pub use shared::SharedInfoView;
+pub use shared::{GuestFrame, SharedInfoView, WORDS_PER_FRAME};

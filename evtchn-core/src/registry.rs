@@ -2,15 +2,17 @@
 //! hypervisor calls that are not guest ops (creation, destruction, VIRQ and
 //! PIRQ delivery, polling, observation).
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::{ChannelInfo, ChannelState};
+use crate::channel::ChannelInfo;
 use crate::domain::{Domain, DomainConfig, EventLocked};
+use crate::domain_table::DomainTable;
 use crate::notify::{Notify, PirqHost};
 use crate::shared::SharedInfoView;
-use crate::sync::{Arc, AtomicU32, MutexGuard, Ordering, RwLock};
+use alloc::sync::Arc;
+
+use crate::sync::{AtomicU32, MutexGuard, Ordering};
 
 /// "No domain" in the global-VIRQ handler table.
 const NO_DOMAIN: u32 = u32::MAX;
@@ -18,14 +20,15 @@ const NO_DOMAIN: u32 = u32::MAX;
 /// The registry of domains, generic over the hypervisor's [`Notify`] and
 /// [`PirqHost`] (tests use fakes).
 ///
-/// The registry lock is a leaf: it is held only to look up or insert an
-/// `Arc<Domain>`, never while taking another lock. Entry points that may run
-/// in interrupt context ([`Domains::send_vcpu_virq`],
-/// [`Domains::send_global_virq`], [`Domains::send_pirq`]) only *try* it and
-/// drop the event if a domain is being created or destroyed at that instant
-/// on the same pCPU.
+/// The registry's per-domain slot locks are leaves: each is held only to
+/// clone, insert or remove one `Arc<Domain>`, never while taking another
+/// lock. Entry points that may run in interrupt context
+/// ([`Domains::send_vcpu_virq`], [`Domains::send_global_virq`],
+/// [`Domains::send_pirq`]) only *try* the slot of the domain they deliver
+/// to, which fails only while that very domain is being created or
+/// destroyed.
 pub struct Domains<N: Notify, P: PirqHost> {
-    domains: RwLock<BTreeMap<DomId, Arc<Domain>>>,
+    domains: DomainTable,
     pub(crate) notify: N,
     pub(crate) pirq_host: P,
     /// Per global VIRQ: the domain set by `set_virq_handler` (or NO_DOMAIN).
@@ -106,7 +109,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// An empty registry.
     pub fn new(notify: N, pirq_host: P) -> Self {
         Self {
-            domains: RwLock::new(BTreeMap::new()),
+            domains: DomainTable::new(),
             notify,
             pirq_host,
             virq_handlers: core::array::from_fn(|_| AtomicU32::new(NO_DOMAIN)),
@@ -127,6 +130,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// Create a domain's event-channel state: port 0 reserved, ports 1..63
     /// valid and free, 2-level ABI. -EINVAL for a reserved domid or zero
     /// vcpus, -EEXIST if the id is taken, -ENOMEM.
+    ///
+    /// The page behind `shared` should be zeroed with
+    /// `evtchn_upcall_mask` = 1 in every vcpu_info (the domain builder's
+    /// job, spec §3.2). The first privileged domain created becomes the
+    /// hardware domain, which receives global VIRQs without a handler.
     pub fn create_domain(
         &self,
         config: DomainConfig,
@@ -135,14 +143,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         if !config.domid.is_real() || config.vcpus == 0 {
             return Err(Errno::EINVAL);
         }
-        let domain = Arc::new(Domain::new(config, shared)?);
-        let mut domains = self.domains.write();
-        if domains.contains_key(&config.domid) {
+        if self.contains(config.domid) {
             return Err(Errno::EEXIST);
         }
-        domains.insert(config.domid, domain);
-        drop(domains);
+        let domain = Arc::new(Domain::new(config, shared)?);
+        self.domains.insert(config.domid, domain)?;
         if config.privilege == crate::domain::Privilege::Privileged {
+            // AcqRel/Acquire: pairs with the Acquire in virq_handler.
             let _ = self.hardware_domain.compare_exchange(
                 NO_DOMAIN,
                 u32::from(config.domid.0),
@@ -172,7 +179,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             // A free port gives -EINVAL: nothing to do there.
             let _ = self.close_port(&domain, Port(port), crate::ops::CloseBy::Hypervisor);
         }
+        // Release the FIFO frames now rather than with the last reference.
+        domain.leave_fifo(domain.lock());
         let id = u32::from(domid.0);
+        // AcqRel/Acquire: pairs with the Acquire in virq_handler.
         for handler in &self.virq_handlers {
             let _ = handler.compare_exchange(id, NO_DOMAIN, Ordering::AcqRel, Ordering::Acquire);
         }
@@ -182,19 +192,19 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        self.domains.write().remove(&domid);
+        self.domains.remove(domid);
         Ok(())
     }
 
     /// The domain with this id (dying domains included until destroyed).
     pub(crate) fn domain(&self, domid: DomId) -> Option<Arc<Domain>> {
-        self.domains.read().get(&domid).cloned()
+        self.domains.get(domid)
     }
 
-    /// The same lookup for interrupt context: never spins on the registry
-    /// lock (returns `None` if a writer holds it).
-    fn domain_from_interrupt(&self, domid: DomId) -> Option<Arc<Domain>> {
-        self.domains.try_read()?.get(&domid).cloned()
+    /// The same lookup for interrupt context: never spins (returns `None`
+    /// while this domain is being created or destroyed).
+    pub(crate) fn domain_from_interrupt(&self, domid: DomId) -> Option<Arc<Domain>> {
+        self.domains.try_get(domid)
     }
 
     /// Resolve an op's domain argument for `caller` (Xen:
@@ -217,12 +227,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
 
     /// The ids of every domain, ascending.
     pub fn domain_ids(&self) -> Vec<DomId> {
-        self.domains.read().keys().copied().collect()
+        self.domains.ids()
     }
 
     /// Whether a domain with this id exists.
     pub fn contains(&self, domid: DomId) -> bool {
-        self.domains.read().contains_key(&domid)
+        self.domains.get(domid).is_some()
     }
 
     // ----- observation (tests, model checks, the debug dump) -----
@@ -261,16 +271,30 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         }
     }
 
+    /// The port bound to `pirq`, if any (for PHYSDEVOP_eoi with a v1 EOI
+    /// map, which unmasks the pirq's port first).
+    pub fn pirq_port(&self, domid: DomId, pirq: u32) -> Option<Port> {
+        let domain = self.domain(domid)?;
+        let slot = domain.pirq_to_port.get(pirq as usize)?;
+        // Acquire: pairs with the Release publishing the binding.
+        match slot.load(Ordering::Acquire) {
+            0 => None,
+            port => Some(Port(port)),
+        }
+    }
+
     /// The ABI's pending bit of `port` (false for ports past the ABI).
     pub fn is_pending(&self, domid: DomId, port: Port) -> Option<bool> {
         let domain = self.domain(domid)?;
-        Some(domain.abi.is_pending(&*domain.shared, port))
+        let is_pending = domain.abi().is_pending(&*domain.shared, port);
+        Some(is_pending)
     }
 
     /// The ABI's mask bit of `port` (true for ports past the ABI).
     pub fn is_masked(&self, domid: DomId, port: Port) -> Option<bool> {
         let domain = self.domain(domid)?;
-        Some(domain.abi.is_masked(&*domain.shared, port))
+        let is_masked = domain.abi().is_masked(&*domain.shared, port);
+        Some(is_masked)
     }
 
     /// Visit every allocated port of a domain (for the `'e'` debug dump).
@@ -281,7 +305,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         for port in 0..domain.table.valid_evtchns() {
             if let Some(channel) = domain.table.channel(Port(port)) {
                 let info = channel.info();
-                if info.state != ChannelState::Free {
+                if info.state.is_allocated() {
                     visit(Port(port), info);
                 }
             }
@@ -294,6 +318,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// by another domain needs the target paused (spec §2.12).
     pub fn pause_by_controller(&self, domid: DomId) -> Result<(), Errno> {
         let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        // AcqRel: pairs with the Acquire in reset.
         domain.controller_pauses.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -321,6 +346,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             return Err(Errno::ESRCH);
         }
         if let Some(slot) = self.virq_handlers.get(virq.index()) {
+            // Release: pairs with the Acquire in virq_handler.
             slot.store(u32::from(domid.0), Ordering::Release);
         }
         Ok(())
@@ -329,6 +355,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// The domain that receives a global VIRQ: its handler if set, else the
     /// hardware domain (Xen: `get_global_virq_handler()`).
     pub fn virq_handler(&self, virq: Virq) -> Option<DomId> {
+        // Acquire: pairs with the Release in set_virq_handler and the
+        // AcqRel of create_domain / destroy_domain.
         let explicit = self
             .virq_handlers
             .get(virq.index())
@@ -339,111 +367,5 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             explicit
         };
         u16::try_from(chosen).ok().map(DomId)
-    }
-
-    // ----- delivery from the hypervisor (interrupt context allowed) -----
-
-    /// Raise a per-vcpu VIRQ (Xen: `send_guest_vcpu_virq()`): discarded if
-    /// the vcpu has no port bound to it, or if the channel is being changed
-    /// at this instant (try-lock). A global VIRQ is ignored here.
-    pub fn send_vcpu_virq(&self, domid: DomId, vcpu: VcpuId, virq: Virq) {
-        if !virq.is_per_vcpu() {
-            log::warn!("send_vcpu_virq: {virq} is global");
-            return;
-        }
-        if let Some(domain) = self.domain_from_interrupt(domid) {
-            self.raise_virq(&domain, vcpu, virq);
-        }
-    }
-
-    /// Raise a global VIRQ (Xen: `send_guest_global_virq()`) in its handler
-    /// domain, through the port in that domain's vcpu 0 table, toward the
-    /// channel's notify vcpu.
-    pub fn send_global_virq(&self, virq: Virq) {
-        if virq.is_per_vcpu() {
-            log::warn!("send_global_virq: {virq} is per-vcpu");
-            return;
-        }
-        let Some(handler) = self.virq_handler(virq) else {
-            return;
-        };
-        if let Some(domain) = self.domain_from_interrupt(handler) {
-            self.raise_virq(&domain, VcpuId(0), virq);
-        }
-    }
-
-    fn raise_virq(&self, domain: &Domain, table_vcpu: VcpuId, virq: Virq) {
-        let Some(slot) = domain
-            .vcpu(table_vcpu)
-            .and_then(|vcpu| vcpu.virq_to_port.get(virq.index()))
-        else {
-            return;
-        };
-        // Acquire: pairs with the Release that published the binding.
-        let port = Port(slot.load(Ordering::Acquire));
-        if port == Port::RESERVED {
-            return;
-        }
-        let Some(channel) = domain.table.channel(port) else {
-            return;
-        };
-        let wakeups = {
-            // Interrupt context: never spin on the channel lock. A writer
-            // means the channel is being created or closed: drop the event.
-            let Some(state) = channel.try_read() else {
-                return;
-            };
-            // The port may have been closed and reused since the load.
-            if *state != (ChannelState::Virq { virq }) {
-                return;
-            }
-            let target = if virq.is_per_vcpu() {
-                table_vcpu
-            } else {
-                channel.notify_vcpu()
-            };
-            domain.abi.set_pending(&*domain.shared, port, target)
-        };
-        domain.deliver(wakeups, &self.notify);
-    }
-
-    /// Deliver a physical IRQ to the port bound to `pirq` (Xen:
-    /// `send_guest_pirq()`), toward its notify vcpu; dropped if unbound or
-    /// if the channel is being changed at this instant.
-    pub fn send_pirq(&self, domid: DomId, pirq: u32) {
-        let Some(domain) = self.domain_from_interrupt(domid) else {
-            return;
-        };
-        let Some(slot) = domain.pirq_to_port.get(pirq as usize) else {
-            return;
-        };
-        // Acquire: pairs with the Release in bind_pirq.
-        let port = Port(slot.load(Ordering::Acquire));
-        if port == Port::RESERVED {
-            return;
-        }
-        let Some(channel) = domain.table.channel(port) else {
-            return;
-        };
-        let wakeups = {
-            let Some(state) = channel.try_read() else {
-                return;
-            };
-            if *state != (ChannelState::Pirq { pirq }) {
-                return;
-            }
-            domain
-                .abi
-                .set_pending(&*domain.shared, port, channel.notify_vcpu())
-        };
-        domain.deliver(wakeups, &self.notify);
-    }
-
-    /// Xen's `local_events_need_delivery()`: `evtchn_upcall_pending` set and
-    /// `evtchn_upcall_mask` clear. The hypervisor asks this on every return
-    /// to the guest to decide whether to bounce to the event callback.
-    pub fn vcpu_has_deliverable_event(&self, domid: DomId, vcpu: VcpuId) -> bool {
-        self.domain_from_interrupt(domid)
-            .is_some_and(|domain| domain.vcpu_has_deliverable_event(vcpu))
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Every atomic, lock and one-time slot the crate uses comes from here, so a
 //! model checker can swap them: a normal build uses `core` atomics and the
-//! `spin` crate; a build with `--cfg loom` uses loom's atomics, `Arc`, mutex
-//! and rwlock. (`OnceSlot` under loom is `std::sync::OnceLock`: bucket
+//! `spin` crate; a build with `--cfg loom` uses loom's atomics, mutex and
+//! rwlock. (`Arc` stays `alloc`'s: it only owns domains and shared pages,
+//! and the public API hands `Arc<dyn SharedInfoView>` across, which loom's
+//! `Arc` cannot coerce to.) (`OnceSlot` under loom is `std::sync::OnceLock`: bucket
 //! publication is not modelled by loom, only compiled.)
 //!
 //! The wrappers expose only what the crate needs: `lock`, `read`, `try_read`,
@@ -11,14 +13,9 @@
 //! crate doc for why no lock is ever spun on from interrupt context.
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
-
-#[cfg(not(loom))]
-pub use alloc::sync::Arc;
-#[cfg(loom)]
-pub use loom::sync::Arc;
+pub use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
 mod imp {
@@ -26,8 +23,31 @@ mod imp {
     pub type Mutex<T> = spin::Mutex<T>;
     /// Guard of [`Mutex`].
     pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
-    /// A spinning reader-writer lock.
-    pub type RwLock<T> = spin::RwLock<T>;
+    /// A spinning reader-writer lock that prefers writers: `write` first
+    /// takes spin's upgradeable lock, which turns new readers away, then
+    /// waits for the readers inside to leave. Without that, a flood of
+    /// readers (a guest sending on a port as fast as it can) could keep the
+    /// count above zero and starve a close of the peer port for ever.
+    pub struct RwLock<T>(spin::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        /// A new unlocked rwlock.
+        pub const fn new(value: T) -> Self {
+            Self(spin::RwLock::new(value))
+        }
+        /// Shared lock, waiting while a writer holds or awaits it.
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+        /// Shared lock if no writer holds or awaits it.
+        pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+            self.0.try_read()
+        }
+        /// Exclusive lock: announce the writer, then wait for readers.
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.upgradeable_read().upgrade()
+        }
+    }
     /// Shared guard of [`RwLock`].
     pub type RwLockReadGuard<'a, T> = spin::RwLockReadGuard<'a, T>;
     /// Exclusive guard of [`RwLock`].

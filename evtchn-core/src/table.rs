@@ -21,19 +21,33 @@ pub(crate) struct PortTable {
     /// One slot per bucket the domain could ever need.
     buckets: Box<[OnceSlot<Bucket>]>,
     valid_evtchns: AtomicU32,
+    /// Every port below this one is allocated (or reserved): the scan for a
+    /// free port starts here. Read and written only under the event lock
+    /// (Relaxed), raised past each claimed port, lowered by each freed one.
+    /// It only skips work: the lowest free port is found either way. It is
+    /// never raised past a free port that was skipped as busy (FIFO), which
+    /// a later scan must look at again.
+    scan_start: AtomicU32,
 }
 
-/// A free port found by [`PortTable::find_free`], not yet claimed.
+/// A free port found by [`PortTable::find_free`] or
+/// [`PortTable::find_exact`], not yet claimed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FreePort {
     pub(crate) port: Port,
-    needs_bucket: bool,
+    /// First bucket index that must be allocated (buckets from there up to
+    /// the port's own), if the port has no storage yet.
+    first_new_bucket: Option<usize>,
+    /// Found by the lowest-free scan (so every port below it is taken).
+    is_lowest: bool,
 }
 
 /// A free port with its storage allocated but not yet published.
 pub(crate) struct PreparedPort {
     pub(crate) port: Port,
-    new_bucket: Option<Bucket>,
+    /// New buckets in ascending order, with the index of the first.
+    new_buckets: Option<(usize, Vec<Bucket>)>,
+    is_lowest: bool,
 }
 
 fn bucket_index(port: u32) -> usize {
@@ -70,6 +84,7 @@ impl PortTable {
         let table = Self {
             buckets: buckets.into_boxed_slice(),
             valid_evtchns: AtomicU32::new(0),
+            scan_start: AtomicU32::new(1),
         };
         let first = new_bucket(0)?;
         table.publish_bucket(0, first);
@@ -97,52 +112,127 @@ impl PortTable {
     }
 
     /// Xen's `get_free_port()` scan, without claiming anything: the lowest
-    /// port up to `limit` that is free, or the first port past the storage.
-    /// The caller holds the domain's event lock, so states cannot change.
-    pub(crate) fn find_free(&self, limit: u32) -> Result<FreePort, Errno> {
+    /// port up to `limit` that is free and not busy (FIFO: still linked),
+    /// or the first port past the storage. The caller holds the domain's
+    /// event lock, so states cannot change.
+    pub(crate) fn find_free(
+        &self,
+        limit: u32,
+        is_busy: impl Fn(Port) -> bool,
+    ) -> Result<FreePort, Errno> {
         let valid = self.valid_evtchns();
-        for port in 0..=limit {
+        let mut skipped_busy = false;
+        for port in self.scan_start.load(Ordering::Relaxed)..=limit {
             if port >= valid {
                 if bucket_index(port) >= self.buckets.len() {
                     break;
                 }
                 return Ok(FreePort {
                     port: Port(port),
-                    needs_bucket: true,
+                    first_new_bucket: Some(bucket_index(port)),
+                    is_lowest: !skipped_busy,
                 });
             }
             let channel = self.channel(Port(port)).ok_or(Errno::ENOSPC)?;
             if *channel.read() == ChannelState::Free {
+                if is_busy(Port(port)) {
+                    skipped_busy = true;
+                    continue;
+                }
                 return Ok(FreePort {
                     port: Port(port),
-                    needs_bucket: false,
+                    first_new_bucket: None,
+                    is_lowest: !skipped_busy,
                 });
             }
         }
         Err(Errno::ENOSPC)
     }
 
+    /// Xen's `evtchn_allocate_port()` for one given port (static event
+    /// channels): -ENOSPC past `limit` or the table, -EBUSY if allocated
+    /// (port 0 included) or busy. Storage up to the port may be missing.
+    pub(crate) fn find_exact(
+        &self,
+        port: Port,
+        limit: u32,
+        is_busy: impl Fn(Port) -> bool,
+    ) -> Result<FreePort, Errno> {
+        if port.0 > limit || bucket_index(port.0) >= self.buckets.len() {
+            return Err(Errno::ENOSPC);
+        }
+        let valid = self.valid_evtchns();
+        if port.0 >= valid {
+            return Ok(FreePort {
+                port,
+                first_new_bucket: Some(bucket_index(valid)),
+                is_lowest: false,
+            });
+        }
+        let channel = self.channel(port).ok_or(Errno::ENOSPC)?;
+        if *channel.read() != ChannelState::Free || is_busy(port) {
+            return Err(Errno::EBUSY);
+        }
+        Ok(FreePort {
+            port,
+            first_new_bucket: None,
+            is_lowest: false,
+        })
+    }
+
     /// Allocate the storage a free port needs (-ENOMEM), changing nothing.
     pub(crate) fn prepare(&self, free: FreePort) -> Result<PreparedPort, Errno> {
-        let new_bucket = if free.needs_bucket {
-            Some(new_bucket(free.port.0 - free.port.0 % EVTCHNS_PER_BUCKET)?)
-        } else {
-            None
+        let new_buckets = match free.first_new_bucket {
+            None => None,
+            Some(first) => {
+                let last = bucket_index(free.port.0);
+                let mut buckets = Vec::new();
+                buckets
+                    .try_reserve_exact(last.saturating_sub(first) + 1)
+                    .map_err(|_| Errno::ENOMEM)?;
+                for index in first..=last {
+                    buckets.push(new_bucket(index as u32 * EVTCHNS_PER_BUCKET)?);
+                }
+                Some((first, buckets))
+            }
         };
         Ok(PreparedPort {
             port: free.port,
-            new_bucket,
+            new_buckets,
+            is_lowest: free.is_lowest,
         })
     }
 
     /// Publish a prepared port's storage and return its channel (still
-    /// free). Cannot fail: the slot exists and is empty because the event
-    /// lock has been held since `find_free`.
+    /// free). Cannot fail: the slots exist and are empty because the event
+    /// lock has been held since the port was found.
     pub(crate) fn publish(&self, prepared: PreparedPort) -> Option<&Channel> {
-        if let Some(bucket) = prepared.new_bucket {
-            self.publish_bucket(bucket_index(prepared.port.0), bucket);
+        if let Some((first, buckets)) = prepared.new_buckets {
+            // Ascending, so the valid count never covers a missing bucket.
+            for (index, bucket) in (first..).zip(buckets) {
+                self.publish_bucket(index, bucket);
+            }
+        }
+        let next = prepared.port.0.saturating_add(1);
+        if prepared.is_lowest {
+            self.scan_start.store(next, Ordering::Relaxed);
+        } else {
+            // A port claimed out of order extends the taken prefix only if
+            // it is the first port past it.
+            let _ = self.scan_start.compare_exchange(
+                prepared.port.0,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         self.channel(prepared.port)
+    }
+
+    /// A port became free: the next scan must look at it again. The caller
+    /// holds the event lock.
+    pub(crate) fn note_freed(&self, port: Port) {
+        self.scan_start.fetch_min(port.0.max(1), Ordering::Relaxed);
     }
 
     fn publish_bucket(&self, index: usize, bucket: Bucket) {
@@ -153,5 +243,61 @@ impl PortTable {
             let covered = (index as u32 + 1) * EVTCHNS_PER_BUCKET;
             self.valid_evtchns.fetch_max(covered, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_table_has_one_bucket_and_reserved_port_0() {
+        let table = PortTable::new(1023).unwrap();
+        assert_eq!(table.valid_evtchns(), 64);
+        assert_eq!(
+            *table.channel(Port(0)).unwrap().read(),
+            ChannelState::Reserved
+        );
+        assert_eq!(*table.channel(Port(63)).unwrap().read(), ChannelState::Free);
+        assert!(table.channel(Port(64)).is_none());
+        assert!(table.channel(Port(u32::MAX)).is_none());
+    }
+
+    #[test]
+    fn prepared_port_changes_nothing_until_published() {
+        let table = PortTable::new(1023).unwrap();
+        for port in 1..64 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        let free = table.find_free(1023, |_| false).unwrap();
+        assert_eq!(free.port, Port(64));
+        let prepared = table.prepare(free).unwrap();
+        assert_eq!(table.valid_evtchns(), 64, "not yet published");
+        drop(prepared);
+        assert_eq!(table.valid_evtchns(), 64);
+        let prepared = table
+            .prepare(table.find_free(1023, |_| false).unwrap())
+            .unwrap();
+        assert!(table.publish(prepared).is_some());
+        assert_eq!(table.valid_evtchns(), 128);
+    }
+
+    #[test]
+    fn find_free_respects_the_limit_and_the_slot_count() {
+        let table = PortTable::new(10).unwrap();
+        for port in 1..=10 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        assert_eq!(table.find_free(10, |_| false).err(), Some(Errno::ENOSPC));
+        // A larger limit than the table was built for still stops at the
+        // storage the table can have (one bucket for max port 10).
+        assert_eq!(
+            table.find_free(200, |_| false).map(|free| free.port),
+            Ok(Port(11))
+        );
+        for port in 11..64 {
+            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+        }
+        assert_eq!(table.find_free(200, |_| false).err(), Some(Errno::ENOSPC));
     }
 }

@@ -401,3 +401,52 @@ fn pending_port_before_a_bad_one_makes_poll_ready() {
         Ok(PollOutcome::Ready)
     );
 }
+
+// ----- the 'e' dump -----
+
+#[test]
+fn debug_dump_prints_one_xen_style_line_per_allocated_port() {
+    let zoo = Zoo::new();
+    let world = &zoo.world;
+    world.domains.send(DOM2, Port(1)).unwrap(); // DOM1 port 2 pending
+    world.mask(DOM1, IPI);
+    let mut out = String::new();
+    world.domains.dump_domain(DOM1, &mut out).unwrap();
+    let expected = "\
+Event channel information for domain 1:
+Polling vCPUs: {}
+    port [p/m/s]
+       1 [0/0/1]: s=2 n=0 x=0 d=2
+       2 [1/0/1]: s=3 n=0 x=0 d=2 p=1
+       3 [0/0/0]: s=5 n=1 x=0 v=0
+       4 [0/0/1]: s=5 n=0 x=0 v=2
+       5 [0/1/0]: s=6 n=1 x=0
+       6 [0/0/1]: s=4 n=0 x=0 p=3
+       7 [0/0/1]: s=2 n=0 x=1 d=2
+";
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn mark_events_pending_sets_upcall_and_kicks_only_on_the_edge() {
+    let world = World::new();
+    world.domains.vcpu_mark_events_pending(DOM1, VcpuId(1));
+    assert_eq!(world.upcall_pending(DOM1, 1), 1);
+    world.domains.vcpu_mark_events_pending(DOM1, VcpuId(1));
+    assert_eq!(world.kicks(), vec![(DOM1, VcpuId(1))]);
+    world.domains.vcpu_mark_events_pending(DOM1, VcpuId(99));
+    world.domains.vcpu_mark_events_pending(DomId(9), VcpuId(0));
+    assert_eq!(world.kicks().len(), 1);
+}
+
+#[test]
+fn pirq_port_reports_the_binding_until_close() {
+    let world = World::new();
+    world.map_pirq(DOM1, 9);
+    assert_eq!(world.domains.pirq_port(DOM1, 9), None);
+    let port = world.domains.bind_pirq(DOM1, 9, 0).unwrap();
+    assert_eq!(world.domains.pirq_port(DOM1, 9), Some(port));
+    assert_eq!(world.domains.pirq_port(DOM1, 99), None);
+    world.domains.close(DOM1, port).unwrap();
+    assert_eq!(world.domains.pirq_port(DOM1, 9), None);
+}

@@ -191,3 +191,33 @@ fn errno_return_values_are_negative_xen_numbers() {
     assert_eq!(errno, Errno::EINVAL);
     assert_eq!(errno.to_return_value(), -22);
 }
+
+#[test]
+fn every_op_from_an_unknown_caller_gives_esrch() {
+    let world = World::new();
+    for op in EvtchnOp::ALL {
+        let bytes = vec![0u8; op.arg_size()];
+        assert_eq!(
+            world.domains.dispatch(DomId(50), op.cmd(), &bytes),
+            Err(Errno::ESRCH),
+            "{op:?}"
+        );
+    }
+}
+
+#[test]
+fn naming_own_domid_explicitly_acts_like_domid_self() {
+    let world = World::new();
+    assert_eq!(world.domains.alloc_unbound(DOM1, DOM1, DOM1), Ok(Port(1)));
+    assert_eq!(
+        world.domains.bind_interdomain(DOM1, DOM1, Port(1)),
+        Ok(Port(2))
+    );
+    assert!(world.status(DOM1, DOM1, Port(2)).is_ok());
+    assert_eq!(
+        world
+            .domains
+            .reset(DOM1, DOM1, evtchn_core::ResetMode::Start),
+        Ok(())
+    );
+}

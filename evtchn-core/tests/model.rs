@@ -30,7 +30,7 @@ use system::{System, apply_to_model, compare};
 /// Cases in the default run.
 const CASES: u32 = 10_000;
 /// Longest op sequence of a case.
-const MAX_STEPS: usize = 24;
+const MAX_STEPS: usize = 20;
 
 /// Run `steps` on a fresh system and model; `Err` names the first step at
 /// which they disagree.

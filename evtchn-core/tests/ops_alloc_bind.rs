@@ -672,3 +672,55 @@ fn ops_naming_a_destroyed_domain_give_esrch() {
         Err(Errno::ESRCH)
     );
 }
+
+#[test]
+fn allocation_always_returns_lowest_free_port_over_a_long_alloc_close_sequence() {
+    let world = World::new();
+    let mut allocated = std::collections::BTreeSet::new();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..5_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        if !seed.is_multiple_of(3) || allocated.is_empty() {
+            let expected = (1..).find(|port| !allocated.contains(port)).unwrap();
+            let result = world.domains.bind_ipi(DOM1, VcpuId(0));
+            if expected > 1023 {
+                assert_eq!(result, Err(Errno::ENOSPC));
+            } else {
+                assert_eq!(result, Ok(Port(expected)));
+                allocated.insert(expected);
+            }
+        } else {
+            let index = (seed as usize / 3) % allocated.len();
+            let port = *allocated.iter().nth(index).unwrap();
+            world.domains.close(DOM1, Port(port)).unwrap();
+            allocated.remove(&port);
+        }
+        assert_eq!(active(&world, DOM1), allocated.len() as u32);
+    }
+}
+
+#[test]
+fn bind_interdomain_against_every_remote_state() {
+    // DOM2 binds to each of DOM1's zoo ports; only ports unbound for DOM2
+    // (the guest one and the Xen-attached one) accept.
+    for (what, port) in ZOO_PORTS {
+        let zoo = Zoo::new();
+        let world = &zoo.world;
+        let expected_ok = port == UNBOUND || port == XEN_ATTACHED;
+        let before = world.snapshot(DOM1);
+        let result = world.domains.bind_interdomain(DOM2, DOM1, port);
+        if expected_ok {
+            let local = result.unwrap_or_else(|errno| panic!("{what}: {errno:?}"));
+            assert!(matches!(
+                world.state(DOM1, port),
+                ChannelState::Interdomain { remote, remote_port, .. }
+                    if remote == DOM2 && remote_port == local
+            ));
+        } else {
+            assert_eq!(result, Err(Errno::EINVAL), "{what}");
+            assert_eq!(world.snapshot(DOM1), before, "{what}");
+        }
+    }
+}

@@ -317,3 +317,68 @@ fn repeated_sends_raise_one_upcall_until_guest_acknowledges() {
     world.domains.send(DOM1, IPI).unwrap();
     assert_eq!(world.kicks().len(), 1);
 }
+
+// ----- Xen-attached channels -----
+
+#[test]
+fn hypervisor_closes_xen_attached_channel_and_guest_peer_becomes_unbound() {
+    let zoo = Zoo::new();
+    let world = &zoo.world;
+    let guest_end = world
+        .domains
+        .bind_interdomain(DOM2, DOM1, XEN_ATTACHED)
+        .unwrap();
+    assert_eq!(world.domains.close(DOM1, XEN_ATTACHED), Err(Errno::EINVAL));
+    let active_before = active(world, DOM1);
+    assert_eq!(world.domains.close_xen_channel(DOM1, XEN_ATTACHED), Ok(()));
+    state_is(world, DOM1, XEN_ATTACHED, ChannelState::Free);
+    assert_eq!(active(world, DOM1), active_before - 1);
+    state_is(
+        world,
+        DOM2,
+        guest_end,
+        ChannelState::Unbound {
+            remote: DOM1,
+            consumer: Consumer::Guest,
+        },
+    );
+    assert_eq!(
+        world.domains.close_xen_channel(DOM1, XEN_ATTACHED),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        world.domains.close_xen_channel(DomId(9), Port(1)),
+        Err(Errno::ESRCH)
+    );
+}
+
+#[test]
+fn alloc_unbound_xen_checks_domain_and_vcpu_and_sets_notify_vcpu() {
+    let world = World::new();
+    assert_eq!(
+        world
+            .domains
+            .alloc_unbound_xen(DomId(9), VcpuId(0), DOM2, XenConsumer(2)),
+        Err(Errno::ESRCH)
+    );
+    assert_eq!(
+        world
+            .domains
+            .alloc_unbound_xen(DOM1, VcpuId(2), DOM2, XenConsumer(2)),
+        Err(Errno::ENOENT)
+    );
+    let port = world
+        .domains
+        .alloc_unbound_xen(DOM1, VcpuId(1), DOM2, XenConsumer(2))
+        .unwrap();
+    assert_eq!(world.notify_vcpu(DOM1, port), VcpuId(1));
+    state_is(
+        &world,
+        DOM1,
+        port,
+        ChannelState::Unbound {
+            remote: DOM2,
+            consumer: Consumer::Xen(XenConsumer(2)),
+        },
+    );
+}

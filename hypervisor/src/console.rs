@@ -77,3 +77,8 @@ pub fn init(level: LevelFilter) {
     let _ = log::set_logger(&CONSOLE);
     log::set_max_level(level);
 }
+
+/// Changes the console log level.
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}

@@ -11,8 +11,9 @@ use alloc::vec::Vec;
 use arch::cpu::{self, Features};
 use arch::gdt::{CpuTables, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use arch::paging::MapError;
-use arch::percpu::{self, PerCpu, StackRange};
+use arch::percpu::{self, PerCpu};
 use arch::smp::{ApStart, StartError, TrampolinePage};
+use arch::stack::Stack;
 use arch::{idt, lapic, pit};
 
 use crate::acpi::Madt;
@@ -31,18 +32,12 @@ const AP_TIMEOUT_MICROS: u64 = 5_000_000;
 static BSP_TABLES: CpuTables = CpuTables::new();
 
 /// A CPU's stacks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct CpuStacks {
     /// The kernel stack.
-    pub kernel: StackRange,
+    pub kernel: Stack,
     /// #DF, NMI and #MC stacks.
-    pub ist: [StackRange; 3],
-}
-
-impl CpuStacks {
-    fn ist_tops(&self) -> [u64; 3] {
-        self.ist.map(|stack| stack.top)
-    }
+    pub ist: [Stack; 3],
 }
 
 fn allocate_stacks() -> Result<CpuStacks, MapError> {
@@ -61,22 +56,28 @@ fn allocate_stacks() -> Result<CpuStacks, MapError> {
 pub fn init_bsp_early() {
     let bsp = percpu::bsp();
     percpu::install(bsp);
-    BSP_TABLES.load(arch::boot::early_ist_tops());
+    let loaded = arch::boot::take_early_ist_stacks().map(|stacks| BSP_TABLES.load(stacks));
+    if !matches!(loaded, Some(Ok(()))) {
+        // Called twice: a bug, and nothing can be printed yet.
+        arch::qemu::exit(arch::qemu::ExitCode::Panic);
+    }
     bsp.set_tables(&BSP_TABLES);
     idt::load();
 }
 
-/// Gives the bootstrap CPU guarded IST stacks and a guarded kernel stack
-/// (returned: the caller switches to it).
-pub fn init_bsp_stacks() -> Result<CpuStacks, MapError> {
-    let stacks = allocate_stacks()?;
-    for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+/// Gives the bootstrap CPU guarded IST stacks and returns a guarded
+/// kernel stack for the caller to switch to.
+pub fn init_bsp_stacks() -> Result<Stack, MapError> {
+    let CpuStacks { kernel, ist } = allocate_stacks()?;
+    for (slot, stack) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
         .into_iter()
-        .zip(stacks.ist_tops())
+        .zip(ist)
     {
-        BSP_TABLES.set_ist(slot, top);
+        if BSP_TABLES.set_ist(slot, stack).is_err() {
+            log::error!("IST {slot}: the boot CPU's tables are not this CPU's");
+        }
     }
-    Ok(stacks)
+    Ok(kernel)
 }
 
 /// How the LAPICs were set up.
@@ -94,21 +95,22 @@ pub struct ApicSetup {
 /// has it), calibrates the LAPIC timer against the TSC and starts it.
 pub fn init_bsp_apic(features: &Features, madt: &Madt) -> Result<ApicSetup, MapError> {
     pit::disable_legacy_pic();
-    let xapic_virt = if features.has_x2apic {
-        0
+    let interface = if features.has_x2apic {
+        lapic::Interface::X2Apic
     } else {
-        let phys = if madt.lapic_address != 0 {
-            madt.lapic_address
-        } else {
-            lapic::mmio_phys()
+        // IA32_APIC_BASE is where this CPU's LAPIC really is; the MADT's
+        // address is only a fallback.
+        let phys = match lapic::mmio_phys() {
+            0 => madt.lapic_address,
+            phys => phys,
         };
-        space::map_mmio(phys, 4096)?
+        lapic::Interface::XApic(space::map_xapic(phys)?)
     };
-    let mode = lapic::select(features.has_x2apic, xapic_virt);
+    let mode = lapic::select(interface);
     lapic::enable();
     let bsp_apic_id = lapic::id();
     percpu::bsp().set_apic_id(bsp_apic_id);
-    let timer_hz = lapic::calibrate_timer(20_000);
+    let timer_hz = lapic::calibrate_timer(10_000);
     lapic::start_periodic_timer(TIMER_HZ);
     percpu::bsp().mark_online();
     cpu::enable_interrupts();
@@ -141,7 +143,8 @@ pub enum ApFailureReason {
     Start(StartError),
 }
 
-/// Starts every enabled processor in the MADT other than the bootstrap one.
+/// Starts every enabled processor in the MADT other than the bootstrap one:
+/// INIT to all, then start-up IPIs one CPU at a time.
 /// Returns the failures (empty if all came up).
 pub fn start_application_processors(
     features: &Features,
@@ -150,21 +153,35 @@ pub fn start_application_processors(
     bsp_apic_id: u32,
 ) -> Vec<ApFailure> {
     let mut failures = Vec::new();
-    let hypervisor_cr3 = space::root().unwrap_or(0);
-    let trampoline_cr3 = match space::trampoline_tables() {
-        Ok(root) => root,
+    let trampoline_tables = match space::trampoline_tables() {
+        Ok(tables) => tables,
         Err(error) => {
             for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
                 failures.push(ApFailure {
                     apic_id: processor.apic_id,
-                    reason: ApFailureReason::Memory(error),
+                    reason: ApFailureReason::Start(error),
                 });
             }
             return failures;
         }
     };
+    arch::smp::init_all(
+        madt.processors
+            .iter()
+            .map(|processor| processor.apic_id)
+            .filter(|&apic_id| apic_id != bsp_apic_id)
+            .take(percpu::MAX_CPUS - 1),
+    );
     let mut next_index = 1;
     for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
+        if next_index as usize >= percpu::MAX_CPUS {
+            log::warn!(
+                "CPU with APIC id {} left offline: Sluice supports {} CPUs",
+                processor.apic_id,
+                percpu::MAX_CPUS
+            );
+            continue;
+        }
         let stacks = match allocate_stacks() {
             Ok(stacks) => stacks,
             Err(error) => {
@@ -179,17 +196,21 @@ pub fn start_application_processors(
         let start = ApStart {
             cpu,
             tables: CpuTables::new_leaked(),
-            ist_tops: stacks.ist_tops(),
-            stack_top: stacks.kernel.top,
-            hypervisor_cr3,
-            trampoline_cr3,
+            kernel_stack: stacks.kernel,
+            ist: stacks.ist,
             features: *features,
             next: ap_main,
         };
         // Indexes stay unique even if a CPU fails to start (and shows up
         // late).
         next_index += 1;
-        match arch::smp::start_ap(trampoline, processor.apic_id, &start, AP_TIMEOUT_MICROS) {
+        match arch::smp::start_ap(
+            trampoline,
+            &trampoline_tables,
+            processor.apic_id,
+            start,
+            AP_TIMEOUT_MICROS,
+        ) {
             Ok(()) => {
                 // Wait for the AP's own "online" (after its timer starts).
                 let deadline = cpu::rdtsc() + arch::tsc::micros_to_ticks(AP_TIMEOUT_MICROS);

@@ -12,7 +12,8 @@
 //! - [`memory::frames`]: vouching for its frames as page-table frames;
 //! - [`memory::heap`]: handing the heap region to the allocator;
 //! - [`memory::space`]: switching to the hypervisor's page tables and
-//!   claiming the memory it reserved (trampoline page, MMIO windows).
+//!   vouching for what it set aside (stacks, the trampoline page, the
+//!   LAPIC and IOAPIC windows).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]

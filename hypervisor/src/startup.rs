@@ -31,12 +31,17 @@ fn fail(message: core::fmt::Arguments<'_>) -> ! {
 pub fn start(magic: u32, multiboot_info: u32) -> ! {
     arch::tsc::mark_boot();
     cpus::init_bsp_early();
+    // Errors only until the command line says otherwise, so that a fault
+    // while reading the loader's data is still reported.
+    console::init(log::LevelFilter::Error);
     let parsed = bootinfo::parse(magic, multiboot_info);
     let options = match &parsed {
         Ok(info) => cmdline::parse(&info.cmdline),
         Err(_) => Options::default(),
     };
-    console::init(options.log_level);
+    // Measure the TSC before the first line, so every line has a time.
+    let tsc_hz = arch::tsc::calibrate();
+    console::set_level(options.log_level);
     log::info!("Sluice hypervisor {}", env!("CARGO_PKG_VERSION"));
     let info = match parsed {
         Ok(info) => info,
@@ -50,7 +55,6 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         );
     }
 
-    let tsc_hz = arch::tsc::calibrate();
     match arch::cpu::cpuid_tsc_hz() {
         Some(claimed) => log::info!(
             "TSC: {} kHz measured against the PIT (CPUID says {} kHz)",
@@ -127,8 +131,8 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         Ok((start, end)) => log::info!("heap: {} MiB at {start:#x}-{end:#x}", (end - start) >> 20),
         Err(error) => fail(format_args!("cannot set up the heap: {error:?}")),
     }
-    let stacks = match cpus::init_bsp_stacks() {
-        Ok(stacks) => stacks,
+    let stack = match cpus::init_bsp_stacks() {
+        Ok(stack) => stack,
         Err(error) => fail(format_args!(
             "cannot allocate the boot CPU's stacks: {error:?}"
         )),
@@ -138,7 +142,7 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         options,
         features,
     });
-    space::switch_to_stack(stacks.kernel, stage2)
+    arch::stack::run_on(stack, 0, stage2)
 }
 
 /// Stage 2 (the bootstrap CPU's guarded stack).
@@ -146,6 +150,19 @@ extern "C" fn stage2(_: u64) -> ! {
     let Some(handoff) = HANDOFF.get() else {
         fail(format_args!("stage 2 without a hand-off"))
     };
+    let boot_stack_used = arch::boot::boot_stack_high_water();
+    log::debug!(
+        "boot stack: {} KiB of {} KiB used",
+        boot_stack_used / 1024,
+        arch::boot::BOOT_STACK_SIZE / 1024
+    );
+    // The boot stack has no guard page: if it reached its last page it
+    // may have run over `.bss` below it, so stop rather than trust memory.
+    if boot_stack_used + 4096 > arch::boot::BOOT_STACK_SIZE {
+        fail(format_args!(
+            "the boot stack overflowed ({boot_stack_used} bytes used)"
+        ));
+    }
     let (rsdp, madt) = match acpi::discover() {
         Ok(found) => found,
         Err(error) => fail(format_args!("ACPI: {error:?}")),
@@ -248,11 +265,19 @@ extern "C" fn stage2(_: u64) -> ! {
     if !failures.is_empty() {
         fail(format_args!("{} CPU(s) failed to start", failures.len()));
     }
-    log::info!(
-        "no domains run yet: Sluice cannot build domains yet ({} module(s) left unstarted); exiting",
-        handoff.info.modules.len()
-    );
-    qemu::exit(ExitCode::Pass)
+    // Exit code 0x10 means "every domain passed": true with no domains,
+    // false when modules asked for domains that cannot run yet.
+    match handoff.info.modules.len() {
+        0 => {
+            log::info!(
+                "no domains run yet: Sluice cannot build domains yet, and no modules were given; exiting"
+            );
+            qemu::exit(ExitCode::Pass)
+        }
+        count => fail(format_args!(
+            "no domains run yet: Sluice cannot build domains yet, so the {count} module(s) given stay unstarted; exiting"
+        )),
+    }
 }
 
 #[cfg(feature = "selftest")]

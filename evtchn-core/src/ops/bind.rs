@@ -3,6 +3,7 @@
 
 use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, Errno, EvtchnBindPirq, Port, VcpuId, Virq};
 use crate::channel::{ChannelState, Consumer, XenConsumer};
+use crate::domain::{Domain, PortChoice};
 use crate::notify::{Notify, PirqHost, PirqSharing};
 use crate::registry::{Domains, EventLocks};
 use crate::sync::Ordering;
@@ -28,41 +29,74 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         } else {
             remote_dom
         };
-        self.alloc_unbound_with(&target, remote, Consumer::Guest, |target| {
-            check_target(&caller, target)
-        })
+        self.alloc_unbound_with(
+            &target,
+            PortChoice::Lowest,
+            (remote, VcpuId(0)),
+            Consumer::Guest,
+            |target| check_target(&caller, target),
+        )
     }
 
-    /// Xen's `alloc_unbound_xen_event_channel()`: an unbound port in `domid`
-    /// whose local end the hypervisor consumes (`consumer`); `remote` binds
-    /// to it with bind_interdomain. Its sends reach
-    /// [`Notify::notify_xen_consumer`]; guests cannot close, re-bind or poll
-    /// it and its status reads -EACCES.
+    /// Xen's `alloc_unbound_xen_event_channel()`: an unbound port in `domid`,
+    /// notifying `vcpu`, whose local end the hypervisor consumes
+    /// (`consumer`); `remote` binds to it with bind_interdomain. The guest
+    /// peer's sends reach [`Notify::notify_xen_consumer`]; the hypervisor
+    /// signals the peer with [`Domains::notify_via_xen_channel`] and closes
+    /// it with [`Domains::close_xen_channel`]. Guests cannot close, re-bind
+    /// or poll it, and its status reads -EACCES (4.17).
+    /// -ESRCH, -ENOENT for no such vcpu, then the allocation errors.
     pub fn alloc_unbound_xen(
         &self,
         domid: DomId,
+        vcpu: VcpuId,
         remote: DomId,
         consumer: XenConsumer,
     ) -> Result<Port, Errno> {
         let target = self.domain(domid).ok_or(Errno::ESRCH)?;
-        self.alloc_unbound_with(&target, remote, Consumer::Xen(consumer), |_| Ok(()))
+        target.check_vcpu(vcpu)?;
+        self.alloc_unbound_with(
+            &target,
+            PortChoice::Lowest,
+            (remote, vcpu),
+            Consumer::Xen(consumer),
+            |_| Ok(()),
+        )
+    }
+
+    /// A static event channel's first half (Xen's dom0less
+    /// `alloc_static_evtchn()`): the hypervisor allocates exactly `port` in
+    /// `domid`, unbound for `remote`. -ESRCH; -EINVAL while dying; -ENOSPC
+    /// past the domain's limit; -EBUSY if the port is taken (port 0
+    /// included); -ENOMEM. Storage up to the port is created as needed.
+    pub fn alloc_unbound_at(&self, domid: DomId, port: Port, remote: DomId) -> Result<(), Errno> {
+        let target = self.domain(domid).ok_or(Errno::ESRCH)?;
+        self.alloc_unbound_with(
+            &target,
+            PortChoice::Exact(port),
+            (remote, VcpuId(0)),
+            Consumer::Guest,
+            |_| Ok(()),
+        )
+        .map(|_| ())
     }
 
     fn alloc_unbound_with(
         &self,
-        target: &crate::domain::Domain,
-        remote: DomId,
+        target: &Domain,
+        choice: PortChoice,
+        (remote, notify_vcpu): (DomId, VcpuId),
         consumer: Consumer,
-        permit: impl FnOnce(&crate::domain::Domain) -> Result<(), Errno>,
+        permit: impl FnOnce(&Domain) -> Result<(), Errno>,
     ) -> Result<Port, Errno> {
         let locked = target.lock();
-        let prepared = target.prepare_port(&locked)?;
+        let prepared = target.prepare_port_choice(&locked, choice)?;
         permit(target)?;
         // Commit: nothing below can fail.
         let port = prepared.port;
         let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
         *channel.write() = ChannelState::Unbound { remote, consumer };
-        channel.set_notify_vcpu(VcpuId(0));
+        channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
             target.xen_channels.fetch_add(1, Ordering::Relaxed);
@@ -87,9 +121,37 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     ) -> Result<Port, Errno> {
         let local = self.caller(caller)?;
         let remote = self.resolve(&local, remote_dom)?;
+        self.bind_interdomain_with(&local, PortChoice::Lowest, &remote, remote_port)
+    }
+
+    /// A static event channel's second half: the hypervisor binds exactly
+    /// `local_port` of `local` to `remote_port` of `remote`, which must be
+    /// unbound for `local`. The errors of [`Domains::alloc_unbound_at`] for
+    /// the local port, then those of bind_interdomain. As with the guest
+    /// op, the local port is set pending at once.
+    pub fn bind_interdomain_at(
+        &self,
+        local: DomId,
+        local_port: Port,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<(), Errno> {
+        let local = self.domain(local).ok_or(Errno::ESRCH)?;
+        let remote = self.domain(remote).ok_or(Errno::ESRCH)?;
+        self.bind_interdomain_with(&local, PortChoice::Exact(local_port), &remote, remote_port)
+            .map(|_| ())
+    }
+
+    fn bind_interdomain_with(
+        &self,
+        local: &Domain,
+        choice: PortChoice,
+        remote: &Domain,
+        remote_port: Port,
+    ) -> Result<Port, Errno> {
         // Lock order: lower domid's event lock -> higher domid's event lock.
-        let locks = EventLocks::lock(&local, &remote);
-        let prepared = local.prepare_port(locks.first())?;
+        let locks = EventLocks::lock(local, remote);
+        let prepared = local.prepare_port_choice(locks.first(), choice)?;
         let remote_channel = remote.table.channel(remote_port).ok_or(Errno::EINVAL)?;
         if locks.second().is_dying {
             return Err(Errno::EINVAL);
@@ -134,9 +196,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             };
             local_channel.set_notify_vcpu(VcpuId(0));
             local_channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
-            local
-                .abi
-                .set_pending(&*local.shared, local_port, local_channel.notify_vcpu())
+            local.set_pending(
+                (local_port, local_channel),
+                local_channel.notify_vcpu(),
+                &self.notify,
+            )
         };
         drop(locks);
         local.deliver(wakeups, &self.notify);

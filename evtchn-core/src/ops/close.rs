@@ -6,7 +6,9 @@ use crate::channel::ChannelState;
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{Domains, EventLocks};
-use crate::sync::{Arc, Ordering};
+use alloc::sync::Arc;
+
+use crate::sync::Ordering;
 
 use super::{CloseBy, ResetMode, check_target};
 
@@ -20,6 +22,14 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.close_port(&domain, port, CloseBy::Guest)
     }
 
+    /// Xen's `free_xen_event_channel()`: the hypervisor closes one of its
+    /// Xen-attached channels (any other channel works too). A guest peer
+    /// becomes unbound. -ESRCH, -EINVAL for an invalid, free or reserved port.
+    pub fn close_xen_channel(&self, domid: DomId, port: Port) -> Result<(), Errno> {
+        let domain = self.domain(domid).ok_or(Errno::ESRCH)?;
+        self.close_port(&domain, port, CloseBy::Hypervisor)
+    }
+
     /// Xen's `evtchn_close()`.
     pub(crate) fn close_port(
         &self,
@@ -30,12 +40,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         // The peer domain of an interdomain channel, once known. Its event
         // lock must be taken in domid order, so on discovering it we drop
-        // ours, take both, and look again (the channel may have changed).
+        // ours, take both, and look again. If the channel was closed and
+        // re-bound elsewhere meanwhile, the answer is -EINVAL, as if we had
+        // seen it free (it was, in between), which is what Xen does.
         let mut peer: Option<Arc<Domain>> = None;
-        let mut attempts = 0;
         loop {
-            attempts += 1;
             let peer_now = peer.clone();
+            // Lock order: lower domid's event lock -> higher domid's.
             let locks = match &peer_now {
                 None => EventLocks::lock(domain, domain),
                 Some(peer) => EventLocks::lock(domain, peer),
@@ -50,6 +61,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 ChannelState::Pirq { pirq } => {
                     self.pirq_host.unbind(domain.domid, pirq);
                     if let Some(slot) = domain.pirq_to_port.get(pirq as usize) {
+                        // Release: pairs with the Acquire in send_pirq; the
+                        // map is cleared before the channel is freed, and a
+                        // sender that still read the old port re-checks the
+                        // channel's state under its lock.
                         slot.store(0, Ordering::Release);
                     }
                 }
@@ -65,6 +80,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                         .vcpu(table_vcpu)
                         .and_then(|vcpu| vcpu.virq_to_port.get(virq.index()))
                     {
+                        // Release: pairs with the Acquire in raise_virq;
+                        // cleared before the channel is freed (a sender
+                        // holding the old port re-checks the state).
                         slot.store(0, Ordering::Release);
                     }
                 }
@@ -77,40 +95,28 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                         domain.clone()
                     } else {
                         match &peer {
-                            Some(known) if known.domid == remote => known.clone(),
-                            Some(_) | None => {
-                                if attempts > 3 {
-                                    log::error!(
-                                        "{} {port}: interdomain peer {remote} keeps changing",
-                                        domain.domid
-                                    );
-                                    return Err(Errno::EINVAL);
-                                }
+                            Some(known) => known.clone(),
+                            None => {
                                 peer = Some(self.domain(remote).ok_or(Errno::EINVAL)?);
                                 drop(locks);
                                 continue;
                             }
                         }
                     };
-                    let peer_channel = peer_domain.table.channel(remote_port);
-                    let points_back = peer_channel.is_some_and(|peer_channel| {
-                        matches!(*peer_channel.read(),
-                            ChannelState::Interdomain { remote: back, remote_port: back_port, .. }
-                                if back == domain.domid && back_port == port)
-                    });
-                    let Some(peer_channel) = peer_channel.filter(|_| points_back) else {
-                        // The Arc we locked is a destroyed domain whose id was
-                        // reused: look the peer up again.
-                        if attempts > 3 {
-                            log::error!(
-                                "{} {port}: interdomain peer does not point back",
-                                domain.domid
-                            );
-                            return Err(Errno::EINVAL);
-                        }
-                        peer = None;
-                        drop(locks);
-                        continue;
+                    // The peer we locked must be the one the channel names
+                    // and must point back (a destroyed domain whose id was
+                    // reused does not).
+                    let peer_channel = peer_domain
+                        .table
+                        .channel(remote_port)
+                        .filter(|_| peer_domain.domid == remote)
+                        .filter(|peer_channel| {
+                            matches!(*peer_channel.read(),
+                                ChannelState::Interdomain { remote: back, remote_port: back_port, .. }
+                                    if back == domain.domid && back_port == port)
+                        });
+                    let Some(peer_channel) = peer_channel else {
+                        return Err(Errno::EINVAL);
                     };
                     // Lock order: channel (lower domid, port) -> channel (higher).
                     let self_first = (domain.domid, port) < (remote, remote_port);
@@ -152,6 +158,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let caller = self.caller(caller)?;
         let target = self.resolve(&caller, dom)?;
         check_target(&caller, &target)?;
+        // Acquire: pairs with the AcqRel of pause_by_controller.
         if target.domid != caller.domid && target.controller_pauses.load(Ordering::Acquire) == 0 {
             return Err(Errno::EINVAL);
         }
@@ -168,8 +175,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             locked.reset_cursor = locked.reset_cursor.max(start);
             start
         };
+        // Acquire on the active count: pairs with the Release decrements in
+        // release_port, so a Xen-attached close seen here is seen whole.
         while target.table.is_valid(Port(port))
-            && target.active_channels.load(Ordering::Relaxed)
+            && target.active_channels.load(Ordering::Acquire)
                 > target.xen_channels.load(Ordering::Relaxed)
         {
             // A free or Xen-attached port gives -EINVAL: skipped.
@@ -187,8 +196,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         {
             return Err(Errno::EAGAIN);
         }
-        // FIFO, once implemented, is dropped here and the domain returns to
-        // 2-level; under 2-level there is nothing more to do.
+        // Back to 2-level, dropping every FIFO mapping (spec §2.12 step 5).
+        target.leave_fifo(locked);
         Ok(())
     }
 }

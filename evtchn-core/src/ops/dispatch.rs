@@ -70,8 +70,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             return Err(Errno::ENOSYS);
         };
         let result = self.dispatch_op(caller, op, arg);
-        if let Err(errno) = result {
-            log::debug!("{caller}: {op:?} {arg:02x?} rejected: {errno}");
+        match result {
+            // A preempted reset is continued, not rejected.
+            Err(Errno::ERESTART) => {}
+            Err(errno) => log::debug!("{caller}: {op:?} {arg:02x?} rejected: {errno}"),
+            Ok(_) => {}
         }
         result
     }

@@ -8,6 +8,7 @@
 
 mod bind;
 mod close;
+mod deliver;
 mod dispatch;
 mod fifo;
 mod poll;

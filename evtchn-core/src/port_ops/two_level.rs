@@ -8,7 +8,7 @@
 //! the 512-byte arrays is never touched: it reads as masked and not pending
 //! (XSA-342).
 
-use super::Wakeups;
+use super::{Wakeups, mark_events_pending};
 use crate::abi::{Port, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
@@ -41,11 +41,7 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
     {
         return None;
     }
-    // Xen: vcpu_mark_events_pending(); upcall_mask is not looked at here.
-    if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
-        return None;
-    }
-    Some(vcpu)
+    mark_events_pending(view, vcpu)
 }
 
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
@@ -101,4 +97,83 @@ pub(super) fn is_pending(view: &dyn SharedInfoView, port: Port) -> bool {
 
 pub(super) fn is_masked(view: &dyn SharedInfoView, port: Port) -> bool {
     mask_word(view, port).is_none_or(|(mask, bit)| mask.load(Ordering::SeqCst) & bit != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::SharedInfo;
+
+    fn bit(words: &[AtomicU64], port: u32) -> bool {
+        words[(port / 64) as usize].load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+    }
+
+    #[test]
+    fn set_pending_reports_kick_and_poll_only_on_first_edge() {
+        let page = SharedInfo::new();
+        let first = set_pending(&page, Port(70), VcpuId(2));
+        assert_eq!(first.kick_vcpu, Some(VcpuId(2)));
+        assert_eq!(first.poll_port, Some(Port(70)));
+        assert!(bit(&page.evtchn_pending, 70));
+        assert_eq!(
+            page.vcpu_info[2].evtchn_pending_sel.load(Ordering::SeqCst),
+            0b10
+        );
+        assert_eq!(set_pending(&page, Port(70), VcpuId(2)), Wakeups::default());
+    }
+
+    #[test]
+    fn masked_set_pending_still_asks_for_pollers() {
+        let page = SharedInfo::new();
+        page.evtchn_mask[0].store(1 << 5, Ordering::SeqCst);
+        let wakeups = set_pending(&page, Port(5), VcpuId(0));
+        assert_eq!(wakeups.kick_vcpu, None);
+        assert_eq!(wakeups.poll_port, Some(Port(5)));
+        assert_eq!(
+            page.vcpu_info[0].evtchn_pending_sel.load(Ordering::SeqCst),
+            0
+        );
+    }
+
+    #[test]
+    fn ports_past_the_bitmaps_are_masked_not_pending_and_never_written() {
+        let page = SharedInfo::new();
+        for port in [4096, 4097, 131_071, u32::MAX] {
+            assert_eq!(
+                set_pending(&page, Port(port), VcpuId(0)),
+                Wakeups::default()
+            );
+            assert_eq!(unmask(&page, Port(port), VcpuId(0)), Wakeups::default());
+            clear_pending(&page, Port(port));
+            assert!(is_masked(&page, Port(port)));
+            assert!(!is_pending(&page, Port(port)));
+        }
+        assert_eq!(page.wc_version.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn unmask_raises_only_a_masked_pending_port() {
+        let page = SharedInfo::new();
+        page.evtchn_mask[1].store(1, Ordering::SeqCst);
+        page.evtchn_pending[1].store(1, Ordering::SeqCst);
+        let wakeups = unmask(&page, Port(64), VcpuId(1));
+        assert_eq!(wakeups.kick_vcpu, Some(VcpuId(1)));
+        assert!(!bit(&page.evtchn_mask, 64));
+        // Unmasking again (already unmasked) does nothing.
+        page.vcpu_info[1]
+            .evtchn_pending_sel
+            .store(0, Ordering::SeqCst);
+        page.vcpu_info[1]
+            .evtchn_upcall_pending
+            .store(0, Ordering::SeqCst);
+        assert_eq!(unmask(&page, Port(64), VcpuId(1)), Wakeups::default());
+    }
+
+    #[test]
+    fn vcpu_beyond_legacy_slots_gets_no_selector() {
+        let page = SharedInfo::new();
+        let wakeups = set_pending(&page, Port(3), VcpuId(40));
+        assert_eq!(wakeups.kick_vcpu, None);
+        assert!(bit(&page.evtchn_pending, 3));
+    }
 }

@@ -115,6 +115,7 @@ impl World {
             privilege: Privilege::Privileged,
             max_evtchn_port: 1023,
             nr_pirqs: 64,
+            ..DomainConfig::new(DOM0, 4)
         });
         world.add(DomainConfig {
             nr_pirqs: 16,
@@ -139,6 +140,10 @@ impl World {
         let view: Arc<dyn SharedInfoView> = page.clone();
         self.domains.create_domain(config, view).unwrap();
         self.pages.insert(config.domid, page);
+    }
+
+    pub fn active_of(&self, domid: DomId) -> u32 {
+        self.domains.active_channels(domid).unwrap()
     }
 
     pub fn page(&self, domid: DomId) -> &SharedInfo {
@@ -345,7 +350,7 @@ impl Zoo {
         world.map_pirq(DOM1, ZOO_PIRQ);
         assert_eq!(domains.bind_pirq(DOM1, ZOO_PIRQ, 0), Ok(PIRQ));
         assert_eq!(
-            domains.alloc_unbound_xen(DOM1, DOM2, XenConsumer(1)),
+            domains.alloc_unbound_xen(DOM1, VcpuId(0), DOM2, XenConsumer(1)),
             Ok(XEN_ATTACHED)
         );
         world.guest_ack_all(DOM1);

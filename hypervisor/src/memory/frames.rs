@@ -25,12 +25,15 @@ struct Bitmap {
     free: [u64; WORDS],
     free_frames: u64,
     managed_frames: u64,
+    /// No word below this one has a free frame (freeing must lower it).
+    first_candidate_word: usize,
 }
 
 static BITMAP: spin::Mutex<Bitmap> = spin::Mutex::new(Bitmap {
     free: [0; WORDS],
     free_frames: 0,
     managed_frames: 0,
+    first_candidate_word: 0,
 });
 
 /// Frames at or above this are not yet reachable through the direct map.
@@ -99,10 +102,12 @@ pub fn set_reachable_limit(limit: u64) {
 pub fn allocate() -> Option<u64> {
     let limit = REACHABLE_LIMIT.load(Ordering::Relaxed);
     let mut bitmap = BITMAP.lock();
+    let first = bitmap.first_candidate_word;
     let (word_index, word) = bitmap
         .free
         .iter_mut()
         .enumerate()
+        .skip(first)
         .find(|(_, word)| **word != 0)?;
     let bit = u64::from(word.trailing_zeros());
     let phys = (word_index as u64 * 64 + bit) * FRAME_SIZE;
@@ -111,6 +116,7 @@ pub fn allocate() -> Option<u64> {
     }
     *word &= !(1 << bit);
     bitmap.free_frames -= 1;
+    bitmap.first_candidate_word = word_index;
     Some(phys)
 }
 

@@ -3,7 +3,7 @@
 //!
 //! This module opts out of `deny(unsafe_code)` to switch CR3 to the tables
 //! it builds and to claim memory it has set aside (the trampoline page, the
-//! IOAPIC windows).
+//! LAPIC and IOAPIC windows).
 #![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use arch::layout::{
 };
 use arch::paging::{MapError, PageTableFlags, PageTables};
 use arch::percpu::StackRange;
+use arch::stack::Stack;
 
 use super::frames::{self, Frames};
 use crate::bootinfo::{MemoryRegion, RegionKind};
@@ -113,11 +114,6 @@ pub fn build_and_activate(regions: &[MemoryRegion]) -> Result<SpaceInfo, MapErro
     Ok(info)
 }
 
-/// Physical address of the hypervisor's PML4.
-pub fn root() -> Option<u64> {
-    TABLES.lock().as_ref().map(PageTables::root_phys)
-}
-
 fn reserve_vmap(pages: u64) -> Option<u64> {
     let size = pages.checked_mul(PAGE_SIZE)?;
     let base = VMAP_NEXT.fetch_add(size, Ordering::Relaxed);
@@ -145,15 +141,35 @@ fn map_range(
 
 /// A stack of `pages` fresh pages in the vmap area with an unmapped guard
 /// page below it (and the next allocation's guard page above).
-pub fn allocate_stack(pages: u64) -> Result<StackRange, MapError> {
+pub fn allocate_stack(pages: u64) -> Result<Stack, MapError> {
     let base = reserve_vmap(pages + 1).ok_or(MapError::OutOfFrames)?;
     let bottom = base + PAGE_SIZE;
     let flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | PageTableFlags::GLOBAL;
     map_range(bottom, None, pages, flags)?;
-    Ok(StackRange {
+    let range = StackRange {
         bottom,
         top: bottom + pages * PAGE_SIZE,
-    })
+    };
+    // SAFETY: the vmap range was reserved just now (the bump pointer never
+    // hands it out again) and backed with fresh frames from the allocator,
+    // mapped writable for good; the top is page aligned.
+    Ok(unsafe { Stack::assume_exclusive(range) })
+}
+
+/// Maps a fresh frame at the guest (lower-half) address `virt` in the
+/// hypervisor's own tables, user-accessible, writable and executable, and
+/// zeroes it through the guest-copy path: for the self-tests of guest
+/// copies, SMAP and SMEP only. Domains will get their own tables.
+#[cfg(feature = "selftest")]
+pub fn map_guest_test_page(virt: u64) -> Result<(), MapError> {
+    if virt >= arch::layout::HYPERVISOR_VIRT_START {
+        return Err(MapError::Misaligned);
+    }
+    let frame = frames::allocate().ok_or(MapError::OutOfFrames)?;
+    let flags = PageTableFlags::USER_ACCESSIBLE | PageTableFlags::WRITABLE;
+    map_range(virt, Some(frame), 1, flags)?;
+    let zeros = [0u8; PAGE_SIZE as usize];
+    arch::guest_copy::copy_to_guest(virt, &zeros).map_err(|_| MapError::OutOfFrames)
 }
 
 /// Maps device registers at `phys` (`size` bytes) uncached in the vmap
@@ -171,21 +187,13 @@ pub fn map_mmio(phys: u64, size: u64) -> Result<u64, MapError> {
     Ok(base + (phys - first))
 }
 
-/// Tables for the AP trampoline: the trampoline page identity-mapped
-/// (executable) plus the hypervisor's slots. Returns the PML4's physical
-/// address.
-pub fn trampoline_tables() -> Result<u64, MapError> {
-    let mut frames = Frames;
-    let mut tables = PageTables::new(&mut frames).ok_or(MapError::OutOfFrames)?;
-    let page = arch::smp::TRAMPOLINE_PHYS;
-    tables.map_4k(page, page, PageTableFlags::WRITABLE, &mut frames)?;
-    let guard = TABLES.lock();
-    let hypervisor = guard.as_ref().ok_or(MapError::OutOfFrames)?;
-    tables.share_hypervisor_slots(hypervisor);
-    Ok(tables.root_phys())
+/// Tables for the AP trampoline (the trampoline page identity-mapped plus
+/// the hypervisor's slots).
+pub fn trampoline_tables() -> Result<arch::smp::TrampolineTables, arch::smp::StartError> {
+    arch::smp::build_trampoline_tables(&mut Frames)
 }
 
-/// Claims the AP trampoline page, if the memory map says it is RAM.
+/// Claims the AP trampoline page, if the memory map says it is RAM (once).
 pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::TrampolinePage> {
     let page = arch::smp::TRAMPOLINE_PHYS;
     let is_usable = regions.iter().any(|region| {
@@ -195,9 +203,17 @@ pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::Tram
         return None;
     }
     // SAFETY: the page is usable RAM (checked above) below 1 MiB, which the
-    // frame allocator never hands out (`frames::LOW_MEMORY_END`), and it is
-    // in the direct map; startup calls this once.
-    Some(unsafe { arch::smp::TrampolinePage::claim() })
+    // frame allocator never hands out (`frames::LOW_MEMORY_END`) and
+    // nothing else in Sluice writes, and it is in the direct map.
+    unsafe { arch::smp::TrampolinePage::claim() }
+}
+
+/// Maps the local APIC's register page (at `phys`) for xAPIC mode.
+pub fn map_xapic(phys: u64) -> Result<arch::lapic::XApicWindow, MapError> {
+    let virt = map_mmio(phys, PAGE_SIZE)?;
+    // SAFETY: `virt` maps the page at `phys` uncached for good (vmap is
+    // never unmapped); the caller passes the LAPIC's physical address.
+    Ok(unsafe { arch::lapic::XApicWindow::new(virt) })
 }
 
 /// Maps the IOAPIC at `phys` and masks all its inputs.
@@ -206,13 +222,4 @@ pub fn ioapic(phys: u64, gsi_base: u32) -> Result<arch::ioapic::IoApic, MapError
     // SAFETY: `virt` maps the IOAPIC's page uncached for good (vmap is never
     // unmapped), and startup creates one `IoApic` per MADT entry.
     Ok(unsafe { arch::ioapic::IoApic::new(virt, gsi_base) })
-}
-
-/// Moves this CPU onto `stack` (from `allocate_stack`) and continues in
-/// `next`; the current stack is abandoned.
-pub fn switch_to_stack(stack: StackRange, next: extern "C" fn(u64) -> !) -> ! {
-    // SAFETY: `stack` came from `allocate_stack`: fresh, mapped, writable,
-    // 16-byte aligned at the top, used by nobody else; `next` never returns,
-    // so nothing on the abandoned stack is referenced again.
-    unsafe { arch::cpu::switch_stack(stack.top, 0, next) }
 }

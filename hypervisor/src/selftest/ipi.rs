@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arch::idt::{self, InterruptFrame};
 use arch::qemu::ExitCode;
-use arch::{cpu, lapic, percpu, tsc, vectors};
+use arch::{cpu, percpu, tsc, vectors};
 
 /// Round trips.
 const ROUNDS: u64 = 1000;
@@ -17,8 +17,6 @@ const REPLY_TIMEOUT_MICROS: u64 = 200_000;
 static PINGS: AtomicU64 = AtomicU64::new(0);
 /// Replies the initiator took.
 static PONGS: AtomicU64 = AtomicU64::new(0);
-/// APIC id of the initiator (replies go there).
-static INITIATOR_APIC: AtomicU32 = AtomicU32::new(0);
 /// CPU index of the responder.
 static RESPONDER: AtomicU32 = AtomicU32::new(u32::MAX);
 
@@ -26,7 +24,9 @@ fn on_kick(_frame: &mut InterruptFrame) {
     let me = percpu::current().index();
     if me == RESPONDER.load(Ordering::Acquire) {
         PINGS.fetch_add(1, Ordering::AcqRel);
-        lapic::send_ipi(INITIATOR_APIC.load(Ordering::Acquire), vectors::KICK);
+        if let Some(initiator) = percpu::by_index(0) {
+            arch::smp::kick(initiator);
+        }
     } else if me == 0 {
         // Release: pairs with the Acquire in the initiator's wait.
         PONGS.fetch_add(1, Ordering::Release);
@@ -42,7 +42,6 @@ pub fn run() -> ExitCode {
     let initiator = percpu::current();
     let initiator_kicks_before = initiator.kicks_received.load(Ordering::Relaxed);
     let responder_kicks_before = responder.kicks_received.load(Ordering::Relaxed);
-    INITIATOR_APIC.store(initiator.apic_id(), Ordering::Release);
     RESPONDER.store(responder.index(), Ordering::Release);
     idt::set_handler(vectors::KICK, on_kick);
     cpu::enable_interrupts();
@@ -50,7 +49,7 @@ pub fn run() -> ExitCode {
     let mut samples = Vec::with_capacity(ROUNDS as usize);
     for round in 1..=ROUNDS {
         let start = cpu::rdtsc();
-        lapic::send_ipi(responder.apic_id(), vectors::KICK);
+        arch::smp::kick(responder);
         let deadline = start + tsc::micros_to_ticks(REPLY_TIMEOUT_MICROS);
         while PONGS.load(Ordering::Acquire) < round {
             if cpu::rdtsc() > deadline {

@@ -1,6 +1,7 @@
-//! `selftest=pagefault`: a deliberate hypervisor page fault, on the guard
-//! page under the current stack, must be caught and reported (vector 14,
-//! CR2, registers, backtrace) and end the run with the panic code.
+//! Deliberate hypervisor page faults, each caught and reported (vector 14,
+//! error code, CR2, registers, backtrace), ending the run with the panic
+//! code: `selftest=pagefault` reads the guard page under the stack,
+//! `selftest=nx` calls into no-execute data, `selftest=wp` writes to code.
 
 use arch::qemu::ExitCode;
 
@@ -25,6 +26,39 @@ pub fn run() -> ExitCode {
     match arch::fatal::touch_unmapped(guard + 0x10) {
         Err(error) => {
             log::error!("selftest pagefault: FAILED: {error:?}: the guard page is mapped");
+            ExitCode::Fail
+        }
+    }
+}
+
+/// `ret` in read-only data: if NX did not hold, calling it would return.
+static RETURN_INSTRUCTION: [u8; 8] = [0xc3; 8];
+
+/// `selftest=nx`: calling into read-only data must fault on the
+/// instruction fetch (error code 0x11: present, fetch).
+pub fn run_no_execute() -> ExitCode {
+    let address = RETURN_INSTRUCTION.as_ptr() as u64;
+    log::info!("selftest nx: calling {address:#x} in read-only data");
+    match arch::fatal::execute_no_execute(address) {
+        Err(error) => {
+            log::error!(
+                "selftest nx: FAILED: {error:?}: the page is executable or the call returned"
+            );
+            ExitCode::Fail
+        }
+    }
+}
+
+/// `selftest=wp`: writing to the hypervisor's code must fault in ring 0
+/// (error code 0x3: present, write).
+pub fn run_write_protect() -> ExitCode {
+    let address = (run_write_protect as *const () as u64) & !7;
+    log::info!("selftest wp: writing to code at {address:#x}");
+    match arch::fatal::write_read_only(address) {
+        Err(error) => {
+            log::error!(
+                "selftest wp: FAILED: {error:?}: the code is writable or the write went through"
+            );
             ExitCode::Fail
         }
     }

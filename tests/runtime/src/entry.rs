@@ -64,6 +64,7 @@ extern "C" fn rust_start(start_info: *const StartInfo) -> ! {
     // rsi; it is mapped read-write for the guest's whole life and nothing
     // else writes it after entry.
     let start_info: &'static StartInfo = unsafe { &*start_info };
+    crate::start_info::set(start_info);
     tap::init(start_info);
     if let Err(errno) = shared_info::map(start_info) {
         crate::println!("# runtime: mapping shared_info failed: {errno:?}");

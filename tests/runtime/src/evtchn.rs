@@ -4,12 +4,14 @@
 //!
 //! Wrappers return `Result<_, Errno>` so tests compare against the errno the
 //! spec names; [`op`] issues any command with any argument, for tests of
-//! unknown commands.
+//! unknown commands. The bind wrappers, bind_vcpu, close and reset tell the
+//! upcall path which vcpu each of this domain's ports notifies.
 
 use core::mem::{offset_of, size_of};
 
 use crate::errno::Errno;
 use crate::hypercall::{hypercall2, nr};
+use crate::upcall;
 
 /// A domain id (domid_t).
 pub type DomId = u16;
@@ -132,6 +134,21 @@ const _: () = assert!(size_of::<EvtchnBindVirq>() == 12);
 const _: () = assert!(offset_of!(EvtchnBindVirq, virq) == 0);
 const _: () = assert!(offset_of!(EvtchnBindVirq, vcpu) == 4);
 const _: () = assert!(offset_of!(EvtchnBindVirq, port) == 8);
+
+/// struct evtchn_bind_pirq (12 bytes).
+#[repr(C)]
+#[derive(Default)]
+pub struct EvtchnBindPirq {
+    /// IN: the PIRQ.
+    pub pirq: u32,
+    /// IN: bit 0 BIND_PIRQ__WILL_SHARE.
+    pub flags: u32,
+    /// OUT: the new port.
+    pub port: Port,
+}
+const _: () = assert!(size_of::<EvtchnBindPirq>() == 12);
+const _: () = assert!(offset_of!(EvtchnBindPirq, flags) == 4);
+const _: () = assert!(offset_of!(EvtchnBindPirq, port) == 8);
 
 /// struct evtchn_bind_ipi (8 bytes).
 #[repr(C)]
@@ -297,6 +314,13 @@ pub unsafe fn op_raw(command: u32, address: u64) -> i64 {
     unsafe { hypercall2(nr::EVENT_CHANNEL_OP, u64::from(command), address) }
 }
 
+/// Records a new local port's notify vcpu for the upcall path; returns the
+/// port.
+fn bound(port: Port, vcpu: u32) -> Port {
+    upcall::set_port_owner(port, vcpu);
+    port
+}
+
 /// EVTCHNOP_alloc_unbound: a port in `dom` that `remote_dom` may bind to.
 pub fn alloc_unbound(dom: DomId, remote_dom: DomId) -> Result<Port, Errno> {
     let mut arg = EvtchnAllocUnbound {
@@ -304,7 +328,11 @@ pub fn alloc_unbound(dom: DomId, remote_dom: DomId) -> Result<Port, Errno> {
         remote_dom,
         port: 0,
     };
-    Errno::unit(op(cmd::ALLOC_UNBOUND, &mut arg)).map(|()| arg.port)
+    let port = Errno::unit(op(cmd::ALLOC_UNBOUND, &mut arg)).map(|()| arg.port)?;
+    if dom == DOMID_SELF {
+        upcall::set_port_owner(port, 0);
+    }
+    Ok(port)
 }
 
 /// EVTCHNOP_bind_interdomain: connect a new local port to `remote_port`.
@@ -315,7 +343,7 @@ pub fn bind_interdomain(remote_dom: DomId, remote_port: Port) -> Result<Port, Er
         remote_port,
         local_port: 0,
     };
-    Errno::unit(op(cmd::BIND_INTERDOMAIN, &mut arg)).map(|()| arg.local_port)
+    Errno::unit(op(cmd::BIND_INTERDOMAIN, &mut arg)).map(|()| bound(arg.local_port, 0))
 }
 
 /// EVTCHNOP_bind_virq.
@@ -325,18 +353,30 @@ pub fn bind_virq(virq: u32, vcpu: u32) -> Result<Port, Errno> {
         vcpu,
         port: 0,
     };
-    Errno::unit(op(cmd::BIND_VIRQ, &mut arg)).map(|()| arg.port)
+    Errno::unit(op(cmd::BIND_VIRQ, &mut arg)).map(|()| bound(arg.port, vcpu))
+}
+
+/// EVTCHNOP_bind_pirq (notify vcpu 0).
+pub fn bind_pirq(pirq: u32, flags: u32) -> Result<Port, Errno> {
+    let mut arg = EvtchnBindPirq {
+        pirq,
+        flags,
+        port: 0,
+    };
+    Errno::unit(op(cmd::BIND_PIRQ, &mut arg)).map(|()| bound(arg.port, 0))
 }
 
 /// EVTCHNOP_bind_ipi.
 pub fn bind_ipi(vcpu: u32) -> Result<Port, Errno> {
     let mut arg = EvtchnBindIpi { vcpu, port: 0 };
-    Errno::unit(op(cmd::BIND_IPI, &mut arg)).map(|()| arg.port)
+    Errno::unit(op(cmd::BIND_IPI, &mut arg)).map(|()| bound(arg.port, vcpu))
 }
 
 /// EVTCHNOP_close.
 pub fn close(port: Port) -> Result<(), Errno> {
-    Errno::unit(op(cmd::CLOSE, &mut EvtchnPort { port }))
+    Errno::unit(op(cmd::CLOSE, &mut EvtchnPort { port }))?;
+    upcall::set_port_owner(port, 0);
+    Ok(())
 }
 
 /// EVTCHNOP_send.
@@ -361,12 +401,18 @@ pub fn status(dom: DomId, port: Port) -> Result<EvtchnStatus, Errno> {
 
 /// EVTCHNOP_bind_vcpu.
 pub fn bind_vcpu(port: Port, vcpu: u32) -> Result<(), Errno> {
-    Errno::unit(op(cmd::BIND_VCPU, &mut EvtchnBindVcpu { port, vcpu }))
+    Errno::unit(op(cmd::BIND_VCPU, &mut EvtchnBindVcpu { port, vcpu }))?;
+    upcall::set_port_owner(port, vcpu);
+    Ok(())
 }
 
 /// EVTCHNOP_reset of `dom`.
 pub fn reset(dom: DomId) -> Result<(), Errno> {
-    Errno::unit(op(cmd::RESET, &mut EvtchnReset { dom }))
+    Errno::unit(op(cmd::RESET, &mut EvtchnReset { dom }))?;
+    if dom == DOMID_SELF {
+        upcall::clear_port_owners();
+    }
+    Ok(())
 }
 
 /// EVTCHNOP_reset_cont of `dom` (normally only issued by a continuation).

@@ -16,8 +16,8 @@
 //! * test output: TAP lines, `check!`/`check_eq!`, and the finish path that
 //!   shuts the domain down with the verdict ([`tap`]).
 //!
-//! Limitation: the runtime runs on vcpu 0 only; secondary vcpus are never
-//! brought up, so the upcall path always reads vcpu 0's `vcpu_info`.
+//! Secondary vcpus ([`smp`]) run on stacks of their own; the upcall path
+//! finds the current vcpu from its stack pointer.
 #![no_std]
 
 pub mod console;
@@ -29,6 +29,7 @@ pub mod notes;
 pub mod physdev;
 pub mod sched;
 pub mod shared_info;
+pub mod smp;
 pub mod start_info;
 pub mod tap;
 pub mod time;

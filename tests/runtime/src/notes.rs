@@ -30,6 +30,7 @@ pub const XEN_ELFNOTE_FEATURES: u32 = 10;
 /// The image's link address (kept equal to `link.ld`'s first address).
 pub const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
 
+// `sluice_xen_notes` names the notes so that link.ld can force them in.
 // One note: namesz 4 ("Xen\0"), descsz, type, name, desc, each padded to 4.
 // The image has p_paddr == p_vaddr, so PADDR_OFFSET = VIRT_BASE makes Xen's
 // virt_offset (VIRT_BASE - PADDR_OFFSET) zero. The guest needs no XENFEAT
@@ -37,6 +38,8 @@ pub const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
 global_asm!(
     r#"
     .pushsection .note.Xen, "a", @note
+    .globl sluice_xen_notes
+sluice_xen_notes:
 
     .macro SLUICE_XEN_NOTE type, desc_start, desc_end
     .balign 4

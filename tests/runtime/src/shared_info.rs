@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::errno::Errno;
 use crate::hypercall::{UVMF_INVLPG, update_va_mapping};
+use crate::smp::MAX_VCPUS;
 use crate::start_info::StartInfo;
 
 /// vcpu_info slots in shared_info (XEN_LEGACY_MAX_VCPUS).
@@ -139,6 +140,80 @@ static SHARED_INFO_PAGE: ReservedPage = ReservedPage(UnsafeCell::new([0; 4096]))
 
 /// The mapped shared_info, or null before [`map`] succeeded.
 static SHARED_INFO: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Pages a vcpu's vcpu_info can be moved to with [`register_vcpu_info`], one
+/// per vcpu the runtime runs.
+static VCPU_INFO_PAGES: [ReservedPage; MAX_VCPUS] =
+    [const { ReservedPage(UnsafeCell::new([0; 4096])) }; MAX_VCPUS];
+
+/// Where each vcpu's vcpu_info lives after registration (null = its slot
+/// in shared_info).
+static REGISTERED: [AtomicPtr<VcpuInfo>; MAX_VCPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_VCPUS];
+
+/// VCPUOP_register_vcpu_info.
+pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
+
+/// struct vcpu_register_vcpu_info (16 bytes; spec §7.11).
+#[repr(C)]
+pub struct VcpuRegisterVcpuInfo {
+    /// Frame holding the new vcpu_info.
+    pub mfn: u64,
+    /// Byte offset in that frame.
+    pub offset: u32,
+    /// Reserved.
+    pub rsvd: u32,
+}
+const _: () = assert!(size_of::<VcpuRegisterVcpuInfo>() == 16);
+const _: () = assert!(offset_of!(VcpuRegisterVcpuInfo, offset) == 8);
+
+/// Moves `vcpu`'s vcpu_info to byte `offset` of the runtime's page for that
+/// vcpu with VCPUOP_register_vcpu_info (spec §3.6). The hypervisor checks
+/// `offset`; on success the runtime uses the new place from then on.
+pub fn register_vcpu_info(vcpu: u32, offset: u32) -> Result<(), Errno> {
+    let page = VCPU_INFO_PAGES.get(vcpu as usize).ok_or(Errno::EINVAL)?;
+    let slot = REGISTERED.get(vcpu as usize).ok_or(Errno::EINVAL)?;
+    let base = page.0.get();
+    let mfn = crate::smp::machine_frame(base as u64).ok_or(Errno::EINVAL)?;
+    let mut arg = VcpuRegisterVcpuInfo {
+        mfn,
+        offset,
+        rsvd: 0,
+    };
+    // SAFETY: the hypervisor reads 16 bytes from a live local; the page it
+    // then writes is the runtime's reserved page for this vcpu, which only
+    // the atomics of `VcpuInfo` ever touch.
+    let rc = unsafe {
+        crate::hypercall::hypercall3(
+            crate::hypercall::nr::VCPU_OP,
+            VCPUOP_REGISTER_VCPU_INFO,
+            u64::from(vcpu),
+            (&raw mut arg) as u64,
+        )
+    };
+    Errno::unit(rc)?;
+    // The hypervisor accepted `offset`, so the area lies inside the page and
+    // is 8-aligned (spec §3.6).
+    let info = base
+        .cast::<u8>()
+        .wrapping_add(offset as usize)
+        .cast::<VcpuInfo>();
+    // Release pairs with the Acquire in `vcpu_info`.
+    slot.store(info, Ordering::Release);
+    Ok(())
+}
+
+/// `vcpu`'s vcpu_info: where it was registered, else its shared_info slot.
+pub fn vcpu_info(vcpu: u32) -> Option<&'static VcpuInfo> {
+    // Acquire pairs with the Release in `register_vcpu_info`.
+    let registered = REGISTERED.get(vcpu as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null only after the hypervisor accepted the area inside
+    // the runtime's static page for this vcpu; VcpuInfo is all atomics.
+    match unsafe { registered.as_ref() } {
+        Some(info) => Some(info),
+        None => get()?.vcpu(vcpu as usize),
+    }
+}
 
 /// Page-table entry bits for the mapping: present, writable, accessed, dirty.
 const PTE_FLAGS: u64 = 0x1 | 0x2 | 0x20 | 0x40;

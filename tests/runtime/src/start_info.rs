@@ -2,6 +2,7 @@
 //! (spec §7.7; public/xen.h). Offsets asserted with the spec's numbers.
 
 use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// The magic string prefix of a 64-bit PV start_info.
 pub const MAGIC: &str = "xen-3.0-x86_64";
@@ -121,4 +122,25 @@ impl StartInfo {
             self.console[2],
         )
     }
+}
+
+/// The start_info page handed to vcpu 0, once the runtime recorded it.
+static START_INFO: AtomicPtr<StartInfo> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Records the start_info page (called once by the runtime at entry).
+pub(crate) fn set(start_info: &'static StartInfo) {
+    // Release pairs with the Acquire in `get`.
+    START_INFO.store(
+        (start_info as *const StartInfo).cast_mut(),
+        Ordering::Release,
+    );
+}
+
+/// The start_info page, after the runtime's entry recorded it.
+pub fn get() -> Option<&'static StartInfo> {
+    // Acquire pairs with the Release in `set`.
+    let pointer = START_INFO.load(Ordering::Acquire);
+    // SAFETY: non-null only once `set` stored a `&'static StartInfo`; the
+    // runtime never writes through it.
+    unsafe { pointer.as_ref() }
 }

@@ -1,4 +1,5 @@
-//! System time from vcpu 0's `vcpu_time_info` (spec §3.1): nanoseconds since
+//! System time from vcpu 0's `vcpu_time_info` (spec §3.1; wherever its
+//! vcpu_info currently lives): nanoseconds since
 //! the hypervisor booted, the clock `SCHEDOP_poll` and `set_timer_op`
 //! deadlines use.
 
@@ -20,7 +21,7 @@ pub fn rdtsc() -> u64 {
 /// `system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32`, read under
 /// the record's version seqlock.
 pub fn now_ns() -> Option<u64> {
-    let time = &shared_info::get()?.vcpu0().time;
+    let time = &shared_info::vcpu_info(0)?.time;
     loop {
         let version = time.version.load(Ordering::Acquire);
         if version & 1 != 0 {

@@ -18,11 +18,12 @@
 
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::errno::Errno;
 use crate::hypercall::{hypercall2, hypercall5, nr};
 use crate::shared_info::{self, BITMAP_WORDS, NR_2L_PORTS};
+use crate::smp::{MAX_VCPUS, current_vcpu};
 use crate::version;
 
 /// The registers the entry code saved, then the iret part of the bounce
@@ -198,11 +199,19 @@ pub type Handler = fn(port: u32);
 /// Handlers by port, as `fn` addresses; 0 = none (count only).
 static HANDLERS: [AtomicUsize; NR_2L_PORTS as usize] =
     [const { AtomicUsize::new(0) }; NR_2L_PORTS as usize];
+/// The vcpu each port notifies, as far as the runtime's bind wrappers know
+/// (0 for ports never bound through them, as for every fresh port).
+static PORT_OWNER: [AtomicU8; NR_2L_PORTS as usize] =
+    [const { AtomicU8::new(0) }; NR_2L_PORTS as usize];
 /// Events dispatched per port.
 static PORT_EVENTS: [AtomicU32; NR_2L_PORTS as usize] =
     [const { AtomicU32::new(0) }; NR_2L_PORTS as usize];
 /// Times the event callback was entered.
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Times the event callback was entered, by vcpu.
+static UPCALLS_BY_VCPU: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// vcpu that dispatched the last event + 1 (0 = none yet).
+static LAST_VCPU: AtomicU32 = AtomicU32::new(0);
 /// Events dispatched in total.
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// Last dispatched port + 1 (0 = none yet).
@@ -213,6 +222,7 @@ static LAST_CS: AtomicU64 = AtomicU64::new(0);
 static LAST_RFLAGS: AtomicU64 = AtomicU64::new(0);
 static LAST_SS: AtomicU64 = AtomicU64::new(0);
 static LAST_RIP: AtomicU64 = AtomicU64::new(0);
+static LAST_ENTRY_RSP: AtomicU64 = AtomicU64::new(0);
 static LAST_MASK_INSIDE: AtomicU32 = AtomicU32::new(0);
 /// The selector the last upcall took with its first exchange.
 static LAST_SELECTOR: AtomicU64 = AtomicU64::new(0);
@@ -230,6 +240,8 @@ pub struct LastUpcall {
     pub ss: u64,
     /// rip slot of the bounce frame.
     pub rip: u64,
+    /// The stack pointer the callback was entered with (the frame's start).
+    pub entry_rsp: u64,
     /// `evtchn_upcall_mask` as read inside the callback.
     pub mask_inside: u8,
     /// `evtchn_pending_sel` as taken by the callback's first exchange.
@@ -254,6 +266,29 @@ pub fn set_handler(port: u32, handler: Handler) {
     }
 }
 
+/// Records that `port` now notifies `vcpu` (called by the evtchn wrappers
+/// after a successful bind, bind_vcpu or close), so that a vcpu's upcall
+/// leaves other vcpus' ports in a shared bitmap word alone.
+pub fn set_port_owner(port: u32, vcpu: u32) {
+    if let Some(owner) = PORT_OWNER.get(port as usize) {
+        owner.store(u8::try_from(vcpu).unwrap_or(u8::MAX), Ordering::SeqCst);
+    }
+}
+
+/// Forgets every port's owner (after EVTCHNOP_reset).
+pub fn clear_port_owners() {
+    for owner in &PORT_OWNER {
+        owner.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Whether `port` notifies `vcpu`, as far as the runtime knows.
+fn owned_by(port: u32, vcpu: u32) -> bool {
+    PORT_OWNER
+        .get(port as usize)
+        .is_some_and(|owner| u32::from(owner.load(Ordering::SeqCst)) == vcpu)
+}
+
 /// Removes `port`'s handler: its events are only counted.
 pub fn clear_handler(port: u32) {
     if let Some(slot) = HANDLERS.get(port as usize) {
@@ -269,6 +304,18 @@ pub fn upcalls() -> u64 {
 /// Events dispatched in total.
 pub fn events() -> u64 {
     EVENTS.load(Ordering::SeqCst)
+}
+
+/// Times the event callback ran on `vcpu`.
+pub fn upcalls_on(vcpu: u32) -> u64 {
+    UPCALLS_BY_VCPU
+        .get(vcpu as usize)
+        .map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// The vcpu that dispatched the last event, if any.
+pub fn last_vcpu() -> Option<u32> {
+    LAST_VCPU.load(Ordering::SeqCst).checked_sub(1)
 }
 
 /// Events dispatched for `port`.
@@ -290,6 +337,7 @@ pub fn last_upcall() -> LastUpcall {
         rflags: LAST_RFLAGS.load(Ordering::SeqCst),
         ss: LAST_SS.load(Ordering::SeqCst),
         rip: LAST_RIP.load(Ordering::SeqCst),
+        entry_rsp: LAST_ENTRY_RSP.load(Ordering::SeqCst),
         mask_inside: LAST_MASK_INSIDE.load(Ordering::SeqCst) as u8,
         selector: LAST_SELECTOR.load(Ordering::SeqCst),
     }
@@ -306,13 +354,18 @@ pub fn reset_counters() {
         counter.store(0, Ordering::SeqCst);
     }
     UPCALLS.store(0, Ordering::SeqCst);
+    for counter in &UPCALLS_BY_VCPU {
+        counter.store(0, Ordering::SeqCst);
+    }
+    LAST_VCPU.store(0, Ordering::SeqCst);
     EVENTS.store(0, Ordering::SeqCst);
     LAST_PORT.store(0, Ordering::SeqCst);
 }
 
 /// Runs `port`'s handler, or only counts the event.
-fn dispatch(port: u32) {
+fn dispatch(port: u32, vcpu: u32) {
     EVENTS.fetch_add(1, Ordering::SeqCst);
+    LAST_VCPU.store(vcpu + 1, Ordering::SeqCst);
     LAST_PORT.store(port + 1, Ordering::SeqCst);
     if let Some(counter) = PORT_EVENTS.get(port as usize) {
         counter.fetch_add(1, Ordering::SeqCst);
@@ -330,11 +383,17 @@ fn dispatch(port: u32) {
 
 /// The 2-level demultiplexer, called by the entry code with events masked
 /// (spec §3.7): clear `upcall_pending`, take the selector with an exchange,
-/// then for each selected word handle `pending & !mask`, clearing each
-/// pending bit before running its handler; repeat while `upcall_pending`
-/// was set again.
+/// then for each selected word handle `pending & !mask & owned by this
+/// vcpu`, clearing each pending bit before running its handler; repeat
+/// while `upcall_pending` was set again. Ports of other vcpus that share a
+/// word stay pending for their own vcpu, whose selector the hypervisor
+/// flagged too.
 extern "C" fn event_demux(frame: *const UpcallFrame) {
     UPCALLS.fetch_add(1, Ordering::SeqCst);
+    let vcpu_id = current_vcpu();
+    if let Some(counter) = UPCALLS_BY_VCPU.get(vcpu_id as usize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
     // SAFETY: the entry code passes the address of the frame it just built
     // on the current stack; it stays live until this function returns.
     let frame = unsafe { &*frame };
@@ -342,10 +401,15 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     LAST_RFLAGS.store(frame.rflags, Ordering::SeqCst);
     LAST_SS.store(frame.ss, Ordering::SeqCst);
     LAST_RIP.store(frame.rip, Ordering::SeqCst);
+    // The entry code popped rcx and r11 (2 slots) and pushed 15 registers.
+    let entry_rsp = (frame as *const UpcallFrame as u64) + 15 * 8 - 2 * 8;
+    LAST_ENTRY_RSP.store(entry_rsp, Ordering::SeqCst);
     let Some(shared) = shared_info::get() else {
         return;
     };
-    let vcpu = shared.vcpu0();
+    let Some(vcpu) = shared_info::vcpu_info(vcpu_id) else {
+        return;
+    };
     LAST_MASK_INSIDE.store(
         u32::from(vcpu.evtchn_upcall_mask.load(Ordering::SeqCst)),
         Ordering::SeqCst,
@@ -374,8 +438,12 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
             while ready != 0 {
                 let bit = ready.trailing_zeros();
                 ready &= ready - 1;
+                let port = word as u32 * 64 + bit;
+                if !owned_by(port, vcpu_id) {
+                    continue;
+                }
                 pending.fetch_and(!(1u64 << bit), Ordering::SeqCst);
-                dispatch(word as u32 * 64 + bit);
+                dispatch(port, vcpu_id);
             }
         }
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) == 0 {
@@ -443,7 +511,7 @@ pub fn callback_register(kind: u16, flags: u16, address: u64) -> Result<(), Errn
 }
 
 /// The address of an assembly entry point.
-fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
+pub(crate) fn entry_address(entry: unsafe extern "C" fn()) -> u64 {
     entry as usize as u64
 }
 
@@ -503,19 +571,19 @@ pub fn set_callbacks() -> Result<(), Errno> {
     })
 }
 
-/// Sets vcpu 0's `evtchn_upcall_mask`: no upcalls until [`unmask_vcpu`].
+/// Sets the current vcpu's `evtchn_upcall_mask`: no upcalls until
+/// [`unmask_vcpu`].
 pub fn mask_vcpu() {
-    if let Some(shared) = shared_info::get() {
-        shared.vcpu0().evtchn_upcall_mask.store(1, Ordering::SeqCst);
+    if let Some(vcpu) = shared_info::vcpu_info(current_vcpu()) {
+        vcpu.evtchn_upcall_mask.store(1, Ordering::SeqCst);
     }
 }
 
-/// Clears vcpu 0's `evtchn_upcall_mask` and, if an upcall is already
-/// pending, makes a cheap hypercall so the hypervisor delivers it on the way
-/// back (spec §3.4, §10 trap 9).
+/// Clears the current vcpu's `evtchn_upcall_mask` and, if an upcall is
+/// already pending, makes a cheap hypercall so the hypervisor delivers it on
+/// the way back (spec §3.4, §10 trap 9).
 pub fn unmask_vcpu() {
-    if let Some(shared) = shared_info::get() {
-        let vcpu = shared.vcpu0();
+    if let Some(vcpu) = shared_info::vcpu_info(current_vcpu()) {
         vcpu.evtchn_upcall_mask.store(0, Ordering::SeqCst);
         if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) != 0 {
             version::touch();

@@ -7,6 +7,8 @@ use crate::hypercall::{hypercall3, nr};
 
 /// VCPUOP_up.
 pub const VCPUOP_UP: u64 = 1;
+/// VCPUOP_down.
+pub const VCPUOP_DOWN: u64 = 2;
 /// VCPUOP_is_up: returns 1 or 0.
 pub const VCPUOP_IS_UP: u64 = 3;
 /// VCPUOP_set_periodic_timer.
@@ -115,4 +117,10 @@ pub fn stop_singleshot_timer(vcpu: u32) -> Result<(), Errno> {
 pub fn set_timer_op(deadline_ns: u64) -> Result<(), Errno> {
     // SAFETY: no memory argument.
     Errno::unit(unsafe { crate::hypercall::hypercall2(nr::SET_TIMER_OP, deadline_ns, 0) })
+}
+
+/// VCPUOP_down: stops `vcpu` (the last vcpu up powers the domain off).
+pub fn down(vcpu: u32) -> Result<(), Errno> {
+    // SAFETY: no memory argument.
+    Errno::unit(unsafe { hypercall3(nr::VCPU_OP, VCPUOP_DOWN, u64::from(vcpu), 0) })
 }

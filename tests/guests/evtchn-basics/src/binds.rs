@@ -233,6 +233,26 @@ pub fn ipi(ctx: &Ctx) {
     ctx.clear_events();
 }
 
+/// PIRQ binding errors a domain without mapped PIRQs can see (spec §2.9):
+/// a pirq beyond the domain's range, and one not mapped to a host IRQ.
+pub fn pirq(_ctx: &Ctx) {
+    check_eq!(
+        evtchn::bind_pirq(1_000_000, 0),
+        Err(Errno::EINVAL),
+        "bind_pirq of a pirq beyond nr_pirqs fails -EINVAL"
+    );
+    check_eq!(
+        evtchn::bind_pirq(100, 0),
+        Err(Errno::EPERM),
+        "bind_pirq of a pirq not mapped to a host IRQ fails -EPERM"
+    );
+    check_eq!(
+        evtchn::status(DOMID_SELF, 4).map(|s| s.status),
+        Ok(stat::CLOSED),
+        "the failed bind_pirq calls left no port behind"
+    );
+}
+
 /// The bind_vcpu matrix beyond VIRQ and IPI ports.
 pub fn bind_vcpu(ctx: &Ctx) {
     check_eq!(
@@ -289,6 +309,33 @@ pub fn bind_vcpu(ctx: &Ctx) {
                 && vcpu1.is_some_and(|v| v.selector_has(5))
                 && !ctx.shared.vcpu0().selector_has(5),
             "an event on the moved port flags vcpu 1's selector, not vcpu 0's"
+        );
+        // Unmask raises toward the notify vcpu (spec §3.3).
+        ctx.shared.mask(5);
+        ctx.clear_events();
+        if let Some(vcpu1) = vcpu1 {
+            vcpu1
+                .evtchn_pending_sel
+                .store(0, core::sync::atomic::Ordering::SeqCst);
+            vcpu1
+                .evtchn_upcall_pending
+                .store(0, core::sync::atomic::Ordering::SeqCst);
+        }
+        check_eq!(
+            evtchn::send(4),
+            Ok(()),
+            "send toward the masked, moved port is rc 0"
+        );
+        check_eq!(
+            evtchn::unmask(5),
+            Ok(()),
+            "EVTCHNOP_unmask of the moved port is rc 0"
+        );
+        check!(
+            vcpu1.is_some_and(|v| v.selector_has(5) && v.upcall_pending())
+                && !ctx.shared.vcpu0().selector_has(5)
+                && !ctx.shared.vcpu0().upcall_pending(),
+            "EVTCHNOP_unmask raises the event toward the port's notify vcpu (vcpu 1), not the caller"
         );
         check_eq!(
             evtchn::bind_vcpu(5, 0),

@@ -15,6 +15,7 @@
 mod abi;
 mod binds;
 mod faults;
+mod limits;
 mod ports;
 mod upcalls;
 
@@ -113,10 +114,12 @@ fn main(start_info: &'static StartInfo) {
         has_vcpu1,
     };
     ports::allocation(&ctx);
+    ports::status_copy_back(&ctx);
     ports::loopback(&ctx);
     ports::closing(&ctx);
     binds::virq(&ctx);
     binds::ipi(&ctx);
+    binds::pirq(&ctx);
     binds::bind_vcpu(&ctx);
     binds::mask_survives_close(&ctx);
     faults::bad_pointers(&ctx);
@@ -124,5 +127,7 @@ fn main(start_info: &'static StartInfo) {
     abi::reset(&ctx);
     upcalls::delivery(&ctx);
     upcalls::timers(&ctx);
+    limits::hostile_ports(&ctx);
+    limits::full_table(&ctx);
     upcalls::cleanup(&ctx);
 }

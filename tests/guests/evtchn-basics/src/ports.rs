@@ -457,3 +457,46 @@ pub fn closing(ctx: &Ctx) {
     check_eq!(evtchn::close(4), Ok(()), "close of port 4 is rc 0");
     ctx.clear_events();
 }
+
+/// What EVTCHNOP_status copies back (spec §1.1, §1.2, §2.6): only on
+/// success, and only `status`, `vcpu` and the union member of the state;
+/// the rest of the union comes back as the guest passed it in.
+pub fn status_copy_back(ctx: &Ctx) {
+    const SENTINEL: [u32; 2] = [0xaaaa_aaaa, 0xbbbb_bbbb];
+    let query = |port: u32, status: u32| {
+        let mut arg = evtchn::EvtchnStatus {
+            dom: DOMID_SELF,
+            port,
+            status,
+            vcpu: 0x5555,
+            u: SENTINEL,
+            ..Default::default()
+        };
+        let rc = Errno::result(evtchn::op(evtchn::cmd::STATUS, &mut arg));
+        (rc, arg)
+    };
+    let (rc, arg) = query(FAR_PORT, 0x7777);
+    check_eq!(
+        (rc, arg.status, arg.vcpu, arg.u),
+        (Err(Errno::EINVAL), 0x7777, 0x5555, SENTINEL),
+        "a failing status copies nothing back"
+    );
+    let (rc, arg) = query(1, 0);
+    check_eq!(
+        (rc, arg.status, arg.u),
+        (
+            Ok(0),
+            stat::UNBOUND,
+            [0xaaaa_0000 | u32::from(ctx.domid), SENTINEL[1]]
+        ),
+        "status of an unbound port writes only u.unbound.dom (2 bytes); the rest of the union comes back as passed"
+    );
+    check_eq!(evtchn::bind_ipi(0), Ok(4), "bind_ipi gets port 4");
+    let (rc, arg) = query(4, 0);
+    check_eq!(
+        (rc, arg.status, arg.vcpu, arg.u),
+        (Ok(0), stat::IPI, 0, SENTINEL),
+        "status of an IPI port leaves the whole union as passed"
+    );
+    check_eq!(evtchn::close(4), Ok(()), "close of IPI port 4 is rc 0");
+}

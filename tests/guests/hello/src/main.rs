@@ -6,7 +6,8 @@
 //! release Sluice is faithful to); start_info's magic; shared_info got
 //! mapped (vcpu 0's `evtchn_upcall_mask` reads 1, which the reserved .bss
 //! page it replaced would not); every legacy vcpu_info slot starts masked;
-//! no port is pending or masked at boot.
+//! no port is pending or masked at boot; vcpu 0's time record and the
+//! wall clock are published.
 #![no_std]
 #![no_main]
 
@@ -64,6 +65,18 @@ fn main(start_info: &'static StartInfo) {
         .filter(|w| w.load(Ordering::SeqCst) != 0)
         .count();
     check_eq!(pending_words, 0, "no port is pending at boot");
+    // spec §9.4 item 14: both time records are published (seqlock version
+    // even = stable, non-zero = written at least once).
+    let vcpu_time = shared.vcpu0().time.version.load(Ordering::SeqCst);
+    check!(
+        vcpu_time != 0 && vcpu_time.is_multiple_of(2),
+        "vcpu 0's time version is even and non-zero ({vcpu_time})"
+    );
+    let wall_clock = shared.wc_version.load(Ordering::SeqCst);
+    check!(
+        wall_clock != 0 && wall_clock.is_multiple_of(2),
+        "the wall-clock version is even and non-zero ({wall_clock})"
+    );
     let masked_words = shared
         .evtchn_mask
         .iter()

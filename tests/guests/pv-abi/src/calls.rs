@@ -105,6 +105,15 @@ pub fn callback_op() {
         Err(Errno::ENOSYS),
         "callback_op command 2 fails -ENOSYS"
     );
+    // SAFETY: set_callbacks reads no guest memory; the non-canonical
+    // addresses are never used because the vcpu is still masked and the
+    // runtime's callbacks are registered again right after.
+    let rc = unsafe { hypercall5(4, NON_CANONICAL, NON_CANONICAL, 0, 0, 0) };
+    check_eq!(
+        rc,
+        0,
+        "set_callbacks ignores errors: non-canonical addresses still return 0"
+    );
     check_eq!(
         upcall::set_callbacks(),
         Ok(()),
@@ -168,6 +177,22 @@ pub fn vcpu_op(has_vcpu1: bool) {
             "the domain has no vcpu 1",
         );
     }
+    // Both checks come before the argument is copied (spec §7.11).
+    // SAFETY: the argument pointer is unmapped; the hypervisor must refuse
+    // before reading it, and a read would fault into -EFAULT, never a write.
+    let unmapped = |target: u32| unsafe { hypercall5(24, 8, u64::from(target), 0x1000, 0, 0) };
+    if has_vcpu1 {
+        check_eq!(
+            Errno::result(unmapped(1)),
+            Err(Errno::EINVAL),
+            "set_singleshot_timer for another vcpu fails -EINVAL before reading its argument"
+        );
+    }
+    check_eq!(
+        Errno::result(unmapped(NO_SUCH_VCPU)),
+        Err(Errno::ENOENT),
+        "vcpu_op on a vcpu that does not exist fails -ENOENT before reading its argument"
+    );
     check_eq!(
         vcpu::up(NO_SUCH_VCPU),
         Err(Errno::ENOENT),
