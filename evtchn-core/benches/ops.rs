@@ -273,6 +273,65 @@ fn main() {
         );
     }
 
+    if benches.wants("send_from ipi, new event") {
+        let world = World::new();
+        let port = world.bind_ipis(1);
+        let handle = world.domains.handle(DOM1).unwrap();
+        benches.add(
+            "send_from ipi, new event",
+            "as send ipi, new event, through a DomainHandle: no registry lookup",
+            move || {
+                world.domains.send_from(&handle, black_box(port)).unwrap();
+                world.guest_ack(DOM1, port);
+            },
+        );
+    }
+
+    if benches.wants("send_from ipi, already pending") {
+        let world = World::new();
+        let port = world.bind_ipis(1);
+        let handle = world.domains.handle(DOM1).unwrap();
+        world.domains.send_from(&handle, port).unwrap();
+        benches.add(
+            "send_from ipi, already pending",
+            "through a DomainHandle; stops after the first test-and-set",
+            move || world.domains.send_from(&handle, black_box(port)).unwrap(),
+        );
+    }
+
+    if benches.wants("send_from ipi, masked") {
+        let world = World::new();
+        let port = world.bind_ipis(1);
+        let handle = world.domains.handle(DOM1).unwrap();
+        world.mask(DOM1, port);
+        benches.add(
+            "send_from ipi, masked",
+            "through a DomainHandle; pending set, mask seen, no selector",
+            move || {
+                world.domains.send_from(&handle, black_box(port)).unwrap();
+                world.guest_ack(DOM1, port);
+            },
+        );
+    }
+
+    if benches.wants("send_from interdomain") {
+        let world = World::new();
+        let remote = world
+            .domains
+            .alloc_unbound(DOM2, DomId::SELF, DOM1)
+            .unwrap();
+        let local = world.domains.bind_interdomain(DOM1, DOM2, remote).unwrap();
+        let handle = world.domains.handle(DOM1).unwrap();
+        benches.add(
+            "send_from interdomain, new event",
+            "through a DomainHandle; the peer is still looked up in the registry",
+            move || {
+                world.domains.send_from(&handle, black_box(local)).unwrap();
+                world.guest_ack(DOM2, remote);
+            },
+        );
+    }
+
     if benches.wants("send interdomain") {
         let world = World::new();
         let remote = world

@@ -72,7 +72,11 @@
 //!   [`Reply`] bytes out) and one typed method per op (`alloc_unbound`,
 //!   `bind_interdomain`, `bind_virq`, `bind_ipi`, `bind_pirq`, `close`,
 //!   `send`, `status`, `bind_vcpu`, `unmask`, `reset` with [`ResetMode`],
-//!   `init_control`, `expand_array`, `set_priority`); delivery
+//!   `init_control`, `expand_array`, `set_priority`); hot paths through
+//!   a [`DomainHandle`] the hypervisor keeps per domain (`handle`, then
+//!   `send_from`, `send_vcpu_virq_to`,
+//!   [`DomainHandle::has_deliverable_event`]), which skip the registry
+//!   lookup; delivery
 //!   (`send_vcpu_virq`, `send_global_virq`, `send_pirq`,
 //!   `vcpu_mark_events_pending`, `notify_via_xen_channel`); the upcall test
 //!   `vcpu_has_deliverable_event`; polling (`poll` → [`PollOutcome`],
@@ -256,5 +260,5 @@ pub use channel::{ChannelInfo, ChannelState, Consumer, XenConsumer};
 pub use domain::{DomainConfig, FifoSupport, Privilege};
 pub use notify::{InterruptState, NoPirqs, Notify, PirqHost, PirqSharing};
 pub use ops::{PollOutcome, Reply, ResetMode};
-pub use registry::Domains;
+pub use registry::{DomainHandle, Domains};
 pub use shared::{GuestFrame, SharedInfoView, WORDS_PER_FRAME};

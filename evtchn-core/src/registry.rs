@@ -38,6 +38,52 @@ pub struct Domains<N: Notify, P: PirqHost> {
     hardware_domain: AtomicU32,
 }
 
+/// One domain's event-channel state, held by the hypervisor beside its own
+/// per-domain (or per-vcpu) structure so that hot paths skip the registry:
+/// [`Domains::send_from`] (EVTCHNOP_send), [`Domains::send_vcpu_virq_to`]
+/// (timer VIRQs) and [`DomainHandle::has_deliverable_event`] (every return
+/// to the guest). Looking a domain up by id takes its registry slot's lock
+/// and an `Arc` reference (four locked read-modify-writes); a handle costs
+/// none.
+///
+/// Get one with [`Domains::handle`] after [`Domains::create_domain`], and
+/// use it only with the registry it came from. It keeps the domain's memory
+/// alive, not the domain: after [`Domains::destroy_domain`] every port is
+/// closed, so sends through a stale handle answer -EINVAL and VIRQs are
+/// dropped. Drop it when the domain is destroyed.
+#[derive(Clone)]
+pub struct DomainHandle {
+    domain: Arc<Domain>,
+}
+
+impl DomainHandle {
+    /// The domain's id.
+    pub fn domid(&self) -> DomId {
+        self.domain.domid
+    }
+
+    /// Xen's `local_events_need_delivery()` for one of this domain's vcpus:
+    /// `evtchn_upcall_pending` set and `evtchn_upcall_mask` clear (as
+    /// [`Domains::vcpu_has_deliverable_event`], without the lookup). Two
+    /// plain loads; safe in interrupt context.
+    pub fn has_deliverable_event(&self, vcpu: VcpuId) -> bool {
+        self.domain.vcpu_has_deliverable_event(vcpu)
+    }
+
+    pub(crate) fn domain(&self) -> &Domain {
+        &self.domain
+    }
+}
+
+impl core::fmt::Debug for DomainHandle {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("DomainHandle")
+            .field("domid", &self.domain.domid)
+            .finish()
+    }
+}
+
 /// The event locks of one or two domains, taken lower domid first.
 pub(crate) enum EventLocks<'a> {
     One(MutexGuard<'a, EventLocked>),
@@ -194,6 +240,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         );
         self.domains.remove(domid);
         Ok(())
+    }
+
+    /// A [`DomainHandle`] of the domain with this id, for the hypervisor to
+    /// keep (`None` if unknown). Not for interrupt context: it waits out a
+    /// concurrent creation or destruction of that domain.
+    pub fn handle(&self, domid: DomId) -> Option<DomainHandle> {
+        self.domain(domid).map(|domain| DomainHandle { domain })
     }
 
     /// The domain with this id (dying domains included until destroyed).

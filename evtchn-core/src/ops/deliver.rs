@@ -7,7 +7,7 @@ use crate::abi::{DomId, Port, VcpuId, Virq};
 use crate::channel::ChannelState;
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
-use crate::registry::Domains;
+use crate::registry::{DomainHandle, Domains};
 use crate::sync::Ordering;
 
 impl<N: Notify, P: PirqHost> Domains<N, P> {
@@ -23,6 +23,15 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         if let Some(domain) = self.domain_from_interrupt(domid) {
             self.raise_virq(&domain, vcpu, virq);
         }
+    }
+
+    /// [`Domains::send_vcpu_virq`] to the domain behind `target`, without
+    /// the registry lookup (the timer interrupt's path). Never spins.
+    pub fn send_vcpu_virq_to(&self, target: &DomainHandle, vcpu: VcpuId, virq: Virq) {
+        if !virq.is_per_vcpu() {
+            return;
+        }
+        self.raise_virq(target.domain(), vcpu, virq);
     }
 
     /// Raise a global VIRQ (Xen: `send_guest_global_virq()`) in its handler

@@ -2,8 +2,9 @@
 
 use crate::abi::{DomId, Errno, Port};
 use crate::channel::{ChannelState, Consumer};
+use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
-use crate::registry::Domains;
+use crate::registry::{DomainHandle, Domains};
 
 impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// EVTCHNOP_send (spec §2.5): on an interdomain port, set the *peer*
@@ -16,8 +17,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// an interdomain pair holds both channels' write locks, so the peer
     /// cannot change while it is held. The peer's own lock is only *tried*
     /// (it cannot be write-locked then), which keeps the channel lock order.
+    ///
+    /// This looks the caller up in the registry; a hypervisor that keeps a
+    /// [`DomainHandle`] per domain calls [`Domains::send_from`] instead.
     pub fn send(&self, caller: DomId, port: Port) -> Result<(), Errno> {
         let domain = self.caller(caller)?;
+        self.send_on(&domain, port)
+    }
+
+    /// [`Domains::send`] for the domain behind `caller`, without the
+    /// registry lookup: the hot path of a guest's EVTCHNOP_send. Same
+    /// answers, except that a handle of a destroyed domain (whose ports are
+    /// all closed) gives -EINVAL where the by-id call gives -ESRCH.
+    pub fn send_from(&self, caller: &DomainHandle, port: Port) -> Result<(), Errno> {
+        self.send_on(caller.domain(), port)
+    }
+
+    fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
         if state.is_xen_attached() {
@@ -41,14 +57,19 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port,
                 ..
             } => {
-                let peer = if remote == domain.domid {
-                    domain.clone()
+                // Loopback borrows the caller; another domain is looked up
+                // (it cannot be destroyed meanwhile: destruction closes the
+                // peer port first, which needs this channel's write lock).
+                let remote_domain;
+                let peer: &Domain = if remote == domain.domid {
+                    domain
                 } else {
-                    let Some(peer) = self.domain(remote) else {
+                    let Some(found) = self.domain(remote) else {
                         log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
                         return Ok(());
                     };
-                    peer
+                    remote_domain = found;
+                    &remote_domain
                 };
                 let Some(peer_channel) = peer.table.channel(remote_port) else {
                     return Ok(());
