@@ -118,8 +118,14 @@ pub(crate) struct Domain {
     pub(crate) active_channels: AtomicU32,
     /// Of those, Xen-attached.
     pub(crate) xen_channels: AtomicU32,
-    /// Bit per vcpu that is polling (`poll_mask`).
+    /// Bit per vcpu that is polling (`poll_mask`). Set and cleared only
+    /// through [`Domain::set_poll_bit`] / [`Domain::clear_poll_bit`].
     pub(crate) poll_mask: Box<[AtomicU64]>,
+    /// At least the number of bits set in `poll_mask`: raised before a bit
+    /// is set, lowered after it is cleared (by whoever cleared it). A sender
+    /// that reads 0 after setting its port pending skips the scan of
+    /// `poll_mask` (see [`Domain::deliver`]).
+    polling_vcpus: AtomicU32,
     /// Pauses by the control domain; reset of another domain needs one.
     pub(crate) controller_pauses: AtomicU32,
     pub(crate) shared: Arc<dyn SharedInfoView>,
@@ -161,6 +167,7 @@ impl Domain {
             active_channels: AtomicU32::new(0),
             xen_channels: AtomicU32::new(0),
             poll_mask,
+            polling_vcpus: AtomicU32::new(0),
             controller_pauses: AtomicU32::new(0),
             shared,
         })
@@ -202,6 +209,7 @@ impl Domain {
 
     /// Set `port` pending toward `vcpu` through the current ABI; the caller
     /// holds the channel's lock and is not in interrupt context.
+    #[inline]
     pub(crate) fn set_pending(
         &self,
         (port, channel): (Port, &Channel),
@@ -289,20 +297,35 @@ impl Domain {
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.
+    ///
+    /// The poller scan is skipped when no vcpu of the domain polls, which
+    /// is the common case. That loses no wake-up (the same argument as
+    /// Xen's `evtchn_check_pollers()` reading `poll_mask`): the port op set
+    /// the port pending with a SeqCst read-modify-write before this SeqCst
+    /// load of `polling_vcpus`, and a poller raises `polling_vcpus`, then
+    /// sets its poll bit, then reads the pending bits, each SeqCst. In the
+    /// single order of those operations, if the load reads 0, every poll
+    /// bit set before it was also cleared before it, so any poller still to
+    /// come sets its bit after the load and then reads our pending bit.
+    #[inline]
     pub(crate) fn deliver(&self, wakeups: Wakeups, notify: &dyn Notify) {
         if let Some(vcpu) = wakeups.kick_vcpu {
             notify.kick_vcpu(self.domid, vcpu);
         }
         if let Some(port) = wakeups.poll_port {
-            self.check_pollers(port, notify);
+            // SeqCst: pairs with the SeqCst increment in `set_poll_bit`.
+            if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
+                self.check_pollers(port, notify);
+            }
         }
     }
 
     /// Xen's `evtchn_check_pollers()` (spec §3.5).
+    #[inline(never)]
     fn check_pollers(&self, port: Port, notify: &dyn Notify) {
         for (word_index, word) in self.poll_mask.iter().enumerate() {
-            // SeqCst: pairs with the fence in `poll_begin`, so either the
-            // poller sees the pending bit or we see its poll bit.
+            // SeqCst: pairs with the SeqCst fetch_or in `set_poll_bit`, so
+            // either the poller sees the pending bit or we see its poll bit.
             let mut bits = word.load(Ordering::SeqCst);
             while bits != 0 {
                 let bit_index = bits.trailing_zeros();
@@ -313,13 +336,34 @@ impl Domain {
                 };
                 let polled = state.poll_port.load(Ordering::SeqCst);
                 let is_interested = polled <= 0 || polled == i64::from(port.0);
-                let bit = 1u64 << bit_index;
-                if is_interested && word.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+                if is_interested && self.clear_poll_bit(word, 1u64 << bit_index) {
                     state.poll_port.store(0, Ordering::SeqCst);
                     notify.wake_poller(self.domid, vcpu);
                 }
             }
         }
+    }
+
+    /// Set a vcpu's poll bit (`word`, `bit` from [`Domain::poll_bit`]),
+    /// counting it in `polling_vcpus` first.
+    pub(crate) fn set_poll_bit(&self, word: &AtomicU64, bit: u64) {
+        // SeqCst: raised before the bit is set; pairs with the load in
+        // `deliver`.
+        self.polling_vcpus.fetch_add(1, Ordering::SeqCst);
+        if word.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+            // Already set (and counted when it was).
+            self.polling_vcpus.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Clear a vcpu's poll bit; whether this call cleared it (and so
+    /// lowered `polling_vcpus`, after the bit).
+    pub(crate) fn clear_poll_bit(&self, word: &AtomicU64, bit: u64) -> bool {
+        let was_set = word.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+        if was_set {
+            self.polling_vcpus.fetch_sub(1, Ordering::SeqCst);
+        }
+        was_set
     }
 
     pub(crate) fn poll_bit(&self, vcpu: VcpuId) -> Option<(&AtomicU64, u64)> {

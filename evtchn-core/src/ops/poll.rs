@@ -41,9 +41,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let state = domain.vcpu(vcpu).ok_or(Errno::ENOENT)?;
         let (word, bit) = domain.poll_bit(vcpu).ok_or(Errno::ENOENT)?;
         state.poll_port.store(-1, Ordering::SeqCst);
-        // SeqCst: the poll bit must be visible before the ports are read;
-        // pairs with the SeqCst load in check_pollers.
-        word.fetch_or(bit, Ordering::SeqCst);
+        // SeqCst inside: the poll bit (and the domain's polling count) must
+        // be visible before the ports are read; pairs with the SeqCst loads
+        // in Domain::deliver and check_pollers.
+        domain.set_poll_bit(word, bit);
+        crate::sync::after_test_and_set();
         let outcome = (|| {
             // Someone woke us between setting the flags and here.
             if state.poll_port.load(Ordering::SeqCst) == 0 || word.load(Ordering::SeqCst) & bit == 0
@@ -80,7 +82,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             }
             Ok(PollOutcome::Ready) | Err(_) => {
                 state.poll_port.store(0, Ordering::SeqCst);
-                word.fetch_and(!bit, Ordering::SeqCst);
+                domain.clear_poll_bit(word, bit);
             }
         }
         outcome
@@ -94,7 +96,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         };
         if let (Some(state), Some((word, bit))) = (domain.vcpu(vcpu), domain.poll_bit(vcpu)) {
             state.poll_port.store(0, Ordering::SeqCst);
-            word.fetch_and(!bit, Ordering::SeqCst);
+            domain.clear_poll_bit(word, bit);
         }
     }
 

@@ -17,7 +17,7 @@ mod two_level;
 
 pub(crate) use fifo::{Fifo, QueueId};
 
-use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, Port, VcpuId};
+use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, Port, VcpuId, VcpuInfo};
 use crate::channel::Channel;
 use crate::notify::Notify;
 use crate::shared::SharedInfoView;
@@ -49,6 +49,12 @@ pub struct Wakeups {
 /// looked at here.
 fn mark_events_pending(view: &dyn SharedInfoView, vcpu: VcpuId) -> Option<VcpuId> {
     let info = view.vcpu_info(vcpu)?;
+    mark_info_pending(info, vcpu)
+}
+
+/// [`mark_events_pending`] on a vcpu_info the caller already looked up.
+#[inline]
+fn mark_info_pending(info: &VcpuInfo, vcpu: VcpuId) -> Option<VcpuId> {
     // SeqCst test-and-set: Xen's test_and_set_bit() is a full barrier.
     if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
         return None;
@@ -77,6 +83,7 @@ impl EventAbi {
     /// Mark `port` pending toward `vcpu` (spec §3.3, §4.3). The caller holds
     /// the channel's lock (read or write). `notify` brackets the FIFO queue
     /// locks with interrupts off.
+    #[inline]
     pub(crate) fn set_pending(
         &self,
         view: &dyn SharedInfoView,

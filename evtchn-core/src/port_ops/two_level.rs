@@ -8,7 +8,7 @@
 //! the 512-byte arrays is never touched: it reads as masked and not pending
 //! (XSA-342).
 
-use super::{Wakeups, mark_events_pending};
+use super::{Wakeups, mark_info_pending};
 use crate::abi::{Port, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
@@ -28,7 +28,9 @@ fn mask_word(view: &dyn SharedInfoView, port: Port) -> Option<(&AtomicU64, u64)>
 }
 
 /// Set the selector bit of `port`'s word in `vcpu`'s vcpu_info and, if it
-/// was clear, mark events pending there. Returns the vcpu to kick.
+/// was clear, mark events pending there. Returns the vcpu to kick. The
+/// vcpu_info is looked up once for both test-and-sets.
+#[inline]
 fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let info = view.vcpu_info(vcpu)?;
     let selector_bit = 1u64 << (port.0 / 64);
@@ -41,11 +43,19 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
     {
         return None;
     }
-    mark_events_pending(view, vcpu)
+    mark_info_pending(info, vcpu)
 }
 
+/// Xen's `evtchn_2l_set_pending()` (spec §3.3), in its exact order. The
+/// shared page is looked up once; the pending and mask words share an index.
+#[inline]
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    let Some((pending, bit)) = pending_word(view, port) else {
+    let shared = view.shared_info();
+    let (index, bit) = word_and_bit(port);
+    let (Some(pending), Some(mask)) = (
+        shared.evtchn_pending.get(index),
+        shared.evtchn_mask.get(index),
+    ) else {
         return Wakeups::default();
     };
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
@@ -54,9 +64,7 @@ pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -
     }
     crate::sync::after_test_and_set();
     // 2. Not masked → selector, then upcall_pending.
-    let is_masked =
-        mask_word(view, port).is_none_or(|(mask, bit)| mask.load(Ordering::SeqCst) & bit != 0);
-    let kick_vcpu = if is_masked {
+    let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
         None
     } else {
         raise_selector(view, port, vcpu)
