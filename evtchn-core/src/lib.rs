@@ -219,6 +219,49 @@
 //! * [`DomainConfig::fifo`]: [`FifoSupport::Disabled`] for a boot option
 //!   that turns FIFO off.
 //!
+//! # Performance of send, and its floor
+//!
+//! `cargo xtask bench` measures send against one locked `fetch_or` (the
+//! "raw" floor) and against the 2-level ABI's own three test-and-sets done
+//! inline (about 2.6× the floor). A new-event EVTCHNOP_send on an IPI port
+//! through a [`DomainHandle`] ([`Domains::send_from`]) does seven locked
+//! read-modify-writes, and nothing else of weight:
+//!
+//! * the channel's read lock, taken and released (2);
+//! * the domain's ABI read lock, taken and released (2);
+//! * the ABI's pending, selector and `evtchn_upcall_pending` test-and-sets
+//!   (3), in Xen's order; an already-pending port stops after the first, a
+//!   masked one after the first and a load.
+//!
+//! [`Domains::send`] by domid adds the registry slot's read lock and an
+//! `Arc` clone and drop of the caller (4 more); an interdomain send adds
+//! that lookup for the peer and a try-read of the peer's channel lock. The
+//! poller scan runs only while one of the domain's vcpus polls.
+//!
+//! The two locks are the floor above the ABI's three operations, and they
+//! stay:
+//!
+//! * **Channel lock.** A lock-free read of the state (an atomic state word,
+//!   a seqlock snapshot) can only notice a concurrent close *after* the
+//!   port op has written the guest's page, and that write cannot be taken
+//!   back. A send racing close and a new bind of the same port would then
+//!   raise the port in its new binding, and an interdomain send could raise
+//!   a peer port that was closed and handed to another binding meanwhile.
+//!   Spec §2.15 lets a send that races a close be *dropped*, not delivered
+//!   to the port's next owner; Xen keeps the read lock for this reason
+//!   (§2.5: the peer cannot change while it is held). The FIFO ABI also
+//!   relies on it for the channel's last queue.
+//! * **ABI lock.** It makes set_pending atomic against a switch of ABI:
+//!   init_control copies 2-level pending bits into the FIFO event array,
+//!   and a 2-level set_pending landing after that copy would be lost; and
+//!   it keeps the FIFO state alive during set_pending without `unsafe`.
+//!
+//! Each lock is two locked operations because a reader must both announce
+//! itself and leave; no reader-side scheme without per-CPU state does it
+//! in fewer. So with Xen's semantics a 2-level send costs the ABI's three
+//! locked operations plus four, about 7× one `fetch_or` where the issue
+//! asked for 3×; the measured numbers are in `target/bench/host.md`.
+//!
 //! # Differences from Xen 4.17 worth knowing
 //!
 //! * A failing op never grows the port table: storage is allocated first
