@@ -42,3 +42,27 @@ pub fn run_on(stack: Stack, argument: u64, next: extern "C" fn(u64) -> !) -> ! {
     // `next` never returns, so the abandoned frames are never used again.
     unsafe { crate::cpu::switch_stack(stack.top(), argument, next) }
 }
+
+/// A pCPU's idle stack: the stack its scheduler loop restarts on whenever it
+/// leaves a vcpu for good.
+#[derive(Debug)]
+pub struct IdleStack {
+    stack: Stack,
+}
+
+impl IdleStack {
+    /// Dedicates `stack` to a pCPU's scheduler loop.
+    pub fn new(stack: Stack) -> Self {
+        Self { stack }
+    }
+
+    /// Restarts `next(argument)` from the top of the idle stack, abandoning
+    /// whatever ran there before (the loop never returns, and `next` gets
+    /// only a number, so no reference into the old frames survives).
+    pub fn restart(&self, argument: u64, next: extern "C" fn(u64) -> !) -> ! {
+        // SAFETY: the stack is mapped, writable and exclusive (`Stack`);
+        // it serves only this pCPU's loop, whose earlier frames are dead
+        // once it is restarted, since `next` never returns.
+        unsafe { crate::cpu::switch_stack(self.stack.top(), argument, next) }
+    }
+}

@@ -13,7 +13,9 @@
 //! - [`memory::heap`]: handing the heap region to the allocator;
 //! - [`memory::space`]: switching to the hypervisor's page tables and
 //!   vouching for what it set aside (stacks, the trampoline page, the
-//!   LAPIC and IOAPIC windows).
+//!   LAPIC and IOAPIC windows);
+//! - [`memory::guest_frames`]: filling guest frames through the direct map
+//!   and viewing a shared_info frame as atomics.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -26,10 +28,17 @@ mod bootinfo;
 mod cmdline;
 mod console;
 mod cpus;
+mod domain;
+mod events;
+mod hypercall;
 mod irq;
 mod memory;
 mod panic;
 mod physmem;
+mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod startup;
+mod time;
+mod timers;
+mod upcall;
