@@ -78,19 +78,29 @@ pub enum WakeReason {
     Ready,
     /// The domain is shutting down: the caller must stop the vcpu.
     Stopping,
+    /// The vcpu was taken down (VCPUOP_down): the return path parks it.
+    Down,
 }
 
-/// Waits on this pCPU (interrupts on, in `hlt`) until `is_ready()` or the
-/// domain shuts down. The check runs with interrupts off before each
-/// `hlt`, and `sti; hlt` lets no interrupt slip between them, so a wake-up
-/// cannot be lost.
-pub fn block_until(domain: &Domain, is_ready: &dyn Fn() -> bool) -> WakeReason {
+/// Blocks `vcpu` on this pCPU (interrupts on, in `hlt`) until `is_ready()`,
+/// the domain shuts down or the vcpu is taken down. The check runs with
+/// interrupts off before each `hlt`, and `sti; hlt` lets no interrupt slip
+/// between them, so a wake-up cannot be lost. The vcpu is `Blocked`
+/// meanwhile and `Running` again after a `Ready` wake-up.
+pub fn block_until(domain: &Domain, vcpu: &Vcpu, is_ready: &dyn Fn() -> bool) -> WakeReason {
+    if !vcpu.transition(VcpuState::Running, VcpuState::Blocked) {
+        return WakeReason::Down;
+    }
     loop {
         arch::cpu::disable_interrupts();
         if domain.is_shutting_down() {
             return WakeReason::Stopping;
         }
+        if vcpu.state() == VcpuState::Down {
+            return WakeReason::Down;
+        }
         if is_ready() {
+            vcpu.transition(VcpuState::Blocked, VcpuState::Running);
             return WakeReason::Ready;
         }
         arch::cpu::enable_interrupts_and_halt();

@@ -145,6 +145,14 @@ impl Vcpu {
         VcpuState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Moves it from `from` to `to` if it is in `from`; says whether it did.
+    pub fn transition(&self, from: VcpuState, to: VcpuState) -> bool {
+        // AcqRel/Acquire: as `set_state` and `state`.
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Moves it to `state` (a dead vcpu stays dead).
     pub fn set_state(&self, state: VcpuState) {
         let _ = self
@@ -357,20 +365,29 @@ pub fn stop_unstarted_vcpus(domain: &Domain) {
     }
 }
 
+/// The last vcpu of `domain` stopped. A crashed domain is destroyed: its
+/// ports are closed (peers see their ends unbound) and its id is free. A
+/// domain that shut down otherwise stays, as on Xen until the toolstack
+/// reaps it, so other domains' operations on it get Xen's answers (Sluice
+/// has no toolstack; the run ends when every domain has stopped).
 fn destroy(domain: &Domain) {
     let reason = domain.shutdown_reason().unwrap_or(ShutdownReason::Crash);
-    if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
-        log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
-    }
     if reason != ShutdownReason::Poweroff {
         ANY_FAILED.store(true, Ordering::Release);
     }
-    if let Some(slot) = DOMAINS.get(usize::from(domain.id.0)) {
-        // The domain's frames are not returned to the allocator: a vcpu on
-        // another pCPU may still be leaving the guest's address space.
-        arch::cpu::without_interrupts(|| *slot.write() = None);
+    if reason == ShutdownReason::Crash {
+        if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
+            log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
+        }
+        if let Some(slot) = DOMAINS.get(usize::from(domain.id.0)) {
+            // The domain's frames are not returned to the allocator: a vcpu
+            // on another pCPU may still be leaving its address space.
+            arch::cpu::without_interrupts(|| *slot.write() = None);
+        }
+        log::info!("d{}: destroyed", domain.id.0);
+    } else {
+        log::info!("d{}: all vcpus stopped", domain.id.0);
     }
-    log::info!("d{}: destroyed", domain.id.0);
     if LIVE_DOMAINS.fetch_sub(1, Ordering::AcqRel) == 1 {
         finish_run();
     }

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use evtchn_core::{DomId, Errno, PollOutcome, Port};
 
 use super::{Call, copy_in};
-use crate::domain::{self, ShutdownReason, VcpuState};
+use crate::domain::{self, ShutdownReason};
 use crate::sched::{self, WakeReason};
 
 const SCHEDOP_YIELD: u64 = 0;
@@ -68,11 +68,9 @@ fn block(call: &mut Call<'_>) -> Result<u64, Errno> {
         return Ok(0);
     };
     info.evtchn_upcall_mask.store(0, Ordering::SeqCst);
-    vcpu.set_state(VcpuState::Blocked);
-    let reason = sched::block_until(domain, &|| {
+    let reason = sched::block_until(domain, vcpu, &|| {
         info.evtchn_upcall_pending.load(Ordering::SeqCst) != 0
     });
-    vcpu.set_state(VcpuState::Running);
     if reason == WakeReason::Ready {
         crate::timers::on_switch_in(domain, vcpu);
     }
@@ -101,21 +99,18 @@ fn poll(call: &mut Call<'_>, argument: u64) -> Result<u64, Errno> {
         .collect();
     let (domain, vcpu) = (call.domain, call.vcpu);
     let events = crate::events::domains();
-    vcpu.set_state(VcpuState::Blocked);
     let outcome = events.poll(domain.id, vcpu.id, &ports);
     if outcome != Ok(PollOutcome::Block) {
-        vcpu.set_state(VcpuState::Running);
         return outcome.map(|_| 0);
     }
     vcpu.poll_deadline_ns.store(timeout_ns, Ordering::Relaxed);
-    let reason = sched::block_until(domain, &|| {
+    let reason = sched::block_until(domain, vcpu, &|| {
         !events.is_polling(domain.id, vcpu.id)
             || events.vcpu_has_deliverable_event(domain.id, vcpu.id)
             || (timeout_ns != 0 && crate::time::now_ns() >= timeout_ns)
     });
     vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
     events.poll_finish(domain.id, vcpu.id);
-    vcpu.set_state(VcpuState::Running);
     if reason == WakeReason::Ready {
         crate::timers::on_switch_in(domain, vcpu);
     }
