@@ -10,6 +10,7 @@ mod fatal;
 mod ioapic;
 mod ipi;
 mod pagefault;
+mod syscall_probe;
 mod timer;
 
 use arch::qemu::ExitCode;
@@ -29,9 +30,10 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "ioapic" => ioapic::run(),
         "panic" => fatal::panic(),
         "stackoverflow" => fatal::stack_overflow(),
+        "syscall-probe" => syscall_probe::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, panic, stackoverflow)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, panic, stackoverflow, syscall-probe)"
             );
             ExitCode::Fail
         }
