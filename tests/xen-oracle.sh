@@ -3,6 +3,10 @@
 # prints its TAP lines: the ABI is Xen's, so every single-domain guest must
 # give the same verdicts there as under Sluice.
 #
+# `cargo xtask test --xen` does this for every single-domain scenario, with
+# the scenario's vcpus, and compares the verdicts with Sluice's; this script
+# boots any guest by hand, with two vcpus, scenario or not.
+#
 #   tests/xen-oracle.sh <guest> [extra guest args...]
 #   tests/xen-oracle.sh all      # every guest, one verdict line each
 #

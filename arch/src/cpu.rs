@@ -97,6 +97,9 @@ pub fn enable_protections(features: &Features) {
     unsafe {
         Cr4::update(|flags| flags.insert(cr4));
     }
+    if features.has_smap {
+        crate::guest_copy::note_smap_enabled();
+    }
 }
 
 /// Whether SMEP and SMAP are on (CR4), for the boot log and self-tests.

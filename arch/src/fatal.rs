@@ -198,3 +198,39 @@ pub fn execute_no_execute(address: u64) -> Result<core::convert::Infallible, Tou
     }
     Err(TouchError::NotMappedAsExpected)
 }
+
+/// Reads the user page at `address` directly, without opening SMAP, to
+/// check that SMAP holds: the fault is fatal.
+pub fn read_user_directly(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    let is_user = crate::paging::access(address).is_some_and(|access| access.is_user);
+    let is_smap_on = x86_64::registers::control::Cr4::read()
+        .contains(x86_64::registers::control::Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
+    if !is_user || !is_smap_on || !address.is_multiple_of(8) {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is a user page and CR4.SMAP is on with RFLAGS.AC
+    // clear (only the guest-copy routine sets it), so the read cannot
+    // happen: it faults, fatally.
+    unsafe {
+        core::ptr::read_volatile(address as *const u64);
+    }
+    Err(TouchError::NotMappedAsExpected)
+}
+
+/// Calls the executable user page at `address` to check that SMEP holds:
+/// the fetch faults, fatally.
+pub fn execute_user(address: u64) -> Result<core::convert::Infallible, TouchError> {
+    let is_user_code = crate::paging::access(address)
+        .is_some_and(|access| access.is_user && !access.is_no_execute);
+    let is_smep_on = x86_64::registers::control::Cr4::read()
+        .contains(x86_64::registers::control::Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION);
+    if !is_user_code || !is_smep_on {
+        return Err(TouchError::NotMappedAsExpected);
+    }
+    // SAFETY: the page is a user page and CR4.SMEP is on, so ring 0 cannot
+    // fetch from it: the call faults before any instruction there runs.
+    unsafe {
+        core::arch::asm!("call {}", in(reg) address, clobber_abi("C"));
+    }
+    Err(TouchError::NotMappedAsExpected)
+}

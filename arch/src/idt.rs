@@ -3,7 +3,7 @@
 //! Every vector has a 16-byte stub that pushes a zero error code (when the
 //! CPU pushes none) and the vector number, then jumps to one common entry
 //! that saves all general registers into an [`InterruptFrame`] and calls
-//! [`sluice_interrupt_dispatch`]. Exceptions are fatal (dump, stop every
+//! `sluice_interrupt_dispatch`. Exceptions are fatal (dump, stop every
 //! CPU, exit); other vectors go to handlers registered with
 //! [`set_handler`], then get their LAPIC EOI.
 //!
@@ -15,7 +15,7 @@
 //! exceptions raised by guest code go to the hypervisor's guest hook rather
 //! than the fatal path, and every return to ring 3 passes the hook that
 //! injects upcalls (`guest_entry`). A page fault in ring 0 at one of the
-//! guest-copy instructions resumes at its fix-up (`guest_memory`).
+//! guest-copy instructions resumes at its fix-up (`guest_copy`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -98,6 +98,12 @@ sluice_interrupt_common:
     push %r14
     push %r15
     cld
+    // Handlers never run with SMAP opened by the code they interrupted
+    // (the CPU does not clear RFLAGS.AC on delivery; iretq restores it).
+    testb $1, SLUICE_SMAP_ENABLED(%rip)
+    jz 1f
+    clac
+1:
     mov %rsp, %rdi
     call sluice_interrupt_dispatch
     pop %r15
@@ -229,18 +235,21 @@ extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
     let hooks = crate::guest_entry::hooks();
     match frame.vector {
         vector if vector == u64::from(vectors::NMI) => fatal::nmi(frame),
+        // A fault inside a guest copy resumes at its fixup.
+        vector
+            if (vector == u64::from(vectors::PAGE_FAULT)
+                || vector == u64::from(vectors::GENERAL_PROTECTION))
+                && frame.cs & 3 == 0
+                && let Some(fixup) = crate::guest_copy::fixup_for(frame.rip) =>
+        {
+            frame.rip = fixup;
+        }
         0..=31 if is_from_guest && hooks.is_some() => {
             if let Some(hooks) = hooks {
                 (hooks.exception)(frame);
             }
         }
-        0..=31 => {
-            let is_fixed = frame.vector == u64::from(vectors::PAGE_FAULT)
-                && crate::guest_memory::fixup_page_fault(frame);
-            if !is_fixed {
-                fatal::exception(frame);
-            }
-        }
+        0..=31 => fatal::exception(frame),
         // The masked 8259s can still raise their spurious IRQ 7/15.
         0x20..=0x2f => {}
         vector if vector == u64::from(vectors::SPURIOUS) => {}

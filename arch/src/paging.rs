@@ -125,7 +125,10 @@ impl PageTables {
             .map_err(|_| MapError::Misaligned)?;
         let frame = PhysFrame::<Size4KiB>::from_start_address(PhysAddr::new(phys))
             .map_err(|_| MapError::Misaligned)?;
-        let parent = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        // A user page needs USER at every level; hypervisor pages never get it.
+        let parent = PageTableFlags::PRESENT
+            | PageTableFlags::WRITABLE
+            | (flags & PageTableFlags::USER_ACCESSIBLE);
         // SAFETY: `map_to` refuses a page that is already mapped, so no
         // memory that existing references point at changes; a new mapping
         // of a frame that is also reachable elsewhere (e.g. through the

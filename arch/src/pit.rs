@@ -1,7 +1,7 @@
 //! The legacy 8254 PIT and 8259 PICs.
 //!
 //! The PIT is the reference clock for measuring the TSC (channel 2, gated
-//! through port 0x61, polled, no interrupt) and a legacy interrupt source for
+//! through port 0x61, its count read back, no interrupt) and a legacy interrupt source for
 //! testing IOAPIC routing (channel 0 on ISA IRQ 0). The 8259 PICs are
 //! remapped away from the exception vectors and masked: Sluice routes legacy
 //! lines through the IOAPIC.
@@ -44,33 +44,33 @@ pub fn disable_legacy_pic() {
     outb(0xa1, 0xff);
 }
 
-/// Busy-waits `ticks` PIT cycles on channel 2 and returns the TSC at start
-/// and end of the wait.
-///
-/// Channel 2 counts down once in mode 0 with its gate raised through port
-/// 0x61; OUT2 (bit 5 of 0x61) goes high when the count reaches zero.
-pub fn measure_tsc_over_pit_ticks(ticks: u16) -> (u64, u64) {
+/// Starts channel 2 counting down from 0xffff (mode 0, gate raised
+/// through port 0x61, no interrupt); it wraps after about 55 ms.
+pub fn start_channel2_countdown() {
     let control = inb(0x61);
     // Gate low, speaker off.
     outb(0x61, control & !0x03);
     // Channel 2, lobyte/hibyte, mode 0, binary.
     outb(0x43, 0xb0);
-    outb(0x42, (ticks & 0xff) as u8);
-    outb(0x42, (ticks >> 8) as u8);
-    let start = crate::cpu::rdtsc();
+    outb(0x42, 0xff);
+    outb(0x42, 0xff);
     // Gate high: counting starts.
     outb(0x61, (control & !0x02) | 0x01);
-    let mut spins: u64 = 0;
-    while inb(0x61) & 0x20 == 0 {
-        spins += 1;
-        if spins > 100_000_000 {
-            break;
-        }
-        core::hint::spin_loop();
-    }
-    let end = crate::cpu::rdtsc();
+}
+
+/// Reads channel 2's current count (latched, so both bytes agree).
+pub fn read_channel2() -> u16 {
+    // Counter latch command for channel 2.
+    outb(0x43, 0x80);
+    let low = inb(0x42);
+    let high = inb(0x42);
+    u16::from_le_bytes([low, high])
+}
+
+/// Stops channel 2 (gate low).
+pub fn stop_channel2() {
+    let control = inb(0x61);
     outb(0x61, control & !0x03);
-    (start, end)
 }
 
 /// Starts PIT channel 0 as a rate generator at about `hz` interrupts per

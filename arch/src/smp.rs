@@ -5,12 +5,12 @@
 //! trampoline is copied to `TRAMPOLINE_PHYS` below 1 MiB. It loads its own
 //! small GDT, enters protected mode, enables PAE, loads the CR3 it was given
 //! (tables that identity-map the trampoline page and share the hypervisor's
-//! upper half), enables long mode and NX, and jumps to [`ap_entry`] on the
+//! upper half), enables long mode and NX, and jumps to `ap_entry` on the
 //! stack it was given. `ap_entry` switches to the hypervisor's tables and
 //! sets the CPU up like the bootstrap processor.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::cpu::{self, Features};
 use crate::gdt::CpuTables;
@@ -124,15 +124,17 @@ pub struct TrampolinePage {
     _private: (),
 }
 
+static TRAMPOLINE_CLAIMED: AtomicBool = AtomicBool::new(false);
+
 impl TrampolinePage {
-    /// Claims the trampoline page.
+    /// Claims the trampoline page; `None` if it was claimed before.
     ///
     /// # Safety
     /// The page at `TRAMPOLINE_PHYS` must be usable RAM, mapped in the
-    /// direct map, that no allocator hands out and nothing else writes,
-    /// and this must be called at most once.
-    pub unsafe fn claim() -> Self {
-        Self { _private: () }
+    /// direct map, that no allocator hands out and nothing else writes.
+    pub unsafe fn claim() -> Option<Self> {
+        let was_claimed = TRAMPOLINE_CLAIMED.swap(true, Ordering::AcqRel);
+        (!was_claimed).then_some(Self { _private: () })
     }
 }
 
@@ -212,8 +214,20 @@ fn symbol_offset(symbol: *const u8) -> u64 {
     symbol as u64 - (&raw const sluice_ap_trampoline_start) as u64
 }
 
-/// Starts the CPU with APIC id `apic_id` with `start` and waits (up to
-/// `timeout_micros`) until it has taken it over. One AP at a time.
+/// Puts the CPUs with `apic_ids` into wait-for-SIPI with an INIT IPI each
+/// and waits the 10 ms the MP specification asks for before the start-up
+/// IPIs; `start_ap` then starts them one at a time. (One wait for all
+/// instead of one per CPU saves 10 ms per AP.)
+pub fn init_all(apic_ids: impl Iterator<Item = u32>) {
+    for apic_id in apic_ids {
+        lapic::send_init(apic_id);
+    }
+    tsc::delay_micros(10_000);
+}
+
+/// Starts the CPU with APIC id `apic_id`, which `init_all` put into
+/// wait-for-SIPI, with `start`, and waits (up to `timeout_micros`) until it
+/// has taken it over. One AP at a time: they share the trampoline.
 ///
 /// On a timeout the hand-off is leaked rather than freed: the CPU may still
 /// wake up later and read it.
@@ -263,8 +277,6 @@ pub fn start_ap(
     core::sync::atomic::fence(Ordering::SeqCst);
 
     let wanted = apic_id + 1;
-    lapic::send_init(apic_id);
-    tsc::delay_micros(10_000);
     lapic::send_startup(apic_id, (TRAMPOLINE_PHYS >> 12) as u8);
     tsc::delay_micros(200);
     // Acquire: pairs with the Release in `ap_entry`.

@@ -26,25 +26,51 @@ pub fn boot_tsc() -> u64 {
     BOOT_TSC.load(Ordering::Relaxed)
 }
 
-/// Measures the TSC frequency against `SAMPLES` windows of 10 ms of the
-/// PIT and keeps the lowest; returns it in Hz.
+/// Reads the PIT count between two TSC reads: (count, TSC midpoint,
+/// bracket width).
+fn bracketed_pit_read() -> (u16, u64, u64) {
+    let before = rdtsc();
+    let count = pit::read_channel2();
+    let after = rdtsc();
+    (count, before / 2 + after / 2, after - before)
+}
+
+/// Measures the TSC frequency against the PIT; returns it in Hz.
 ///
-/// Every error source inflates a sample (the vCPU being descheduled between
-/// reading the TSC and starting the PIT, or between the PIT's output going
-/// high and the loop noticing), none deflates one, so the minimum is the
-/// best estimate; under a loaded TCG host the median can be 50% too high.
+/// Each of `SAMPLES` windows reads the PIT count at its start and end, each
+/// read bracketed by two TSC reads, and spans about 10 ms of PIT time. A
+/// vCPU descheduled during a read widens its bracket, so the window with
+/// the narrowest brackets wins; delays between the reads do not matter,
+/// since both clocks keep running. (Timing an edge of the PIT output
+/// instead is off by however long the vCPU was away when it came, which on
+/// a loaded TCG host is often milliseconds.)
 pub fn calibrate() -> u64 {
     const SAMPLES: usize = 5;
     const WINDOW_PIT_TICKS: u16 = (pit::PIT_HZ / 100) as u16;
-    let mut best = u64::MAX;
+    let mut best: Option<(u64, u64)> = None;
     for _ in 0..SAMPLES {
-        let (start, end) = pit::measure_tsc_over_pit_ticks(WINDOW_PIT_TICKS);
-        let rate = end.saturating_sub(start) * pit::PIT_HZ / u64::from(WINDOW_PIT_TICKS);
-        if rate != 0 {
-            best = best.min(rate);
+        pit::start_channel2_countdown();
+        let (start_count, start_tsc, start_width) = bracketed_pit_read();
+        let mut spins: u64 = 0;
+        while start_count.wrapping_sub(pit::read_channel2()) < WINDOW_PIT_TICKS
+            && spins < 10_000_000
+        {
+            spins += 1;
+            core::hint::spin_loop();
+        }
+        let (end_count, end_tsc, end_width) = bracketed_pit_read();
+        let pit_ticks = u64::from(start_count.wrapping_sub(end_count));
+        if pit_ticks == 0 || end_tsc <= start_tsc {
+            continue;
+        }
+        let rate = (end_tsc - start_tsc) * pit::PIT_HZ / pit_ticks;
+        let width = start_width + end_width;
+        if best.is_none_or(|(best_width, _)| width < best_width) {
+            best = Some((width, rate));
         }
     }
-    let hz = if best == u64::MAX { 0 } else { best };
+    pit::stop_channel2();
+    let hz = best.map_or(0, |(_, rate)| rate);
     // Relaxed: published before the other CPUs start (their start-up is
     // ordered by the SMP hand-off, which has its own barriers).
     TSC_HZ.store(hz, Ordering::Relaxed);

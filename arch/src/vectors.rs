@@ -6,6 +6,8 @@ pub const DOUBLE_FAULT: u8 = 8;
 pub const NMI: u8 = 2;
 /// Machine check.
 pub const MACHINE_CHECK: u8 = 18;
+/// General protection fault.
+pub const GENERAL_PROTECTION: u8 = 13;
 /// Page fault.
 pub const PAGE_FAULT: u8 = 14;
 /// ISA IRQ `n` routed through the IOAPIC arrives at `LEGACY_IRQ_BASE + n`.

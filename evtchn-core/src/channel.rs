@@ -2,7 +2,10 @@
 //! it notifies and its FIFO priority, and the lock that guards the state.
 
 use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq};
-use crate::sync::{AtomicU8, AtomicU32, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::port_ops::QueueId;
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 /// Who consumes events arriving on a channel (spec §2.17).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,10 +132,19 @@ pub struct ChannelInfo {
 /// either keeps it stable. `notify_vcpu` and `priority` are atomics changed
 /// under the event lock and read by senders without it, as Xen does
 /// (bind_vcpu does not take the channel lock).
+///
+/// Two more fields serve the FIFO ABI only (spec §2.1): the sticky
+/// "pending" flag that keeps an event raised before its event-array page
+/// exists, and the last queue the event was linked on, which set_pending
+/// locks together with the target queue. Both are atomics: set_pending runs
+/// under the channel's *read* lock.
 pub(crate) struct Channel {
     state: RwLock<ChannelState>,
     notify_vcpu: AtomicU32,
     priority: AtomicU8,
+    fifo_pending: AtomicBool,
+    /// A [`QueueId`] as raw bits: read whole, as Xen reads `fifo_lastq`.
+    last_queue: AtomicU64,
 }
 
 impl Channel {
@@ -141,6 +153,8 @@ impl Channel {
             state: RwLock::new(state),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
+            fifo_pending: AtomicBool::new(false),
+            last_queue: AtomicU64::new(QueueId::FIRST.to_raw()),
         }
     }
 
@@ -180,6 +194,32 @@ impl Channel {
 
     pub(crate) fn set_priority(&self, priority: u8) {
         self.priority.store(priority, Ordering::Relaxed);
+    }
+
+    /// Set or clear the FIFO sticky pending flag (an event raised while the
+    /// port had no event word). Relaxed: written under the channel lock or
+    /// the event lock, and taken under the event lock.
+    pub(crate) fn set_fifo_pending(&self, is_pending: bool) {
+        self.fifo_pending.store(is_pending, Ordering::Relaxed);
+    }
+
+    /// Take the sticky flag, leaving it clear.
+    pub(crate) fn take_fifo_pending(&self) -> bool {
+        self.fifo_pending.swap(false, Ordering::Relaxed)
+    }
+
+    /// The queue this port was last linked on (Xen: `fifo_lastq`).
+    pub(crate) fn last_queue(&self) -> QueueId {
+        // Acquire: pairs with the Release in `set_last_queue`; both run under
+        // queue locks, which order them anyway, but the pre-lock read in
+        // set_pending has no lock.
+        QueueId::from_raw(self.last_queue.load(Ordering::Acquire))
+    }
+
+    /// Record the queue the port is being linked on; the caller holds that
+    /// queue's lock and the previous one's.
+    pub(crate) fn set_last_queue(&self, queue: QueueId) {
+        self.last_queue.store(queue.to_raw(), Ordering::Release);
     }
 
     pub(crate) fn info(&self) -> ChannelInfo {

@@ -11,7 +11,10 @@ use crate::port_ops::{EventAbi, Wakeups};
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
 
-use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{
+    AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
+};
 use crate::table::{PortTable, PreparedPort};
 
 /// Whether a domain is privileged (started with `priv`, Xen's
@@ -22,6 +25,17 @@ pub enum Privilege {
     Unprivileged,
     /// The control domain.
     Privileged,
+}
+
+/// Whether a domain may switch to the FIFO ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FifoSupport {
+    /// EVTCHNOP_init_control switches the domain to FIFO (the default).
+    Enabled,
+    /// The domain stays 2-level: init_control checks its argument as Xen
+    /// does, then answers -EOPNOTSUPP (as Xen 4.21+ built without FIFO), and
+    /// guests such as Linux fall back to 2-level.
+    Disabled,
 }
 
 /// What the hypervisor tells evtchn-core when it creates a domain.
@@ -39,11 +53,13 @@ pub struct DomainConfig {
     /// Number of pirqs the domain can name (Xen's `nr_pirqs`, fixed at
     /// creation); bind_pirq of a larger number gives -EINVAL.
     pub nr_pirqs: u32,
+    /// Whether init_control may switch the domain to the FIFO ABI.
+    pub fifo: FifoSupport,
 }
 
 impl DomainConfig {
     /// An unprivileged domain with `vcpus` vcpus, the xl default limit of
-    /// 1023 ports and no pirqs.
+    /// 1023 ports, no pirqs and FIFO available.
     pub const fn new(domid: DomId, vcpus: u32) -> Self {
         Self {
             domid,
@@ -51,6 +67,7 @@ impl DomainConfig {
             privilege: Privilege::Unprivileged,
             max_evtchn_port: 1023,
             nr_pirqs: 0,
+            fifo: FifoSupport::Enabled,
         }
     }
 }
@@ -86,7 +103,12 @@ pub(crate) struct Domain {
     pub(crate) domid: DomId,
     pub(crate) privilege: Privilege,
     pub(crate) max_evtchn_port: u32,
-    pub(crate) abi: EventAbi,
+    pub(crate) fifo_support: FifoSupport,
+    /// The current ABI. Written (switched) only under the event lock, by
+    /// init_control's first call, reset and destruction; read by every port
+    /// op, under the channel lock where one is involved (spec §2.15,
+    /// XSA-343). Interrupt-context delivery only tries it.
+    abi: RwLock<EventAbi>,
     pub(crate) table: PortTable,
     pub(crate) event_lock: Mutex<EventLocked>,
     pub(crate) vcpus: Box<[VcpuEvtchn]>,
@@ -127,7 +149,8 @@ impl Domain {
             domid: config.domid,
             privilege: config.privilege,
             max_evtchn_port: config.max_evtchn_port,
-            abi: EventAbi::TwoLevel,
+            fifo_support: config.fifo,
+            abi: RwLock::new(EventAbi::TwoLevel),
             table: PortTable::new(config.max_evtchn_port)?,
             event_lock: Mutex::new(EventLocked {
                 is_dying: false,
@@ -160,10 +183,53 @@ impl Domain {
         self.privilege == Privilege::Privileged
     }
 
+    /// The current ABI, waiting out a switch in progress (not for
+    /// interrupt context).
+    pub(crate) fn abi(&self) -> RwLockReadGuard<'_, EventAbi> {
+        self.abi.read()
+    }
+
+    /// The current ABI unless it is being switched right now: the
+    /// interrupt-context read, which never spins.
+    pub(crate) fn try_abi(&self) -> Option<RwLockReadGuard<'_, EventAbi>> {
+        self.abi.try_read()
+    }
+
+    /// Exclusive access to switch the ABI; the caller holds the event lock.
+    pub(crate) fn abi_for_switch(&self, _locked: &EventLocked) -> RwLockWriteGuard<'_, EventAbi> {
+        self.abi.write()
+    }
+
+    /// Set `port` pending toward `vcpu` through the current ABI; the caller
+    /// holds the channel's lock and is not in interrupt context.
+    pub(crate) fn set_pending(
+        &self,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
+        self.abi()
+            .set_pending(&*self.shared, (port, channel), vcpu, notify)
+    }
+
+    /// [`Domain::set_pending`] from interrupt context: the event is dropped
+    /// if the ABI is being switched at this instant (init_control, reset or
+    /// destruction of this domain), as for a write-locked channel.
+    pub(crate) fn set_pending_from_interrupt(
+        &self,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
+        self.try_abi().map_or_else(Wakeups::default, |abi| {
+            abi.set_pending(&*self.shared, (port, channel), vcpu, notify)
+        })
+    }
+
     /// The highest port allocation may hand out now: min(max_evtchn_port,
     /// ABI ports − 1), computed from the current ABI (XSA-342).
-    pub(crate) fn port_limit(&self) -> u32 {
-        self.max_evtchn_port.min(self.abi.nr_channels() - 1)
+    pub(crate) fn port_limit(&self, abi: &EventAbi) -> u32 {
+        self.max_evtchn_port.min(abi.nr_channels() - 1)
     }
 
     /// Find and prepare the lowest free port (Xen's `get_free_port()`):
@@ -182,10 +248,16 @@ impl Domain {
         if locked.is_dying {
             return Err(Errno::EINVAL);
         }
+        // Under the event lock nobody can write the ABI or this domain's
+        // channels, so reading both here, in either order, cannot block.
+        let abi = self.abi();
+        let limit = self.port_limit(&abi);
+        let is_busy = |port| abi.is_busy(port);
         let free = match choice {
-            PortChoice::Lowest => self.table.find_free(self.port_limit())?,
-            PortChoice::Exact(port) => self.table.find_exact(port, self.port_limit())?,
+            PortChoice::Lowest => self.table.find_free(limit, is_busy)?,
+            PortChoice::Exact(port) => self.table.find_exact(port, limit, is_busy)?,
         };
+        drop(abi);
         self.table.prepare(free)
     }
 
@@ -203,7 +275,7 @@ impl Domain {
     /// Clear a channel's pending bit and count it freed; the caller sets
     /// its state to Free under its write lock (Xen: `evtchn_free()`).
     pub(crate) fn release_port(&self, port: Port, channel: &Channel, was_xen_attached: bool) {
-        self.abi.clear_pending(&*self.shared, port);
+        self.abi().clear_pending(&*self.shared, port);
         channel.set_notify_vcpu(VcpuId(0));
         self.table.note_freed(port);
         // The Xen-attached count drops first and (in alloc) rises last, so

@@ -4,7 +4,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::abi::{DomId, Port};
+use crate::abi::{DomId, EVTCHN_FIFO_BUSY, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED, Port};
 use crate::channel::{ChannelState, Consumer};
 use crate::notify::{Notify, PirqHost};
 use crate::registry::Domains;
@@ -34,7 +34,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// ```
     ///
     /// `p`/`m`/`s`: pending, masked, and the selector bit of the port's word
-    /// in the notify vcpu; `s=` the internal state (ECS_*), `n=` the notify
+    /// in the notify vcpu (FIFO: `B` if BUSY, then LINK or `-`; `?` without
+    /// an event word); `s=` the internal state (ECS_*), `n=` the notify
     /// vcpu, `x=` the Xen consumer (0 = guest), then `d=`/`p=` (peer),
     /// `p=`/`i=` (pirq and host IRQ) or `v=` (virq).
     pub fn dump_domain(&self, domid: DomId, out: &mut impl Write) -> fmt::Result {
@@ -68,21 +69,49 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             if !info.state.is_allocated() {
                 continue;
             }
-            let selector = view.vcpu_info(info.notify_vcpu).is_some_and(|vcpu| {
-                vcpu.evtchn_pending_sel.load(Ordering::Relaxed) & (1u64 << ((port.0 / 64) % 64))
-                    != 0
-            });
             let consumer = match info.state.consumer() {
                 Consumer::Guest => 0,
                 Consumer::Xen(consumer) => consumer.0,
             };
+            let abi = domain.abi();
             write!(
                 out,
-                "    {:4} [{}/{}/{}]: s={} n={} x={}",
+                "    {:4} [{}/{}/",
                 port.0,
-                u8::from(domain.abi.is_pending(view, port)),
-                u8::from(domain.abi.is_masked(view, port)),
-                u8::from(selector),
+                u8::from(abi.is_pending(view, port)),
+                u8::from(abi.is_masked(view, port)),
+            )?;
+            // The ABI's own column (Xen: print_state): the selector bit for
+            // 2-level; BUSY and LINK (or `?` without an event word) for FIFO.
+            match abi.fifo() {
+                None => {
+                    let selector = view.vcpu_info(info.notify_vcpu).is_some_and(|vcpu| {
+                        vcpu.evtchn_pending_sel.load(Ordering::Relaxed)
+                            & (1u64 << ((port.0 / 64) % 64))
+                            != 0
+                    });
+                    write!(out, "{}", u8::from(selector))?;
+                }
+                Some(fifo) => match fifo.raw_word(port) {
+                    None => write!(out, "?     ")?,
+                    Some(word) => {
+                        let busy = if word & EVTCHN_FIFO_BUSY != 0 {
+                            'B'
+                        } else {
+                            ' '
+                        };
+                        if word & EVTCHN_FIFO_LINKED != 0 {
+                            write!(out, "{busy} {:<4}", word & EVTCHN_FIFO_LINK_MASK)?;
+                        } else {
+                            write!(out, "{busy} -   ")?;
+                        }
+                    }
+                },
+            }
+            drop(abi);
+            write!(
+                out,
+                "]: s={} n={} x={}",
                 internal_state(&info.state),
                 info.notify_vcpu.0,
                 consumer

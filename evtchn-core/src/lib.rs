@@ -1,7 +1,8 @@
 //! Xen's event-channel subsystem (Xen 4.17 semantics), portable and
 //! `no_std`: the ABI types, per-domain port tables, the channel state
-//! machine, the 2-level pending/mask logic over the guest's shared page, and
-//! the interfaces through which the hypervisor wakes vcpus.
+//! machine, the 2-level and FIFO pending/mask logic over the guest's pages,
+//! and the interfaces through which the hypervisor wakes vcpus and maps
+//! guest frames.
 //!
 //! The hypervisor owns a [`Domains`] registry, creates a domain with
 //! [`Domains::create_domain`] (handing over a [`SharedInfoView`] of its
@@ -58,9 +59,11 @@
 //!   with `from_bytes` / `to_bytes`, and the shared_info layout
 //!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics.
 //! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
-//!   poller, Xen-attached consumers, reset preemption), [`PirqHost`] (the
-//!   physical side of PIRQs), [`SharedInfoView`] (where the guest's pages
-//!   are).
+//!   poller, Xen-attached consumers, reset preemption, interrupts off
+//!   around FIFO queue locks), [`PirqHost`] (the physical side of PIRQs),
+//!   [`SharedInfoView`] (where the guest's pages are, and
+//!   [`SharedInfoView::map_frame`] for the FIFO control blocks and event
+//!   array, each a [`GuestFrame`] released when dropped).
 //! * [`Domains`]: `create_domain` / `destroy_domain`; `dispatch` (bytes in,
 //!   [`Reply`] bytes out) and one typed method per op (`alloc_unbound`,
 //!   `bind_interdomain`, `bind_virq`, `bind_ipi`, `bind_pirq`, `close`,
@@ -111,12 +114,15 @@
 //!
 //! The ops in [`ops`] decide *whether* a port is signalled (send on an IPI
 //! port, a peer's send on an interdomain port, a VIRQ or PIRQ). The port
-//! ops ([`port_ops::EventAbi`], one module per ABI) decide *how*: for
-//! 2-level, set the pending bit, then (if unmasked) the selector bit of the
-//! notify vcpu, then `evtchn_upcall_pending`, each a test-and-set that stops
-//! the chain when the bit was already set, in exactly Xen's order. They
-//! return [`port_ops::Wakeups`]: "kick this vcpu" (its upcall_pending went
-//! 0 → 1) and "wake pollers of this port". The caller drops every
+//! ops (`port_ops::EventAbi`, one module per ABI, chosen per domain)
+//! decide *how*: for 2-level, set the pending bit, then (if unmasked) the
+//! selector bit of the notify vcpu, then `evtchn_upcall_pending`, each a
+//! test-and-set that stops the chain when the bit was already set, in
+//! exactly Xen's order; for FIFO, set P and link the event word onto the
+//! notify vcpu's queue of the channel's priority, then the queue's ready
+//! bit, then `evtchn_upcall_pending` (spec §4.3). They return wake-ups:
+//! "kick this vcpu" (its upcall_pending went 0 → 1) and "wake pollers of
+//! this port". The caller drops every
 //! evtchn-core lock and only then calls [`Notify::kick_vcpu`] /
 //! [`Notify::wake_poller`] — that is how the crate guarantees no lock of its
 //! own is held while the hypervisor's code runs. `Notify` implementations
@@ -147,7 +153,17 @@
 //!    readers away), so a peer's send flood cannot starve a close.
 //!    The PIRQ host's `bind`/`unbind`/`set_affinity` run under the event
 //!    lock (1), as Xen's `pirq_guest_bind()` does; they must not call back.
-//! 3. A **registry slot lock** of [`Domains`] (one per domid): a leaf, held
+//! 3. A domain's **ABI lock** (`RwLock` around its current event ABI):
+//!    written only to switch ABIs (the first init_control, reset,
+//!    destruction), under the event lock; read by every port op, inside the
+//!    channel lock where there is one. Under the event lock no writer of
+//!    the ABI lock or of the domain's channel locks can exist, so ops
+//!    holding it (allocation, expand_array) read both in either order.
+//! 4. A FIFO **queue lock** (`Mutex`, per vcpu and priority): taken by
+//!    set_pending, two at a time ordered by **(vcpu, priority)**, and held
+//!    with interrupts off ([`Notify::disable_interrupts`]), because
+//!    interrupt-context delivery takes it by spinning.
+//! 5. A **registry slot lock** of [`Domains`] (one per domid): a leaf, held
 //!    only to clone, insert or remove that domain's `Arc`.
 //!
 //! Lock-free state beside these: `valid_evtchns` and bucket storage
@@ -167,7 +183,10 @@
 //! (spec §2.15, as Xen settled on): a channel's writer exists only while the
 //! channel is, or becomes, free or unbound, and a slot's writer only while
 //! that domain is being created or destroyed — an event arriving then would
-//! be discarded anyway. The same paths re-check that the channel still carries
+//! be discarded anyway. The ABI lock is only tried as well; its writer
+//! exists only while the domain switches ABIs. The FIFO queue locks are
+//! the exception: any context may hold them, so everyone holds them with
+//! interrupts off, and interrupt context spins on them like anyone else. The same paths re-check that the channel still carries
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
 //!
@@ -178,8 +197,15 @@
 //!   an op that then failed (only visible as status/unmask of a port in
 //!   that bucket answering rc 0 instead of -EINVAL).
 //! * bind_interdomain to a domain being destroyed gives -EINVAL.
-//! * No FIFO ABI yet: init_control validates its argument, then answers
-//!   -EOPNOTSUPP (as Xen 4.21+ built without FIFO).
+//! * FIFO can be turned off per domain ([`FifoSupport::Disabled`]):
+//!   init_control then validates its argument and answers -EOPNOTSUPP (as
+//!   Xen 4.21+ built without FIFO). A [`SharedInfoView`] that maps no
+//!   frames gives the same answer.
+//! * expand_array tests "FIFO active" under the event lock (XSA-505, later
+//!   than 4.17).
+//! * FIFO's sticky "pending" flag is cleared when the domain leaves FIFO
+//!   (Xen keeps it, so a stale one can re-raise a port after a reset and a
+//!   new init_control), and expand_array re-raises only usable channels.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -194,7 +220,7 @@ mod domain_table;
 mod dump;
 mod notify;
 pub mod ops;
-pub mod port_ops;
+mod port_ops;
 mod registry;
 mod shared;
 pub mod sync;
@@ -202,8 +228,8 @@ mod table;
 
 pub use abi::{DomId, Errno, Port, VcpuId, Virq};
 pub use channel::{ChannelInfo, ChannelState, Consumer, XenConsumer};
-pub use domain::{DomainConfig, Privilege};
-pub use notify::{NoPirqs, Notify, PirqHost, PirqSharing};
+pub use domain::{DomainConfig, FifoSupport, Privilege};
+pub use notify::{InterruptState, NoPirqs, Notify, PirqHost, PirqSharing};
 pub use ops::{PollOutcome, Reply, ResetMode};
 pub use registry::Domains;
-pub use shared::SharedInfoView;
+pub use shared::{GuestFrame, SharedInfoView, WORDS_PER_FRAME};

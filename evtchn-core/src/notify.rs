@@ -6,8 +6,9 @@ use crate::channel::XenConsumer;
 
 /// How evtchn-core tells the hypervisor that a vcpu has something to do.
 ///
-/// evtchn-core calls these **with none of its locks held** (port ops return
-/// [`crate::port_ops::Wakeups`] and the caller acts on them after unlocking),
+/// evtchn-core calls these **with none of its locks held** (the port ops
+/// return the wake-ups due and the caller acts on them after unlocking;
+/// the interrupt bracket below is the one exception),
 /// and implementations must be leaves: set flags, send an IPI, never call
 /// back into evtchn-core or take a lock an evtchn-core caller might hold.
 /// They may be called from interrupt context (timer VIRQ, PIRQ delivery).
@@ -36,6 +37,34 @@ pub trait Notify: Send + Sync {
     fn should_preempt(&self) -> bool {
         false
     }
+
+    /// Disable interrupts on this pCPU and say whether they were enabled
+    /// (Xen's `local_irq_save()`). The FIFO ABI's queue locks are taken by
+    /// spinning, also from interrupt context, so evtchn-core holds them with
+    /// interrupts off: this and [`Notify::restore_interrupts`] bracket each
+    /// such section, and are the only `Notify` methods it calls with a lock
+    /// of its own held. The default does nothing and answers
+    /// [`InterruptState::Disabled`], which is right where nothing interrupts
+    /// (host tests); a hypervisor that delivers VIRQs or PIRQs from
+    /// interrupt handlers must implement both.
+    fn disable_interrupts(&self) -> InterruptState {
+        InterruptState::Disabled
+    }
+
+    /// Restore what [`Notify::disable_interrupts`] found (Xen's
+    /// `local_irq_restore()`). The default does nothing.
+    fn restore_interrupts(&self, previous: InterruptState) {
+        let _ = previous;
+    }
+}
+
+/// Whether interrupts were enabled when [`Notify::disable_interrupts`] ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InterruptState {
+    /// They were enabled: restoring enables them again.
+    Enabled,
+    /// They were already disabled: restoring leaves them so.
+    Disabled,
 }
 
 /// Whether a PIRQ binder accepts sharing the line (BIND_PIRQ__WILL_SHARE).

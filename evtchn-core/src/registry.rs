@@ -179,6 +179,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             // A free port gives -EINVAL: nothing to do there.
             let _ = self.close_port(&domain, Port(port), crate::ops::CloseBy::Hypervisor);
         }
+        // Release the FIFO frames now rather than with the last reference.
+        domain.leave_fifo(domain.lock());
         let id = u32::from(domid.0);
         // AcqRel/Acquire: pairs with the Acquire in virq_handler.
         for handler in &self.virq_handlers {
@@ -284,13 +286,15 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// The ABI's pending bit of `port` (false for ports past the ABI).
     pub fn is_pending(&self, domid: DomId, port: Port) -> Option<bool> {
         let domain = self.domain(domid)?;
-        Some(domain.abi.is_pending(&*domain.shared, port))
+        let is_pending = domain.abi().is_pending(&*domain.shared, port);
+        Some(is_pending)
     }
 
     /// The ABI's mask bit of `port` (true for ports past the ABI).
     pub fn is_masked(&self, domid: DomId, port: Port) -> Option<bool> {
         let domain = self.domain(domid)?;
-        Some(domain.abi.is_masked(&*domain.shared, port))
+        let is_masked = domain.abi().is_masked(&*domain.shared, port);
+        Some(is_masked)
     }
 
     /// Visit every allocated port of a domain (for the `'e'` debug dump).

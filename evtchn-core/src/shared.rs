@@ -1,10 +1,19 @@
-//! How evtchn-core reaches a domain's guest-visible pages.
+//! How evtchn-core reaches a domain's guest-visible pages: the shared_info
+//! page and vcpu_info areas (2-level) and, for the FIFO ABI, guest frames the
+//! domain hands over with init_control and expand_array.
 
-use crate::abi::{SharedInfo, VcpuId, VcpuInfo};
+use alloc::boxed::Box;
+
+use crate::abi::{Errno, SharedInfo, VcpuId, VcpuInfo};
+use crate::sync::AtomicU32;
+
+/// Words in one 4 KiB guest frame.
+pub const WORDS_PER_FRAME: usize = 1024;
 
 /// A domain's shared_info page and its vcpus' vcpu_info areas, supplied by
 /// the hypervisor (which maps the guest frames) or, in host tests, by a
-/// [`SharedInfo`] on the heap.
+/// [`SharedInfo`] on the heap; and the way to map further guest frames for
+/// the FIFO ABI.
 ///
 /// Implementations return references to atomics only: the guest writes the
 /// same memory concurrently, so nothing else may be formed over it.
@@ -19,10 +28,41 @@ pub trait SharedInfoView: Send + Sync {
     fn vcpu_info(&self, vcpu: VcpuId) -> Option<&VcpuInfo> {
         self.shared_info().vcpu_info.get(vcpu.0 as usize)
     }
+
+    /// Map guest frame `gfn` of this domain writable for the FIFO ABI (a
+    /// control block or an event-array page; Xen: `map_guest_page()`), until
+    /// the returned [`GuestFrame`] is dropped.
+    ///
+    /// -EINVAL if the domain does not own the frame or it cannot become a
+    /// writable page, -ENOMEM if it cannot be mapped. evtchn-core calls this
+    /// with the domain's event lock held: it must not call back in.
+    ///
+    /// The default maps nothing and answers -EOPNOTSUPP: a domain whose view
+    /// cannot map frames has no FIFO ABI (init_control fails with that
+    /// errno and the domain stays 2-level).
+    fn map_frame(&self, gfn: u64) -> Result<Box<dyn GuestFrame>, Errno> {
+        let _ = gfn;
+        Err(Errno::EOPNOTSUPP)
+    }
 }
 
 impl SharedInfoView for SharedInfo {
     fn shared_info(&self) -> &SharedInfo {
         self
     }
+}
+
+/// One guest frame mapped for the FIFO ABI, seen as atomic 32-bit words.
+///
+/// Dropping it releases the mapping (Xen: `unmap_guest_page()`). evtchn-core
+/// drops frames on EVTCHNOP_reset, on domain destruction and when an
+/// init_control fails after mapping; never in interrupt context and never
+/// with a channel lock held, but possibly with the domain's event lock
+/// held, so the drop must not call back into evtchn-core.
+pub trait GuestFrame: Send + Sync {
+    /// The frame's words, normally [`WORDS_PER_FRAME`] of them (word i at
+    /// byte 4·i). A shorter slice leaves the missing words unusable: ports
+    /// there read as masked and their events wait as if the page were
+    /// absent.
+    fn words(&self) -> &[AtomicU32];
 }

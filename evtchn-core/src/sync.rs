@@ -13,9 +13,9 @@
 //! crate doc for why no lock is ever spun on from interrupt context.
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
 mod imp {
@@ -148,3 +148,16 @@ mod imp {
 }
 
 pub use imp::{Mutex, MutexGuard, OnceSlot, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Marks a shared-page test-and-set that is followed by a plain read of
+/// another word (set_pending: pending then mask; unmask: mask then
+/// pending). Both are `SeqCst`, so the read cannot be satisfied before the
+/// read-modify-write (on x86 the `lock`ed instruction is a full barrier):
+/// nothing to emit. loom models `SeqCst` accesses only as acquire/release
+/// and would report a store-buffering outcome that cannot happen; under
+/// `cfg(loom)` this is a `SeqCst` fence, which loom does model.
+#[inline(always)]
+pub fn after_test_and_set() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}

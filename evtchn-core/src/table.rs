@@ -24,8 +24,9 @@ pub(crate) struct PortTable {
     /// Every port below this one is allocated (or reserved): the scan for a
     /// free port starts here. Read and written only under the event lock
     /// (Relaxed), raised past each claimed port, lowered by each freed one.
-    /// It only skips work: the lowest free port is found either way. (FIFO
-    /// must not raise it past a free port it skips as busy.)
+    /// It only skips work: the lowest free port is found either way. It is
+    /// never raised past a free port that was skipped as busy (FIFO), which
+    /// a later scan must look at again.
     scan_start: AtomicU32,
 }
 
@@ -111,10 +112,16 @@ impl PortTable {
     }
 
     /// Xen's `get_free_port()` scan, without claiming anything: the lowest
-    /// port up to `limit` that is free, or the first port past the storage.
-    /// The caller holds the domain's event lock, so states cannot change.
-    pub(crate) fn find_free(&self, limit: u32) -> Result<FreePort, Errno> {
+    /// port up to `limit` that is free and not busy (FIFO: still linked),
+    /// or the first port past the storage. The caller holds the domain's
+    /// event lock, so states cannot change.
+    pub(crate) fn find_free(
+        &self,
+        limit: u32,
+        is_busy: impl Fn(Port) -> bool,
+    ) -> Result<FreePort, Errno> {
         let valid = self.valid_evtchns();
+        let mut skipped_busy = false;
         for port in self.scan_start.load(Ordering::Relaxed)..=limit {
             if port >= valid {
                 if bucket_index(port) >= self.buckets.len() {
@@ -123,15 +130,19 @@ impl PortTable {
                 return Ok(FreePort {
                     port: Port(port),
                     first_new_bucket: Some(bucket_index(port)),
-                    is_lowest: true,
+                    is_lowest: !skipped_busy,
                 });
             }
             let channel = self.channel(Port(port)).ok_or(Errno::ENOSPC)?;
             if *channel.read() == ChannelState::Free {
+                if is_busy(Port(port)) {
+                    skipped_busy = true;
+                    continue;
+                }
                 return Ok(FreePort {
                     port: Port(port),
                     first_new_bucket: None,
-                    is_lowest: true,
+                    is_lowest: !skipped_busy,
                 });
             }
         }
@@ -140,8 +151,13 @@ impl PortTable {
 
     /// Xen's `evtchn_allocate_port()` for one given port (static event
     /// channels): -ENOSPC past `limit` or the table, -EBUSY if allocated
-    /// (port 0 included). Storage up to the port may be missing.
-    pub(crate) fn find_exact(&self, port: Port, limit: u32) -> Result<FreePort, Errno> {
+    /// (port 0 included) or busy. Storage up to the port may be missing.
+    pub(crate) fn find_exact(
+        &self,
+        port: Port,
+        limit: u32,
+        is_busy: impl Fn(Port) -> bool,
+    ) -> Result<FreePort, Errno> {
         if port.0 > limit || bucket_index(port.0) >= self.buckets.len() {
             return Err(Errno::ENOSPC);
         }
@@ -154,7 +170,7 @@ impl PortTable {
             });
         }
         let channel = self.channel(port).ok_or(Errno::ENOSPC)?;
-        if *channel.read() != ChannelState::Free {
+        if *channel.read() != ChannelState::Free || is_busy(port) {
             return Err(Errno::EBUSY);
         }
         Ok(FreePort {
@@ -253,13 +269,15 @@ mod tests {
         for port in 1..64 {
             *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
         }
-        let free = table.find_free(1023).unwrap();
+        let free = table.find_free(1023, |_| false).unwrap();
         assert_eq!(free.port, Port(64));
         let prepared = table.prepare(free).unwrap();
         assert_eq!(table.valid_evtchns(), 64, "not yet published");
         drop(prepared);
         assert_eq!(table.valid_evtchns(), 64);
-        let prepared = table.prepare(table.find_free(1023).unwrap()).unwrap();
+        let prepared = table
+            .prepare(table.find_free(1023, |_| false).unwrap())
+            .unwrap();
         assert!(table.publish(prepared).is_some());
         assert_eq!(table.valid_evtchns(), 128);
     }
@@ -270,13 +288,16 @@ mod tests {
         for port in 1..=10 {
             *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
         }
-        assert_eq!(table.find_free(10).err(), Some(Errno::ENOSPC));
+        assert_eq!(table.find_free(10, |_| false).err(), Some(Errno::ENOSPC));
         // A larger limit than the table was built for still stops at the
         // storage the table can have (one bucket for max port 10).
-        assert_eq!(table.find_free(200).map(|free| free.port), Ok(Port(11)));
+        assert_eq!(
+            table.find_free(200, |_| false).map(|free| free.port),
+            Ok(Port(11))
+        );
         for port in 11..64 {
             *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
         }
-        assert_eq!(table.find_free(200).err(), Some(Errno::ENOSPC));
+        assert_eq!(table.find_free(200, |_| false).err(), Some(Errno::ENOSPC));
     }
 }

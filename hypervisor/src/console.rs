@@ -100,3 +100,8 @@ pub fn guest_notice(domain: evtchn_core::DomId, message: core::fmt::Arguments<'_
     let _ = write!(text, "{message}");
     guest_line(domain, text.as_bytes());
 }
+
+/// Changes the console log level.
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}

@@ -145,7 +145,8 @@ pub enum ApFailureReason {
     Start(StartError),
 }
 
-/// Starts every enabled processor in the MADT other than the bootstrap one.
+/// Starts every enabled processor in the MADT other than the bootstrap one:
+/// INIT to all, then start-up IPIs one CPU at a time.
 /// Returns the failures (empty if all came up).
 pub fn start_application_processors(
     features: &Features,
@@ -166,6 +167,13 @@ pub fn start_application_processors(
             return failures;
         }
     };
+    arch::smp::init_all(
+        madt.processors
+            .iter()
+            .map(|processor| processor.apic_id)
+            .filter(|&apic_id| apic_id != bsp_apic_id)
+            .take(percpu::MAX_CPUS - 1),
+    );
     let mut next_index = 1;
     for processor in madt.processors.iter().filter(|p| p.apic_id != bsp_apic_id) {
         if next_index as usize >= percpu::MAX_CPUS {

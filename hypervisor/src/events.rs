@@ -2,10 +2,16 @@
 //! [`Notify`] implementation that wakes and kicks vcpus, and the
 //! shared_info view handed to each domain.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicU32;
 
 use evtchn_core::abi::SharedInfo;
-use evtchn_core::{DomId, Domains, NoPirqs, Notify, SharedInfoView, VcpuId};
+use evtchn_core::{DomId, Domains, Errno, NoPirqs, Notify, SharedInfoView, VcpuId};
+
+use crate::domain::Domain;
+use crate::memory::guest_frames::GuestFrame;
 
 /// Waking vcpus for evtchn-core. A leaf: it sets a flag and sends an IPI.
 pub struct VcpuNotify;
@@ -29,18 +35,54 @@ fn wake(domain: DomId, vcpu: VcpuId) {
     }
 }
 
-/// A domain's shared_info frame, as evtchn-core sees it.
-struct SharedPage(&'static SharedInfo);
+/// A domain's shared_info frame, and the frames a FIFO guest may hand
+/// over, as evtchn-core sees them.
+struct SharedPage {
+    shared_info: &'static SharedInfo,
+    /// The domain's memory frames that may become FIFO pages (its own, not
+    /// its page tables), sorted by address.
+    mappable: Box<[GuestFrame]>,
+}
 
 impl SharedInfoView for SharedPage {
     fn shared_info(&self) -> &SharedInfo {
-        self.0
+        self.shared_info
+    }
+
+    /// A PV guest names its own machine frame (gfn = mfn). Sluice's guest
+    /// frames stay mapped in the direct map for good, so "mapping" one is
+    /// finding it; -EINVAL if it is not the domain's or holds a page table.
+    fn map_frame(&self, gfn: u64) -> Result<Box<dyn evtchn_core::GuestFrame>, Errno> {
+        let phys = gfn.checked_mul(4096).ok_or(Errno::EINVAL)?;
+        let index = self
+            .mappable
+            .binary_search_by_key(&phys, |frame| frame.phys())
+            .map_err(|_| Errno::EINVAL)?;
+        let frame = *self.mappable.get(index).ok_or(Errno::EINVAL)?;
+        Ok(Box::new(FifoPage(frame)))
     }
 }
 
-/// The view evtchn-core gets of a domain's shared_info page.
-pub fn shared_view(page: &'static SharedInfo) -> Arc<dyn SharedInfoView> {
-    Arc::new(SharedPage(page))
+/// A guest frame handed over for the FIFO ABI.
+struct FifoPage(GuestFrame);
+
+impl evtchn_core::GuestFrame for FifoPage {
+    fn words(&self) -> &[AtomicU32] {
+        self.0.words()
+    }
+}
+
+/// The view evtchn-core gets of a domain's shared_info page and frames.
+pub fn shared_view(domain: &Domain) -> Arc<dyn SharedInfoView> {
+    let mut mappable: Vec<GuestFrame> = domain
+        .memory_frames()
+        .filter(|frame| !domain.is_page_table_frame(frame.phys()))
+        .collect();
+    mappable.sort_unstable();
+    Arc::new(SharedPage {
+        shared_info: domain.shared_info,
+        mappable: mappable.into_boxed_slice(),
+    })
 }
 
 static DOMAINS: spin::Once<Domains<VcpuNotify, NoPirqs>> = spin::Once::new();

@@ -31,12 +31,17 @@ fn fail(message: core::fmt::Arguments<'_>) -> ! {
 pub fn start(magic: u32, multiboot_info: u32) -> ! {
     arch::tsc::mark_boot();
     cpus::init_bsp_early();
+    // Errors only until the command line says otherwise, so that a fault
+    // while reading the loader's data is still reported.
+    console::init(log::LevelFilter::Error);
     let parsed = bootinfo::parse(magic, multiboot_info);
     let options = match &parsed {
         Ok(info) => cmdline::parse(&info.cmdline),
         Err(_) => Options::default(),
     };
-    console::init(options.log_level);
+    // Measure the TSC before the first line, so every line has a time.
+    let tsc_hz = arch::tsc::calibrate();
+    console::set_level(options.log_level);
     log::info!("Sluice hypervisor {}", env!("CARGO_PKG_VERSION"));
     let info = match parsed {
         Ok(info) => info,
@@ -50,7 +55,6 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
         );
     }
 
-    let tsc_hz = arch::tsc::calibrate();
     match arch::cpu::cpuid_tsc_hz() {
         Some(claimed) => log::info!(
             "TSC: {} kHz measured against the PIT (CPUID says {} kHz)",
@@ -271,8 +275,6 @@ extern "C" fn stage2(_: u64) -> ! {
 /// Builds a domain from every module, then runs them; a module that does
 /// not build is reported (naming it and why) and the others still run.
 fn start_domains(modules: &[crate::bootinfo::Module]) -> ! {
-    let smap = arch::cpu::protections_enabled().2;
-    arch::guest_memory::init(smap);
     arch::guest_entry::set_hooks(arch::guest_entry::GuestHooks {
         hypercall: crate::hypercall::on_hypercall,
         exception: crate::hypercall::on_guest_exception,

@@ -54,7 +54,7 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     for (chunk, slot) in bytes.chunks_exact_mut(8).zip(slots) {
         chunk.copy_from_slice(&slot.to_le_bytes());
     }
-    if in_hypervisor || arch::guest_memory::copy_to_guest(base, &bytes).is_err() {
+    if in_hypervisor || arch::guest_copy::copy_to_guest(base, &bytes).is_err() {
         domain::crash(
             domain,
             format_args!(

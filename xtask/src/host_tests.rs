@@ -1,6 +1,7 @@
 //! The host tests: `cargo test` of the workspace's default members (the
-//! portable crates and xtask), counted test by test from libtest's
-//! `test result:` lines so they add into the closing tally.
+//! portable crates and xtask), then evtchn-core's loom model checks, counted
+//! test by test from libtest's `test result:` lines so they add into the
+//! closing tally.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -20,11 +21,34 @@ pub struct Tally {
     pub failed: usize,
 }
 
+/// Where the loom build goes: its own target directory, because
+/// `--cfg loom` in RUSTFLAGS would otherwise rebuild (and replace) the
+/// ordinary release artifacts.
+const LOOM_TARGET_DIR: &str = "target/loom";
+
 /// Runs `cargo test`, echoing its output, and counts the results.
 pub fn run(root: &Path) -> Result<Tally> {
     let mut cargo = process::command(root, "cargo");
-    cargo.arg("test").stdout(Stdio::piped());
-    let shown = process::display(&cargo);
+    cargo.arg("test");
+    run_counted(&mut cargo, "")
+}
+
+/// Runs evtchn-core's loom model checks (`tests/loom.rs`, built with
+/// `--cfg loom` in release mode); each model counts as one test.
+pub fn run_loom(root: &Path) -> Result<Tally> {
+    let mut cargo = process::command(root, "cargo");
+    cargo
+        .args(["test", "-p", "evtchn-core", "--test", "loom", "--release"])
+        .args(["--target-dir", LOOM_TARGET_DIR])
+        .env("RUSTFLAGS", "--cfg loom");
+    run_counted(&mut cargo, "RUSTFLAGS='--cfg loom' ")
+}
+
+/// Runs a libtest-driven cargo command, echoing its output (prefixed by
+/// `env_shown`, the environment it sets), and counts the results.
+fn run_counted(cargo: &mut std::process::Command, env_shown: &str) -> Result<Tally> {
+    cargo.stdout(Stdio::piped());
+    let shown = format!("{env_shown}{}", process::display(cargo));
     println!("$ {shown}");
     let mut child = cargo
         .spawn()

@@ -50,6 +50,8 @@ struct RawManifest {
     expect_output: Vec<String>,
     #[serde(default, rename = "module")]
     modules: Vec<RawModule>,
+    #[serde(default)]
+    xen_skip: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,18 @@ pub struct Manifest {
     pub expect_output: Vec<Regex>,
     /// Guests to boot, in order.
     pub modules: Vec<Module>,
+    /// Whether `cargo xtask test --xen` boots this scenario's guest on Xen.
+    pub xen: XenOracle,
+}
+
+/// Whether a single-domain scenario also boots on real Xen under
+/// `cargo xtask test --xen` (the `xen_skip` field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XenOracle {
+    /// Boot it on Xen too when it has exactly one module (the default).
+    Run,
+    /// Never on Xen, for the reason given.
+    Skip(String),
 }
 
 /// Parses and checks a manifest. `known_guests` holds the directory names
@@ -147,6 +161,21 @@ pub fn parse(text: &str, known_guests: &BTreeSet<String>) -> Result<Manifest, St
         });
     }
 
+    let xen = match raw.xen_skip {
+        None => XenOracle::Run,
+        Some(reason) if reason.trim().is_empty() => {
+            return Err("field `xen_skip`: must say why the scenario cannot run on Xen".into());
+        }
+        Some(_) if modules.len() != 1 => {
+            return Err(format!(
+                "field `xen_skip`: only single-domain scenarios boot on Xen, and this one has {} \
+                 modules; remove the field",
+                modules.len()
+            ));
+        }
+        Some(reason) => XenOracle::Skip(reason.trim().to_owned()),
+    };
+
     Ok(Manifest {
         description: raw.description.trim().to_owned(),
         smp: raw.smp,
@@ -155,6 +184,7 @@ pub fn parse(text: &str, known_guests: &BTreeSet<String>) -> Result<Manifest, St
         expect_exit: raw.expect_exit,
         expect_output,
         modules,
+        xen,
     })
 }
 
@@ -333,6 +363,24 @@ guest = "ping_pong-2"
         let text = "description = \"x\"\n[[module]]\nargs = \"dom=1\"";
         let error = parse(text, &guests(&["hello"])).unwrap_err();
         assert!(error.contains("guest"), "{error}");
+    }
+
+    #[test]
+    fn xen_skip_needs_a_reason_and_one_module() {
+        let one = "description = \"x\"\n[[module]]\nguest = \"hello\"\n";
+        let known = guests(&["hello"]);
+        assert_eq!(parse(one, &known).unwrap().xen, XenOracle::Run);
+        let skipped = format!("xen_skip = \" needs two domains \"\n{one}");
+        assert_eq!(
+            parse(&skipped, &known).unwrap().xen,
+            XenOracle::Skip("needs two domains".into())
+        );
+        let blank = format!("xen_skip = \" \"\n{one}");
+        let error = parse(&blank, &known).unwrap_err();
+        assert!(error.contains("`xen_skip`: must say why"), "{error}");
+        let none = "description = \"x\"\nxen_skip = \"why\"";
+        let error = parse(none, &known).unwrap_err();
+        assert!(error.contains("only single-domain"), "{error}");
     }
 
     /// The worked example in the README must stay a valid manifest.

@@ -163,7 +163,8 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn is_root() -> bool {
+/// Whether xtask runs as root (and so may install Debian packages).
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|output| {
         output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "0"
     })

@@ -34,7 +34,11 @@ pub struct Options {
 pub fn run(root: &Path, options: &Options) -> Result<bool> {
     let started = Instant::now();
     println!("== host tests");
-    let host = host_tests::run(root)?;
+    let mut host = host_tests::run(root)?;
+    println!("== loom model checks");
+    let loom = host_tests::run_loom(root)?;
+    host.passed += loom.passed;
+    host.failed += loom.failed;
 
     println!("== scenarios");
     let mut results = Vec::new();
@@ -93,7 +97,7 @@ pub fn run(root: &Path, options: &Options) -> Result<bool> {
 
 /// Finds and checks the scenarios the filter selects. Broken ones go to
 /// `broken` as errors, with the file and field named.
-fn load_scenarios(
+pub fn load_scenarios(
     root: &Path,
     filter: Option<&str>,
     broken: &mut Vec<ScenarioResult>,
@@ -149,7 +153,7 @@ fn load_scenarios(
 }
 
 /// Builds what the scenarios boot, picks the accelerator and runs them.
-fn prepare_and_run(
+pub fn prepare_and_run(
     root: &Path,
     options: &Options,
     scenarios: &[Scenario],

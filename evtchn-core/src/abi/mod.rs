@@ -3,9 +3,10 @@
 //!
 //! Nothing here has behaviour beyond encoding: the ops live in
 //! [`crate::ops`], the bit manipulation of the shared page in
-//! [`crate::port_ops`].
+//! `crate::port_ops` (the 2-level bitmaps and the FIFO event words).
 
 mod errno;
+mod fifo;
 mod ids;
 mod op;
 mod shared_info;
@@ -13,6 +14,11 @@ mod structs;
 mod virq;
 
 pub use errno::Errno;
+pub use fifo::{
+    EVTCHN_FIFO_BUSY, EVTCHN_FIFO_LINK_MASK, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_MASKED,
+    EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES, EVTCHN_FIFO_MAX_QUEUES, EVTCHN_FIFO_PENDING,
+    EVTCHN_FIFO_WORDS_PER_PAGE, EvtchnFifoControlBlock,
+};
 pub use ids::{DomId, Port, VcpuId};
 pub use op::{EvtchnOp, EvtchnStat};
 pub use shared_info::{SharedInfo, VcpuInfo};

@@ -196,9 +196,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             };
             local_channel.set_notify_vcpu(VcpuId(0));
             local_channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
-            local
-                .abi
-                .set_pending(&*local.shared, local_port, local_channel.notify_vcpu())
+            local.set_pending(
+                (local_port, local_channel),
+                local_channel.notify_vcpu(),
+                &self.notify,
+            )
         };
         drop(locks);
         local.deliver(wakeups, &self.notify);

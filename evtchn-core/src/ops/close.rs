@@ -196,8 +196,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         {
             return Err(Errno::EAGAIN);
         }
-        // FIFO, once implemented, is dropped here and the domain returns to
-        // 2-level; under 2-level there is nothing more to do.
+        // Back to 2-level, dropping every FIFO mapping (spec §2.12 step 5).
+        target.leave_fifo(locked);
         Ok(())
     }
 }

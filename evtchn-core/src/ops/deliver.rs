@@ -69,7 +69,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             {
                 return;
             }
-            domain.abi.set_pending(&*domain.shared, port, target)
+            domain.set_pending_from_interrupt((port, channel), target, &self.notify)
         };
         domain.deliver(wakeups, &self.notify);
     }
@@ -99,9 +99,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             if *state != (ChannelState::Pirq { pirq }) {
                 return;
             }
-            domain
-                .abi
-                .set_pending(&*domain.shared, port, channel.notify_vcpu())
+            domain.set_pending_from_interrupt((port, channel), channel.notify_vcpu(), &self.notify)
         };
         domain.deliver(wakeups, &self.notify);
     }

@@ -59,7 +59,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 if !channel_state.is_usable() {
                     return Err(Errno::EINVAL);
                 }
-                if domain.abi.is_pending(&*domain.shared, port) {
+                if domain.abi().is_pending(&*domain.shared, port) {
                     return Ok(PollOutcome::Ready);
                 }
             }

@@ -30,9 +30,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             | ChannelState::Virq { .. } => Err(Errno::EINVAL),
             ChannelState::Unbound { .. } => Ok(()),
             ChannelState::Ipi => {
-                let wakeups = domain
-                    .abi
-                    .set_pending(&*domain.shared, port, channel.notify_vcpu());
+                let wakeups =
+                    domain.set_pending((port, channel), channel.notify_vcpu(), &self.notify);
                 drop(state);
                 domain.deliver(wakeups, &self.notify);
                 Ok(())
@@ -69,10 +68,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                             .notify_xen_consumer(peer.domid, remote_port, consumer);
                     }
                     Consumer::Guest => {
-                        let wakeups = peer.abi.set_pending(
-                            &*peer.shared,
-                            remote_port,
+                        let wakeups = peer.set_pending(
+                            (remote_port, peer_channel),
                             peer_channel.notify_vcpu(),
+                            &self.notify,
                         );
                         drop(peer_state);
                         drop(state);
@@ -111,9 +110,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let Some(peer_channel) = peer.table.channel(remote_port) else {
             return;
         };
-        let wakeups = peer
-            .abi
-            .set_pending(&*peer.shared, remote_port, peer_channel.notify_vcpu());
+        let wakeups = peer.set_pending(
+            (remote_port, peer_channel),
+            peer_channel.notify_vcpu(),
+            &self.notify,
+        );
         drop(state);
         peer.deliver(wakeups, &self.notify);
     }

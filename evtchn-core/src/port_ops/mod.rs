@@ -1,29 +1,37 @@
 //! The port ops: the guest-visible pending/mask machinery, one module per
 //! ABI behind the closed [`EventAbi`] enum (Xen's `evtchn_port_ops`).
 //!
-//! FIFO will be a second variant carrying its per-domain state (event-array
-//! pages, per-vcpu control blocks and queues); the domain's current ABI then
-//! becomes switchable under the event lock, with the FIFO state published
-//! before the switch (XSA-358, XSA-359). Callers need not change.
+//! A domain starts on 2-level; its first EVTCHNOP_init_control builds the
+//! FIFO state ([`Fifo`]) and only then switches the domain's `EventAbi` to
+//! it, under the ABI lock (XSA-359); EVTCHNOP_reset switches back and drops
+//! the FIFO state, unmapping its frames.
 //!
 //! Channel bookkeeping (`crate::ops`) decides *whether* a port is signalled;
-//! the port ops decide *how*, by flipping bits on the shared page in exactly
-//! Xen's order. They never call [`crate::Notify`] themselves: they return
-//! [`Wakeups`], which the caller acts on after dropping every evtchn-core
-//! lock.
+//! the port ops decide *how*, by flipping bits on the guest's pages in
+//! exactly Xen's order. They never call [`crate::Notify`]'s wake-ups
+//! themselves: they return [`Wakeups`], which the caller acts on after
+//! dropping every evtchn-core lock.
 
+mod fifo;
 mod two_level;
 
-use crate::abi::{EVTCHN_2L_NR_CHANNELS, Port, VcpuId};
-use crate::shared::SharedInfoView;
+pub(crate) use fifo::{Fifo, QueueId};
 
-/// Which event ABI a domain uses. FIFO will be a second variant; channel
-/// logic only ever calls the methods below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventAbi {
+use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, Port, VcpuId};
+use crate::channel::Channel;
+use crate::notify::Notify;
+use crate::shared::SharedInfoView;
+use crate::sync::Ordering;
+use alloc::boxed::Box;
+
+/// Which event ABI a domain uses, with the state the ABI needs.
+pub(crate) enum EventAbi {
     /// The 2-level ABI: two 4096-bit bitmaps in shared_info plus per-vcpu
     /// selector words (spec §3).
     TwoLevel,
+    /// The FIFO ABI: per-port event words in guest event-array pages and
+    /// per-vcpu, per-priority queues (spec §4).
+    Fifo(Box<Fifo>),
 }
 
 /// What must happen after a port op, once no evtchn-core lock is held.
@@ -36,48 +44,99 @@ pub struct Wakeups {
     pub poll_port: Option<Port>,
 }
 
+/// Xen's `vcpu_mark_events_pending()`: test-and-set `evtchn_upcall_pending`
+/// of `vcpu`; the vcpu to kick if it was clear. `evtchn_upcall_mask` is not
+/// looked at here.
+fn mark_events_pending(view: &dyn SharedInfoView, vcpu: VcpuId) -> Option<VcpuId> {
+    let info = view.vcpu_info(vcpu)?;
+    // SeqCst test-and-set: Xen's test_and_set_bit() is a full barrier.
+    if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
+        return None;
+    }
+    Some(vcpu)
+}
+
 impl EventAbi {
     /// Ports the ABI can address (the allocation limit is this minus one,
     /// or the domain's `max_evtchn_port` if lower).
-    pub const fn nr_channels(&self) -> u32 {
+    pub(crate) const fn nr_channels(&self) -> u32 {
         match self {
             Self::TwoLevel => EVTCHN_2L_NR_CHANNELS,
+            Self::Fifo(_) => EVTCHN_FIFO_NR_CHANNELS,
         }
     }
 
-    /// Mark `port` pending toward `vcpu` (spec §3.3 set_pending).
-    pub fn set_pending(&self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
+    /// The FIFO state, if FIFO is the current ABI.
+    pub(crate) fn fifo(&self) -> Option<&Fifo> {
+        match self {
+            Self::TwoLevel => None,
+            Self::Fifo(fifo) => Some(fifo),
+        }
+    }
+
+    /// Mark `port` pending toward `vcpu` (spec §3.3, §4.3). The caller holds
+    /// the channel's lock (read or write). `notify` brackets the FIFO queue
+    /// locks with interrupts off.
+    pub(crate) fn set_pending(
+        &self,
+        view: &dyn SharedInfoView,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
         match self {
             Self::TwoLevel => two_level::set_pending(view, port, vcpu),
+            Self::Fifo(fifo) => fifo.set_pending(view, (port, channel), vcpu, notify),
         }
     }
 
-    /// Clear `port`'s pending bit (used when a channel is freed).
-    pub fn clear_pending(&self, view: &dyn SharedInfoView, port: Port) {
+    /// Clear `port`'s pending bit (used when a channel is freed). FIFO
+    /// clears P only: a linked word stays linked until the guest unlinks it.
+    pub(crate) fn clear_pending(&self, view: &dyn SharedInfoView, port: Port) {
         match self {
             Self::TwoLevel => two_level::clear_pending(view, port),
+            Self::Fifo(fifo) => fifo.clear_pending(port),
         }
     }
 
     /// Unmask `port`, re-raising it toward `vcpu` if it is pending
-    /// (spec §3.3 unmask).
-    pub fn unmask(&self, view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
+    /// (spec §3.3, §4.4).
+    pub(crate) fn unmask(
+        &self,
+        view: &dyn SharedInfoView,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
         match self {
             Self::TwoLevel => two_level::unmask(view, port, vcpu),
+            Self::Fifo(fifo) => fifo.unmask(view, (port, channel), vcpu, notify),
         }
     }
 
     /// Whether `port` is pending.
-    pub fn is_pending(&self, view: &dyn SharedInfoView, port: Port) -> bool {
+    pub(crate) fn is_pending(&self, view: &dyn SharedInfoView, port: Port) -> bool {
         match self {
             Self::TwoLevel => two_level::is_pending(view, port),
+            Self::Fifo(fifo) => fifo.is_pending(port),
         }
     }
 
-    /// Whether `port` is masked.
-    pub fn is_masked(&self, view: &dyn SharedInfoView, port: Port) -> bool {
+    /// Whether `port` is masked (a FIFO port without an event word is).
+    pub(crate) fn is_masked(&self, view: &dyn SharedInfoView, port: Port) -> bool {
         match self {
             Self::TwoLevel => two_level::is_masked(view, port),
+            Self::Fifo(fifo) => fifo.is_masked(port),
+        }
+    }
+
+    /// Whether a free `port` must not be handed out yet: under FIFO, its
+    /// word is still LINKED (Xen: `evtchn_fifo_is_busy()`). Never under
+    /// 2-level.
+    pub(crate) fn is_busy(&self, port: Port) -> bool {
+        match self {
+            Self::TwoLevel => false,
+            Self::Fifo(fifo) => fifo.is_busy(port),
         }
     }
 }

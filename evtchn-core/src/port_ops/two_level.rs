@@ -8,7 +8,7 @@
 //! the 512-byte arrays is never touched: it reads as masked and not pending
 //! (XSA-342).
 
-use super::Wakeups;
+use super::{Wakeups, mark_events_pending};
 use crate::abi::{Port, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
@@ -41,11 +41,7 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
     {
         return None;
     }
-    // Xen: vcpu_mark_events_pending(); upcall_mask is not looked at here.
-    if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
-        return None;
-    }
-    Some(vcpu)
+    mark_events_pending(view, vcpu)
 }
 
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
@@ -56,6 +52,7 @@ pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -
     if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         return Wakeups::default();
     }
+    crate::sync::after_test_and_set();
     // 2. Not masked → selector, then upcall_pending.
     let is_masked =
         mask_word(view, port).is_none_or(|(mask, bit)| mask.load(Ordering::SeqCst) & bit != 0);
@@ -84,6 +81,7 @@ pub(super) fn unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wak
     // test-and-clear mask; only a port that *was* masked and is pending is
     // re-raised: unmasking an unmasked pending port does nothing.
     let was_masked = mask.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+    crate::sync::after_test_and_set();
     if !was_masked || !is_pending(view, port) {
         return Wakeups::default();
     }

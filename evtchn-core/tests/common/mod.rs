@@ -115,6 +115,7 @@ impl World {
             privilege: Privilege::Privileged,
             max_evtchn_port: 1023,
             nr_pirqs: 64,
+            ..DomainConfig::new(DOM0, 4)
         });
         world.add(DomainConfig {
             nr_pirqs: 16,

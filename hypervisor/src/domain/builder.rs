@@ -22,7 +22,7 @@ use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::idt::InterruptFrame;
 use arch::layout::PAGE_SIZE;
 use arch::paging::PageTables;
-use evtchn_core::{DomId, DomainConfig, Privilege};
+use evtchn_core::{DomId, DomainConfig, FifoSupport, Privilege};
 
 use super::config::{self, ArgsError, DomainArgs};
 use super::elf::{self, GuestImage, ImageError};
@@ -258,12 +258,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
             1023
         },
         nr_pirqs: NR_PIRQS,
+        fifo: FifoSupport::Enabled,
     };
     crate::events::domains()
-        .create_domain(
-            events_config,
-            crate::events::shared_view(domain.shared_info),
-        )
+        .create_domain(events_config, crate::events::shared_view(&domain))
         .map_err(|_| BuildError::DomainId)?;
 
     let entry = InterruptFrame {

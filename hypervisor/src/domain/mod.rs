@@ -171,8 +171,9 @@ pub struct Domain {
     pub privilege: Privilege,
     /// Its vcpus.
     pub vcpus: Box<[Vcpu]>,
-    /// Its memory sorted by address, to check "is this frame the guest's".
-    frames_sorted: Box<[u64]>,
+    /// Its memory frames sorted by address, to check "is this frame the
+    /// guest's".
+    frames_sorted: Box<[GuestFrame]>,
     /// Frames holding its page tables (mapped read-only for the guest).
     pub page_table_frames: Box<[GuestFrame]>,
     /// Its top-level page table.
@@ -199,7 +200,14 @@ impl Domain {
 
     /// Whether `mfn` is one of the domain's memory frames.
     pub fn owns_frame(&self, phys: u64) -> bool {
-        self.frames_sorted.binary_search(&phys).is_ok()
+        self.frames_sorted
+            .binary_search_by_key(&phys, |frame| frame.phys())
+            .is_ok()
+    }
+
+    /// Its memory frames.
+    pub fn memory_frames(&self) -> impl Iterator<Item = GuestFrame> + '_ {
+        self.frames_sorted.iter().copied()
     }
 
     /// Whether `phys` holds one of its page tables.
@@ -255,7 +263,7 @@ pub struct DomainParts {
 impl Domain {
     /// Assembles a domain from the builder's parts.
     pub fn new(parts: DomainParts) -> Self {
-        let mut frames_sorted: Vec<u64> = parts.frames.iter().map(|f| f.phys()).collect();
+        let mut frames_sorted = parts.frames;
         frames_sorted.sort_unstable();
         let vcpus: Vec<Vcpu> = parts
             .vcpu_homes

@@ -3,7 +3,7 @@
 //! A hypercall arrives as the guest's [`InterruptFrame`]: number in `rax`,
 //! arguments in `rdi, rsi, rdx, r10, r8`; the result goes back in `rax`
 //! (negative errno on failure). Every guest pointer goes through
-//! `arch::guest_memory` ([`copy_in`], [`copy_out`]); a bad one gives
+//! `arch::guest_copy` ([`copy_in`], [`copy_out`]); a bad one gives
 //! -EFAULT. Numbers Sluice does not serve give -ENOSYS.
 
 mod callbacks;
@@ -63,12 +63,12 @@ impl Call<'_> {
 
 /// Copies guest memory at `address` into `out`; -EFAULT if it cannot.
 pub fn copy_in(out: &mut [u8], address: u64) -> Result<(), Errno> {
-    arch::guest_memory::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
+    arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
 }
 
 /// Copies `bytes` to guest memory at `address`; -EFAULT if it cannot.
 pub fn copy_out(address: u64, bytes: &[u8]) -> Result<(), Errno> {
-    arch::guest_memory::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
+    arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
 }
 
 /// A result as the guest sees it in `rax`.

@@ -9,7 +9,7 @@
 //! are never freed while any vcpu of the domain can run).
 #![allow(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arch::layout::{PAGE_SIZE, phys_to_virt};
 use evtchn_core::abi::SharedInfo;
@@ -82,6 +82,16 @@ impl GuestFrame {
         if let Some(word) = self.word(index) {
             word.store(value, Ordering::Relaxed);
         }
+    }
+
+    /// The frame as 1024 atomic 32-bit words (a FIFO control block or
+    /// event-array page the guest handed over).
+    pub fn words(self) -> &'static [AtomicU32; 1024] {
+        // SAFETY: the frame is 4 KiB, page aligned, mapped for good in the
+        // direct map and never freed while the hypervisor runs; the guest
+        // writes it concurrently, which atomics allow, and any bit pattern
+        // is a valid u32.
+        unsafe { &*(phys_to_virt(self.0) as *const [AtomicU32; 1024]) }
     }
 
     /// The frame as a shared_info page.

@@ -156,6 +156,22 @@ pub fn allocate_stack(pages: u64) -> Result<Stack, MapError> {
     Ok(unsafe { Stack::assume_exclusive(range) })
 }
 
+/// Maps a fresh frame at the guest (lower-half) address `virt` in the
+/// hypervisor's own tables, user-accessible, writable and executable, and
+/// zeroes it through the guest-copy path: for the self-tests of guest
+/// copies, SMAP and SMEP only. Domains will get their own tables.
+#[cfg(feature = "selftest")]
+pub fn map_guest_test_page(virt: u64) -> Result<(), MapError> {
+    if virt >= arch::layout::HYPERVISOR_VIRT_START {
+        return Err(MapError::Misaligned);
+    }
+    let frame = frames::allocate().ok_or(MapError::OutOfFrames)?;
+    let flags = PageTableFlags::USER_ACCESSIBLE | PageTableFlags::WRITABLE;
+    map_range(virt, Some(frame), 1, flags)?;
+    let zeros = [0u8; PAGE_SIZE as usize];
+    arch::guest_copy::copy_to_guest(virt, &zeros).map_err(|_| MapError::OutOfFrames)
+}
+
 /// Maps device registers at `phys` (`size` bytes) uncached in the vmap
 /// area; returns the virtual address of `phys`.
 pub fn map_mmio(phys: u64, size: u64) -> Result<u64, MapError> {
@@ -177,7 +193,7 @@ pub fn trampoline_tables() -> Result<arch::smp::TrampolineTables, arch::smp::Sta
     arch::smp::build_trampoline_tables(&mut Frames)
 }
 
-/// Claims the AP trampoline page, if the memory map says it is RAM.
+/// Claims the AP trampoline page, if the memory map says it is RAM (once).
 pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::TrampolinePage> {
     let page = arch::smp::TRAMPOLINE_PHYS;
     let is_usable = regions.iter().any(|region| {
@@ -187,9 +203,9 @@ pub fn claim_trampoline_page(regions: &[MemoryRegion]) -> Option<arch::smp::Tram
         return None;
     }
     // SAFETY: the page is usable RAM (checked above) below 1 MiB, which the
-    // frame allocator never hands out (`frames::LOW_MEMORY_END`), and it is
-    // in the direct map; startup calls this once.
-    Some(unsafe { arch::smp::TrampolinePage::claim() })
+    // frame allocator never hands out (`frames::LOW_MEMORY_END`) and
+    // nothing else in Sluice writes, and it is in the direct map.
+    unsafe { arch::smp::TrampolinePage::claim() }
 }
 
 /// Maps the local APIC's register page (at `phys`) for xAPIC mode.

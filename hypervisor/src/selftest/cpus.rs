@@ -12,7 +12,7 @@ use crate::acpi::Madt;
 pub fn run(madt: &Madt) -> ExitCode {
     let expected = madt.processors.len() as u32;
     // Give every CPU time for a few timer ticks (10 ms each).
-    super::wait_micros(100_000);
+    super::window::wait_micros(100_000);
     let mut problems = 0;
     let mut seen_ids = Vec::new();
     for index in 0..percpu::count() {

@@ -32,7 +32,7 @@ pub fn run() -> ExitCode {
     let period_micros = 1_000_000 / u64::from(PIT_RATE_HZ);
     let nominal = INTERVAL_MICROS / period_micros;
     let (window, discarded) =
-        super::count_over_steady(INTERVAL_MICROS, period_micros, nominal / 4, || {
+        super::window::count_over_steady(INTERVAL_MICROS, period_micros, nominal / 4, || {
             INTERRUPTS.load(Ordering::Relaxed)
         });
     crate::irq::mask_legacy_irq(0);

@@ -27,7 +27,7 @@ pub fn run() -> ExitCode {
     let period_micros = 1_000_000 / u64::from(TEST_HZ);
     let nominal = INTERVAL_MICROS / period_micros;
     let (window, discarded) =
-        super::count_over_steady(INTERVAL_MICROS, period_micros, nominal / 4, || {
+        super::window::count_over_steady(INTERVAL_MICROS, period_micros, nominal / 4, || {
             this_cpu.timer_ticks.load(Ordering::Relaxed)
         });
     lapic::start_periodic_timer(crate::cpus::TIMER_HZ);

@@ -1,0 +1,180 @@
+//! Copying to and from guest memory: the one place the hypervisor touches
+//! guest addresses.
+//!
+//! A guest address must be canonical and outside the hypervisor's range
+//! (Xen's reserved PML4 slots), and the copy stops at the first page that
+//! is mapped but not user-accessible; the copy runs with SMAP opened (`stac` ...
+//! `clac`) where the CPU has SMAP, and a fault during it is recovered
+//! through an exception-table entry: the fault handler resumes at a fixup
+//! that closes SMAP again and reports how much was left, so a bad guest
+//! pointer becomes `Err(CopyError::Fault)`, never a hypervisor fault.
+//!
+//! The exception table is the `.sluice_extable` section (pairs of faulting
+//! instruction and continuation addresses) that `linker.ld` gathers between
+//! `__extable_start` and `__extable_end`.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+
+/// Why a guest copy failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyError {
+    /// The range is not canonical, wraps, or touches the hypervisor's range.
+    NotGuestAddress,
+    /// A page of the range is not mapped (or not accessible) for the guest;
+    /// `copied` bytes were copied before it.
+    Fault {
+        /// Bytes copied before the fault.
+        copied: usize,
+    },
+}
+
+/// 1 once SMAP is on: the copy routine and interrupt entry then use
+/// `stac`/`clac` (which are invalid opcodes on CPUs without SMAP).
+#[unsafe(no_mangle)]
+static SLUICE_SMAP_ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Records that CR4.SMAP is on (from `cpu::enable_protections`).
+pub(crate) fn note_smap_enabled() {
+    // Relaxed: every CPU sets CR4.SMAP itself before it runs the copy
+    // routine; the flag only tells the routine that `stac` exists.
+    SLUICE_SMAP_ENABLED.store(1, Ordering::Relaxed);
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.sluice_guest_copy, "ax"
+    .code64
+    // rdi = destination, rsi = source, rdx = length.
+    // Returns in rax the number of bytes not copied (0 on success).
+    .global sluice_guest_copy
+sluice_guest_copy:
+    mov %rdx, %rcx
+    testb $1, SLUICE_SMAP_ENABLED(%rip)
+    jz 1f
+    stac
+1:
+sluice_guest_copy_move:
+    rep movsb
+    testb $1, SLUICE_SMAP_ENABLED(%rip)
+    jz 2f
+    clac
+2:
+    mov %rcx, %rax
+    ret
+sluice_guest_copy_fixup:
+    testb $1, SLUICE_SMAP_ENABLED(%rip)
+    jz 3f
+    clac
+3:
+    mov %rcx, %rax
+    ret
+
+    .section .sluice_extable, "a"
+    .balign 8
+    .quad sluice_guest_copy_move, sluice_guest_copy_fixup
+    .text
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn sluice_guest_copy(destination: *mut u8, source: *const u8, length: usize) -> usize;
+    static __extable_start: u64;
+    static __extable_end: u64;
+}
+
+/// Where to resume after a fault at `rip` in ring 0, if `rip` is a
+/// guarded guest access.
+pub fn fixup_for(rip: u64) -> Option<u64> {
+    let start = (&raw const __extable_start) as u64;
+    let end = (&raw const __extable_end) as u64;
+    let mut entry = start;
+    while entry + 16 <= end {
+        // SAFETY: the table lies in the image's read-only data between the
+        // two linker symbols, as 8-aligned pairs of u64 (`.quad`).
+        let fault = unsafe { core::ptr::read(entry as *const u64) };
+        // SAFETY: as above, the second word of the pair.
+        let fixup = unsafe { core::ptr::read((entry + 8) as *const u64) };
+        if fault == rip {
+            return Some(fixup);
+        }
+        entry += 16;
+    }
+    None
+}
+
+/// Whether `[address, address + length)` is a guest range: canonical, not
+/// wrapping, and disjoint from the hypervisor's range.
+pub fn is_guest_range(address: u64, length: usize) -> bool {
+    let Some(end) = address.checked_add(length as u64) else {
+        return false;
+    };
+    let last = if length == 0 { address } else { end - 1 };
+    let is_canonical =
+        |value: u64| !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&value);
+    let in_lower_half = last < 0x0000_8000_0000_0000;
+    let in_upper_half = address >= 0xffff_8000_0000_0000;
+    is_canonical(address)
+        && is_canonical(last)
+        && (in_lower_half || in_upper_half)
+        && (last < HYPERVISOR_VIRT_START || address >= HYPERVISOR_VIRT_END)
+}
+
+/// How many bytes from `address` lie before the first page that is mapped
+/// but not user-accessible in the live tables (`length` if none is). Such a
+/// page is never the guest's: copying stops there as if it had faulted.
+/// Unmapped pages are left to the exception table.
+fn user_prefix(address: u64, length: usize) -> usize {
+    let mut page = address & !0xfff;
+    let end = address.saturating_add(length as u64);
+    while page < end {
+        if crate::paging::access(page).is_some_and(|rights| !rights.is_user) {
+            return page.saturating_sub(address) as usize;
+        }
+        match page.checked_add(4096) {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    length
+}
+
+/// Copies `destination.len()` bytes from guest address `source`.
+pub fn copy_from_guest(destination: &mut [u8], source: u64) -> Result<(), CopyError> {
+    if !is_guest_range(source, destination.len()) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    let allowed = user_prefix(source, destination.len());
+    // SAFETY: `destination` is a valid, exclusive hypervisor buffer of at
+    // least `allowed` bytes; `source` is a guest range (checked above), so
+    // it overlaps no hypervisor object, and any fault reading it is caught
+    // by the exception table entry and turned into a short count.
+    let left = unsafe { sluice_guest_copy(destination.as_mut_ptr(), source as *const u8, allowed) };
+    match left + (destination.len() - allowed) {
+        0 => Ok(()),
+        left => Err(CopyError::Fault {
+            copied: destination.len().saturating_sub(left),
+        }),
+    }
+}
+
+/// Copies `source` to guest address `destination`.
+pub fn copy_to_guest(destination: u64, source: &[u8]) -> Result<(), CopyError> {
+    if !is_guest_range(destination, source.len()) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    let allowed = user_prefix(destination, source.len());
+    // SAFETY: `source` is a valid hypervisor buffer of at least `allowed`
+    // bytes; `destination` is a guest range (checked above), so writing it
+    // cannot touch hypervisor memory, and any fault is caught by the
+    // exception table entry.
+    let left = unsafe { sluice_guest_copy(destination as *mut u8, source.as_ptr(), allowed) };
+    match left + (source.len() - allowed) {
+        0 => Ok(()),
+        left => Err(CopyError::Fault {
+            copied: source.len().saturating_sub(left),
+        }),
+    }
+}

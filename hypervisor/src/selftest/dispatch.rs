@@ -1,0 +1,32 @@
+//! Choosing a self-test by name.
+
+use arch::qemu::ExitCode;
+
+use super::{cpus, fatal, guest_access, ioapic, ipi, pagefault, syscall_probe, timer};
+use crate::acpi::Madt;
+
+/// Runs self-test `name`; returns how the run should end.
+pub fn run(name: &str, madt: &Madt) -> ExitCode {
+    log::info!("selftest {name}: starting");
+    match name {
+        "cpus" => cpus::run(madt),
+        "ipi" => ipi::run(),
+        "timer" => timer::run(),
+        "pagefault" => pagefault::run(),
+        "nx" => pagefault::run_no_execute(),
+        "wp" => pagefault::run_write_protect(),
+        "ioapic" => ioapic::run(),
+        "guestcopy" => guest_access::run_copies(),
+        "smap" => guest_access::run_smap(),
+        "smep" => guest_access::run_smep(),
+        "panic" => fatal::panic(),
+        "stackoverflow" => fatal::stack_overflow(),
+        "syscall-probe" => syscall_probe::run(),
+        _ => {
+            log::error!(
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe)"
+            );
+            ExitCode::Fail
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Guest-memory access from the hypervisor:
+//! - `selftest=guestcopy`: copies to and from a guest page work, a copy
+//!   running into an unmapped page stops there with `Fault` and the bytes
+//!   copied so far, and hypervisor or non-canonical addresses are refused;
+//! - `selftest=smap`: reading a guest page directly (without the copy
+//!   routine opening SMAP) faults, ending the run with the panic code;
+//! - `selftest=smep`: calling into a guest page faults likewise.
+
+use arch::guest_copy::{CopyError, copy_from_guest, copy_to_guest};
+use arch::qemu::ExitCode;
+
+/// A guest address below the hypervisor's range, mapped for the tests.
+const TEST_PAGE: u64 = 0x0000_0000_4000_0000;
+
+fn map_test_page(test: &str) -> Result<(), ExitCode> {
+    crate::memory::space::map_guest_test_page(TEST_PAGE).map_err(|error| {
+        log::error!("selftest {test}: FAILED: cannot map the guest test page: {error:?}");
+        ExitCode::Fail
+    })
+}
+
+fn check(name: &str, is_ok: bool, failures: &mut u32) {
+    if is_ok {
+        log::info!("selftest guestcopy: ok - {name}");
+    } else {
+        log::error!("selftest guestcopy: not ok - {name}");
+        *failures += 1;
+    }
+}
+
+/// `selftest=guestcopy`.
+pub fn run_copies() -> ExitCode {
+    if let Err(code) = map_test_page("guestcopy") {
+        return code;
+    }
+    let pattern: [u8; 64] = core::array::from_fn(|index| (index as u8) ^ 0x5a);
+    let mut failures = 0;
+
+    let written = copy_to_guest(TEST_PAGE + 100, &pattern);
+    let mut back = [0u8; 64];
+    let read = copy_from_guest(&mut back, TEST_PAGE + 100);
+    check(
+        "a copy to a guest page and back returns the same bytes",
+        written.is_ok() && read.is_ok() && back == pattern,
+        &mut failures,
+    );
+
+    let straddling = copy_to_guest(TEST_PAGE + 4096 - 16, &pattern);
+    check(
+        "a copy running into an unmapped page stops there (16 of 64 bytes)",
+        straddling == Err(CopyError::Fault { copied: 16 }),
+        &mut failures,
+    );
+
+    let unmapped = copy_from_guest(&mut back, TEST_PAGE + 2 * 4096);
+    check(
+        "a copy from an unmapped guest page faults without copying",
+        unmapped == Err(CopyError::Fault { copied: 0 }),
+        &mut failures,
+    );
+
+    let hypervisor = copy_from_guest(
+        &mut back,
+        arch::layout::IMAGE_OFFSET + arch::layout::IMAGE_LOAD_PHYS,
+    );
+    check(
+        "a copy from the hypervisor's range is refused",
+        hypervisor == Err(CopyError::NotGuestAddress),
+        &mut failures,
+    );
+
+    let straddling_hypervisor = copy_to_guest(arch::layout::HYPERVISOR_VIRT_END - 8, &pattern);
+    check(
+        "a copy straddling the end of the hypervisor's range is refused",
+        straddling_hypervisor == Err(CopyError::NotGuestAddress),
+        &mut failures,
+    );
+
+    let non_canonical = copy_from_guest(&mut back, 0x0000_8000_0000_0000);
+    check(
+        "a copy from a non-canonical address is refused",
+        non_canonical == Err(CopyError::NotGuestAddress),
+        &mut failures,
+    );
+
+    let (_, _, smap) = arch::cpu::protections_enabled();
+    if failures == 0 {
+        log::info!("selftest guestcopy: all 6 checks passed (SMAP on: {smap})");
+        ExitCode::Pass
+    } else {
+        log::error!("selftest guestcopy: FAILED: {failures} of 6 checks");
+        ExitCode::Fail
+    }
+}
+
+/// `selftest=smap`.
+pub fn run_smap() -> ExitCode {
+    if let Err(code) = map_test_page("smap") {
+        return code;
+    }
+    log::info!("selftest smap: reading guest page {TEST_PAGE:#x} without opening SMAP");
+    match arch::fatal::read_user_directly(TEST_PAGE) {
+        Err(error) => {
+            log::error!("selftest smap: FAILED: {error:?}: SMAP is off or the read went through");
+            ExitCode::Fail
+        }
+    }
+}
+
+/// `selftest=smep`.
+pub fn run_smep() -> ExitCode {
+    if let Err(code) = map_test_page("smep") {
+        return code;
+    }
+    // A `ret`: if SMEP did not hold, the call would return.
+    if copy_to_guest(TEST_PAGE, &[0xc3]).is_err() {
+        log::error!("selftest smep: FAILED: cannot write the guest test page");
+        return ExitCode::Fail;
+    }
+    log::info!("selftest smep: calling guest page {TEST_PAGE:#x}");
+    match arch::fatal::execute_user(TEST_PAGE) {
+        Err(error) => {
+            log::error!("selftest smep: FAILED: {error:?}: SMEP is off or the call returned");
+            ExitCode::Fail
+        }
+    }
+}
