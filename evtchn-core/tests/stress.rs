@@ -22,8 +22,8 @@ use std::thread;
 
 use evtchn_core::abi::SharedInfo;
 use evtchn_core::{
-    ChannelState, DomId, DomainConfig, Domains, Errno, NoPirqs, Notify, Port, Privilege, ResetMode,
-    SharedInfoView, VcpuId, Virq,
+    ChannelState, DomId, DomainConfig, Domains, Errno, FifoSupport, NoPirqs, Notify, Port,
+    Privilege, ResetMode, SharedInfoView, VcpuId, Virq,
 };
 
 const DOM0: DomId = DomId(0);
@@ -79,6 +79,7 @@ fn config(domid: DomId) -> DomainConfig {
         },
         max_evtchn_port: 200,
         nr_pirqs: 0,
+        fifo: FifoSupport::Disabled,
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use evtchn_core::abi::{EvtchnStatus, SharedInfo};
 use evtchn_core::{
-    ChannelState, Consumer, DomId, DomainConfig, Domains, Errno, Notify, PirqHost, PirqSharing,
-    Port, Privilege, ResetMode, SharedInfoView, VcpuId, Virq, XenConsumer,
+    ChannelState, Consumer, DomId, DomainConfig, Domains, Errno, FifoSupport, Notify, PirqHost,
+    PirqSharing, Port, Privilege, ResetMode, SharedInfoView, VcpuId, Virq, XenConsumer,
 };
 
 use super::ops::Op;
@@ -81,6 +81,8 @@ fn config_of(config: &Config) -> DomainConfig {
         },
         max_evtchn_port: config.max_port,
         nr_pirqs: config.nr_pirqs,
+        // The reference model knows the 2-level ABI only.
+        fifo: FifoSupport::Disabled,
     }
 }
 
@@ -199,6 +201,7 @@ impl System {
                 consumer,
             } => Outcome::Port(port_of(domains.alloc_unbound_xen(
                 DomId(dom),
+                VcpuId(0),
                 DomId(remote),
                 XenConsumer(consumer),
             ))),
