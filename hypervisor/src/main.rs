@@ -4,6 +4,14 @@
 //! boot code enters long mode and calls [`boot`]'s entry, which runs the
 //! start-up sequence in [`startup`].
 //!
+//! Domains: [`domain::builder`] turns each boot module into a PV domain
+//! (Xen's PV memory layout, ELF notes, start_info, bootstrap page tables);
+//! [`sched`] runs each vcpu on a pCPU of its own; `arch::guest_entry`
+//! delivers every `syscall`, interrupt and exception from a guest to
+//! [`hypercall`]'s hooks, which serve the call and inject pending upcalls
+//! ([`upcall`]) on the way back; [`events`] connects evtchn-core (wake-ups,
+//! the shared_info view); [`timers`] drives VIRQ_TIMER from the LAPIC tick.
+//!
 //! The crate is `#![deny(unsafe_code)]`. The modules that opt out, each for
 //! raw memory only `arch` cannot own, are:
 //! - [`boot`]: the `#[no_mangle]` entry symbol the boot assembly calls;

@@ -118,6 +118,8 @@ pub struct Vcpu {
     pub poll_deadline_ns: AtomicU64,
     /// A wake-up arrived (kick, poller wake-up, timeout) since it blocked.
     pub has_wakeup: AtomicBool,
+    /// The domain's `tlb_generation` this vcpu's pCPU last flushed for.
+    pub tlb_generation: AtomicU64,
 }
 
 impl Vcpu {
@@ -136,6 +138,7 @@ impl Vcpu {
             periodic_next_ns: AtomicU64::new(0),
             poll_deadline_ns: AtomicU64::new(0),
             has_wakeup: AtomicBool::new(false),
+            tlb_generation: AtomicU64::new(0),
         }
     }
 
@@ -186,6 +189,10 @@ pub struct Domain {
     pub console_line: spin::Mutex<arrayvec::ArrayVec<u8, 512>>,
     /// Serialises edits of its page tables.
     pub mm_lock: spin::Mutex<()>,
+    /// Bumped when a page-table edit needs every vcpu's TLB flushed
+    /// (UVMF_ALL, or a present entry replaced); each vcpu flushes on its way
+    /// back to the guest when its `tlb_generation` lags.
+    pub tlb_generation: AtomicU64,
     /// SHUTDOWN_* code + 1 once it shut down (0 = running).
     shutdown_code: AtomicU8,
     /// Vcpus still to stop before the domain is destroyed.
@@ -283,6 +290,7 @@ impl Domain {
             shared_info_frame: parts.shared_info_frame,
             console_line: spin::Mutex::new(arrayvec::ArrayVec::new()),
             mm_lock: spin::Mutex::new(()),
+            tlb_generation: AtomicU64::new(0),
             shutdown_code: AtomicU8::new(0),
             live_vcpus: AtomicU32::new(live),
         }

@@ -4,6 +4,8 @@
 //! present entries get USER and software bit 52 (`_PAGE_GUEST_KERNEL`) as
 //! Xen's `adjust_guest_l1e()` gives them.
 
+use core::sync::atomic::Ordering;
+
 use evtchn_core::Errno;
 
 use super::Call;
@@ -21,6 +23,7 @@ const ALLOWED: u64 = 0x1ff | 0xe00 | GUEST_KERNEL | (1 << 63);
 const UVMF_FLUSHTYPE_MASK: u64 = 3;
 const UVMF_TLB_FLUSH: u64 = 1;
 const UVMF_INVLPG: u64 = 2;
+const UVMF_ALL: u64 = 4;
 
 /// `update_va_mapping(va, new_pte, flags)`.
 pub fn update_va_mapping(call: &mut Call<'_>) -> Result<u64, Errno> {
@@ -62,10 +65,17 @@ pub fn update_va_mapping(call: &mut Call<'_>) -> Result<u64, Errno> {
             table = next & ADDRESS;
         }
         let index = ((virt >> 12) & 0x1ff) as usize;
-        domain
-            .page_table(table)
-            .ok_or(Errno::EINVAL)?
-            .write_word(index, entry);
+        let l1 = domain.page_table(table).ok_or(Errno::EINVAL)?;
+        let old = l1.read_word(index);
+        l1.write_word(index, entry);
+        // Other vcpus may cache the old entry: have them flush (they do so
+        // on their way back to the guest; the kick brings them there).
+        if flags & UVMF_ALL != 0 || old & PRESENT != 0 {
+            domain.tlb_generation.fetch_add(1, Ordering::AcqRel);
+            for other in domain.vcpus.iter().filter(|other| other.id != call.vcpu.id) {
+                crate::sched::kick(other);
+            }
+        }
     }
     match flags & UVMF_FLUSHTYPE_MASK {
         UVMF_TLB_FLUSH => arch::paging::flush_all(),

@@ -16,6 +16,7 @@ mod vcpu_op;
 mod version;
 
 use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 
 use arch::idt::InterruptFrame;
 use evtchn_core::{Errno, VcpuId};
@@ -168,6 +169,10 @@ pub fn before_return(frame: &mut InterruptFrame) {
             }
         }
         sched::leave_vcpu(domain, vcpu_id, VcpuState::Down)
+    }
+    let generation = domain.tlb_generation.load(Ordering::Acquire);
+    if vcpu.tlb_generation.swap(generation, Ordering::AcqRel) != generation {
+        arch::paging::flush_all();
     }
     crate::upcall::deliver_pending(&domain, vcpu, frame);
     if domain.is_shutting_down() {
