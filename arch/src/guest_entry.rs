@@ -294,6 +294,18 @@ pub fn enter_guest(frame: &InterruptFrame, stack: &VcpuStack, root: u64) -> Ente
     }
 }
 
+/// Switches this CPU to the page tables at `root` (a guest's), after
+/// checking that they map the hypervisor's slots as the live ones do.
+pub fn switch_page_tables(root: u64) -> Result<(), EnterError> {
+    if !crate::paging::shares_hypervisor_slots(root) {
+        return Err(EnterError::ForeignTables);
+    }
+    // SAFETY: the hypervisor's slots are identical (checked above), so
+    // everything the hypervisor uses stays mapped across the switch.
+    unsafe { load_page_tables(root) };
+    Ok(())
+}
+
 /// Loads `root` into CR3 (a guest's page tables, which share the
 /// hypervisor's slots).
 ///

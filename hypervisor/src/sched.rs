@@ -1,31 +1,55 @@
-//! Running vcpus on pCPUs.
+//! Running vcpus on pCPUs: a per-pCPU round-robin scheduler.
 //!
-//! Sluice's scheduler is the simplest one that keeps Xen's semantics for
-//! the test domains: the builder gives every vcpu a pCPU of its own, so a
-//! vcpu never waits for a pCPU. Each pCPU runs a loop on its idle stack
-//! that enters its vcpu once the vcpu is up (vcpu 0 at once, others after
-//! VCPUOP_up), and halts otherwise. A vcpu that blocks (SCHEDOP_block,
-//! SCHEDOP_poll) waits in `hlt` on its own hypervisor stack, with
-//! interrupts on, until a wake-up; a vcpu that stops (its domain shut
-//! down, VCPUOP_down) leaves its stack for the pCPU's idle loop.
+//! The builder spreads vcpus over the pCPUs (vcpu k of all domains on pCPU
+//! k mod n) and a vcpu stays on its pCPU. Each pCPU runs a loop on its idle
+//! stack that picks the next vcpu it hosts that can run, round-robin: one
+//! that was preempted, one that blocked and has been woken, or one that is
+//! up but has not started (entered afresh from its initial registers). With
+//! nothing to run it halts. A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
+//! suspends its hypervisor flow into its context and lets the loop run; a
+//! vcpu interrupted in the guest after its time slice (one LAPIC tick) is
+//! preempted the same way when another vcpu of the pCPU can run. A vcpu
+//! that stops (its domain shut down, VCPUOP_down) leaves its stack for good.
 //!
 //! Wake-ups: [`kick`] sets the vcpu's `has_wakeup` and, if the vcpu's pCPU
-//! is another one, sends it the kick IPI. That IPI ends a `hlt`, and when
-//! it interrupts the guest the return path injects any pending upcall.
+//! is another one, sends it the kick IPI, which ends its `hlt` or
+//! interrupts its guest so that the return path injects a pending upcall.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arch::percpu::{self, MAX_CPUS};
 use evtchn_core::{DomId, VcpuId};
 
 use crate::domain::{self, Domain, Vcpu, VcpuState};
 
-/// The vcpu each pCPU hosts: `(domid << 32 | vcpu) + 1`, 0 = none.
-static HOSTED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// Each pCPU's idle stack.
-static IDLE_STACKS: [spin::Once<arch::stack::IdleStack>; MAX_CPUS] =
-    [const { spin::Once::new() }; MAX_CPUS];
+/// A pCPU's scheduling state.
+struct Pcpu {
+    /// The vcpus it hosts, in creation order.
+    vcpus: spin::Mutex<Vec<(DomId, VcpuId)>>,
+    /// The vcpu running now: `(domid << 32 | vcpu) + 1`, 0 = none.
+    current: AtomicU64,
+    /// Where the round-robin search starts next.
+    cursor: AtomicUsize,
+    /// When the current vcpu's time slice started (system time ns).
+    slice_start_ns: AtomicU64,
+    /// Its idle stack.
+    idle: spin::Once<arch::stack::IdleStack>,
+}
+
+static PCPUS: [Pcpu; MAX_CPUS] = [const {
+    Pcpu {
+        vcpus: spin::Mutex::new(Vec::new()),
+        current: AtomicU64::new(0),
+        cursor: AtomicUsize::new(0),
+        slice_start_ns: AtomicU64::new(0),
+        idle: spin::Once::new(),
+    }
+}; MAX_CPUS];
+
+/// A time slice: one LAPIC tick.
+const SLICE_NS: u64 = 10_000_000;
 
 fn encode(domid: DomId, vcpu: VcpuId) -> u64 {
     ((u64::from(domid.0) << 32) | u64::from(vcpu.0)) + 1
@@ -36,35 +60,54 @@ fn decode(value: u64) -> Option<(DomId, VcpuId)> {
     Some((DomId((value >> 32) as u16), VcpuId(value as u32)))
 }
 
-fn this_cpu() -> usize {
-    percpu::current().index() as usize
+fn this_pcpu() -> Option<&'static Pcpu> {
+    PCPUS.get(percpu::current().index() as usize)
 }
 
 /// Records that `vcpu` of `domain` lives on its pCPU.
 pub fn host(domain: &Domain, vcpu: &Vcpu) {
-    if let Some(slot) = HOSTED.get(vcpu.pcpu as usize) {
-        slot.store(encode(domain.id, vcpu.id), Ordering::Release);
+    if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
+        arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
     }
 }
 
-/// The vcpu this pCPU hosts, from interrupt context (never spins).
+/// The vcpu running on this pCPU, from interrupt context (never spins).
 pub fn hosted_from_interrupt() -> Option<(Arc<Domain>, VcpuId)> {
-    let (domid, vcpu) = decode(HOSTED.get(this_cpu())?.load(Ordering::Acquire))?;
+    let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;
     Some((domain::try_get(domid)?, vcpu))
 }
 
 /// The vcpu running on this pCPU (the caller of a hypercall).
 pub fn current() -> Option<(Arc<Domain>, VcpuId)> {
-    let (domid, vcpu) = decode(HOSTED.get(this_cpu())?.load(Ordering::Acquire))?;
+    let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;
     Some((domain::get(domid)?, vcpu))
 }
 
-/// Wakes `vcpu`: a blocked vcpu re-checks why it waits, a running one on
-/// another pCPU gets the kick IPI so that it passes the upcall check. A leaf.
+/// Calls `each` for every vcpu this pCPU hosts, from interrupt context
+/// (skipped if the list is being changed this instant).
+pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu)) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    let Some(list) = pcpu.vcpus.try_lock() else {
+        return;
+    };
+    for &(domid, vcpu_id) in list.iter() {
+        if let Some(domain) = domain::try_get(domid)
+            && let Some(vcpu) = domain.vcpu(vcpu_id)
+        {
+            each(&domain, vcpu);
+        }
+    }
+}
+
+/// Wakes `vcpu`: a blocked vcpu becomes eligible to run and re-checks why it
+/// waits, a running one on another pCPU gets the kick IPI so that it passes
+/// the upcall check. A leaf.
 pub fn kick(vcpu: &Vcpu) {
-    // Release: pairs with the Acquire swap in `block_until`.
+    // Release: pairs with the Acquire swap in `block_until` / `pick`.
     vcpu.has_wakeup.store(true, Ordering::Release);
-    if vcpu.pcpu as usize != this_cpu()
+    if vcpu.pcpu != percpu::current().index()
         && let Some(cpu) = percpu::by_index(vcpu.pcpu)
     {
         arch::smp::kick(cpu);
@@ -82,34 +125,88 @@ pub enum WakeReason {
     Down,
 }
 
-/// Blocks `vcpu` on this pCPU (interrupts on, in `hlt`) until `is_ready()`,
-/// the domain shuts down or the vcpu is taken down. The check runs with
-/// interrupts off before each `hlt`, and `sti; hlt` lets no interrupt slip
-/// between them, so a wake-up cannot be lost. The vcpu is `Blocked`
-/// meanwhile and `Running` again after a `Ready` wake-up.
+/// Blocks `vcpu` until `is_ready()`, the domain shuts down or the vcpu is
+/// taken down; meanwhile its pCPU runs other vcpus or halts. `has_wakeup`
+/// is cleared before each check and any wake-up sets it, so a wake-up
+/// between the check and the suspension is not lost (the loop resumes a
+/// blocked vcpu whose flag is set).
 pub fn block_until(domain: &Domain, vcpu: &Vcpu, is_ready: &dyn Fn() -> bool) -> WakeReason {
-    if !vcpu.transition(VcpuState::Running, VcpuState::Blocked) {
-        return WakeReason::Down;
-    }
     loop {
         arch::cpu::disable_interrupts();
         if domain.is_shutting_down() {
+            vcpu.transition(VcpuState::Blocked, VcpuState::Running);
             return WakeReason::Stopping;
         }
         if vcpu.state() == VcpuState::Down {
             return WakeReason::Down;
         }
+        // AcqRel: pairs with the Release in `kick`.
+        vcpu.has_wakeup.swap(false, Ordering::AcqRel);
         if is_ready() {
             vcpu.transition(VcpuState::Blocked, VcpuState::Running);
             return WakeReason::Ready;
         }
-        arch::cpu::enable_interrupts_and_halt();
+        vcpu.transition(VcpuState::Running, VcpuState::Blocked);
+        suspend(vcpu);
+    }
+}
+
+/// Suspends the running vcpu's hypervisor flow and runs the pCPU's loop;
+/// returns when the loop resumes it.
+fn suspend(vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    match pcpu.idle.get() {
+        Some(idle) => idle.suspend_into(&vcpu.context, pcpu_loop),
+        // No idle stack (cannot happen once the pCPU started): wait here.
+        None => arch::cpu::enable_interrupts_and_halt(),
+    }
+}
+
+/// Preempts the running vcpu (interrupted in the guest) if its time slice
+/// is over and another vcpu of this pCPU can run.
+pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    let now = crate::time::now_ns();
+    if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
+        return;
+    }
+    let Some(list) = pcpu.vcpus.try_lock() else {
+        return;
+    };
+    let has_other = list.iter().any(|&(domid, vcpu_id)| {
+        (domid, vcpu_id) != (domain.id, vcpu.id)
+            && domain::get(domid)
+                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
+    });
+    drop(list);
+    if has_other {
+        suspend(vcpu);
+    } else {
+        pcpu.slice_start_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Whether the loop would pick `vcpu`.
+fn can_run(domain: &Domain, vcpu: &Vcpu) -> bool {
+    if domain.is_shutting_down() {
+        return vcpu.state() != VcpuState::Dead;
+    }
+    match vcpu.state() {
+        VcpuState::Running => vcpu.context.is_suspended() || vcpu.initial_frame.lock().is_some(),
+        VcpuState::Blocked => {
+            vcpu.context.is_suspended() && vcpu.has_wakeup.load(Ordering::Acquire)
+        }
+        VcpuState::Down | VcpuState::Dead => false,
     }
 }
 
 /// Leaves the current vcpu for good (its domain shut down, or it went
-/// down): marks it and runs this pCPU's idle loop. Called on the vcpu's
-/// stack with nothing on it still needed.
+/// down): marks it and runs this pCPU's loop. Called on the vcpu's stack
+/// with nothing on it still needed.
 pub fn leave_vcpu(domain: Arc<Domain>, vcpu: VcpuId, state: VcpuState) -> ! {
     if let Some(vcpu) = domain.vcpu(vcpu) {
         match state {
@@ -124,52 +221,113 @@ pub fn leave_vcpu(domain: Arc<Domain>, vcpu: VcpuId, state: VcpuState) -> ! {
 /// Switches this pCPU to its idle stack and its loop.
 pub fn run_idle_loop() -> ! {
     arch::cpu::disable_interrupts();
-    match IDLE_STACKS.get(this_cpu()).and_then(spin::Once::get) {
-        Some(stack) => stack.restart(0, pcpu_loop),
-        // No idle stack: nothing better than halting with interrupts on.
-        None => crate::cpus::idle(),
+    if let Some(pcpu) = this_pcpu() {
+        pcpu.current.store(0, Ordering::Release);
+        if let Some(idle) = pcpu.idle.get() {
+            idle.restart(0, pcpu_loop)
+        }
     }
+    // No idle stack: nothing better than halting with interrupts on.
+    crate::cpus::idle()
 }
 
 /// Gives this pCPU an idle stack and enters its loop.
 pub fn start_pcpu() -> ! {
+    let Some(pcpu) = this_pcpu() else {
+        crate::cpus::idle()
+    };
     match crate::memory::space::allocate_stack(4) {
-        Ok(stack) => match IDLE_STACKS.get(this_cpu()) {
-            Some(slot) => slot
-                .call_once(|| arch::stack::IdleStack::new(stack))
-                .restart(0, pcpu_loop),
-            None => crate::cpus::idle(),
-        },
+        Ok(stack) => pcpu
+            .idle
+            .call_once(|| arch::stack::IdleStack::new(stack))
+            .restart(0, pcpu_loop),
         Err(error) => {
-            log::error!("cpu{}: no idle stack: {error:?}", this_cpu());
+            log::error!("cpu{}: no idle stack: {error:?}", percpu::current().index());
             crate::cpus::idle()
         }
     }
 }
 
-/// The pCPU loop: enter the hosted vcpu once it is up, else halt.
+/// The next vcpu this pCPU can run, round-robin.
+fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
+    let list = pcpu.vcpus.lock();
+    let count = list.len();
+    let start = pcpu.cursor.load(Ordering::Relaxed);
+    for offset in 0..count {
+        let index = (start + offset) % count;
+        let Some(&(domid, vcpu_id)) = list.get(index) else {
+            continue;
+        };
+        let Some(domain) = domain::get(domid) else {
+            continue;
+        };
+        let Some(vcpu) = domain.vcpu(vcpu_id) else {
+            continue;
+        };
+        if domain.is_shutting_down() && !vcpu.context.is_suspended() {
+            // Never started, down, or parked: it stops here.
+            if vcpu.state() != VcpuState::Dead {
+                drop(list);
+                domain::vcpu_stopped(&domain, vcpu);
+                return None;
+            }
+            continue;
+        }
+        if can_run(&domain, vcpu) {
+            pcpu.cursor.store(index + 1, Ordering::Relaxed);
+            return Some((domain, vcpu_id));
+        }
+    }
+    None
+}
+
+/// The pCPU loop: run the next vcpu that can run, else halt.
 extern "C" fn pcpu_loop(_: u64) -> ! {
     loop {
         arch::cpu::disable_interrupts();
-        if let Some((domain, vcpu_id)) = current()
+        let Some(pcpu) = this_pcpu() else {
+            crate::cpus::idle()
+        };
+        pcpu.current.store(0, Ordering::Release);
+        if let Some((domain, vcpu_id)) = pick(pcpu)
             && let Some(vcpu) = domain.vcpu(vcpu_id)
         {
-            if domain.is_shutting_down() {
-                if vcpu.state() != VcpuState::Dead {
-                    domain::vcpu_stopped(&domain, vcpu);
-                }
-            } else if vcpu.state() == VcpuState::Running {
-                let frame = vcpu.initial_frame.lock().take();
-                if let Some(frame) = frame {
-                    crate::timers::on_switch_in(&domain, vcpu);
-                    let error = arch::guest_entry::enter_guest(&frame, &vcpu.stack, domain.root);
-                    domain::crash(
-                        &domain,
-                        format_args!("vcpu {} cannot be entered: {error:?}", vcpu_id.0),
-                    );
-                }
-            }
+            run(pcpu, &domain, vcpu);
         }
         arch::cpu::enable_interrupts_and_halt();
     }
+}
+
+/// Runs `vcpu` on this pCPU: resumes its suspended flow, or enters it
+/// afresh. Returns only if it could not.
+fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
+    pcpu.current
+        .store(encode(domain.id, vcpu.id), Ordering::Release);
+    pcpu.slice_start_ns
+        .store(crate::time::now_ns(), Ordering::Relaxed);
+    arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
+    if vcpu.context.is_suspended() {
+        if arch::guest_entry::switch_page_tables(domain.root).is_err() {
+            domain::crash(
+                domain,
+                format_args!("*** page tables lost their hypervisor slots"),
+            );
+            return;
+        }
+        if vcpu.state() == VcpuState::Running {
+            crate::timers::on_switch_in(domain, vcpu);
+        }
+        let _ = arch::stack::resume(&vcpu.context);
+        return;
+    }
+    let frame = vcpu.initial_frame.lock().take();
+    if let Some(frame) = frame {
+        crate::timers::on_switch_in(domain, vcpu);
+        let error = arch::guest_entry::enter_guest(&frame, &vcpu.stack, domain.root);
+        domain::crash(
+            domain,
+            format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
+        );
+    }
+    pcpu.current.store(0, Ordering::Release);
 }

@@ -5,9 +5,9 @@
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). Every vcpu has a pCPU of its own (`sched`), so the
-//! LAPIC tick of that pCPU drives its timers; they resolve to the tick
-//! period (`cpus::TIMER_HZ`).
+//! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
+//! tick of that pCPU drives its timers; they resolve to the tick period
+//! (`cpus::TIMER_HZ`).
 
 use core::sync::atomic::Ordering;
 
@@ -52,34 +52,34 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
     periodic(domain, vcpu, crate::time::now_ns());
 }
 
-/// The LAPIC timer interrupt of this pCPU: the hosted vcpu's timers.
+/// The LAPIC timer interrupt of this pCPU: the periodic timer of the vcpu
+/// running now, and the singleshot and poll deadlines of every vcpu the
+/// pCPU hosts.
 pub fn on_tick(_frame: &mut arch::idt::InterruptFrame) {
-    let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt() else {
-        return;
-    };
-    let Some(vcpu) = domain.vcpu(vcpu_id) else {
-        return;
-    };
     let now = crate::time::now_ns();
-    match vcpu.state() {
-        VcpuState::Running => periodic(&domain, vcpu, now),
-        VcpuState::Blocked | VcpuState::Down | VcpuState::Dead => {}
-    }
-    let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
-    if deadline != 0
-        && now >= deadline
-        && vcpu
-            .singleshot_deadline_ns
-            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
+        && let Some(vcpu) = domain.vcpu(vcpu_id)
+        && vcpu.state() == VcpuState::Running
     {
-        raise_timer(&domain, vcpu);
+        periodic(&domain, vcpu, now);
     }
-    let poll_deadline = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
-    if poll_deadline != 0 && now >= poll_deadline {
-        vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
-        crate::sched::kick(vcpu);
-    }
+    crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
+        let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
+        if deadline != 0
+            && now >= deadline
+            && vcpu
+                .singleshot_deadline_ns
+                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            raise_timer(domain, vcpu);
+        }
+        let poll_deadline = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
+        if poll_deadline != 0 && now >= poll_deadline {
+            vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
+            crate::sched::kick(vcpu);
+        }
+    });
 }
 
 /// Arms the singleshot timer at `deadline_ns` (a past deadline fires at

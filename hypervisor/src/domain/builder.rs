@@ -77,8 +77,6 @@ pub enum BuildError {
     Layout(&'static str),
     /// Out of memory.
     Memory,
-    /// More vcpus than free pCPUs (Sluice gives each vcpu its own).
-    NoPcpu,
     /// The domain id is taken or too large.
     DomainId,
 }
@@ -90,15 +88,12 @@ impl core::fmt::Display for BuildError {
             Self::Image(error) => write!(formatter, "image: {error}"),
             Self::Layout(why) => write!(formatter, "layout: {why}"),
             Self::Memory => formatter.write_str("out of memory"),
-            Self::NoPcpu => formatter.write_str(
-                "not enough pCPUs: Sluice runs each vcpu on a pCPU of its own (give QEMU more -smp)",
-            ),
             Self::DomainId => formatter.write_str("domain id taken or too large"),
         }
     }
 }
 
-/// pCPUs handed to vcpus so far.
+/// vcpus placed so far (vcpu k goes to pCPU k mod n).
 static NEXT_PCPU: AtomicU32 = AtomicU32::new(0);
 
 /// Where everything goes, as guest virtual addresses.
@@ -186,11 +181,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     let nr_pages = args.memory_mib * (1 << 20) / PAGE_SIZE;
     let layout = Layout::compute(&image, nr_pages)?;
 
-    let online = arch::percpu::online_count();
-    let first_pcpu = NEXT_PCPU.load(Ordering::Relaxed);
-    if first_pcpu + args.vcpus > online {
-        return Err(BuildError::NoPcpu);
-    }
+    let online = arch::percpu::online_count().max(1);
 
     // Memory: nr_pages fresh zeroed frames.
     let mut memory = Vec::with_capacity(nr_pages as usize);
@@ -227,12 +218,14 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
 
     write_start_info(&layout, &args, &memory, shared_info_frame)?;
 
+    // vcpus are spread over the pCPUs, round-robin across domains.
+    let first_pcpu = NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
     let mut vcpu_homes = Vec::new();
     for vcpu in 0..args.vcpus {
         let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
-        vcpu_homes.push((first_pcpu + vcpu, arch::guest_entry::VcpuStack::new(stack)));
+        let pcpu = (first_pcpu + vcpu) % online;
+        vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
     }
-    NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
 
     let privilege = if args.is_privileged {
         Privilege::Privileged
@@ -288,10 +281,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         return Err(BuildError::DomainId);
     }
     log::info!(
-        "d{}: built from module {index}: {} vcpu(s) on pCPU {}.., {} MiB, entry {:#x}, {}",
+        "d{}: built from module {index}: {} vcpu(s) from pCPU {}, {} MiB, entry {:#x}, {}",
         args.domid,
         args.vcpus,
-        first_pcpu,
+        first_pcpu % online,
         args.memory_mib,
         image.entry,
         if args.is_privileged {

@@ -88,8 +88,7 @@ impl VcpuState {
     }
 }
 
-/// One virtual CPU. Sluice runs each vcpu on a pCPU of its own (chosen when
-/// the domain is built); see `sched`.
+/// One virtual CPU. It stays on the pCPU the builder chose; see `sched`.
 pub struct Vcpu {
     /// Its id in the domain.
     pub id: VcpuId,
@@ -98,6 +97,9 @@ pub struct Vcpu {
     /// Its hypervisor stack (the `syscall` entry and interrupts from the
     /// guest land there).
     pub stack: arch::guest_entry::VcpuStack,
+    /// Its hypervisor flow while it waits for its pCPU (blocked or
+    /// preempted).
+    pub context: arch::stack::Context,
     state: AtomicU8,
     /// Set by VCPUOP_initialise (and for vcpu 0 by the builder).
     pub is_initialised: AtomicBool,
@@ -128,6 +130,7 @@ impl Vcpu {
             id,
             pcpu,
             stack,
+            context: arch::stack::Context::new(),
             state: AtomicU8::new(VcpuState::Down as u8),
             is_initialised: AtomicBool::new(false),
             initial_frame: spin::Mutex::new(None),
@@ -362,10 +365,10 @@ pub fn shut_down(domain: &Domain, reason: ShutdownReason) -> bool {
 /// Called by each vcpu as it stops for good (on its own pCPU). The last one
 /// destroys the domain; the last domain ends the run.
 pub fn vcpu_stopped(domain: &Domain, vcpu: &Vcpu) {
-    if vcpu.state() == VcpuState::Dead {
+    // AcqRel: one caller wins even if two pCPUs stop the same vcpu.
+    if vcpu.state.swap(VcpuState::Dead as u8, Ordering::AcqRel) == VcpuState::Dead as u8 {
         return;
     }
-    vcpu.set_state(VcpuState::Dead);
     if domain.live_vcpus.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }

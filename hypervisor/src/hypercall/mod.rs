@@ -154,12 +154,13 @@ pub fn before_return(frame: &mut InterruptFrame) {
     let Some((domain, vcpu_id)) = sched::current() else {
         return;
     };
-    if domain.is_shutting_down() {
-        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
-    }
     let Some(vcpu) = domain.vcpu(vcpu_id) else {
         return;
     };
+    sched::maybe_preempt(&domain, vcpu);
+    if domain.is_shutting_down() {
+        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
+    }
     if vcpu.state() == VcpuState::Down {
         // VCPUOP_up resumes it here.
         {
