@@ -52,9 +52,10 @@ enum Command {
     Test(TestArgs),
     /// rustfmt and clippy on the host and the kernel-side crates.
     Lint,
-    /// Host benchmarks of evtchn-core; writes a Markdown table to
-    /// target/bench/host.md and prints it.
-    Bench,
+    /// Host benchmarks of evtchn-core (target/bench/host.md), then the
+    /// bench guest under QEMU -icount on Sluice and Xen (target/bench/guest.md
+    /// and guest.svg).
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +100,19 @@ struct RunArgs {
     /// Extra words for the hypervisor command line (after `--`).
     #[arg(last = true, value_name = "HYPERVISOR ARGS")]
     extra: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Only the host benchmarks of evtchn-core.
+    #[arg(long, conflicts_with = "guest")]
+    host: bool,
+    /// Only the guest benchmarks under QEMU.
+    #[arg(long)]
+    guest: bool,
+    /// Leave out the Xen 4.17 column of the guest benchmarks.
+    #[arg(long)]
+    no_xen: bool,
 }
 
 #[derive(Args)]
@@ -194,8 +208,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             lint::run(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench => {
-            bench::run(&root)?;
+        Command::Bench(args) => {
+            if !args.guest {
+                bench::run(&root)?;
+            }
+            if !args.host {
+                bench::guest::run(&root, !args.no_xen)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
