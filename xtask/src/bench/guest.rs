@@ -377,9 +377,8 @@ fn plot(sluice: &Results, xen: Option<&Results>) -> String {
             top + BAR * 1.5 + 4.0,
             row.name
         );
-        for (index, value) in values(row).into_iter().enumerate() {
+        for (index, (value, (_, colour))) in values(row).into_iter().zip(series).enumerate() {
             let Some(value) = value else { continue };
-            let (_, colour) = series[index];
             let y = top + index as f64 * BAR;
             let length = (value as f64 / largest * WIDTH).max(1.0);
             let _ = writeln!(
