@@ -28,6 +28,8 @@ use crate::domain::{self, Domain, Vcpu, VcpuState};
 struct Pcpu {
     /// The vcpus it hosts, in creation order.
     vcpus: spin::Mutex<Vec<(DomId, VcpuId)>>,
+    /// How many (a pCPU with one vcpu never preempts).
+    hosted_count: AtomicUsize,
     /// The vcpu running now: `(domid << 32 | vcpu) + 1`, 0 = none.
     current: AtomicU64,
     /// Where the round-robin search starts next.
@@ -41,6 +43,7 @@ struct Pcpu {
 static PCPUS: [Pcpu; MAX_CPUS] = [const {
     Pcpu {
         vcpus: spin::Mutex::new(Vec::new()),
+        hosted_count: AtomicUsize::new(0),
         current: AtomicU64::new(0),
         cursor: AtomicUsize::new(0),
         slice_start_ns: AtomicU64::new(0),
@@ -68,6 +71,7 @@ fn this_pcpu() -> Option<&'static Pcpu> {
 pub fn host(domain: &Domain, vcpu: &Vcpu) {
     if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
         arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
+        pcpu.hosted_count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -170,6 +174,9 @@ pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
+    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
+        return;
+    }
     let now = crate::time::now_ns();
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;

@@ -137,12 +137,7 @@ pub fn iret(call: &mut Call<'_>) {
         frame.r11 = r11;
     }
     let mask = u8::from(rflags & RFLAGS_IF == 0);
-    if let Some(info) = call
-        .domain
-        .shared_info
-        .vcpu_info
-        .get(call.vcpu.id.0 as usize)
-    {
+    if let Some(info) = call.domain.vcpu_info(call.vcpu.id) {
         info.evtchn_upcall_mask.store(mask, Ordering::SeqCst);
     }
 }

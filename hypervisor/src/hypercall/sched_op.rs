@@ -64,12 +64,16 @@ pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 /// the upcall is delivered as the call returns.
 fn block(call: &mut Call<'_>) -> Result<u64, Errno> {
     let (domain, vcpu) = (call.domain, call.vcpu);
-    let Some(info) = domain.shared_info.vcpu_info.get(vcpu.id.0 as usize) else {
+    let Some(info) = domain.vcpu_info(vcpu.id) else {
         return Ok(0);
     };
     info.evtchn_upcall_mask.store(0, Ordering::SeqCst);
+    // Looked up at each check: the vcpu_info may move meanwhile
+    // (VCPUOP_register_vcpu_info while the vcpu is down).
     let reason = sched::block_until(domain, vcpu, &|| {
-        info.evtchn_upcall_pending.load(Ordering::SeqCst) != 0
+        domain
+            .vcpu_info(vcpu.id)
+            .is_some_and(|info| info.evtchn_upcall_pending.load(Ordering::SeqCst) != 0)
     });
     if reason == WakeReason::Ready {
         crate::timers::on_switch_in(domain, vcpu);

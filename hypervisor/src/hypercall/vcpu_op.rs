@@ -6,9 +6,10 @@ use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::guest_entry::is_canonical;
 use arch::idt::InterruptFrame;
 use evtchn_core::Errno;
+use evtchn_core::abi::VcpuInfo;
 
 use super::{Call, copy_in, vcpu_of};
-use crate::domain::{self, ShutdownReason, VcpuState};
+use crate::domain::{self, ShutdownReason, Vcpu, VcpuState};
 use crate::timers;
 
 const VCPUOP_INITIALISE: u64 = 0;
@@ -19,6 +20,7 @@ const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
 const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
+const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 
 /// Shortest periodic timer (Xen: 1 ms).
 const MIN_PERIOD_NS: u64 = 1_000_000;
@@ -125,8 +127,66 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             target.singleshot_deadline_ns.store(0, Ordering::Relaxed);
             Ok(0)
         }
+        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(call, target, argument),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// VCPUOP_register_vcpu_info (spec §3.6, Xen 4.17's checks in order): move
+/// the vcpu's vcpu_info into a frame of the guest's, then raise the
+/// spurious upcall Xen always raises.
+fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: u64) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 16];
+    copy_in(&mut bytes, argument)?;
+    let mfn = word(&bytes, 0);
+    let offset = word(&bytes, 8) & 0xffff_ffff;
+    if offset > 4096 - 64 || !offset.is_multiple_of(8) {
+        return Err(Errno::ENXIO);
+    }
+    let domain = call.domain;
+    let Some(area) = domain.vcpu_info_areas.get(target.id.0 as usize) else {
+        return Err(Errno::EINVAL);
+    };
+    if area.load(Ordering::Acquire) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if target.id != call.vcpu.id && target.state() != VcpuState::Down {
+        return Err(Errno::EINVAL);
+    }
+    let phys = mfn.checked_mul(4096).ok_or(Errno::EINVAL)?;
+    if domain.is_page_table_frame(phys) {
+        return Err(Errno::EINVAL);
+    }
+    let frame = domain.frame_at(phys).ok_or(Errno::EINVAL)?;
+    let new = frame.vcpu_info_at(offset).ok_or(Errno::ENXIO)?;
+    // Copy the current vcpu_info over (vcpus past the legacy slots start
+    // zeroed and masked), publish its time record, then switch.
+    match domain.vcpu_info(target.id) {
+        Some(old) => copy_vcpu_info(old, new),
+        None => new.evtchn_upcall_mask.store(1, Ordering::SeqCst),
+    }
+    crate::time::publish_vcpu_time(new);
+    // Release: pairs with the Acquire in `domain::vcpu_info_in`.
+    if area
+        .compare_exchange(0, phys | offset, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Errno::EINVAL);
+    }
+    new.evtchn_pending_sel.store(u64::MAX, Ordering::SeqCst);
+    crate::events::domains().vcpu_mark_events_pending(domain.id, target.id);
+    Ok(0)
+}
+
+fn copy_vcpu_info(old: &VcpuInfo, new: &VcpuInfo) {
+    let order = Ordering::SeqCst;
+    new.evtchn_upcall_pending
+        .store(old.evtchn_upcall_pending.load(order), order);
+    new.evtchn_upcall_mask
+        .store(old.evtchn_upcall_mask.load(order), order);
+    new.evtchn_pending_sel
+        .store(old.evtchn_pending_sel.load(order), order);
+    new.arch_cr2.store(old.arch_cr2.load(order), order);
 }
 
 /// VCPUOP_initialise: the vcpu's first registers and callbacks.
