@@ -47,6 +47,7 @@ mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod startup;
+mod static_evtchn;
 mod time;
 mod timers;
 mod upcall;

@@ -51,6 +51,19 @@ static PCPUS: [Pcpu; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
+/// Set once every boot module is built (and static channels are bound):
+/// until then no pCPU picks a vcpu, so no domain runs while another one it
+/// may name does not exist yet (Xen's dom0less builds all, then unpauses).
+static DOMAINS_RELEASED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Lets the pCPUs run the built domains.
+pub fn release_domains() {
+    // Release: pairs with the Acquire in `pick`; the domains' state is
+    // published before any pCPU runs them.
+    DOMAINS_RELEASED.store(true, Ordering::Release);
+}
+
 /// A time slice: one LAPIC tick.
 const SLICE_NS: u64 = 10_000_000;
 
@@ -257,6 +270,9 @@ pub fn start_pcpu() -> ! {
 
 /// The next vcpu this pCPU can run, round-robin.
 fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
+    if !DOMAINS_RELEASED.load(Ordering::Acquire) {
+        return None;
+    }
     let list = pcpu.vcpus.lock();
     let count = list.len();
     let start = pcpu.cursor.load(Ordering::Relaxed);

@@ -88,6 +88,9 @@ struct RunArgs {
     /// Wait for gdb on localhost:1234 before the first instruction.
     #[arg(long)]
     gdb: bool,
+    /// Keep the demo running after its summary (debug keys on the console).
+    #[arg(long)]
+    interactive: bool,
     #[command(flatten)]
     accel: AccelArgs,
     /// Guest memory in MiB (QEMU -m).
@@ -175,6 +178,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             &root,
             &run::Options {
                 smp: args.smp,
+                is_interactive: args.interactive,
                 gdb_stub: if args.gdb {
                     GdbStub::WaitOnPort1234
                 } else {
