@@ -36,6 +36,7 @@ mod bootinfo;
 mod cmdline;
 mod console;
 mod cpus;
+mod debug_keys;
 mod domain;
 mod events;
 mod hypercall;

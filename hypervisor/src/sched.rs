@@ -118,6 +118,23 @@ pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu))
     }
 }
 
+/// For the `'r'` debug key: calls `each` with every pCPU's index, the vcpu
+/// it runs now, and the vcpus it hosts in round-robin order (a pCPU whose
+/// list is being changed this instant is skipped: interrupt context).
+pub fn for_each_run_queue(
+    mut each: impl FnMut(usize, Option<(DomId, VcpuId)>, &[(DomId, VcpuId)]),
+) {
+    for index in 0..percpu::count() as usize {
+        let Some(pcpu) = PCPUS.get(index) else {
+            continue;
+        };
+        let Some(list) = pcpu.vcpus.try_lock() else {
+            continue;
+        };
+        each(index, decode(pcpu.current.load(Ordering::Acquire)), &list);
+    }
+}
+
 /// Wakes `vcpu`: a blocked vcpu becomes eligible to run and re-checks why it
 /// waits, a running one on another pCPU gets the kick IPI so that it passes
 /// the upcall check. A leaf.

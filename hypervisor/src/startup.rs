@@ -298,6 +298,7 @@ fn start_domains(
         fail(format_args!("no domain could be built; exiting"));
     }
     crate::static_evtchn::connect_all(static_channels);
+    crate::debug_keys::init();
     crate::sched::release_domains();
     for index in 0..arch::percpu::count() {
         if let Some(cpu) = arch::percpu::by_index(index)

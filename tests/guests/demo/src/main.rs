@@ -14,6 +14,9 @@
 //! - `role=pong` (d2): binds to d1's offered port, answers each ping,
 //!   waits for d1's word on the static channel, and reports to d0.
 //!
+//! - `role=keys` (the debug-keys scenario): binds VIRQ_DEBUG, says so, and
+//!   waits for the VIRQ a debug key typed on the console raises.
+//!
 //! Ports follow Xen's lowest-free allocation, so the numbers are known in
 //! advance. Every wait is SCHEDOP_poll on a port with the vcpu's upcalls
 //! masked (no callback), with a time limit so that a broken run ends. Each
@@ -97,6 +100,7 @@ fn main(start_info: &'static StartInfo) {
         Some("control") => control(shared, static_port, start_info.has_arg("interactive")),
         Some("ping") => ping(shared, static_port, rounds),
         Some("pong") => pong(shared, static_port, rounds),
+        Some("keys") => keys(shared),
         other => {
             check!(false, "a known role=control|ping|pong (got {other:?})");
         }
@@ -198,6 +202,18 @@ fn interactive(shared: &SharedInfo) -> ! {
             }
         }
     }
+}
+
+fn keys(shared: &SharedInfo) {
+    let bound = evtchn::bind_virq(evtchn::virq::DEBUG, 0);
+    check_eq!(bound, Ok(1), "bind_virq(VIRQ_DEBUG, vcpu 0) gives port 1");
+    let Ok(port) = bound else { return };
+    println!("demo: waiting for a debug key (VIRQ_DEBUG on port {port})");
+    let is_raised = wait(shared, port);
+    if is_raised {
+        println!("demo: got VIRQ_DEBUG on port {port}");
+    }
+    check!(is_raised, "a debug key raises VIRQ_DEBUG");
 }
 
 fn ping(shared: &SharedInfo, static_port: u32, rounds: u32) {
