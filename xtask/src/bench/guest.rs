@@ -34,6 +34,9 @@ pub const GUEST_PLOT: &str = "target/bench/guest.svg";
 const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 /// Wall-clock limit of one boot (TCG with icount is slow).
 const LIMIT: Duration = Duration::from_secs(300);
+/// The bench guest's boots: name, module words (after `dom=`), `-smp`.
+const BENCH_BOOTS: [(&str, &str, u32); 2] =
+    [("guest", "vcpus=1", 1), ("pingpong", "vcpus=2 pingpong", 2)];
 /// The floor probe's row name.
 const FLOOR: &str = "syscall-floor";
 
@@ -107,12 +110,16 @@ const ROWS: &[Row] = &[
         what: "send on an IPI port of this vcpu, upcall, iret: round trip",
         xen_reference: Some(1006),
     },
-];
-
-/// Reference numbers with no row measured here yet (cross-vcpu ping-pong).
-const UNMEASURED_REFERENCES: &[(&str, u64)] = &[
-    ("cross-vcpu ping-pong, spinning", 3344),
-    ("cross-vcpu ping-pong, blocked", 8941),
+    Row {
+        name: "pingpong-spin",
+        what: "vcpu 0 -> vcpu 1 -> vcpu 0 over IPI ports, both spinning on the pending bit (2 vcpus, -smp 2)",
+        xen_reference: Some(3344),
+    },
+    Row {
+        name: "pingpong-blocked",
+        what: "the same round trip, both waiting in SCHEDOP_poll",
+        xen_reference: Some(8941),
+    },
 ];
 
 /// One parsed `bench` line.
@@ -161,12 +168,17 @@ fn boot(root: &Path, mut command: Command, log: &str) -> Result<(String, QemuEnd
     Ok((text, end))
 }
 
-fn sluice_boot(kernel: PathBuf, hypervisor_args: &str, modules: Vec<(PathBuf, String)>) -> Boot {
+fn sluice_boot(
+    kernel: PathBuf,
+    hypervisor_args: &str,
+    modules: Vec<(PathBuf, String)>,
+    smp: u32,
+) -> Boot {
     Boot {
         kernel,
         hypervisor_args: hypervisor_args.to_owned(),
         modules,
-        smp: 1,
+        smp,
         memory_mib: qemu::DEFAULT_MEMORY_MIB,
         accel: Accel::Tcg,
         gdb_stub: GdbStub::Off,
@@ -190,7 +202,7 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
     fs::create_dir_all(root.join("target/bench")).context("creating target/bench")?;
 
     let mut sluice = Results::new();
-    let floor_boot = sluice_boot(selftest, "selftest=syscall-floor", Vec::new());
+    let floor_boot = sluice_boot(selftest, "selftest=syscall-floor", Vec::new(), 1);
     let (log, end) = boot(
         root,
         qemu::command(root, &qemu_path, &floor_boot)?,
@@ -201,20 +213,24 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
     }
     sluice.extend(parse_log(&log));
 
-    let guest_boot = sluice_boot(
-        demo,
-        "loglvl=info",
-        vec![(guest.clone(), "dom=1 vcpus=1".to_owned())],
-    );
-    let (log, end) = boot(
-        root,
-        qemu::command(root, &qemu_path, &guest_boot)?,
-        "target/bench/sluice-guest.log",
-    )?;
-    if !matches!(end, QemuEnd::Exited(33)) {
-        bail!("the bench guest on Sluice ended with {end} (log: target/bench/sluice-guest.log)");
+    for (variant, args, smp) in BENCH_BOOTS {
+        let guest_boot = sluice_boot(
+            demo.clone(),
+            "loglvl=info",
+            vec![(guest.clone(), format!("dom=1 {args}"))],
+            smp,
+        );
+        let log_path = format!("target/bench/sluice-{variant}.log");
+        let (log, end) = boot(
+            root,
+            qemu::command(root, &qemu_path, &guest_boot)?,
+            &log_path,
+        )?;
+        if !matches!(end, QemuEnd::Exited(33)) {
+            bail!("the bench guest ({variant}) on Sluice ended with {end} (log: {log_path})");
+        }
+        sluice.extend(parse_log(&log));
     }
-    sluice.extend(parse_log(&log));
 
     let xen_results = if with_xen {
         match xen_run(root, &qemu_path, guest) {
@@ -242,19 +258,20 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
 /// The bench guest as dom0 on Xen 4.17, same QEMU mode.
 fn xen_run(root: &Path, qemu_path: &Path, guest: PathBuf) -> Result<Results> {
     let xen_elf = xen::setup::prepare(root)?;
-    let module = Module {
-        guest: "bench".into(),
-        args: "dom=0 vcpus=1 priv".into(),
-    };
-    let xen_boot = xen::oracle::XenBoot::new(guest, &module, 1);
-    let (log, end) = boot(
-        root,
-        xen_boot.command(root, qemu_path, &xen_elf),
-        "target/bench/xen-guest.log",
-    )?;
-    let results = parse_log(&log);
-    if !log.contains("# verdict: PASS") || results.is_empty() {
-        bail!("the bench guest on Xen did not pass ({end}; log: target/bench/xen-guest.log)");
+    let mut results = Results::new();
+    for (variant, args, smp) in BENCH_BOOTS {
+        let module = Module {
+            guest: "bench".into(),
+            args: format!("dom=0 priv {args}"),
+        };
+        let xen_boot = xen::oracle::XenBoot::new(guest.clone(), &module, smp);
+        let log_path = format!("target/bench/xen-{variant}.log");
+        let (log, end) = boot(root, xen_boot.command(root, qemu_path, &xen_elf), &log_path)?;
+        let found = parse_log(&log);
+        if !log.contains("# verdict: PASS") || found.is_empty() {
+            bail!("the bench guest ({variant}) on Xen did not pass ({end}; log: {log_path})");
+        }
+        results.extend(found);
     }
     Ok(results)
 }
@@ -311,12 +328,6 @@ fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
             cell(row.xen_reference),
             ratio(sample.median, row.xen_reference),
             row.what
-        );
-    }
-    for (name, reference) in UNMEASURED_REFERENCES {
-        let _ = writeln!(
-            table,
-            "| {name} | – | – | – | – | – | {reference} | – | not measured by the bench guest yet |"
         );
     }
     Ok(table)

@@ -21,6 +21,9 @@
 //!   handler, HYPERVISOR_iret);
 //! - `ipi-self`: send on an IPI port bound to this vcpu, until it returns.
 //!
+//! With `pingpong` on its command line (and two vcpus) it times the
+//! cross-vcpu rows of [`pingpong`] instead.
+//!
 //! The TAP checks only say the operations did what they should; timings are
 //! reported, never asserted.
 #![no_std]
@@ -35,6 +38,8 @@ use sluice_guest::time::rdtsc;
 use sluice_guest::{
     StartInfo, check, check_eq, evtchn, println, shared_info, upcall, vcpu, version,
 };
+
+mod pingpong;
 
 sluice_guest::entry!(main);
 
@@ -95,7 +100,7 @@ fn clear_delivery(shared: &SharedInfo, port: u32) {
     info.evtchn_upcall_pending.store(0, Ordering::SeqCst);
 }
 
-fn main(_start_info: &'static StartInfo) {
+fn main(start_info: &'static StartInfo) {
     // No periodic ticks in the measurements.
     check_eq!(
         vcpu::stop_periodic_timer(0),
@@ -106,6 +111,10 @@ fn main(_start_info: &'static StartInfo) {
         check!(false, "shared_info is mapped");
         return;
     };
+    if start_info.has_arg("pingpong") {
+        pingpong::run(shared);
+        return;
+    }
 
     measure("null-hypercall", || {
         let _ = version::version();
