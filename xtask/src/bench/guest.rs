@@ -297,7 +297,7 @@ fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU: one guest TSC tick is one retired \
+        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest): one guest TSC tick is one retired \
          instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
          untimed ones; median and p99 computed in the guest. \"× floor\" divides Sluice's median \
          by the floor probe's; \"× Xen\" divides it by Xen's median (measured in the same mode, \
