@@ -199,6 +199,32 @@ impl CpuTables {
     }
 }
 
+impl CpuTables {
+    /// Sets the ring-0 stack the CPU switches to when an interrupt or
+    /// exception arrives from ring 3 (TSS.RSP0). Only on the CPU whose
+    /// tables these are.
+    pub fn set_rsp0(&self, top: u64) -> Result<(), TablesInUse> {
+        let is_mine = crate::percpu::current()
+            .tables()
+            .is_some_and(|tables| core::ptr::eq(tables, self));
+        if !is_mine {
+            return Err(TablesInUse);
+        }
+        crate::cpu::without_interrupts(|| {
+            // SAFETY: only the owning CPU writes its TSS (checked above),
+            // with interrupts off; the CPU reads RSP0 only on a ring change,
+            // which cannot happen while this runs in ring 0.
+            let tss = unsafe { &mut *self.tss.get() };
+            let mut stacks = tss.privilege_stack_table;
+            if let Some(entry) = stacks.get_mut(0) {
+                *entry = VirtAddr::new(top);
+            }
+            tss.privilege_stack_table = stacks;
+        });
+        Ok(())
+    }
+}
+
 impl core::fmt::Debug for CpuTables {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         formatter

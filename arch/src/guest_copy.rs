@@ -2,7 +2,8 @@
 //! guest addresses.
 //!
 //! A guest address must be canonical and outside the hypervisor's range
-//! (Xen's reserved PML4 slots); the copy runs with SMAP opened (`stac` ...
+//! (Xen's reserved PML4 slots), and the copy stops at the first page that
+//! is mapped but not user-accessible; the copy runs with SMAP opened (`stac` ...
 //! `clac`) where the CPU has SMAP, and a fault during it is recovered
 //! through an exception-table entry: the fault handler resumes at a fixup
 //! that closes SMAP again and reports how much was left, so a bad guest
@@ -121,23 +122,37 @@ pub fn is_guest_range(address: u64, length: usize) -> bool {
         && (last < HYPERVISOR_VIRT_START || address >= HYPERVISOR_VIRT_END)
 }
 
+/// How many bytes from `address` lie before the first page that is mapped
+/// but not user-accessible in the live tables (`length` if none is). Such a
+/// page is never the guest's: copying stops there as if it had faulted.
+/// Unmapped pages are left to the exception table.
+fn user_prefix(address: u64, length: usize) -> usize {
+    let mut page = address & !0xfff;
+    let end = address.saturating_add(length as u64);
+    while page < end {
+        if crate::paging::access(page).is_some_and(|rights| !rights.is_user) {
+            return page.saturating_sub(address) as usize;
+        }
+        match page.checked_add(4096) {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    length
+}
+
 /// Copies `destination.len()` bytes from guest address `source`.
 pub fn copy_from_guest(destination: &mut [u8], source: u64) -> Result<(), CopyError> {
     if !is_guest_range(source, destination.len()) {
         return Err(CopyError::NotGuestAddress);
     }
-    // SAFETY: `destination` is a valid, exclusive hypervisor buffer of the
-    // given length; `source` is a guest range (checked above), so it
-    // overlaps no hypervisor object, and any fault reading it is caught by
-    // the exception table entry and turned into a short count.
-    let left = unsafe {
-        sluice_guest_copy(
-            destination.as_mut_ptr(),
-            source as *const u8,
-            destination.len(),
-        )
-    };
-    match left {
+    let allowed = user_prefix(source, destination.len());
+    // SAFETY: `destination` is a valid, exclusive hypervisor buffer of at
+    // least `allowed` bytes; `source` is a guest range (checked above), so
+    // it overlaps no hypervisor object, and any fault reading it is caught
+    // by the exception table entry and turned into a short count.
+    let left = unsafe { sluice_guest_copy(destination.as_mut_ptr(), source as *const u8, allowed) };
+    match left + (destination.len() - allowed) {
         0 => Ok(()),
         left => Err(CopyError::Fault {
             copied: destination.len().saturating_sub(left),
@@ -150,11 +165,13 @@ pub fn copy_to_guest(destination: u64, source: &[u8]) -> Result<(), CopyError> {
     if !is_guest_range(destination, source.len()) {
         return Err(CopyError::NotGuestAddress);
     }
-    // SAFETY: `source` is a valid hypervisor buffer; `destination` is a
-    // guest range (checked above), so writing it cannot touch hypervisor
-    // memory, and any fault is caught by the exception table entry.
-    let left = unsafe { sluice_guest_copy(destination as *mut u8, source.as_ptr(), source.len()) };
-    match left {
+    let allowed = user_prefix(destination, source.len());
+    // SAFETY: `source` is a valid hypervisor buffer of at least `allowed`
+    // bytes; `destination` is a guest range (checked above), so writing it
+    // cannot touch hypervisor memory, and any fault is caught by the
+    // exception table entry.
+    let left = unsafe { sluice_guest_copy(destination as *mut u8, source.as_ptr(), allowed) };
+    match left + (source.len() - allowed) {
         0 => Ok(()),
         left => Err(CopyError::Fault {
             copied: source.len().saturating_sub(left),

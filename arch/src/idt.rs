@@ -11,10 +11,11 @@
 //! #DF, NMI and #MC, which get their own IST stacks so that they work even
 //! when the stack itself is broken (e.g. an overflow into its guard page).
 //!
-//! Nothing runs in ring 3 yet, so the common entry assumes it interrupted
-//! hypervisor code: once PV guests run, entry from ring 3 must `swapgs`
-//! (GS base is the per-CPU block) and exceptions from guests must go to the
-//! guest (bounce frame) rather than the fatal path.
+//! An entry from ring 3 (a PV guest) does `swapgs` on the way in and out;
+//! exceptions raised by guest code go to the hypervisor's guest hook rather
+//! than the fatal path, and every return to ring 3 passes the hook that
+//! injects upcalls (`guest_entry`). A page fault in ring 0 at one of the
+//! guest-copy instructions resumes at its fix-up (`guest_copy`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -77,6 +78,10 @@ sluice_interrupt_stubs:
 
     .balign 16
 sluice_interrupt_common:
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:
     push %rax
     push %rbx
     push %rcx
@@ -117,6 +122,10 @@ sluice_interrupt_common:
     pop %rbx
     pop %rax
     add $16, %rsp
+    testb $3, 8(%rsp)
+    jz 2f
+    swapgs
+2:
     iretq
     .text
 "#,
@@ -222,6 +231,8 @@ fn handler_for(vector: u64) -> Option<Handler> {
 /// Called by the common entry stub with the saved frame.
 #[unsafe(no_mangle)]
 extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
+    let is_from_guest = frame.cs & 3 == 3;
+    let hooks = crate::guest_entry::hooks();
     match frame.vector {
         vector if vector == u64::from(vectors::NMI) => fatal::nmi(frame),
         // A fault inside a guest copy resumes at its fixup.
@@ -232,6 +243,11 @@ extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
                 && let Some(fixup) = crate::guest_copy::fixup_for(frame.rip) =>
         {
             frame.rip = fixup;
+        }
+        0..=31 if is_from_guest && hooks.is_some() => {
+            if let Some(hooks) = hooks {
+                (hooks.exception)(frame);
+            }
         }
         0..=31 => fatal::exception(frame),
         // The masked 8259s can still raise their spurious IRQ 7/15.
@@ -255,6 +271,9 @@ extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
             }
             lapic::eoi();
         }
+    }
+    if is_from_guest && let Some(hooks) = hooks {
+        (hooks.before_return)(frame);
     }
 }
 

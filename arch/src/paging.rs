@@ -292,6 +292,25 @@ pub fn access(virt: u64) -> Option<Access> {
     None
 }
 
+/// Whether the tables at physical `root` hold exactly the live tables'
+/// entries in the hypervisor's PML4 slots (256..=271).
+pub fn shares_hypervisor_slots(root: u64) -> bool {
+    if !root.is_multiple_of(4096) || !is_mapped(phys_to_virt(root)) {
+        return false;
+    }
+    let live = crate::cpu::cr3() & 0x000f_ffff_ffff_f000;
+    (HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST).all(|slot| {
+        let offset = slot as u64 * 8;
+        // SAFETY: an aligned u64 inside the live root table, reachable
+        // through the direct map; reading it has no effect.
+        let mine = unsafe { core::ptr::read_volatile(phys_to_virt(live + offset) as *const u64) };
+        // SAFETY: an aligned u64 inside the frame at `root`, which is mapped
+        // in the direct map (checked above); reading it has no effect.
+        let theirs = unsafe { core::ptr::read_volatile(phys_to_virt(root + offset) as *const u64) };
+        mine == theirs
+    })
+}
+
 /// Whether `virt` is mapped in the live tables.
 pub fn is_mapped(virt: u64) -> bool {
     access(virt).is_some()
@@ -300,4 +319,9 @@ pub fn is_mapped(virt: u64) -> bool {
 /// Drops any TLB entry for `virt` on this CPU.
 pub fn flush(virt: u64) {
     x86_64::instructions::tlb::flush(VirtAddr::new(virt));
+}
+
+/// Drops every non-global TLB entry on this CPU.
+pub fn flush_all() {
+    x86_64::instructions::tlb::flush_all();
 }

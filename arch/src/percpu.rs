@@ -27,6 +27,12 @@ pub struct StackRange {
 pub struct PerCpu {
     /// This block's own address (`%gs:0`). Must stay the first field.
     self_address: AtomicU64,
+    /// Top of the hypervisor stack of the vcpu this CPU runs (`%gs:8`): the
+    /// `syscall` entry switches to it. Must stay the second field.
+    pub guest_stack_top: AtomicU64,
+    /// Scratch for the guest's `rsp` during `syscall` entry (`%gs:16`).
+    /// Must stay the third field.
+    pub guest_rsp_scratch: AtomicU64,
     index: u32,
     apic_id: AtomicU32,
     tables: AtomicPtr<CpuTables>,
@@ -44,6 +50,8 @@ impl PerCpu {
     pub const fn new(index: u32, apic_id: u32) -> Self {
         Self {
             self_address: AtomicU64::new(0),
+            guest_stack_top: AtomicU64::new(0),
+            guest_rsp_scratch: AtomicU64::new(0),
             index,
             apic_id: AtomicU32::new(apic_id),
             tables: AtomicPtr::new(core::ptr::null_mut()),
@@ -107,6 +115,12 @@ impl core::fmt::Debug for PerCpu {
             .finish()
     }
 }
+
+/// Offset of [`PerCpu::guest_stack_top`] (used by the `syscall` entry).
+pub const GUEST_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_stack_top);
+/// Offset of [`PerCpu::guest_rsp_scratch`] (used by the `syscall` entry).
+pub const GUEST_RSP_SCRATCH_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_rsp_scratch);
+const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET == 16);
 
 /// The bootstrap processor's block.
 static BSP: PerCpu = PerCpu::new(0, 0);

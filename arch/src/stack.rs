@@ -42,3 +42,129 @@ pub fn run_on(stack: Stack, argument: u64, next: extern "C" fn(u64) -> !) -> ! {
     // `next` never returns, so the abandoned frames are never used again.
     unsafe { crate::cpu::switch_stack(stack.top(), argument, next) }
 }
+
+/// A pCPU's idle stack: the stack its scheduler loop restarts on whenever it
+/// leaves a vcpu for good.
+#[derive(Debug)]
+pub struct IdleStack {
+    stack: Stack,
+}
+
+impl IdleStack {
+    /// Dedicates `stack` to a pCPU's scheduler loop.
+    pub fn new(stack: Stack) -> Self {
+        Self { stack }
+    }
+
+    /// Restarts `next(argument)` from the top of the idle stack, abandoning
+    /// whatever ran there before (the loop never returns, and `next` gets
+    /// only a number, so no reference into the old frames survives).
+    pub fn restart(&self, argument: u64, next: extern "C" fn(u64) -> !) -> ! {
+        // SAFETY: the stack is mapped, writable and exclusive (`Stack`);
+        // it serves only this pCPU's loop, whose earlier frames are dead
+        // once it is restarted, since `next` never returns.
+        unsafe { crate::cpu::switch_stack(self.stack.top(), argument, next) }
+    }
+}
+
+/// A suspended flow of execution on some 'static hypervisor stack (a
+/// vcpu's, in the middle of a hypercall or an interrupt): its saved stack
+/// pointer, or 0 when there is nothing to resume.
+#[derive(Debug, Default)]
+pub struct Context {
+    saved_rsp: core::sync::atomic::AtomicU64,
+}
+
+/// [`resume`] found no suspended flow in the context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NothingToResume;
+
+// sluice_suspend(save = rdi, idle top = rsi, next = rdx): push the
+// callee-saved registers, store rsp, then start `next(0)` afresh on the
+// idle stack. sluice_resume(rsp = rdi): the reverse; the `ret` returns from
+// the sluice_suspend call that saved it.
+core::arch::global_asm!(
+    r#"
+    .section .text.sluice_context, "ax"
+    .balign 16
+    .global sluice_suspend
+sluice_suspend:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rdi], rsp
+    mov rsp, rsi
+    xor ebp, ebp
+    push 0
+    xor edi, edi
+    jmp rdx
+
+    .balign 16
+    .global sluice_resume
+sluice_resume:
+    mov rsp, rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+    .text
+"#
+);
+
+unsafe extern "C" {
+    fn sluice_suspend(save: *mut u64, idle_top: u64, next: extern "C" fn(u64) -> !);
+    fn sluice_resume(saved_rsp: u64) -> !;
+}
+
+impl Context {
+    /// An empty context.
+    pub const fn new() -> Self {
+        Self {
+            saved_rsp: core::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a suspended flow waits in it.
+    pub fn is_suspended(&self) -> bool {
+        // Acquire: pairs with the store by `suspend_into` (via the asm).
+        self.saved_rsp.load(core::sync::atomic::Ordering::Acquire) != 0
+    }
+}
+
+impl IdleStack {
+    /// Suspends the running flow into `context` and starts `next(0)` afresh
+    /// on the idle stack; returns when someone [`resume`]s the context.
+    /// Interrupts must be off (they stay off across the switch).
+    pub fn suspend_into(&self, context: &Context, next: extern "C" fn(u64) -> !) {
+        crate::cpu::disable_interrupts();
+        // SAFETY: the registers the C ABI requires preserved are saved on
+        // the current (mapped, 'static) stack and the stack pointer in
+        // `context`; the idle stack is exclusive to this pCPU's loop, whose
+        // earlier frames are dead (`next` never returns); `resume` restores
+        // exactly this state and returns here.
+        unsafe { sluice_suspend(context.saved_rsp.as_ptr(), self.stack.top(), next) }
+    }
+}
+
+/// Resumes the flow suspended in `context` (which is then empty); the
+/// current flow is abandoned. Call it from an idle loop, with interrupts
+/// off, on the CPU that suspended the flow.
+pub fn resume(context: &Context) -> Result<core::convert::Infallible, NothingToResume> {
+    let saved = context
+        .saved_rsp
+        .swap(0, core::sync::atomic::Ordering::AcqRel);
+    if saved == 0 {
+        return Err(NothingToResume);
+    }
+    crate::cpu::disable_interrupts();
+    // SAFETY: `saved` was stored by `suspend_into` on this CPU's flow, whose
+    // stack is 'static and untouched since (the swap to 0 makes this the
+    // only resumption); the frames above it are live and complete.
+    unsafe { sluice_resume(saved) }
+}

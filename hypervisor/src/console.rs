@@ -78,6 +78,29 @@ pub fn init(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Writes one line of guest output as `(dN) text`, whole, on its own line.
+pub fn guest_line(domain: evtchn_core::DomId, text: &[u8]) {
+    arch::cpu::without_interrupts(|| {
+        let is_held = CONSOLE.acquire();
+        let serial = Serial::new(COM1);
+        let mut prefix = arrayvec::ArrayString::<16>::new();
+        let _ = write!(prefix, "(d{}) ", domain.0);
+        serial.write_bytes(prefix.as_bytes());
+        serial.write_bytes(text);
+        serial.write_bytes(b"\n");
+        if is_held {
+            CONSOLE.release();
+        }
+    });
+}
+
+/// Prints a message the hypervisor writes about a domain, as a guest line.
+pub fn guest_notice(domain: evtchn_core::DomId, message: core::fmt::Arguments<'_>) {
+    let mut text = arrayvec::ArrayString::<256>::new();
+    let _ = write!(text, "{message}");
+    guest_line(domain, text.as_bytes());
+}
+
 /// Changes the console log level.
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);

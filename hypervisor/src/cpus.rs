@@ -3,7 +3,8 @@
 //!
 //! Every CPU gets its own GDT/TSS, a 64 KiB kernel stack and 16 KiB IST
 //! stacks for #DF, NMI and #MC, each under an unmapped guard page, a LAPIC
-//! timer ticking at `TIMER_HZ`, and then idles in `hlt`.
+//! timer ticking at `TIMER_HZ`, `syscall` set up for guests, and then runs
+//! its scheduler loop (`sched`), which idles in `hlt` until it hosts a vcpu.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -112,6 +113,7 @@ pub fn init_bsp_apic(features: &Features, madt: &Madt) -> Result<ApicSetup, MapE
     percpu::bsp().set_apic_id(bsp_apic_id);
     let timer_hz = lapic::calibrate_timer(10_000);
     lapic::start_periodic_timer(TIMER_HZ);
+    arch::guest_entry::init_cpu();
     percpu::bsp().mark_online();
     cpu::enable_interrupts();
     Ok(ApicSetup {
@@ -230,9 +232,10 @@ pub fn start_application_processors(
 /// Where an AP goes once `arch` set it up: start its timer, report in, idle.
 fn ap_main(cpu: &'static PerCpu) -> ! {
     lapic::start_periodic_timer(TIMER_HZ);
+    arch::guest_entry::init_cpu();
     cpu.mark_online();
     log::info!("cpu{} online (APIC id {})", cpu.index(), cpu.apic_id());
-    idle()
+    crate::sched::start_pcpu()
 }
 
 /// Idles: interrupts on, `hlt` until the next one, forever.

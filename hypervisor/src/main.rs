@@ -4,6 +4,14 @@
 //! boot code enters long mode and calls [`boot`]'s entry, which runs the
 //! start-up sequence in [`startup`].
 //!
+//! Domains: [`domain::builder`] turns each boot module into a PV domain
+//! (Xen's PV memory layout, ELF notes, start_info, bootstrap page tables);
+//! [`sched`] spreads vcpus over the pCPUs and time-shares them; `arch::guest_entry`
+//! delivers every `syscall`, interrupt and exception from a guest to
+//! [`hypercall`]'s hooks, which serve the call and inject pending upcalls
+//! ([`upcall`]) on the way back; [`events`] connects evtchn-core (wake-ups,
+//! the shared_info view); [`timers`] drives VIRQ_TIMER from the LAPIC tick.
+//!
 //! The crate is `#![deny(unsafe_code)]`. The modules that opt out, each for
 //! raw memory only `arch` cannot own, are:
 //! - [`boot`]: the `#[no_mangle]` entry symbol the boot assembly calls;
@@ -13,7 +21,9 @@
 //! - [`memory::heap`]: handing the heap region to the allocator;
 //! - [`memory::space`]: switching to the hypervisor's page tables and
 //!   vouching for what it set aside (stacks, the trampoline page, the
-//!   LAPIC and IOAPIC windows).
+//!   LAPIC and IOAPIC windows);
+//! - [`memory::guest_frames`]: filling guest frames through the direct map
+//!   and viewing a shared_info frame as atomics.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -26,10 +36,19 @@ mod bootinfo;
 mod cmdline;
 mod console;
 mod cpus;
+mod debug_keys;
+mod domain;
+mod events;
+mod hypercall;
 mod irq;
 mod memory;
 mod panic;
 mod physmem;
+mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod startup;
+mod static_evtchn;
+mod time;
+mod timers;
+mod upcall;

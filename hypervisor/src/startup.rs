@@ -265,19 +265,49 @@ extern "C" fn stage2(_: u64) -> ! {
     if !failures.is_empty() {
         fail(format_args!("{} CPU(s) failed to start", failures.len()));
     }
-    // Exit code 0x10 means "every domain passed": true with no domains,
-    // false when modules asked for domains that cannot run yet.
-    match handoff.info.modules.len() {
-        0 => {
-            log::info!(
-                "no domains run yet: Sluice cannot build domains yet, and no modules were given; exiting"
-            );
-            qemu::exit(ExitCode::Pass)
-        }
-        count => fail(format_args!(
-            "no domains run yet: Sluice cannot build domains yet, so the {count} module(s) given stay unstarted; exiting"
-        )),
+    if handoff.info.modules.is_empty() {
+        log::info!("no domains run yet: no modules were given; exiting");
+        qemu::exit(ExitCode::Pass)
     }
+    start_domains(&handoff.info.modules, &handoff.options.static_channels)
+}
+
+/// Builds a domain from every module, then runs them; a module that does
+/// not build is reported (naming it and why) and the others still run.
+fn start_domains(
+    modules: &[crate::bootinfo::Module],
+    static_channels: &[crate::static_evtchn::StaticChannel],
+) -> ! {
+    arch::guest_entry::set_hooks(arch::guest_entry::GuestHooks {
+        hypercall: crate::hypercall::on_hypercall,
+        exception: crate::hypercall::on_guest_exception,
+        before_return: crate::hypercall::before_return,
+    });
+    arch::idt::set_handler(arch::vectors::TIMER, crate::timers::on_tick);
+    let mut built = 0;
+    for (index, module) in modules.iter().enumerate() {
+        match crate::domain::builder::build(index, module) {
+            Ok(_) => built += 1,
+            Err(error) => {
+                crate::domain::note_failed_build();
+                log::error!("module {index} \"{}\": not started: {error}", module.string);
+            }
+        }
+    }
+    if built == 0 {
+        fail(format_args!("no domain could be built; exiting"));
+    }
+    crate::static_evtchn::connect_all(static_channels);
+    crate::debug_keys::init();
+    crate::sched::release_domains();
+    for index in 0..arch::percpu::count() {
+        if let Some(cpu) = arch::percpu::by_index(index)
+            && index != arch::percpu::current().index()
+        {
+            arch::smp::kick(cpu);
+        }
+    }
+    crate::sched::start_pcpu()
 }
 
 #[cfg(feature = "selftest")]

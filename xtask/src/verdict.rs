@@ -113,7 +113,9 @@ pub fn judge(
         ));
     }
     for (index, pattern) in patterns.iter().enumerate() {
-        if !serial_lines(serial_log).any(|line| pattern.is_match(line)) {
+        if !serial_lines(serial_log)
+            .any(|line| pattern.is_match(line) || pattern.is_match(without_domain_prefix(line)))
+        {
             reasons.push(format!(
                 "no serial line matches expect_output[{index}]: {}",
                 pattern.as_str()
@@ -121,6 +123,19 @@ pub fn judge(
         }
     }
     reasons
+}
+
+/// A guest's console line without the `(dN) ` prefix the hypervisor puts
+/// before it, so that patterns can anchor at the guest's own text (`^ok 1`).
+pub fn without_domain_prefix(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("(d") else {
+        return line;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    match rest.get(digits..).and_then(|tail| tail.strip_prefix(") ")) {
+        Some(text) if digits > 0 => text,
+        _ => line,
+    }
 }
 
 /// The serial log split into lines, without the `\r` of CRLF endings.
@@ -260,6 +275,24 @@ mod tests {
         );
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("expect_output[0]"));
+    }
+
+    #[test]
+    fn guest_lines_match_without_their_domain_prefix() {
+        assert_eq!(without_domain_prefix("(d1) ok 1 - x"), "ok 1 - x");
+        assert_eq!(
+            without_domain_prefix("(d12) # verdict: PASS"),
+            "# verdict: PASS"
+        );
+        assert_eq!(without_domain_prefix("(dx) ok"), "(dx) ok");
+        assert_eq!(without_domain_prefix("(d) ok"), "(d) ok");
+        let reasons = judge(
+            ExpectedExit::Pass,
+            QemuEnd::Exited(33),
+            "(d1) ok 1 - xen_version reports 4.17\n",
+            &patterns(&["^ok 1 - xen_version"]),
+        );
+        assert!(reasons.is_empty(), "{reasons:?}");
     }
 
     #[test]

@@ -10,6 +10,11 @@ use sluice_guest::{check, check_eq, sched, shared_info, smp, time};
 pub const ROUNDS: u32 = 50;
 /// How long an end waits for any one step (ns).
 const STEP_LIMIT_NS: u64 = 5_000_000_000;
+/// How long end b lets end a run before its first bind attempt. The ends
+/// share no other channel to sequence on, and end a checks that its fresh
+/// port is still unbound right after allocating it: when the two ends run
+/// on pCPUs of their own, an eager b would bind in between.
+const B_SETTLE_NS: u64 = 50_000_000;
 
 /// Which end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +121,13 @@ pub fn run(role: Role, peer: DomId, report: Report) -> Outcome {
     let me = smp::current_vcpu();
     let port = match role {
         Role::A => evtchn::alloc_unbound(DOMID_SELF, peer),
-        Role::B => retry(|| evtchn::bind_interdomain(peer, 1)),
+        Role::B => {
+            let settled = time::now_ns().map_or(0, |now| now + B_SETTLE_NS);
+            while time::now_ns().is_some_and(|now| now < settled) {
+                let _ = sched::yield_now();
+            }
+            retry(|| evtchn::bind_interdomain(peer, 1))
+        }
     };
     let Ok(port) = port else {
         seen.eq(port, Ok(0), "the end gets its port");

@@ -1,0 +1,325 @@
+//! Ring-3 PV guests: the `syscall` hypercall entry, the way back into the
+//! guest (`sysretq`, or `iretq` where `sysretq` is unsafe), the first entry
+//! of a vcpu, and the hooks through which the hypervisor serves them.
+//!
+//! Every way into the hypervisor from a guest leaves the same
+//! [`InterruptFrame`] at the top of the running vcpu's hypervisor stack: the
+//! `syscall` entry builds it by hand (vector [`SYSCALL_VECTOR`], rip from
+//! `rcx`, rflags from `r11`, Xen's flat ring-3 selectors), interrupts and
+//! exceptions from ring 3 get it from the CPU (TSS.RSP0 points at the same
+//! stack top) and the common interrupt entry. The hypervisor therefore edits
+//! one structure to change what the guest resumes with (a hypercall's
+//! result in `rax`, a bounce frame's callback in `rip`/`rsp`).
+//!
+//! GS: while a guest runs, `IA32_GS_BASE` holds the guest's value and
+//! `IA32_KERNEL_GS_BASE` the per-CPU block; every entry from ring 3 does
+//! `swapgs` first and every exit does it last.
+
+use core::sync::atomic::Ordering;
+
+use crate::cpu;
+use crate::gdt::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, HYPERVISOR_CS};
+use crate::idt::InterruptFrame;
+use crate::percpu::{self, GUEST_RSP_SCRATCH_OFFSET, GUEST_STACK_TOP_OFFSET};
+
+/// `InterruptFrame::vector` of a frame built by the `syscall` entry.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// IA32_EFER.
+const MSR_EFER: u32 = 0xc000_0080;
+/// IA32_STAR: `syscall`/`sysret` selector bases.
+const MSR_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR: the 64-bit `syscall` entry point.
+const MSR_LSTAR: u32 = 0xc000_0082;
+/// IA32_FMASK: rflags bits `syscall` clears.
+const MSR_FMASK: u32 = 0xc000_0084;
+/// IA32_KERNEL_GS_BASE: the value `swapgs` exchanges GS base with.
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// EFER.SCE: `syscall`/`sysret` enabled.
+const EFER_SCE: u64 = 1 << 0;
+/// rflags cleared on `syscall`: TF, IF, DF, NT, RF, AC (interrupts stay off
+/// in the hypervisor until it decides otherwise).
+const SYSCALL_RFLAGS_MASK: u64 =
+    (1 << 8) | (1 << 9) | (1 << 10) | (1 << 14) | (1 << 16) | (1 << 18);
+
+/// What the hypervisor does for guests; `arch` calls these with interrupts
+/// off, on the running vcpu's hypervisor stack, with the guest's frame.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestHooks {
+    /// A `syscall` from ring 3 (a hypercall): serve it and edit the frame.
+    pub hypercall: fn(&mut InterruptFrame),
+    /// An exception (vector 0..31) raised by guest code in ring 3.
+    pub exception: fn(&mut InterruptFrame),
+    /// Called last before any return to ring 3 (after a hypercall, an
+    /// interrupt or an exception): the place to inject an upcall. May not
+    /// return if the vcpu is to stop running.
+    pub before_return: fn(&mut InterruptFrame),
+}
+
+static HOOKS: spin::Once<GuestHooks> = spin::Once::new();
+
+/// Installs the hypervisor's guest hooks (once; later calls are ignored).
+pub fn set_hooks(hooks: GuestHooks) {
+    HOOKS.call_once(|| hooks);
+}
+
+pub(crate) fn hooks() -> Option<&'static GuestHooks> {
+    HOOKS.get()
+}
+
+/// Enables `syscall` on this CPU: EFER.SCE, STAR (ring 0 0xe008/0xe010,
+/// `sysret` to 0xe033/0xe02b), LSTAR, FMASK, and a zero guest GS base.
+pub fn init_cpu() {
+    let star = (u64::from(FLAT_RING3_CS32 & !3) << 48) | (u64::from(HYPERVISOR_CS) << 32);
+    let entry = sluice_syscall_entry as *const () as u64;
+    // SAFETY: EFER exists on every x86_64 CPU; reading it has no effect.
+    let efer = unsafe { cpu::read_msr(MSR_EFER) };
+    // SAFETY: setting SCE only enables the `syscall` instruction, whose
+    // entry is set up right below before any guest runs.
+    unsafe { cpu::write_msr(MSR_EFER, efer | EFER_SCE) };
+    // SAFETY: STAR's selectors name the GDT entries `gdt` installs on every
+    // CPU, in the order `sysret` needs (FLAT_RING3_CS32, +8 data, +16 code).
+    unsafe { cpu::write_msr(MSR_STAR, star) };
+    // SAFETY: LSTAR points at the entry below, which is mapped in every
+    // address space (hypervisor slots are shared with guests).
+    unsafe { cpu::write_msr(MSR_LSTAR, entry) };
+    // SAFETY: FMASK only chooses which rflags bits `syscall` clears.
+    unsafe { cpu::write_msr(MSR_FMASK, SYSCALL_RFLAGS_MASK) };
+    // SAFETY: KERNEL_GS_BASE is what `swapgs` installs as the guest's GS
+    // base; the per-CPU block stays in GS_BASE while the hypervisor runs.
+    unsafe { cpu::write_msr(MSR_KERNEL_GS_BASE, 0) };
+}
+
+// The syscall entry and the two exits. Register order matches the common
+// interrupt entry in `idt`, so both build an `InterruptFrame`.
+core::arch::global_asm!(
+    r#"
+    .section .text.sluice_guest_entry, "ax"
+    .balign 16
+    .global sluice_syscall_entry
+sluice_syscall_entry:
+    swapgs
+    mov gs:[{scratch}], rsp
+    mov rsp, gs:[{stack_top}]
+    push {ss}
+    push qword ptr gs:[{scratch}]
+    push r11
+    push {cs}
+    push rcx
+    push 0
+    push {vector}
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    cld
+    xor ebp, ebp
+    mov rdi, rsp
+    call {dispatch}
+    test rax, rax
+    jz sluice_guest_exit_iret
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    mov rsp, [rsp + 40]
+    swapgs
+    sysretq
+
+    .balign 16
+    .global sluice_guest_exit_iret
+sluice_guest_exit_iret:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    swapgs
+    iretq
+    .text
+"#,
+    scratch = const GUEST_RSP_SCRATCH_OFFSET,
+    stack_top = const GUEST_STACK_TOP_OFFSET,
+    ss = const FLAT_RING3_DS as u64,
+    cs = const FLAT_RING3_CS64 as u64,
+    vector = const SYSCALL_VECTOR,
+    dispatch = sym sluice_syscall_dispatch,
+);
+
+unsafe extern "C" {
+    fn sluice_syscall_entry();
+    fn sluice_guest_exit_iret();
+}
+
+/// Whether `address` is canonical (bits 63..47 all equal).
+pub const fn is_canonical(address: u64) -> bool {
+    let top = (address as i64) >> 47;
+    top == 0 || top == -1
+}
+
+/// Called by the `syscall` entry; returns non-zero when `sysretq` gives
+/// the guest exactly the frame (rcx = rip, r11 = rflags, canonical rip,
+/// Xen's flat 64-bit selectors), zero to leave through `iretq`.
+extern "C" fn sluice_syscall_dispatch(frame: &mut InterruptFrame) -> u64 {
+    if let Some(hooks) = hooks() {
+        (hooks.hypercall)(frame);
+        (hooks.before_return)(frame);
+    }
+    // sysretq loads rip from rcx and rflags from r11 and forces the STAR
+    // selectors; a non-canonical rcx would fault in ring 0 on Intel CPUs.
+    let is_exact = frame.rcx == frame.rip
+        && frame.r11 == frame.rflags
+        && frame.cs == u64::from(FLAT_RING3_CS64)
+        && frame.ss == u64::from(FLAT_RING3_DS)
+        && is_canonical(frame.rip)
+        && frame.rflags & (1 << 9) != 0;
+    u64::from(is_exact)
+}
+
+/// Makes `stack_top` the hypervisor stack of the vcpu this CPU runs from
+/// now on: the `syscall` entry and interrupts from ring 3 land there.
+pub fn set_vcpu_stack(stack_top: u64) {
+    let cpu = percpu::current();
+    cpu.guest_stack_top.store(stack_top, Ordering::Relaxed);
+    if let Some(tables) = cpu.tables() {
+        let _ = tables.set_rsp0(stack_top);
+    }
+}
+
+/// A vcpu's hypervisor stack: where `syscall` and interrupts from the
+/// guest land while the vcpu runs.
+#[derive(Debug)]
+pub struct VcpuStack {
+    stack: crate::stack::Stack,
+}
+
+impl VcpuStack {
+    /// Dedicates `stack` to one vcpu.
+    pub fn new(stack: crate::stack::Stack) -> Self {
+        Self { stack }
+    }
+
+    /// One past its highest address.
+    pub fn top(&self) -> u64 {
+        self.stack.top()
+    }
+
+    fn contains(&self, address: u64) -> bool {
+        let range = self.stack.range();
+        (range.bottom..range.top).contains(&address)
+    }
+}
+
+/// Why [`enter_guest`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnterError {
+    /// The caller runs on the vcpu's own stack.
+    OnVcpuStack,
+    /// The frame does not name Xen's flat ring-3 selectors.
+    NotRingThree,
+    /// The frame's rip is not canonical.
+    NotCanonical,
+    /// The page tables do not share the hypervisor's slots with the live ones.
+    ForeignTables,
+}
+
+/// Enters a guest vcpu afresh: copies `frame` to the top of the vcpu's
+/// stack, switches to the vcpu's page tables `root` and returns to ring 3
+/// with `iretq`. Returns only if refused. Must not run on the vcpu's stack
+/// (anything on it is overwritten).
+pub fn enter_guest(frame: &InterruptFrame, stack: &VcpuStack, root: u64) -> EnterError {
+    if stack.contains(cpu::stack_pointer()) {
+        return EnterError::OnVcpuStack;
+    }
+    if frame.cs != u64::from(FLAT_RING3_CS64) || frame.ss != u64::from(FLAT_RING3_DS) {
+        return EnterError::NotRingThree;
+    }
+    // iretq to a non-canonical rip faults in ring 0.
+    if !is_canonical(frame.rip) {
+        return EnterError::NotCanonical;
+    }
+    if !crate::paging::shares_hypervisor_slots(root) {
+        return EnterError::ForeignTables;
+    }
+    cpu::disable_interrupts();
+    set_vcpu_stack(stack.top());
+    let size = core::mem::size_of::<InterruptFrame>() as u64;
+    let target = stack.top() - size;
+    // SAFETY: the vcpu's stack is mapped, writable and exclusive to it
+    // (`Stack`), nothing on it is live (we do not run on it: checked
+    // above), and the frame fits below its top.
+    unsafe { core::ptr::write(target as *mut InterruptFrame, frame.clone()) };
+    let exit = sluice_guest_exit_iret as *const () as u64;
+    // SAFETY: `root` maps the hypervisor's slots exactly as the live tables
+    // (checked above), so this code, the stack and the per-CPU block stay
+    // mapped across the CR3 load; the exit path pops exactly one
+    // InterruptFrame and `iretq`s to ring 3 (selectors checked above).
+    unsafe {
+        core::arch::asm!(
+            "mov cr3, {root}",
+            "mov rsp, {target}",
+            "jmp {exit}",
+            root = in(reg) root,
+            target = in(reg) target,
+            exit = in(reg) exit,
+            options(noreturn)
+        );
+    }
+}
+
+/// Switches this CPU to the page tables at `root` (a guest's), after
+/// checking that they map the hypervisor's slots as the live ones do.
+pub fn switch_page_tables(root: u64) -> Result<(), EnterError> {
+    if !crate::paging::shares_hypervisor_slots(root) {
+        return Err(EnterError::ForeignTables);
+    }
+    // SAFETY: the hypervisor's slots are identical (checked above), so
+    // everything the hypervisor uses stays mapped across the switch.
+    unsafe { load_page_tables(root) };
+    Ok(())
+}
+
+/// Loads `root` into CR3 (a guest's page tables, which share the
+/// hypervisor's slots).
+///
+/// # Safety
+/// `root` must map the hypervisor's slots exactly as the live tables do.
+pub unsafe fn load_page_tables(root: u64) {
+    // SAFETY: (caller) everything the hypervisor uses stays mapped.
+    unsafe {
+        core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
+    }
+}

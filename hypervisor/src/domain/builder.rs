@@ -1,0 +1,444 @@
+//! The PV domain builder: from a boot module (an ELF image with Xen's
+//! notes and a command line) to a domain ready to run, laid out as Xen's PV
+//! builder does (spec §7.9).
+//!
+//! The bootstrap region starts at the image's VIRT_BASE and holds, in
+//! order: the kernel at its virtual addresses, the p2m list (`nr_pages`
+//! u64s, pfn = (va − VIRT_BASE) / 4096), start_info, the bootstrap page
+//! tables (L4, L3, L2, then one L1 per 2 MiB, mapped read-only), one stack
+//! page, and at least 512 KiB of slack up to a 4 MiB boundary. Everything
+//! is mapped with 4 KiB pages, user-accessible (a PV kernel runs in ring 3),
+//! read-write except the page tables. L4 slot 0 stays empty; slots
+//! 256..=271 are the hypervisor's, copied supervisor-only. The shared_info
+//! page is the hypervisor's own frame, not mapped: the guest maps it with
+//! update_va_mapping.
+
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
+use arch::idt::InterruptFrame;
+use arch::layout::PAGE_SIZE;
+use arch::paging::PageTables;
+use evtchn_core::{DomId, DomainConfig, FifoSupport, Privilege};
+
+use super::config::{self, ArgsError, DomainArgs};
+use super::elf::{self, GuestImage, ImageError};
+use super::{Domain, DomainParts, VcpuState};
+use crate::bootinfo::Module;
+use crate::memory::guest_frames::GuestFrame;
+use crate::memory::{frames, space};
+
+/// Page-table entry bits the builder writes: present, writable, user,
+/// accessed, dirty (Xen's `…067`), and for L1 entries software bit 52
+/// (`_PAGE_GUEST_KERNEL`).
+const PTE_TABLE: u64 = 0x067;
+const PTE_PAGE: u64 = 0x067 | (1 << 52);
+const PTE_PAGE_READ_ONLY: u64 = 0x065 | (1 << 52);
+/// Slack after the stack page (spec §7.9).
+const SLACK: u64 = 512 * 1024;
+const FOUR_MIB: u64 = 4 << 20;
+const TWO_MIB: u64 = 2 << 20;
+/// Hypervisor stack per vcpu, in pages.
+const VCPU_STACK_PAGES: u64 = 8;
+/// pirqs a domain can name (none is mapped: Sluice routes no host IRQ to
+/// guests yet).
+pub const NR_PIRQS: u32 = 256;
+/// Largest module accepted.
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// start_info field offsets (spec §7.7).
+mod start_info {
+    pub const SIZE: usize = 1168;
+    pub const MAGIC: usize = 0;
+    pub const NR_PAGES: usize = 32;
+    pub const SHARED_INFO: usize = 40;
+    pub const FLAGS: usize = 48;
+    pub const PT_BASE: usize = 88;
+    pub const NR_PT_FRAMES: usize = 96;
+    pub const MFN_LIST: usize = 104;
+    pub const CMD_LINE: usize = 128;
+    pub const CMD_LINE_SIZE: usize = 1024;
+    pub const FIRST_P2M_PFN: usize = 1152;
+    pub const SIF_PRIVILEGED: u32 = 1 << 0;
+    pub const SIF_INITDOMAIN: u32 = 1 << 1;
+}
+
+/// Why a module did not become a domain.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The module line.
+    Args(ArgsError),
+    /// The image.
+    Image(ImageError),
+    /// The image does not fit the bootstrap layout.
+    Layout(&'static str),
+    /// Out of memory.
+    Memory,
+    /// The domain id is taken or too large.
+    DomainId,
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Args(error) => write!(formatter, "module line: {error}"),
+            Self::Image(error) => write!(formatter, "image: {error}"),
+            Self::Layout(why) => write!(formatter, "layout: {why}"),
+            Self::Memory => formatter.write_str("out of memory"),
+            Self::DomainId => formatter.write_str("domain id taken or too large"),
+        }
+    }
+}
+
+/// vcpus placed so far (vcpu k goes to pCPU k mod n).
+static NEXT_PCPU: AtomicU32 = AtomicU32::new(0);
+
+/// Where everything goes, as guest virtual addresses.
+struct Layout {
+    base: u64,
+    p2m: u64,
+    start_info: u64,
+    page_tables: u64,
+    l1_count: u64,
+    stack: u64,
+    end: u64,
+}
+
+impl Layout {
+    fn compute(image: &GuestImage, nr_pages: u64) -> Result<Self, BuildError> {
+        let base = if image.virt_base != 0 {
+            image.virt_base
+        } else {
+            image.virt_start
+        };
+        if !base.is_multiple_of(TWO_MIB) || base > image.virt_start {
+            return Err(BuildError::Layout(
+                "VIRT_BASE is not 2 MiB aligned or lies above the image",
+            ));
+        }
+        let kernel_end = image
+            .virt_end
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(BuildError::Layout("image end overflows"))?;
+        const OVERFLOW: &str = "the bootstrap region overflows the address space";
+        let page_offset = |base: u64, pages: u64| {
+            pages
+                .checked_mul(PAGE_SIZE)
+                .and_then(|bytes| base.checked_add(bytes))
+                .ok_or(BuildError::Layout(OVERFLOW))
+        };
+        let p2m = kernel_end;
+        let start_info = page_offset(p2m, (nr_pages * 8).div_ceil(PAGE_SIZE))?;
+        let page_tables = page_offset(start_info, 1)?;
+        let mut l1_count = 1;
+        loop {
+            let stack = page_offset(page_tables, 3 + l1_count)?;
+            let end = page_offset(stack, 1)?
+                .checked_add(SLACK)
+                .and_then(|end| end.checked_next_multiple_of(FOUR_MIB))
+                .ok_or(BuildError::Layout(OVERFLOW))?;
+            let needed = (end - base).div_ceil(TWO_MIB);
+            if needed <= l1_count {
+                if !arch::guest_copy::is_guest_range(base, (end - base) as usize) {
+                    return Err(BuildError::Layout(
+                        "the bootstrap region is not canonical or overlaps the hypervisor's range",
+                    ));
+                }
+                if (base >> 30) != ((end - 1) >> 30) {
+                    return Err(BuildError::Layout(
+                        "the bootstrap region crosses a 1 GiB boundary",
+                    ));
+                }
+                if (end - base) / PAGE_SIZE > nr_pages {
+                    return Err(BuildError::Layout("mem= is too small for the image"));
+                }
+                return Ok(Self {
+                    base,
+                    p2m,
+                    start_info,
+                    page_tables,
+                    l1_count,
+                    stack,
+                    end,
+                });
+            }
+            l1_count = needed;
+        }
+    }
+
+    fn pfn(&self, virt: u64) -> usize {
+        ((virt - self.base) / PAGE_SIZE) as usize
+    }
+}
+
+/// Builds and registers the domain module `index` describes; logs and
+/// returns the error if it cannot.
+pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
+    let args = config::parse(&module.string).map_err(BuildError::Args)?;
+    if usize::from(args.domid) >= super::MAX_DOMAINS || super::exists(DomId(args.domid)) {
+        return Err(BuildError::DomainId);
+    }
+    let size = module.end.saturating_sub(module.start);
+    if size > MAX_IMAGE_BYTES {
+        return Err(BuildError::Image(ImageError::NotElf));
+    }
+    let mut bytes = vec![0u8; size as usize];
+    if !crate::physmem::copy_from_phys(module.start, &mut bytes) {
+        return Err(BuildError::Image(ImageError::NotElf));
+    }
+    let image = elf::parse(&bytes).map_err(BuildError::Image)?;
+    let nr_pages = args.memory_mib * (1 << 20) / PAGE_SIZE;
+    let layout = Layout::compute(&image, nr_pages)?;
+
+    let online = arch::percpu::online_count().max(1);
+
+    // Memory: nr_pages fresh zeroed frames.
+    let mut memory = Vec::with_capacity(nr_pages as usize);
+    for _ in 0..nr_pages {
+        let frame = frames::allocate()
+            .and_then(GuestFrame::from_allocator)
+            .ok_or(BuildError::Memory)?;
+        memory.push(frame);
+    }
+    let frame_at = |virt: u64| memory.get(layout.pfn(virt)).copied();
+
+    load_segments(&image, &bytes, &frame_at)?;
+    if let Some(page) = image.hypercall_page {
+        let frame = frame_at(page).ok_or(BuildError::Layout("hypercall page"))?;
+        frame.write(0, &hypercall_page());
+    }
+    // The p2m list.
+    for (pfn, frame) in memory.iter().enumerate() {
+        let virt = layout.p2m + pfn as u64 * 8;
+        let target = frame_at(virt).ok_or(BuildError::Layout("p2m"))?;
+        target.write_word(((virt % PAGE_SIZE) / 8) as usize, frame.mfn());
+    }
+
+    let shared_info_frame = frames::allocate()
+        .and_then(GuestFrame::from_allocator)
+        .ok_or(BuildError::Memory)?;
+    init_shared_info(shared_info_frame);
+
+    let page_table_frames = build_page_tables(&layout, &memory)?;
+    let root = page_table_frames
+        .first()
+        .map(|frame| frame.phys())
+        .ok_or(BuildError::Memory)?;
+
+    write_start_info(&layout, &args, &memory, shared_info_frame)?;
+
+    // vcpus are spread over the pCPUs, round-robin across domains.
+    let first_pcpu = NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
+    let mut vcpu_homes = Vec::new();
+    for vcpu in 0..args.vcpus {
+        let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
+        let pcpu = (first_pcpu + vcpu) % online;
+        vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
+    }
+
+    let privilege = if args.is_privileged {
+        Privilege::Privileged
+    } else {
+        Privilege::Unprivileged
+    };
+    let domain = Arc::new(Domain::new(DomainParts {
+        id: DomId(args.domid),
+        privilege,
+        frames: memory,
+        page_table_frames,
+        root,
+        shared_info_frame,
+        vcpu_homes,
+    }));
+    let events_config = DomainConfig {
+        domid: domain.id,
+        vcpus: args.vcpus,
+        privilege,
+        max_evtchn_port: if args.is_privileged {
+            i32::MAX as u32
+        } else {
+            1023
+        },
+        nr_pirqs: NR_PIRQS,
+        fifo: FifoSupport::Enabled,
+    };
+    crate::events::domains()
+        .create_domain(events_config, crate::events::shared_view(&domain))
+        .map_err(|_| BuildError::DomainId)?;
+
+    let entry = InterruptFrame {
+        rip: image.entry,
+        cs: u64::from(FLAT_RING3_CS64),
+        rflags: 0x202,
+        rsp: layout.stack + PAGE_SIZE,
+        ss: u64::from(FLAT_RING3_DS),
+        rsi: layout.start_info,
+        ..InterruptFrame::default()
+    };
+    if let Some(vcpu0) = domain.vcpus.first() {
+        *vcpu0.initial_frame.lock() = Some(entry);
+        vcpu0
+            .is_initialised
+            .store(true, core::sync::atomic::Ordering::Release);
+        vcpu0.set_state(VcpuState::Running);
+    }
+    for vcpu in domain.vcpus.iter() {
+        crate::timers::start_default_periodic(vcpu);
+        crate::sched::host(&domain, vcpu);
+    }
+    if !super::register(domain.clone()) {
+        return Err(BuildError::DomainId);
+    }
+    log::info!(
+        "d{}: built from module {index}: {} vcpu(s) from pCPU {}, {} MiB, entry {:#x}, {}",
+        args.domid,
+        args.vcpus,
+        first_pcpu % online,
+        args.memory_mib,
+        image.entry,
+        if args.is_privileged {
+            "privileged"
+        } else {
+            "unprivileged"
+        }
+    );
+    Ok(domain)
+}
+
+fn load_segments(
+    image: &GuestImage,
+    bytes: &[u8],
+    frame_at: &dyn Fn(u64) -> Option<GuestFrame>,
+) -> Result<(), BuildError> {
+    for segment in &image.segments {
+        let contents = bytes
+            .get(segment.file_offset..segment.file_offset + segment.file_size)
+            .ok_or(BuildError::Image(ImageError::BadSegment))?;
+        let mut done = 0usize;
+        while done < contents.len() {
+            let virt = segment.virt + done as u64;
+            let in_page = (virt % PAGE_SIZE) as usize;
+            let chunk = (PAGE_SIZE as usize - in_page).min(contents.len() - done);
+            let frame = frame_at(virt).ok_or(BuildError::Layout("segment outside memory"))?;
+            frame.write(in_page, contents.get(done..done + chunk).unwrap_or(&[]));
+            done += chunk;
+        }
+    }
+    Ok(())
+}
+
+/// Xen's hypercall page (spec §7.3): 0xCC, then 128 stubs of 32 bytes;
+/// stub 23 (iret) pushes rax too and never returns.
+fn hypercall_page() -> [u8; 4096] {
+    let mut page = [0xccu8; 4096];
+    for (number, stub) in page.chunks_exact_mut(32).enumerate() {
+        let number = number as u32;
+        let [b0, b1, b2, b3] = number.to_le_bytes();
+        let code: &[u8] = if number == 23 {
+            &[
+                0x51, 0x41, 0x53, 0x50, 0xb8, 0x17, 0x00, 0x00, 0x00, 0x0f, 0x05,
+            ]
+        } else {
+            &[
+                0x51, 0x41, 0x53, 0xb8, b0, b1, b2, b3, 0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3,
+            ]
+        };
+        if let Some(target) = stub.get_mut(..code.len()) {
+            target.copy_from_slice(code);
+        }
+    }
+    page
+}
+
+/// Zeroed (done by the allocator wrapper), every vcpu_info masked, time
+/// and wall clock published.
+fn init_shared_info(frame: GuestFrame) {
+    let shared = frame.as_shared_info();
+    for info in &shared.vcpu_info {
+        info.evtchn_upcall_mask.store(1, Ordering::SeqCst);
+        crate::time::publish_vcpu_time(info);
+    }
+    crate::time::publish_wallclock(shared);
+}
+
+/// L4, L3, L2 and the L1s in the bootstrap region; returns their frames
+/// (the L4 first).
+fn build_page_tables(
+    layout: &Layout,
+    memory: &[GuestFrame],
+) -> Result<Vec<GuestFrame>, BuildError> {
+    let table_count = 3 + layout.l1_count as usize;
+    let first = layout.pfn(layout.page_tables);
+    let tables = memory
+        .get(first..first + table_count)
+        .ok_or(BuildError::Layout("page tables outside memory"))?;
+    let (&l4, rest) = tables.split_first().ok_or(BuildError::Memory)?;
+    let (&l3, rest) = rest.split_first().ok_or(BuildError::Memory)?;
+    let (&l2, l1s) = rest.split_first().ok_or(BuildError::Memory)?;
+    let index = |virt: u64, level: u32| ((virt >> (12 + 9 * level)) & 0x1ff) as usize;
+    l4.write_word(index(layout.base, 3), l3.phys() | PTE_TABLE);
+    l3.write_word(index(layout.base, 2), l2.phys() | PTE_TABLE);
+    let pt_start = layout.page_tables;
+    let pt_end = pt_start + table_count as u64 * PAGE_SIZE;
+    let mut virt = layout.base;
+    while virt < layout.end {
+        let chunk = ((virt - layout.base) / TWO_MIB) as usize;
+        let l1 = *l1s.get(chunk).ok_or(BuildError::Layout("L1 tables"))?;
+        if virt.is_multiple_of(TWO_MIB) {
+            l2.write_word(index(virt, 1), l1.phys() | PTE_TABLE);
+        }
+        let frame = memory
+            .get(layout.pfn(virt))
+            .ok_or(BuildError::Layout("region outside memory"))?;
+        let flags = if (pt_start..pt_end).contains(&virt) {
+            PTE_PAGE_READ_ONLY
+        } else {
+            PTE_PAGE
+        };
+        l1.write_word(index(virt, 0), frame.phys() | flags);
+        virt += PAGE_SIZE;
+    }
+    let mut guest_tables = PageTables::from_root(l4.phys());
+    guest_tables.share_hypervisor_slots(&PageTables::current());
+    Ok(tables.to_vec())
+}
+
+fn write_start_info(
+    layout: &Layout,
+    args: &DomainArgs,
+    memory: &[GuestFrame],
+    shared_info: GuestFrame,
+) -> Result<(), BuildError> {
+    use start_info::*;
+    let mut page = [0u8; SIZE];
+    let mut put = |offset: usize, value: &[u8]| {
+        if let Some(target) = page.get_mut(offset..offset + value.len()) {
+            target.copy_from_slice(value);
+        }
+    };
+    put(MAGIC, b"xen-3.0-x86_64\0");
+    put(NR_PAGES, &(memory.len() as u64).to_le_bytes());
+    put(SHARED_INFO, &shared_info.phys().to_le_bytes());
+    let flags = if args.is_privileged {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
+    put(FLAGS, &flags.to_le_bytes());
+    put(PT_BASE, &layout.page_tables.to_le_bytes());
+    put(NR_PT_FRAMES, &(3 + layout.l1_count).to_le_bytes());
+    put(MFN_LIST, &layout.p2m.to_le_bytes());
+    let cmdline = args.guest_cmdline.as_bytes();
+    let length = cmdline.len().min(CMD_LINE_SIZE - 1);
+    put(CMD_LINE, cmdline.get(..length).unwrap_or(&[]));
+    let mapped_pages = (layout.end - layout.base) / PAGE_SIZE;
+    put(FIRST_P2M_PFN, &mapped_pages.to_le_bytes());
+    let frame = memory
+        .get(layout.pfn(layout.start_info))
+        .ok_or(BuildError::Layout("start_info"))?;
+    frame.write(0, &page);
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! set_callbacks, callback_op (spec §7.6) and HYPERVISOR_iret (spec §7.5).
+
+use core::sync::atomic::Ordering;
+
+use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
+use arch::guest_entry::is_canonical;
+use evtchn_core::Errno;
+
+use super::{Call, GuestIn};
+use crate::domain;
+
+const CALLBACKOP_REGISTER: u64 = 0;
+const CALLBACKOP_UNREGISTER: u64 = 1;
+const CALLBACKTYPE_EVENT: u16 = 0;
+const CALLBACKTYPE_FAILSAFE: u16 = 1;
+const CALLBACKTYPE_SYSCALL: u16 = 2;
+const CALLBACKTYPE_NMI: u16 = 4;
+const CALLBACKTYPE_SYSENTER: u16 = 5;
+const CALLBACKTYPE_SYSCALL32: u16 = 7;
+/// VGCF_in_syscall in the iret context's flags.
+const VGCF_IN_SYSCALL: u64 = 1 << 8;
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IOPL: u64 = 3 << 12;
+const RFLAGS_VM: u64 = 1 << 17;
+/// The rflags bits a ring-3 guest can hold (CF..ID, without IOPL and VM).
+const RFLAGS_ARCHITECTURAL: u64 = 0x003f_7fd7;
+
+/// `set_callbacks(event, failsafe, syscall)`: registers them, ignores
+/// errors, returns 0.
+pub fn set_callbacks(call: &mut Call<'_>) -> Result<u64, Errno> {
+    let (event, failsafe) = (call.argument(0), call.argument(1));
+    call.vcpu.event_callback.store(event, Ordering::Relaxed);
+    call.vcpu
+        .failsafe_callback
+        .store(failsafe, Ordering::Relaxed);
+    Ok(0)
+}
+
+/// `callback_op(cmd, arg)`.
+pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
+    let argument = call.guest_in(1);
+    match call.argument(0) {
+        CALLBACKOP_REGISTER => {
+            let mut bytes = [0u8; 16];
+            argument.read(&mut bytes)?;
+            let kind = u16::from_le_bytes([bytes[0], bytes[1]]);
+            let mut address_bytes = [0u8; 8];
+            address_bytes.copy_from_slice(bytes.get(8..16).unwrap_or(&[0; 8]));
+            let address = u64::from_le_bytes(address_bytes);
+            if !is_canonical(address) {
+                return Err(Errno::EINVAL);
+            }
+            match kind {
+                CALLBACKTYPE_EVENT => call.vcpu.event_callback.store(address, Ordering::Relaxed),
+                CALLBACKTYPE_FAILSAFE => {
+                    call.vcpu
+                        .failsafe_callback
+                        .store(address, Ordering::Relaxed);
+                }
+                // Accepted and kept nowhere: Sluice has no guest user mode
+                // and no NMI delivery yet.
+                CALLBACKTYPE_SYSCALL
+                | CALLBACKTYPE_NMI
+                | CALLBACKTYPE_SYSENTER
+                | CALLBACKTYPE_SYSCALL32 => {}
+                _ => return Err(Errno::ENOSYS),
+            }
+            Ok(0)
+        }
+        CALLBACKOP_UNREGISTER => {
+            let mut bytes = [0u8; 4];
+            argument.read(&mut bytes)?;
+            match u16::from_le_bytes([bytes[0], bytes[1]]) {
+                CALLBACKTYPE_NMI => Ok(0),
+                CALLBACKTYPE_EVENT
+                | CALLBACKTYPE_FAILSAFE
+                | CALLBACKTYPE_SYSCALL
+                | CALLBACKTYPE_SYSCALL32
+                | CALLBACKTYPE_SYSENTER => Err(Errno::EINVAL),
+                _ => Err(Errno::ENOSYS),
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
+/// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`.
+pub fn iret(call: &mut Call<'_>) {
+    let mut bytes = [0u8; 72];
+    if GuestIn(call.frame.rsp).read(&mut bytes).is_err() {
+        domain::crash(
+            call.domain,
+            format_args!(
+                "*** HYPERVISOR_iret: unreadable frame at {:#x}",
+                call.frame.rsp
+            ),
+        );
+        return;
+    }
+    let mut words = [0u64; 9];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(value);
+    }
+    let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
+    // Guest user mode (RPL 3 in the saved cs) needs user page tables,
+    // which Sluice's domains never have; other selectors than Xen's flat
+    // ones cannot be loaded.
+    if cs & 3 == 3
+        || (cs | 3) & 0xffff != u64::from(FLAT_RING3_CS64)
+        || (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS)
+        || !is_canonical(rip)
+    {
+        domain::crash(
+            call.domain,
+            format_args!(
+                "*** HYPERVISOR_iret: cannot return to cs={cs:#x} ss={ss:#x} rip={rip:#x}"
+            ),
+        );
+        return;
+    }
+    let frame = &mut *call.frame;
+    frame.rip = rip;
+    frame.cs = u64::from(FLAT_RING3_CS64);
+    frame.ss = u64::from(FLAT_RING3_DS);
+    frame.rsp = rsp;
+    frame.rflags = (rflags & RFLAGS_ARCHITECTURAL & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF | 2;
+    frame.rax = rax;
+    if flags & VGCF_IN_SYSCALL != 0 {
+        // sysret-style, as Xen 4.17: rcx and r11 carry rip and rflags.
+        frame.rcx = rip;
+        frame.r11 = frame.rflags;
+    } else {
+        frame.rcx = rcx;
+        frame.r11 = r11;
+    }
+    let mask = u8::from(rflags & RFLAGS_IF == 0);
+    if let Some(info) = call.domain.vcpu_info(call.vcpu.id) {
+        info.evtchn_upcall_mask.store(mask, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,198 @@
+//! Hypercall dispatch and the hooks `arch` calls for guests (spec §7).
+//!
+//! A hypercall arrives as the guest's [`InterruptFrame`]: number in `rax`,
+//! arguments in `rdi, rsi, rdx, r10, r8`; the result goes back in `rax`
+//! (negative errno on failure). Every guest pointer goes through
+//! `arch::guest_copy` through typed handles ([`GuestIn`], [`GuestOut`],
+//! [`GuestInOut`]); a bad one gives
+//! -EFAULT. Numbers Sluice does not serve give -ENOSYS.
+
+mod callbacks;
+mod console;
+mod evtchn;
+mod guest;
+mod memory;
+mod physdev;
+mod sched_op;
+mod vcpu_op;
+mod version;
+
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+
+use arch::idt::InterruptFrame;
+use evtchn_core::{Errno, VcpuId};
+
+use crate::domain::{self, Domain, Vcpu, VcpuState};
+use crate::sched;
+pub use guest::{GuestIn, GuestInOut, GuestOut};
+
+/// The hypercall numbers Sluice serves (spec §7.1).
+mod number {
+    pub const SET_CALLBACKS: u64 = 4;
+    pub const UPDATE_VA_MAPPING: u64 = 14;
+    pub const SET_TIMER_OP: u64 = 15;
+    pub const XEN_VERSION: u64 = 17;
+    pub const CONSOLE_IO: u64 = 18;
+    pub const IRET: u64 = 23;
+    pub const VCPU_OP: u64 = 24;
+    pub const SCHED_OP: u64 = 29;
+    pub const CALLBACK_OP: u64 = 30;
+    pub const EVENT_CHANNEL_OP: u64 = 32;
+    pub const PHYSDEV_OP: u64 = 33;
+}
+
+/// What a hypercall handler sees.
+pub struct Call<'a> {
+    /// The calling domain.
+    pub domain: &'a Arc<Domain>,
+    /// The calling vcpu.
+    pub vcpu: &'a Vcpu,
+    /// The guest's registers.
+    pub frame: &'a mut InterruptFrame,
+}
+
+impl Call<'_> {
+    /// Argument `index` (0..5: rdi, rsi, rdx, r10, r8).
+    pub fn argument(&self, index: usize) -> u64 {
+        match index {
+            0 => self.frame.rdi,
+            1 => self.frame.rsi,
+            2 => self.frame.rdx,
+            3 => self.frame.r10,
+            _ => self.frame.r8,
+        }
+    }
+
+    /// Argument `index` as guest memory the call only reads.
+    pub fn guest_in(&self, index: usize) -> GuestIn {
+        GuestIn(self.argument(index))
+    }
+
+    /// Argument `index` as guest memory the call only writes.
+    pub fn guest_out(&self, index: usize) -> GuestOut {
+        GuestOut(self.argument(index))
+    }
+
+    /// Argument `index` as guest memory the call reads and writes back.
+    pub fn guest_in_out(&self, index: usize) -> GuestInOut {
+        GuestInOut(self.argument(index))
+    }
+}
+
+/// A result as the guest sees it in `rax`.
+fn to_rax(result: Result<u64, Errno>) -> u64 {
+    match result {
+        Ok(value) => value,
+        Err(errno) => (-(errno as i64)) as u64,
+    }
+}
+
+/// The `hypercall` hook: serves the call in `frame.rax`.
+pub fn on_hypercall(frame: &mut InterruptFrame) {
+    let Some((domain, vcpu_id)) = sched::current() else {
+        frame.rax = to_rax(Err(Errno::ENOSYS));
+        return;
+    };
+    let Some(vcpu) = domain.vcpu(vcpu_id) else {
+        return;
+    };
+    let number = frame.rax;
+    let mut call = Call {
+        domain: &domain,
+        vcpu,
+        frame,
+    };
+    let result = match number {
+        number::SET_CALLBACKS => callbacks::set_callbacks(&mut call),
+        number::UPDATE_VA_MAPPING => memory::update_va_mapping(&mut call),
+        number::SET_TIMER_OP => vcpu_op::set_timer_op(&mut call),
+        number::XEN_VERSION => version::xen_version(&mut call),
+        number::CONSOLE_IO => console::console_io(&mut call),
+        // iret rewrites the whole frame, rax included.
+        number::IRET => return callbacks::iret(&mut call),
+        number::VCPU_OP => vcpu_op::vcpu_op(&mut call),
+        number::SCHED_OP => sched_op::sched_op(&mut call),
+        number::CALLBACK_OP => callbacks::callback_op(&mut call),
+        number::EVENT_CHANNEL_OP => evtchn::event_channel_op(&mut call),
+        number::PHYSDEV_OP => physdev::physdev_op(&mut call),
+        _ => Err(Errno::ENOSYS),
+    };
+    call.frame.rax = to_rax(result);
+}
+
+/// The `exception` hook: a guest fault. With no trap table (Sluice does not
+/// serve set_trap_table yet) the domain crashes; its state is printed.
+pub fn on_guest_exception(frame: &mut InterruptFrame) {
+    let Some((domain, vcpu_id)) = sched::current() else {
+        return;
+    };
+    let cr2 = if frame.vector == u64::from(arch::vectors::PAGE_FAULT) {
+        arch::cpu::cr2()
+    } else {
+        0
+    };
+    crate::console::guest_notice(
+        domain.id,
+        format_args!(
+            "*** vcpu {}: unhandled exception {} ({}) error {:#x} at rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x}: crashing the domain",
+            vcpu_id.0,
+            frame.vector,
+            arch::idt::exception_name(frame.vector),
+            frame.error_code,
+            frame.rip,
+            frame.rsp,
+            frame.rflags,
+            cr2
+        ),
+    );
+    crate::console::guest_notice(
+        domain.id,
+        format_args!(
+            "    rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+            frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
+        ),
+    );
+    domain::shut_down(&domain, domain::ShutdownReason::Crash);
+}
+
+/// The `before_return` hook: stop the vcpu if its domain is shutting down
+/// or it went down, else inject a pending upcall (spec §3.4).
+pub fn before_return(frame: &mut InterruptFrame) {
+    let Some((domain, vcpu_id)) = sched::current() else {
+        return;
+    };
+    let Some(vcpu) = domain.vcpu(vcpu_id) else {
+        return;
+    };
+    sched::maybe_preempt(&domain, vcpu);
+    if domain.is_shutting_down() {
+        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
+    }
+    if vcpu.state() == VcpuState::Down {
+        // VCPUOP_up resumes it here.
+        {
+            let mut resume = vcpu.initial_frame.lock();
+            if resume.is_none() {
+                *resume = Some(frame.clone());
+            }
+        }
+        sched::leave_vcpu(domain, vcpu_id, VcpuState::Down)
+    }
+    let generation = domain.tlb_generation.load(Ordering::Acquire);
+    if vcpu.tlb_generation.swap(generation, Ordering::AcqRel) != generation {
+        arch::paging::flush_all();
+    }
+    crate::upcall::deliver_pending(&domain, vcpu, frame);
+    if domain.is_shutting_down() {
+        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
+    }
+}
+
+/// The vcpu `id` of the caller's domain, or -ENOENT.
+pub fn vcpu_of(domain: &Domain, id: u64) -> Result<&Vcpu, Errno> {
+    u32::try_from(id)
+        .ok()
+        .and_then(|id| domain.vcpu(VcpuId(id)))
+        .ok_or(Errno::ENOENT)
+}

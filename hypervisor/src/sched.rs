@@ -1,0 +1,383 @@
+//! Running vcpus on pCPUs: a per-pCPU round-robin scheduler.
+//!
+//! The builder spreads vcpus over the pCPUs (vcpu k of all domains on pCPU
+//! k mod n) and a vcpu stays on its pCPU. Each pCPU runs a loop on its idle
+//! stack that picks the next vcpu it hosts that can run, round-robin: one
+//! that was preempted, one that blocked and has been woken, or one that is
+//! up but has not started (entered afresh from its initial registers). With
+//! nothing to run it halts. A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
+//! suspends its hypervisor flow into its context and lets the loop run; a
+//! vcpu interrupted in the guest after its time slice (10 ms) is
+//! preempted the same way when another vcpu of the pCPU can run. A vcpu
+//! that stops (its domain shut down, VCPUOP_down) leaves its stack for good.
+//!
+//! Wake-ups: [`kick`] sets the vcpu's `has_wakeup` and, if the vcpu's pCPU
+//! is another one, sends it the kick IPI, which ends its `hlt` or
+//! interrupts its guest so that the return path injects a pending upcall.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arch::percpu::{self, MAX_CPUS};
+use evtchn_core::{DomId, VcpuId};
+
+use crate::domain::{self, Domain, Vcpu, VcpuState};
+
+/// A pCPU's scheduling state.
+struct Pcpu {
+    /// The vcpus it hosts, in creation order.
+    vcpus: spin::Mutex<Vec<(DomId, VcpuId)>>,
+    /// How many (a pCPU with one vcpu never preempts).
+    hosted_count: AtomicUsize,
+    /// The vcpu running now: `(domid << 32 | vcpu) + 1`, 0 = none.
+    current: AtomicU64,
+    /// Where the round-robin search starts next.
+    cursor: AtomicUsize,
+    /// When the current vcpu's time slice started (system time ns).
+    slice_start_ns: AtomicU64,
+    /// Its idle stack.
+    idle: spin::Once<arch::stack::IdleStack>,
+    /// Whether its LAPIC timer ticks at [`GUEST_TICK_HZ`] yet.
+    has_guest_tick: core::sync::atomic::AtomicBool,
+}
+
+static PCPUS: [Pcpu; MAX_CPUS] = [const {
+    Pcpu {
+        vcpus: spin::Mutex::new(Vec::new()),
+        hosted_count: AtomicUsize::new(0),
+        current: AtomicU64::new(0),
+        cursor: AtomicUsize::new(0),
+        slice_start_ns: AtomicU64::new(0),
+        idle: spin::Once::new(),
+        has_guest_tick: core::sync::atomic::AtomicBool::new(false),
+    }
+}; MAX_CPUS];
+
+/// Set once every boot module is built (and static channels are bound):
+/// until then no pCPU picks a vcpu, so no domain runs while another one it
+/// may name does not exist yet (Xen's dom0less builds all, then unpauses).
+static DOMAINS_RELEASED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Lets the pCPUs run the built domains.
+pub fn release_domains() {
+    // Release: pairs with the Acquire in `pick`; the domains' state is
+    // published before any pCPU runs them.
+    DOMAINS_RELEASED.store(true, Ordering::Release);
+}
+
+/// The LAPIC tick rate of a pCPU once it runs vcpus: guest timers
+/// (singleshot, poll timeouts, the periodic VIRQ_TIMER) resolve to it.
+pub const GUEST_TICK_HZ: u32 = 1000;
+
+/// A time slice.
+const SLICE_NS: u64 = 10_000_000;
+
+fn encode(domid: DomId, vcpu: VcpuId) -> u64 {
+    ((u64::from(domid.0) << 32) | u64::from(vcpu.0)) + 1
+}
+
+fn decode(value: u64) -> Option<(DomId, VcpuId)> {
+    let value = value.checked_sub(1)?;
+    Some((DomId((value >> 32) as u16), VcpuId(value as u32)))
+}
+
+fn this_pcpu() -> Option<&'static Pcpu> {
+    PCPUS.get(percpu::current().index() as usize)
+}
+
+/// Records that `vcpu` of `domain` lives on its pCPU.
+pub fn host(domain: &Domain, vcpu: &Vcpu) {
+    if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
+        arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
+        pcpu.hosted_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The vcpu running on this pCPU, from interrupt context (never spins).
+pub fn hosted_from_interrupt() -> Option<(Arc<Domain>, VcpuId)> {
+    let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;
+    Some((domain::try_get(domid)?, vcpu))
+}
+
+/// The vcpu running on this pCPU (the caller of a hypercall).
+pub fn current() -> Option<(Arc<Domain>, VcpuId)> {
+    let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;
+    Some((domain::get(domid)?, vcpu))
+}
+
+/// Calls `each` for every vcpu this pCPU hosts, from interrupt context
+/// (skipped if the list is being changed this instant).
+pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu)) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    let Some(list) = pcpu.vcpus.try_lock() else {
+        return;
+    };
+    for &(domid, vcpu_id) in list.iter() {
+        if let Some(domain) = domain::try_get(domid)
+            && let Some(vcpu) = domain.vcpu(vcpu_id)
+        {
+            each(&domain, vcpu);
+        }
+    }
+}
+
+/// For the `'r'` debug key: calls `each` with every pCPU's index, the vcpu
+/// it runs now, and the vcpus it hosts in round-robin order (a pCPU whose
+/// list is being changed this instant is skipped: interrupt context).
+pub fn for_each_run_queue(
+    mut each: impl FnMut(usize, Option<(DomId, VcpuId)>, &[(DomId, VcpuId)]),
+) {
+    for index in 0..percpu::count() as usize {
+        let Some(pcpu) = PCPUS.get(index) else {
+            continue;
+        };
+        let Some(list) = pcpu.vcpus.try_lock() else {
+            continue;
+        };
+        each(index, decode(pcpu.current.load(Ordering::Acquire)), &list);
+    }
+}
+
+/// Wakes `vcpu`: a blocked vcpu becomes eligible to run and re-checks why it
+/// waits, a running one on another pCPU gets the kick IPI so that it passes
+/// the upcall check. A leaf.
+pub fn kick(vcpu: &Vcpu) {
+    // Release: pairs with the Acquire swap in `block_until` / `pick`.
+    vcpu.has_wakeup.store(true, Ordering::Release);
+    if vcpu.pcpu != percpu::current().index()
+        && let Some(cpu) = percpu::by_index(vcpu.pcpu)
+    {
+        arch::smp::kick(cpu);
+    }
+}
+
+/// Why a blocked vcpu stopped waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeReason {
+    /// The condition holds.
+    Ready,
+    /// The domain is shutting down: the caller must stop the vcpu.
+    Stopping,
+    /// The vcpu was taken down (VCPUOP_down): the return path parks it.
+    Down,
+}
+
+/// Blocks `vcpu` until `is_ready()`, the domain shuts down or the vcpu is
+/// taken down; meanwhile its pCPU runs other vcpus or halts. `has_wakeup`
+/// is cleared before each check and any wake-up sets it, so a wake-up
+/// between the check and the suspension is not lost (the loop resumes a
+/// blocked vcpu whose flag is set).
+pub fn block_until(domain: &Domain, vcpu: &Vcpu, is_ready: &dyn Fn() -> bool) -> WakeReason {
+    loop {
+        arch::cpu::disable_interrupts();
+        if domain.is_shutting_down() {
+            vcpu.transition(VcpuState::Blocked, VcpuState::Running);
+            return WakeReason::Stopping;
+        }
+        if vcpu.state() == VcpuState::Down {
+            return WakeReason::Down;
+        }
+        // AcqRel: pairs with the Release in `kick`.
+        vcpu.has_wakeup.swap(false, Ordering::AcqRel);
+        if is_ready() {
+            vcpu.transition(VcpuState::Blocked, VcpuState::Running);
+            return WakeReason::Ready;
+        }
+        vcpu.transition(VcpuState::Running, VcpuState::Blocked);
+        suspend(vcpu);
+    }
+}
+
+/// Suspends the running vcpu's hypervisor flow and runs the pCPU's loop;
+/// returns when the loop resumes it.
+fn suspend(vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    match pcpu.idle.get() {
+        Some(idle) => idle.suspend_into(&vcpu.context, pcpu_loop),
+        // No idle stack (cannot happen once the pCPU started): wait here.
+        None => arch::cpu::enable_interrupts_and_halt(),
+    }
+}
+
+/// Preempts the running vcpu (interrupted in the guest) if its time slice
+/// is over and another vcpu of this pCPU can run.
+pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
+        return;
+    }
+    let now = crate::time::now_ns();
+    if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
+        return;
+    }
+    let Some(list) = pcpu.vcpus.try_lock() else {
+        return;
+    };
+    let has_other = list.iter().any(|&(domid, vcpu_id)| {
+        (domid, vcpu_id) != (domain.id, vcpu.id)
+            && domain::get(domid)
+                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
+    });
+    drop(list);
+    if has_other {
+        suspend(vcpu);
+    } else {
+        pcpu.slice_start_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Whether the loop would pick `vcpu`.
+fn can_run(domain: &Domain, vcpu: &Vcpu) -> bool {
+    if domain.is_shutting_down() {
+        return vcpu.state() != VcpuState::Dead;
+    }
+    match vcpu.state() {
+        VcpuState::Running => vcpu.context.is_suspended() || vcpu.initial_frame.lock().is_some(),
+        VcpuState::Blocked => {
+            vcpu.context.is_suspended() && vcpu.has_wakeup.load(Ordering::Acquire)
+        }
+        VcpuState::Down | VcpuState::Dead => false,
+    }
+}
+
+/// Leaves the current vcpu for good (its domain shut down, or it went
+/// down): marks it and runs this pCPU's loop. Called on the vcpu's stack
+/// with nothing on it still needed.
+pub fn leave_vcpu(domain: Arc<Domain>, vcpu: VcpuId, state: VcpuState) -> ! {
+    if let Some(vcpu) = domain.vcpu(vcpu) {
+        match state {
+            VcpuState::Dead => domain::vcpu_stopped(&domain, vcpu),
+            VcpuState::Down | VcpuState::Running | VcpuState::Blocked => vcpu.set_state(state),
+        }
+    }
+    drop(domain);
+    run_idle_loop()
+}
+
+/// Switches this pCPU to its idle stack and its loop.
+pub fn run_idle_loop() -> ! {
+    arch::cpu::disable_interrupts();
+    if let Some(pcpu) = this_pcpu() {
+        pcpu.current.store(0, Ordering::Release);
+        if let Some(idle) = pcpu.idle.get() {
+            idle.restart(0, pcpu_loop)
+        }
+    }
+    // No idle stack: nothing better than halting with interrupts on.
+    crate::cpus::idle()
+}
+
+/// Gives this pCPU an idle stack and enters its loop.
+pub fn start_pcpu() -> ! {
+    let Some(pcpu) = this_pcpu() else {
+        crate::cpus::idle()
+    };
+    match crate::memory::space::allocate_stack(4) {
+        Ok(stack) => pcpu
+            .idle
+            .call_once(|| arch::stack::IdleStack::new(stack))
+            .restart(0, pcpu_loop),
+        Err(error) => {
+            log::error!("cpu{}: no idle stack: {error:?}", percpu::current().index());
+            crate::cpus::idle()
+        }
+    }
+}
+
+/// The next vcpu this pCPU can run, round-robin.
+fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
+    if !DOMAINS_RELEASED.load(Ordering::Acquire) {
+        return None;
+    }
+    let list = pcpu.vcpus.lock();
+    let count = list.len();
+    let start = pcpu.cursor.load(Ordering::Relaxed);
+    for offset in 0..count {
+        let index = (start + offset) % count;
+        let Some(&(domid, vcpu_id)) = list.get(index) else {
+            continue;
+        };
+        let Some(domain) = domain::get(domid) else {
+            continue;
+        };
+        let Some(vcpu) = domain.vcpu(vcpu_id) else {
+            continue;
+        };
+        if domain.is_shutting_down() && !vcpu.context.is_suspended() {
+            // Never started, down, or parked: it stops here.
+            if vcpu.state() != VcpuState::Dead {
+                drop(list);
+                domain::vcpu_stopped(&domain, vcpu);
+                return None;
+            }
+            continue;
+        }
+        if can_run(&domain, vcpu) {
+            pcpu.cursor.store(index + 1, Ordering::Relaxed);
+            return Some((domain, vcpu_id));
+        }
+    }
+    None
+}
+
+/// The pCPU loop: run the next vcpu that can run, else halt.
+extern "C" fn pcpu_loop(_: u64) -> ! {
+    loop {
+        arch::cpu::disable_interrupts();
+        let Some(pcpu) = this_pcpu() else {
+            crate::cpus::idle()
+        };
+        pcpu.current.store(0, Ordering::Release);
+        if let Some((domain, vcpu_id)) = pick(pcpu)
+            && let Some(vcpu) = domain.vcpu(vcpu_id)
+        {
+            run(pcpu, &domain, vcpu);
+        }
+        arch::cpu::enable_interrupts_and_halt();
+    }
+}
+
+/// Runs `vcpu` on this pCPU: resumes its suspended flow, or enters it
+/// afresh. Returns only if it could not.
+fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
+    if !pcpu.has_guest_tick.swap(true, Ordering::Relaxed) {
+        arch::lapic::start_periodic_timer(GUEST_TICK_HZ);
+    }
+    pcpu.current
+        .store(encode(domain.id, vcpu.id), Ordering::Release);
+    pcpu.slice_start_ns
+        .store(crate::time::now_ns(), Ordering::Relaxed);
+    arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
+    if vcpu.context.is_suspended() {
+        if arch::guest_entry::switch_page_tables(domain.root).is_err() {
+            domain::crash(
+                domain,
+                format_args!("*** page tables lost their hypervisor slots"),
+            );
+            return;
+        }
+        if vcpu.state() == VcpuState::Running {
+            crate::timers::on_switch_in(domain, vcpu);
+        }
+        let _ = arch::stack::resume(&vcpu.context);
+        return;
+    }
+    let frame = vcpu.initial_frame.lock().take();
+    if let Some(frame) = frame {
+        crate::timers::on_switch_in(domain, vcpu);
+        let error = arch::guest_entry::enter_guest(&frame, &vcpu.stack, domain.root);
+        domain::crash(
+            domain,
+            format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
+        );
+    }
+    pcpu.current.store(0, Ordering::Release);
+}

@@ -1,0 +1,95 @@
+//! Guest timers on the pCPU's LAPIC timer tick: the default 10 ms periodic
+//! VIRQ_TIMER, the singleshot timer (set_timer_op, VCPUOP_set_singleshot_timer)
+//! and SCHEDOP_poll timeouts. Deadlines are absolute system time (ns).
+//!
+//! The periodic timer follows Xen: it only ticks while its vcpu runs; a
+//! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
+//! and when the vcpu runs again an overdue tick is raised at once
+//! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
+//! tick of that pCPU drives its timers; they resolve to its period (1 ms
+//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`).
+
+use core::sync::atomic::Ordering;
+
+use evtchn_core::Virq;
+
+use crate::domain::{Domain, Vcpu, VcpuState};
+
+/// Xen's default periodic timer for PV vcpus.
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+
+/// Starts the default 10 ms periodic timer of a new vcpu.
+pub fn start_default_periodic(vcpu: &Vcpu) {
+    vcpu.periodic_period_ns
+        .store(DEFAULT_PERIOD_NS, Ordering::Relaxed);
+    vcpu.periodic_next_ns
+        .store(crate::time::now_ns() + DEFAULT_PERIOD_NS, Ordering::Relaxed);
+}
+
+fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
+    crate::events::domains().send_vcpu_virq(domain.id, vcpu.id, Virq::TIMER);
+}
+
+/// Raises a due periodic tick (at most one) and moves the next one past now.
+fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) {
+    let period = vcpu.periodic_period_ns.load(Ordering::Relaxed);
+    if period == 0 {
+        return;
+    }
+    let next = vcpu.periodic_next_ns.load(Ordering::Relaxed);
+    if now < next {
+        return;
+    }
+    let missed = (now - next) / period + 1;
+    vcpu.periodic_next_ns
+        .store(next + missed * period, Ordering::Relaxed);
+    raise_timer(domain, vcpu);
+}
+
+/// The vcpu runs again (first entry, or the end of a block or poll): an
+/// overdue periodic tick fires at once.
+pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
+    periodic(domain, vcpu, crate::time::now_ns());
+}
+
+/// The LAPIC timer interrupt of this pCPU: the periodic timer of the vcpu
+/// running now, and the singleshot and poll deadlines of every vcpu the
+/// pCPU hosts.
+pub fn on_tick(_frame: &mut arch::idt::InterruptFrame) {
+    let now = crate::time::now_ns();
+    if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
+        && let Some(vcpu) = domain.vcpu(vcpu_id)
+        && vcpu.state() == VcpuState::Running
+    {
+        periodic(&domain, vcpu, now);
+    }
+    crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
+        let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
+        if deadline != 0
+            && now >= deadline
+            && vcpu
+                .singleshot_deadline_ns
+                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            raise_timer(domain, vcpu);
+        }
+        let poll_deadline = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
+        if poll_deadline != 0 && now >= poll_deadline {
+            vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
+            crate::sched::kick(vcpu);
+        }
+    });
+}
+
+/// Arms the singleshot timer at `deadline_ns` (a past deadline fires at
+/// once, from the caller's return path).
+pub fn set_singleshot(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) {
+    if deadline_ns <= crate::time::now_ns() {
+        vcpu.singleshot_deadline_ns.store(0, Ordering::Relaxed);
+        raise_timer(domain, vcpu);
+    } else {
+        vcpu.singleshot_deadline_ns
+            .store(deadline_ns, Ordering::Relaxed);
+    }
+}
