@@ -107,3 +107,46 @@ fn virq_and_upcall_test_through_a_handle() {
         .store(1, std::sync::atomic::Ordering::SeqCst);
     assert!(!handle.has_deliverable_event(VcpuId(1)));
 }
+
+#[test]
+fn dispatch_from_answers_as_dispatch() {
+    const SEND: u32 = 4;
+    const STATUS: u32 = 5;
+    for (what, port) in ZOO_PORTS {
+        let by_id = Zoo::new();
+        let by_handle = Zoo::new();
+        let handle = by_handle.world.domains.handle(DOM1).unwrap();
+        for (cmd, arg) in [
+            (SEND, port.0.to_le_bytes().to_vec()),
+            (SEND, vec![0u8; 3]),
+            (
+                STATUS,
+                [0xf0u8, 0x7f, 0, 0]
+                    .iter()
+                    .copied()
+                    .chain(port.0.to_le_bytes())
+                    .chain([0; 18])
+                    .collect(),
+            ),
+            (99, Vec::new()),
+        ] {
+            let expected = by_id.world.domains.dispatch(DOM1, cmd, &arg);
+            let got = by_handle.world.domains.dispatch_from(&handle, cmd, &arg);
+            assert_eq!(
+                got.map(|reply| reply.as_bytes().to_vec()),
+                expected.map(|reply| reply.as_bytes().to_vec()),
+                "{what} cmd {cmd}"
+            );
+            assert_eq!(
+                by_handle.world.snapshot(DOM2),
+                by_id.world.snapshot(DOM2),
+                "{what}"
+            );
+            assert_eq!(
+                by_handle.world.snapshot(DOM1),
+                by_id.world.snapshot(DOM1),
+                "{what}"
+            );
+        }
+    }
+}

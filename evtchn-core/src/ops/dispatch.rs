@@ -7,7 +7,7 @@ use crate::abi::{
     EvtchnReset, EvtchnSend, EvtchnSetPriority, EvtchnStatus, EvtchnUnmask,
 };
 use crate::notify::{Notify, PirqHost};
-use crate::registry::Domains;
+use crate::registry::{DomainHandle, Domains};
 
 use super::ResetMode;
 
@@ -75,6 +75,30 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             Err(Errno::ERESTART) => {}
             Err(errno) => log::debug!("{caller}: {op:?} {arg:02x?} rejected: {errno}"),
             Ok(_) => {}
+        }
+        result
+    }
+
+    /// [`Domains::dispatch`] for the domain behind a [`DomainHandle`]:
+    /// EVTCHNOP_send, the hot op, goes through [`Domains::send_from`]
+    /// without the registry lookup; every other op is served exactly as
+    /// `dispatch(caller.domid(), ..)` serves it.
+    pub fn dispatch_from(
+        &self,
+        caller: &DomainHandle,
+        cmd: u32,
+        arg: &[u8],
+    ) -> Result<Reply, Errno> {
+        if EvtchnOp::from_cmd(cmd) != Some(EvtchnOp::Send) {
+            return self.dispatch(caller.domid(), cmd, arg);
+        }
+        let result = argument(arg).and_then(|bytes| {
+            let request = EvtchnSend::from_bytes(bytes);
+            self.send_from(caller, request.port).map(|()| Reply::NONE)
+        });
+        if let Err(errno) = result {
+            let domid = caller.domid();
+            log::debug!("{domid}: Send {arg:02x?} rejected: {errno}");
         }
         result
     }
