@@ -56,8 +56,12 @@
 //!
 //! * [`abi`]: [`abi::EvtchnOp`], [`abi::EvtchnStat`], [`Errno`], [`DomId`],
 //!   [`Port`], [`VcpuId`], [`Virq`] / [`abi::VirqClass`], every op struct
-//!   with `from_bytes` / `to_bytes`, and the shared_info layout
-//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics.
+//!   with `from_bytes` / `to_bytes`, the shared_info layout
+//!   ([`abi::SharedInfo`], [`abi::VcpuInfo`]) as atomics, and the FIFO
+//!   event-word bits and control-block layout
+//!   ([`abi::EvtchnFifoControlBlock`]).
+//! * [`DomainConfig`] per domain, with [`FifoSupport`] to keep a domain on
+//!   2-level.
 //! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
 //!   poller, Xen-attached consumers, reset preemption, interrupts off
 //!   around FIFO queue locks), [`PirqHost`] (the physical side of PIRQs),
@@ -189,6 +193,27 @@
 //! interrupts off, and interrupt context spins on them like anyone else. The same paths re-check that the channel still carries
 //! the VIRQ or PIRQ they looked up, in case the port was closed and reused
 //! in between. `Notify` is called after every guard is dropped.
+//!
+//! # The FIFO ABI: what the hypervisor provides
+//!
+//! Nothing has to be called for FIFO: EVTCHNOP_init_control (11),
+//! expand_array (12) and set_priority (13) arrive through
+//! [`Domains::dispatch`] like every other op, and delivery switches ABI by
+//! itself. The hypervisor provides:
+//!
+//! * [`SharedInfoView::map_frame`]: map a guest frame the domain owns (for a
+//!   PV guest the frame number is the machine frame) writable, as a
+//!   [`GuestFrame`] of 1024 `AtomicU32` words, or fail with -EINVAL (not
+//!   the domain's, not a writable page) or -ENOMEM. Dropping the
+//!   `GuestFrame` unmaps it; evtchn-core drops them on EVTCHNOP_reset, on
+//!   [`Domains::destroy_domain`] and when an init_control fails. The
+//!   default implementation maps nothing, which keeps the domain 2-level
+//!   (init_control answers -EOPNOTSUPP).
+//! * [`Notify::disable_interrupts`] / [`Notify::restore_interrupts`]:
+//!   FIFO queue locks are taken from interrupt context too, so they are
+//!   held with interrupts off.
+//! * [`DomainConfig::fifo`]: [`FifoSupport::Disabled`] for a boot option
+//!   that turns FIFO off.
 //!
 //! # Differences from Xen 4.17 worth knowing
 //!

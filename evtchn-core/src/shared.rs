@@ -58,7 +58,7 @@ impl SharedInfoView for SharedInfo {
 /// drops frames on EVTCHNOP_reset, on domain destruction and when an
 /// init_control fails after mapping; never in interrupt context and never
 /// with a channel lock held, but possibly with the domain's event lock
-/// held, so the drop must not call back into evtchn-core.
+/// (and ABI lock) held, so the drop must not call back into evtchn-core.
 pub trait GuestFrame: Send + Sync {
     /// The frame's words, normally [`WORDS_PER_FRAME`] of them (word i at
     /// byte 4·i). A shorter slice leaves the missing words unusable: ports

@@ -506,3 +506,65 @@ fn debug_dump_shows_busy_and_link_for_fifo_ports() {
     assert!(dump.contains("       1 [1/0/  2   ]: s=6"), "{dump}");
     assert!(dump.contains("       2 [1/0/  0   ]: s=6"), "{dump}");
 }
+
+mod hostile {
+    //! XSA-221 for the FIFO ops: any argument gives a defined errno, never
+    //! a fault, and what it changes is what the errno says.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 500,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_fifo_op_argument_gives_a_defined_answer(
+            vcpu in prop_oneof![0u32..4, any::<u32>()],
+            offset in prop_oneof![0u32..4100, any::<u32>()],
+            gfn in prop_oneof![Just(CONTROL_GFN), Just(EVENT_GFN), any::<u64>()],
+            port in prop_oneof![0u32..70, any::<u32>()],
+            priority in prop_oneof![0u32..20, any::<u32>()],
+        ) {
+            let world = FifoWorld::new(2);
+            let bound = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+            let init = world.init_control_at(DOM1, vcpu, gfn, offset);
+            let is_valid_request = vcpu < 2 && offset <= 4024 && offset % 8 == 0;
+            let is_owned = (CONTROL_GFN..CONTROL_GFN + 2).contains(&gfn)
+                || (EVENT_GFN..EVENT_GFN + 4).contains(&gfn);
+            match init {
+                Ok(link_bits) => {
+                    prop_assert!(is_valid_request && is_owned);
+                    prop_assert_eq!(link_bits, 17);
+                }
+                Err(Errno::ENOENT) => prop_assert!(vcpu >= 2),
+                Err(Errno::EINVAL) => prop_assert!(!is_valid_request || !is_owned),
+                Err(other) => prop_assert!(false, "init_control gave {:?}", other),
+            }
+            let is_fifo = init.is_ok();
+            let expand = world.domains.expand_array(DOM1, gfn);
+            match expand {
+                Ok(()) => prop_assert!(is_fifo && is_owned),
+                Err(Errno::EOPNOTSUPP) => prop_assert!(!is_fifo),
+                Err(Errno::EINVAL) => prop_assert!(is_fifo && !is_owned),
+                Err(other) => prop_assert!(false, "expand_array gave {:?}", other),
+            }
+            let result = world.domains.set_priority(DOM1, Port(port), priority);
+            let expected = if port >= 64 {
+                Err(Errno::EINVAL)
+            } else if !is_fifo {
+                Err(Errno::ENOSYS)
+            } else if Port(port) != bound {
+                Err(Errno::EACCES)
+            } else if priority > 15 {
+                Err(Errno::EINVAL)
+            } else {
+                Ok(())
+            };
+            prop_assert_eq!(result, expected);
+            prop_assert_eq!(world.memory(DOM1).mapped(), usize::from(is_fifo) + usize::from(expand.is_ok()));
+        }
+    }
+}

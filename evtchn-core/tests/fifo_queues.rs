@@ -282,3 +282,47 @@ fn unmask_of_a_free_port_does_nothing_and_answers_0() {
     assert_eq!(world.domains.unmask(DOM1, Port(9)), Ok(()));
     assert_eq!(world.word(DOM1, 9), P | M);
 }
+
+#[test]
+fn interrupt_context_virqs_link_like_guest_sends() {
+    let world = FifoWorld::new(2);
+    world.fifo_on(DOM1, 2);
+    let timer = world.domains.bind_virq(DOM1, 0, VcpuId(1)).unwrap();
+    world.domains.set_priority(DOM1, timer, 0).unwrap();
+    world.clear_upcall_pending(DOM1, 1);
+    let virq_timer = evtchn_core::Virq::new(0).unwrap();
+    world.domains.send_vcpu_virq(DOM1, VcpuId(1), virq_timer);
+    world.domains.send_vcpu_virq(DOM1, VcpuId(1), virq_timer);
+    assert_eq!(world.word(DOM1, timer.0), P | L);
+    assert_eq!((world.head(DOM1, 1, 0), world.ready(DOM1, 1)), (timer.0, 1));
+    assert_eq!(world.upcall_pending(DOM1, 1), 1);
+    assert_eq!(world.kicks(), [(DOM1, VcpuId(1))]);
+    assert_eq!(world.drain(DOM1, 1), [timer.0]);
+    // The vcpu 0 table has no timer: nothing happens there.
+    world.domains.send_vcpu_virq(DOM1, VcpuId(0), virq_timer);
+    assert_eq!(world.ready(DOM1, 0), 0);
+}
+
+#[test]
+fn an_event_raised_while_the_guest_holds_the_ready_bit_raises_no_second_upcall() {
+    let world = FifoWorld::new(1);
+    world.fifo_on(DOM1, 1);
+    let first = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    let second = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    world.domains.set_priority(DOM1, second, 3).unwrap();
+    world.domains.send(DOM1, first).unwrap();
+    world.clear_upcall_pending(DOM1, 0);
+    // Queue 3 is empty: its head is written and its ready bit set, and
+    // since upcall_pending was clear the vcpu is kicked again.
+    world.domains.send(DOM1, second).unwrap();
+    assert_eq!(world.ready(DOM1, 0), (1 << 3) | (1 << 7));
+    assert_eq!(world.upcall_pending(DOM1, 0), 1);
+    assert_eq!(world.kicks().len(), 2);
+    // A third event behind the tail of queue 7 changes neither.
+    let third = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    world.clear_upcall_pending(DOM1, 0);
+    world.domains.send(DOM1, third).unwrap();
+    assert_eq!(world.upcall_pending(DOM1, 0), 0);
+    assert_eq!(world.kicks().len(), 2);
+    assert_eq!(world.drain(DOM1, 0), [second.0, first.0, third.0]);
+}

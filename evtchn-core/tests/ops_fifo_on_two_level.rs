@@ -2,8 +2,10 @@
 //!
 //! The spec and the task text agree: set_priority gives -ENOSYS (after
 //! -EINVAL for an invalid port) and expand_array -EOPNOTSUPP. init_control
-//! would switch to FIFO; Sluice has no FIFO yet, so after Xen 4.17's
-//! argument checks it answers -EOPNOTSUPP.
+//! would switch to FIFO, but these domains' views (bare `SharedInfo`
+//! pages) map no guest frames, which means no FIFO: after Xen 4.17's
+//! argument checks it answers -EOPNOTSUPP. The FIFO ABI itself is tested in
+//! `fifo_*.rs`.
 
 mod common;
 

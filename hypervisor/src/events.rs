@@ -7,7 +7,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::AtomicU32;
 
-use evtchn_core::abi::SharedInfo;
+use evtchn_core::abi::{SharedInfo, VcpuInfo};
 use evtchn_core::{DomId, Domains, Errno, Notify, SharedInfoView, VcpuId};
 
 use crate::domain::Domain;
@@ -40,6 +40,8 @@ fn wake(domain: DomId, vcpu: VcpuId) {
 /// over, as evtchn-core sees them.
 struct SharedPage {
     shared_info: &'static SharedInfo,
+    /// Registered vcpu_info areas (the domain's).
+    vcpu_info_areas: Arc<[core::sync::atomic::AtomicU64]>,
     /// The domain's memory frames that may become FIFO pages (its own, not
     /// its page tables), sorted by address.
     mappable: Box<[GuestFrame]>,
@@ -48,6 +50,15 @@ struct SharedPage {
 impl SharedInfoView for SharedPage {
     fn shared_info(&self) -> &SharedInfo {
         self.shared_info
+    }
+
+    fn vcpu_info(&self, vcpu: VcpuId) -> Option<&VcpuInfo> {
+        crate::domain::vcpu_info_in(
+            self.shared_info,
+            &self.vcpu_info_areas,
+            &self.mappable,
+            vcpu,
+        )
     }
 
     /// A PV guest names its own machine frame (gfn = mfn). Sluice's guest
@@ -82,6 +93,7 @@ pub fn shared_view(domain: &Domain) -> Arc<dyn SharedInfoView> {
     mappable.sort_unstable();
     Arc::new(SharedPage {
         shared_info: domain.shared_info,
+        vcpu_info_areas: domain.vcpu_info_areas.clone(),
         mappable: mappable.into_boxed_slice(),
     })
 }

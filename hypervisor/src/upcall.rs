@@ -19,7 +19,7 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
 /// A frame that cannot be written crashes the domain.
 pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) {
-    let Some(info) = domain.shared_info.vcpu_info.get(vcpu.id.0 as usize) else {
+    let Some(info) = domain.vcpu_info(vcpu.id) else {
         return;
     };
     if !crate::events::domains().vcpu_has_deliverable_event(domain.id, vcpu.id) {

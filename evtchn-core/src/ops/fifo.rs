@@ -15,10 +15,11 @@ use crate::abi::{
     EVTCHN_FIFO_PRIORITY_MIN, EVTCHN_FIFO_WORDS_PER_PAGE, Errno, EvtchnFifoControlBlock,
     EvtchnInitControl, Port,
 };
-use crate::domain::{Domain, FifoSupport};
+use crate::domain::{Domain, EventLocked, FifoSupport};
 use crate::notify::{Notify, PirqHost};
 use crate::port_ops::{EventAbi, Fifo};
 use crate::registry::Domains;
+use crate::sync::MutexGuard;
 
 /// Largest control-block offset: a 72-byte block must fit in the page.
 const MAX_CONTROL_OFFSET: u32 = 4096 - EvtchnFifoControlBlock::SIZE;
@@ -33,7 +34,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// domain was created with [`FifoSupport::Disabled`]; -EINVAL if the
     /// vcpu already has a control block; then the frame mapping's errors
     /// (-EINVAL for a frame the domain does not own), -ENOMEM. A failure
-    /// leaves the domain as it was.
+    /// leaves the domain as it was. (Sluice: -EINVAL while the domain is
+    /// being destroyed.)
     ///
     /// The first call switches the domain to FIFO: ports pending in the
     /// 2-level bitmap stay pending (re-raised when expand_array adds their
@@ -58,6 +60,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             return Err(Errno::EOPNOTSUPP);
         }
         let locked = domain.lock();
+        // Destruction has left FIFO for good (or is about to): mapping new
+        // frames now would keep them until the last reference goes.
+        if locked.is_dying {
+            return Err(Errno::EINVAL);
+        }
         {
             let abi = domain.abi();
             if let Some(fifo) = abi.fifo() {
@@ -166,10 +173,7 @@ impl Domain {
     /// (unmapping every frame) after the locks are released. The caller
     /// holds the event lock and has closed every guest channel (reset) or
     /// every channel (destruction).
-    pub(crate) fn leave_fifo(
-        &self,
-        locked: crate::sync::MutexGuard<'_, crate::domain::EventLocked>,
-    ) {
+    pub(crate) fn leave_fifo(&self, locked: MutexGuard<'_, EventLocked>) {
         let previous = core::mem::replace(&mut *self.abi_for_switch(&locked), EventAbi::TwoLevel);
         if previous.fifo().is_none() {
             return;

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
-use evtchn_core::abi::SharedInfo;
+use evtchn_core::abi::{SharedInfo, VcpuInfo};
 use evtchn_core::{DomId, Privilege, VcpuId};
 
 use crate::memory::guest_frames::GuestFrame;
@@ -188,6 +188,10 @@ pub struct Domain {
     pub shared_info_frame: GuestFrame,
     /// The shared_info page.
     pub shared_info: &'static SharedInfo,
+    /// Per vcpu, where its registered vcpu_info lives (frame physical
+    /// address + offset), or 0 for its slot in shared_info
+    /// (VCPUOP_register_vcpu_info); shared with evtchn-core's view.
+    pub vcpu_info_areas: Arc<[AtomicU64]>,
     /// Console output not yet ended by a newline.
     pub console_line: spin::Mutex<arrayvec::ArrayVec<u8, 512>>,
     /// Serialises edits of its page tables.
@@ -206,6 +210,15 @@ impl Domain {
     /// The vcpu `id`, if it exists.
     pub fn vcpu(&self, id: VcpuId) -> Option<&Vcpu> {
         self.vcpus.get(id.0 as usize)
+    }
+
+    /// The domain's memory frame at `phys`, if it is one.
+    pub fn frame_at(&self, phys: u64) -> Option<GuestFrame> {
+        let index = self
+            .frames_sorted
+            .binary_search_by_key(&phys, |frame| frame.phys())
+            .ok()?;
+        self.frames_sorted.get(index).copied()
     }
 
     /// Whether `mfn` is one of the domain's memory frames.
@@ -233,6 +246,17 @@ impl Domain {
             .find(|frame| frame.phys() == phys)
     }
 
+    /// The vcpu_info `vcpu` uses now: its registered area, else its slot in
+    /// shared_info.
+    pub fn vcpu_info(&self, vcpu: VcpuId) -> Option<&'static VcpuInfo> {
+        vcpu_info_in(
+            self.shared_info,
+            &self.vcpu_info_areas,
+            &self.frames_sorted,
+            vcpu,
+        )
+    }
+
     /// Whether it is privileged.
     pub fn is_privileged(&self) -> bool {
         self.privilege == Privilege::Privileged
@@ -249,6 +273,27 @@ impl Domain {
     /// Whether it shut down (its vcpus must stop).
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown_code.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The vcpu_info `vcpu` uses, given the shared_info page, the registered
+/// areas (0 = none) and the domain's frames sorted by address.
+pub fn vcpu_info_in(
+    shared_info: &'static SharedInfo,
+    areas: &[AtomicU64],
+    frames: &[GuestFrame],
+    vcpu: VcpuId,
+) -> Option<&'static VcpuInfo> {
+    // Acquire: pairs with the Release that published the area after
+    // filling it.
+    match areas.get(vcpu.0 as usize)?.load(Ordering::Acquire) {
+        0 => shared_info.vcpu_info.get(vcpu.0 as usize),
+        area => {
+            let index = frames
+                .binary_search_by_key(&(area & !0xfff), |frame| frame.phys())
+                .ok()?;
+            frames.get(index)?.vcpu_info_at(area & 0xfff)
+        }
     }
 }
 
@@ -290,6 +335,7 @@ impl Domain {
             page_table_frames: parts.page_table_frames.into_boxed_slice(),
             root: parts.root,
             shared_info: parts.shared_info_frame.as_shared_info(),
+            vcpu_info_areas: (0..live).map(|_| AtomicU64::new(0)).collect(),
             shared_info_frame: parts.shared_info_frame,
             console_line: spin::Mutex::new(arrayvec::ArrayVec::new()),
             mm_lock: spin::Mutex::new(()),

@@ -3,7 +3,7 @@
 
 use evtchn_core::{DomId, Errno};
 
-use super::{Call, copy_in, copy_out};
+use super::{Call, GuestIn, GuestInOut};
 use crate::domain::builder::NR_PIRQS;
 use crate::pirq::{self, MAP_PIRQ_TYPE_GSI};
 
@@ -26,9 +26,9 @@ const MAP_PIRQ_PIRQ: usize = 12;
 const UNMAP_PIRQ_SIZE: usize = 8;
 const UNMAP_PIRQ_PIRQ: usize = 4;
 
-fn read_u32(address: u64) -> Result<u32, Errno> {
+fn read_u32(address: GuestIn) -> Result<u32, Errno> {
     let mut bytes = [0u8; 4];
-    copy_in(&mut bytes, address)?;
+    address.read(&mut bytes)?;
     Ok(u32::from_le_bytes(bytes))
 }
 
@@ -69,9 +69,9 @@ fn target_domain(call: &Call<'_>, domid: DomId) -> Result<DomId, Errno> {
 /// PHYSDEVOP_map_pirq. Only MAP_PIRQ_TYPE_GSI is served (Sluice has no
 /// MSI); any other type gives -EINVAL. As on Xen the whole struct is
 /// copied back whatever the result, `pirq` updated on success.
-fn map_pirq(call: &Call<'_>, address: u64) -> Result<u64, Errno> {
+fn map_pirq(call: &Call<'_>, argument: GuestInOut) -> Result<u64, Errno> {
     let mut request = [0u8; MAP_PIRQ_SIZE];
-    copy_in(&mut request, address)?;
+    argument.read(&mut request)?;
     let result = target_domain(call, field_domid(&request)).and_then(|target| {
         match field_i32(&request, MAP_PIRQ_TYPE) {
             MAP_PIRQ_TYPE_GSI => pirq::map_gsi(
@@ -87,14 +87,14 @@ fn map_pirq(call: &Call<'_>, address: u64) -> Result<u64, Errno> {
     {
         slot.copy_from_slice(&mapped.to_le_bytes());
     }
-    copy_out(address, &request)?;
+    argument.write(&request)?;
     result.map(|_| 0)
 }
 
 /// PHYSDEVOP_unmap_pirq.
-fn unmap_pirq(call: &Call<'_>, address: u64) -> Result<u64, Errno> {
+fn unmap_pirq(call: &Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     let mut request = [0u8; UNMAP_PIRQ_SIZE];
-    copy_in(&mut request, address)?;
+    argument.read(&mut request)?;
     let target = target_domain(call, field_domid(&request))?;
     pirq::unmap(target, field_i32(&request, UNMAP_PIRQ_PIRQ))?;
     Ok(0)
@@ -102,16 +102,16 @@ fn unmap_pirq(call: &Call<'_>, address: u64) -> Result<u64, Errno> {
 
 /// `physdev_op(cmd, arg)`.
 pub fn physdev_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let argument = call.argument(1);
+    let (input, argument) = (call.guest_in(1), call.guest_in_out(1));
     match call.argument(0) {
         PHYSDEVOP_SET_IOPL => {
-            if read_u32(argument)? > 3 {
+            if read_u32(input)? > 3 {
                 return Err(Errno::EINVAL);
             }
             Ok(0)
         }
         PHYSDEVOP_IRQ_STATUS_QUERY => {
-            let irq = read_u32(argument)?;
+            let irq = read_u32(input)?;
             if irq >= NR_PIRQS {
                 return Err(Errno::EINVAL);
             }
@@ -124,16 +124,16 @@ pub fn physdev_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             let mut reply = [0u8; 8];
             reply[..4].copy_from_slice(&irq.to_le_bytes());
             reply[4..].copy_from_slice(&flags.to_le_bytes());
-            copy_out(argument, &reply)?;
+            argument.write(&reply)?;
             Ok(0)
         }
         PHYSDEVOP_EOI => {
-            let irq = read_u32(argument)?;
+            let irq = read_u32(input)?;
             pirq::eoi(call.domain.id, irq)?;
             Ok(0)
         }
         PHYSDEVOP_MAP_PIRQ => map_pirq(call, argument),
-        PHYSDEVOP_UNMAP_PIRQ => unmap_pirq(call, argument),
+        PHYSDEVOP_UNMAP_PIRQ => unmap_pirq(call, input),
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -6,9 +6,10 @@ use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::guest_entry::is_canonical;
 use arch::idt::InterruptFrame;
 use evtchn_core::Errno;
+use evtchn_core::abi::VcpuInfo;
 
-use super::{Call, copy_in, vcpu_of};
-use crate::domain::{self, ShutdownReason, VcpuState};
+use super::{Call, GuestIn, vcpu_of};
+use crate::domain::{self, ShutdownReason, Vcpu, VcpuState};
 use crate::timers;
 
 const VCPUOP_INITIALISE: u64 = 0;
@@ -19,6 +20,7 @@ const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
 const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
+const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 
 /// Shortest periodic timer (Xen: 1 ms).
 const MIN_PERIOD_NS: u64 = 1_000_000;
@@ -50,7 +52,7 @@ fn word(bytes: &[u8], offset: usize) -> u64 {
 
 /// `vcpu_op(cmd, vcpuid, arg)`.
 pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let (command, argument) = (call.argument(0), call.argument(2));
+    let (command, argument) = (call.argument(0), call.guest_in(2));
     let target = vcpu_of(call.domain, call.argument(1))?;
     let is_self = target.id == call.vcpu.id;
     match command {
@@ -92,7 +94,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         ))),
         VCPUOP_SET_PERIODIC_TIMER => {
             let mut bytes = [0u8; 8];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             let period = u64::from_le_bytes(bytes);
             if period < MIN_PERIOD_NS || period > i64::MAX as u64 {
                 return Err(Errno::EINVAL);
@@ -112,7 +114,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
                 return Err(Errno::EINVAL);
             }
             let mut bytes = [0u8; 16];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             // VCPU_SSHOTTMR_future is ignored (Xen 4.17.3 on): a past
             // deadline fires at once.
             timers::set_singleshot(call.domain, target, word(&bytes, 0));
@@ -125,18 +127,76 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             target.singleshot_deadline_ns.store(0, Ordering::Relaxed);
             Ok(0)
         }
+        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(call, target, argument),
         _ => Err(Errno::ENOSYS),
     }
 }
 
+/// VCPUOP_register_vcpu_info (spec §3.6, Xen 4.17's checks in order): move
+/// the vcpu's vcpu_info into a frame of the guest's, then raise the
+/// spurious upcall Xen always raises.
+fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 16];
+    argument.read(&mut bytes)?;
+    let mfn = word(&bytes, 0);
+    let offset = word(&bytes, 8) & 0xffff_ffff;
+    if offset > 4096 - 64 || !offset.is_multiple_of(8) {
+        return Err(Errno::ENXIO);
+    }
+    let domain = call.domain;
+    let Some(area) = domain.vcpu_info_areas.get(target.id.0 as usize) else {
+        return Err(Errno::EINVAL);
+    };
+    if area.load(Ordering::Acquire) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if target.id != call.vcpu.id && target.state() != VcpuState::Down {
+        return Err(Errno::EINVAL);
+    }
+    let phys = mfn.checked_mul(4096).ok_or(Errno::EINVAL)?;
+    if domain.is_page_table_frame(phys) {
+        return Err(Errno::EINVAL);
+    }
+    let frame = domain.frame_at(phys).ok_or(Errno::EINVAL)?;
+    let new = frame.vcpu_info_at(offset).ok_or(Errno::ENXIO)?;
+    // Copy the current vcpu_info over (vcpus past the legacy slots start
+    // zeroed and masked), publish its time record, then switch.
+    match domain.vcpu_info(target.id) {
+        Some(old) => copy_vcpu_info(old, new),
+        None => new.evtchn_upcall_mask.store(1, Ordering::SeqCst),
+    }
+    crate::time::publish_vcpu_time(new);
+    // Release: pairs with the Acquire in `domain::vcpu_info_in`.
+    if area
+        .compare_exchange(0, phys | offset, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Errno::EINVAL);
+    }
+    new.evtchn_pending_sel.store(u64::MAX, Ordering::SeqCst);
+    crate::events::domains().vcpu_mark_events_pending(domain.id, target.id);
+    Ok(0)
+}
+
+fn copy_vcpu_info(old: &VcpuInfo, new: &VcpuInfo) {
+    let order = Ordering::SeqCst;
+    new.evtchn_upcall_pending
+        .store(old.evtchn_upcall_pending.load(order), order);
+    new.evtchn_upcall_mask
+        .store(old.evtchn_upcall_mask.load(order), order);
+    new.evtchn_pending_sel
+        .store(old.evtchn_pending_sel.load(order), order);
+    new.arch_cr2.store(old.arch_cr2.load(order), order);
+}
+
 /// VCPUOP_initialise: the vcpu's first registers and callbacks.
-fn initialise(call: &mut Call<'_>, argument: u64) -> Result<u64, Errno> {
+fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     let target = vcpu_of(call.domain, call.argument(1))?;
     if target.is_initialised.load(Ordering::Acquire) {
         return Err(Errno::EEXIST);
     }
     let mut bytes = alloc::vec![0u8; context::SIZE];
-    copy_in(&mut bytes, argument)?;
+    argument.read(&mut bytes)?;
     let regs = |index: usize| word(&bytes, context::USER_REGS + index * 8);
     let rip = regs(16);
     let rsp = regs(19);

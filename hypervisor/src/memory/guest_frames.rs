@@ -12,7 +12,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arch::layout::{PAGE_SIZE, phys_to_virt};
-use evtchn_core::abi::SharedInfo;
+use evtchn_core::abi::{SharedInfo, VcpuInfo};
 
 /// A frame the hypervisor allocated for a guest (its physical address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,6 +92,22 @@ impl GuestFrame {
         // writes it concurrently, which atomics allow, and any bit pattern
         // is a valid u32.
         unsafe { &*(phys_to_virt(self.0) as *const [AtomicU32; 1024]) }
+    }
+
+    /// The 64-byte vcpu_info at byte `offset` of the frame (a registered
+    /// vcpu_info area), if it fits and is 8-aligned.
+    pub fn vcpu_info_at(self, offset: u64) -> Option<&'static VcpuInfo> {
+        const _: () = assert!(core::mem::size_of::<VcpuInfo>() == 64);
+        if offset > PAGE_SIZE - 64 || !offset.is_multiple_of(8) {
+            return None;
+        }
+        let address = phys_to_virt(self.0) + offset;
+        // SAFETY: the 64 bytes lie inside this frame (checked above), 8-aligned
+        // as VcpuInfo's atomics need; the frame stays mapped in the direct
+        // map and allocated for the hypervisor's life; VcpuInfo is all
+        // atomics, so the guest's concurrent writes and any bit pattern are
+        // fine.
+        Some(unsafe { &*(address as *const VcpuInfo) })
     }
 
     /// The frame as a shared_info page.

@@ -34,7 +34,7 @@ use crate::abi::{
 };
 use crate::channel::Channel;
 use crate::notify::Notify;
-use crate::shared::{GuestFrame, SharedInfoView, WORDS_PER_FRAME};
+use crate::shared::{GuestFrame, SharedInfoView};
 use crate::sync::{AtomicU32, Mutex, OnceSlot, Ordering};
 
 use super::Wakeups;
@@ -220,7 +220,6 @@ impl Fifo {
             .get((port.0 / EVTCHN_FIFO_WORDS_PER_PAGE) as usize)?
             .get()?;
         let index = (port.0 % EVTCHN_FIFO_WORDS_PER_PAGE) as usize;
-        debug_assert!(index < WORDS_PER_FRAME);
         page.words().get(index)
     }
 
@@ -272,5 +271,102 @@ impl Fifo {
     /// The raw event word, for the debug dump.
     pub(crate) fn raw_word(&self, port: Port) -> Option<u32> {
         self.word(port).map(|word| word.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+
+    struct Words(Arc<Vec<AtomicU32>>);
+
+    impl GuestFrame for Words {
+        fn words(&self) -> &[AtomicU32] {
+            &self.0
+        }
+    }
+
+    fn frame(words: usize) -> (Arc<Vec<AtomicU32>>, Box<dyn GuestFrame>) {
+        let page = Arc::new((0..words).map(|_| AtomicU32::new(0)).collect::<Vec<_>>());
+        (page.clone(), Box::new(Words(page)))
+    }
+
+    #[test]
+    fn queue_id_survives_its_raw_form() {
+        for queue in [
+            QueueId::FIRST,
+            QueueId {
+                vcpu: VcpuId(4095),
+                priority: 15,
+            },
+            QueueId {
+                vcpu: VcpuId(u32::MAX >> 8),
+                priority: 7,
+            },
+        ] {
+            assert_eq!(QueueId::from_raw(queue.to_raw()), queue);
+        }
+        // Lock order: by vcpu first, then priority.
+        let low = QueueId {
+            vcpu: VcpuId(0),
+            priority: 15,
+        };
+        let high = QueueId {
+            vcpu: VcpuId(1),
+            priority: 0,
+        };
+        assert!(low < high);
+    }
+
+    #[test]
+    fn control_block_words_follow_the_abi_layout() {
+        let fifo = Fifo::new(1).unwrap();
+        let (page, block) = frame(1024);
+        fifo.install_control_block(VcpuId(0), block, 4024).unwrap();
+        let installed = fifo.vcpus[0].control_block.get().unwrap();
+        installed.ready().unwrap().store(0xaa, Ordering::SeqCst);
+        installed.head(15).unwrap().store(0xbb, Ordering::SeqCst);
+        assert_eq!(page[4024 / 4].load(Ordering::SeqCst), 0xaa);
+        assert_eq!(page[(4024 + 8) / 4 + 15].load(Ordering::SeqCst), 0xbb);
+        assert_eq!(
+            (4024 + 8) / 4 + 15,
+            1023,
+            "head[15] is the page's last word"
+        );
+    }
+
+    #[test]
+    fn a_frame_too_short_for_the_block_is_refused() {
+        let fifo = Fifo::new(1).unwrap();
+        let (_, short) = frame(17);
+        assert_eq!(
+            fifo.install_control_block(VcpuId(0), short, 0).err(),
+            Some(Errno::EINVAL)
+        );
+        assert!(!fifo.has_control_block(VcpuId(0)));
+        let (_, block) = frame(18);
+        assert!(fifo.install_control_block(VcpuId(0), block, 0).is_ok());
+        assert_eq!(
+            fifo.install_control_block(VcpuId(1), frame(18).1, 0).err(),
+            Some(Errno::ENOENT)
+        );
+    }
+
+    #[test]
+    fn event_words_grow_a_page_at_a_time_up_to_128_pages() {
+        let fifo = Fifo::new(1).unwrap();
+        assert!(fifo.word(Port(0)).is_none());
+        for page in 0..EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES {
+            let (first, end) = fifo.add_page(frame(1024).1).unwrap();
+            assert_eq!((first, end), (page * 1024, page * 1024 + 1024));
+        }
+        assert_eq!(fifo.add_page(frame(1024).1).err(), Some(Errno::ENOSPC));
+        assert!(fifo.word(Port(131_071)).is_some());
+        assert!(fifo.word(Port(131_072)).is_none());
+        assert!(fifo.is_masked(Port(u32::MAX)));
+        assert!(!fifo.is_pending(Port(u32::MAX)));
+        assert!(!fifo.is_busy(Port(u32::MAX)));
     }
 }
