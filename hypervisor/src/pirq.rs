@@ -312,9 +312,12 @@ impl PirqHost for HostPirqs {
 /// The interrupt handler of every guest line (interrupts off; the LAPIC
 /// EOI follows). Xen: `do_IRQ_guest()`.
 fn on_line_interrupt(frame: &mut InterruptFrame) {
-    LAST_INTERRUPT_TSC.store(arch::cpu::rdtsc(), Ordering::Relaxed);
+    let tsc = arch::cpu::rdtsc();
+    LAST_INTERRUPT_TSC.store(tsc, Ordering::Relaxed);
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     let gsi = (frame.vector as u32).wrapping_sub(u32::from(arch::vectors::LEGACY_IRQ_BASE));
+    // For the IRQ-to-upcall latency: the pirq guest prints its upcalls' TSC.
+    log::trace!("pirq: GSI {gsi} interrupt at tsc {tsc}");
     let mut targets = ArrayVec::<(DomId, u32), MAX_BINDERS>::new();
     {
         let mut table = TABLE.lock();
