@@ -35,6 +35,19 @@ fn on_pirq(_port: u32) {
     }
 }
 
+/// Binds pirq 8 and installs [`on_pirq`] for its port with upcalls masked,
+/// so that an interrupt arriving at once is not dispatched before the
+/// handler is in place (it would be counted as nobody's and never EOId).
+fn bind_with_handler() -> Result<Port, Errno> {
+    upcall::mask_vcpu();
+    let bound = evtchn::bind_pirq(RTC_PIRQ, 0);
+    if let Ok(port) = bound {
+        upcall::set_handler(port, on_pirq);
+    }
+    upcall::unmask_vcpu();
+    bound
+}
+
 /// Waits (polling `port`) until the handler has seen `count` events or
 /// `timeout_ns` passes; returns whether it did.
 fn wait_for_events(port: Port, count: u32, timeout_ns: u64) -> bool {
@@ -77,7 +90,7 @@ fn stays_quiet(port: Port, window_ns: u64) -> bool {
 /// Binds pirq 8, receives [`INTERRUPTS`] interrupts with an EOI after each
 /// quiet window, then closes the port without the last EOI.
 pub fn counted_interrupts() {
-    let port = match evtchn::bind_pirq(RTC_PIRQ, 0) {
+    let port = match bind_with_handler() {
         Ok(port) => port,
         Err(errno) => {
             check!(false, "bind_pirq of mapped pirq 8 succeeds ({errno:?})");
@@ -85,7 +98,6 @@ pub fn counted_interrupts() {
         }
     };
     check!(true, "bind_pirq of mapped pirq 8 succeeds (port {port})");
-    upcall::set_handler(port, on_pirq);
     let status = evtchn::status(DOMID_SELF, port);
     check_eq!(
         status.map(|status| (status.status, status.vcpu, status.pirq())),
@@ -184,7 +196,7 @@ fn print_upcall_tsc() {
 
 /// A close leaves the line free: binding again gets interrupts again.
 pub fn rebind_after_close() {
-    let port = match evtchn::bind_pirq(RTC_PIRQ, 0) {
+    let port = match bind_with_handler() {
         Ok(port) => port,
         Err(errno) => {
             check!(false, "bind_pirq after close succeeds ({errno:?})");
@@ -192,7 +204,6 @@ pub fn rebind_after_close() {
         }
     };
     check!(true, "bind_pirq after close succeeds (port {port})");
-    upcall::set_handler(port, on_pirq);
     let before = EVENTS.load(Ordering::SeqCst);
     check!(
         wait_for_events(port, before + 1, ARRIVAL_TIMEOUT_NS),
@@ -210,14 +221,13 @@ pub fn rebind_after_close() {
 /// Unmapping a bound pirq detaches it from the line; the port stays a pirq
 /// port until closed, and the pirq can no longer be bound.
 pub fn unmap_while_bound() {
-    let port = match evtchn::bind_pirq(RTC_PIRQ, 0) {
+    let port = match bind_with_handler() {
         Ok(port) => port,
         Err(errno) => {
             check!(false, "bind_pirq before unmap succeeds ({errno:?})");
             return;
         }
     };
-    upcall::set_handler(port, on_pirq);
     let before = EVENTS.load(Ordering::SeqCst);
     check!(
         wait_for_events(port, before + 1, ARRIVAL_TIMEOUT_NS),
