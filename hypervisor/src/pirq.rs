@@ -466,6 +466,24 @@ pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A destroyed domain's pirqs (Xen: `free_domain_pirqs()`): every mapping
+/// is removed and any line still bound detached. Its ports were closed
+/// first, which detached them already; this covers pirqs mapped but never
+/// bound, so a later domain with the same id starts with none.
+pub fn forget_domain(domain: DomId) {
+    let mut table = TABLE.lock();
+    let pirqs: Vec<u32> = table
+        .mappings
+        .iter()
+        .filter(|mapping| mapping.domain == domain)
+        .map(|mapping| mapping.pirq)
+        .collect();
+    for pirq in pirqs {
+        table.detach(domain, pirq);
+    }
+    table.mappings.retain(|mapping| mapping.domain != domain);
+}
+
 /// Interrupts taken on guest lines so far, and the TSC of the last one.
 pub fn interrupt_stats() -> (u64, u64) {
     (
