@@ -60,10 +60,6 @@ pub fn legacy_irq_line(irq: u8) -> (u32, Trigger, Polarity) {
     }
 }
 
-#[cfg_attr(
-    not(feature = "selftest"),
-    expect(dead_code, reason = "used by the ioapic self-test")
-)]
 /// Routes ISA IRQ `irq` to `vector` on the CPU with APIC id `apic_id`.
 /// Returns the GSI used, or `None` if no IOAPIC serves it.
 pub fn route_legacy_irq(irq: u8, vector: u8, apic_id: u32) -> Option<u32> {

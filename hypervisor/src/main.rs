@@ -37,6 +37,7 @@ mod bootinfo;
 mod cmdline;
 mod console;
 mod cpus;
+mod debug_keys;
 mod domain;
 mod events;
 mod hypercall;
@@ -49,6 +50,7 @@ mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod startup;
+mod static_evtchn;
 mod time;
 mod timers;
 mod upcall;
