@@ -130,6 +130,33 @@ impl IoApic {
         true
     }
 
+    /// Sets the mask bit of `gsi`'s routed entry, keeping its vector and
+    /// destination (a PIRQ's line held until the guest's EOI). Returns
+    /// false if `gsi` is not this IOAPIC's.
+    pub fn hold(&self, gsi: u32) -> bool {
+        self.update_mask_bit(gsi, |low| low | REDIRECTION_MASKED as u32)
+    }
+
+    /// Clears the mask bit of `gsi`'s routed entry (see [`IoApic::hold`]).
+    /// Returns false if `gsi` is not this IOAPIC's.
+    pub fn release(&self, gsi: u32) -> bool {
+        self.update_mask_bit(gsi, |low| low & !(REDIRECTION_MASKED as u32))
+    }
+
+    fn update_mask_bit(&self, gsi: u32, change: impl Fn(u32) -> u32) -> bool {
+        if !self.handles(gsi) {
+            return false;
+        }
+        let register = REG_REDIRECTION_BASE + (gsi - self.gsi_base) * 2;
+        // The low half holds the vector, trigger, polarity and mask bit;
+        // rewriting it alone leaves the destination as routed.
+        cpu::without_interrupts(|| {
+            let low = self.read(register);
+            self.write(register, change(low));
+        });
+        true
+    }
+
     /// Masks `gsi`.
     pub fn mask(&self, gsi: u32) {
         if self.handles(gsi) {

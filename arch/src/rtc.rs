@@ -1,4 +1,5 @@
-//! The CMOS real-time clock, read once for the guests' wall clock.
+//! The CMOS real-time clock: read once for the guests' wall clock, and its
+//! periodic interrupt (ISA IRQ 8), the line Sluice routes to a guest PIRQ.
 
 use x86_64::instructions::port::Port;
 
@@ -11,6 +12,73 @@ fn read_register(register: u8) -> u8 {
     unsafe { index.write(register) };
     // SAFETY: as above.
     unsafe { data.read() }
+}
+
+/// Serialises the CMOS index/data pair: the boot-time clock read and the
+/// periodic-interrupt driver (whose acknowledgement runs in interrupt
+/// context) both select a register and then access it. Held with
+/// interrupts off.
+static CMOS: spin::Mutex<()> = spin::Mutex::new(());
+
+const REGISTER_A: u8 = 0x0a;
+const REGISTER_B: u8 = 0x0b;
+const REGISTER_C: u8 = 0x0c;
+/// Register A: the rate-select field (bits 0..4).
+const RATE_SELECT_MASK: u8 = 0x0f;
+/// Register B: periodic interrupt enable.
+const PERIODIC_INTERRUPT_ENABLE: u8 = 1 << 6;
+
+fn write_register(register: u8, value: u8) {
+    let mut index = Port::<u8>::new(0x70);
+    let mut data = Port::<u8>::new(0x71);
+    // SAFETY: ports 0x70/0x71 are the CMOS index and data registers; the
+    // callers write only the rate-select bits of register A and the PIE bit
+    // of register B, which change nothing but the periodic interrupt.
+    unsafe { index.write(register) };
+    // SAFETY: as above.
+    unsafe { data.write(value) };
+}
+
+/// The periodic-interrupt frequency for a rate-select value `rate` (3..=15):
+/// 32768 Hz >> (rate - 1), e.g. 10 → 64 Hz.
+pub fn periodic_hz(rate: u8) -> u32 {
+    32_768 >> (rate.clamp(3, 15) - 1)
+}
+
+/// Starts the RTC's periodic interrupt (ISA IRQ 8) at rate-select `rate`
+/// (clamped to 3..=15, see [`periodic_hz`]) and acknowledges any flag
+/// already latched, so that the next period raises a fresh interrupt.
+pub fn start_periodic(rate: u8) {
+    let rate = rate.clamp(3, 15);
+    crate::cpu::without_interrupts(|| {
+        let _guard = CMOS.lock();
+        let register_a = read_register(REGISTER_A);
+        write_register(REGISTER_A, (register_a & !RATE_SELECT_MASK) | rate);
+        let register_b = read_register(REGISTER_B);
+        write_register(REGISTER_B, register_b | PERIODIC_INTERRUPT_ENABLE);
+        let _ = read_register(REGISTER_C);
+    });
+}
+
+/// Stops the RTC's periodic interrupt and acknowledges a latched one.
+pub fn stop_periodic() {
+    crate::cpu::without_interrupts(|| {
+        let _guard = CMOS.lock();
+        let register_b = read_register(REGISTER_B);
+        write_register(REGISTER_B, register_b & !PERIODIC_INTERRUPT_ENABLE);
+        let _ = read_register(REGISTER_C);
+    });
+}
+
+/// Acknowledges the RTC's interrupt: reading register C clears its flags
+/// and drops IRQ 8, so the next period can raise it again. Returns
+/// register C as read (bit 6 = periodic flag). Safe in interrupt context:
+/// the CMOS lock is only ever held with interrupts off, briefly.
+pub fn acknowledge() -> u8 {
+    crate::cpu::without_interrupts(|| {
+        let _guard = CMOS.lock();
+        read_register(REGISTER_C)
+    })
 }
 
 fn from_bcd(value: u8, is_binary: bool) -> u64 {
@@ -36,6 +104,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// reads as nonsense. Waits out an update in progress.
 pub fn read_unix_seconds() -> Option<u64> {
     crate::cpu::without_interrupts(|| {
+        let _guard = CMOS.lock();
         for _ in 0..1_000_000 {
             if read_register(0x0a) & 0x80 == 0 {
                 break;

@@ -180,8 +180,9 @@ fn worker(domains: &TestDomains, seed: u64, may_destroy: bool) -> u64 {
                 let target = rng.domain();
                 if domains.pause_by_controller(target).is_ok() {
                     let result = domains.reset(DOM0, target, ResetMode::Start);
-                    // dom2 may have been destroyed and re-created since the
-                    // pause, unpaused: -EINVAL (not paused), for dom2 only.
+                    // dom2 may be destroyed and re-created, unpaused, between
+                    // the pause and the reset: a foreign reset of an unpaused
+                    // domain is -EINVAL. dom0 and dom1 stay paused here.
                     let allowed: &[Errno] = if target == DOM2 {
                         &[ESRCH, EAGAIN, EBUSY, EINVAL]
                     } else {

@@ -8,10 +8,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::AtomicU32;
 
 use evtchn_core::abi::{SharedInfo, VcpuInfo};
-use evtchn_core::{DomId, Domains, Errno, NoPirqs, Notify, SharedInfoView, VcpuId};
+use evtchn_core::{DomId, Domains, Errno, Notify, SharedInfoView, VcpuId};
 
 use crate::domain::Domain;
 use crate::memory::guest_frames::GuestFrame;
+use crate::pirq::HostPirqs;
 
 /// Waking vcpus for evtchn-core. A leaf: it sets a flag and sends an IPI.
 pub struct VcpuNotify;
@@ -97,9 +98,9 @@ pub fn shared_view(domain: &Domain) -> Arc<dyn SharedInfoView> {
     })
 }
 
-static DOMAINS: spin::Once<Domains<VcpuNotify, NoPirqs>> = spin::Once::new();
+static DOMAINS: spin::Once<Domains<VcpuNotify, HostPirqs>> = spin::Once::new();
 
 /// The event-channel registry.
-pub fn domains() -> &'static Domains<VcpuNotify, NoPirqs> {
-    DOMAINS.call_once(|| Domains::new(VcpuNotify, NoPirqs))
+pub fn domains() -> &'static Domains<VcpuNotify, HostPirqs> {
+    DOMAINS.call_once(|| Domains::new(VcpuNotify, HostPirqs))
 }

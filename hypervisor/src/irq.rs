@@ -1,11 +1,4 @@
 //! Physical interrupt lines: the IOAPICs and ISA IRQ routing.
-#![cfg_attr(
-    not(feature = "selftest"),
-    expect(
-        dead_code,
-        reason = "ISA IRQ routing serves the ioapic self-test now and PIRQs later"
-    )
-)]
 
 use alloc::vec::Vec;
 
@@ -78,9 +71,66 @@ pub fn route_legacy_irq(irq: u8, vector: u8, apic_id: u32) -> Option<u32> {
         .then_some(gsi)
 }
 
+#[cfg_attr(
+    not(feature = "selftest"),
+    expect(dead_code, reason = "used by the ioapic self-test")
+)]
 /// Masks ISA IRQ `irq` again.
 pub fn mask_legacy_irq(irq: u8) {
     let (gsi, _, _) = legacy_irq_line(irq);
+    if let Some(routing) = ROUTING.get() {
+        for ioapic in &routing.ioapics {
+            ioapic.mask(gsi);
+        }
+    }
+}
+
+/// Number of GSIs the IOAPICs serve (Xen's `nr_irqs_gsi`).
+pub fn gsi_count() -> u32 {
+    ROUTING.get().map_or(0, |routing| {
+        routing.ioapics.iter().map(IoApic::entries).sum()
+    })
+}
+
+/// Routes `gsi` (an ISA line: trigger and polarity from the MADT) to
+/// `vector` on the CPU with APIC id `apic_id`, unmasked. False if no
+/// IOAPIC serves it.
+pub fn route_gsi(gsi: u32, vector: u8, apic_id: u32) -> bool {
+    let (trigger, polarity) = match u8::try_from(gsi) {
+        Ok(irq) if irq < 16 => {
+            let (_, trigger, polarity) = legacy_irq_line(irq);
+            (trigger, polarity)
+        }
+        _ => (Trigger::Level, Polarity::Low),
+    };
+    ROUTING.get().is_some_and(|routing| {
+        routing
+            .ioapics
+            .iter()
+            .any(|ioapic| ioapic.route(gsi, vector, apic_id, trigger, polarity))
+    })
+}
+
+/// Holds `gsi` masked, keeping its route (a PIRQ awaiting the guest's EOI).
+pub fn hold_gsi(gsi: u32) {
+    if let Some(routing) = ROUTING.get() {
+        for ioapic in &routing.ioapics {
+            ioapic.hold(gsi);
+        }
+    }
+}
+
+/// Unmasks `gsi` after [`hold_gsi`].
+pub fn release_gsi(gsi: u32) {
+    if let Some(routing) = ROUTING.get() {
+        for ioapic in &routing.ioapics {
+            ioapic.release(gsi);
+        }
+    }
+}
+
+/// Masks `gsi` and forgets its route.
+pub fn mask_gsi(gsi: u32) {
     if let Some(routing) = ROUTING.get() {
         for ioapic in &routing.ioapics {
             ioapic.mask(gsi);

@@ -444,6 +444,7 @@ fn destroy(domain: &Domain) {
         if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
             log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
         }
+        crate::pirq::forget_domain(domain.id);
         if let Some(slot) = DOMAINS.get(usize::from(domain.id.0)) {
             // The domain's frames are not returned to the allocator: a vcpu
             // on another pCPU may still be leaving its address space.

@@ -1,0 +1,493 @@
+//! PIRQs: host interrupt lines handed to guests through event channels
+//! (Xen's `arch/x86/irq.c` guest side and `physdev.c` map/unmap; spec §6).
+//!
+//! The pieces:
+//! - the lines a domain may be given ([`GUEST_LINES`]; Xen's
+//!   `irq_access_permitted()`): only the CMOS RTC's periodic interrupt,
+//!   GSI 8, which Sluice itself drives (it is the simplest source QEMU
+//!   has; COM1's IRQ 4 is the debug-key console's);
+//! - each domain's pirq → GSI mappings, made by `PHYSDEVOP_map_pirq`
+//!   ([`map_gsi`]) and removed by `PHYSDEVOP_unmap_pirq` ([`unmap`]);
+//! - per line, the domains bound to it (evtchn-core's `EVTCHNOP_bind_pirq`
+//!   calls [`HostPirqs`]' [`PirqHost::bind`]), each with an "EOI owed" mark,
+//!   and the count in flight (Xen's `irq_guest_action_t`).
+//!
+//! Acknowledgement (Xen's ACKTYPE_UNMASK, used for every line): the
+//! interrupt handler acknowledges the device (RTC register C), marks every
+//! binder as owing an EOI, holds the line masked at the IOAPIC, and sends
+//! each binder's port with evtchn-core's `send_pirq`. When the last binder
+//! owing one sends `PHYSDEVOP_eoi` ([`eoi`]) the line is unmasked and the
+//! next period interrupts again. Closing the port (or unmapping the pirq)
+//! completes an EOI still owed. Unlike Xen, Sluice arms no 1 ms timer that
+//! forces the EOI of a slow guest: a guest that never EOIs keeps its own
+//! line masked, and nothing else, since no line is shared with the
+//! hypervisor.
+//!
+//! Locking: one table lock, a leaf, always held with interrupts off
+//! ([`IrqSafeMutex`]): the interrupt handler takes it too. evtchn-core
+//! calls [`HostPirqs`] under a domain's event lock; nothing here calls
+//! back into evtchn-core with the table lock held (the handler drops it
+//! before `send_pirq`, which only *tries* evtchn-core's locks).
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use arch::idt::InterruptFrame;
+use arrayvec::ArrayVec;
+use evtchn_core::{DomId, Errno, PirqHost, PirqSharing};
+
+use crate::domain::builder::NR_PIRQS;
+
+/// What drives a line Sluice hands to guests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineDevice {
+    /// The CMOS RTC's periodic interrupt (ISA IRQ 8).
+    RtcPeriodic,
+}
+
+/// A host line a domain may be given.
+#[derive(Clone, Copy, Debug)]
+struct GuestLine {
+    gsi: u32,
+    device: LineDevice,
+}
+
+/// The lines guests may map: GSI 8, the RTC. Sluice programs and
+/// acknowledges the RTC itself (a PV guest has no port I/O), so the guest
+/// sees only the interrupts.
+const GUEST_LINES: [GuestLine; 1] = [GuestLine {
+    gsi: 8,
+    device: LineDevice::RtcPeriodic,
+}];
+
+/// RTC rate select while a guest is bound: 32768 >> (10 - 1) = 64 Hz.
+const RTC_RATE: u8 = 10;
+
+/// Domains one line can be shared by (Xen's IRQ_MAX_GUESTS is 7).
+const MAX_BINDERS: usize = 4;
+
+/// Xen's MAP_PIRQ_TYPE_GSI.
+pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
+
+/// A domain's pirq → GSI mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapping {
+    domain: DomId,
+    pirq: u32,
+    gsi: u32,
+}
+
+/// A domain bound to a line.
+#[derive(Clone, Copy, Debug)]
+struct Binder {
+    domain: DomId,
+    pirq: u32,
+    /// The line interrupted since this binder's last PHYSDEVOP_eoi (Xen's
+    /// `pirq->masked`).
+    owes_eoi: bool,
+}
+
+/// A line's guest-side state (Xen's `irq_guest_action_t`).
+#[derive(Debug)]
+struct LineState {
+    line: GuestLine,
+    binders: ArrayVec<Binder, MAX_BINDERS>,
+    /// Decided by the first binder.
+    sharing: PirqSharing,
+    /// Binders that still owe an EOI.
+    in_flight: u32,
+}
+
+impl LineState {
+    fn vector(&self) -> u8 {
+        arch::vectors::LEGACY_IRQ_BASE + self.line.gsi as u8
+    }
+
+    /// One binder no longer owes its EOI; the last one unmasks the line.
+    fn complete_eoi(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            match self.line.device {
+                // A period that ended while the line was held latched the
+                // RTC's flag (and, on real hardware, holds IRQ 8 high):
+                // acknowledge it so the next period raises a fresh edge.
+                LineDevice::RtcPeriodic => {
+                    arch::rtc::acknowledge();
+                }
+            }
+            crate::irq::release_gsi(self.line.gsi);
+        }
+    }
+}
+
+struct Table {
+    mappings: Vec<Mapping>,
+    lines: ArrayVec<LineState, { GUEST_LINES.len() }>,
+}
+
+/// A spin lock held with interrupts off: its guard disables them before
+/// taking the lock and restores them after releasing it.
+struct IrqSafeMutex<T>(spin::Mutex<T>);
+
+/// The guard of an [`IrqSafeMutex`].
+struct IrqSafeGuard<'a, T> {
+    guard: Option<spin::MutexGuard<'a, T>>,
+    were_enabled: bool,
+}
+
+impl<T> IrqSafeMutex<T> {
+    fn lock(&self) -> IrqSafeGuard<'_, T> {
+        let were_enabled = arch::cpu::interrupts_enabled();
+        arch::cpu::disable_interrupts();
+        IrqSafeGuard {
+            guard: Some(self.0.lock()),
+            were_enabled,
+        }
+    }
+}
+
+impl<T> core::ops::Deref for IrqSafeGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match &self.guard {
+            Some(guard) => guard,
+            None => unreachable!("the guard is only taken in drop"),
+        }
+    }
+}
+
+impl<T> core::ops::DerefMut for IrqSafeGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.guard {
+            Some(guard) => guard,
+            None => unreachable!("the guard is only taken in drop"),
+        }
+    }
+}
+
+impl<T> Drop for IrqSafeGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if self.were_enabled {
+            arch::cpu::enable_interrupts();
+        }
+    }
+}
+
+static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
+    mappings: Vec::new(),
+    lines: ArrayVec::new_const(),
+}));
+
+/// Interrupts taken on guest lines, and the TSC of the last one.
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+static LAST_INTERRUPT_TSC: AtomicU64 = AtomicU64::new(0);
+
+fn guest_line(gsi: u32) -> Option<GuestLine> {
+    GUEST_LINES.iter().copied().find(|line| line.gsi == gsi)
+}
+
+impl Table {
+    fn mapping(&self, domain: DomId, pirq: u32) -> Option<&Mapping> {
+        self.mappings
+            .iter()
+            .find(|mapping| mapping.domain == domain && mapping.pirq == pirq)
+    }
+
+    fn line(&mut self, gsi: u32) -> Option<&mut LineState> {
+        self.lines.iter_mut().find(|state| state.line.gsi == gsi)
+    }
+
+    /// Detaches `domain`'s `pirq` from its line, completing an EOI it
+    /// owes; the last binder stops the device and masks the line.
+    /// Nothing happens if it is not bound.
+    fn detach(&mut self, domain: DomId, pirq: u32) {
+        let Some(gsi) = self.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
+            return;
+        };
+        let Some(state) = self.line(gsi) else {
+            return;
+        };
+        let Some(index) = state
+            .binders
+            .iter()
+            .position(|binder| binder.domain == domain && binder.pirq == pirq)
+        else {
+            return;
+        };
+        let binder = state.binders.remove(index);
+        if state.binders.is_empty() {
+            match state.line.device {
+                LineDevice::RtcPeriodic => arch::rtc::stop_periodic(),
+            }
+            crate::irq::mask_gsi(gsi);
+            state.in_flight = 0;
+        } else if binder.owes_eoi {
+            state.complete_eoi();
+        }
+        log::info!(
+            "pirq: d{} pirq {pirq} unbound from GSI {gsi} ({} guest-line interrupts so far)",
+            domain.0,
+            interrupt_stats().0
+        );
+    }
+}
+
+/// Sluice's [`PirqHost`]: the table above, as evtchn-core sees it.
+pub struct HostPirqs;
+
+impl PirqHost for HostPirqs {
+    fn is_pirq_mapped(&self, domain: DomId, pirq: u32) -> bool {
+        TABLE
+            .lock()
+            .mapping(domain, pirq)
+            .is_some_and(|mapping| guest_line(mapping.gsi).is_some())
+    }
+
+    /// Xen's `pirq_guest_bind()`: the first binder routes the line to the
+    /// boot CPU and starts the device; later binders must all share.
+    fn bind(&self, domain: DomId, pirq: u32, sharing: PirqSharing) -> Result<(), Errno> {
+        let mut table = TABLE.lock();
+        let gsi = table
+            .mapping(domain, pirq)
+            .map(|mapping| mapping.gsi)
+            .ok_or(Errno::EINVAL)?;
+        let line = guest_line(gsi).ok_or(Errno::EINVAL)?;
+        if table.line(gsi).is_none() {
+            table
+                .lines
+                .try_push(LineState {
+                    line,
+                    binders: ArrayVec::new(),
+                    sharing,
+                    in_flight: 0,
+                })
+                .map_err(|_| Errno::ENOMEM)?;
+        }
+        let state = table.line(gsi).ok_or(Errno::EINVAL)?;
+        let binder = Binder {
+            domain,
+            pirq,
+            owes_eoi: false,
+        };
+        if state.binders.is_empty() {
+            let vector = state.vector();
+            arch::idt::set_handler(vector, on_line_interrupt);
+            if !crate::irq::route_gsi(gsi, vector, arch::percpu::bsp().apic_id()) {
+                return Err(Errno::EINVAL);
+            }
+            state.sharing = sharing;
+            state.in_flight = 0;
+            state.binders.push(binder);
+            match line.device {
+                LineDevice::RtcPeriodic => arch::rtc::start_periodic(RTC_RATE),
+            }
+            log::info!(
+                "pirq: d{} pirq {pirq} bound to GSI {gsi} (vector {vector:#x}; RTC periodic at {} Hz)",
+                domain.0,
+                arch::rtc::periodic_hz(RTC_RATE)
+            );
+            return Ok(());
+        }
+        if state.sharing == PirqSharing::Exclusive || sharing == PirqSharing::Exclusive {
+            return Err(Errno::EBUSY);
+        }
+        state.binders.try_push(binder).map_err(|_| Errno::EBUSY)?;
+        log::info!("pirq: d{} pirq {pirq} shares GSI {gsi}", domain.0);
+        Ok(())
+    }
+
+    fn unbind(&self, domain: DomId, pirq: u32) {
+        TABLE.lock().detach(domain, pirq);
+    }
+
+    fn host_irq(&self, domain: DomId, pirq: u32) -> Option<u32> {
+        TABLE
+            .lock()
+            .mapping(domain, pirq)
+            .map(|mapping| mapping.gsi)
+    }
+}
+
+/// The interrupt handler of every guest line (interrupts off; the LAPIC
+/// EOI follows). Xen: `do_IRQ_guest()`.
+fn on_line_interrupt(frame: &mut InterruptFrame) {
+    let tsc = arch::cpu::rdtsc();
+    LAST_INTERRUPT_TSC.store(tsc, Ordering::Relaxed);
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    let gsi = (frame.vector as u32).wrapping_sub(u32::from(arch::vectors::LEGACY_IRQ_BASE));
+    // For the IRQ-to-upcall latency: the pirq guest prints its upcalls' TSC.
+    log::trace!("pirq: GSI {gsi} interrupt at tsc {tsc}");
+    let mut targets = ArrayVec::<(DomId, u32), MAX_BINDERS>::new();
+    {
+        let mut table = TABLE.lock();
+        let Some(state) = table.line(gsi) else {
+            return;
+        };
+        match state.line.device {
+            LineDevice::RtcPeriodic => {
+                arch::rtc::acknowledge();
+            }
+        }
+        for binder in &mut state.binders {
+            if !binder.owes_eoi {
+                binder.owes_eoi = true;
+                state.in_flight += 1;
+            }
+            targets.push((binder.domain, binder.pirq));
+        }
+        if state.in_flight != 0 {
+            crate::irq::hold_gsi(gsi);
+        }
+    }
+    let domains = crate::events::domains();
+    for (domain, pirq) in targets {
+        domains.send_pirq(domain, pirq);
+    }
+}
+
+/// `PHYSDEVOP_eoi` from `domain` for `pirq` (spec §6.2; Xen:
+/// `pirq_guest_eoi()`): -EINVAL if `pirq` ≥ nr_pirqs or the domain has no
+/// such pirq (neither mapped nor bound); rc 0 even with no EOI owed.
+pub fn eoi(domain: DomId, pirq: u32) -> Result<(), Errno> {
+    if pirq >= NR_PIRQS {
+        return Err(Errno::EINVAL);
+    }
+    let mut table = TABLE.lock();
+    let Some(gsi) = table.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
+        drop(table);
+        return match crate::events::domains().pirq_port(domain, pirq) {
+            Some(_) => Ok(()),
+            None => Err(Errno::EINVAL),
+        };
+    };
+    if let Some(state) = table.line(gsi)
+        && let Some(binder) = state
+            .binders
+            .iter_mut()
+            .find(|binder| binder.domain == domain && binder.pirq == pirq)
+        && binder.owes_eoi
+    {
+        binder.owes_eoi = false;
+        state.complete_eoi();
+    }
+    Ok(())
+}
+
+/// Whether more than one domain is bound to `domain`'s `pirq`
+/// (XENIRQSTAT_shared).
+pub fn is_shared(domain: DomId, pirq: u32) -> bool {
+    let mut table = TABLE.lock();
+    let Some(gsi) = table.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
+        return false;
+    };
+    table.line(gsi).is_some_and(|state| state.binders.len() > 1)
+}
+
+/// `PHYSDEVOP_map_pirq` of type GSI for `target`, asked by a privileged
+/// caller (spec §6.2; Xen: `allocate_and_map_gsi_pirq()` then
+/// `map_domain_pirq()`, whose check order this follows). `requested` < 0
+/// asks for the identity pirq (pirq = GSI, as Linux dom0 passes anyway).
+/// Returns the pirq.
+///
+/// Errors: GSI outside the IOAPICs' inputs → -EINVAL; the GSI already
+/// mapped to another pirq of `target` → -EEXIST; a line Sluice does not
+/// hand out → -EPERM; pirq ≥ nr_pirqs → -EINVAL; identity pirq taken →
+/// -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
+/// and the call answers 0, as Xen 4.17 does (XSA-46: an in-use pirq is
+/// never remapped).
+pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
+    let gsi = u32::try_from(gsi)
+        .ok()
+        .filter(|&gsi| gsi < crate::irq::gsi_count())
+        .ok_or(Errno::EINVAL)?;
+    let mut table = TABLE.lock();
+    let existing = table
+        .mappings
+        .iter()
+        .find(|mapping| mapping.domain == target && mapping.gsi == gsi)
+        .map(|mapping| mapping.pirq);
+    let pirq = match (u32::try_from(requested), existing) {
+        (Err(_), Some(pirq)) => pirq,
+        (Err(_), None) => {
+            if table.mapping(target, gsi).is_some() {
+                return Err(Errno::ENOSPC);
+            }
+            gsi
+        }
+        (Ok(pirq), Some(existing)) if existing != pirq => return Err(Errno::EEXIST),
+        (Ok(pirq), _) => pirq,
+    };
+    if guest_line(gsi).is_none() {
+        return Err(Errno::EPERM);
+    }
+    if pirq >= NR_PIRQS {
+        return Err(Errno::EINVAL);
+    }
+    match table.mapping(target, pirq) {
+        Some(mapping) if mapping.gsi != gsi => {
+            log::warn!(
+                "pirq: d{} pirq {pirq} already maps GSI {}; GSI {gsi} not mapped",
+                target.0,
+                mapping.gsi
+            );
+        }
+        Some(_) => {}
+        None => {
+            table.mappings.push(Mapping {
+                domain: target,
+                pirq,
+                gsi,
+            });
+            log::info!("pirq: d{} pirq {pirq} maps GSI {gsi}", target.0);
+        }
+    }
+    Ok(pirq)
+}
+
+/// `PHYSDEVOP_unmap_pirq` (Xen: `unmap_domain_pirq()`): -EINVAL if `pirq`
+/// is out of range or not mapped. A pirq still bound to a port is detached
+/// from its line first (Xen's forced unbind): the port stays, in state
+/// pirq, and receives nothing more.
+pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
+    let pirq = u32::try_from(pirq)
+        .ok()
+        .filter(|&pirq| pirq < NR_PIRQS)
+        .ok_or(Errno::EINVAL)?;
+    let mut table = TABLE.lock();
+    if table.mapping(target, pirq).is_none() {
+        return Err(Errno::EINVAL);
+    }
+    table.detach(target, pirq);
+    table
+        .mappings
+        .retain(|mapping| !(mapping.domain == target && mapping.pirq == pirq));
+    log::info!("pirq: d{} pirq {pirq} unmapped", target.0);
+    Ok(())
+}
+
+/// A destroyed domain's pirqs (Xen: `free_domain_pirqs()`): every mapping
+/// is removed and any line still bound detached. Its ports were closed
+/// first, which detached them already; this covers pirqs mapped but never
+/// bound, so a later domain with the same id starts with none.
+pub fn forget_domain(domain: DomId) {
+    let mut table = TABLE.lock();
+    let pirqs: Vec<u32> = table
+        .mappings
+        .iter()
+        .filter(|mapping| mapping.domain == domain)
+        .map(|mapping| mapping.pirq)
+        .collect();
+    for pirq in pirqs {
+        table.detach(domain, pirq);
+    }
+    table.mappings.retain(|mapping| mapping.domain != domain);
+}
+
+/// Interrupts taken on guest lines so far, and the TSC of the last one.
+pub fn interrupt_stats() -> (u64, u64) {
+    (
+        INTERRUPTS.load(Ordering::Relaxed),
+        LAST_INTERRUPT_TSC.load(Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,262 @@
+//! Interrupts on the bound pirq: counted exactly, one per PHYSDEVOP_eoi;
+//! none after close; a re-bind after close works; unmapping a bound pirq
+//! detaches it from the line.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use sluice_guest::evtchn::{self, DOMID_SELF, Port, stat};
+use sluice_guest::physdev::{self, XENIRQSTAT_NEEDS_EOI, XENIRQSTAT_SHARED};
+use sluice_guest::time::{now_ns, rdtsc};
+use sluice_guest::{Errno, check, check_eq, println, sched, shared_info, upcall};
+
+use crate::{HUGE_PIRQ, RTC_PIRQ};
+
+/// Interrupts counted, each EOId after its quiet window.
+pub const INTERRUPTS: u32 = 20;
+/// Longest wait for one interrupt (the RTC runs at 64 Hz: 15.6 ms).
+const ARRIVAL_TIMEOUT_NS: u64 = 2_000_000_000;
+/// The window, after an event and before its EOI, in which no second event
+/// may arrive: a little over three RTC periods.
+const QUIET_WINDOW_NS: u64 = 50_000_000;
+/// The window after close (or unmap) in which nothing may arrive.
+const SILENCE_WINDOW_NS: u64 = 200_000_000;
+
+/// Events the pirq handler has seen.
+static EVENTS: AtomicU32 = AtomicU32::new(0);
+/// TSC at each upcall that handled the pirq (for the latency estimate).
+static UPCALL_TSC: [AtomicU64; INTERRUPTS as usize] =
+    [const { AtomicU64::new(0) }; INTERRUPTS as usize];
+
+fn on_pirq(_port: u32) {
+    let tsc = rdtsc();
+    let seen = EVENTS.fetch_add(1, Ordering::SeqCst);
+    if let Some(slot) = UPCALL_TSC.get(seen as usize) {
+        slot.store(tsc, Ordering::SeqCst);
+    }
+}
+
+/// Binds pirq 8 and installs [`on_pirq`] for its port with upcalls masked,
+/// so that an interrupt arriving at once is not dispatched before the
+/// handler is in place (it would be counted as nobody's and never EOId).
+fn bind_with_handler() -> Result<Port, Errno> {
+    upcall::mask_vcpu();
+    let bound = evtchn::bind_pirq(RTC_PIRQ, 0);
+    if let Ok(port) = bound {
+        upcall::set_handler(port, on_pirq);
+    }
+    upcall::unmask_vcpu();
+    bound
+}
+
+/// Waits (polling `port`) until the handler has seen `count` events or
+/// `timeout_ns` passes; returns whether it did.
+fn wait_for_events(port: Port, count: u32, timeout_ns: u64) -> bool {
+    let Some(start) = now_ns() else {
+        return false;
+    };
+    let deadline = start + timeout_ns;
+    while EVENTS.load(Ordering::SeqCst) < count {
+        let Some(now) = now_ns() else {
+            return false;
+        };
+        if now >= deadline {
+            return false;
+        }
+        // A spurious or timed-out return is fine: the loop looks again.
+        let _ = sched::poll(&[port], deadline.min(now + 100_000_000));
+    }
+    true
+}
+
+/// Spins (events enabled, so upcalls come in) for `window_ns`; returns
+/// whether the event count and the port's pending bit stayed as they were.
+fn stays_quiet(port: Port, window_ns: u64) -> bool {
+    let before = EVENTS.load(Ordering::SeqCst);
+    let Some(start) = now_ns() else {
+        return false;
+    };
+    let shared = shared_info::get();
+    while now_ns().is_some_and(|now| now < start + window_ns) {
+        if EVENTS.load(Ordering::SeqCst) != before
+            || shared.is_some_and(|shared| shared.is_pending(port))
+        {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    EVENTS.load(Ordering::SeqCst) == before
+}
+
+/// Binds pirq 8, receives [`INTERRUPTS`] interrupts with an EOI after each
+/// quiet window, then closes the port without the last EOI.
+pub fn counted_interrupts() {
+    let port = match bind_with_handler() {
+        Ok(port) => port,
+        Err(errno) => {
+            check!(false, "bind_pirq of mapped pirq 8 succeeds ({errno:?})");
+            return;
+        }
+    };
+    check!(true, "bind_pirq of mapped pirq 8 succeeds (port {port})");
+    let status = evtchn::status(DOMID_SELF, port);
+    check_eq!(
+        status.map(|status| (status.status, status.vcpu, status.pirq())),
+        Ok((stat::PIRQ, 0, RTC_PIRQ)),
+        "status of the port: pirq, vcpu 0, pirq 8"
+    );
+    check_eq!(
+        evtchn::bind_pirq(RTC_PIRQ, 0),
+        Err(Errno::EEXIST),
+        "bind_pirq of the bound pirq again fails -EEXIST"
+    );
+    check_eq!(
+        evtchn::bind_pirq(HUGE_PIRQ, 0),
+        Err(Errno::EINVAL),
+        "bind_pirq of a pirq >= nr_pirqs fails -EINVAL"
+    );
+    // XSA-46/83: the failed binds took no port.
+    match evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF) {
+        Ok(next) => {
+            check_eq!(next, port + 1, "the failed binds left no port behind");
+            let _ = evtchn::close(next);
+        }
+        Err(errno) => {
+            check!(false, "alloc_unbound after the failed binds ({errno:?})");
+        }
+    }
+
+    let mut received = 0;
+    let mut quiet = 0;
+    let mut eois = 0;
+    for count in 1..=INTERRUPTS {
+        if !wait_for_events(port, count, ARRIVAL_TIMEOUT_NS) {
+            break;
+        }
+        received = count;
+        if stays_quiet(port, QUIET_WINDOW_NS) {
+            quiet += 1;
+        }
+        if count < INTERRUPTS && physdev::eoi(RTC_PIRQ).is_ok() {
+            eois += 1;
+        }
+    }
+    check_eq!(
+        received,
+        INTERRUPTS,
+        "{INTERRUPTS} interrupts of GSI 8 arrive on the port, one per EOI"
+    );
+    check_eq!(
+        quiet,
+        INTERRUPTS,
+        "after each event nothing more arrives for 50 ms until its PHYSDEVOP_eoi"
+    );
+    check_eq!(eois, INTERRUPTS - 1, "every PHYSDEVOP_eoi is rc 0");
+    check_eq!(
+        EVENTS.load(Ordering::SeqCst),
+        INTERRUPTS,
+        "the handler saw exactly {INTERRUPTS} events"
+    );
+    print_upcall_tsc();
+
+    let flags = physdev::irq_status_query(RTC_PIRQ);
+    check_eq!(
+        flags.map(|flags| flags & (XENIRQSTAT_NEEDS_EOI | XENIRQSTAT_SHARED)),
+        Ok(XENIRQSTAT_NEEDS_EOI),
+        "irq_status_query of the bound pirq: needs_eoi, not shared"
+    );
+
+    // Close with the last EOI still owed: close completes it and detaches
+    // the line.
+    check_eq!(
+        evtchn::close(port),
+        Ok(()),
+        "close of the pirq port is rc 0"
+    );
+    upcall::clear_handler(port);
+    check!(
+        stays_quiet(port, SILENCE_WINDOW_NS),
+        "after close no event arrives for 200 ms"
+    );
+    check_eq!(
+        evtchn::status(DOMID_SELF, port).map(|status| status.status),
+        Ok(stat::CLOSED),
+        "the closed port reads closed"
+    );
+}
+
+/// Prints the TSC of every counted upcall, to set beside the hypervisor's
+/// `loglvl=trace` interrupt times.
+fn print_upcall_tsc() {
+    sluice_guest::print!("# pirq upcall tsc:");
+    for slot in &UPCALL_TSC {
+        sluice_guest::print!(" {}", slot.load(Ordering::SeqCst));
+    }
+    println!();
+}
+
+/// A close leaves the line free: binding again gets interrupts again.
+pub fn rebind_after_close() {
+    let port = match bind_with_handler() {
+        Ok(port) => port,
+        Err(errno) => {
+            check!(false, "bind_pirq after close succeeds ({errno:?})");
+            return;
+        }
+    };
+    check!(true, "bind_pirq after close succeeds (port {port})");
+    let before = EVENTS.load(Ordering::SeqCst);
+    check!(
+        wait_for_events(port, before + 1, ARRIVAL_TIMEOUT_NS),
+        "the re-bound port receives an interrupt"
+    );
+    check_eq!(physdev::eoi(RTC_PIRQ), Ok(()), "its PHYSDEVOP_eoi is rc 0");
+    check_eq!(
+        evtchn::close(port),
+        Ok(()),
+        "close of the re-bound port is rc 0"
+    );
+    upcall::clear_handler(port);
+}
+
+/// Unmapping a bound pirq detaches it from the line; the port stays a pirq
+/// port until closed, and the pirq can no longer be bound.
+pub fn unmap_while_bound() {
+    let port = match bind_with_handler() {
+        Ok(port) => port,
+        Err(errno) => {
+            check!(false, "bind_pirq before unmap succeeds ({errno:?})");
+            return;
+        }
+    };
+    let before = EVENTS.load(Ordering::SeqCst);
+    check!(
+        wait_for_events(port, before + 1, ARRIVAL_TIMEOUT_NS),
+        "the port bound before unmap receives an interrupt"
+    );
+    check_eq!(
+        physdev::unmap_pirq(DOMID_SELF, RTC_PIRQ as i32),
+        Ok(()),
+        "unmap_pirq of the bound pirq 8 is rc 0"
+    );
+    check!(
+        stays_quiet(port, SILENCE_WINDOW_NS),
+        "after unmap no event arrives for 200 ms"
+    );
+    check_eq!(
+        evtchn::status(DOMID_SELF, port).map(|status| status.status),
+        Ok(stat::PIRQ),
+        "the port stays in state pirq after unmap"
+    );
+    check_eq!(evtchn::close(port), Ok(()), "close after unmap is rc 0");
+    upcall::clear_handler(port);
+    check_eq!(
+        physdev::unmap_pirq(DOMID_SELF, RTC_PIRQ as i32),
+        Err(Errno::EINVAL),
+        "unmap_pirq of the unmapped pirq fails -EINVAL"
+    );
+    check_eq!(
+        evtchn::bind_pirq(RTC_PIRQ, 0),
+        Err(Errno::EPERM),
+        "bind_pirq of the unmapped pirq fails -EPERM"
+    );
+}

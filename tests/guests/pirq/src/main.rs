@@ -1,0 +1,48 @@
+//! `pirq`: a physical interrupt line routed to a guest port (spec §2.9, §6,
+//! §8 XSA-46/83). Sluice hands out one line, GSI 8, the CMOS RTC's
+//! periodic interrupt, which it programs and acknowledges itself.
+//!
+//! As the privileged domain (`priv`, SIF_PRIVILEGED) the guest checks
+//! map_pirq / unmap_pirq / bind_pirq / eoi errnos, then maps GSI 8 to pirq
+//! 8, binds it and counts [`delivery::INTERRUPTS`] interrupts, each
+//! handled by its upcall and acknowledged with PHYSDEVOP_eoi only after a
+//! window in which no further event may arrive (the line stays masked
+//! until the EOI); then closes the port and sees nothing more, re-binds,
+//! and unmaps a bound pirq. As an unprivileged domain it checks that every
+//! PIRQ-granting call is refused.
+#![no_std]
+#![no_main]
+
+mod delivery;
+mod errors;
+
+use sluice_guest::start_info::SIF_PRIVILEGED;
+use sluice_guest::{StartInfo, check, println, upcall};
+
+sluice_guest::entry!(main);
+
+/// The line Sluice hands to guests: GSI 8, the RTC.
+pub const RTC_GSI: i32 = 8;
+/// The pirq the privileged guest maps it to (identity, as Linux dom0 does).
+pub const RTC_PIRQ: u32 = 8;
+/// A pirq past any domain's nr_pirqs.
+pub const HUGE_PIRQ: u32 = 1_000_000;
+
+fn main(start_info: &'static StartInfo) {
+    check!(
+        upcall::register_callbacks().is_ok(),
+        "the event and failsafe callbacks are registered"
+    );
+    upcall::unmask_vcpu();
+    if start_info.flags & SIF_PRIVILEGED != 0 {
+        println!("# pirq: privileged domain: GSI {RTC_GSI} -> pirq {RTC_PIRQ}");
+        errors::before_mapping();
+        errors::mapping();
+        delivery::counted_interrupts();
+        delivery::rebind_after_close();
+        delivery::unmap_while_bound();
+    } else {
+        println!("# pirq: unprivileged domain: every grant is refused");
+        errors::unprivileged();
+    }
+}
