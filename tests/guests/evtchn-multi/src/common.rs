@@ -186,7 +186,11 @@ pub fn check_all_closed(who: &str) -> bool {
     let open: u32 = (1..64)
         .filter(|&port| evtchn::status(DOMID_SELF, port).map(|s| s.status) != Ok(stat::CLOSED))
         .count() as u32;
-    sluice_guest::check_eq!(open, 0, "{who}: every port in 1..63 reads closed at the end")
+    sluice_guest::check_eq!(
+        open,
+        0,
+        "{who}: every port in 1..63 reads closed at the end"
+    )
 }
 
 /// Masks ports 1..63 before any is allocated: the mask bit of a free port
@@ -208,7 +212,11 @@ pub struct Prng(u64);
 impl Prng {
     /// Seeded with `seed` (0 is replaced: xorshift needs a non-zero state).
     pub fn new(seed: u64) -> Prng {
-        Prng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        Prng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.

@@ -73,7 +73,11 @@ fn survivor(rounds: u32) {
         Ok((stat::UNBOUND, VICTIM)),
         "after the victim is destroyed, the survivor's port reads unbound naming the dead domain"
     );
-    check_eq!(evtchn::send(port), Ok(()), "a send on the orphaned port returns 0 (dropped)");
+    check_eq!(
+        evtchn::send(port),
+        Ok(()),
+        "a send on the orphaned port returns 0 (dropped)"
+    );
     check_eq!(
         evtchn::bind_interdomain(VICTIM, 1),
         Err(Errno::ESRCH),
@@ -91,8 +95,16 @@ fn survivor(rounds: u32) {
     };
     shared.clear_pending(new_port);
     pingpong::play(Role::B, new_port, Wait::Poll, rounds, "with d3: ");
-    check_eq!(evtchn::close(new_port), Ok(()), "the survivor closes its channel to d{LATE}");
-    check_eq!(evtchn::close(port), Ok(()), "the survivor closes the orphaned port");
+    check_eq!(
+        evtchn::close(new_port),
+        Ok(()),
+        "the survivor closes its channel to d{LATE}"
+    );
+    check_eq!(
+        evtchn::close(port),
+        Ok(()),
+        "the survivor closes the orphaned port"
+    );
     common::check_all_closed("survivor");
 }
 
@@ -125,7 +137,11 @@ fn late(rounds: u32) {
         return;
     };
     let port = evtchn::alloc_unbound(DOMID_SELF, SURVIVOR);
-    check_eq!(port, Ok(1), "the late domain allocates port 1 for d{SURVIVOR}");
+    check_eq!(
+        port,
+        Ok(1),
+        "the late domain allocates port 1 for d{SURVIVOR}"
+    );
     let Ok(port) = port else {
         return;
     };

@@ -54,30 +54,46 @@ pub fn main(start_info: &'static StartInfo) {
             u64::from(common::arg_u32(start_info, "seed", 1)),
         ),
         _ => {
-            check!(false, "the command line says role=victim, partner or hostile");
+            check!(
+                false,
+                "the command line says role=victim, partner or hostile"
+            );
         }
     }
 }
 
 fn victim(rounds: u32) {
-    println!("# hostile: victim d{VICTIM} plays {rounds} rounds with d{PARTNER} while d{HOSTILE} attacks");
+    println!(
+        "# hostile: victim d{VICTIM} plays {rounds} rounds with d{PARTNER} while d{HOSTILE} attacks"
+    );
     let Some(port) = pingpong::connect(Role::A, PARTNER) else {
         return;
     };
     let flood = evtchn::alloc_unbound(DOMID_SELF, HOSTILE);
-    check_eq!(flood, Ok(2), "the victim allocates port 2 for the hostile domain");
+    check_eq!(
+        flood,
+        Ok(2),
+        "the victim allocates port 2 for the hostile domain"
+    );
     if let Ok(flood) = flood {
         upcall::set_handler(flood, on_flood);
     }
     let played = pingpong::play(Role::A, port, Wait::Block, rounds, "under attack: ");
-    check!(played, "the victim finishes every round exactly while flooded");
+    check!(
+        played,
+        "the victim finishes every round exactly while flooded"
+    );
     check!(
         FLOOD_EVENTS.load(Ordering::SeqCst) > 0,
         "the flood reached the victim as upcalls ({} handled)",
         FLOOD_EVENTS.load(Ordering::SeqCst)
     );
     if let Ok(flood) = flood {
-        check_eq!(evtchn::close(flood), Ok(()), "the victim closes the hostile domain's port");
+        check_eq!(
+            evtchn::close(flood),
+            Ok(()),
+            "the victim closes the hostile domain's port"
+        );
     }
     pingpong::disconnect(Role::A, port, PARTNER);
 }
@@ -202,9 +218,14 @@ fn raw_syscall(number: u64, args: [u64; 5]) -> i64 {
 }
 
 fn hostile(calls: u32, seed: u64) {
-    println!("# hostile: d{HOSTILE} floods d{VICTIM} and makes {calls} random hypercalls (seed {seed})");
+    println!(
+        "# hostile: d{HOSTILE} floods d{VICTIM} and makes {calls} random hypercalls (seed {seed})"
+    );
     let mut flood = common::bind_when_offered(VICTIM, 2);
-    check!(flood.is_ok(), "the hostile domain binds to the port the victim offered ({flood:?})");
+    check!(
+        flood.is_ok(),
+        "the hostile domain binds to the port the victim offered ({flood:?})"
+    );
     let mut prng = Prng::new(seed);
     let mut sends = 0u64;
     let mut rebinds = 0u32;
@@ -276,7 +297,10 @@ fn hostile(calls: u32, seed: u64) {
         calls,
         "every random hypercall returned to the hostile domain"
     );
-    check!(sends > 0, "the flood sends reached the hypervisor ({sends} returned 0)");
+    check!(
+        sends > 0,
+        "the flood sends reached the hypervisor ({sends} returned 0)"
+    );
     check_eq!(
         version::version().0,
         4,

@@ -107,7 +107,10 @@ fn vcpu1(_vcpu: u32) {
         played += 1;
     }
     V1_ROUNDS.store(played, Ordering::SeqCst);
-    V1_TICKS.store(take_ticks(1, TICKS_WANTED.load(Ordering::SeqCst)), Ordering::SeqCst);
+    V1_TICKS.store(
+        take_ticks(1, TICKS_WANTED.load(Ordering::SeqCst)),
+        Ordering::SeqCst,
+    );
     V1_DONE.store(true, Ordering::SeqCst);
 }
 
@@ -133,10 +136,16 @@ pub fn main(start_info: &'static StartInfo) {
     IPI_PORT[1].store(p1, Ordering::SeqCst);
     upcall::set_handler(p0, on_ipi);
     upcall::set_handler(p1, on_ipi);
-    check!(setup_timer(0), "vcpu 0 binds VIRQ_TIMER after stopping its periodic timer");
+    check!(
+        setup_timer(0),
+        "vcpu 0 binds VIRQ_TIMER after stopping its periodic timer"
+    );
     check_eq!(smp::start(1, vcpu1), Ok(()), "vcpu 1 starts");
     check!(
-        common::spin_until(&|| V1_READY.load(Ordering::SeqCst), common::after(STEP_LIMIT_NS)),
+        common::spin_until(
+            &|| V1_READY.load(Ordering::SeqCst),
+            common::after(STEP_LIMIT_NS)
+        ),
         "vcpu 1 runs and binds its own VIRQ_TIMER"
     );
     check_eq!(
@@ -146,10 +155,16 @@ pub fn main(start_info: &'static StartInfo) {
     );
     check_eq!(
         (
-            evtchn::status(evtchn::DOMID_SELF, TIMER_PORT[0].load(Ordering::SeqCst))
-                .map(|s| (s.status, s.vcpu, s.virq())),
-            evtchn::status(evtchn::DOMID_SELF, TIMER_PORT[1].load(Ordering::SeqCst))
-                .map(|s| (s.status, s.vcpu, s.virq()))
+            evtchn::status(evtchn::DOMID_SELF, TIMER_PORT[0].load(Ordering::SeqCst)).map(|s| (
+                s.status,
+                s.vcpu,
+                s.virq()
+            )),
+            evtchn::status(evtchn::DOMID_SELF, TIMER_PORT[1].load(Ordering::SeqCst)).map(|s| (
+                s.status,
+                s.vcpu,
+                s.virq()
+            ))
         ),
         (
             Ok((evtchn::stat::VIRQ, 0, virq::TIMER)),
@@ -172,7 +187,10 @@ pub fn main(start_info: &'static StartInfo) {
     }
     let my_ticks = take_ticks(0, ticks);
     check!(
-        common::spin_until(&|| V1_DONE.load(Ordering::SeqCst), common::after(STEP_LIMIT_NS)),
+        common::spin_until(
+            &|| V1_DONE.load(Ordering::SeqCst),
+            common::after(STEP_LIMIT_NS)
+        ),
         "vcpu 1 finishes its rounds and ticks"
     );
     upcall::mask_vcpu();
@@ -182,7 +200,10 @@ pub fn main(start_info: &'static StartInfo) {
         "both vcpus complete {rounds} IPI round trips"
     );
     check_eq!(
-        (IPIS[0].load(Ordering::SeqCst), IPIS[1].load(Ordering::SeqCst)),
+        (
+            IPIS[0].load(Ordering::SeqCst),
+            IPIS[1].load(Ordering::SeqCst)
+        ),
         (rounds, rounds),
         "each vcpu's IPI port delivered exactly {rounds} events"
     );

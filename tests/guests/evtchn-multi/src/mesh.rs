@@ -68,7 +68,9 @@ struct Channel {
 }
 
 fn load(counter: &[AtomicU32; MAX_PORTS], port: Port) -> u32 {
-    counter.get(port as usize).map_or(0, |c| c.load(Ordering::SeqCst))
+    counter
+        .get(port as usize)
+        .map_or(0, |c| c.load(Ordering::SeqCst))
 }
 
 pub fn main(start_info: &'static StartInfo) {
@@ -113,7 +115,11 @@ pub fn main(start_info: &'static StartInfo) {
             }
         }
     }
-    check_eq!(bind_errors, 0, "d{me} binds to the two ports each higher domain offers");
+    check_eq!(
+        bind_errors,
+        0,
+        "d{me} binds to the two ports each higher domain offers"
+    );
 
     // Read every channel back; wait for the lower domains to bind.
     let count = 2 * u32::from(domains - 1);
@@ -127,7 +133,11 @@ pub fn main(start_info: &'static StartInfo) {
         };
         let is_allocated = port <= 2 * u32::from(me - 1);
         // Channel k=0 of a pair carries the lower domain's requests.
-        let k = if is_allocated { (port - 1) % 2 } else { (remote_port - 1) % 2 };
+        let k = if is_allocated {
+            (port - 1) % 2
+        } else {
+            (remote_port - 1) % 2
+        };
         let expected_peer = if is_allocated {
             (port - 1) / 2 + 1
         } else {
@@ -219,11 +229,9 @@ pub fn main(start_info: &'static StartInfo) {
     while !all_done(&consumed) {
         let progressed = common::block_until(
             &|| {
-                channels
-                    .clone()
-                    .filter(|c| c.is_request)
-                    .any(|c| load(&ARRIVED, c.port) > consumed.get(c.port as usize).copied().unwrap_or(0))
-                    || all_done(&consumed)
+                channels.clone().filter(|c| c.is_request).any(|c| {
+                    load(&ARRIVED, c.port) > consumed.get(c.port as usize).copied().unwrap_or(0)
+                }) || all_done(&consumed)
             },
             common::after(STEP_LIMIT_NS),
         );

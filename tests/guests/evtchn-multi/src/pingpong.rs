@@ -40,7 +40,10 @@ pub fn main(start_info: &'static StartInfo) {
         }
     };
     let (Some(peer), Some(wait)) = (common::peer(start_info), Wait::from_arg(start_info)) else {
-        check!(false, "the command line names peer=<domid> and wait=spin|block|poll");
+        check!(
+            false,
+            "the command line names peer=<domid> and wait=spin|block|poll"
+        );
         return;
     };
     let rounds = common::arg_u32(start_info, "rounds", 1000);
@@ -74,7 +77,10 @@ pub fn connect(role: Role, peer: DomId) -> Option<Port> {
         }
         Role::B => {
             let port = common::bind_when_offered(peer, 1);
-            check!(port.is_ok(), "end b: bind_interdomain to d{peer} port 1 succeeds ({port:?})");
+            check!(
+                port.is_ok(),
+                "end b: bind_interdomain to d{peer} port 1 succeeds ({port:?})"
+            );
             let port = port.ok()?;
             check_eq!(
                 common::peer_of(port).map(|s| (s.0, s.1, s.2)),
@@ -187,7 +193,8 @@ pub fn disconnect(role: Role, port: Port, peer: DomId) {
     match role {
         Role::A => {
             let limit = common::after(STEP_LIMIT_NS);
-            while common::peer_of(port).map(|s| s.0) == Ok(stat::INTERDOMAIN) && common::now() < limit
+            while common::peer_of(port).map(|s| s.0) == Ok(stat::INTERDOMAIN)
+                && common::now() < limit
             {
                 let _ = sluice_guest::sched::yield_now();
             }
@@ -196,10 +203,18 @@ pub fn disconnect(role: Role, port: Port, peer: DomId) {
                 Ok((stat::UNBOUND, peer)),
                 "end a: after b closes, the port is unbound awaiting d{peer}"
             );
-            check_eq!(evtchn::close(port), Ok(()), "end a: close of the unbound port is rc 0");
+            check_eq!(
+                evtchn::close(port),
+                Ok(()),
+                "end a: close of the unbound port is rc 0"
+            );
         }
         Role::B => {
-            check_eq!(evtchn::close(port), Ok(()), "end b: close of the interdomain port is rc 0");
+            check_eq!(
+                evtchn::close(port),
+                Ok(()),
+                "end b: close of the interdomain port is rc 0"
+            );
         }
     }
     common::check_all_closed(if role == Role::A { "end a" } else { "end b" });

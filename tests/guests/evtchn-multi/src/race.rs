@@ -50,7 +50,9 @@ pub fn main(start_info: &'static StartInfo) {
             return;
         }
     };
-    println!("# race: {role:?} (a receives and blocks, b sends), peer d{peer}, {rounds} rounds, delays below {spread} spins");
+    println!(
+        "# race: {role:?} (a receives and blocks, b sends), peer d{peer}, {rounds} rounds, delays below {spread} spins"
+    );
     let Some(port) = pingpong::connect(role, peer) else {
         return;
     };
@@ -67,7 +69,10 @@ fn receive(port: Port, rounds: u32, spread: u64) {
         return;
     };
     let timer = common::prepare_blocking();
-    check!(timer.is_ok(), "the receiver binds its watchdog VIRQ_TIMER ({timer:?})");
+    check!(
+        timer.is_ok(),
+        "the receiver binds its watchdog VIRQ_TIMER ({timer:?})"
+    );
     let mut prng = Prng::new(0x5eed_0001);
     upcall::set_handler(port, on_request);
     shared.clear_mask(port);
@@ -82,7 +87,10 @@ fn receive(port: Port, rounds: u32, spread: u64) {
             found_before_block += 1;
         }
         upcall::unmask_vcpu();
-        if !common::block_until(&|| FLAG.load(Ordering::SeqCst), common::after(STEP_LIMIT_NS)) {
+        if !common::block_until(
+            &|| FLAG.load(Ordering::SeqCst),
+            common::after(STEP_LIMIT_NS),
+        ) {
             lost_at = Some(round);
             break;
         }
@@ -100,7 +108,11 @@ fn receive(port: Port, rounds: u32, spread: u64) {
         let _ = sluice_guest::vcpu::stop_singleshot_timer(sluice_guest::smp::current_vcpu());
         let _ = evtchn::close(timer);
     }
-    check_eq!(lost_at, None, "no wake-up is lost: every block ends with the request that was sent");
+    check_eq!(
+        lost_at,
+        None,
+        "no wake-up is lost: every block ends with the request that was sent"
+    );
     check_eq!(
         (answered, REQUESTS.load(Ordering::SeqCst)),
         (rounds, rounds),
