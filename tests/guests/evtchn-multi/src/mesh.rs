@@ -32,6 +32,10 @@ const MAX_PORTS: usize = 2 * (MAX_DOMAINS - 1) + 1;
 static ANSWERED: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
 /// Events seen on request ports (answers, and the allocator's "go"), by port.
 static ARRIVED: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
+/// The IPI port vcpu 1 signals vcpu 0 on after each answer, so that
+/// vcpu 0, blocked until every count is complete, sees the answer counts
+/// move.
+static PROGRESS_PORT: AtomicU32 = AtomicU32::new(0);
 /// Handler runs on a vcpu other than the one the port notifies.
 static WRONG_VCPU: AtomicU32 = AtomicU32::new(0);
 
@@ -44,6 +48,7 @@ fn on_request(port: u32) {
     if let Some(count) = ANSWERED.get(port as usize) {
         count.fetch_add(1, Ordering::SeqCst);
     }
+    let _ = evtchn::send(PROGRESS_PORT.load(Ordering::SeqCst));
 }
 
 /// vcpu 0: an answer (or "go") arrived on one of our request channels.
@@ -182,8 +187,13 @@ pub fn main(start_info: &'static StartInfo) {
             setup_errors += 1;
         }
     }
+    // These two ports were masked with the rest of the bucket.
+    match evtchn::bind_ipi(0) {
+        Ok(port) if evtchn::unmask(port).is_ok() => PROGRESS_PORT.store(port, Ordering::SeqCst),
+        _ => setup_errors += 1,
+    }
     let timer = common::prepare_blocking();
-    if timer.is_err() {
+    if !timer.is_ok_and(|port| evtchn::unmask(port).is_ok()) {
         setup_errors += 1;
     }
     if smp::start(1, |_| {}).is_err() {
@@ -197,7 +207,7 @@ pub fn main(start_info: &'static StartInfo) {
     check_eq!(
         setup_errors,
         0,
-        "bind_vcpu, VIRQ_TIMER, vcpu 1 and EVTCHNOP_unmask of every port succeed"
+        "bind_vcpu, the progress IPI, VIRQ_TIMER, vcpu 1 and EVTCHNOP_unmask of every port succeed"
     );
     // The binder speaks first: a request, or "go" where the allocator requests.
     let mut sent = [0u32; MAX_PORTS];
