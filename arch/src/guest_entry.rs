@@ -250,6 +250,8 @@ pub enum EnterError {
     OnVcpuStack,
     /// The frame does not name Xen's flat ring-3 selectors.
     NotRingThree,
+    /// The frame's rip is not canonical.
+    NotCanonical,
     /// The page tables do not share the hypervisor's slots with the live ones.
     ForeignTables,
 }
@@ -264,6 +266,10 @@ pub fn enter_guest(frame: &InterruptFrame, stack: &VcpuStack, root: u64) -> Ente
     }
     if frame.cs != u64::from(FLAT_RING3_CS64) || frame.ss != u64::from(FLAT_RING3_DS) {
         return EnterError::NotRingThree;
+    }
+    // iretq to a non-canonical rip faults in ring 0.
+    if !is_canonical(frame.rip) {
+        return EnterError::NotCanonical;
     }
     if !crate::paging::shares_hypervisor_slots(root) {
         return EnterError::ForeignTables;

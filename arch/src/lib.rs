@@ -1,9 +1,11 @@
 //! Everything x86_64-specific and privileged in Sluice.
 //!
 //! This crate holds all of Sluice's `unsafe` that touches the machine:
-//! inline assembly (boot entry, interrupt stubs, the AP trampoline), MSRs,
-//! port I/O, descriptor tables, page tables, APIC registers. Each block says
-//! why it holds. Everything above it (the `hypervisor` crate) calls safe
+//! inline assembly (boot entry, interrupt stubs, the AP trampoline, the
+//! `syscall` entry and the exits to ring 3 in `guest_entry`, the guest-copy
+//! routine in `guest_copy`, suspending and resuming a vcpu's hypervisor flow
+//! in `stack`), MSRs, port I/O, descriptor tables, page tables, APIC
+//! registers. Each block says why it holds. Everything above it (the `hypervisor` crate) calls safe
 //! functions.
 #![no_std]
 

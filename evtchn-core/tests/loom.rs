@@ -92,9 +92,7 @@ impl World {
                 max_evtchn_port: 3,
                 ..DomainConfig::new(domid, VCPUS)
             };
-            domains
-                .create_domain(config, loom::sync::Arc::from_std(view))
-                .unwrap();
+            domains.create_domain(config, view).unwrap();
         }
         World { domains, pages }
     }

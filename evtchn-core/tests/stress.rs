@@ -31,7 +31,7 @@ const DOM1: DomId = DomId(1);
 const DOM2: DomId = DomId(2);
 const ALL: [DomId; 3] = [DOM0, DOM1, DOM2];
 /// Iterations per worker thread.
-const ITERATIONS: u32 = 20_000;
+const ITERATIONS: u32 = 50_000;
 
 #[derive(Default)]
 struct CountingNotify {
@@ -388,7 +388,7 @@ fn concurrent_binding_sending_closing_and_resetting_keeps_tables_consistent() {
 #[test]
 fn xsa340_alloc_racing_send_at_the_table_edge() {
     let domains = Arc::new(TestDomains::new(CountingNotify::default(), NoPirqs));
-    for round in 0..2 {
+    for round in 0..8 {
         // A fresh domain each round: the table starts with one bucket.
         domains
             .create_domain(
@@ -401,11 +401,14 @@ fn xsa340_alloc_racing_send_at_the_table_edge() {
             .unwrap();
         let page = domains.shared_info(DOM1).unwrap();
         let done = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(Barrier::new(2));
         let sender = {
             let domains = domains.clone();
             let done = done.clone();
             let page = page.clone();
+            let start = start.clone();
             thread::spawn(move || {
+                start.wait();
                 let mut delivered = 0u64;
                 while !done.load(Ordering::Acquire) {
                     let valid = domains.valid_ports(DOM1).unwrap();
@@ -430,8 +433,13 @@ fn xsa340_alloc_racing_send_at_the_table_edge() {
             })
         };
         let mut ports = Vec::new();
+        start.wait();
         while let Ok(port) = domains.bind_ipi(DOM1, VcpuId(round % 2)) {
             ports.push(port);
+            // Allocation is fast: let the sender run at each new edge.
+            if port.0 % 8 == 0 {
+                thread::yield_now();
+            }
         }
         done.store(true, Ordering::Release);
         let delivered = sender.join().unwrap();

@@ -6,7 +6,7 @@
 //!
 //! Domains: [`domain::builder`] turns each boot module into a PV domain
 //! (Xen's PV memory layout, ELF notes, start_info, bootstrap page tables);
-//! [`sched`] runs each vcpu on a pCPU of its own; `arch::guest_entry`
+//! [`sched`] spreads vcpus over the pCPUs and time-shares them; `arch::guest_entry`
 //! delivers every `syscall`, interrupt and exception from a guest to
 //! [`hypercall`]'s hooks, which serve the call and inject pending upcalls
 //! ([`upcall`]) on the way back; [`events`] connects evtchn-core (wake-ups,

@@ -7,7 +7,7 @@
 //! up but has not started (entered afresh from its initial registers). With
 //! nothing to run it halts. A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
 //! suspends its hypervisor flow into its context and lets the loop run; a
-//! vcpu interrupted in the guest after its time slice (one LAPIC tick) is
+//! vcpu interrupted in the guest after its time slice (10 ms) is
 //! preempted the same way when another vcpu of the pCPU can run. A vcpu
 //! that stops (its domain shut down, VCPUOP_down) leaves its stack for good.
 //!
@@ -38,6 +38,8 @@ struct Pcpu {
     slice_start_ns: AtomicU64,
     /// Its idle stack.
     idle: spin::Once<arch::stack::IdleStack>,
+    /// Whether its LAPIC timer ticks at [`GUEST_TICK_HZ`] yet.
+    has_guest_tick: core::sync::atomic::AtomicBool,
 }
 
 static PCPUS: [Pcpu; MAX_CPUS] = [const {
@@ -48,10 +50,15 @@ static PCPUS: [Pcpu; MAX_CPUS] = [const {
         cursor: AtomicUsize::new(0),
         slice_start_ns: AtomicU64::new(0),
         idle: spin::Once::new(),
+        has_guest_tick: core::sync::atomic::AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
-/// A time slice: one LAPIC tick.
+/// The LAPIC tick rate of a pCPU once it runs vcpus: guest timers
+/// (singleshot, poll timeouts, the periodic VIRQ_TIMER) resolve to it.
+pub const GUEST_TICK_HZ: u32 = 1000;
+
+/// A time slice.
 const SLICE_NS: u64 = 10_000_000;
 
 fn encode(domid: DomId, vcpu: VcpuId) -> u64 {
@@ -308,6 +315,9 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
 /// Runs `vcpu` on this pCPU: resumes its suspended flow, or enters it
 /// afresh. Returns only if it could not.
 fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
+    if !pcpu.has_guest_tick.swap(true, Ordering::Relaxed) {
+        arch::lapic::start_periodic_timer(GUEST_TICK_HZ);
+    }
     pcpu.current
         .store(encode(domain.id, vcpu.id), Ordering::Release);
     pcpu.slice_start_ns

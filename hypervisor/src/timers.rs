@@ -6,8 +6,8 @@
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
 //! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
-//! tick of that pCPU drives its timers; they resolve to the tick period
-//! (`cpus::TIMER_HZ`).
+//! tick of that pCPU drives its timers; they resolve to its period (1 ms
+//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`).
 
 use core::sync::atomic::Ordering;
 

@@ -33,15 +33,44 @@ pub fn run(root: &Path) -> Result<Tally> {
     run_counted(&mut cargo, "")
 }
 
-/// Runs evtchn-core's loom model checks (`tests/loom.rs`, built with
-/// `--cfg loom` in release mode); each model counts as one test.
+/// Runs evtchn-core's loom model checks (every `tests/*.rs` whose first
+/// attribute line is `#![cfg(loom)]`, built with `--cfg loom` in release
+/// mode); each model counts as one test.
 pub fn run_loom(root: &Path) -> Result<Tally> {
+    let tests = loom_tests(&root.join("evtchn-core/tests"))?;
+    if tests.is_empty() {
+        println!("no loom tests under evtchn-core/tests");
+        return Ok(Tally::default());
+    }
     let mut cargo = process::command(root, "cargo");
+    cargo.args(["test", "-p", "evtchn-core", "--release"]);
+    for test in &tests {
+        cargo.args(["--test", test]);
+    }
     cargo
-        .args(["test", "-p", "evtchn-core", "--test", "loom", "--release"])
         .args(["--target-dir", LOOM_TARGET_DIR])
         .env("RUSTFLAGS", "--cfg loom");
     run_counted(&mut cargo, "RUSTFLAGS='--cfg loom' ")
+}
+
+/// The integration tests in `dir` gated on `cfg(loom)`, by target name.
+fn loom_tests(dir: &Path) -> Result<Vec<String>> {
+    let mut tests = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|extension| extension != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if text.lines().any(|line| line.trim() == "#![cfg(loom)]")
+            && let Some(stem) = path.file_stem().and_then(|stem| stem.to_str())
+        {
+            tests.push(stem.to_owned());
+        }
+    }
+    tests.sort();
+    Ok(tests)
 }
 
 /// Runs a libtest-driven cargo command, echoing its output (prefixed by
@@ -118,6 +147,19 @@ test result: ok. 0 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; fini
                 failed: 1
             }
         );
+    }
+
+    #[test]
+    fn loom_tests_are_the_files_gated_on_cfg_loom() {
+        let dir = std::env::temp_dir().join(format!("xtask-loom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b_loom.rs"), "//! doc\n#![cfg(loom)]\n").unwrap();
+        std::fs::write(dir.join("a_loom.rs"), "#![cfg(loom)]\nfn main() {}\n").unwrap();
+        std::fs::write(dir.join("plain.rs"), "//! mentions #![cfg(loom)] inline\n").unwrap();
+        std::fs::write(dir.join("notes.txt"), "#![cfg(loom)]\n").unwrap();
+        let found = loom_tests(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, ["a_loom", "b_loom"]);
     }
 
     #[test]

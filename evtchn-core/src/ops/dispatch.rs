@@ -82,10 +82,17 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     fn dispatch_op(&self, caller: DomId, op: EvtchnOp, arg: &[u8]) -> Result<Reply, Errno> {
         match op {
             EvtchnOp::BindInterdomain => {
-                let mut request = EvtchnBindInterdomain::from_bytes(argument(arg)?);
-                request.local_port =
+                let request = EvtchnBindInterdomain::from_bytes(argument(arg)?);
+                let local_port =
                     self.bind_interdomain(caller, request.remote_dom, request.remote_port)?;
-                Ok(Reply::from_slice(&request.to_bytes()))
+                // Xen copies its copy of the whole struct back: the padding
+                // after remote_dom returns as the guest passed it, so start
+                // from the guest's bytes, not a re-encoding (zero padding).
+                let mut reply_bytes = *argument::<12>(arg)?;
+                if let Some(target) = reply_bytes.get_mut(8..12) {
+                    target.copy_from_slice(&local_port.0.to_le_bytes());
+                }
+                Ok(Reply::from_slice(&reply_bytes))
             }
             EvtchnOp::BindVirq => {
                 let mut request = EvtchnBindVirq::from_bytes(argument(arg)?);

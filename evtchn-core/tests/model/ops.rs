@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::reference::{Config, DOMID_SELF, Model, State};
+use super::reference::{self, Channel, Config, DOMID_SELF, Model, State};
 
 /// Domain ids the cases use; dom0 is privileged.
 pub const DOMAIN_IDS: [u16; 3] = [0, 1, 2];
@@ -146,6 +146,43 @@ pub enum Op {
     },
     /// Re-create a destroyed domain, if there is one.
     Recreate,
+    /// Raise an event on one of the domain's allocated ports the way its
+    /// kind allows: a send on an IPI port, a send from the peer of an
+    /// interdomain port (or Xen's notification for a Xen-attached peer), a
+    /// VIRQ raised by the hypervisor.
+    SignalLive {
+        dom: u16,
+        pick: u8,
+    },
+    /// Poll one or two of the domain's allocated ports, after the guest
+    /// acknowledged its upcall and cleared their pending bits (so that the
+    /// poll can block). With `masked`, the guest masks them too (SCHEDOP_poll
+    /// on masked ports, as Linux polls).
+    PollLive {
+        dom: u16,
+        vcpu: u32,
+        pick: u8,
+        two: bool,
+        masked: bool,
+    },
+    /// SCHEDOP_poll's event-channel part on a vcpu.
+    Poll {
+        dom: u16,
+        vcpu: u32,
+        ports: Vec<u32>,
+    },
+    /// The poll ends (timeout): the vcpu stops polling.
+    PollFinish {
+        dom: u16,
+        vcpu: u32,
+    },
+    /// HYPERVISOR_event_channel_op(cmd, arg) through the byte-level
+    /// dispatcher, with `arg` the bytes copied in (possibly too few).
+    Dispatch {
+        caller: u16,
+        cmd: u32,
+        arg: Vec<u8>,
+    },
 }
 
 /// What [`Op::OnLivePort`] does to the port it picks.
@@ -158,8 +195,41 @@ pub enum LiveAction {
     Status([u8; 8]),
 }
 
-/// Turn an aimed op into a plain one, using the model's current state.
-pub fn aim(op: &Op, model: &Model) -> Op {
+/// Turn an aimed op into plain ones, using the model's current state.
+pub fn aim(op: &Op, model: &Model) -> Vec<Op> {
+    if let Op::PollLive {
+        dom, vcpu, masked, ..
+    } = *op
+    {
+        // The guest takes its upcall and handles the ports first, so that
+        // the poll can block.
+        let poll = aim_one(op, model);
+        let mut ops = vec![Op::GuestAck { dom, vcpu }];
+        let Op::Poll { ref ports, .. } = poll else {
+            return vec![poll];
+        };
+        for &port in ports {
+            ops.push(Op::GuestClearPending { dom, port });
+            if masked {
+                ops.push(Op::GuestMask { dom, port });
+            }
+        }
+        ops.push(poll);
+        return ops;
+    }
+    vec![aim_one(op, model)]
+}
+
+/// Ports an event can reach: IPI, interdomain and VIRQ ports (unbound ones
+/// drop every send, and pirqs are not raised here).
+fn can_signal(state: State) -> bool {
+    matches!(
+        state,
+        State::Ipi | State::Interdomain { .. } | State::Virq(_)
+    )
+}
+
+fn aim_one(op: &Op, model: &Model) -> Op {
     match *op {
         Op::BindToUnbound {
             caller,
@@ -219,6 +289,86 @@ pub fn aim(op: &Op, model: &Model) -> Op {
                     port,
                     union_in,
                 },
+            }
+        }
+        Op::PollLive {
+            dom,
+            vcpu,
+            pick,
+            two,
+            ..
+        } => {
+            let live: Vec<u32> = model.domains.get(&dom).map_or(Vec::new(), |domain| {
+                (1..domain.valid())
+                    .filter(|&port| can_signal(domain.channels[port as usize].state))
+                    .collect()
+            });
+            let at = |offset: usize| {
+                live.get((usize::from(pick) + offset) % live.len().max(1))
+                    .copied()
+                    .unwrap_or(1)
+            };
+            if live.is_empty() {
+                // Nothing to poll yet: make a port for the next time.
+                return Op::BindIpi { caller: dom, vcpu };
+            }
+            let ports = if two { vec![at(0), at(1)] } else { vec![at(0)] };
+            Op::Poll { dom, vcpu, ports }
+        }
+        Op::SignalLive { dom, pick } => {
+            let live: Vec<(u32, Channel)> = model.domains.get(&dom).map_or(Vec::new(), |domain| {
+                (1..domain.valid())
+                    .map(|port| (port, domain.channels[port as usize]))
+                    .filter(|(_, channel)| can_signal(channel.state))
+                    .collect()
+            });
+            // Half the time, a port a vcpu is polling, if there is one.
+            let polled = model.domains.get(&dom).and_then(|domain| {
+                domain
+                    .polling
+                    .iter()
+                    .flatten()
+                    .find_map(|&port| live.iter().find(|(live_port, _)| *live_port == port))
+            });
+            let chosen = match polled {
+                Some(entry) if pick % 2 == 0 => Some(entry),
+                _ => live.get(usize::from(pick) % live.len().max(1)),
+            };
+            let Some(&(port, channel)) = chosen else {
+                return Op::BindIpi {
+                    caller: dom,
+                    vcpu: u32::from(pick % 2),
+                };
+            };
+            match channel.state {
+                State::Interdomain {
+                    remote,
+                    remote_port,
+                    ..
+                } => {
+                    let peer_is_xen = matches!(
+                        model.domains[&remote].channels[remote_port as usize].state,
+                        State::Interdomain { xen: Some(_), .. }
+                    );
+                    if peer_is_xen {
+                        Op::NotifyViaXen {
+                            dom: remote,
+                            port: remote_port,
+                        }
+                    } else {
+                        Op::Send {
+                            caller: remote,
+                            port: remote_port,
+                        }
+                    }
+                }
+                State::Virq(virq) if reference::virq_is_per_vcpu(virq) => Op::RaiseVcpuVirq {
+                    dom,
+                    vcpu: channel.notify_vcpu,
+                    virq,
+                },
+                State::Virq(virq) => Op::RaiseGlobalVirq { virq },
+                _ => Op::Send { caller: dom, port },
             }
         }
         Op::Recreate => {
@@ -291,6 +441,78 @@ fn domain() -> impl Strategy<Value = u16> {
     prop::sample::select(&DOMAIN_IDS[..])
 }
 
+/// An op's argument bytes laid out by the spec's table (§1.2), padding and
+/// OUT fields holding whatever the guest left there, sometimes cut short.
+fn dispatch() -> impl Strategy<Value = Op> {
+    let cmd = prop_oneof![
+        12 => prop::sample::select(&[0u32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14][..]),
+        1 => prop::sample::select(&[15u32, 16, 99, u32::MAX][..]),
+    ];
+    let fields = (
+        domain_argument(),
+        domain_argument(),
+        port(),
+        vcpu(),
+        virq(),
+        any::<[u8; 24]>(),
+    );
+    let cut = prop_oneof![8 => Just(None), 1 => (0usize..24).prop_map(Some)];
+    (caller(), cmd, fields, cut).prop_map(
+        |(caller, cmd, (dom, other_dom, port, vcpu, virq, junk), cut)| {
+            let mut arg = junk.to_vec();
+            let mut put = |offset: usize, bytes: &[u8]| {
+                arg[offset..offset + bytes.len()].copy_from_slice(bytes);
+            };
+            let size = match cmd {
+                0 => {
+                    put(0, &dom.to_le_bytes());
+                    put(4, &port.to_le_bytes());
+                    12
+                }
+                1 => {
+                    put(0, &virq.to_le_bytes());
+                    put(4, &vcpu.to_le_bytes());
+                    12
+                }
+                2 => {
+                    put(0, &(port % 10).to_le_bytes());
+                    12
+                }
+                3 | 4 | 9 => {
+                    put(0, &port.to_le_bytes());
+                    4
+                }
+                5 => {
+                    put(0, &dom.to_le_bytes());
+                    put(4, &port.to_le_bytes());
+                    24
+                }
+                6 => {
+                    put(0, &dom.to_le_bytes());
+                    put(2, &other_dom.to_le_bytes());
+                    8
+                }
+                7 => {
+                    put(0, &vcpu.to_le_bytes());
+                    8
+                }
+                8 => {
+                    put(0, &port.to_le_bytes());
+                    put(4, &vcpu.to_le_bytes());
+                    8
+                }
+                10 | 14 => {
+                    put(0, &dom.to_le_bytes());
+                    2
+                }
+                _ => 24,
+            };
+            arg.truncate(cut.map_or(size, |cut| cut.min(size)));
+            Op::Dispatch { caller, cmd, arg }
+        },
+    )
+}
+
 fn live_action() -> impl Strategy<Value = LiveAction> {
     prop_oneof![
         4 => Just(LiveAction::Send),
@@ -309,7 +531,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (caller(), 1u32..72).prop_map(|(caller, count)| Op::AllocBurst { caller, count }),
         6 => (caller(), domain_argument(), port())
             .prop_map(|(caller, remote_dom, remote_port)| Op::BindInterdomain { caller, remote_dom, remote_port }),
-        3 => (caller(), virq(), vcpu()).prop_map(|(caller, virq, vcpu)| Op::BindVirq { caller, virq, vcpu }),
+        4 => (caller(), virq(), vcpu()).prop_map(|(caller, virq, vcpu)| Op::BindVirq { caller, virq, vcpu }),
         2 => (caller(), vcpu()).prop_map(|(caller, vcpu)| Op::BindIpi { caller, vcpu }),
         2 => (caller(), prop_oneof![3 => 0u32..2, 2 => 0u32..10])
             .prop_map(|(caller, pirq)| Op::BindPirq { caller, pirq }),
@@ -342,6 +564,16 @@ pub fn op() -> impl Strategy<Value = Op> {
         12 => (caller(), any::<u8>(), live_action())
             .prop_map(|(caller, pick, action)| Op::OnLivePort { caller, pick, action }),
         2 => Just(Op::Recreate),
+        8 => dispatch(),
+        3 => (domain(), vcpu(), prop_oneof![
+                12 => prop::collection::vec(port(), 0..4),
+                1 => prop::collection::vec(1u32..8, 129..130),
+            ])
+            .prop_map(|(dom, vcpu, ports)| Op::Poll { dom, vcpu, ports }),
+        1 => (domain(), 0u32..3).prop_map(|(dom, vcpu)| Op::PollFinish { dom, vcpu }),
+        3 => (domain(), 0u32..3, any::<u8>(), any::<bool>(), any::<bool>())
+            .prop_map(|(dom, vcpu, pick, two, masked)| Op::PollLive { dom, vcpu, pick, two, masked }),
+        6 => (domain(), any::<u8>()).prop_map(|(dom, pick)| Op::SignalLive { dom, pick }),
     ]
 }
 

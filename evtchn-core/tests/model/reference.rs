@@ -111,6 +111,9 @@ pub struct Domain {
     /// pirq -> port.
     pub pirq_ports: BTreeMap<u32, u32>,
     pub pauses: u32,
+    /// Per vcpu: None = not polling, Some(port) = polling that one port,
+    /// Some(0) = polling several (SCHEDOP_poll, spec §3.5, §7.10).
+    pub polling: Vec<Option<u32>>,
 }
 
 fn bit(port: u32) -> (usize, u64) {
@@ -132,6 +135,7 @@ impl Domain {
             virq_table: vec![[0; NR_VIRQS as usize]; config.vcpus as usize],
             pirq_ports: BTreeMap::new(),
             pauses: 0,
+            polling: vec![None; config.vcpus as usize],
         }
     }
 
@@ -247,6 +251,8 @@ pub struct Model {
     pub hardware_domain: Option<u16>,
     /// `Notify::kick_vcpu` calls, in order.
     pub kicks: Vec<(u16, u32)>,
+    /// `Notify::wake_poller` calls, in order.
+    pub poll_wakes: Vec<(u16, u32)>,
     /// `Notify::notify_xen_consumer` calls, in order.
     pub xen_notifications: Vec<(u16, u32, u8)>,
     /// Pirqs the fake host counts as bound.
@@ -268,6 +274,7 @@ impl Model {
             configs: configs.iter().map(|config| (config.id, *config)).collect(),
             hardware_domain: None,
             kicks: Vec::new(),
+            poll_wakes: Vec::new(),
             xen_notifications: Vec::new(),
             host_pirqs: BTreeMap::new(),
         };
@@ -310,8 +317,70 @@ impl Model {
     }
 
     fn set_pending(&mut self, id: u16, port: u32, vcpu: u32) {
+        let was_pending = self.domains[&id].is_pending(port);
         if let Some(kick) = self.dom(id).set_pending(port, vcpu) {
             self.kicks.push((id, kick));
+        }
+        if was_pending || port >= TWO_LEVEL_PORTS {
+            return;
+        }
+        // evtchn_check_pollers(): also for a masked port; a vcpu polling
+        // several ports or exactly this one stops polling and is woken.
+        let domain = self.dom(id);
+        let mut woken = Vec::new();
+        for (vcpu, polling) in domain.polling.iter_mut().enumerate() {
+            if matches!(*polling, Some(polled) if polled == 0 || polled == port) {
+                *polling = None;
+                woken.push((id, vcpu as u32));
+            }
+        }
+        self.poll_wakes.extend(woken);
+    }
+
+    /// SCHEDOP_poll's event-channel part: `Ok(true)` = return at once,
+    /// `Ok(false)` = block. -EINVAL for more than 128 ports or a port that
+    /// is invalid, free, reserved or Xen-attached (in order; an earlier
+    /// pending port wins); unknown domain -ESRCH, vcpu -ENOENT.
+    pub fn poll(&mut self, id: u16, vcpu: u32, ports: &[u32]) -> Result<bool, Errno> {
+        if ports.len() > 128 {
+            return Err(Errno::EINVAL);
+        }
+        let domain = self.domains.get_mut(&id).ok_or(Errno::ESRCH)?;
+        if !domain.has_vcpu(vcpu) {
+            return Err(Errno::ENOENT);
+        }
+        let slot = vcpu as usize;
+        let ready = (|| {
+            if domain.upcall_pending[slot] != 0 && domain.upcall_mask[slot] == 0 {
+                return Ok(true);
+            }
+            for &port in ports {
+                let channel = domain.channel(port).ok_or(Errno::EINVAL)?;
+                if !channel.state.is_usable() {
+                    return Err(Errno::EINVAL);
+                }
+                if domain.is_pending(port) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })();
+        domain.polling[slot] = match (ready, ports) {
+            (Ok(false), [only]) => Some(*only),
+            (Ok(false), _) => Some(0),
+            _ => None,
+        };
+        ready
+    }
+
+    /// The poll ended (timeout or wake-up): the vcpu stops polling.
+    pub fn poll_finish(&mut self, id: u16, vcpu: u32) {
+        if let Some(polling) = self
+            .domains
+            .get_mut(&id)
+            .and_then(|domain| domain.polling.get_mut(vcpu as usize))
+        {
+            *polling = None;
         }
     }
 
@@ -693,6 +762,65 @@ impl Model {
             return Err(Errno::EINVAL);
         }
         Err(Errno::EBUSY)
+    }
+
+    /// HYPERVISOR_event_channel_op(cmd, arg) with `arg` the bytes copied
+    /// in: decoded by the spec's offsets (§1.2), too few bytes → -EFAULT,
+    /// an unknown cmd → -ENOSYS. On success the ops that copy back return
+    /// the whole struct as the guest passed it with the OUT fields written
+    /// (Xen copies its copy of the struct back, padding included).
+    pub fn dispatch(&mut self, caller: u16, cmd: u32, arg: &[u8]) -> Result<Vec<u8>, Errno> {
+        let size = match cmd {
+            0..=2 => 12,
+            3 | 4 | 9 => 4,
+            5 => 24,
+            6..=8 => 8,
+            10 | 14 => 2,
+            _ => return Err(Errno::ENOSYS),
+        };
+        let arg = arg.get(..size).ok_or(Errno::EFAULT)?;
+        let u16_at = |offset: usize| u16::from_le_bytes([arg[offset], arg[offset + 1]]);
+        let u32_at =
+            |offset: usize| u32::from_le_bytes(arg[offset..offset + 4].try_into().unwrap());
+        let with_out = |offset: usize, port: u32| {
+            let mut reply = arg.to_vec();
+            reply[offset..offset + 4].copy_from_slice(&port.to_le_bytes());
+            reply
+        };
+        match cmd {
+            0 => self
+                .bind_interdomain(caller, u16_at(0), u32_at(4))
+                .map(|port| with_out(8, port)),
+            1 => self
+                .bind_virq(caller, u32_at(0), u32_at(4))
+                .map(|port| with_out(8, port)),
+            2 => self
+                .bind_pirq(caller, u32_at(0))
+                .map(|port| with_out(8, port)),
+            3 => self.close(caller, u32_at(0)).map(|()| Vec::new()),
+            4 => self.send(caller, u32_at(0)).map(|()| Vec::new()),
+            5 => {
+                let union_in: [u8; 8] = arg[16..24].try_into().unwrap();
+                let (status, vcpu, union) = self.status(caller, u16_at(0), u32_at(4), union_in)?;
+                let mut reply = arg.to_vec();
+                reply[8..12].copy_from_slice(&status.to_le_bytes());
+                reply[12..16].copy_from_slice(&vcpu.to_le_bytes());
+                reply[16..24].copy_from_slice(&union);
+                Ok(reply)
+            }
+            6 => self
+                .alloc_unbound(caller, u16_at(0), u16_at(2))
+                .map(|port| with_out(4, port)),
+            7 => self
+                .bind_ipi(caller, u32_at(0))
+                .map(|port| with_out(4, port)),
+            8 => self
+                .bind_vcpu(caller, u32_at(0), u32_at(4))
+                .map(|()| Vec::new()),
+            9 => self.unmask(caller, u32_at(0)).map(|()| Vec::new()),
+            10 => self.reset(caller, u16_at(0)).map(|()| Vec::new()),
+            _ => self.reset_cont(caller, u16_at(0)).map(|()| Vec::new()),
+        }
     }
 
     // ----- the guest writing its own shared page -----

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use evtchn_core::abi::{EvtchnStatus, SharedInfo};
 use evtchn_core::{
     ChannelState, Consumer, DomId, DomainConfig, Domains, Errno, FifoSupport, Notify, PirqHost,
-    PirqSharing, Port, Privilege, ResetMode, SharedInfoView, VcpuId, Virq, XenConsumer,
+    PirqSharing, PollOutcome, Port, Privilege, ResetMode, SharedInfoView, VcpuId, Virq,
+    XenConsumer,
 };
 
 use super::ops::Op;
@@ -19,6 +20,7 @@ use super::reference::{self, Config, Model, State};
 #[derive(Default)]
 pub struct Recorder {
     pub kicks: Mutex<Vec<(u16, u32)>>,
+    pub poll_wakes: Mutex<Vec<(u16, u32)>>,
     pub xen_notifications: Mutex<Vec<(u16, u32, u8)>>,
 }
 
@@ -26,7 +28,9 @@ impl Notify for Recorder {
     fn kick_vcpu(&self, domain: DomId, vcpu: VcpuId) {
         self.kicks.lock().unwrap().push((domain.0, vcpu.0));
     }
-    fn wake_poller(&self, _domain: DomId, _vcpu: VcpuId) {}
+    fn wake_poller(&self, domain: DomId, vcpu: VcpuId) {
+        self.poll_wakes.lock().unwrap().push((domain.0, vcpu.0));
+    }
     fn notify_xen_consumer(&self, domain: DomId, port: Port, consumer: XenConsumer) {
         self.xen_notifications
             .lock()
@@ -67,6 +71,10 @@ pub enum Outcome {
     Port(Result<u32, Errno>),
     Ports(Vec<Result<u32, Errno>>),
     Status(Result<reference::StatusReply, Errno>),
+    /// Poll: ready at once (true) or block.
+    Poll(Result<bool, Errno>),
+    /// The dispatcher's result: the bytes to copy back, or the errno.
+    Dispatch(Result<Vec<u8>, Errno>),
     Nothing,
 }
 
@@ -125,9 +133,38 @@ impl System {
         let domains = &self.domains;
         let port_of = |result: Result<Port, Errno>| result.map(|port| port.0);
         match *op {
-            Op::BindToUnbound { .. } | Op::OnLivePort { .. } | Op::Recreate => {
+            Op::BindToUnbound { .. }
+            | Op::OnLivePort { .. }
+            | Op::PollLive { .. }
+            | Op::SignalLive { .. }
+            | Op::Recreate => {
                 unreachable!("aimed ops are resolved before they run")
             }
+            Op::Poll {
+                dom,
+                vcpu,
+                ref ports,
+            } => {
+                let ports: Vec<Port> = ports.iter().map(|&port| Port(port)).collect();
+                Outcome::Poll(
+                    domains
+                        .poll(DomId(dom), VcpuId(vcpu), &ports)
+                        .map(|outcome| outcome == PollOutcome::Ready),
+                )
+            }
+            Op::PollFinish { dom, vcpu } => {
+                domains.poll_finish(DomId(dom), VcpuId(vcpu));
+                Outcome::Nothing
+            }
+            Op::Dispatch {
+                caller,
+                cmd,
+                ref arg,
+            } => Outcome::Dispatch(
+                domains
+                    .dispatch(DomId(caller), cmd, arg)
+                    .map(|reply| reply.as_bytes().to_vec()),
+            ),
             Op::AllocUnbound {
                 caller,
                 dom,
@@ -276,8 +313,26 @@ impl System {
 /// The same op on the reference model.
 pub fn apply_to_model(model: &mut Model, op: &Op) -> Outcome {
     match *op {
-        Op::BindToUnbound { .. } | Op::OnLivePort { .. } | Op::Recreate => {
+        Op::BindToUnbound { .. }
+        | Op::OnLivePort { .. }
+        | Op::PollLive { .. }
+        | Op::SignalLive { .. }
+        | Op::Recreate => {
             unreachable!("aimed ops are resolved before they run")
+        }
+        Op::Dispatch {
+            caller,
+            cmd,
+            ref arg,
+        } => Outcome::Dispatch(model.dispatch(caller, cmd, arg)),
+        Op::Poll {
+            dom,
+            vcpu,
+            ref ports,
+        } => Outcome::Poll(model.poll(dom, vcpu, ports)),
+        Op::PollFinish { dom, vcpu } => {
+            model.poll_finish(dom, vcpu);
+            Outcome::Nothing
         }
         Op::AllocUnbound {
             caller,
@@ -408,6 +463,13 @@ pub fn compare(system: &System, model: &mut Model) -> Result<(), String> {
     if kicks != model_kicks {
         return Err(format!("kicks: crate {kicks:?}, model {model_kicks:?}"));
     }
+    let wakes = std::mem::take(&mut *system.domains.notify().poll_wakes.lock().unwrap());
+    let model_wakes = std::mem::take(&mut model.poll_wakes);
+    if wakes != model_wakes {
+        return Err(format!(
+            "poll wakes: crate {wakes:?}, model {model_wakes:?}"
+        ));
+    }
     let notes = std::mem::take(&mut *system.domains.notify().xen_notifications.lock().unwrap());
     let model_notes = std::mem::take(&mut model.xen_notifications);
     if notes != model_notes {
@@ -495,6 +557,13 @@ fn compare_domain(system: &System, id: u16, expected: &reference::Domain) -> Res
         }
         if vcpu >= expected.config.vcpus as usize {
             continue;
+        }
+        let is_polling = domains.is_polling(domid, VcpuId(vcpu as u32));
+        if is_polling != expected.polling[vcpu].is_some() {
+            return Err(format!(
+                "vcpu {vcpu}: crate polling {is_polling}, model {:?}",
+                expected.polling[vcpu]
+            ));
         }
         let deliverable = domains.vcpu_has_deliverable_event(domid, VcpuId(vcpu as u32));
         if deliverable != (want.0 != 0 && want.1 == 0) {

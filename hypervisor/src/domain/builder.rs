@@ -123,18 +123,30 @@ impl Layout {
             .virt_end
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(BuildError::Layout("image end overflows"))?;
+        const OVERFLOW: &str = "the bootstrap region overflows the address space";
+        let page_offset = |base: u64, pages: u64| {
+            pages
+                .checked_mul(PAGE_SIZE)
+                .and_then(|bytes| base.checked_add(bytes))
+                .ok_or(BuildError::Layout(OVERFLOW))
+        };
         let p2m = kernel_end;
-        let p2m_pages = (nr_pages * 8).div_ceil(PAGE_SIZE);
-        let start_info = p2m + p2m_pages * PAGE_SIZE;
-        let page_tables = start_info + PAGE_SIZE;
+        let start_info = page_offset(p2m, (nr_pages * 8).div_ceil(PAGE_SIZE))?;
+        let page_tables = page_offset(start_info, 1)?;
         let mut l1_count = 1;
         loop {
-            let stack = page_tables + (3 + l1_count) * PAGE_SIZE;
-            let end = (stack + PAGE_SIZE + SLACK)
-                .checked_next_multiple_of(FOUR_MIB)
-                .ok_or(BuildError::Layout("region end overflows"))?;
+            let stack = page_offset(page_tables, 3 + l1_count)?;
+            let end = page_offset(stack, 1)?
+                .checked_add(SLACK)
+                .and_then(|end| end.checked_next_multiple_of(FOUR_MIB))
+                .ok_or(BuildError::Layout(OVERFLOW))?;
             let needed = (end - base).div_ceil(TWO_MIB);
             if needed <= l1_count {
+                if !arch::guest_copy::is_guest_range(base, (end - base) as usize) {
+                    return Err(BuildError::Layout(
+                        "the bootstrap region is not canonical or overlaps the hypervisor's range",
+                    ));
+                }
                 if (base >> 30) != ((end - 1) >> 30) {
                     return Err(BuildError::Layout(
                         "the bootstrap region crosses a 1 GiB boundary",

@@ -6,7 +6,7 @@ use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::guest_entry::is_canonical;
 use evtchn_core::Errno;
 
-use super::{Call, copy_in};
+use super::{Call, GuestIn};
 use crate::domain;
 
 const CALLBACKOP_REGISTER: u64 = 0;
@@ -38,11 +38,11 @@ pub fn set_callbacks(call: &mut Call<'_>) -> Result<u64, Errno> {
 
 /// `callback_op(cmd, arg)`.
 pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let argument = call.argument(1);
+    let argument = call.guest_in(1);
     match call.argument(0) {
         CALLBACKOP_REGISTER => {
             let mut bytes = [0u8; 16];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             let kind = u16::from_le_bytes([bytes[0], bytes[1]]);
             let mut address_bytes = [0u8; 8];
             address_bytes.copy_from_slice(bytes.get(8..16).unwrap_or(&[0; 8]));
@@ -69,7 +69,7 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         }
         CALLBACKOP_UNREGISTER => {
             let mut bytes = [0u8; 4];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             match u16::from_le_bytes([bytes[0], bytes[1]]) {
                 CALLBACKTYPE_NMI => Ok(0),
                 CALLBACKTYPE_EVENT
@@ -88,7 +88,7 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 /// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`.
 pub fn iret(call: &mut Call<'_>) {
     let mut bytes = [0u8; 72];
-    if copy_in(&mut bytes, call.frame.rsp).is_err() {
+    if GuestIn(call.frame.rsp).read(&mut bytes).is_err() {
         domain::crash(
             call.domain,
             format_args!(

@@ -5,7 +5,7 @@
 
 use evtchn_core::Errno;
 
-use super::{Call, copy_in};
+use super::Call;
 
 const CONSOLEIO_WRITE: u64 = 0;
 const CONSOLEIO_READ: u64 = 1;
@@ -14,7 +14,7 @@ const CHUNK: usize = 127;
 
 /// `console_io(cmd, count, buffer)`.
 pub fn console_io(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let (command, count, buffer) = (call.argument(0), call.argument(1), call.argument(2));
+    let (command, count, buffer) = (call.argument(0), call.argument(1), call.guest_in(2));
     match command {
         CONSOLEIO_WRITE => {
             let mut done = 0u64;
@@ -22,7 +22,7 @@ pub fn console_io(call: &mut Call<'_>) -> Result<u64, Errno> {
                 let chunk = (count - done).min(CHUNK as u64) as usize;
                 let mut bytes = [0u8; CHUNK];
                 let target = bytes.get_mut(..chunk).ok_or(Errno::EFAULT)?;
-                copy_in(target, buffer.wrapping_add(done))?;
+                buffer.offset(done).read(target)?;
                 for &byte in target.iter() {
                     put(call, byte);
                 }

@@ -5,7 +5,7 @@
 use evtchn_core::Errno;
 use evtchn_core::abi::EvtchnOp;
 
-use super::{Call, copy_in, copy_out};
+use super::Call;
 
 /// EVTCHNOP_reset_cont: how a preempted reset continues.
 const EVTCHNOP_RESET_CONT: u64 = 14;
@@ -14,7 +14,7 @@ const EVENT_CHANNEL_OP: u64 = 32;
 
 /// `event_channel_op(cmd, arg)`.
 pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let (command, argument) = (call.argument(0), call.argument(1));
+    let (command, argument) = (call.argument(0), call.guest_in_out(1));
     let Ok(command) = u32::try_from(command) else {
         return Err(Errno::ENOSYS);
     };
@@ -22,12 +22,12 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     let size = EvtchnOp::from_cmd(command).map_or(0, EvtchnOp::arg_size);
     let input = bytes.get_mut(..size).ok_or(Errno::EFAULT)?;
     if !input.is_empty() {
-        copy_in(input, argument)?;
+        argument.read(input)?;
     }
     match crate::events::domains().dispatch(call.domain.id, command, input) {
         Ok(reply) => {
             if !reply.is_empty() {
-                copy_out(argument, reply.as_bytes())?;
+                argument.write(reply.as_bytes())?;
             }
             Ok(0)
         }

@@ -3,12 +3,14 @@
 //! A hypercall arrives as the guest's [`InterruptFrame`]: number in `rax`,
 //! arguments in `rdi, rsi, rdx, r10, r8`; the result goes back in `rax`
 //! (negative errno on failure). Every guest pointer goes through
-//! `arch::guest_copy` ([`copy_in`], [`copy_out`]); a bad one gives
+//! `arch::guest_copy` through typed handles ([`GuestIn`], [`GuestOut`],
+//! [`GuestInOut`]); a bad one gives
 //! -EFAULT. Numbers Sluice does not serve give -ENOSYS.
 
 mod callbacks;
 mod console;
 mod evtchn;
+mod guest;
 mod memory;
 mod physdev;
 mod sched_op;
@@ -23,6 +25,7 @@ use evtchn_core::{Errno, VcpuId};
 
 use crate::domain::{self, Domain, Vcpu, VcpuState};
 use crate::sched;
+pub use guest::{GuestIn, GuestInOut, GuestOut};
 
 /// The hypercall numbers Sluice serves (spec §7.1).
 mod number {
@@ -60,16 +63,21 @@ impl Call<'_> {
             _ => self.frame.r8,
         }
     }
-}
 
-/// Copies guest memory at `address` into `out`; -EFAULT if it cannot.
-pub fn copy_in(out: &mut [u8], address: u64) -> Result<(), Errno> {
-    arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
-}
+    /// Argument `index` as guest memory the call only reads.
+    pub fn guest_in(&self, index: usize) -> GuestIn {
+        GuestIn(self.argument(index))
+    }
 
-/// Copies `bytes` to guest memory at `address`; -EFAULT if it cannot.
-pub fn copy_out(address: u64, bytes: &[u8]) -> Result<(), Errno> {
-    arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
+    /// Argument `index` as guest memory the call only writes.
+    pub fn guest_out(&self, index: usize) -> GuestOut {
+        GuestOut(self.argument(index))
+    }
+
+    /// Argument `index` as guest memory the call reads and writes back.
+    pub fn guest_in_out(&self, index: usize) -> GuestInOut {
+        GuestInOut(self.argument(index))
+    }
 }
 
 /// A result as the guest sees it in `rax`.

@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use evtchn_core::{DomId, Errno, PollOutcome, Port};
 
-use super::{Call, copy_in};
+use super::{Call, GuestIn};
 use crate::domain::{self, ShutdownReason};
 use crate::sched::{self, WakeReason};
 
@@ -19,15 +19,15 @@ const SCHEDOP_SHUTDOWN_CODE: u64 = 5;
 /// Most ports one poll may name.
 const POLL_MAX_PORTS: u64 = 128;
 
-fn read_u32(address: u64) -> Result<u32, Errno> {
+fn read_u32(address: GuestIn) -> Result<u32, Errno> {
     let mut bytes = [0u8; 4];
-    copy_in(&mut bytes, address)?;
+    address.read(&mut bytes)?;
     Ok(u32::from_le_bytes(bytes))
 }
 
 /// `sched_op(cmd, arg)`.
 pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let argument = call.argument(1);
+    let argument = call.guest_in(1);
     match call.argument(0) {
         SCHEDOP_YIELD => Ok(0),
         SCHEDOP_BLOCK => block(call),
@@ -40,7 +40,7 @@ pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         SCHEDOP_POLL => poll(call, argument),
         SCHEDOP_REMOTE_SHUTDOWN => {
             let mut bytes = [0u8; 8];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             let target = DomId(u16::from_le_bytes([bytes[0], bytes[1]]));
             let code = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
             let target = domain::get(target).ok_or(Errno::ESRCH)?;
@@ -82,9 +82,9 @@ fn block(call: &mut Call<'_>) -> Result<u64, Errno> {
 }
 
 /// SCHEDOP_poll(struct sched_poll { ports, nr_ports, timeout }).
-fn poll(call: &mut Call<'_>, argument: u64) -> Result<u64, Errno> {
+fn poll(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     let mut bytes = [0u8; 24];
-    copy_in(&mut bytes, argument)?;
+    argument.read(&mut bytes)?;
     let word = |index: usize| {
         let mut value = [0u8; 8];
         value.copy_from_slice(bytes.get(index * 8..index * 8 + 8).unwrap_or(&[0; 8]));
@@ -96,7 +96,7 @@ fn poll(call: &mut Call<'_>, argument: u64) -> Result<u64, Errno> {
     }
     let mut raw = [0u8; POLL_MAX_PORTS as usize * 4];
     let raw = raw.get_mut(..nr_ports as usize * 4).ok_or(Errno::EINVAL)?;
-    copy_in(raw, ports_address)?;
+    GuestIn(ports_address).read(raw)?;
     let ports: Vec<Port> = raw
         .chunks_exact(4)
         .map(|chunk| Port(u32::from_le_bytes(chunk.try_into().unwrap_or([0; 4]))))

@@ -8,7 +8,7 @@ use arch::idt::InterruptFrame;
 use evtchn_core::Errno;
 use evtchn_core::abi::VcpuInfo;
 
-use super::{Call, copy_in, vcpu_of};
+use super::{Call, GuestIn, vcpu_of};
 use crate::domain::{self, ShutdownReason, Vcpu, VcpuState};
 use crate::timers;
 
@@ -52,7 +52,7 @@ fn word(bytes: &[u8], offset: usize) -> u64 {
 
 /// `vcpu_op(cmd, vcpuid, arg)`.
 pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let (command, argument) = (call.argument(0), call.argument(2));
+    let (command, argument) = (call.argument(0), call.guest_in(2));
     let target = vcpu_of(call.domain, call.argument(1))?;
     let is_self = target.id == call.vcpu.id;
     match command {
@@ -94,7 +94,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         ))),
         VCPUOP_SET_PERIODIC_TIMER => {
             let mut bytes = [0u8; 8];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             let period = u64::from_le_bytes(bytes);
             if period < MIN_PERIOD_NS || period > i64::MAX as u64 {
                 return Err(Errno::EINVAL);
@@ -114,7 +114,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
                 return Err(Errno::EINVAL);
             }
             let mut bytes = [0u8; 16];
-            copy_in(&mut bytes, argument)?;
+            argument.read(&mut bytes)?;
             // VCPU_SSHOTTMR_future is ignored (Xen 4.17.3 on): a past
             // deadline fires at once.
             timers::set_singleshot(call.domain, target, word(&bytes, 0));
@@ -135,9 +135,9 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 /// VCPUOP_register_vcpu_info (spec §3.6, Xen 4.17's checks in order): move
 /// the vcpu's vcpu_info into a frame of the guest's, then raise the
 /// spurious upcall Xen always raises.
-fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: u64) -> Result<u64, Errno> {
+fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> Result<u64, Errno> {
     let mut bytes = [0u8; 16];
-    copy_in(&mut bytes, argument)?;
+    argument.read(&mut bytes)?;
     let mfn = word(&bytes, 0);
     let offset = word(&bytes, 8) & 0xffff_ffff;
     if offset > 4096 - 64 || !offset.is_multiple_of(8) {
@@ -190,13 +190,13 @@ fn copy_vcpu_info(old: &VcpuInfo, new: &VcpuInfo) {
 }
 
 /// VCPUOP_initialise: the vcpu's first registers and callbacks.
-fn initialise(call: &mut Call<'_>, argument: u64) -> Result<u64, Errno> {
+fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     let target = vcpu_of(call.domain, call.argument(1))?;
     if target.is_initialised.load(Ordering::Acquire) {
         return Err(Errno::EEXIST);
     }
     let mut bytes = alloc::vec![0u8; context::SIZE];
-    copy_in(&mut bytes, argument)?;
+    argument.read(&mut bytes)?;
     let regs = |index: usize| word(&bytes, context::USER_REGS + index * 8);
     let rip = regs(16);
     let rsp = regs(19);

@@ -3,7 +3,7 @@
 
 use evtchn_core::Errno;
 
-use super::{Call, copy_in, copy_out};
+use super::{Call, GuestOut};
 
 const XENVER_VERSION: u64 = 0;
 const XENVER_EXTRAVERSION: u64 = 1;
@@ -31,32 +31,32 @@ const VIRT_START: u64 = 0xffff_8000_0000_0000;
 const FEATURES_PV: u32 = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 13) | (1 << 17);
 const FEATURE_DOM0: u32 = 1 << 11;
 
-fn copy_string(address: u64, text: &[u8], size: usize) -> Result<u64, Errno> {
+fn copy_string(address: GuestOut, text: &[u8], size: usize) -> Result<u64, Errno> {
     let mut buffer = [0u8; 1024];
     let length = text.len().min(size.saturating_sub(1));
     if let (Some(target), Some(source)) = (buffer.get_mut(..length), text.get(..length)) {
         target.copy_from_slice(source);
     }
-    copy_out(address, buffer.get(..size).unwrap_or(&[]))?;
+    address.write(buffer.get(..size).unwrap_or(&[]))?;
     Ok(0)
 }
 
 /// `xen_version(cmd, arg)`.
 pub fn xen_version(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let argument = call.argument(1);
+    let (argument, output) = (call.guest_in_out(1), call.guest_out(1));
     match call.argument(0) {
         XENVER_VERSION => Ok(VERSION),
-        XENVER_EXTRAVERSION => copy_string(argument, EXTRAVERSION, 16),
-        XENVER_COMPILE_INFO => copy_string(argument, b"sluice", 140),
-        XENVER_CAPABILITIES => copy_string(argument, CAPABILITIES, 1024),
-        XENVER_CHANGESET => copy_string(argument, b"sluice", 64),
+        XENVER_EXTRAVERSION => copy_string(output, EXTRAVERSION, 16),
+        XENVER_COMPILE_INFO => copy_string(output, b"sluice", 140),
+        XENVER_CAPABILITIES => copy_string(output, CAPABILITIES, 1024),
+        XENVER_CHANGESET => copy_string(output, b"sluice", 64),
         XENVER_PLATFORM_PARAMETERS => {
-            copy_out(argument, &VIRT_START.to_le_bytes())?;
+            output.write(&VIRT_START.to_le_bytes())?;
             Ok(0)
         }
         XENVER_GET_FEATURES => {
             let mut info = [0u8; 8];
-            copy_in(&mut info, argument)?;
+            argument.read(&mut info)?;
             let index = u32::from_le_bytes([info[0], info[1], info[2], info[3]]);
             let submap = match index {
                 0 if call.domain.is_privileged() => FEATURES_PV | FEATURE_DOM0,
@@ -64,12 +64,12 @@ pub fn xen_version(call: &mut Call<'_>) -> Result<u64, Errno> {
                 1.. => return Err(Errno::EINVAL),
             };
             info[4..8].copy_from_slice(&submap.to_le_bytes());
-            copy_out(argument, &info)?;
+            argument.write(&info)?;
             Ok(0)
         }
         XENVER_PAGESIZE => Ok(4096),
-        XENVER_GUEST_HANDLE => copy_string(argument, &[], 16),
-        XENVER_COMMANDLINE => copy_string(argument, &[], 1024),
+        XENVER_GUEST_HANDLE => copy_string(output, &[], 16),
+        XENVER_COMMANDLINE => copy_string(output, &[], 1024),
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -1,0 +1,59 @@
+//! Guest addresses as typed handles (STYLE §4): a hypercall argument that
+//! names guest memory becomes a [`GuestIn`] (the hypervisor only reads it,
+//! Xen's const handle), a [`GuestOut`] (only writes) or a [`GuestInOut`],
+//! and the type says which copies are possible. Every copy goes through
+//! `arch::guest_copy`; a bad address gives -EFAULT.
+
+use evtchn_core::Errno;
+
+fn read(address: u64, out: &mut [u8]) -> Result<(), Errno> {
+    arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
+}
+
+fn write(address: u64, bytes: &[u8]) -> Result<(), Errno> {
+    arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
+}
+
+/// Guest memory the hypervisor reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestIn(pub u64);
+
+impl GuestIn {
+    /// Copies `out.len()` bytes in.
+    pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
+        read(self.0, out)
+    }
+
+    /// The handle `offset` bytes further on.
+    pub fn offset(self, offset: u64) -> Self {
+        Self(self.0.wrapping_add(offset))
+    }
+}
+
+/// Guest memory the hypervisor writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestOut(pub u64);
+
+impl GuestOut {
+    /// Copies `bytes` out.
+    pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
+        write(self.0, bytes)
+    }
+}
+
+/// Guest memory the hypervisor reads and writes back (an op struct with
+/// OUT fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestInOut(pub u64);
+
+impl GuestInOut {
+    /// Copies `out.len()` bytes in.
+    pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
+        read(self.0, out)
+    }
+
+    /// Copies `bytes` out.
+    pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
+        write(self.0, bytes)
+    }
+}
