@@ -243,7 +243,10 @@ fn hostile(calls: u32, seed: u64) {
             }
         }
         let number = match prng.below(10) {
-            0..=4 => SERVED[prng.below(SERVED.len() as u64) as usize],
+            0..=4 => SERVED
+                .get(prng.below(SERVED.len() as u64) as usize)
+                .copied()
+                .unwrap_or(0),
             5..=7 => prng.below(71),
             8 => 71 + prng.below(57),
             _ => prng.next(),

@@ -34,6 +34,14 @@ static V1_ROUNDS: AtomicU32 = AtomicU32::new(0);
 static V1_TICKS: AtomicU32 = AtomicU32::new(0);
 static V1_SETUP_ERRORS: AtomicU32 = AtomicU32::new(0);
 
+/// Where an out-of-range index lands (none does: indexes are vcpu 0 or 1).
+static NOWHERE: AtomicU32 = AtomicU32::new(0);
+
+/// Element `index` of a per-vcpu array.
+fn at(array: &'static [AtomicU32; 2], index: usize) -> &'static AtomicU32 {
+    array.get(index).unwrap_or(&NOWHERE)
+}
+
 fn owner_of(ports: &[AtomicU32; 2], port: u32) -> Option<usize> {
     ports.iter().position(|p| p.load(Ordering::SeqCst) == port)
 }
@@ -43,7 +51,7 @@ fn on_ipi(port: u32) {
         if owner as u32 != smp::current_vcpu() {
             WRONG_VCPU.fetch_add(1, Ordering::SeqCst);
         }
-        IPIS[owner].fetch_add(1, Ordering::SeqCst);
+        at(&IPIS, owner).fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -52,7 +60,7 @@ fn on_tick(port: u32) {
         if owner as u32 != smp::current_vcpu() {
             WRONG_VCPU.fetch_add(1, Ordering::SeqCst);
         }
-        TICKS[owner].fetch_add(1, Ordering::SeqCst);
+        at(&TICKS, owner).fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -60,7 +68,7 @@ fn on_tick(port: u32) {
 fn setup_timer(me: usize) -> bool {
     match common::prepare_blocking() {
         Ok(port) => {
-            TIMER_PORT[me].store(port, Ordering::SeqCst);
+            at(&TIMER_PORT, me).store(port, Ordering::SeqCst);
             upcall::set_handler(port, on_tick);
             true
         }
@@ -73,18 +81,18 @@ fn setup_timer(me: usize) -> bool {
 fn take_ticks(me: usize, wanted: u32) -> u32 {
     let _ = vcpu::stop_singleshot_timer(me as u32);
     common::pause(2_000_000);
-    let before = TICKS[me].load(Ordering::SeqCst);
+    let before = at(&TICKS, me).load(Ordering::SeqCst);
     for k in 0..wanted {
         let _ = vcpu::set_singleshot_timer(me as u32, common::after(1_000_000));
         if !common::block_until_unguarded(
-            &|| TICKS[me].load(Ordering::SeqCst) - before > k,
+            &|| at(&TICKS, me).load(Ordering::SeqCst) - before > k,
             common::after(STEP_LIMIT_NS),
         ) {
             break;
         }
     }
     common::pause(30_000_000);
-    TICKS[me].load(Ordering::SeqCst) - before
+    at(&TICKS, me).load(Ordering::SeqCst) - before
 }
 
 fn vcpu1(_vcpu: u32) {

@@ -176,7 +176,7 @@ pub fn play(role: Role, port: Port, wait: Wait, rounds: u32, label: &str) -> boo
         let _ = sluice_guest::vcpu::stop_singleshot_timer(sluice_guest::smp::current_vcpu());
         let _ = evtchn::close(timer);
     }
-    let ok = check_eq!(
+    check_eq!(
         (sent, send_failures),
         (rounds, 0),
         "{label}end {role:?} sent exactly {rounds} events, every send rc 0"
@@ -184,8 +184,7 @@ pub fn play(role: Role, port: Port, wait: Wait, rounds: u32, label: &str) -> boo
         (received, late),
         (rounds, 0),
         "{label}end {role:?} received exactly {rounds} events and nothing after the last"
-    );
-    ok
+    )
 }
 
 /// b closes; a sees its port turn unbound awaiting b and closes it too.
