@@ -13,7 +13,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use sluice_guest::evtchn::{self, Port};
-use sluice_guest::{StartInfo, check, check_eq, println, shared_info, upcall};
+use sluice_guest::{StartInfo, check, check_eq, println, shared_info, smp, upcall};
 
 use crate::common::{self, Prng, STEP_LIMIT_NS};
 use crate::pingpong::{self, Role};
@@ -36,12 +36,15 @@ fn random_delay(prng: &mut Prng, bound: u64) {
 }
 
 pub fn main(start_info: &'static StartInfo) {
+    let rounds = common::arg_u32(start_info, "rounds", 3000);
+    let spread = u64::from(common::arg_u32(start_info, "spread", 4000));
+    if start_info.arg_value("role") == Some("vcpus") {
+        return between_vcpus(rounds, spread);
+    }
     let Some(peer) = common::peer(start_info) else {
         check!(false, "the command line names peer=<domid>");
         return;
     };
-    let rounds = common::arg_u32(start_info, "rounds", 3000);
-    let spread = u64::from(common::arg_u32(start_info, "spread", 4000));
     let role = match start_info.arg_value("role") {
         Some("receiver") => Role::A,
         Some("sender") => Role::B,
@@ -57,13 +60,15 @@ pub fn main(start_info: &'static StartInfo) {
         return;
     };
     match role {
-        Role::A => receive(port, rounds, spread),
-        Role::B => send(port, rounds, spread),
+        Role::A => receive(port, port, rounds, spread),
+        Role::B => send(port, port, rounds, spread),
     }
     pingpong::disconnect(role, port, peer);
 }
 
-fn receive(port: Port, rounds: u32, spread: u64) {
+/// Receives `rounds` requests on `port` with SCHEDOP_block and answers each
+/// on `answer`.
+fn receive(port: Port, answer: Port, rounds: u32, spread: u64) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");
         return;
@@ -95,7 +100,7 @@ fn receive(port: Port, rounds: u32, spread: u64) {
             break;
         }
         FLAG.store(false, Ordering::SeqCst);
-        if evtchn::send(port).is_err() {
+        if evtchn::send(answer).is_err() {
             break;
         }
         answered += 1;
@@ -123,12 +128,14 @@ fn receive(port: Port, rounds: u32, spread: u64) {
     );
 }
 
-fn send(port: Port, rounds: u32, spread: u64) {
+/// Sends `rounds` requests on `port`, each after the answer to the last
+/// arrived on the masked `answer` port (SCHEDOP_poll).
+fn send(port: Port, answer: Port, rounds: u32, spread: u64) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");
         return;
     };
-    shared.mask(port);
+    shared.mask(answer);
     let mut prng = Prng::new(0x5eed_0002);
     let mut answers = 0u32;
     let mut send_failures = 0u32;
@@ -137,15 +144,73 @@ fn send(port: Port, rounds: u32, spread: u64) {
         if evtchn::send(port).is_err() {
             send_failures += 1;
         }
-        if !common::poll_receive(port, common::after(STEP_LIMIT_NS)) {
+        if !common::poll_receive(answer, common::after(STEP_LIMIT_NS)) {
             break;
         }
         answers += 1;
     }
     common::pause(20_000_000);
     check_eq!(
-        (answers, send_failures, shared.is_pending(port)),
+        (answers, send_failures, shared.is_pending(answer)),
         (rounds, 0, false),
         "the sender sent {rounds} requests and got exactly {rounds} answers, nothing after"
     );
+}
+
+/// The receiver's ports when both ends are vcpus of this domain: requests
+/// on vcpu 1's IPI port, answers on vcpu 0's.
+static VCPU_PORTS: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
+static VCPU1_DONE: AtomicBool = AtomicBool::new(false);
+static ROUNDS: AtomicU32 = AtomicU32::new(0);
+static SPREAD: AtomicU32 = AtomicU32::new(0);
+
+fn vcpu1_receives(_vcpu: u32) {
+    let [answer, request] = &VCPU_PORTS;
+    receive(
+        request.load(Ordering::SeqCst),
+        answer.load(Ordering::SeqCst),
+        ROUNDS.load(Ordering::SeqCst),
+        u64::from(SPREAD.load(Ordering::SeqCst)),
+    );
+    VCPU1_DONE.store(true, Ordering::SeqCst);
+}
+
+/// The same race between two vcpus of one domain on two pCPUs, over IPI
+/// ports: vcpu 1 receives and blocks, vcpu 0 sends.
+fn between_vcpus(rounds: u32, spread: u64) {
+    println!("# race: vcpu 1 receives and blocks, vcpu 0 sends, {rounds} rounds over IPIs");
+    let ports = (evtchn::bind_ipi(0), evtchn::bind_ipi(1));
+    check_eq!(
+        ports,
+        (Ok(1), Ok(2)),
+        "bind_ipi for vcpus 0 and 1 get ports 1 and 2"
+    );
+    let (Ok(answer), Ok(request)) = ports else {
+        return;
+    };
+    let [answer_slot, request_slot] = &VCPU_PORTS;
+    answer_slot.store(answer, Ordering::SeqCst);
+    request_slot.store(request, Ordering::SeqCst);
+    ROUNDS.store(rounds, Ordering::SeqCst);
+    SPREAD.store(spread as u32, Ordering::SeqCst);
+    check_eq!(smp::start(1, vcpu1_receives), Ok(()), "vcpu 1 starts");
+    // vcpu 1 unmasks its request port once its handler is in place; a
+    // request sent before then would only wait, pending, so start sending
+    // once vcpu 1 has bound its watchdog (port 3).
+    let limit = common::after(STEP_LIMIT_NS);
+    while evtchn::status(evtchn::DOMID_SELF, 3).map(|s| s.status) != Ok(evtchn::stat::VIRQ)
+        && common::now() < limit
+    {
+        core::hint::spin_loop();
+    }
+    send(request, answer, rounds, spread);
+    check!(
+        common::spin_until(
+            &|| VCPU1_DONE.load(Ordering::SeqCst),
+            common::after(STEP_LIMIT_NS)
+        ),
+        "vcpu 1 finishes"
+    );
+    let _ = evtchn::close(request);
+    let _ = evtchn::close(answer);
 }
