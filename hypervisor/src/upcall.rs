@@ -22,7 +22,12 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     let Some(info) = domain.vcpu_info(vcpu.id) else {
         return;
     };
-    if !crate::events::domains().vcpu_has_deliverable_event(domain.id, vcpu.id) {
+    // Xen's local_events_need_delivery(), on the vcpu_info in use (as
+    // evtchn-core's `vcpu_has_deliverable_event`, without the registry
+    // lookup on this path taken by every return to the guest).
+    if info.evtchn_upcall_pending.load(Ordering::SeqCst) == 0
+        || info.evtchn_upcall_mask.load(Ordering::SeqCst) != 0
+    {
         return;
     }
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
