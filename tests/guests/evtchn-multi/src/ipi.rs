@@ -148,6 +148,16 @@ pub fn main(start_info: &'static StartInfo) {
         setup_timer(0),
         "vcpu 0 binds VIRQ_TIMER after stopping its periodic timer"
     );
+    // The watchdog every blocking wait relies on: with nothing else to
+    // wake it, a block ends at its singleshot timer (so a lost wake-up in
+    // the other tests shows as a failed wait, not a hang).
+    let started = common::now();
+    let is_done = common::block_until(&|| false, common::after(50_000_000));
+    let waited_ms = common::now().saturating_sub(started) / 1_000_000;
+    check!(
+        !is_done && (50..5000).contains(&waited_ms),
+        "a block with nothing to wait for ends at its watchdog timer ({waited_ms} ms for 50 ms)"
+    );
     check_eq!(smp::start(1, vcpu1), Ok(()), "vcpu 1 starts");
     check!(
         common::spin_until(
