@@ -1,8 +1,9 @@
-//! The COM1 16550 UART, polled, for the console.
+//! The COM1 16550 UART for the console: polled output, and input through
+//! the receive interrupt (the debug keys).
 //!
-//! Sluice only writes to the console, so this is a small polled driver
-//! rather than a dependency: set 115200 8N1 with FIFOs, then wait for the
-//! transmit holding register before each byte.
+//! A small driver rather than a dependency: set 115200 8N1 with FIFOs,
+//! wait for the transmit holding register before each byte, and read
+//! received bytes when the line status register says one is there.
 
 use x86_64::instructions::port::Port;
 
@@ -30,8 +31,8 @@ impl Serial {
 
     fn input(&self, register: u16) -> u8 {
         let mut port = Port::<u8>::new(self.base + register);
-        // SAFETY: as in `out`; reading the line status register is side
-        // effect free.
+        // SAFETY: as in `out`; reading a UART register has no memory
+        // effects (reading the receive buffer only pops the UART's FIFO).
         unsafe { port.read() }
     }
 
@@ -45,6 +46,20 @@ impl Serial {
         self.out(3, 0x03); // 8N1, DLAB off
         self.out(2, 0xc7); // FIFO on, cleared, 14-byte threshold
         self.out(4, 0x03); // DTR, RTS
+    }
+
+    /// Turns on the "received data available" interrupt (COM1: ISA IRQ 4)
+    /// with a one-byte FIFO trigger, so that every key raises it at once;
+    /// OUT2 gates the interrupt line on PC hardware.
+    pub fn enable_receive_interrupt(&self) {
+        self.out(2, 0x07); // FIFO on, cleared, 1-byte threshold
+        self.out(4, 0x0b); // DTR, RTS, OUT2
+        self.out(1, 0x01); // interrupt enable: received data
+    }
+
+    /// The next received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        (self.input(5) & 0x01 != 0).then(|| self.input(0))
     }
 
     /// Writes one byte, waiting for room in the transmitter.

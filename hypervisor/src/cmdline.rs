@@ -1,7 +1,9 @@
 //! The hypervisor command line: space-separated `key=value` words.
 //!
 //! Known keys: `loglvl=` (error|warn|info|debug|trace) and `selftest=`
-//! (only meaningful in builds with the `selftest` feature). Words without
+//! (only meaningful in builds with the `selftest` feature), and `evtchn=`
+//! (a static event channel, `A:P,B:Q`; see [`crate::static_evtchn`]; may
+//! repeat). Words without
 //! `=` (QEMU passes the image's file name first) are ignored.
 
 use arrayvec::ArrayString;
@@ -14,6 +16,8 @@ pub struct Options {
     pub log_level: LevelFilter,
     /// The self-test to run, if any.
     pub selftest: Option<ArrayString<32>>,
+    /// Static event channels to connect before the domains run.
+    pub static_channels: arrayvec::ArrayVec<crate::static_evtchn::StaticChannel, 16>,
     /// Words that were not understood, to report once logging works.
     pub rejected: ArrayString<256>,
 }
@@ -23,6 +27,7 @@ impl Default for Options {
         Self {
             log_level: LevelFilter::Info,
             selftest: None,
+            static_channels: arrayvec::ArrayVec::new(),
             rejected: ArrayString::new(),
         }
     }
@@ -62,6 +67,10 @@ pub fn parse(line: &str) -> Options {
             "selftest" => match ArrayString::from(value) {
                 Ok(name) => options.selftest = Some(name),
                 Err(_) => reject(&mut options, word),
+            },
+            "evtchn" => match crate::static_evtchn::parse(value) {
+                Some(channel) if options.static_channels.try_push(channel).is_ok() => {}
+                _ => reject(&mut options, word),
             },
             _ => reject(&mut options, word),
         }

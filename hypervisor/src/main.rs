@@ -36,6 +36,7 @@ mod bootinfo;
 mod cmdline;
 mod console;
 mod cpus;
+mod debug_keys;
 mod domain;
 mod events;
 mod hypercall;
@@ -47,6 +48,7 @@ mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;
 mod startup;
+mod static_evtchn;
 mod time;
 mod timers;
 mod upcall;

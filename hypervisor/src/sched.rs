@@ -54,6 +54,19 @@ static PCPUS: [Pcpu; MAX_CPUS] = [const {
     }
 }; MAX_CPUS];
 
+/// Set once every boot module is built (and static channels are bound):
+/// until then no pCPU picks a vcpu, so no domain runs while another one it
+/// may name does not exist yet (Xen's dom0less builds all, then unpauses).
+static DOMAINS_RELEASED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Lets the pCPUs run the built domains.
+pub fn release_domains() {
+    // Release: pairs with the Acquire in `pick`; the domains' state is
+    // published before any pCPU runs them.
+    DOMAINS_RELEASED.store(true, Ordering::Release);
+}
+
 /// The LAPIC tick rate of a pCPU once it runs vcpus: guest timers
 /// (singleshot, poll timeouts, the periodic VIRQ_TIMER) resolve to it.
 pub const GUEST_TICK_HZ: u32 = 1000;
@@ -109,6 +122,23 @@ pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu))
         {
             each(&domain, vcpu);
         }
+    }
+}
+
+/// For the `'r'` debug key: calls `each` with every pCPU's index, the vcpu
+/// it runs now, and the vcpus it hosts in round-robin order (a pCPU whose
+/// list is being changed this instant is skipped: interrupt context).
+pub fn for_each_run_queue(
+    mut each: impl FnMut(usize, Option<(DomId, VcpuId)>, &[(DomId, VcpuId)]),
+) {
+    for index in 0..percpu::count() as usize {
+        let Some(pcpu) = PCPUS.get(index) else {
+            continue;
+        };
+        let Some(list) = pcpu.vcpus.try_lock() else {
+            continue;
+        };
+        each(index, decode(pcpu.current.load(Ordering::Acquire)), &list);
     }
 }
 
@@ -264,6 +294,9 @@ pub fn start_pcpu() -> ! {
 
 /// The next vcpu this pCPU can run, round-robin.
 fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
+    if !DOMAINS_RELEASED.load(Ordering::Acquire) {
+        return None;
+    }
     let list = pcpu.vcpus.lock();
     let count = list.len();
     let start = pcpu.cursor.load(Ordering::Relaxed);

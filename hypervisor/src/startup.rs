@@ -269,12 +269,15 @@ extern "C" fn stage2(_: u64) -> ! {
         log::info!("no domains run yet: no modules were given; exiting");
         qemu::exit(ExitCode::Pass)
     }
-    start_domains(&handoff.info.modules)
+    start_domains(&handoff.info.modules, &handoff.options.static_channels)
 }
 
 /// Builds a domain from every module, then runs them; a module that does
 /// not build is reported (naming it and why) and the others still run.
-fn start_domains(modules: &[crate::bootinfo::Module]) -> ! {
+fn start_domains(
+    modules: &[crate::bootinfo::Module],
+    static_channels: &[crate::static_evtchn::StaticChannel],
+) -> ! {
     arch::guest_entry::set_hooks(arch::guest_entry::GuestHooks {
         hypercall: crate::hypercall::on_hypercall,
         exception: crate::hypercall::on_guest_exception,
@@ -294,6 +297,9 @@ fn start_domains(modules: &[crate::bootinfo::Module]) -> ! {
     if built == 0 {
         fail(format_args!("no domain could be built; exiting"));
     }
+    crate::static_evtchn::connect_all(static_channels);
+    crate::debug_keys::init();
+    crate::sched::release_domains();
     for index in 0..arch::percpu::count() {
         if let Some(cpu) = arch::percpu::by_index(index)
             && index != arch::percpu::current().index()

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the host benchmarks of evtchn-core (its `ops` bench
 //! target), rendered as a Markdown table in `target/bench/host.md`, each
 //! time also given as a ratio to the floor (one locked `fetch_or`).
-//! Timings are reported, never asserted.
+//! Timings are reported, never asserted. The guest benchmarks (booted
+//! under QEMU) live in [`guest`].
 
 use std::fmt::Write as _;
 use std::fs;
@@ -12,6 +13,8 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 
 use crate::process;
+
+pub mod guest;
 
 /// Where the table goes, relative to the repository root.
 pub const HOST_TABLE: &str = "target/bench/host.md";

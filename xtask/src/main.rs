@@ -52,9 +52,10 @@ enum Command {
     Test(TestArgs),
     /// rustfmt and clippy on the host and the kernel-side crates.
     Lint,
-    /// Host benchmarks of evtchn-core; writes a Markdown table to
-    /// target/bench/host.md and prints it.
-    Bench,
+    /// Host benchmarks of evtchn-core (target/bench/host.md), then the
+    /// bench guest under QEMU -icount on Sluice and Xen (target/bench/guest.md
+    /// and guest.svg).
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +88,9 @@ struct RunArgs {
     /// Wait for gdb on localhost:1234 before the first instruction.
     #[arg(long)]
     gdb: bool,
+    /// Keep the demo running after its summary (debug keys on the console).
+    #[arg(long)]
+    interactive: bool,
     #[command(flatten)]
     accel: AccelArgs,
     /// Guest memory in MiB (QEMU -m).
@@ -99,6 +103,19 @@ struct RunArgs {
     /// Extra words for the hypervisor command line (after `--`).
     #[arg(last = true, value_name = "HYPERVISOR ARGS")]
     extra: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Only the host benchmarks of evtchn-core.
+    #[arg(long, conflicts_with = "guest")]
+    host: bool,
+    /// Only the guest benchmarks under QEMU.
+    #[arg(long)]
+    guest: bool,
+    /// Leave out the Xen 4.17 column of the guest benchmarks.
+    #[arg(long)]
+    no_xen: bool,
 }
 
 #[derive(Args)]
@@ -161,6 +178,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             &root,
             &run::Options {
                 smp: args.smp,
+                is_interactive: args.interactive,
                 gdb_stub: if args.gdb {
                     GdbStub::WaitOnPort1234
                 } else {
@@ -194,8 +212,13 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             lint::run(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench => {
-            bench::run(&root)?;
+        Command::Bench(args) => {
+            if !args.guest {
+                bench::run(&root)?;
+            }
+            if !args.host {
+                bench::guest::run(&root, !args.no_xen)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

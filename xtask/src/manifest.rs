@@ -52,6 +52,10 @@ struct RawManifest {
     modules: Vec<RawModule>,
     #[serde(default)]
     xen_skip: Option<String>,
+    #[serde(default)]
+    serial_input: Option<String>,
+    #[serde(default)]
+    serial_input_after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +106,19 @@ pub struct Manifest {
     pub modules: Vec<Module>,
     /// Whether `cargo xtask test --xen` boots this scenario's guest on Xen.
     pub xen: XenOracle,
+    /// Keys typed on the serial console (the `serial_input` field).
+    pub serial_input: Option<SerialInput>,
+}
+
+/// Bytes xtask writes to QEMU's stdin, the serial console's input: the
+/// debug keys a scenario presses.
+#[derive(Debug, Clone)]
+pub struct SerialInput {
+    /// What is typed.
+    pub bytes: String,
+    /// Typed once a serial line matches this (`serial_input_after`); at
+    /// once if none.
+    pub after: Option<Regex>,
 }
 
 /// Whether a single-domain scenario also boots on real Xen under
@@ -176,7 +193,26 @@ pub fn parse(text: &str, known_guests: &BTreeSet<String>) -> Result<Manifest, St
         Some(reason) => XenOracle::Skip(reason.trim().to_owned()),
     };
 
+    let serial_input = match (raw.serial_input, raw.serial_input_after) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err("field `serial_input_after`: needs `serial_input`".into());
+        }
+        (Some(bytes), after) => {
+            if bytes.is_empty() {
+                return Err("field `serial_input`: must not be empty".into());
+            }
+            let after = match after {
+                Some(pattern) => Some(Regex::new(&pattern).map_err(|error| {
+                    format!("field `serial_input_after`: not a valid regex: {error}")
+                })?),
+                None => None,
+            };
+            Some(SerialInput { bytes, after })
+        }
+    };
     Ok(Manifest {
+        serial_input,
         description: raw.description.trim().to_owned(),
         smp: raw.smp,
         timeout: Duration::from_secs(raw.timeout_secs),

@@ -205,6 +205,73 @@ pub fn run_captured(
     }
 }
 
+/// As [`run_captured`], typing `input` on the serial console (QEMU's
+/// stdin) once a line of the serial log matches its trigger.
+pub fn run_captured_with_input(
+    mut command: Command,
+    serial_log: &Path,
+    stderr_log: &Path,
+    limit: Duration,
+    input: &crate::manifest::SerialInput,
+) -> Result<QemuEnd> {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let serial = File::create(serial_log)
+        .with_context(|| format!("cannot create {}", serial_log.display()))?;
+    let stderr = File::create(stderr_log)
+        .with_context(|| format!("cannot create {}", stderr_log.display()))?;
+    command.stdin(Stdio::piped()).stdout(serial).stderr(stderr);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start {}", process::display(&command)))?;
+    let mut stdin = child.stdin.take().context("stdin was not piped")?;
+    let has_ended = Arc::new(AtomicBool::new(false));
+    let typist = {
+        let has_ended = Arc::clone(&has_ended);
+        let input = input.clone();
+        let serial_log = serial_log.to_path_buf();
+        std::thread::spawn(move || {
+            // Poll the log for the trigger; QEMU writes it as it runs.
+            while !has_ended.load(Ordering::Relaxed) {
+                let is_due = input.after.as_ref().is_none_or(|after| {
+                    std::fs::read(&serial_log).is_ok_and(|log| {
+                        String::from_utf8_lossy(&log)
+                            .lines()
+                            .any(|line| after.is_match(line))
+                    })
+                });
+                if is_due {
+                    let _ = stdin.write_all(input.bytes.as_bytes());
+                    let _ = stdin.flush();
+                    // Keep stdin open until QEMU ends: EOF is not a key.
+                    while !has_ended.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let status = child.wait_timeout(limit).context("waiting for QEMU");
+    let end = match status {
+        Ok(Some(status)) => Ok(end_of(status)),
+        Ok(None) => {
+            let _ = child.kill();
+            child
+                .wait()
+                .context("reaping QEMU after its time limit")
+                .map(|_| QemuEnd::TimedOut(limit))
+        }
+        Err(error) => Err(error),
+    };
+    has_ended.store(true, Ordering::Relaxed);
+    let _ = typist.join();
+    end
+}
+
 /// Runs QEMU on the terminal (serial on stdio) until it ends.
 pub fn run_interactive(mut command: Command) -> Result<QemuEnd> {
     let status = command

@@ -19,6 +19,9 @@ use crate::verdict::{QemuEnd, exit_meaning};
 /// What `cargo xtask run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Add `interactive` to every module's command line: the demo's
+    /// control domain then stays up for the debug keys.
+    pub is_interactive: bool,
     /// `-smp`, overriding the demo manifest's.
     pub smp: Option<u32>,
     /// Open QEMU's gdb stub and wait for gdb.
@@ -77,7 +80,11 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
             .find(|(guest, _)| *guest == module.guest)
             .map(|(_, image)| image.clone())
             .with_context(|| format!("guest `{}` was not built", module.guest))?;
-        modules.push((image, module.args.clone()));
+        let mut args = module.args.clone();
+        if options.is_interactive {
+            args.push_str(" interactive");
+        }
+        modules.push((image, args));
     }
     let mut hypervisor_args = demo.hypervisor_args.clone();
     for word in &options.extra_args {

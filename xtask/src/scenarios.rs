@@ -167,12 +167,22 @@ impl Runner<'_> {
         let stderr_log = logs.join(format!("{}.stderr", scenario.name));
 
         let started = Instant::now();
-        let end = match qemu::run_captured(
-            command,
-            &self.root.join(&serial_log),
-            &self.root.join(&stderr_log),
-            manifest.timeout,
-        ) {
+        let captured = match &manifest.serial_input {
+            Some(input) => qemu::run_captured_with_input(
+                command,
+                &self.root.join(&serial_log),
+                &self.root.join(&stderr_log),
+                manifest.timeout,
+                input,
+            ),
+            None => qemu::run_captured(
+                command,
+                &self.root.join(&serial_log),
+                &self.root.join(&stderr_log),
+                manifest.timeout,
+            ),
+        };
+        let end = match captured {
             Ok(end) => end,
             Err(error) => {
                 let mut result = ScenarioResult::error(&scenario.name, vec![format!("{error:#}")]);

@@ -2,7 +2,9 @@
 
 use arch::qemu::ExitCode;
 
-use super::{cpus, fatal, guest_access, ioapic, ipi, pagefault, syscall_probe, timer};
+use super::{
+    cpus, fatal, guest_access, ioapic, ipi, pagefault, syscall_floor, syscall_probe, timer,
+};
 use crate::acpi::Madt;
 
 /// Runs self-test `name`; returns how the run should end.
@@ -22,9 +24,10 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "panic" => fatal::panic(),
         "stackoverflow" => fatal::stack_overflow(),
         "syscall-probe" => syscall_probe::run(),
+        "syscall-floor" => syscall_floor::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
             );
             ExitCode::Fail
         }

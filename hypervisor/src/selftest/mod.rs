@@ -13,6 +13,7 @@ mod guest_access;
 mod ioapic;
 mod ipi;
 mod pagefault;
+mod syscall_floor;
 mod syscall_probe;
 mod timer;
 mod window;

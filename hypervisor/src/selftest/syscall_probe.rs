@@ -12,7 +12,7 @@ use crate::memory::guest_frames::GuestFrame;
 use crate::memory::{frames, space};
 
 /// Where the probe's code runs (a PV kernel's usual VIRT_BASE).
-const CODE_VIRT: u64 = 0xffff_ffff_8000_0000;
+pub(super) const CODE_VIRT: u64 = 0xffff_ffff_8000_0000;
 /// `syscall; jmp .`
 const CODE: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
 const PTE_TABLE: u64 = 0x067;
@@ -47,29 +47,40 @@ fn frame() -> Option<GuestFrame> {
 
 /// Runs the probe; returns only on failure to set it up.
 pub fn run() -> ExitCode {
-    let (Some(l4), Some(l3), Some(l2), Some(l1), Some(code), Some(stack)) =
+    enter_ring3(
+        "syscall-probe",
+        &CODE,
+        GuestHooks {
+            hypercall: on_syscall,
+            exception: on_exception,
+            before_return: on_return,
+        },
+    )
+}
+
+/// Maps `code` (at most a page) at [`CODE_VIRT`] with a one-page stack
+/// above it, installs `hooks` and enters ring 3 at its first byte.
+/// Returns only on failure to set it up.
+pub(super) fn enter_ring3(name: &str, code: &[u8], hooks: GuestHooks) -> ExitCode {
+    let (Some(l4), Some(l3), Some(l2), Some(l1), Some(code_frame), Some(stack)) =
         (frame(), frame(), frame(), frame(), frame(), frame())
     else {
-        log::error!("selftest syscall-probe: out of memory");
+        log::error!("selftest {name}: out of memory");
         return ExitCode::Fail;
     };
     let index = |virt: u64, level: u32| ((virt >> (12 + 9 * level)) & 0x1ff) as usize;
     l4.write_word(index(CODE_VIRT, 3), l3.phys() | PTE_TABLE);
     l3.write_word(index(CODE_VIRT, 2), l2.phys() | PTE_TABLE);
     l2.write_word(index(CODE_VIRT, 1), l1.phys() | PTE_TABLE);
-    l1.write_word(index(CODE_VIRT, 0), code.phys() | PTE_CODE);
+    l1.write_word(index(CODE_VIRT, 0), code_frame.phys() | PTE_CODE);
     l1.write_word(index(CODE_VIRT + 4096, 0), stack.phys() | PTE_DATA);
-    code.write(0, &CODE);
+    code_frame.write(0, code);
     PageTables::from_root(l4.phys()).share_hypervisor_slots(&PageTables::current());
     let Ok(hypervisor_stack) = space::allocate_stack(4) else {
-        log::error!("selftest syscall-probe: no stack");
+        log::error!("selftest {name}: no stack");
         return ExitCode::Fail;
     };
-    arch::guest_entry::set_hooks(GuestHooks {
-        hypercall: on_syscall,
-        exception: on_exception,
-        before_return: on_return,
-    });
+    arch::guest_entry::set_hooks(hooks);
     let entry = InterruptFrame {
         rip: CODE_VIRT,
         cs: u64::from(FLAT_RING3_CS64),
@@ -78,9 +89,9 @@ pub fn run() -> ExitCode {
         ss: u64::from(FLAT_RING3_DS),
         ..InterruptFrame::default()
     };
-    log::info!("selftest syscall-probe: entering ring 3 at {CODE_VIRT:#x}");
+    log::info!("selftest {name}: entering ring 3 at {CODE_VIRT:#x}");
     let error =
         arch::guest_entry::enter_guest(&entry, &VcpuStack::new(hypervisor_stack), l4.phys());
-    log::error!("selftest syscall-probe: cannot enter ring 3: {error:?}");
+    log::error!("selftest {name}: cannot enter ring 3: {error:?}");
     ExitCode::Fail
 }

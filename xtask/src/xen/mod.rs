@@ -9,8 +9,8 @@
 //! - `suite`: the whole run and its closing line.
 
 mod compare;
-mod oracle;
-mod setup;
+pub mod oracle;
+pub mod setup;
 mod suite;
 mod tap;
 

@@ -1,52 +1,106 @@
 //! `bench`: times the paths event delivery is made of, in TSC cycles, and
 //! prints `bench <name> median=<cycles> p99=<cycles> cycles` lines (DESIGN
-//! "Performance"): a null hypercall (`xen_version(XENVER_version)`), an
-//! unknown hypercall (-ENOSYS: the dispatch floor), a send to a masked IPI
-//! port (no upcall), and a send to an unmasked IPI port of this vcpu, whose
-//! upcall runs before the send returns (send → bounce frame → handler →
-//! HYPERVISOR_iret). The TAP checks only say the operations did what they
-//! should; the timings are reported, never asserted.
+//! "Performance"). `cargo xtask bench` boots it under TCG with `-icount
+//! shift=0,sleep=off`, where one TSC tick is one retired instruction.
+//!
+//! Rows, each timing only the operation named (set-up and clean-up between
+//! samples run outside the timed window):
+//! - `null-hypercall`: `xen_version(XENVER_version)`;
+//! - `unknown-hypercall`: hypercall 63 (-ENOSYS: the dispatch floor);
+//! - `send-masked`: EVTCHNOP_send to a masked IPI port (no upcall);
+//! - `send-vcpu-masked`: send to an unmasked port while the vcpu's
+//!   `evtchn_upcall_mask` is set (pending, selector and upcall_pending bits
+//!   set, no upcall); the bits are cleared again between samples;
+//! - `unmask`: EVTCHNOP_unmask of a masked, not pending port;
+//! - `status`: EVTCHNOP_status of an IPI port;
+//! - `alloc-unbound`, `close`: EVTCHNOP_alloc_unbound (to itself) and the
+//!   close of the port it returned;
+//! - `send-upcall-entry`: send on a loopback interdomain channel (both ends
+//!   in this domain) until the first instruction of the port's handler;
+//! - `send-upcall-iret`: the same send until it returns (bounce frame,
+//!   handler, HYPERVISOR_iret);
+//! - `ipi-self`: send on an IPI port bound to this vcpu, until it returns.
+//!
+//! With `pingpong` on its command line (and two vcpus) it times the
+//! cross-vcpu rows of [`pingpong`] instead.
+//!
+//! The TAP checks only say the operations did what they should; timings are
+//! reported, never asserted.
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use sluice_guest::evtchn::DOMID_SELF;
 use sluice_guest::hypercall::hypercall5;
+use sluice_guest::shared_info::SharedInfo;
 use sluice_guest::time::rdtsc;
 use sluice_guest::{
     StartInfo, check, check_eq, evtchn, println, shared_info, upcall, vcpu, version,
 };
 
+mod pingpong;
+
 sluice_guest::entry!(main);
 
-/// Samples per measurement.
+/// Timed samples per row.
 const SAMPLES: usize = 2001;
+/// Untimed runs first, so caches and lazily grown tables settle.
+const WARM_UP: usize = 64;
 
 static HANDLED: AtomicU32 = AtomicU32::new(0);
+/// The TSC at the handler's entry, for `send-upcall-entry`.
+static HANDLER_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn count_event(_port: u32) {
+    HANDLER_TSC.store(rdtsc(), Ordering::Relaxed);
     HANDLED.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Times `operation` SAMPLES times; prints and returns (median, p99).
-fn measure(name: &str, mut operation: impl FnMut()) -> (u64, u64) {
-    let mut samples = [0u64; SAMPLES];
-    for _ in 0..64 {
-        operation();
-    }
-    for sample in samples.iter_mut() {
-        let start = rdtsc();
-        operation();
-        *sample = rdtsc().wrapping_sub(start);
-    }
+/// Median and 99th percentile of `samples` (sorted in place).
+fn summary(samples: &mut [u64; SAMPLES]) -> (u64, u64) {
     samples.sort_unstable();
     let median = samples.get(SAMPLES / 2).copied().unwrap_or(0);
     let p99 = samples.get(SAMPLES * 99 / 100).copied().unwrap_or(0);
-    println!("bench {name} median={median} p99={p99} cycles");
     (median, p99)
 }
 
-fn main(_start_info: &'static StartInfo) {
+fn report(name: &str, samples: &mut [u64; SAMPLES]) {
+    let (median, p99) = summary(samples);
+    println!("bench {name} median={median} p99={p99} cycles");
+}
+
+/// Runs `sample` WARM_UP + SAMPLES times; each call returns the cycles it
+/// measured itself. Prints the row.
+fn measure_with(name: &str, mut sample: impl FnMut() -> u64) {
+    let mut samples = [0u64; SAMPLES];
+    for _ in 0..WARM_UP {
+        sample();
+    }
+    for slot in samples.iter_mut() {
+        *slot = sample();
+    }
+    report(name, &mut samples);
+}
+
+/// Times the whole of `operation`.
+fn measure(name: &str, mut operation: impl FnMut()) {
+    measure_with(name, || {
+        let start = rdtsc();
+        operation();
+        rdtsc().wrapping_sub(start)
+    });
+}
+
+/// Clears what a send to an unmasked port sets with the vcpu masked.
+fn clear_delivery(shared: &SharedInfo, port: u32) {
+    shared.clear_pending(port);
+    let info = shared.vcpu0();
+    info.evtchn_pending_sel.store(0, Ordering::SeqCst);
+    info.evtchn_upcall_pending.store(0, Ordering::SeqCst);
+}
+
+fn main(start_info: &'static StartInfo) {
     // No periodic ticks in the measurements.
     check_eq!(
         vcpu::stop_periodic_timer(0),
@@ -57,6 +111,10 @@ fn main(_start_info: &'static StartInfo) {
         check!(false, "shared_info is mapped");
         return;
     };
+    if start_info.has_arg("pingpong") {
+        pingpong::run(shared);
+        return;
+    }
 
     measure("null-hypercall", || {
         let _ = version::version();
@@ -66,48 +124,127 @@ fn main(_start_info: &'static StartInfo) {
         let _ = unsafe { hypercall5(63, 0, 0, 0, 0, 0) };
     });
 
-    let masked = evtchn::bind_ipi(0);
-    check!(
-        masked.is_ok(),
-        "bind_ipi(vcpu 0) for the masked port ({masked:?})"
-    );
-    let Ok(masked) = masked else {
+    let Ok(port) = evtchn::bind_ipi(0) else {
+        check!(false, "bind_ipi(vcpu 0)");
         return;
     };
-    shared.mask(masked);
-    let mut sends_ok = true;
-    measure("send-masked", || {
-        sends_ok &= evtchn::send(masked).is_ok();
-        shared.clear_pending(masked);
+    shared.mask(port);
+    let mut is_ok = true;
+    measure_with("send-masked", || {
+        let start = rdtsc();
+        is_ok &= evtchn::send(port).is_ok();
+        let cycles = rdtsc().wrapping_sub(start);
+        shared.clear_pending(port);
+        cycles
     });
-    check!(sends_ok, "every send to the masked port is rc 0");
+    check!(is_ok, "every send to the masked port is rc 0");
+
+    // The vcpu is still masked (as every vcpu starts): the send sets the
+    // pending, selector and upcall_pending bits and raises no upcall.
+    shared.clear_mask(port);
+    let mut is_ok = true;
+    measure_with("send-vcpu-masked", || {
+        let start = rdtsc();
+        is_ok &= evtchn::send(port).is_ok();
+        let cycles = rdtsc().wrapping_sub(start);
+        is_ok &= shared.vcpu0().upcall_pending();
+        clear_delivery(shared, port);
+        cycles
+    });
+    check!(
+        is_ok,
+        "every send with the vcpu masked is rc 0 and sets upcall_pending"
+    );
+
+    let mut is_ok = true;
+    measure_with("unmask", || {
+        shared.mask(port);
+        let start = rdtsc();
+        is_ok &= evtchn::unmask(port).is_ok();
+        let cycles = rdtsc().wrapping_sub(start);
+        is_ok &= !shared.is_masked(port);
+        cycles
+    });
+    check!(is_ok, "every unmask is rc 0 and clears the mask bit");
+
+    let mut is_ok = true;
+    measure("status", || {
+        is_ok &= evtchn::status(DOMID_SELF, port).is_ok();
+    });
+    check!(is_ok, "every status is rc 0");
+
+    let mut alloc_samples = [0u64; SAMPLES];
+    let mut close_samples = [0u64; SAMPLES];
+    let mut is_ok = true;
+    for index in 0..WARM_UP + SAMPLES {
+        let start = rdtsc();
+        let allocated = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF);
+        let middle = rdtsc();
+        let closed = allocated.and_then(evtchn::close);
+        let end = rdtsc();
+        is_ok &= closed.is_ok();
+        if let Some(sample) = index.checked_sub(WARM_UP) {
+            if let Some(slot) = alloc_samples.get_mut(sample) {
+                *slot = middle.wrapping_sub(start);
+            }
+            if let Some(slot) = close_samples.get_mut(sample) {
+                *slot = end.wrapping_sub(middle);
+            }
+        }
+    }
+    report("alloc-unbound", &mut alloc_samples);
+    report("close", &mut close_samples);
+    check!(is_ok, "every alloc_unbound and close is rc 0");
 
     check_eq!(
         upcall::register_callbacks(),
         Ok(()),
         "event and failsafe callbacks registered"
     );
-    let port = evtchn::bind_ipi(0);
+    let loopback = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF)
+        .and_then(|offered| Ok((offered, evtchn::bind_interdomain(DOMID_SELF, offered)?)));
     check!(
-        port.is_ok(),
-        "bind_ipi(vcpu 0) for the unmasked port ({port:?})"
+        loopback.is_ok(),
+        "a loopback interdomain pair ({loopback:?})"
     );
-    let Ok(port) = port else {
+    let Ok((receiver, sender)) = loopback else {
         return;
     };
+    // Binding set the receiver pending; start from a clean slate.
+    clear_delivery(shared, receiver);
+    upcall::set_handler(receiver, count_event);
     upcall::set_handler(port, count_event);
     upcall::unmask_vcpu();
-    let mut sends_ok = true;
+
     let before = HANDLED.load(Ordering::SeqCst);
+    let mut is_ok = true;
+    measure_with("send-upcall-entry", || {
+        let start = rdtsc();
+        is_ok &= evtchn::send(sender).is_ok();
+        HANDLER_TSC.load(Ordering::Relaxed).wrapping_sub(start)
+    });
     measure("send-upcall-iret", || {
-        sends_ok &= evtchn::send(port).is_ok();
+        is_ok &= evtchn::send(sender).is_ok();
     });
     let handled = HANDLED.load(Ordering::SeqCst) - before;
-    check!(sends_ok, "every send to the unmasked port is rc 0");
+    check!(is_ok, "every send over the loopback channel is rc 0");
     check_eq!(
         handled as usize,
-        SAMPLES + 64,
-        "every send ran the upcall once before returning"
+        2 * (SAMPLES + WARM_UP),
+        "every loopback send ran the upcall once before returning"
+    );
+
+    let before = HANDLED.load(Ordering::SeqCst);
+    let mut is_ok = true;
+    measure("ipi-self", || {
+        is_ok &= evtchn::send(port).is_ok();
+    });
+    let handled = HANDLED.load(Ordering::SeqCst) - before;
+    check!(is_ok, "every send to the IPI port is rc 0");
+    check_eq!(
+        handled as usize,
+        SAMPLES + WARM_UP,
+        "every IPI to itself ran the upcall once before returning"
     );
     upcall::mask_vcpu();
 }

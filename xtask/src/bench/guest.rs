@@ -1,0 +1,487 @@
+//! `cargo xtask bench`'s guest half: the `bench` guest booted under QEMU TCG
+//! with `-icount shift=0,sleep=off`, where the guest TSC ticks once per
+//! retired instruction, so every number is deterministic (DESIGN
+//! "Performance").
+//!
+//! Three boots: the self-test image with `selftest=syscall-floor` (the floor
+//! probe: a bare `syscall`/`sysretq` round trip through Sluice's entry), the
+//! demo image with the `bench` guest, and, when Xen 4.17 is installed, the
+//! same guest as dom0 on Xen in the same QEMU mode. Their `bench <name>
+//! median=<n> p99=<n>` lines become `target/bench/guest.md` (each row as a
+//! ratio to the floor and to Xen) and a bar chart `target/bench/guest.svg`.
+//! Timings are reported, never asserted.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::manifest::Module;
+use crate::qemu::{self, Accel, Boot, GdbStub};
+use crate::repo::Profile;
+use crate::verdict::QemuEnd;
+use crate::{build, xen};
+
+/// Where the table and the plot go, relative to the repository root.
+pub const GUEST_TABLE: &str = "target/bench/guest.md";
+/// The bar chart.
+pub const GUEST_PLOT: &str = "target/bench/guest.svg";
+/// QEMU's deterministic mode: one TSC tick per retired instruction.
+const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
+/// Wall-clock limit of one boot (TCG with icount is slow).
+const LIMIT: Duration = Duration::from_secs(300);
+/// The bench guest's boots: name, module words (after `dom=`), `-smp`.
+const BENCH_BOOTS: [(&str, &str, u32); 2] =
+    [("guest", "vcpus=1", 1), ("pingpong", "vcpus=2 pingpong", 2)];
+/// The floor probe's row name.
+const FLOOR: &str = "syscall-floor";
+
+/// A row of the table: the bench line's name, what it times, and Xen
+/// 4.17's reference median (guest TSC ticks, same QEMU mode), if any.
+struct Row {
+    name: &'static str,
+    what: &'static str,
+    xen_reference: Option<u64>,
+}
+
+/// The rows, in the order shown.
+const ROWS: &[Row] = &[
+    Row {
+        name: FLOOR,
+        what: "floor probe: bare syscall/sysretq through Sluice's entry (selftest=syscall-floor)",
+        xen_reference: None,
+    },
+    Row {
+        name: "null-hypercall",
+        what: "xen_version(XENVER_version)",
+        xen_reference: Some(288),
+    },
+    Row {
+        name: "unknown-hypercall",
+        what: "hypercall 63: -ENOSYS",
+        xen_reference: None,
+    },
+    Row {
+        name: "send-masked",
+        what: "EVTCHNOP_send to a masked port",
+        xen_reference: Some(456),
+    },
+    Row {
+        name: "send-vcpu-masked",
+        what: "send to an unmasked port, vcpu masked (sets pending, selector, upcall_pending)",
+        xen_reference: Some(507),
+    },
+    Row {
+        name: "unmask",
+        what: "EVTCHNOP_unmask of a masked, idle port",
+        xen_reference: Some(389),
+    },
+    Row {
+        name: "status",
+        what: "EVTCHNOP_status of an IPI port",
+        xen_reference: Some(467),
+    },
+    Row {
+        name: "alloc-unbound",
+        what: "EVTCHNOP_alloc_unbound (remote = itself)",
+        xen_reference: Some(702),
+    },
+    Row {
+        name: "close",
+        what: "EVTCHNOP_close of that unbound port",
+        xen_reference: Some(439),
+    },
+    Row {
+        name: "send-upcall-entry",
+        what: "send on a loopback interdomain channel until the handler's first instruction",
+        xen_reference: Some(597),
+    },
+    Row {
+        name: "send-upcall-iret",
+        what: "the same send until it returns (bounce frame, handler, HYPERVISOR_iret)",
+        xen_reference: Some(1020),
+    },
+    Row {
+        name: "ipi-self",
+        what: "send on an IPI port of this vcpu, upcall, iret: round trip",
+        xen_reference: Some(1006),
+    },
+    Row {
+        name: "pingpong-spin",
+        what: "vcpu 0 -> vcpu 1 -> vcpu 0 over IPI ports, both spinning on the pending bit (2 vcpus, -smp 2)",
+        xen_reference: Some(3344),
+    },
+    Row {
+        name: "pingpong-blocked",
+        what: "the same round trip, both waiting in SCHEDOP_poll",
+        xen_reference: Some(8941),
+    },
+];
+
+/// One parsed `bench` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Median, TSC ticks.
+    pub median: u64,
+    /// 99th percentile, TSC ticks.
+    pub p99: u64,
+}
+
+/// What one boot reported, by row name.
+type Results = Vec<(String, Sample)>;
+
+/// Parses `... bench <name> median=<n> p99=<n> ...` anywhere in a line (a
+/// guest line carries `(dN) `, a hypervisor line its log prefix).
+pub fn parse_line(line: &str) -> Option<(String, Sample)> {
+    let (_, rest) = line.split_once("bench ")?;
+    let mut words = rest.split_whitespace();
+    let name = words.next()?.to_owned();
+    let median = words.next()?.strip_prefix("median=")?.parse().ok()?;
+    let p99 = words.next()?.strip_prefix("p99=")?.parse().ok()?;
+    Some((name, Sample { median, p99 }))
+}
+
+fn parse_log(log: &str) -> Results {
+    log.lines().filter_map(parse_line).collect()
+}
+
+fn lookup(results: &Results, name: &str) -> Option<Sample> {
+    results
+        .iter()
+        .find(|(row, _)| row == name)
+        .map(|(_, sample)| *sample)
+}
+
+/// Runs `command` under the limit with its serial log in `log`; returns
+/// the log's text and how QEMU ended.
+fn boot(root: &Path, mut command: Command, log: &str) -> Result<(String, QemuEnd)> {
+    command.args(ICOUNT);
+    println!("$ {}", crate::process::display(&command));
+    let serial = root.join(log);
+    let stderr = serial.with_extension("stderr");
+    let end = qemu::run_captured(command, &serial, &stderr, LIMIT)?;
+    let text = fs::read_to_string(&serial).with_context(|| format!("reading {log}"))?;
+    Ok((text, end))
+}
+
+fn sluice_boot(
+    kernel: PathBuf,
+    hypervisor_args: &str,
+    modules: Vec<(PathBuf, String)>,
+    smp: u32,
+) -> Boot {
+    Boot {
+        kernel,
+        hypervisor_args: hypervisor_args.to_owned(),
+        modules,
+        smp,
+        memory_mib: qemu::DEFAULT_MEMORY_MIB,
+        accel: Accel::Tcg,
+        gdb_stub: GdbStub::Off,
+    }
+}
+
+/// Runs the guest benchmarks (`with_xen`: also on Xen, if installed),
+/// writes the table and plot and prints the table.
+pub fn run(root: &Path, with_xen: bool) -> Result<()> {
+    let qemu_path = qemu::find_or_install(root)?;
+    let demo = build::hypervisor(root, Profile::Release, build::Flavor::Demo)?;
+    let selftest = build::hypervisor(root, Profile::Release, build::Flavor::Selftest)?;
+    let guests = build::guests(
+        root,
+        Profile::Release,
+        &BTreeSet::from(["bench".to_owned()]),
+    )?;
+    let Some((_, guest)) = guests.into_iter().next() else {
+        bail!("the bench guest did not build");
+    };
+    fs::create_dir_all(root.join("target/bench")).context("creating target/bench")?;
+
+    let mut sluice = Results::new();
+    let floor_boot = sluice_boot(selftest, "selftest=syscall-floor", Vec::new(), 1);
+    let (log, end) = boot(
+        root,
+        qemu::command(root, &qemu_path, &floor_boot)?,
+        "target/bench/sluice-floor.log",
+    )?;
+    if !matches!(end, QemuEnd::Exited(33)) {
+        bail!("the floor probe ended with {end} (log: target/bench/sluice-floor.log)");
+    }
+    sluice.extend(parse_log(&log));
+
+    for (variant, args, smp) in BENCH_BOOTS {
+        let guest_boot = sluice_boot(
+            demo.clone(),
+            "loglvl=info",
+            vec![(guest.clone(), format!("dom=1 {args}"))],
+            smp,
+        );
+        let log_path = format!("target/bench/sluice-{variant}.log");
+        let (log, end) = boot(
+            root,
+            qemu::command(root, &qemu_path, &guest_boot)?,
+            &log_path,
+        )?;
+        if !matches!(end, QemuEnd::Exited(33)) {
+            bail!("the bench guest ({variant}) on Sluice ended with {end} (log: {log_path})");
+        }
+        sluice.extend(parse_log(&log));
+    }
+
+    let xen_results = if with_xen {
+        match xen_run(root, &qemu_path, guest) {
+            Ok(results) => Some(results),
+            Err(error) => {
+                println!("no Xen column: {error:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let table = render(&sluice, xen_results.as_ref())?;
+    fs::write(root.join(GUEST_TABLE), &table).with_context(|| format!("writing {GUEST_TABLE}"))?;
+    fs::write(root.join(GUEST_PLOT), plot(&sluice, xen_results.as_ref()))
+        .with_context(|| format!("writing {GUEST_PLOT}"))?;
+    println!();
+    print!("{table}");
+    println!();
+    println!("written to {GUEST_TABLE} and {GUEST_PLOT}");
+    Ok(())
+}
+
+/// The bench guest as dom0 on Xen 4.17, same QEMU mode.
+fn xen_run(root: &Path, qemu_path: &Path, guest: PathBuf) -> Result<Results> {
+    let xen_elf = xen::setup::prepare(root)?;
+    let mut results = Results::new();
+    for (variant, args, smp) in BENCH_BOOTS {
+        let module = Module {
+            guest: "bench".into(),
+            args: format!("dom=0 priv {args}"),
+        };
+        let xen_boot = xen::oracle::XenBoot::new(guest.clone(), &module, smp);
+        let log_path = format!("target/bench/xen-{variant}.log");
+        let (log, end) = boot(root, xen_boot.command(root, qemu_path, &xen_elf), &log_path)?;
+        let found = parse_log(&log);
+        if !log.contains("# verdict: PASS") || found.is_empty() {
+            bail!("the bench guest ({variant}) on Xen did not pass ({end}; log: {log_path})");
+        }
+        results.extend(found);
+    }
+    Ok(results)
+}
+
+fn ratio(value: u64, base: Option<u64>) -> String {
+    match base {
+        Some(base) if base > 0 => format!("{:.2}", value as f64 / base as f64),
+        _ => "–".to_owned(),
+    }
+}
+
+fn cell(value: Option<u64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |value| value.to_string())
+}
+
+/// The Markdown table; fails if the floor probe or a guest row is missing.
+fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
+    let floor = lookup(sluice, FLOOR)
+        .map(|sample| sample.median)
+        .with_context(|| format!("the floor probe `{FLOOR}` did not report"))?;
+    let mut table = String::new();
+    let _ = writeln!(table, "# Sluice guest benchmarks");
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest): one guest TSC tick is one retired \
+         instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
+         untimed ones; median and p99 computed in the guest. \"× floor\" divides Sluice's median \
+         by the floor probe's; \"× Xen\" divides it by Xen's median (measured in the same mode, \
+         and the reference numbers). Reported, never asserted."
+    );
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "| row | Sluice median | Sluice p99 | × floor | Xen 4.17 measured | × Xen measured | Xen 4.17 reference | × Xen reference | what it times |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for row in ROWS {
+        let Some(sample) = lookup(sluice, row.name) else {
+            bail!("Sluice did not report `{}`", row.name);
+        };
+        let xen_measured = xen
+            .and_then(|results| lookup(results, row.name))
+            .map(|sample| sample.median);
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.name,
+            sample.median,
+            sample.p99,
+            ratio(sample.median, Some(floor)),
+            cell(xen_measured),
+            ratio(sample.median, xen_measured),
+            cell(row.xen_reference),
+            ratio(sample.median, row.xen_reference),
+            row.what
+        );
+    }
+    Ok(table)
+}
+
+/// A grouped horizontal bar chart of the medians, written by hand: a dozen
+/// bars and their labels are a few SVG elements, not worth a plotting
+/// crate and its dependency tree in xtask.
+fn plot(sluice: &Results, xen: Option<&Results>) -> String {
+    const LEFT: f64 = 150.0;
+    const WIDTH: f64 = 560.0;
+    const BAR: f64 = 9.0;
+    let series: [(&str, &str); 3] = [
+        ("Sluice", "#2b6cb0"),
+        ("Xen 4.17 measured", "#dd6b20"),
+        ("Xen 4.17 reference", "#a0aec0"),
+    ];
+    let values = |row: &Row| -> [Option<u64>; 3] {
+        [
+            lookup(sluice, row.name).map(|sample| sample.median),
+            xen.and_then(|results| lookup(results, row.name))
+                .map(|sample| sample.median),
+            row.xen_reference,
+        ]
+    };
+    let largest = ROWS
+        .iter()
+        .flat_map(|row| values(row).into_iter().flatten())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let group = BAR * 3.0 + 8.0;
+    let height = 50.0 + group * ROWS.len() as f64 + 30.0;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
+        LEFT + WIDTH + 60.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="18" font-size="13">Median guest TSC ticks (= instructions, QEMU -icount shift=0)</text>"#
+    );
+    for (index, (label, colour)) in series.iter().enumerate() {
+        let x = LEFT + index as f64 * 170.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x}" y="28" width="10" height="10" fill="{colour}"/><text x="{}" y="37">{label}</text>"#,
+            x + 14.0
+        );
+    }
+    for (row_index, row) in ROWS.iter().enumerate() {
+        let top = 50.0 + row_index as f64 * group;
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            top + BAR * 1.5 + 4.0,
+            row.name
+        );
+        for (index, (value, (_, colour))) in values(row).into_iter().zip(series).enumerate() {
+            let Some(value) = value else { continue };
+            let y = top + index as f64 * BAR;
+            let length = (value as f64 / largest * WIDTH).max(1.0);
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{LEFT}" y="{y}" width="{length:.1}" height="{}" fill="{colour}"/><text x="{:.1}" y="{}" font-size="9">{value}</text>"#,
+                BAR - 1.0,
+                LEFT + length + 3.0,
+                y + BAR - 1.5
+            );
+        }
+    }
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_guest_and_hypervisor_lines() {
+        assert_eq!(
+            parse_line("(d1) bench send-masked median=1002 p99=1010 cycles"),
+            Some((
+                "send-masked".into(),
+                Sample {
+                    median: 1002,
+                    p99: 1010
+                }
+            ))
+        );
+        assert_eq!(
+            parse_line("[    0.09] cpu0 INFO  bench syscall-floor median=106 p99=106 cycles")
+                .map(|(name, _)| name),
+            Some("syscall-floor".into())
+        );
+        assert_eq!(parse_line("(d1) ok 3 - bench ran"), None);
+        assert_eq!(parse_line("(d1) bench x median=a p99=1"), None);
+    }
+
+    fn full(scale: u64) -> Results {
+        ROWS.iter()
+            .enumerate()
+            .map(|(index, row)| {
+                (
+                    row.name.to_owned(),
+                    Sample {
+                        median: (index as u64 + 1) * scale,
+                        p99: (index as u64 + 1) * scale + 1,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ratios_are_to_the_floor_and_to_xen() {
+        let sluice = full(100);
+        let xen = full(50);
+        let table = render(&sluice, Some(&xen)).unwrap();
+        // null-hypercall is row 2: 200 ticks, floor 100, Xen measured 100,
+        // Xen reference 288.
+        assert!(
+            table.contains("| null-hypercall | 200 | 201 | 2.00 | 100 | 2.00 | 288 | 0.69 |"),
+            "{table}"
+        );
+        let without_xen = render(&sluice, None).unwrap();
+        assert!(
+            without_xen.contains("| null-hypercall | 200 | 201 | 2.00 | – | – | 288 | 0.69 |"),
+            "{without_xen}"
+        );
+    }
+
+    #[test]
+    fn a_missing_row_is_an_error() {
+        let mut sluice = full(100);
+        sluice.retain(|(name, _)| name != "status");
+        assert!(render(&sluice, None).is_err());
+        let mut sluice = full(100);
+        sluice.retain(|(name, _)| name != FLOOR);
+        assert!(render(&sluice, None).is_err());
+    }
+
+    #[test]
+    fn the_plot_has_a_bar_per_value() {
+        let svg = plot(&full(100), None);
+        // Sluice for every row, the reference for the rows that have one.
+        let references = ROWS
+            .iter()
+            .filter(|row| row.xen_reference.is_some())
+            .count();
+        assert_eq!(svg.matches("<rect").count(), 3 + ROWS.len() + references);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+}
