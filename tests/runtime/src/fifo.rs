@@ -126,9 +126,7 @@ pub fn active() -> bool {
 /// `page`; on success the upcall demultiplexer switches to the FIFO
 /// consumer. Returns `link_bits`.
 pub fn init_control(page: &'static GuestPage, offset: u32, vcpu: u32) -> Result<u8, Errno> {
-    let block = page
-        .control_block(offset as usize)
-        .ok_or(Errno::EINVAL)?;
+    let block = page.control_block(offset as usize).ok_or(Errno::EINVAL)?;
     let slot = BLOCKS.get(vcpu as usize).ok_or(Errno::EINVAL)?;
     let frame = smp::machine_frame(page.address()).ok_or(Errno::EFAULT)?;
     let link_bits = evtchn::init_control(frame, offset, vcpu)?;

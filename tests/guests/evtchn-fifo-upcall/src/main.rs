@@ -115,6 +115,19 @@ fn loopback_round(pairs: u32, what: &str) {
         "{what}: {pairs} loopback pairs bind to ports 1..={} in order",
         2 * pairs
     );
+    // bind_interdomain raised an event on each new local end (spec §2.3
+    // step 8): all of them wait for the first upcall.
+    upcall::reset_counters();
+    upcall::unmask_vcpu();
+    upcall::mask_vcpu();
+    let wrong: u32 = (1..=2 * pairs)
+        .filter(|&port| upcall::port_events(port) != (port + 1) % 2)
+        .count() as u32;
+    check_eq!(
+        (wrong, upcall::events(), upcall::upcalls()),
+        (0, u64::from(pairs), 1),
+        "{what}: one upcall on unmasking brings the {pairs} events bind_interdomain raised, one on each bound end"
+    );
     upcall::reset_counters();
     upcall::unmask_vcpu();
     let mut bad_sends = 0;
@@ -124,7 +137,12 @@ fn loopback_round(pairs: u32, what: &str) {
         }
     }
     upcall::mask_vcpu();
-    check_eq!(bad_sends, 0, "{what}: a send on each of the {} ports is rc 0", 2 * pairs);
+    check_eq!(
+        bad_sends,
+        0,
+        "{what}: a send on each of the {} ports is rc 0",
+        2 * pairs
+    );
     let wrong: u32 = (1..=2 * pairs)
         .filter(|&port| upcall::port_events(port) != 1)
         .count() as u32;
@@ -263,7 +281,11 @@ fn priorities() {
 
     // A handler of queue 10 raises port 4 (priority 1) while port 5, also
     // priority 10, waits behind it: the consumer takes port 4 next.
-    check_eq!(evtchn::bind_ipi(0), Ok(5), "a fifth IPI port binds to port 5");
+    check_eq!(
+        evtchn::bind_ipi(0),
+        Ok(5),
+        "a fifth IPI port binds to port 5"
+    );
     let set = [evtchn::set_priority(3, 10), evtchn::set_priority(5, 10)];
     check_eq!(set, [Ok(()), Ok(())], "ports 3 and 5 at priority 10");
     RAISE_PORT.store(4, Ordering::SeqCst);
@@ -272,7 +294,11 @@ fn priorities() {
     upcall::reset_counters();
     clear_order();
     let sent = [evtchn::send(3), evtchn::send(5)];
-    check_eq!(sent, [Ok(()), Ok(())], "sends on ports 3 and 5 with the vcpu masked");
+    check_eq!(
+        sent,
+        [Ok(()), Ok(())],
+        "sends on ports 3 and 5 with the vcpu masked"
+    );
     upcall::unmask_vcpu();
     upcall::mask_vcpu();
     check_eq!(
@@ -297,25 +323,44 @@ fn no_control_block() {
         return;
     }
     check_eq!(evtchn::bind_ipi(1), Ok(1), "bind_ipi(vcpu 1) gets port 1");
-    check_eq!(evtchn::bind_ipi(0), Ok(2), "bind_ipi(vcpu 0) gets port 2");
+    let a = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF);
+    let b = a.and_then(|a| evtchn::bind_interdomain(DOMID_SELF, a));
     check_eq!(
-        evtchn::bind_vcpu(2, 1),
+        (a, b),
+        (Ok(2), Ok(3)),
+        "a loopback pair binds to ports 2 and 3"
+    );
+    // Take the event bind_interdomain raised on port 3 (still vcpu 0's).
+    upcall::reset_counters();
+    upcall::unmask_vcpu();
+    upcall::mask_vcpu();
+    check_eq!(
+        (upcall::port_events(3), upcall::events()),
+        (1, 1),
+        "binding raised one event on port 3, handled on vcpu 0"
+    );
+    check_eq!(
+        evtchn::bind_vcpu(3, 1),
         Ok(()),
-        "bind_vcpu moves port 2 to vcpu 1"
+        "bind_vcpu moves port 3 to vcpu 1"
     );
     upcall::reset_counters();
     upcall::unmask_vcpu();
     let sent = [evtchn::send(1), evtchn::send(2)];
     upcall::mask_vcpu();
-    check_eq!(sent, [Ok(()), Ok(())], "sends on ports 1 and 2 are rc 0");
-    let words = [1, 2].map(|port| fifo::event_word(port).map(|w| w.load(Ordering::SeqCst)));
+    check_eq!(
+        sent,
+        [Ok(()), Ok(())],
+        "sends on port 1 (IPI of vcpu 1) and port 2 (reaching port 3) are rc 0"
+    );
+    let words = [1, 3].map(|port| fifo::event_word(port).map(|w| w.load(Ordering::SeqCst)));
     check_eq!(
         (words, upcall::events(), upcall::upcalls()),
         ([Some(0), Some(0)], 0, 0),
         "events for vcpu 1, which has no control block, are dropped: no P, no upcall"
     );
-    let closed = [evtchn::close(1), evtchn::close(2)];
-    check_eq!(closed, [Ok(()), Ok(())], "ports 1 and 2 close");
+    let closed = [evtchn::close(1), evtchn::close(2), evtchn::close(3)];
+    check_eq!(closed, [Ok(()), Ok(()), Ok(())], "ports 1..=3 close");
 }
 
 /// EVTCHNOP_reset leaves FIFO; 2-level upcalls work again.
@@ -339,7 +384,11 @@ fn back_to_two_level() {
             .map(|word| u64::from(word.load(Ordering::SeqCst).count_ones()))
             .sum()
     });
-    check_eq!(pending, 0, "no port is pending in the 2-level bitmap after reset");
+    check_eq!(
+        pending,
+        0,
+        "no port is pending in the 2-level bitmap after reset"
+    );
     check_eq!(
         evtchn::bind_ipi(0),
         Ok(1),
