@@ -10,6 +10,12 @@
 //! for a vcpu without a control block dropped; reset back to 2-level with
 //! the next allocation at port 1 and 2-level upcalls working again.
 //!
+//! With `role=fifo peer=<domid>` / `role=2l peer=<domid>` two domains play
+//! the ends of one interdomain channel: the `fifo` end switches to FIFO and
+//! allocates port 1 for its peer, the `2l` end stays 2-level and binds to
+//! it; then 100 round trips through upcalls on both sides, with exact event
+//! counts on each.
+//!
 //! With `evtchn=2l` on its command line (Sluice's module option that keeps
 //! the domain on 2-level) it checks instead that init_control answers
 //! -EOPNOTSUPP, expand_array and set_priority refuse, and 2-level upcalls
@@ -22,7 +28,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, DOMID_SELF};
 use sluice_guest::fifo::{self, GuestPage};
-use sluice_guest::{StartInfo, check, check_eq, println, shared_info, upcall, vcpu};
+use sluice_guest::{StartInfo, check, check_eq, println, sched, shared_info, time, upcall, vcpu};
 
 sluice_guest::entry!(main);
 
@@ -81,6 +87,17 @@ fn main(start_info: &'static StartInfo) {
         Ok(()),
         "callback_op registers the event and failsafe callbacks"
     );
+    if let Some(role) = start_info.arg_value("role") {
+        let peer = start_info
+            .arg_value("peer")
+            .and_then(|p| p.parse::<u16>().ok());
+        check!(
+            peer.is_some(),
+            "the command line names the peer (peer=<domid>)"
+        );
+        interdomain(role == "fifo", peer.unwrap_or(0));
+        return;
+    }
     if start_info.arg_value("evtchn") == Some("2l") {
         two_level_only();
         return;
@@ -406,5 +423,133 @@ fn back_to_two_level() {
     check!(
         upcall::last_upcall().selector == 1,
         "that upcall took selector bit 0 (port 1's word) from evtchn_pending_sel"
+    );
+}
+
+/// Round trips between the FIFO end and the 2-level end.
+const ROUNDS: u32 = 100;
+/// How long one step may wait for the peer, ns.
+const STEP_LIMIT_NS: u64 = 20_000_000_000;
+
+/// Yields (with the vcpu unmasked) until `port` has seen `count` events or
+/// the step limit passes; returns whether it did.
+fn wait_events(port: u32, count: u32) -> bool {
+    let limit = time::now_ns().map_or(1, |now| now + STEP_LIMIT_NS);
+    while upcall::port_events(port) < count {
+        if time::now_ns().is_none_or(|now| now >= limit) {
+            return false;
+        }
+        let _ = sched::yield_now();
+    }
+    true
+}
+
+/// One end of an interdomain channel between a FIFO and a 2-level domain.
+fn interdomain(is_fifo: bool, peer: u16) {
+    let what = if is_fifo { "fifo end" } else { "2-level end" };
+    let port = if is_fifo {
+        if !switch_to_fifo() {
+            return;
+        }
+        let port = evtchn::alloc_unbound(DOMID_SELF, peer);
+        check_eq!(
+            port,
+            Ok(1),
+            "fifo end: alloc_unbound for the peer gets port 1"
+        );
+        port
+    } else {
+        check_eq!(
+            evtchn::set_priority(1, 7),
+            Err(Errno::ENOSYS),
+            "2-level end: the domain is 2-level (set_priority -ENOSYS)"
+        );
+        // The fifo end allocates port 1 once it is on FIFO: retry until then.
+        let limit = time::now_ns().map_or(1, |now| now + STEP_LIMIT_NS);
+        let port = loop {
+            let bound = evtchn::bind_interdomain(peer, 1);
+            if bound.is_ok() || time::now_ns().is_none_or(|now| now >= limit) {
+                break bound;
+            }
+            let _ = sched::yield_now();
+        };
+        check_eq!(
+            port,
+            Ok(1),
+            "2-level end: bind_interdomain to the peer's port 1 gets port 1"
+        );
+        // The event bind_interdomain raises on the new end (spec §2.3).
+        upcall::reset_counters();
+        upcall::unmask_vcpu();
+        upcall::mask_vcpu();
+        check_eq!(
+            (upcall::port_events(1), upcall::events()),
+            (1, 1),
+            "2-level end: the event binding raised arrives in the first upcall"
+        );
+        port
+    };
+    let Ok(port) = port else {
+        return;
+    };
+    upcall::reset_counters();
+    upcall::unmask_vcpu();
+    let mut rounds = 0;
+    for round in 1..=ROUNDS {
+        let ok = if is_fifo {
+            wait_events(port, round) && evtchn::send(port).is_ok()
+        } else {
+            evtchn::send(port).is_ok() && wait_events(port, round)
+        };
+        if !ok {
+            break;
+        }
+        rounds += 1;
+    }
+    check_eq!(
+        rounds,
+        ROUNDS,
+        "{what}: {ROUNDS} round trips through upcalls"
+    );
+    if is_fifo {
+        // Wait for the peer to close: the port turns unbound awaiting it.
+        let limit = time::now_ns().map_or(1, |now| now + STEP_LIMIT_NS);
+        while evtchn::status(DOMID_SELF, port).map(|s| s.status) == Ok(evtchn::stat::INTERDOMAIN)
+            && time::now_ns().is_some_and(|now| now < limit)
+        {
+            let _ = sched::yield_now();
+        }
+        upcall::mask_vcpu();
+        check_eq!(
+            evtchn::status(DOMID_SELF, port).map(|s| s.status),
+            Ok(evtchn::stat::UNBOUND),
+            "fifo end: after the peer closes, the port is unbound awaiting it"
+        );
+        check_eq!(
+            fifo::event_word(port).map(|w| w.load(Ordering::SeqCst)),
+            Some(0),
+            "fifo end: port 1's event word ends neither pending, masked nor linked"
+        );
+        check_eq!(
+            evtchn::close(port),
+            Ok(()),
+            "fifo end: close of port 1 is rc 0"
+        );
+    } else {
+        upcall::mask_vcpu();
+        check!(
+            upcall::last_upcall().selector == 1,
+            "2-level end: the pongs came through the 2-level selector (word 0)"
+        );
+        check_eq!(
+            evtchn::close(port),
+            Ok(()),
+            "2-level end: close of port 1 is rc 0"
+        );
+    }
+    check_eq!(
+        (upcall::port_events(port), upcall::events()),
+        (ROUNDS, u64::from(ROUNDS)),
+        "{what}: exactly {ROUNDS} events, all on port 1"
     );
 }
