@@ -496,11 +496,10 @@ fn interdomain(is_fifo: bool, peer: u16) {
     upcall::unmask_vcpu();
     let mut rounds = 0;
     for round in 1..=ROUNDS {
-        let ok = if is_fifo {
-            wait_events(port, round) && evtchn::send(port).is_ok()
-        } else {
-            evtchn::send(port).is_ok() && wait_events(port, round)
-        };
+        // The 2-level end pings first; the fifo end answers each ping.
+        let pinged = is_fifo || evtchn::send(port).is_ok();
+        let answered = pinged && wait_events(port, round);
+        let ok = answered && (!is_fifo || evtchn::send(port).is_ok());
         if !ok {
             break;
         }
