@@ -263,7 +263,11 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
             1023
         },
         nr_pirqs: NR_PIRQS,
-        fifo: FifoSupport::Enabled,
+        fifo: if args.fifo {
+            FifoSupport::Enabled
+        } else {
+            FifoSupport::Disabled
+        },
     };
     crate::events::domains()
         .create_domain(events_config, crate::events::shared_view(&domain))

@@ -1,5 +1,5 @@
 //! A boot module's command line: `<image path> dom=N vcpus=N mem=MiB priv
-//! ...`. The words Sluice understands choose the domain's shape; the whole
+//! evtchn=2l ...`. The words Sluice understands choose the domain's shape; the whole
 //! string after the image path becomes the guest's `start_info.cmd_line`,
 //! as Xen passes a module string without its file name.
 
@@ -23,6 +23,10 @@ pub struct DomainArgs {
     pub memory_mib: u64,
     /// `priv`: the control domain.
     pub is_privileged: bool,
+    /// `evtchn=2l` clears it: the domain stays on the 2-level ABI and
+    /// EVTCHNOP_init_control answers -EOPNOTSUPP (`evtchn=fifo`, the
+    /// default, lets it switch to FIFO).
+    pub fifo: bool,
     /// The string after the image path, for start_info.cmd_line.
     pub guest_cmdline: ArrayString<256>,
 }
@@ -69,6 +73,7 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
         vcpus: 1,
         memory_mib: DEFAULT_MEMORY_MIB,
         is_privileged: false,
+        fifo: true,
         guest_cmdline,
     };
     for word in rest.split_ascii_whitespace() {
@@ -93,6 +98,13 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
                     .ok()
                     .filter(|mib| MEMORY_MIB_RANGE.contains(mib))
                     .ok_or_else(|| bad(word))?;
+            }
+            Some(("evtchn", value)) => {
+                args.fifo = match value {
+                    "2l" => false,
+                    "fifo" => true,
+                    _ => return Err(bad(word)),
+                };
             }
             None if word == "priv" => args.is_privileged = true,
             _ => {}

@@ -12,7 +12,8 @@
 //! * the ABI views: [`start_info`], [`shared_info`] (mapped with
 //!   `update_va_mapping`), [`time`];
 //! * event delivery: upcall and failsafe entry in assembly, a 2-level
-//!   demultiplexer and per-port handlers ([`upcall`]);
+//!   demultiplexer and per-port handlers ([`upcall`]), and the FIFO queue
+//!   consumer it switches to ([`fifo`]);
 //! * test output: TAP lines, `check!`/`check_eq!`, and the finish path that
 //!   shuts the domain down with the verdict ([`tap`]).
 //!
@@ -24,6 +25,7 @@ pub mod console;
 pub mod entry;
 pub mod errno;
 pub mod evtchn;
+pub mod fifo;
 pub mod hypercall;
 pub mod notes;
 pub mod physdev;

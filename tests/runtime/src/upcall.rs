@@ -1,5 +1,6 @@
 //! Event delivery: the upcall and failsafe entry points (assembly), the
-//! 2-level demultiplexer, per-port handlers, callback registration and the
+//! 2-level demultiplexer (or the FIFO consumer of [`crate::fifo`] once the
+//! domain switched), per-port handlers, callback registration and the
 //! vcpu's upcall mask.
 //!
 //! The hypervisor enters [`sluice_event_callback`] through a bounce frame on
@@ -196,16 +197,19 @@ unsafe extern "C" {
 /// demultiplexer just cleared, with events masked.
 pub type Handler = fn(port: u32);
 
+/// Ports with handlers and counters: every 2-level port, and as many FIFO
+/// ports as [`crate::fifo`] tracks event-array pages for.
+pub const MAX_PORTS: usize = crate::fifo::MAX_ARRAY_PAGES * crate::fifo::WORDS_PER_PAGE;
+const _: () = assert!(MAX_PORTS >= NR_2L_PORTS as usize);
+
 /// Handlers by port, as `fn` addresses; 0 = none (count only).
-static HANDLERS: [AtomicUsize; NR_2L_PORTS as usize] =
-    [const { AtomicUsize::new(0) }; NR_2L_PORTS as usize];
+static HANDLERS: [AtomicUsize; MAX_PORTS] = [const { AtomicUsize::new(0) }; MAX_PORTS];
 /// The vcpu each port notifies, as far as the runtime's bind wrappers know
 /// (0 for ports never bound through them, as for every fresh port).
 static PORT_OWNER: [AtomicU8; NR_2L_PORTS as usize] =
     [const { AtomicU8::new(0) }; NR_2L_PORTS as usize];
 /// Events dispatched per port.
-static PORT_EVENTS: [AtomicU32; NR_2L_PORTS as usize] =
-    [const { AtomicU32::new(0) }; NR_2L_PORTS as usize];
+static PORT_EVENTS: [AtomicU32; MAX_PORTS] = [const { AtomicU32::new(0) }; MAX_PORTS];
 /// Times the event callback was entered.
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
 /// Times the event callback was entered, by vcpu.
@@ -381,8 +385,9 @@ fn dispatch(port: u32, vcpu: u32) {
     }
 }
 
-/// The 2-level demultiplexer, called by the entry code with events masked
-/// (spec §3.7): clear `upcall_pending`, take the selector with an exchange,
+/// The demultiplexer, called by the entry code with events masked. On FIFO
+/// it clears `upcall_pending` and runs [`crate::fifo::consume`] until
+/// `upcall_pending` stays clear; on 2-level (spec §3.7) it does: clear `upcall_pending`, take the selector with an exchange,
 /// then for each selected word handle `pending & !mask & owned by this
 /// vcpu`, clearing each pending bit before running its handler; repeat
 /// while `upcall_pending` was set again. Ports of other vcpus that share a
@@ -417,6 +422,13 @@ extern "C" fn event_demux(frame: *const UpcallFrame) {
     let mut first_round = true;
     loop {
         vcpu.evtchn_upcall_pending.store(0, Ordering::SeqCst);
+        if crate::fifo::active() {
+            crate::fifo::consume(vcpu_id, |port| dispatch(port, vcpu_id));
+            if vcpu.evtchn_upcall_pending.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            continue;
+        }
         let mut selector = vcpu.evtchn_pending_sel.swap(0, Ordering::SeqCst);
         if first_round {
             LAST_SELECTOR.store(selector, Ordering::SeqCst);
