@@ -161,10 +161,18 @@ fn send(port: Port, answer: Port, rounds: u32, spread: u64) {
 /// on vcpu 1's IPI port, answers on vcpu 0's.
 static VCPU_PORTS: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
 static VCPU1_DONE: AtomicBool = AtomicBool::new(false);
+/// Set by vcpu 0 once it has printed its "vcpu 1 starts" line, so that the
+/// TAP numbers of both vcpus come out in the same order on every run (the
+/// Xen oracle compares them by number).
+static VCPU1_MAY_CHECK: AtomicBool = AtomicBool::new(false);
 static ROUNDS: AtomicU32 = AtomicU32::new(0);
 static SPREAD: AtomicU32 = AtomicU32::new(0);
 
 fn vcpu1_receives(_vcpu: u32) {
+    let limit = common::after(STEP_LIMIT_NS);
+    while !VCPU1_MAY_CHECK.load(Ordering::SeqCst) && common::now() < limit {
+        core::hint::spin_loop();
+    }
     let [answer, request] = &VCPU_PORTS;
     receive(
         request.load(Ordering::SeqCst),
@@ -194,6 +202,7 @@ fn between_vcpus(rounds: u32, spread: u64) {
     ROUNDS.store(rounds, Ordering::SeqCst);
     SPREAD.store(spread as u32, Ordering::SeqCst);
     check_eq!(smp::start(1, vcpu1_receives), Ok(()), "vcpu 1 starts");
+    VCPU1_MAY_CHECK.store(true, Ordering::SeqCst);
     // vcpu 1 unmasks its request port once its handler is in place; a
     // request sent before then would only wait, pending, so start sending
     // once vcpu 1 has bound its watchdog (port 3).
