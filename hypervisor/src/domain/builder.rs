@@ -278,8 +278,9 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     let mut vcpu_homes = Vec::new();
     for vcpu in 0..args.vcpus {
         let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
-        let pcpu = affinity
-            .nth((first_pcpu + vcpu) % affinity.count())
+        let pcpu = (first_pcpu + vcpu)
+            .checked_rem(affinity.count())
+            .and_then(|entry| affinity.nth(entry))
             .ok_or(BuildError::NoOnlineCpu(affinity))?;
         vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
     }
