@@ -7,8 +7,10 @@
 //! each end sent once and each event handled exactly once in its own
 //! upcall; priority order within one upcall, including a higher-priority
 //! event raised by a handler overtaking the rest of a lower queue; an event
-//! for a vcpu without a control block dropped; reset back to 2-level with
-//! the next allocation at port 1 and 2-level upcalls working again.
+//! for a vcpu without a control block dropped; vcpu 1 brought up with a
+//! control block of its own, its ports queued and handled there while vcpu
+//! 0's stay on vcpu 0 ([`secondary`]); reset back to 2-level with the next
+//! allocation at port 1 and 2-level upcalls working again.
 //!
 //! With `role=fifo peer=<domid>` / `role=2l peer=<domid>` two domains play
 //! the ends of one interdomain channel: the `fifo` end switches to FIFO and
@@ -29,6 +31,8 @@ use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, DOMID_SELF};
 use sluice_guest::fifo::{self, GuestPage};
 use sluice_guest::{StartInfo, check, check_eq, println, sched, shared_info, time, upcall, vcpu};
+
+mod secondary;
 
 sluice_guest::entry!(main);
 
@@ -108,6 +112,7 @@ fn main(start_info: &'static StartInfo) {
     many_ports();
     priorities();
     no_control_block();
+    secondary::run(&CONTROL_PAGE);
     back_to_two_level();
 }
 
