@@ -18,6 +18,10 @@
 //! it; then 100 round trips through upcalls on both sides, with exact event
 //! counts on each.
 //!
+//! With `test=busy` (and two vcpus) it runs [`busy`] instead: a sender on
+//! vcpu 1 against vcpu 0's queue consumer and masker, the race the BUSY bit
+//! exists for.
+//!
 //! With `evtchn=2l` on its command line (Sluice's module option that keeps
 //! the domain on 2-level) it checks instead that init_control answers
 //! -EOPNOTSUPP, expand_array and set_priority refuse, and 2-level upcalls
@@ -32,6 +36,7 @@ use sluice_guest::evtchn::{self, DOMID_SELF};
 use sluice_guest::fifo::{self, GuestPage};
 use sluice_guest::{StartInfo, check, check_eq, println, sched, shared_info, time, upcall, vcpu};
 
+mod busy;
 mod secondary;
 
 sluice_guest::entry!(main);
@@ -107,6 +112,10 @@ fn main(start_info: &'static StartInfo) {
         return;
     }
     if !switch_to_fifo() {
+        return;
+    }
+    if start_info.arg_value("test") == Some("busy") {
+        busy::run();
         return;
     }
     many_ports();
