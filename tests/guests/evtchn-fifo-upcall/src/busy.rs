@@ -3,8 +3,8 @@
 //!
 //! Four IPI ports of vcpu 0 share queue 7. vcpu 1 raises them round after
 //! round, each only once its previous event was taken (P clear), so the
-//! hypervisor keeps linking new events behind a tail word that vcpu 0 keeps
-//! masking and unmasking with the runtime's [`fifo::mask`] and
+//! hypervisor keeps linking new events behind a tail word (the port raised
+//! last) that vcpu 0 keeps masking and unmasking with the runtime's [`fifo::mask`] and
 //! [`fifo::unmask`] (events masked around each pair, as Linux does), while
 //! vcpu 0's upcalls consume the queue. When the hypervisor's LINK write
 //! meets a tail word that changed, it sets BUSY on it and retries; the
@@ -35,6 +35,9 @@ static RAISED: [AtomicU32; PORTS as usize + 1] = [const { AtomicU32::new(0) }; P
 static SENDER_DONE: AtomicBool = AtomicBool::new(false);
 /// vcpu 1 gave up waiting for a port's previous event.
 static SENDER_STALLED: AtomicBool = AtomicBool::new(false);
+/// The port vcpu 1 raised last: the likeliest tail of queue 7, so the one
+/// vcpu 0 masks and unmasks next.
+static LAST_RAISED: AtomicU32 = AtomicU32::new(1);
 /// Sends that failed on vcpu 1.
 static SEND_ERRORS: AtomicU32 = AtomicU32::new(0);
 
@@ -55,6 +58,7 @@ fn sender(vcpu_id: u32) {
             if let Some(raised) = RAISED.get(port as usize) {
                 raised.fetch_add(1, Ordering::SeqCst);
             }
+            LAST_RAISED.store(port, Ordering::SeqCst);
             if evtchn::send(port).is_err() {
                 SEND_ERRORS.fetch_add(1, Ordering::SeqCst);
             }
@@ -82,8 +86,8 @@ pub fn run() {
     check_eq!(smp::start(1, sender), Ok(()), "vcpu 1 comes up to send");
     let mut unmask_calls = 0u64;
     let mut unmask_errors = 0u64;
-    let mut port = 1;
     while !SENDER_DONE.load(Ordering::SeqCst) {
+        let port = LAST_RAISED.load(Ordering::SeqCst);
         upcall::mask_vcpu();
         let masked = fifo::mask(port);
         match fifo::unmask(port) {
@@ -96,7 +100,6 @@ pub fn run() {
         }
         // Upcalls (the consumer) run here, between the pairs.
         upcall::unmask_vcpu();
-        port = port % PORTS + 1;
     }
     upcall::mask_vcpu();
     // Take whatever is still queued.
