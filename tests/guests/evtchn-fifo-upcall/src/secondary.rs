@@ -1,7 +1,8 @@
 //! FIFO on a secondary vcpu with a control block of its own (spec §4.1,
 //! §4.2): vcpu 1 comes up (VCPUOP_initialise + VCPUOP_up), gets its own
 //! control block with init_control, and the ports that notify it (an IPI
-//! port bound to vcpu 1, a loopback end moved there with bind_vcpu) are
+//! port bound to vcpu 1, a loopback end moved there with bind_vcpu, and
+//! VIRQ_TIMER bound to vcpu 1 and raised by its own singleshot timer) are
 //! linked on vcpu 1's queues, at their priorities, and handled by upcalls
 //! on vcpu 1; an event for vcpu 0 stays on vcpu 0's queue meanwhile.
 //!
@@ -32,6 +33,11 @@ static VCPU1_ORDER_LEN: AtomicU32 = AtomicU32::new(0);
 /// Events each port's handler saw on a vcpu other than the one its port
 /// notifies.
 static WRONG_VCPU: AtomicU32 = AtomicU32::new(0);
+/// Set by vcpu 0: the next event on port 1 makes vcpu 1's handler arm
+/// vcpu 1's singleshot timer (only a vcpu can arm its own).
+static ARM_TIMER: AtomicBool = AtomicBool::new(false);
+/// The singleshot timer's delay, ns.
+const TIMER_DELAY_NS: u64 = 2_000_000;
 /// The vcpu each recorded port notifies, by port (ports 1..=7).
 static EXPECTED_VCPU: [AtomicU32; 8] = [const { AtomicU32::new(u32::MAX) }; 8];
 
@@ -43,6 +49,10 @@ fn record(port: u32) {
         .map_or(u32::MAX, |v| v.load(Ordering::SeqCst));
     if expected != here {
         WRONG_VCPU.fetch_add(1, Ordering::SeqCst);
+    }
+    if port == 1 && here == 1 && ARM_TIMER.swap(false, Ordering::SeqCst) {
+        let deadline = time::now_ns().map_or(0, |now| now + TIMER_DELAY_NS);
+        let _ = vcpu::set_singleshot_timer(1, deadline);
     }
     if here == 1 && !FIRST_DONE.load(Ordering::SeqCst) {
         let index = VCPU1_ORDER_LEN.fetch_add(1, Ordering::SeqCst);
@@ -225,9 +235,34 @@ pub fn run(control_page: &'static GuestPage) {
         (1 + BLOCKED_ROUNDS / 2, 1 + BLOCKED_ROUNDS / 2, 0),
         "ports 1 and 4 each saw exactly their events, every one on vcpu 1, as port 2's on vcpu 0"
     );
-    for port in 1..=4 {
+
+    // VIRQ_TIMER of vcpu 1, raised by vcpu 1's own singleshot timer, which
+    // port 1's handler arms on vcpu 1.
+    let virq = evtchn::bind_virq(evtchn::virq::TIMER, 1);
+    check_eq!(virq, Ok(5), "bind_virq(VIRQ_TIMER, vcpu 1) gets port 5");
+    if let Some(slot) = EXPECTED_VCPU.get(5) {
+        slot.store(1, Ordering::SeqCst);
+    }
+    upcall::set_handler(5, record);
+    ARM_TIMER.store(true, Ordering::SeqCst);
+    let sent = evtchn::send(1);
+    let fired = wait_for(|| upcall::port_events(5) >= 1);
+    check!(
+        sent.is_ok() && fired,
+        "vcpu 1 arms its singleshot timer from port 1's handler and its VIRQ_TIMER arrives"
+    );
+    check_eq!(
+        (
+            upcall::port_events(5),
+            upcall::last_vcpu(),
+            WRONG_VCPU.load(Ordering::SeqCst)
+        ),
+        (1, Some(1), 0),
+        "the one VIRQ_TIMER event is handled on vcpu 1, through its queues"
+    );
+    for port in 1..=5 {
         upcall::clear_handler(port);
     }
-    let closed = (1..=4).filter(|&port| evtchn::close(port).is_ok()).count();
-    check_eq!(closed, 4, "ports 1..=4 close");
+    let closed = (1..=5).filter(|&port| evtchn::close(port).is_ok()).count();
+    check_eq!(closed, 5, "ports 1..=5 close");
 }
