@@ -75,7 +75,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-send-masked",
         what: "FIFO: EVTCHNOP_send to a port with M set in its event word (sets P only)",
-        xen_reference: None,
+        xen_reference: Some(614),
     },
     Row {
         name: "send-vcpu-masked",
@@ -110,7 +110,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-send-upcall-entry",
         what: "FIFO: the same, through linking, the ready bit and the guest's queue consumer",
-        xen_reference: None,
+        xen_reference: Some(930),
     },
     Row {
         name: "send-upcall-iret",
@@ -120,7 +120,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-send-upcall-iret",
         what: "FIFO: the same send until it returns (upcall, queue consumer, handler, HYPERVISOR_iret)",
-        xen_reference: None,
+        xen_reference: Some(1308),
     },
     Row {
         name: "ipi-self",
@@ -140,12 +140,12 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-pingpong-spin",
         what: "FIFO: vcpu 0 -> vcpu 1 -> vcpu 0, each vcpu with its control block, both spinning on P of a masked port",
-        xen_reference: None,
+        xen_reference: Some(1437),
     },
     Row {
         name: "fifo-pingpong-blocked",
         what: "FIFO: the same round trip, both waiting in SCHEDOP_poll",
-        xen_reference: None,
+        xen_reference: Some(14141),
     },
 ];
 
