@@ -105,11 +105,20 @@ pub fn init_control(page: &'static GuestPage, offset: u32, vcpu: u32) -> Result<
     let block = page.control_block(offset as usize).ok_or(Errno::EINVAL)?;
     let slot = BLOCKS.get(vcpu as usize).ok_or(Errno::EINVAL)?;
     let frame = smp::machine_frame(page.address()).ok_or(Errno::EFAULT)?;
-    let link_bits = evtchn::init_control(frame, offset, vcpu)?;
-    for head in LOCAL_HEADS.get(vcpu as usize).into_iter().flatten() {
-        head.store(0, Ordering::SeqCst);
+    let previous = slot.load(Ordering::SeqCst);
+    if previous == 0 {
+        // Publish the block before the hypercall: once the hypervisor has
+        // mapped it, an event for `vcpu` may be linked and upcalled on that
+        // vcpu at once, and its consumer must find the block.
+        for head in LOCAL_HEADS.get(vcpu as usize).into_iter().flatten() {
+            head.store(0, Ordering::SeqCst);
+        }
+        slot.store(block as *const ControlBlock as u64, Ordering::SeqCst);
     }
-    slot.store(block as *const ControlBlock as u64, Ordering::SeqCst);
+    let link_bits = evtchn::init_control(frame, offset, vcpu).inspect_err(|_| {
+        // A refused call leaves whatever block the vcpu had.
+        slot.store(previous, Ordering::SeqCst);
+    })?;
     ACTIVE.store(true, Ordering::SeqCst);
     Ok(link_bits)
 }
