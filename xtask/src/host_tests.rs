@@ -1,7 +1,7 @@
 //! The host tests: `cargo test` of the workspace's default members (the
-//! portable crates and xtask), then evtchn-core's loom model checks, counted
-//! test by test from libtest's `test result:` lines so they add into the
-//! closing tally.
+//! portable crates and xtask) and the guest runtime's host tests, then
+//! evtchn-core's loom model checks, counted test by test from libtest's
+//! `test result:` lines so they add into the closing tally.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,7 +30,16 @@ const LOOM_TARGET_DIR: &str = "target/loom";
 pub fn run(root: &Path) -> Result<Tally> {
     let mut cargo = process::command(root, "cargo");
     cargo.arg("test");
-    run_counted(&mut cargo, "")
+    let mut tally = run_counted(&mut cargo, "")?;
+    // The guest runtime is no default member (it builds for
+    // x86_64-unknown-none), but its host tests (tests/runtime/tests) run
+    // here too.
+    let mut runtime = process::command(root, "cargo");
+    runtime.args(["test", "-p", "sluice-guest", "--tests"]);
+    let more = run_counted(&mut runtime, "")?;
+    tally.passed += more.passed;
+    tally.failed += more.failed;
+    Ok(tally)
 }
 
 /// Runs evtchn-core's loom model checks (every `tests/*.rs` whose first

@@ -26,6 +26,18 @@ pub fn run(root: &Path) -> Result<()> {
         "clippy (host crates)".into(),
         words(&["clippy", "--all-targets", "--", "-D", "warnings"]),
     ));
+    gates.push((
+        "clippy (guest runtime host tests)".into(),
+        words(&[
+            "clippy",
+            "-p",
+            "sluice-guest",
+            "--tests",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    ));
     let mut kernel = words(&[
         "clippy",
         "--target",

@@ -1,57 +1,33 @@
-//! The FIFO event-channel ABI from the guest's side (spec §4): the event
-//! word and control block layouts, pages handed to the hypervisor, and the
-//! queue consumer (spec §4.5) that [`crate::upcall`]'s demultiplexer runs
+//! The FIFO event-channel ABI from the guest's side (spec §4): pages handed
+//! to the hypervisor, the per-vcpu control blocks and local queue heads,
+//! and the queue consumer that [`crate::upcall`]'s demultiplexer runs
 //! instead of the 2-level one once [`init_control`] switched the domain.
 //!
-//! The consumer follows spec §4.5: take `ready` with an exchange; while a
-//! queue is ready, take the highest-priority one (lowest bit), consume one
-//! event from its local head (or `head[q]` when the local head is 0):
-//! clear LINKED and LINK together, remember LINK as the next head, clear
-//! the queue's bit once LINK is 0, and hand the port to its handler if it
-//! was pending and not masked (clearing P first); then merge `ready` again.
-//! One event at a time, so a higher-priority event raised meanwhile is
-//! handled next.
+//! The word-level protocol (the queue walk of spec §4.5, and the mask and
+//! unmask rules around the hypervisor's BUSY bit) lives in [`consumer`],
+//! free of hypercalls and statics so that a host test can drive it; this
+//! file binds it to the runtime's pages, vcpus and hypercalls.
 
 use core::cell::UnsafeCell;
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::errno::Errno;
 use crate::evtchn;
 use crate::smp::{self, MAX_VCPUS};
 
-/// Event word bit: pending.
-pub const PENDING: u32 = 1 << 31;
-/// Event word bit: masked.
-pub const MASKED: u32 = 1 << 30;
-/// Event word bit: on a queue.
-pub const LINKED: u32 = 1 << 29;
-/// Event word bit: the hypervisor is writing LINK (the guest must not clear
-/// M meanwhile).
-pub const BUSY: u32 = 1 << 28;
-/// Event word LINK field.
-pub const LINK_MASK: u32 = 0x1_ffff;
-/// Priorities (queues) per vcpu; 0 is the highest.
-pub const QUEUES: usize = 16;
+pub mod consumer;
+
+pub use consumer::{
+    BUSY, ControlBlock, LINK_MASK, LINKED, MASKED, MaskCleared, PENDING, QUEUES, Unmasked,
+};
+
 /// Default priority of a newly bound port.
 pub const DEFAULT_PRIORITY: u32 = 7;
 /// Event words per event-array page.
 pub const WORDS_PER_PAGE: usize = 1024;
 /// Event-array pages the runtime tracks (ports 0..8191).
 pub const MAX_ARRAY_PAGES: usize = 8;
-
-/// struct evtchn_fifo_control_block (72 bytes).
-#[repr(C)]
-pub struct ControlBlock {
-    /// Bit q set by the hypervisor when queue q becomes non-empty.
-    pub ready: AtomicU32,
-    /// Reserved.
-    pub _rsvd: AtomicU32,
-    /// First port of each queue.
-    pub head: [AtomicU32; QUEUES],
-}
-const _: () = assert!(size_of::<ControlBlock>() == 72);
-const _: () = assert!(offset_of!(ControlBlock, head) == 8);
 
 /// A page of the image handed to the hypervisor (control block or event
 /// array); only ever accessed through atomics once handed over.
@@ -129,11 +105,20 @@ pub fn init_control(page: &'static GuestPage, offset: u32, vcpu: u32) -> Result<
     let block = page.control_block(offset as usize).ok_or(Errno::EINVAL)?;
     let slot = BLOCKS.get(vcpu as usize).ok_or(Errno::EINVAL)?;
     let frame = smp::machine_frame(page.address()).ok_or(Errno::EFAULT)?;
-    let link_bits = evtchn::init_control(frame, offset, vcpu)?;
-    for head in LOCAL_HEADS.get(vcpu as usize).into_iter().flatten() {
-        head.store(0, Ordering::SeqCst);
+    let previous = slot.load(Ordering::SeqCst);
+    if previous == 0 {
+        // Publish the block before the hypercall: once the hypervisor has
+        // mapped it, an event for `vcpu` may be linked and upcalled on that
+        // vcpu at once, and its consumer must find the block.
+        for head in LOCAL_HEADS.get(vcpu as usize).into_iter().flatten() {
+            head.store(0, Ordering::SeqCst);
+        }
+        slot.store(block as *const ControlBlock as u64, Ordering::SeqCst);
     }
-    slot.store(block as *const ControlBlock as u64, Ordering::SeqCst);
+    let link_bits = evtchn::init_control(frame, offset, vcpu).inspect_err(|_| {
+        // A refused call leaves whatever block the vcpu had.
+        slot.store(previous, Ordering::SeqCst);
+    })?;
     ACTIVE.store(true, Ordering::SeqCst);
     Ok(link_bits)
 }
@@ -190,56 +175,53 @@ pub fn event_word(port: u32) -> Option<&'static AtomicU32> {
     page.word(port as usize % WORDS_PER_PAGE)
 }
 
-/// Clears LINKED and LINK of `word` in one step; returns the old word.
-fn unlink(word: &AtomicU32) -> u32 {
-    let mut old = word.load(Ordering::SeqCst);
-    loop {
-        let new = old & !(LINKED | LINK_MASK);
-        match word.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return old,
-            Err(seen) => old = seen,
-        }
-    }
-}
-
-/// Consumes `vcpu`'s ready queues (spec §4.5), calling `handle` for each
-/// pending, unmasked event after clearing its P. Returns the events handed
-/// over. Called with events masked.
-pub fn consume(vcpu: u32, mut handle: impl FnMut(u32)) -> u64 {
+/// Consumes `vcpu`'s ready queues ([`consumer::consume`], spec §4.5),
+/// calling `handle` for each pending, unmasked event after clearing its P.
+/// Returns the events handed over. Called with events masked.
+pub fn consume(vcpu: u32, handle: impl FnMut(u32)) -> u64 {
     let (Some(block), Some(heads)) = (control_block(vcpu), LOCAL_HEADS.get(vcpu as usize)) else {
         return 0;
     };
-    let mut handled = 0;
-    let mut ready = block.ready.swap(0, Ordering::SeqCst);
-    while ready != 0 {
-        let queue = ready.trailing_zeros() as usize;
-        let (Some(local), Some(shared_head)) = (heads.get(queue), block.head.get(queue)) else {
-            break;
-        };
-        let mut port = local.load(Ordering::SeqCst);
-        if port == 0 {
-            port = shared_head.load(Ordering::SeqCst);
-        }
-        let Some(word) = event_word(port).filter(|_| port != 0) else {
-            // Nothing to walk (or a port beyond the pages handed over): the
-            // queue is done as far as this consumer can tell.
-            local.store(0, Ordering::SeqCst);
-            ready &= !(1 << queue);
-            ready |= block.ready.swap(0, Ordering::SeqCst);
-            continue;
-        };
-        let old = unlink(word);
-        let next = old & LINK_MASK;
-        if next == 0 {
-            ready &= !(1 << queue);
-        }
-        local.store(next, Ordering::SeqCst);
-        if old & PENDING != 0 && old & MASKED == 0 {
-            word.fetch_and(!PENDING, Ordering::SeqCst);
-            handled += 1;
-            handle(port);
-        }
-        ready |= block.ready.swap(0, Ordering::SeqCst);
+    consumer::consume(block, heads, event_word, handle)
+}
+
+/// Times [`unmask`] found the hypervisor holding BUSY on a word.
+static BUSY_WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// Failed exchanges of [`unmask`] that saw BUSY set, since boot.
+pub fn busy_waits() -> u64 {
+    BUSY_WAITS.load(Ordering::SeqCst)
+}
+
+/// Masks `port` in its event word; -EINVAL if its page was not added.
+pub fn mask(port: u32) -> Result<(), Errno> {
+    consumer::set_mask(event_word(port).ok_or(Errno::EINVAL)?);
+    Ok(())
+}
+
+/// Unmasks `port` as a guest kernel does (spec §4.4): clear M itself,
+/// waiting while the hypervisor holds BUSY, or, when the port is pending,
+/// leave M to EVTCHNOP_unmask, which links the event. Returns what
+/// happened; -EINVAL if the port's page was not added.
+pub fn unmask(port: u32) -> Result<MaskCleared, Errno> {
+    let unmasked = consumer::clear_mask(event_word(port).ok_or(Errno::EINVAL)?);
+    BUSY_WAITS.fetch_add(u64::from(unmasked.busy_waits), Ordering::SeqCst);
+    if unmasked.outcome == MaskCleared::Pending {
+        evtchn::unmask(port)?;
     }
-    handled
+    Ok(unmasked.outcome)
+}
+
+/// Whether `port`'s event word has P set (false if its page was not added).
+pub fn is_pending(port: u32) -> bool {
+    event_word(port).is_some_and(|word| word.load(Ordering::SeqCst) & PENDING != 0)
+}
+
+/// Clears P of `port`'s event word (an atomic and-not: M, L, B and LINK
+/// stay); -EINVAL if its page was not added.
+pub fn clear_pending(port: u32) -> Result<(), Errno> {
+    event_word(port)
+        .ok_or(Errno::EINVAL)?
+        .fetch_and(!PENDING, Ordering::SeqCst);
+    Ok(())
 }

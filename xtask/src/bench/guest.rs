@@ -3,10 +3,12 @@
 //! retired instruction, so every number is deterministic (DESIGN
 //! "Performance").
 //!
-//! Three boots: the self-test image with `selftest=syscall-floor` (the floor
+//! Boots: the self-test image with `selftest=syscall-floor` (the floor
 //! probe: a bare `syscall`/`sysretq` round trip through Sluice's entry), the
-//! demo image with the `bench` guest, and, when Xen 4.17 is installed, the
-//! same guest as dom0 on Xen in the same QEMU mode. Their `bench <name>
+//! demo image with the `bench` guest (one vcpu, then two for the ping-pong
+//! rows; each boot times its 2-level rows, switches the domain to FIFO and
+//! times the FIFO rows), and, when Xen 4.17 is installed, the same guest
+//! boots as dom0 on Xen in the same QEMU mode. Their `bench <name>
 //! median=<n> p99=<n>` lines become `target/bench/guest.md` (each row as a
 //! ratio to the floor and to Xen) and a bar chart `target/bench/guest.svg`.
 //! Timings are reported, never asserted.
@@ -71,6 +73,11 @@ const ROWS: &[Row] = &[
         xen_reference: Some(456),
     },
     Row {
+        name: "fifo-send-masked",
+        what: "FIFO: EVTCHNOP_send to a port with M set in its event word (sets P only)",
+        xen_reference: Some(614),
+    },
+    Row {
         name: "send-vcpu-masked",
         what: "send to an unmasked port, vcpu masked (sets pending, selector, upcall_pending)",
         xen_reference: Some(507),
@@ -101,9 +108,19 @@ const ROWS: &[Row] = &[
         xen_reference: Some(597),
     },
     Row {
+        name: "fifo-send-upcall-entry",
+        what: "FIFO: the same, through linking, the ready bit and the guest's queue consumer",
+        xen_reference: Some(930),
+    },
+    Row {
         name: "send-upcall-iret",
         what: "the same send until it returns (bounce frame, handler, HYPERVISOR_iret)",
         xen_reference: Some(1020),
+    },
+    Row {
+        name: "fifo-send-upcall-iret",
+        what: "FIFO: the same send until it returns (upcall, queue consumer, handler, HYPERVISOR_iret)",
+        xen_reference: Some(1308),
     },
     Row {
         name: "ipi-self",
@@ -119,6 +136,16 @@ const ROWS: &[Row] = &[
         name: "pingpong-blocked",
         what: "the same round trip, both waiting in SCHEDOP_poll",
         xen_reference: Some(8941),
+    },
+    Row {
+        name: "fifo-pingpong-spin",
+        what: "FIFO: vcpu 0 -> vcpu 1 -> vcpu 0, each vcpu with its control block, both spinning on P of a masked port",
+        xen_reference: Some(1437),
+    },
+    Row {
+        name: "fifo-pingpong-blocked",
+        what: "FIFO: the same round trip, both waiting in SCHEDOP_poll",
+        xen_reference: Some(14141),
     },
 ];
 
@@ -297,8 +324,8 @@ fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest): one guest TSC tick is one retired \
-         instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
+        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest; `fifo-` rows: the same boot after \
+         switching the domain to the FIFO ABI): one guest TSC tick is one retired instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
          untimed ones; median and p99 computed in the guest. \"× floor\" divides Sluice's median \
          by the floor probe's; \"× Xen\" divides it by Xen's median (measured in the same mode, \
          and the reference numbers). Reported, never asserted."

@@ -19,10 +19,11 @@
 //!   in this domain) until the first instruction of the port's handler;
 //! - `send-upcall-iret`: the same send until it returns (bounce frame,
 //!   handler, HYPERVISOR_iret);
-//! - `ipi-self`: send on an IPI port bound to this vcpu, until it returns.
+//! - `ipi-self`: send on an IPI port bound to this vcpu, until it returns;
+//! - then the domain switches to FIFO and times the rows of [`fifo`].
 //!
 //! With `pingpong` on its command line (and two vcpus) it times the
-//! cross-vcpu rows of [`pingpong`] instead.
+//! cross-vcpu rows of [`pingpong`] instead, on 2-level and then on FIFO.
 //!
 //! The TAP checks only say the operations did what they should; timings are
 //! reported, never asserted.
@@ -39,6 +40,7 @@ use sluice_guest::{
     StartInfo, check, check_eq, evtchn, println, shared_info, upcall, vcpu, version,
 };
 
+mod fifo;
 mod pingpong;
 
 sluice_guest::entry!(main);
@@ -247,4 +249,5 @@ fn main(start_info: &'static StartInfo) {
         "every IPI to itself ran the upcall once before returning"
     );
     upcall::mask_vcpu();
+    fifo::run(port, receiver, sender);
 }

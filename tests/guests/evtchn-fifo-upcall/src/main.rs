@@ -7,14 +7,20 @@
 //! each end sent once and each event handled exactly once in its own
 //! upcall; priority order within one upcall, including a higher-priority
 //! event raised by a handler overtaking the rest of a lower queue; an event
-//! for a vcpu without a control block dropped; reset back to 2-level with
-//! the next allocation at port 1 and 2-level upcalls working again.
+//! for a vcpu without a control block dropped; vcpu 1 brought up with a
+//! control block of its own, its ports queued and handled there while vcpu
+//! 0's stay on vcpu 0 ([`secondary`]); reset back to 2-level with the next
+//! allocation at port 1 and 2-level upcalls working again.
 //!
 //! With `role=fifo peer=<domid>` / `role=2l peer=<domid>` two domains play
 //! the ends of one interdomain channel: the `fifo` end switches to FIFO and
 //! allocates port 1 for its peer, the `2l` end stays 2-level and binds to
 //! it; then 100 round trips through upcalls on both sides, with exact event
 //! counts on each.
+//!
+//! With `test=busy` (and two vcpus) it runs [`busy`] instead: a sender on
+//! vcpu 1 against vcpu 0's queue consumer and masker, the race the BUSY bit
+//! exists for.
 //!
 //! With `evtchn=2l` on its command line (Sluice's module option that keeps
 //! the domain on 2-level) it checks instead that init_control answers
@@ -29,6 +35,9 @@ use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, DOMID_SELF};
 use sluice_guest::fifo::{self, GuestPage};
 use sluice_guest::{StartInfo, check, check_eq, println, sched, shared_info, time, upcall, vcpu};
+
+mod busy;
+mod secondary;
 
 sluice_guest::entry!(main);
 
@@ -105,9 +114,14 @@ fn main(start_info: &'static StartInfo) {
     if !switch_to_fifo() {
         return;
     }
+    if start_info.arg_value("test") == Some("busy") {
+        busy::run();
+        return;
+    }
     many_ports();
     priorities();
     no_control_block();
+    secondary::run(&CONTROL_PAGE);
     back_to_two_level();
 }
 

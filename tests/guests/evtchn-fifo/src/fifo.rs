@@ -1,25 +1,14 @@
 //! A guest-side consumer that walks the FIFO queues the way spec §4.5
 //! describes, with the vcpu masked so no upcall runs. The guest-visible
-//! structures themselves (spec §4.1, sizes asserted) are the runtime's.
+//! structures themselves (spec §4.1, sizes asserted) and the unlink step
+//! are the runtime's.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
+use sluice_guest::fifo::consumer::unlink;
 pub use sluice_guest::fifo::{
     ControlBlock, DEFAULT_PRIORITY, GuestPage, LINK_MASK, LINKED, MASKED, PENDING,
 };
-
-/// Unlinks the head event of queue `queue` (spec §4.5): clear L and LINK
-/// atomically, returning the old word.
-fn unlink(word: &AtomicU32) -> u32 {
-    let mut old = word.load(Ordering::SeqCst);
-    loop {
-        let new = old & !(LINKED | LINK_MASK);
-        match word.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return old,
-            Err(seen) => old = seen,
-        }
-    }
-}
 
 /// Drains every ready queue of `block` in priority order, clearing P of each
 /// pending, unmasked event it hands to `found`; returns the ports in the
