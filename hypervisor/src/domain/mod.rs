@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
 use evtchn_core::abi::{SharedInfo, VcpuInfo};
-use evtchn_core::{DomId, Privilege, VcpuId};
+use evtchn_core::{DomId, Privilege, VcpuId, Virq};
 
 use crate::memory::guest_frames::GuestFrame;
 
@@ -437,11 +437,17 @@ pub fn stop_unstarted_vcpus(domain: &Domain) {
 /// has no toolstack; the run ends when every domain has stopped).
 fn destroy(domain: &Domain) {
     let reason = domain.shutdown_reason().unwrap_or(ShutdownReason::Crash);
+    // Every vcpu has stopped: the shutdown is complete, and the handler of
+    // VIRQ_DOM_EXC (the privileged domain unless another was named) hears
+    // of it. Xen: __domain_finalise_shutdown() (Sluice has no suspend
+    // event channel, so the VIRQ is sent for SHUTDOWN_suspend too).
+    let events = crate::events::domains();
+    events.send_global_virq(Virq::DOM_EXC);
     if reason != ShutdownReason::Poweroff {
         ANY_FAILED.store(true, Ordering::Release);
     }
     if reason == ShutdownReason::Crash {
-        if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
+        if let Err(errno) = events.destroy_domain(domain.id) {
             log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
         }
         crate::pirq::forget_domain(domain.id);
@@ -451,11 +457,12 @@ fn destroy(domain: &Domain) {
             arch::cpu::without_interrupts(|| *slot.write() = None);
         }
         log::info!("d{}: destroyed", domain.id.0);
+        // Xen: domain_kill() tells the handler again once the domain is
+        // dying (its ports closed, its id free).
+        events.send_global_virq(Virq::DOM_EXC);
     } else {
         // Scenarios read this count to check that nothing leaked.
-        let open = crate::events::domains()
-            .active_channels(domain.id)
-            .unwrap_or(0);
+        let open = events.active_channels(domain.id).unwrap_or(0);
         log::info!(
             "d{}: all vcpus stopped, {open} event channels open",
             domain.id.0
