@@ -55,7 +55,11 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
 /// The LAPIC timer interrupt of this pCPU: the periodic timer of the vcpu
 /// running now, and the singleshot and poll deadlines of every vcpu the
 /// pCPU hosts.
-pub fn on_tick(_frame: &mut arch::idt::InterruptFrame) {
+pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
+    if frame.cs & 3 == 3 {
+        // In a live domain's guest: a quiescent point for freeing dead ones.
+        crate::domain::reaper::on_guest_tick();
+    }
     let now = crate::time::now_ns();
     if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
         && let Some(vcpu) = domain.vcpu(vcpu_id)

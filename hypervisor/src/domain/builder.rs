@@ -195,6 +195,13 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
 
     let online = arch::percpu::online_count().max(1);
 
+    // What the build takes from the frame allocator, less the vmap area's
+    // own tables (the hypervisor's, kept), is what destroying the domain
+    // must give back (domain::reaper checks it). Builds run one at a time
+    // before any pCPU runs a vcpu, so nothing else allocates meanwhile.
+    let free_before = frames::stats().free_frames;
+    let vmap_tables_before = space::vmap_table_frames();
+
     // Memory: nr_pages fresh zeroed frames.
     let mut memory = Vec::with_capacity(nr_pages as usize);
     for _ in 0..nr_pages {
@@ -239,6 +246,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
     }
 
+    let vmap_tables_grown = space::vmap_table_frames() - vmap_tables_before;
+    let frames_taken =
+        (free_before - frames::stats().free_frames).saturating_sub(vmap_tables_grown);
+
     let privilege = if args.is_privileged {
         Privilege::Privileged
     } else {
@@ -252,6 +263,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         root,
         shared_info_frame,
         vcpu_homes,
+        frames_taken,
     }));
     let events_config = DomainConfig {
         domid: domain.id,
@@ -297,7 +309,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         return Err(BuildError::DomainId);
     }
     log::info!(
-        "d{}: built from module {index}: {} vcpu(s) from pCPU {}, {} MiB, entry {:#x}, {}",
+        "d{}: built from module {index}: {} vcpu(s) from pCPU {}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
         args.domid,
         args.vcpus,
         first_pcpu % online,
