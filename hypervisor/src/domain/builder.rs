@@ -199,6 +199,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     // own tables (the hypervisor's, kept), is what destroying the domain
     // must give back (domain::reaper checks it). Builds run one at a time
     // before any pCPU runs a vcpu, so nothing else allocates meanwhile.
+    super::reaper::note_baseline();
     let free_before = frames::stats().free_frames;
     let vmap_tables_before = space::vmap_table_frames();
 

@@ -1,6 +1,6 @@
 //! PV domains: what a domain and its vcpus are, the registry of running
-//! domains, and their end (shutdown, crash, and the run's exit code when
-//! the last one is gone).
+//! domains, and their end (shutdown, VIRQ_DOM_EXC, destruction, freeing by
+//! the [`reaper`], and the run's exit code when the last one is gone).
 
 pub mod builder;
 pub mod config;

@@ -214,8 +214,10 @@ fn reap() {
         }
     }
     *graves = kept;
-    let is_empty = graves.is_empty();
-    if IS_ENDING.load(Ordering::SeqCst) && !is_empty {
+    // Read under the lock: the last domains are buried before the flag is
+    // set, so an empty graveyard seen with the flag set is truly the end.
+    let is_ending = IS_ENDING.load(Ordering::SeqCst);
+    if is_ending {
         for grave in graves.iter() {
             if now.saturating_sub(grave.since_ns) > END_LIMIT_NS {
                 report_stuck(grave);
@@ -224,18 +226,58 @@ fn reap() {
             }
         }
     }
+    let is_done = is_ending && graves.is_empty();
     drop(graves);
     if started_grace_period {
         kick_others();
     }
-    if is_empty && IS_ENDING.load(Ordering::SeqCst) {
-        let stats = frames::stats();
-        log::info!(
-            "every domain is freed: {} frames free of {}",
-            stats.free_frames,
-            stats.managed_frames
-        );
+    if is_done {
+        check_baseline();
         super::finish_run();
+    }
+}
+
+/// The allocator's state before the first domain was built.
+struct Baseline {
+    free_frames: u64,
+    hypervisor_frames: u64,
+}
+
+static BASELINE: spin::Once<Baseline> = spin::Once::new();
+
+/// Records the allocator's state before the first domain is built (the
+/// builder calls it before each build; only the first counts).
+pub fn note_baseline() {
+    BASELINE.call_once(|| Baseline {
+        free_frames: frames::stats().free_frames,
+        hypervisor_frames: space::hypervisor_frames(),
+    });
+}
+
+/// Every domain is freed: the allocator must be where it was before the
+/// first build, less what the hypervisor took since for itself (pCPU idle
+/// stacks, vmap tables). This catches frames taken for a domain after
+/// its build, which the per-domain count cannot see.
+fn check_baseline() {
+    let stats = frames::stats();
+    let Some(baseline) = BASELINE.get() else {
+        return;
+    };
+    let kept = space::hypervisor_frames().saturating_sub(baseline.hypervisor_frames);
+    let expected = baseline.free_frames.saturating_sub(kept);
+    if stats.free_frames == expected {
+        log::info!(
+            "every domain is freed: {} frames free, as before the first build ({}) less {kept} the hypervisor took since for itself",
+            stats.free_frames,
+            baseline.free_frames
+        );
+    } else {
+        log::error!(
+            "frame leak: {} frames free after every domain is freed, expected {expected} ({} before the first build, less {kept} the hypervisor took since for itself)",
+            stats.free_frames,
+            baseline.free_frames
+        );
+        HAS_LEAK.store(true, Ordering::SeqCst);
     }
 }
 
@@ -327,7 +369,7 @@ fn finish(freed: Freed) {
     for &phys in &freed.stack_frames {
         // SAFETY: unmapped since grace period 2 began; every pCPU has
         // flushed its whole TLB since, and nothing else maps a stack.
-        if unsafe { frames::free(phys) } {
+        if unsafe { space::free_stack_frame(phys) } {
             stack += 1;
         }
     }

@@ -44,10 +44,18 @@ unsafe impl arch::paging::FrameSource for VmapTableFrames {
     }
 }
 
+/// Frames backing stacks in the vmap area now.
+static STACK_FRAMES: AtomicU64 = AtomicU64::new(0);
+
 /// Frames the vmap area has taken for its own tables so far: a domain
 /// builder subtracts their growth from what it counts as the domain's.
 pub fn vmap_table_frames() -> u64 {
     VMAP_TABLE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Frames the vmap area holds now: its tables and the stacks it maps.
+pub fn hypervisor_frames() -> u64 {
+    VMAP_TABLE_FRAMES.load(Ordering::Relaxed) + STACK_FRAMES.load(Ordering::Relaxed)
 }
 
 /// The hypervisor's own page tables (0 before they are built).
@@ -161,7 +169,11 @@ fn map_range(
     for page in 0..pages {
         let target = match phys {
             Some(base) => base + page * PAGE_SIZE,
-            None => frames::allocate().ok_or(MapError::OutOfFrames)?,
+            None => {
+                let frame = frames::allocate().ok_or(MapError::OutOfFrames)?;
+                STACK_FRAMES.fetch_add(1, Ordering::Relaxed);
+                frame
+            }
         };
         tables.map_4k(virt + page * PAGE_SIZE, target, flags, &mut VmapTableFrames)?;
     }
@@ -185,6 +197,21 @@ pub fn unmap_stack(range: arch::percpu::StackRange) -> alloc::vec::Vec<u64> {
         }
     });
     backing
+}
+
+/// Gives back a frame [`unmap_stack`] returned; `false` if the allocator
+/// did not take it.
+///
+/// # Safety
+/// As `frames::free`: in particular every CPU has flushed its TLB since
+/// the unmap.
+pub unsafe fn free_stack_frame(phys: u64) -> bool {
+    // SAFETY: (caller) nothing maps or uses the frame any more.
+    let is_freed = unsafe { frames::free(phys) };
+    if is_freed {
+        STACK_FRAMES.fetch_sub(1, Ordering::Relaxed);
+    }
+    is_freed
 }
 
 /// A stack of `pages` fresh pages in the vmap area with an unmapped guard
