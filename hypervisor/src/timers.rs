@@ -7,7 +7,11 @@
 //! and when the vcpu runs again an overdue tick is raised at once
 //! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
 //! tick of that pCPU drives its timers; they resolve to its period (1 ms
-//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`).
+//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`). A destroyed domain's
+//! timers are cancelled (`domain::kill` clears its deadlines and takes its
+//! vcpus off their pCPUs' lists) and go with the domain when the reaper
+//! frees it; a tick taken in a guest is one of the reaper's quiescent
+//! points.
 
 use core::sync::atomic::Ordering;
 

@@ -11,9 +11,13 @@
 //! not be pending, since only the handler domain receives a global VIRQ
 //! (and the control domain saw the VIRQ before it sent the message). When
 //! the bystander powers off in turn, the control domain hears of it too.
+//!
+//! With `end=crash` (on the control domain's and the victim's lines) the
+//! victim crashes instead: the control domain still hears of it, and its
+//! end of the channel then reads unbound, naming the destroyed victim.
 
 use sluice_guest::evtchn::{self, DOMID_SELF, DomId, Port, virq};
-use sluice_guest::{StartInfo, check, check_eq, println, shared_info};
+use sluice_guest::{StartInfo, check, check_eq, println, shared_info, tap};
 
 use crate::common::{self, STEP_LIMIT_NS};
 use crate::pingpong::{self, Role};
@@ -24,9 +28,10 @@ const VICTIM: DomId = 1;
 const BYSTANDER: DomId = 2;
 
 pub fn main(start_info: &'static StartInfo) {
+    let is_crash = start_info.arg_value("end") == Some("crash");
     match start_info.arg_value("role") {
-        Some("control") => control(),
-        Some("victim") => victim(),
+        Some("control") => control(is_crash),
+        Some("victim") => victim(is_crash),
         Some("bystander") => bystander(),
         _ => {
             check!(
@@ -37,7 +42,7 @@ pub fn main(start_info: &'static StartInfo) {
     }
 }
 
-fn control() {
+fn control(is_crash: bool) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");
         return;
@@ -84,10 +89,29 @@ fn control() {
         Ok(()),
         "control: tells the victim to shut down"
     );
-    check!(
-        common::poll_receive(exc_port, common::after(STEP_LIMIT_NS)),
-        "control: VIRQ_DOM_EXC arrives after d{VICTIM} powered off"
-    );
+    if is_crash {
+        check!(
+            common::poll_receive(exc_port, common::after(STEP_LIMIT_NS)),
+            "control: VIRQ_DOM_EXC arrives after d{VICTIM} crashed"
+        );
+        // A crashed domain is destroyed: its end of our channel closes.
+        let limit = common::after(STEP_LIMIT_NS);
+        let mut status = common::peer_of(victim_port);
+        while status.map(|s| s.0) == Ok(evtchn::stat::INTERDOMAIN) && common::now() < limit {
+            let _ = sluice_guest::sched::yield_now();
+            status = common::peer_of(victim_port);
+        }
+        check_eq!(
+            status.map(|s| (s.0, s.1)),
+            Ok((evtchn::stat::UNBOUND, VICTIM)),
+            "control: once d{VICTIM} is destroyed, its channel reads unbound naming it"
+        );
+    } else {
+        check!(
+            common::poll_receive(exc_port, common::after(STEP_LIMIT_NS)),
+            "control: VIRQ_DOM_EXC arrives after d{VICTIM} powered off"
+        );
+    }
     check_eq!(
         evtchn::send(bystander_port),
         Ok(()),
@@ -107,7 +131,7 @@ fn control() {
     common::check_all_closed("control");
 }
 
-fn victim() {
+fn victim(is_crash: bool) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");
         return;
@@ -120,6 +144,10 @@ fn victim() {
         common::poll_receive(port, common::after(STEP_LIMIT_NS)),
         "victim: the control domain says go"
     );
+    if is_crash {
+        println!("# victim: crashing on purpose now");
+        tap::shutdown_failed()
+    }
     check_eq!(evtchn::close(port), Ok(()), "victim: closes its port");
     println!("# victim: powering off now");
 }
