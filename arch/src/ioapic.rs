@@ -143,6 +143,21 @@ impl IoApic {
         self.update_mask_bit(gsi, |low| low & !(REDIRECTION_MASKED as u32))
     }
 
+    /// Sends `gsi`'s routed entry to the CPU with APIC id `apic_id`,
+    /// keeping its vector, trigger, polarity and mask bit. Only the high
+    /// half (the destination) is written, so the line is never masked on
+    /// the way: an edge that arrives meanwhile is delivered to the old or
+    /// the new CPU, never dropped. Returns false if `gsi` is not this
+    /// IOAPIC's.
+    pub fn set_destination(&self, gsi: u32, apic_id: u32) -> bool {
+        if !self.handles(gsi) {
+            return false;
+        }
+        let register = REG_REDIRECTION_BASE + (gsi - self.gsi_base) * 2;
+        self.write(register + 1, (apic_id & 0xff) << 24);
+        true
+    }
+
     fn update_mask_bit(&self, gsi: u32, change: impl Fn(u32) -> u32) -> bool {
         if !self.handles(gsi) {
             return false;

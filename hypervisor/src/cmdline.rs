@@ -1,10 +1,13 @@
 //! The hypervisor command line: space-separated `key=value` words.
 //!
 //! Known keys: `loglvl=` (error|warn|info|debug|trace) and `selftest=`
-//! (only meaningful in builds with the `selftest` feature), and `evtchn=`
+//! (only meaningful in builds with the `selftest` feature), `evtchn=`
 //! (a static event channel, `A:P,B:Q`; see [`crate::static_evtchn`]; may
-//! repeat). Words without
-//! `=` (QEMU passes the image's file name first) are ignored.
+//! repeat), and `console_colour=` (on|off, default off: colour each
+//! domain's `(dN)` lines with ANSI escapes; the hypervisor cannot tell
+//! whether the serial line ends on a terminal, so whoever starts QEMU
+//! decides). Words without `=` (QEMU passes the image's file name first)
+//! are ignored.
 
 use arrayvec::ArrayString;
 use log::LevelFilter;
@@ -18,6 +21,8 @@ pub struct Options {
     pub selftest: Option<ArrayString<32>>,
     /// Static event channels to connect before the domains run.
     pub static_channels: arrayvec::ArrayVec<crate::static_evtchn::StaticChannel, 16>,
+    /// `console_colour=on`: guest lines in a colour per domain.
+    pub console_colour: bool,
     /// Words that were not understood, to report once logging works.
     pub rejected: ArrayString<256>,
 }
@@ -28,6 +33,7 @@ impl Default for Options {
             log_level: LevelFilter::Info,
             selftest: None,
             static_channels: arrayvec::ArrayVec::new(),
+            console_colour: false,
             rejected: ArrayString::new(),
         }
     }
@@ -70,6 +76,11 @@ pub fn parse(line: &str) -> Options {
             },
             "evtchn" => match crate::static_evtchn::parse(value) {
                 Some(channel) if options.static_channels.try_push(channel).is_ok() => {}
+                _ => reject(&mut options, word),
+            },
+            "console_colour" => match value {
+                "on" => options.console_colour = true,
+                "off" => options.console_colour = false,
                 _ => reject(&mut options, word),
             },
             _ => reject(&mut options, word),

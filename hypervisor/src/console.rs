@@ -1,6 +1,10 @@
 //! The console: `log` records on COM1, one line each, prefixed with the
 //! time since boot (TSC-based, seconds.microseconds) and the CPU number.
 //!
+//! Guest output goes out as `(dN) text` lines; with `console_colour=on`
+//! each domain's lines are wrapped in an ANSI colour of their own (for a
+//! person at a terminal; scenarios read plain lines).
+//!
 //! Lines from different CPUs never interleave: a line is written under a
 //! spin lock taken with interrupts off. The CPU reporting a fatal error
 //! writes without the lock, since a CPU it stopped may hold it.
@@ -18,6 +22,19 @@ struct Console {
 static CONSOLE: Console = Console {
     is_locked: AtomicBool::new(false),
 };
+
+/// Whether guest lines are coloured (`console_colour=on`).
+static COLOUR: AtomicBool = AtomicBool::new(false);
+
+/// ANSI SGR foreground colours for guest lines, by domain id modulo the
+/// count: cyan, green, yellow, magenta, blue, bright red. (Guests cannot
+/// forge them: console_io drops control bytes, ESC included.)
+const DOMAIN_COLOURS: [&str; 6] = ["36", "32", "33", "35", "34", "91"];
+
+/// Turns the per-domain colouring of guest lines on or off.
+pub fn set_colour(on: bool) {
+    COLOUR.store(on, Ordering::Relaxed);
+}
 
 impl Console {
     /// Takes the line lock; returns whether it must be released.
@@ -83,10 +100,20 @@ pub fn guest_line(domain: evtchn_core::DomId, text: &[u8]) {
     arch::cpu::without_interrupts(|| {
         let is_held = CONSOLE.acquire();
         let serial = Serial::new(COM1);
-        let mut prefix = arrayvec::ArrayString::<16>::new();
+        let colour = COLOUR
+            .load(Ordering::Relaxed)
+            .then(|| DOMAIN_COLOURS.get(usize::from(domain.0) % DOMAIN_COLOURS.len()))
+            .flatten();
+        let mut prefix = arrayvec::ArrayString::<24>::new();
+        if let Some(colour) = colour {
+            let _ = write!(prefix, "\x1b[{colour}m");
+        }
         let _ = write!(prefix, "(d{}) ", domain.0);
         serial.write_bytes(prefix.as_bytes());
         serial.write_bytes(text);
+        if colour.is_some() {
+            serial.write_bytes(b"\x1b[0m");
+        }
         serial.write_bytes(b"\n");
         if is_held {
             CONSOLE.release();

@@ -5,7 +5,8 @@
 //! - `h`: the keys;
 //! - `e`: every domain's event channels, in Xen's `'e'` format
 //!   (evtchn-core's `dump_domain`);
-//! - `q`: domains and vcpus (state, pCPU, upcall pending and mask);
+//! - `q`: domains and vcpus (state, pCPU, upcall pending and mask, the
+//!   pCPUs `cpus=` allows);
 //! - `r`: the pCPUs' run queues.
 //!
 //! As on Xen, a key that dumps also raises VIRQ_DEBUG on every vcpu of every
@@ -166,10 +167,11 @@ fn dump_domains() {
                     )
                 });
             log::info!(
-                "    VCPU{}: CPU{} state={:?} upcall_pend={pending:02x} upcall_mask={mask:02x} pending_sel={selector:#x}",
+                "    VCPU{}: CPU{} state={:?} upcall_pend={pending:02x} upcall_mask={mask:02x} pending_sel={selector:#x} cpu_hard_affinity={{{}}}",
                 vcpu.id.0,
                 vcpu.pcpu,
-                vcpu.state()
+                vcpu.state(),
+                domain.affinity
             );
         }
     });

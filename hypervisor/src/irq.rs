@@ -111,6 +111,17 @@ pub fn route_gsi(gsi: u32, vector: u8, apic_id: u32) -> bool {
     })
 }
 
+/// Sends `gsi` to the CPU with APIC id `apic_id`, keeping the rest of its
+/// route (and whether it is held). False if no IOAPIC serves it.
+pub fn set_gsi_destination(gsi: u32, apic_id: u32) -> bool {
+    ROUTING.get().is_some_and(|routing| {
+        routing
+            .ioapics
+            .iter()
+            .any(|ioapic| ioapic.set_destination(gsi, apic_id))
+    })
+}
+
 /// Holds `gsi` masked, keeping its route (a PIRQ awaiting the guest's EOI).
 pub fn hold_gsi(gsi: u32) {
     if let Some(routing) = ROUTING.get() {

@@ -23,6 +23,13 @@
 //! line masked, and nothing else, since no line is shared with the
 //! hypervisor.
 //!
+//! Affinity (Xen's `pirq_guest_bind()` and `pirq_set_affinity()`): the
+//! first binder routes the line to the pCPU hosting its vcpu 0, and
+//! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
+//! it to the pCPU hosting the new notify vcpu, so that the interrupt is
+//! taken where its upcall runs (no IPI on the way). With several binders
+//! the last move wins, as on Xen.
+//!
 //! Locking: one table lock, a leaf, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler takes it too. evtchn-core
 //! calls [`HostPirqs`] under a domain's event lock; nothing here calls
@@ -33,8 +40,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
+use arch::percpu::MAX_CPUS;
 use arrayvec::ArrayVec;
-use evtchn_core::{DomId, Errno, PirqHost, PirqSharing};
+use evtchn_core::{DomId, Errno, PirqHost, PirqSharing, VcpuId};
 
 use crate::domain::builder::NR_PIRQS;
 
@@ -96,6 +104,8 @@ struct LineState {
     sharing: PirqSharing,
     /// Binders that still owe an EOI.
     in_flight: u32,
+    /// The pCPU (dense index) the line is routed to.
+    pcpu: u32,
 }
 
 impl LineState {
@@ -179,9 +189,38 @@ static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
     lines: ArrayVec::new_const(),
 }));
 
-/// Interrupts taken on guest lines, and the TSC of the last one.
+/// Interrupts taken on guest lines.
 static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
-static LAST_INTERRUPT_TSC: AtomicU64 = AtomicU64::new(0);
+/// Interrupts taken on guest lines, by the pCPU that took them.
+static INTERRUPTS_ON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
+fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
+    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu;
+    let cpu = arch::percpu::by_index(pcpu).filter(|cpu| cpu.is_online())?;
+    Some((pcpu, cpu.apic_id()))
+}
+
+/// `"21 (pCPU 0: 1, pCPU 1: 20)"`: guest-line interrupts so far, by pCPU.
+struct InterruptCounts;
+
+impl core::fmt::Display for InterruptCounts {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(formatter, "{}", INTERRUPTS.load(Ordering::Relaxed))?;
+        let mut separator = " (";
+        for (pcpu, count) in INTERRUPTS_ON.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            if count != 0 {
+                write!(formatter, "{separator}pCPU {pcpu}: {count}")?;
+                separator = ", ";
+            }
+        }
+        if separator == ", " {
+            formatter.write_str(")")?;
+        }
+        Ok(())
+    }
+}
 
 fn guest_line(gsi: u32) -> Option<GuestLine> {
     GUEST_LINES.iter().copied().find(|line| line.gsi == gsi)
@@ -226,9 +265,9 @@ impl Table {
             state.complete_eoi();
         }
         log::info!(
-            "pirq: d{} pirq {pirq} unbound from GSI {gsi} ({} guest-line interrupts so far)",
+            "pirq: d{} pirq {pirq} unbound from GSI {gsi}; guest-line interrupts so far: {}",
             domain.0,
-            interrupt_stats().0
+            InterruptCounts
         );
     }
 }
@@ -245,8 +284,12 @@ impl PirqHost for HostPirqs {
     }
 
     /// Xen's `pirq_guest_bind()`: the first binder routes the line to the
-    /// boot CPU and starts the device; later binders must all share.
+    /// pCPU hosting its vcpu 0 (the port's notify vcpu; the boot CPU if
+    /// that is unknown) and starts the device; later binders must all
+    /// share.
     fn bind(&self, domain: DomId, pirq: u32, sharing: PirqSharing) -> Result<(), Errno> {
+        // Looked up before the table lock, which stays a leaf.
+        let home = host_cpu(domain, VcpuId(0));
         let mut table = TABLE.lock();
         let gsi = table
             .mapping(domain, pirq)
@@ -261,6 +304,7 @@ impl PirqHost for HostPirqs {
                     binders: ArrayVec::new(),
                     sharing,
                     in_flight: 0,
+                    pcpu: 0,
                 })
                 .map_err(|_| Errno::ENOMEM)?;
         }
@@ -272,18 +316,21 @@ impl PirqHost for HostPirqs {
         };
         if state.binders.is_empty() {
             let vector = state.vector();
+            let bsp = arch::percpu::bsp();
+            let (pcpu, apic_id) = home.unwrap_or((bsp.index(), bsp.apic_id()));
             arch::idt::set_handler(vector, on_line_interrupt);
-            if !crate::irq::route_gsi(gsi, vector, arch::percpu::bsp().apic_id()) {
+            if !crate::irq::route_gsi(gsi, vector, apic_id) {
                 return Err(Errno::EINVAL);
             }
             state.sharing = sharing;
             state.in_flight = 0;
+            state.pcpu = pcpu;
             state.binders.push(binder);
             match line.device {
                 LineDevice::RtcPeriodic => arch::rtc::start_periodic(RTC_RATE),
             }
             log::info!(
-                "pirq: d{} pirq {pirq} bound to GSI {gsi} (vector {vector:#x}; RTC periodic at {} Hz)",
+                "pirq: d{} pirq {pirq} bound to GSI {gsi} (vector {vector:#x} -> pCPU {pcpu}; RTC periodic at {} Hz)",
                 domain.0,
                 arch::rtc::periodic_hz(RTC_RATE)
             );
@@ -301,6 +348,39 @@ impl PirqHost for HostPirqs {
         TABLE.lock().detach(domain, pirq);
     }
 
+    /// Xen's `pirq_set_affinity()` from `EVTCHNOP_bind_vcpu`: the line of
+    /// a bound pirq is sent to the pCPU hosting `vcpu` (its IOAPIC entry's
+    /// destination rewritten; vector, mask and EOI state stay).
+    fn set_affinity(&self, domain: DomId, pirq: u32, vcpu: VcpuId) {
+        let Some((pcpu, apic_id)) = host_cpu(domain, vcpu) else {
+            return;
+        };
+        let mut table = TABLE.lock();
+        let Some(gsi) = table.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
+            return;
+        };
+        let Some(state) = table.line(gsi) else {
+            return;
+        };
+        if !state
+            .binders
+            .iter()
+            .any(|binder| binder.domain == domain && binder.pirq == pirq)
+        {
+            return;
+        }
+        let from = state.pcpu;
+        if crate::irq::set_gsi_destination(gsi, apic_id) {
+            state.pcpu = pcpu;
+            log::info!(
+                "pirq: d{} pirq {pirq} (GSI {gsi}) follows d{}v{} from pCPU {from} to pCPU {pcpu}",
+                domain.0,
+                domain.0,
+                vcpu.0
+            );
+        }
+    }
+
     fn host_irq(&self, domain: DomId, pirq: u32) -> Option<u32> {
         TABLE
             .lock()
@@ -313,8 +393,10 @@ impl PirqHost for HostPirqs {
 /// EOI follows). Xen: `do_IRQ_guest()`.
 fn on_line_interrupt(frame: &mut InterruptFrame) {
     let tsc = arch::cpu::rdtsc();
-    LAST_INTERRUPT_TSC.store(tsc, Ordering::Relaxed);
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    if let Some(count) = INTERRUPTS_ON.get(arch::percpu::current().index() as usize) {
+        count.fetch_add(1, Ordering::Relaxed);
+    }
     let gsi = (frame.vector as u32).wrapping_sub(u32::from(arch::vectors::LEGACY_IRQ_BASE));
     // For the IRQ-to-upcall latency: the pirq guest prints its upcalls' TSC.
     log::trace!("pirq: GSI {gsi} interrupt at tsc {tsc}");
@@ -482,12 +564,4 @@ pub fn forget_domain(domain: DomId) {
         table.detach(domain, pirq);
     }
     table.mappings.retain(|mapping| mapping.domain != domain);
-}
-
-/// Interrupts taken on guest lines so far, and the TSC of the last one.
-pub fn interrupt_stats() -> (u64, u64) {
-    (
-        INTERRUPTS.load(Ordering::Relaxed),
-        LAST_INTERRUPT_TSC.load(Ordering::Relaxed),
-    )
 }

@@ -1,7 +1,10 @@
 //! Running vcpus on pCPUs: a per-pCPU round-robin scheduler.
 //!
-//! The builder spreads vcpus over the pCPUs (vcpu k of all domains on pCPU
-//! k mod n) and a vcpu stays on its pCPU. Each pCPU runs a loop on its idle
+//! The builder spreads vcpus over the pCPUs their domain's affinity allows
+//! (`cpus=` on the module line, default every online pCPU), round-robin
+//! across domains, and a vcpu stays on its pCPU: there is no migration, so
+//! a secondary vcpu brought up with VCPUOP_initialise + VCPUOP_up runs
+//! where the builder put it, inside the affinity. Each pCPU runs a loop on its idle
 //! stack that picks the next vcpu it hosts that can run, round-robin: one
 //! that was preempted, one that blocked and has been woken, or one that is
 //! up but has not started (entered afresh from its initial registers). With
@@ -400,6 +403,12 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
     }
     let frame = vcpu.initial_frame.lock().take();
     if let Some(frame) = frame {
+        log::debug!(
+            "d{}v{} enters the guest on pCPU {}",
+            domain.id.0,
+            vcpu.id.0,
+            percpu::current().index()
+        );
         crate::timers::on_switch_in(&domain, vcpu);
         match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
             Ok(entry) => {

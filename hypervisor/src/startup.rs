@@ -42,6 +42,7 @@ pub fn start(magic: u32, multiboot_info: u32) -> ! {
     // Measure the TSC before the first line, so every line has a time.
     let tsc_hz = arch::tsc::calibrate();
     console::set_level(options.log_level);
+    console::set_colour(options.console_colour);
     log::info!("Sluice hypervisor {}", env!("CARGO_PKG_VERSION"));
     let info = match parsed {
         Ok(info) => info,

@@ -100,6 +100,10 @@ struct RunArgs {
     /// Boot this hypervisor image instead of building one.
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
+    /// Colour each domain's console lines (the hypervisor's
+    /// console_colour=on): auto does when stdout is a terminal.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = run::ColourChoice::Auto)]
+    colour: run::ColourChoice,
     /// Extra words for the hypervisor command line (after `--`).
     #[arg(last = true, value_name = "HYPERVISOR ARGS")]
     extra: Vec<String>,
@@ -188,6 +192,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 memory_mib: args.memory,
                 extra_args: args.extra,
                 image: args.image.map(|image| absolute(&image)),
+                colour: args.colour,
             },
         ),
         Command::Test(args) => {

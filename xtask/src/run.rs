@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,6 +35,32 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Boot this hypervisor image instead of building the demo one.
     pub image: Option<PathBuf>,
+    /// Whether to colour each domain's console lines.
+    pub colour: ColourChoice,
+}
+
+/// `--colour`: whether the hypervisor colours each domain's `(dN)` lines
+/// (its `console_colour=on`). It cannot see where its serial line ends,
+/// so xtask decides: `auto` colours when xtask's own stdout, which QEMU's
+/// serial console shares, is a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColourChoice {
+    /// When stdout is a terminal.
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The hypervisor word that `choice` adds, given whether stdout is a
+/// terminal.
+fn colour_word(choice: ColourChoice, is_terminal: bool) -> Option<&'static str> {
+    match (choice, is_terminal) {
+        (ColourChoice::Always, _) | (ColourChoice::Auto, true) => Some("console_colour=on"),
+        (ColourChoice::Never, _) | (ColourChoice::Auto, false) => None,
+    }
 }
 
 /// Exit status of `cargo xtask run` when every domain passed.
@@ -87,7 +114,12 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
         modules.push((image, args));
     }
     let mut hypervisor_args = demo.hypervisor_args.clone();
-    for word in &options.extra_args {
+    // Before the extra words, so that `-- console_colour=off` wins.
+    let colour = colour_word(options.colour, std::io::stdout().is_terminal());
+    for word in colour
+        .into_iter()
+        .chain(options.extra_args.iter().map(String::as_str))
+    {
         if !hypervisor_args.is_empty() {
             hypervisor_args.push(' ');
         }
@@ -163,6 +195,15 @@ mod tests {
             outcome(QemuEnd::Exited(37)),
             ("hypervisor panic".to_owned(), 3)
         );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_unless_forced() {
+        let on = Some("console_colour=on");
+        assert_eq!(colour_word(ColourChoice::Auto, true), on);
+        assert_eq!(colour_word(ColourChoice::Auto, false), None);
+        assert_eq!(colour_word(ColourChoice::Always, false), on);
+        assert_eq!(colour_word(ColourChoice::Never, true), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use arch::layout::PAGE_SIZE;
 use arch::paging::PageTables;
 use evtchn_core::{DomId, DomainConfig, FifoSupport, Privilege};
 
-use super::config::{self, ArgsError, DomainArgs};
+use super::config::{self, ArgsError, CpuSet, DomainArgs};
 use super::elf::{self, GuestImage, ImageError};
 use super::{Domain, DomainParts, VcpuState};
 use crate::bootinfo::Module;
@@ -79,6 +79,8 @@ pub enum BuildError {
     Memory,
     /// The domain id is taken or too large.
     DomainId,
+    /// `cpus=` names no pCPU that is online.
+    NoOnlineCpu(CpuSet),
 }
 
 impl core::fmt::Display for BuildError {
@@ -89,12 +91,52 @@ impl core::fmt::Display for BuildError {
             Self::Layout(why) => write!(formatter, "layout: {why}"),
             Self::Memory => formatter.write_str("out of memory"),
             Self::DomainId => formatter.write_str("domain id taken or too large"),
+            Self::NoOnlineCpu(requested) => write!(
+                formatter,
+                "cpus={requested} names no online pCPU (online: {})",
+                online_cpus()
+            ),
         }
     }
 }
 
-/// vcpus placed so far (vcpu k goes to pCPU k mod n).
+/// vcpus placed so far: the round-robin position of the next one (a
+/// domain's vcpu k goes to entry (position + k) mod n of its n-pCPU
+/// affinity set).
 static NEXT_PCPU: AtomicU32 = AtomicU32::new(0);
+
+/// The pCPUs that came up.
+fn online_cpus() -> CpuSet {
+    let mut set = CpuSet::default();
+    for index in 0..arch::percpu::count() {
+        if arch::percpu::by_index(index).is_some_and(|cpu| cpu.is_online()) {
+            set.insert(index);
+        }
+    }
+    set
+}
+
+/// Where the vcpus of the domain built from module `index` may run: its
+/// `cpus=` set without the pCPUs that are not online (warned about), or
+/// every online pCPU.
+fn affinity(index: usize, args: &DomainArgs) -> Result<CpuSet, BuildError> {
+    let online = online_cpus();
+    let Some(requested) = args.cpus else {
+        return Ok(online);
+    };
+    let usable = requested.intersection(online);
+    if usable.is_empty() {
+        return Err(BuildError::NoOnlineCpu(requested));
+    }
+    let missing = requested.difference(online);
+    if !missing.is_empty() {
+        log::warn!(
+            "module {index} (d{}): cpus={requested}: pCPU(s) {missing} not online (online: {online}); ignored",
+            args.domid
+        );
+    }
+    Ok(usable)
+}
 
 /// Where everything goes, as guest virtual addresses.
 struct Layout {
@@ -193,7 +235,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     let nr_pages = args.memory_mib * (1 << 20) / PAGE_SIZE;
     let layout = Layout::compute(&image, nr_pages)?;
 
-    let online = arch::percpu::online_count().max(1);
+    let affinity = affinity(index, &args)?;
 
     // What the build takes from the frame allocator, less the vmap area's
     // own tables (the hypervisor's, kept), is what destroying the domain
@@ -238,12 +280,16 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
 
     write_start_info(&layout, &args, &memory, shared_info_frame)?;
 
-    // vcpus are spread over the pCPUs, round-robin across domains.
+    // vcpus are spread over the affinity set, round-robin across domains
+    // (with no cpus=, vcpu k of all domains lands on pCPU k mod n).
     let first_pcpu = NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
     let mut vcpu_homes = Vec::new();
     for vcpu in 0..args.vcpus {
         let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
-        let pcpu = (first_pcpu + vcpu) % online;
+        let pcpu = (first_pcpu + vcpu)
+            .checked_rem(affinity.count())
+            .and_then(|entry| affinity.nth(entry))
+            .ok_or(BuildError::NoOnlineCpu(affinity))?;
         vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
     }
 
@@ -263,6 +309,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         page_table_frames,
         root,
         shared_info_frame,
+        affinity,
         vcpu_homes,
         frames_taken,
     }));
@@ -309,11 +356,11 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     if !super::register(domain.clone()) {
         return Err(BuildError::DomainId);
     }
+    log_placement(&domain);
     log::info!(
-        "d{}: built from module {index}: {} vcpu(s) from pCPU {}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
+        "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
         args.domid,
         args.vcpus,
-        first_pcpu % online,
         args.memory_mib,
         image.entry,
         if args.is_privileged {
@@ -323,6 +370,24 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         }
     );
     Ok(domain)
+}
+
+/// One line saying where each vcpu runs: `d1: placement: d1v0 on pCPU 1,
+/// d1v1 on pCPU 1` (split over several lines for many vcpus).
+fn log_placement(domain: &Domain) {
+    use core::fmt::Write;
+    for chunk in domain.vcpus.chunks(8) {
+        let mut line = arrayvec::ArrayString::<200>::new();
+        for (number, vcpu) in chunk.iter().enumerate() {
+            let separator = if number == 0 { "" } else { ", " };
+            let _ = write!(
+                line,
+                "{separator}d{}v{} on pCPU {}",
+                domain.id.0, vcpu.id.0, vcpu.pcpu
+            );
+        }
+        log::info!("d{}: placement: {line}", domain.id.0);
+    }
 }
 
 fn load_segments(

@@ -1,7 +1,8 @@
 //! A boot module's command line: `<image path> dom=N vcpus=N mem=MiB priv
-//! evtchn=2l ...`. The words Sluice understands choose the domain's shape; the whole
-//! string after the image path becomes the guest's `start_info.cmd_line`,
-//! as Xen passes a module string without its file name.
+//! evtchn=2l cpus=0-1+3 ...`. The words Sluice understands choose the
+//! domain's shape; the whole string after the image path becomes the
+//! guest's `start_info.cmd_line`, as Xen passes a module string without its
+//! file name.
 
 use arrayvec::ArrayString;
 
@@ -27,8 +28,122 @@ pub struct DomainArgs {
     /// EVTCHNOP_init_control answers -EOPNOTSUPP (`evtchn=fifo`, the
     /// default, lets it switch to FIFO).
     pub fifo: bool,
+    /// `cpus=`: the pCPUs its vcpus may run on (`None`: every online one).
+    pub cpus: Option<CpuSet>,
     /// The string after the image path, for start_info.cmd_line.
     pub guest_cmdline: ArrayString<256>,
+}
+
+/// A set of pCPUs by dense index (bit n = pCPU n), as `cpus=` writes it:
+/// a list of indexes and inclusive ranges joined by `+`, `0-1+3` (a `,`
+/// also separates, for loaders that allow it; QEMU's `-initrd` takes a
+/// comma as the end of the module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CpuSet(u64);
+
+// Every pCPU index fits.
+const _: () = assert!(arch::percpu::MAX_CPUS as u32 <= CpuSet::CAPACITY);
+
+impl CpuSet {
+    /// Largest set: every index a pCPU can have.
+    pub const CAPACITY: u32 = u64::BITS;
+
+    /// Parses `0-1+3` (or `0-1,3`): indexes below [`CpuSet::CAPACITY`],
+    /// ranges `a-b` with a ≤ b; no empty items. `None` if malformed or
+    /// empty.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut set = Self(0);
+        for item in text.split(['+', ',']) {
+            let (low, high) = match item.split_once('-') {
+                Some((low, high)) => (low, high),
+                None => (item, item),
+            };
+            let parse_index = |digits: &str| {
+                digits
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit())
+                    .then(|| digits.parse::<u32>().ok())
+                    .flatten()
+                    .filter(|&index| index < Self::CAPACITY)
+            };
+            let (low, high) = (parse_index(low)?, parse_index(high)?);
+            if low > high {
+                return None;
+            }
+            for index in low..=high {
+                set.insert(index);
+            }
+        }
+        (!set.is_empty()).then_some(set)
+    }
+
+    /// Adds pCPU `index` (ignored past the capacity).
+    pub fn insert(&mut self, index: u32) {
+        if index < Self::CAPACITY {
+            self.0 |= 1 << index;
+        }
+    }
+
+    /// Whether pCPU `index` is in it.
+    pub fn contains(self, index: u32) -> bool {
+        index < Self::CAPACITY && self.0 & (1 << index) != 0
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// How many pCPUs it holds.
+    pub fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    /// The pCPUs in both.
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// The pCPUs in `self` and not in `other`.
+    pub fn difference(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
+    /// Its pCPUs, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = u32> {
+        (0..Self::CAPACITY).filter(move |&index| self.contains(index))
+    }
+
+    /// Its `n`-th pCPU, lowest first.
+    pub fn nth(self, n: u32) -> Option<u32> {
+        self.iter().nth(n as usize)
+    }
+}
+
+/// `0-1+3`, as `cpus=` takes it.
+impl core::fmt::Display for CpuSet {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut separator = "";
+        let mut index = 0;
+        while index < Self::CAPACITY {
+            if !self.contains(index) {
+                index += 1;
+                continue;
+            }
+            let mut last = index;
+            while last + 1 < Self::CAPACITY && self.contains(last + 1) {
+                last += 1;
+            }
+            if last == index {
+                write!(formatter, "{separator}{index}")?;
+            } else {
+                write!(formatter, "{separator}{index}-{last}")?;
+            }
+            separator = "+";
+            index = last + 1;
+        }
+        Ok(())
+    }
 }
 
 /// Why a module line is not accepted.
@@ -38,6 +153,8 @@ pub enum ArgsError {
     NoDomain,
     /// A word Sluice reads has a bad value.
     BadValue(ArrayString<64>),
+    /// `cpus=` is not a list of pCPU indexes and ranges.
+    BadCpus(ArrayString<64>),
 }
 
 impl core::fmt::Display for ArgsError {
@@ -45,18 +162,27 @@ impl core::fmt::Display for ArgsError {
         match self {
             Self::NoDomain => formatter.write_str("no dom=N on the module line"),
             Self::BadValue(word) => write!(formatter, "bad value in `{word}`"),
+            Self::BadCpus(word) => write!(
+                formatter,
+                "bad value in `{word}`: expected pCPU indexes and ranges below {}, e.g. cpus=0-1+3",
+                CpuSet::CAPACITY
+            ),
         }
     }
 }
 
-fn bad(word: &str) -> ArgsError {
+fn truncated(word: &str) -> ArrayString<64> {
     let mut text = ArrayString::new();
     for character in word.chars() {
         if text.try_push(character).is_err() {
             break;
         }
     }
-    ArgsError::BadValue(text)
+    text
+}
+
+fn bad(word: &str) -> ArgsError {
+    ArgsError::BadValue(truncated(word))
 }
 
 /// Parses a module string (file name first).
@@ -74,6 +200,7 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
         memory_mib: DEFAULT_MEMORY_MIB,
         is_privileged: false,
         fifo: true,
+        cpus: None,
         guest_cmdline,
     };
     for word in rest.split_ascii_whitespace() {
@@ -105,6 +232,10 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
                     "fifo" => true,
                     _ => return Err(bad(word)),
                 };
+            }
+            Some(("cpus", value)) => {
+                args.cpus =
+                    Some(CpuSet::parse(value).ok_or_else(|| ArgsError::BadCpus(truncated(word)))?);
             }
             None if word == "priv" => args.is_privileged = true,
             _ => {}

@@ -178,6 +178,8 @@ pub struct Domain {
     pub privilege: Privilege,
     /// Its vcpus.
     pub vcpus: Box<[Vcpu]>,
+    /// The pCPUs its vcpus may run on (`cpus=`, less those not online).
+    pub affinity: config::CpuSet,
     /// Its memory frames sorted by address, to check "is this frame the
     /// guest's".
     frames_sorted: Box<[GuestFrame]>,
@@ -315,6 +317,8 @@ pub struct DomainParts {
     pub root: u64,
     /// shared_info.
     pub shared_info_frame: GuestFrame,
+    /// The pCPUs its vcpus may run on.
+    pub affinity: config::CpuSet,
     /// (pCPU, hypervisor stack) per vcpu.
     pub vcpu_homes: Vec<(u32, arch::guest_entry::VcpuStack)>,
     /// Frames the build took from the allocator for the domain.
@@ -337,6 +341,7 @@ impl Domain {
             id: parts.id,
             privilege: parts.privilege,
             vcpus: vcpus.into_boxed_slice(),
+            affinity: parts.affinity,
             frames_sorted: frames_sorted.into_boxed_slice(),
             page_table_frames: parts.page_table_frames.into_boxed_slice(),
             root: parts.root,

@@ -2,12 +2,12 @@
 //! none after close; a re-bind after close works; unmapping a bound pirq
 //! detaches it from the line.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use sluice_guest::evtchn::{self, DOMID_SELF, Port, stat};
 use sluice_guest::physdev::{self, XENIRQSTAT_NEEDS_EOI, XENIRQSTAT_SHARED};
 use sluice_guest::time::{now_ns, rdtsc};
-use sluice_guest::{Errno, check, check_eq, println, sched, shared_info, upcall};
+use sluice_guest::{Errno, check, check_eq, println, sched, shared_info, smp, upcall};
 
 use crate::{HUGE_PIRQ, RTC_PIRQ};
 
@@ -23,12 +23,19 @@ const SILENCE_WINDOW_NS: u64 = 200_000_000;
 
 /// Events the pirq handler has seen.
 static EVENTS: AtomicU32 = AtomicU32::new(0);
+/// The same, by the vcpu whose upcall ran the handler.
+static EVENTS_ON: [AtomicU32; smp::MAX_VCPUS] = [const { AtomicU32::new(0) }; smp::MAX_VCPUS];
+/// Set by the secondary vcpu once its upcalls are unmasked.
+static SECONDARY_READY: AtomicBool = AtomicBool::new(false);
 /// TSC at each upcall that handled the pirq (for the latency estimate).
 static UPCALL_TSC: [AtomicU64; INTERRUPTS as usize] =
     [const { AtomicU64::new(0) }; INTERRUPTS as usize];
 
 fn on_pirq(_port: u32) {
     let tsc = rdtsc();
+    if let Some(count) = EVENTS_ON.get(smp::current_vcpu() as usize) {
+        count.fetch_add(1, Ordering::SeqCst);
+    }
     let seen = EVENTS.fetch_add(1, Ordering::SeqCst);
     if let Some(slot) = UPCALL_TSC.get(seen as usize) {
         slot.store(tsc, Ordering::SeqCst);
@@ -259,4 +266,118 @@ pub fn unmap_while_bound() {
         Err(Errno::EPERM),
         "bind_pirq of the unmapped pirq fails -EPERM"
     );
+}
+
+/// The secondary vcpu: takes upcalls, then parks in SCHEDOP_block (the
+/// runtime's loop), where each pirq event wakes it.
+fn secondary(_vcpu: u32) {
+    upcall::unmask_vcpu();
+    SECONDARY_READY.store(true, Ordering::SeqCst);
+}
+
+/// EVTCHNOP_bind_vcpu of the pirq port to vcpu `target` (on another pCPU):
+/// [`INTERRUPTS`] interrupts then arrive as upcalls on `target`, one per
+/// PHYSDEVOP_eoi, which vcpu 0 sends. The hypervisor logs the line's move
+/// to `target`'s pCPU (the scenario checks it and where the interrupts
+/// were taken).
+pub fn counted_on_vcpu(target: u32) {
+    check_eq!(
+        smp::start(target, secondary),
+        Ok(()),
+        "vcpu {target} starts"
+    );
+    let Some(start) = now_ns() else {
+        check!(false, "the clock runs");
+        return;
+    };
+    while !SECONDARY_READY.load(Ordering::SeqCst) {
+        if now_ns().is_none_or(|now| now > start + ARRIVAL_TIMEOUT_NS) {
+            check!(false, "vcpu {target} unmasks its upcalls");
+            return;
+        }
+        let _ = sched::yield_now();
+    }
+    // Bound and moved with vcpu 0's upcalls masked, so that vcpu 0 takes
+    // no event of the port; one that arrived before the move stays pending
+    // (bind_vcpu re-raises nothing) and is EOId here.
+    upcall::mask_vcpu();
+    let bound = evtchn::bind_pirq(RTC_PIRQ, 0);
+    let port = match bound {
+        Ok(port) => port,
+        Err(errno) => {
+            upcall::unmask_vcpu();
+            check!(false, "bind_pirq of mapped pirq 8 succeeds ({errno:?})");
+            return;
+        }
+    };
+    upcall::set_handler(port, on_pirq);
+    let moved = evtchn::bind_vcpu(port, target);
+    let shared = shared_info::get();
+    let early = shared.is_some_and(|shared| shared.is_pending(port));
+    if early && let Some(shared) = shared {
+        shared.clear_pending(port);
+        let _ = physdev::eoi(RTC_PIRQ);
+    }
+    upcall::unmask_vcpu();
+    check_eq!(
+        moved,
+        Ok(()),
+        "bind_vcpu of the pirq port to vcpu {target} is rc 0"
+    );
+    check_eq!(
+        evtchn::status(DOMID_SELF, port).map(|status| (status.status, status.vcpu)),
+        Ok((stat::PIRQ, target)),
+        "status of the port: pirq, vcpu {target}"
+    );
+    println!("# pirq: an interrupt before the move: {early}");
+
+    let base = EVENTS.load(Ordering::SeqCst);
+    let on_vcpu0 = EVENTS_ON
+        .first()
+        .map_or(0, |count| count.load(Ordering::SeqCst));
+    let mut received = 0;
+    let mut quiet = 0;
+    for count in 1..=INTERRUPTS {
+        if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
+            break;
+        }
+        received = count;
+        if stays_quiet(port, QUIET_WINDOW_NS) {
+            quiet += 1;
+        }
+        // The last EOI is left to close, so exactly INTERRUPTS arrive.
+        if count < INTERRUPTS {
+            let _ = physdev::eoi(RTC_PIRQ);
+        }
+    }
+    check_eq!(
+        received,
+        INTERRUPTS,
+        "{INTERRUPTS} interrupts of GSI 8 arrive on the port bound to vcpu {target}, one per EOI"
+    );
+    check_eq!(
+        quiet,
+        INTERRUPTS,
+        "after each event nothing more arrives for 50 ms until its PHYSDEVOP_eoi"
+    );
+    check_eq!(
+        EVENTS_ON
+            .first()
+            .map_or(0, |count| count.load(Ordering::SeqCst)),
+        on_vcpu0,
+        "vcpu 0 handled none of them"
+    );
+    check_eq!(
+        EVENTS_ON
+            .get(target as usize)
+            .map_or(0, |count| count.load(Ordering::SeqCst)),
+        INTERRUPTS,
+        "vcpu {target}'s upcalls handled all {INTERRUPTS}"
+    );
+    check_eq!(
+        evtchn::close(port),
+        Ok(()),
+        "close of the port bound to vcpu {target} is rc 0"
+    );
+    upcall::clear_handler(port);
 }

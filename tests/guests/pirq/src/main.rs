@@ -10,6 +10,11 @@
 //! until the EOI); then closes the port and sees nothing more, re-binds,
 //! and unmaps a bound pirq. As an unprivileged domain it checks that every
 //! PIRQ-granting call is refused.
+//!
+//! With `pirq-vcpu=N` (and `vcpus=` above N) the privileged guest instead
+//! starts vcpu N, moves the pirq port to it with EVTCHNOP_bind_vcpu and
+//! counts the interrupts there (the hypervisor sends the line to vcpu N's
+//! pCPU); the re-bind and unmap checks follow as usual.
 #![no_std]
 #![no_main]
 
@@ -38,7 +43,13 @@ fn main(start_info: &'static StartInfo) {
         println!("# pirq: privileged domain: GSI {RTC_GSI} -> pirq {RTC_PIRQ}");
         errors::before_mapping();
         errors::mapping();
-        delivery::counted_interrupts();
+        match start_info
+            .arg_value("pirq-vcpu")
+            .and_then(|value| value.parse().ok())
+        {
+            Some(target) => delivery::counted_on_vcpu(target),
+            None => delivery::counted_interrupts(),
+        }
         delivery::rebind_after_close();
         delivery::unmap_while_bound();
     } else {
