@@ -237,6 +237,11 @@ impl VcpuStack {
         self.stack.top()
     }
 
+    /// Gives the stack back (to be released when no CPU can be on it).
+    pub fn into_stack(self) -> crate::stack::Stack {
+        self.stack
+    }
+
     fn contains(&self, address: u64) -> bool {
         let range = self.stack.range();
         (range.bottom..range.top).contains(&address)
@@ -261,18 +266,44 @@ pub enum EnterError {
 /// with `iretq`. Returns only if refused. Must not run on the vcpu's stack
 /// (anything on it is overwritten).
 pub fn enter_guest(frame: &InterruptFrame, stack: &VcpuStack, root: u64) -> EnterError {
+    match prepare_entry(frame, stack, root) {
+        Ok(entry) => entry.enter(),
+        Err(error) => error,
+    }
+}
+
+/// A vcpu entry made ready by [`prepare_entry`]: the frame is on the vcpu's
+/// stack, which this CPU now uses for interrupts from ring 3. The stack
+/// and the tables need no further borrow, so whatever owns them may be
+/// dropped before [`GuestEntry::enter`] (the abandoned caller's frames
+/// could never drop it).
+#[derive(Debug)]
+pub struct GuestEntry {
+    root: u64,
+    target: u64,
+    /// Entered on the CPU that prepared it.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+/// The checks and the stack set-up of [`enter_guest`], with interrupts
+/// left off; nothing is entered yet.
+pub fn prepare_entry(
+    frame: &InterruptFrame,
+    stack: &VcpuStack,
+    root: u64,
+) -> Result<GuestEntry, EnterError> {
     if stack.contains(cpu::stack_pointer()) {
-        return EnterError::OnVcpuStack;
+        return Err(EnterError::OnVcpuStack);
     }
     if frame.cs != u64::from(FLAT_RING3_CS64) || frame.ss != u64::from(FLAT_RING3_DS) {
-        return EnterError::NotRingThree;
+        return Err(EnterError::NotRingThree);
     }
     // iretq to a non-canonical rip faults in ring 0.
     if !is_canonical(frame.rip) {
-        return EnterError::NotCanonical;
+        return Err(EnterError::NotCanonical);
     }
     if !crate::paging::shares_hypervisor_slots(root) {
-        return EnterError::ForeignTables;
+        return Err(EnterError::ForeignTables);
     }
     cpu::disable_interrupts();
     set_vcpu_stack(stack.top());
@@ -282,21 +313,35 @@ pub fn enter_guest(frame: &InterruptFrame, stack: &VcpuStack, root: u64) -> Ente
     // (`Stack`), nothing on it is live (we do not run on it: checked
     // above), and the frame fits below its top.
     unsafe { core::ptr::write(target as *mut InterruptFrame, frame.clone()) };
-    let exit = sluice_guest_exit_iret as *const () as u64;
-    // SAFETY: `root` maps the hypervisor's slots exactly as the live tables
-    // (checked above), so this code, the stack and the per-CPU block stay
-    // mapped across the CR3 load; the exit path pops exactly one
-    // InterruptFrame and `iretq`s to ring 3 (selectors checked above).
-    unsafe {
-        core::arch::asm!(
-            "mov cr3, {root}",
-            "mov rsp, {target}",
-            "jmp {exit}",
-            root = in(reg) root,
-            target = in(reg) target,
-            exit = in(reg) exit,
-            options(noreturn)
-        );
+    Ok(GuestEntry {
+        root,
+        target,
+        _not_send: core::marker::PhantomData,
+    })
+}
+
+impl GuestEntry {
+    /// Loads the tables and returns to ring 3 through the frame.
+    pub fn enter(self) -> ! {
+        let exit = sluice_guest_exit_iret as *const () as u64;
+        // SAFETY: `root` maps the hypervisor's slots exactly as the live
+        // tables (checked by `prepare_entry`), so this code, the stack and
+        // the per-CPU block stay mapped across the CR3 load; the vcpu
+        // stack stays mapped until every CPU has passed a point where it
+        // cannot be on it (`Stack::release`), which this CPU has not; the
+        // exit path pops exactly the one InterruptFrame written at `target`
+        // and `iretq`s to ring 3 (selectors checked).
+        unsafe {
+            core::arch::asm!(
+                "mov cr3, {root}",
+                "mov rsp, {target}",
+                "jmp {exit}",
+                root = in(reg) self.root,
+                target = in(reg) self.target,
+                exit = in(reg) exit,
+                options(noreturn)
+            );
+        }
     }
 }
 

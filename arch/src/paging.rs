@@ -175,6 +175,18 @@ impl PageTables {
         Ok(())
     }
 
+    /// Removes the 4 KiB mapping of `virt` and returns the frame it mapped
+    /// (`None` if nothing was mapped there with a 4 KiB page). Intermediate
+    /// tables stay. Flushes only this CPU's TLB entry: other CPUs may keep
+    /// theirs until they flush (see [`flush_everything`]), so the caller
+    /// must not reuse the frame before they have.
+    pub fn unmap_4k(&mut self, virt: u64) -> Option<u64> {
+        let page = Page::<Size4KiB>::from_start_address(VirtAddr::new(virt)).ok()?;
+        let (frame, flush) = self.mapper().unmap(page).ok()?;
+        flush.flush();
+        Some(frame.start_address().as_u64())
+    }
+
     /// The physical address `virt` maps to.
     pub fn translate(&mut self, virt: u64) -> Option<u64> {
         self.mapper()
@@ -324,4 +336,22 @@ pub fn flush(virt: u64) {
 /// Drops every non-global TLB entry on this CPU.
 pub fn flush_all() {
     x86_64::instructions::tlb::flush_all();
+}
+
+/// Drops every TLB entry on this CPU, global ones included (toggling
+/// CR4.PGE; a CR3 load keeps global entries).
+pub fn flush_everything() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    let flags = Cr4::read();
+    if !flags.contains(Cr4Flags::PAGE_GLOBAL) {
+        flush_all();
+        return;
+    }
+    // SAFETY: only PGE changes, and only for the moment between the two
+    // writes; clearing it flushes the whole TLB and setting it back
+    // restores the state every other part of Sluice relies on. Nothing
+    // else about paging or protection changes.
+    unsafe { Cr4::write(flags - Cr4Flags::PAGE_GLOBAL) };
+    // SAFETY: restores exactly the flags read above.
+    unsafe { Cr4::write(flags) };
 }

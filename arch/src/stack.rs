@@ -17,10 +17,22 @@ impl Stack {
     /// Takes ownership of the stack `[bottom, top)`.
     ///
     /// # Safety
-    /// The range must be mapped writable for the life of the system, `top`
-    /// 16-byte aligned, and nothing else may use the memory, now or later.
+    /// The range must be mapped writable until the stack is given up with
+    /// [`Stack::release`] (for good if never), `top` 16-byte aligned, and
+    /// nothing else may use the memory meanwhile.
     pub unsafe fn assume_exclusive(range: StackRange) -> Self {
         Self { range }
+    }
+
+    /// Gives up the stack: returns its range for its memory to be unmapped
+    /// and reused.
+    ///
+    /// # Safety
+    /// No CPU runs on the stack, holds a suspended flow on it, or will enter
+    /// it through a TSS or per-CPU stack pointer (every CPU must have
+    /// passed a point where it could not, since the last use).
+    pub unsafe fn release(self) -> StackRange {
+        self.range
     }
 
     /// Its extent.
@@ -156,15 +168,45 @@ impl IdleStack {
 /// current flow is abandoned. Call it from an idle loop, with interrupts
 /// off, on the CPU that suspended the flow.
 pub fn resume(context: &Context) -> Result<core::convert::Infallible, NothingToResume> {
-    let saved = context
-        .saved_rsp
-        .swap(0, core::sync::atomic::Ordering::AcqRel);
-    if saved == 0 {
-        return Err(NothingToResume);
+    match context.take() {
+        Some(flow) => flow.resume(),
+        None => Err(NothingToResume),
     }
-    crate::cpu::disable_interrupts();
-    // SAFETY: `saved` was stored by `suspend_into` on this CPU's flow, whose
-    // stack is 'static and untouched since (the swap to 0 makes this the
-    // only resumption); the frames above it are live and complete.
-    unsafe { sluice_resume(saved) }
+}
+
+/// A suspended flow taken out of its [`Context`], about to be resumed: the
+/// context can then go away (whatever owns it may be dropped first, which
+/// the abandoned frames of the caller could never do).
+#[derive(Debug)]
+pub struct SuspendedFlow {
+    saved_rsp: u64,
+    /// Resumed on the CPU that took it.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl Context {
+    /// Takes the suspended flow out (the context is then empty), if any.
+    pub fn take(&self) -> Option<SuspendedFlow> {
+        // AcqRel: pairs with the store by `suspend_into`; the swap to 0
+        // makes this the only taker.
+        let saved_rsp = self.saved_rsp.swap(0, core::sync::atomic::Ordering::AcqRel);
+        (saved_rsp != 0).then_some(SuspendedFlow {
+            saved_rsp,
+            _not_send: core::marker::PhantomData,
+        })
+    }
+}
+
+impl SuspendedFlow {
+    /// Resumes it; the current flow is abandoned. Call it from an idle
+    /// loop, on the CPU that suspended the flow.
+    pub fn resume(self) -> ! {
+        crate::cpu::disable_interrupts();
+        // SAFETY: `saved_rsp` was stored by `suspend_into` on this CPU's
+        // flow, whose stack is 'static (or kept until every CPU has passed
+        // a point where it holds no flow on it: `Stack::release`) and
+        // untouched since; `take` made this the only resumption; the
+        // frames above it are live and complete.
+        unsafe { sluice_resume(self.saved_rsp) }
+    }
 }

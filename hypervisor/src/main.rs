@@ -24,7 +24,9 @@
 //!   vouching for what it set aside (stacks, the trampoline page, the
 //!   LAPIC and IOAPIC windows);
 //! - [`memory::guest_frames`]: filling guest frames through the direct map
-//!   and viewing a shared_info frame as atomics.
+//!   and viewing a shared_info frame as atomics;
+//! - [`domain::reaper`]: freeing a destroyed domain's frames and releasing
+//!   its vcpu stacks once every pCPU has passed a quiescent point.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]

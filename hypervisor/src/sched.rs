@@ -98,6 +98,25 @@ pub fn host(domain: &Domain, vcpu: &Vcpu) {
     }
 }
 
+/// Forgets the vcpus of a destroyed domain: its pCPUs no longer look at
+/// them (for time slices, timers, or to run them).
+pub fn unhost(domain: &Domain) {
+    for vcpu in domain.vcpus.iter() {
+        if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
+            let entry = (domain.id, vcpu.id);
+            let was_hosted = arch::cpu::without_interrupts(|| {
+                let mut list = pcpu.vcpus.lock();
+                let before = list.len();
+                list.retain(|&hosted| hosted != entry);
+                list.len() != before
+            });
+            if was_hosted {
+                pcpu.hosted_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The vcpu running on this pCPU, from interrupt context (never spins).
 pub fn hosted_from_interrupt() -> Option<(Arc<Domain>, VcpuId)> {
     let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;
@@ -339,18 +358,24 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
             crate::cpus::idle()
         };
         pcpu.current.store(0, Ordering::Release);
-        if let Some((domain, vcpu_id)) = pick(pcpu)
-            && let Some(vcpu) = domain.vcpu(vcpu_id)
-        {
-            run(pcpu, &domain, vcpu);
+        crate::domain::reaper::on_idle();
+        if let Some((domain, vcpu_id)) = pick(pcpu) {
+            run(pcpu, domain, vcpu_id);
         }
         arch::cpu::enable_interrupts_and_halt();
     }
 }
 
-/// Runs `vcpu` on this pCPU: resumes its suspended flow, or enters it
-/// afresh. Returns only if it could not.
-fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
+/// Runs `vcpu_id` of `domain` on this pCPU: resumes its suspended flow, or
+/// enters it afresh. Returns only if it could not. The `Arc` is dropped
+/// before the switch (the loop's frames are abandoned, and a reference
+/// left there would keep a destroyed domain from ever being freed); the
+/// registry keeps the domain alive meanwhile, and its vcpu stack stays
+/// until this pCPU has passed a quiescent point (`domain::reaper`).
+fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
+    let Some(vcpu) = domain.vcpu(vcpu_id) else {
+        return;
+    };
     if !pcpu.has_guest_tick.swap(true, Ordering::Relaxed) {
         arch::lapic::start_periodic_timer(GUEST_TICK_HZ);
     }
@@ -362,15 +387,18 @@ fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
     if vcpu.context.is_suspended() {
         if arch::guest_entry::switch_page_tables(domain.root).is_err() {
             domain::crash(
-                domain,
+                &domain,
                 format_args!("*** page tables lost their hypervisor slots"),
             );
             return;
         }
         if vcpu.state() == VcpuState::Running {
-            crate::timers::on_switch_in(domain, vcpu);
+            crate::timers::on_switch_in(&domain, vcpu);
         }
-        let _ = arch::stack::resume(&vcpu.context);
+        if let Some(flow) = vcpu.context.take() {
+            drop(domain);
+            flow.resume();
+        }
         return;
     }
     let frame = vcpu.initial_frame.lock().take();
@@ -381,12 +409,17 @@ fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
             vcpu.id.0,
             percpu::current().index()
         );
-        crate::timers::on_switch_in(domain, vcpu);
-        let error = arch::guest_entry::enter_guest(&frame, &vcpu.stack, domain.root);
-        domain::crash(
-            domain,
-            format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
-        );
+        crate::timers::on_switch_in(&domain, vcpu);
+        match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
+            Ok(entry) => {
+                drop(domain);
+                entry.enter();
+            }
+            Err(error) => domain::crash(
+                &domain,
+                format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
+            ),
+        }
     }
     pcpu.current.store(0, Ordering::Release);
 }

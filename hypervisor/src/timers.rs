@@ -7,7 +7,11 @@
 //! and when the vcpu runs again an overdue tick is raised at once
 //! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
 //! tick of that pCPU drives its timers; they resolve to its period (1 ms
-//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`).
+//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`). A destroyed domain's
+//! timers are cancelled (`domain::kill` clears its deadlines and takes its
+//! vcpus off their pCPUs' lists) and go with the domain when the reaper
+//! frees it; a tick taken in a guest is one of the reaper's quiescent
+//! points.
 
 use core::sync::atomic::Ordering;
 
@@ -55,7 +59,11 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
 /// The LAPIC timer interrupt of this pCPU: the periodic timer of the vcpu
 /// running now, and the singleshot and poll deadlines of every vcpu the
 /// pCPU hosts.
-pub fn on_tick(_frame: &mut arch::idt::InterruptFrame) {
+pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
+    if frame.cs & 3 == 3 {
+        // In a live domain's guest: a quiescent point for freeing dead ones.
+        crate::domain::reaper::on_guest_tick();
+    }
     let now = crate::time::now_ns();
     if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
         && let Some(vcpu) = domain.vcpu(vcpu_id)

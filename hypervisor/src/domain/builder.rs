@@ -237,6 +237,14 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
 
     let affinity = affinity(index, &args)?;
 
+    // What the build takes from the frame allocator, less the vmap area's
+    // own tables (the hypervisor's, kept), is what destroying the domain
+    // must give back (domain::reaper checks it). Builds run one at a time
+    // before any pCPU runs a vcpu, so nothing else allocates meanwhile.
+    super::reaper::note_baseline();
+    let free_before = frames::stats().free_frames;
+    let vmap_tables_before = space::vmap_table_frames();
+
     // Memory: nr_pages fresh zeroed frames.
     let mut memory = Vec::with_capacity(nr_pages as usize);
     for _ in 0..nr_pages {
@@ -285,6 +293,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
     }
 
+    let vmap_tables_grown = space::vmap_table_frames() - vmap_tables_before;
+    let frames_taken =
+        (free_before - frames::stats().free_frames).saturating_sub(vmap_tables_grown);
+
     let privilege = if args.is_privileged {
         Privilege::Privileged
     } else {
@@ -299,6 +311,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         shared_info_frame,
         affinity,
         vcpu_homes,
+        frames_taken,
     }));
     let events_config = DomainConfig {
         domid: domain.id,
@@ -345,7 +358,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     }
     log_placement(&domain);
     log::info!(
-        "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB, entry {:#x}, {}",
+        "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
         args.domid,
         args.vcpus,
         args.memory_mib,

@@ -1,10 +1,11 @@
 //! PV domains: what a domain and its vcpus are, the registry of running
-//! domains, and their end (shutdown, crash, and the run's exit code when
-//! the last one is gone).
+//! domains, and their end (shutdown, VIRQ_DOM_EXC, destruction, freeing by
+//! the [`reaper`], and the run's exit code when the last one is gone).
 
 pub mod builder;
 pub mod config;
 pub mod elf;
+pub mod reaper;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -13,7 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
 use evtchn_core::abi::{SharedInfo, VcpuInfo};
-use evtchn_core::{DomId, Privilege, VcpuId};
+use evtchn_core::{DomId, Privilege, VcpuId, Virq};
 
 use crate::memory::guest_frames::GuestFrame;
 
@@ -206,6 +207,9 @@ pub struct Domain {
     shutdown_code: AtomicU8,
     /// Vcpus still to stop before the domain is destroyed.
     live_vcpus: AtomicU32,
+    /// Frames its build took from the allocator: what freeing it must
+    /// give back ([`reaper`]).
+    frames_taken: u64,
 }
 
 impl Domain {
@@ -317,6 +321,8 @@ pub struct DomainParts {
     pub affinity: config::CpuSet,
     /// (pCPU, hypervisor stack) per vcpu.
     pub vcpu_homes: Vec<(u32, arch::guest_entry::VcpuStack)>,
+    /// Frames the build took from the allocator for the domain.
+    pub frames_taken: u64,
 }
 
 impl Domain {
@@ -347,6 +353,7 @@ impl Domain {
             tlb_generation: AtomicU64::new(0),
             shutdown_code: AtomicU8::new(0),
             live_vcpus: AtomicU32::new(live),
+            frames_taken: parts.frames_taken,
         }
     }
 }
@@ -436,43 +443,83 @@ pub fn stop_unstarted_vcpus(domain: &Domain) {
 }
 
 /// The last vcpu of `domain` stopped. A crashed domain is destroyed: its
-/// ports are closed (peers see their ends unbound) and its id is free. A
-/// domain that shut down otherwise stays, as on Xen until the toolstack
-/// reaps it, so other domains' operations on it get Xen's answers (Sluice
-/// has no toolstack; the run ends when every domain has stopped).
+/// ports are closed (peers see their ends unbound), its id is free, and
+/// its memory goes back to the frame allocator ([`reaper`]). A domain that
+/// shut down otherwise stays, as on Xen until the toolstack reaps it, so
+/// other domains' operations on it get Xen's answers (Sluice has no
+/// toolstack). When the last domain has stopped, those are destroyed too,
+/// and the run ends once every domain's memory is back.
 fn destroy(domain: &Domain) {
     let reason = domain.shutdown_reason().unwrap_or(ShutdownReason::Crash);
+    // Every vcpu has stopped: the shutdown is complete, and the handler of
+    // VIRQ_DOM_EXC (the privileged domain unless another was named) hears
+    // of it. Xen: __domain_finalise_shutdown() (Sluice has no suspend
+    // event channel, so the VIRQ is sent for SHUTDOWN_suspend too).
+    let events = crate::events::domains();
+    events.send_global_virq(Virq::DOM_EXC);
     if reason != ShutdownReason::Poweroff {
         ANY_FAILED.store(true, Ordering::Release);
     }
     if reason == ShutdownReason::Crash {
-        if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
-            log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
-        }
-        crate::pirq::forget_domain(domain.id);
-        if let Some(slot) = DOMAINS.get(usize::from(domain.id.0)) {
-            // The domain's frames are not returned to the allocator: a vcpu
-            // on another pCPU may still be leaving its address space.
-            arch::cpu::without_interrupts(|| *slot.write() = None);
-        }
-        log::info!("d{}: destroyed", domain.id.0);
+        kill(domain.id);
     } else {
         // Scenarios read this count to check that nothing leaked.
-        let open = crate::events::domains()
-            .active_channels(domain.id)
-            .unwrap_or(0);
+        let open = events.active_channels(domain.id).unwrap_or(0);
         log::info!(
             "d{}: all vcpus stopped, {open} event channels open",
             domain.id.0
         );
     }
     if LIVE_DOMAINS.fetch_sub(1, Ordering::AcqRel) == 1 {
-        finish_run();
+        log::info!("all domains stopped: destroying those still there, then freeing them");
+        for id in 0..MAX_DOMAINS as u16 {
+            kill(DomId(id));
+        }
+        reaper::end_run_when_freed();
     }
 }
 
-/// Ends the run: pass if every domain powered off, fail otherwise.
+/// Destroys the domain `id` once its vcpus have all stopped (Xen:
+/// domain_kill()): closes its event channels (peers see their ends
+/// unbound), forgets its PIRQs, takes it out of the registry and of the run
+/// queues (its timers no longer fire), and buries it for the [`reaper`],
+/// which frees its memory when nothing can touch it any more. Returns
+/// whether there was such a domain.
+fn kill(id: DomId) -> bool {
+    let Some(slot) = DOMAINS.get(usize::from(id.0)) else {
+        return false;
+    };
+    let Some(domain) = get(id) else {
+        return false;
+    };
+    let events = crate::events::domains();
+    if let Err(errno) = events.destroy_domain(id) {
+        log::warn!("d{}: event channels: destroy gave {errno}", id.0);
+    }
+    crate::pirq::forget_domain(id);
+    for vcpu in domain.vcpus.iter() {
+        vcpu.singleshot_deadline_ns.store(0, Ordering::Relaxed);
+        vcpu.periodic_period_ns.store(0, Ordering::Relaxed);
+        vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
+    }
+    crate::sched::unhost(&domain);
+    let taken = arch::cpu::without_interrupts(|| slot.write().take());
+    drop(taken);
+    log::info!("d{}: destroyed", id.0);
+    // Xen: domain_kill() tells the handler again once the domain is dying
+    // (its ports closed, its id free).
+    events.send_global_virq(Virq::DOM_EXC);
+    reaper::bury(domain);
+    true
+}
+
+/// Ends the run: pass if every domain powered off and gave back every
+/// frame it took, fail otherwise.
 pub fn finish_run() -> ! {
+    if reaper::has_leak() {
+        log::info!("all domains gone; at least one was not freed entirely: exiting with fail");
+        arch::qemu::exit(arch::qemu::ExitCode::Fail)
+    }
     if ANY_FAILED.load(Ordering::Acquire) {
         log::info!("all domains gone; at least one did not power off: exiting with fail");
         arch::qemu::exit(arch::qemu::ExitCode::Fail)

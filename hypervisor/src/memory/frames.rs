@@ -7,7 +7,9 @@
 //! the part of the direct map the boot tables cover.
 //!
 //! This module opts out of `deny(unsafe_code)` for one thing: vouching to
-//! `arch::paging` that its frames are unused (`FrameSource`).
+//! `arch::paging` that its frames are unused (`FrameSource`). Freeing a
+//! frame ([`free`]) is an `unsafe fn`: its caller vouches that nothing
+//! uses the frame any more.
 #![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -154,6 +156,32 @@ pub fn allocate_contiguous(count: u64) -> Option<u64> {
         index += 1;
     }
     None
+}
+
+/// Gives the frame at `phys` back; `false` (and nothing changes) if it
+/// is not a managed frame that is allocated now.
+///
+/// # Safety
+/// The frame came from [`allocate`] (or [`allocate_contiguous`]) and
+/// nothing uses it any more: no reference or mapping through which it is
+/// still read or written, no TLB entry on any CPU that maps it.
+pub unsafe fn free(phys: u64) -> bool {
+    if !phys.is_multiple_of(FRAME_SIZE) || !(LOW_MEMORY_END..MAX_PHYS).contains(&phys) {
+        return false;
+    }
+    let index = (phys / FRAME_SIZE) as usize;
+    let mut bitmap = BITMAP.lock();
+    let Some(word) = bitmap.free.get_mut(index / 64) else {
+        return false;
+    };
+    let bit = 1u64 << (index % 64);
+    if *word & bit != 0 {
+        return false;
+    }
+    *word |= bit;
+    bitmap.free_frames += 1;
+    bitmap.first_candidate_word = bitmap.first_candidate_word.min(index / 64);
+    true
 }
 
 /// The allocator as a page-table frame source.

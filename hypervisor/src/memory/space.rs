@@ -23,8 +23,45 @@ const TWO_MIB: u64 = 2 << 20;
 
 /// The live hypervisor tables (for adding mappings later).
 static TABLES: spin::Mutex<Option<PageTables>> = spin::Mutex::new(None);
+/// Their root, once built (0 before).
+static ROOT: AtomicU64 = AtomicU64::new(0);
 /// Next free vmap address.
 static VMAP_NEXT: AtomicU64 = AtomicU64::new(VMAP_BASE);
+/// Frames taken as tables of the vmap area since boot (they stay when
+/// what they map is unmapped).
+static VMAP_TABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// The frame allocator, counting the frames it gives as vmap tables.
+struct VmapTableFrames;
+
+// SAFETY: every frame comes from `frames::allocate`, whose guarantees
+// (unused, inside the mapped direct map) `Frames` already vouches for.
+unsafe impl arch::paging::FrameSource for VmapTableFrames {
+    fn allocate_frame(&mut self) -> Option<u64> {
+        let frame = frames::allocate()?;
+        VMAP_TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
+/// Frames backing stacks in the vmap area now.
+static STACK_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the vmap area has taken for its own tables so far: a domain
+/// builder subtracts their growth from what it counts as the domain's.
+pub fn vmap_table_frames() -> u64 {
+    VMAP_TABLE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Frames the vmap area holds now: its tables and the stacks it maps.
+pub fn hypervisor_frames() -> u64 {
+    VMAP_TABLE_FRAMES.load(Ordering::Relaxed) + STACK_FRAMES.load(Ordering::Relaxed)
+}
+
+/// The hypervisor's own page tables (0 before they are built).
+pub fn hypervisor_root() -> u64 {
+    ROOT.load(Ordering::Relaxed)
+}
 
 /// What `build_and_activate` set up, for the boot log.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +143,7 @@ pub fn build_and_activate(regions: &[MemoryRegion]) -> Result<SpaceInfo, MapErro
     // virtual addresses.
     unsafe { tables.activate() };
     frames::set_reachable_limit(direct_top);
+    ROOT.store(tables.root_phys(), Ordering::Relaxed);
     let info = SpaceInfo {
         root: tables.root_phys(),
         direct_map_bytes: direct_top,
@@ -128,15 +166,52 @@ fn map_range(
 ) -> Result<(), MapError> {
     let mut guard = TABLES.lock();
     let tables = guard.as_mut().ok_or(MapError::OutOfFrames)?;
-    let mut frames = Frames;
     for page in 0..pages {
         let target = match phys {
             Some(base) => base + page * PAGE_SIZE,
-            None => frames::allocate().ok_or(MapError::OutOfFrames)?,
+            None => {
+                let frame = frames::allocate().ok_or(MapError::OutOfFrames)?;
+                STACK_FRAMES.fetch_add(1, Ordering::Relaxed);
+                frame
+            }
         };
-        tables.map_4k(virt + page * PAGE_SIZE, target, flags, &mut frames)?;
+        tables.map_4k(virt + page * PAGE_SIZE, target, flags, &mut VmapTableFrames)?;
     }
     Ok(())
+}
+
+/// Unmaps a released stack (`Stack::release`) from the vmap area and
+/// returns the frames that backed it. Its addresses are never handed out
+/// again. Other CPUs may still hold TLB entries for it: the frames may be
+/// freed only once each has flushed (`arch::paging::flush_everything`).
+pub fn unmap_stack(range: arch::percpu::StackRange) -> alloc::vec::Vec<u64> {
+    let mut backing = alloc::vec::Vec::new();
+    arch::cpu::without_interrupts(|| {
+        let mut guard = TABLES.lock();
+        if let Some(tables) = guard.as_mut() {
+            let mut page = range.bottom;
+            while page < range.top {
+                backing.extend(tables.unmap_4k(page));
+                page += PAGE_SIZE;
+            }
+        }
+    });
+    backing
+}
+
+/// Gives back a frame [`unmap_stack`] returned; `false` if the allocator
+/// did not take it.
+///
+/// # Safety
+/// As `frames::free`: in particular every CPU has flushed its TLB since
+/// the unmap.
+pub unsafe fn free_stack_frame(phys: u64) -> bool {
+    // SAFETY: (caller) nothing maps or uses the frame any more.
+    let is_freed = unsafe { frames::free(phys) };
+    if is_freed {
+        STACK_FRAMES.fetch_sub(1, Ordering::Relaxed);
+    }
+    is_freed
 }
 
 /// A stack of `pages` fresh pages in the vmap area with an unmapped guard

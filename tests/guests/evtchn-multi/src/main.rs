@@ -14,6 +14,9 @@
 //! * `test=destroy role=survivor|victim|late`: a domain crashes in the
 //!   middle of a conversation; the survivor binds again elsewhere
 //!   ([`destroy`]);
+//! * `test=domexc role=control|victim|bystander`: VIRQ_DOM_EXC reaches
+//!   the privileged domain, and only it, when another domain shuts down
+//!   ([`domexc`]);
 //! * `test=hostile role=victim|partner|hostile`: a domain floods sends and
 //!   makes random hypercalls while two others finish their round trips
 //!   ([`hostile`]).
@@ -27,6 +30,7 @@
 
 mod common;
 mod destroy;
+mod domexc;
 mod hostile;
 mod ipi;
 mod mesh;
@@ -51,11 +55,12 @@ fn main(start_info: &'static StartInfo) {
         "race" => race::main(start_info),
         "mesh" => mesh::main(start_info),
         "destroy" => destroy::main(start_info),
+        "domexc" => domexc::main(start_info),
         "hostile" => hostile::main(start_info),
         other => {
             check!(
                 false,
-                "the command line names a known test (test=pingpong|ipi|race|mesh|destroy|hostile), got {other:?}"
+                "the command line names a known test (test=pingpong|ipi|race|mesh|destroy|domexc|hostile), got {other:?}"
             );
         }
     }

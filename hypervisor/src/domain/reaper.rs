@@ -1,0 +1,404 @@
+//! Freeing destroyed domains: their memory frames (page tables among
+//! them), their shared_info frame and their vcpus' hypervisor stacks go
+//! back to the frame allocator once nothing can touch them any more, and
+//! the count is checked against what the domain's build took.
+//!
+//! A destroyed domain is unreachable at once (`super::kill`): its event
+//! channels are closed (evtchn-core has let go of its FIFO pages and its
+//! shared_info view), it is out of the registry and of the run queues, so
+//! no new lookup finds it and its timers no longer fire. But for a while
+//! a pCPU may still touch it: the pCPU that stopped its last vcpu runs on
+//! that vcpu's stack with the domain's page tables loaded; another may
+//! have them loaded still, idle since it last ran one of its vcpus; any
+//! pCPU may hold its mappings in its TLB (guest mappings may be global);
+//! a hypercall or interrupt on another pCPU may have looked it up just
+//! before. So it is buried here and freed after two grace periods, as
+//! RCU frees (Xen defers `complete_domain_destroy()` the same way):
+//!
+//! * A pCPU is at a *quiescent point* when it runs its scheduler loop (on
+//!   its idle stack, no vcpu flow in hand, having loaded the hypervisor's
+//!   own page tables: [`on_idle`]) or when it takes its timer interrupt
+//!   from a guest (it runs a live domain's vcpu then, with that domain's
+//!   tables: a dead domain's vcpus never run again: [`on_guest_tick`]).
+//!   While something is buried, each quiescent point flushes the pCPU's
+//!   whole TLB, global entries included, and records the generation it
+//!   has seen.
+//! * Grace period 1 (every online pCPU has passed a quiescent point since
+//!   the burial): no pCPU runs on the domain's vcpu stacks (a vcpu flow is
+//!   left for the loop, never for another vcpu), none holds a suspended
+//!   flow there (a stopping vcpu's flow is resumed until it leaves), none
+//!   has its tables loaded or its mappings cached, and no hypercall or
+//!   interrupt that started before the burial still runs (each ends
+//!   before its pCPU reaches a quiescent point; a blocked hypercall holds
+//!   only its own, living, domain). The last `Arc` must be the
+//!   graveyard's: checked (`Arc::try_unwrap`), else it waits. The memory
+//!   and shared_info frames are freed; the stacks are unmapped.
+//! * Grace period 2: every pCPU has flushed its TLB since the unmap, so no
+//!   stale translation of a stack page is left; the stack frames are freed.
+//!
+//! Then the frames given back are compared with what the build took
+//! (`frames_taken`, measured on the allocator): a difference is a leak,
+//! logged as an error, and the run fails. When the last domain is gone
+//! the run ends only once every domain is freed this way.
+//!
+//! This module opts out of `deny(unsafe_code)` to free frames and release
+//! stacks: the grace periods above are the argument that nothing uses
+//! them any more.
+#![allow(unsafe_code)]
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use arch::percpu::{self, MAX_CPUS};
+use evtchn_core::{DomId, Virq};
+
+use super::{Domain, Vcpu};
+use crate::memory::guest_frames::GuestFrame;
+use crate::memory::{frames, space};
+
+/// Where a buried domain is.
+enum Stage {
+    /// Unreachable; waits for grace period 1 and for the last reference.
+    Buried(Arc<Domain>),
+    /// Memory freed and stacks unmapped; waits for grace period 2.
+    StacksUnmapped(Freed),
+}
+
+/// What freeing a domain gave back so far.
+struct Freed {
+    id: DomId,
+    taken: u64,
+    memory: u64,
+    shared_info: u64,
+    stack_frames: Vec<u64>,
+}
+
+struct Grave {
+    stage: Stage,
+    /// The generation every online pCPU must have seen.
+    generation: u64,
+    /// When it was buried, system time ns.
+    since_ns: u64,
+}
+
+/// Buried domains not yet freed.
+static GRAVES: spin::Mutex<Vec<Grave>> = spin::Mutex::new(Vec::new());
+/// How many (quiescent points do nothing while it is 0).
+static BURIED: AtomicU32 = AtomicU32::new(0);
+/// Bumped to start a grace period.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Per pCPU, the generation it saw at its last quiescent point.
+static SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The last domain is gone: the run ends once every grave is empty.
+static IS_ENDING: AtomicBool = AtomicBool::new(false);
+/// A domain gave back fewer or more frames than its build took.
+static HAS_LEAK: AtomicBool = AtomicBool::new(false);
+/// How long the end of the run waits for a domain to become freeable.
+const END_LIMIT_NS: u64 = 5_000_000_000;
+
+fn start_grace_period() -> u64 {
+    // SeqCst: ordered after the caller's unmapping or unlinking and
+    // against the SeqCst load in `quiescent`: a pCPU that sees the new
+    // generation passed its quiescent point after both.
+    GENERATION.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+fn grace_period_over(generation: u64) -> bool {
+    (0..percpu::count())
+        .filter(|&index| percpu::by_index(index).is_some_and(|cpu| cpu.is_online()))
+        .all(|index| {
+            SEEN.get(index as usize)
+                .is_some_and(|seen| seen.load(Ordering::SeqCst) >= generation)
+        })
+}
+
+/// Wakes every other pCPU so that it passes a quiescent point soon.
+fn kick_others() {
+    let me = percpu::current().index();
+    for index in 0..percpu::count() {
+        if index != me
+            && let Some(cpu) = percpu::by_index(index)
+            && cpu.is_online()
+        {
+            arch::smp::kick(cpu);
+        }
+    }
+}
+
+/// Takes a destroyed domain (unreachable: see the module doc) and frees
+/// it when nothing can touch it any more.
+pub fn bury(domain: Arc<Domain>) {
+    // SeqCst: counted before the grace period starts, so a pCPU that sees
+    // the new generation also sees work to do.
+    BURIED.fetch_add(1, Ordering::SeqCst);
+    let grave = Grave {
+        stage: Stage::Buried(domain),
+        generation: start_grace_period(),
+        since_ns: crate::time::now_ns(),
+    };
+    arch::cpu::without_interrupts(|| GRAVES.lock().push(grave));
+    kick_others();
+}
+
+/// The last domain is gone: the run ends (pass or fail) once every buried
+/// domain is freed.
+pub fn end_run_when_freed() {
+    IS_ENDING.store(true, Ordering::SeqCst);
+    kick_others();
+}
+
+fn quiescent() {
+    // SeqCst: pairs with `start_grace_period`.
+    let generation = GENERATION.load(Ordering::SeqCst);
+    arch::paging::flush_everything();
+    if let Some(seen) = SEEN.get(percpu::current().index() as usize) {
+        seen.store(generation, Ordering::SeqCst);
+    }
+}
+
+/// This pCPU runs its scheduler loop, on its idle stack with interrupts
+/// off and no vcpu flow in hand: a quiescent point. Frees what is due and
+/// ends the run when the last domain is freed.
+pub fn on_idle() {
+    if BURIED.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    // Leave whatever domain's tables this pCPU ran last: it may be dead.
+    let root = space::hypervisor_root();
+    if root != 0 && arch::cpu::cr3() & !0xfff != root {
+        let _ = arch::guest_entry::switch_page_tables(root);
+    }
+    quiescent();
+    reap();
+}
+
+/// This pCPU took its timer interrupt in a guest: a quiescent point.
+pub fn on_guest_tick() {
+    if BURIED.load(Ordering::SeqCst) != 0 {
+        quiescent();
+    }
+}
+
+fn reap() {
+    // One pCPU reaps at a time; the others pass by.
+    let Some(mut graves) = GRAVES.try_lock() else {
+        return;
+    };
+    let now = crate::time::now_ns();
+    let mut started_grace_period = false;
+    let mut kept = Vec::new();
+    for grave in core::mem::take(&mut *graves) {
+        if !grace_period_over(grave.generation) {
+            kept.push(grave);
+            continue;
+        }
+        match grave.stage {
+            Stage::Buried(domain) => match Arc::try_unwrap(domain) {
+                Ok(domain) => {
+                    let freed = free_memory(domain);
+                    kept.push(Grave {
+                        stage: Stage::StacksUnmapped(freed),
+                        generation: start_grace_period(),
+                        since_ns: grave.since_ns,
+                    });
+                    started_grace_period = true;
+                }
+                // Still referenced: wait for the holder to let go.
+                Err(domain) => kept.push(Grave {
+                    stage: Stage::Buried(domain),
+                    ..grave
+                }),
+            },
+            Stage::StacksUnmapped(freed) => finish(freed),
+        }
+    }
+    *graves = kept;
+    // Read under the lock: the last domains are buried before the flag is
+    // set, so an empty graveyard seen with the flag set is truly the end.
+    let is_ending = IS_ENDING.load(Ordering::SeqCst);
+    if is_ending {
+        for grave in graves.iter() {
+            if now.saturating_sub(grave.since_ns) > END_LIMIT_NS {
+                report_stuck(grave);
+                HAS_LEAK.store(true, Ordering::SeqCst);
+                super::finish_run();
+            }
+        }
+    }
+    let is_done = is_ending && graves.is_empty();
+    drop(graves);
+    if started_grace_period {
+        kick_others();
+    }
+    if is_done {
+        check_baseline();
+        super::finish_run();
+    }
+}
+
+/// The allocator's state before the first domain was built.
+struct Baseline {
+    free_frames: u64,
+    hypervisor_frames: u64,
+}
+
+static BASELINE: spin::Once<Baseline> = spin::Once::new();
+
+/// Records the allocator's state before the first domain is built (the
+/// builder calls it before each build; only the first counts).
+pub fn note_baseline() {
+    BASELINE.call_once(|| Baseline {
+        free_frames: frames::stats().free_frames,
+        hypervisor_frames: space::hypervisor_frames(),
+    });
+}
+
+/// Every domain is freed: the allocator must be where it was before the
+/// first build, less what the hypervisor took since for itself (pCPU idle
+/// stacks, vmap tables). This catches frames taken for a domain after
+/// its build, which the per-domain count cannot see.
+fn check_baseline() {
+    let stats = frames::stats();
+    let Some(baseline) = BASELINE.get() else {
+        return;
+    };
+    let kept = space::hypervisor_frames().saturating_sub(baseline.hypervisor_frames);
+    let expected = baseline.free_frames.saturating_sub(kept);
+    if stats.free_frames == expected {
+        log::info!(
+            "every domain is freed: {} frames free, as before the first build ({}) less {kept} the hypervisor took since for itself",
+            stats.free_frames,
+            baseline.free_frames
+        );
+    } else {
+        log::error!(
+            "frame leak: {} frames free after every domain is freed, expected {expected} ({} before the first build, less {kept} the hypervisor took since for itself)",
+            stats.free_frames,
+            baseline.free_frames
+        );
+        HAS_LEAK.store(true, Ordering::SeqCst);
+    }
+}
+
+fn report_stuck(grave: &Grave) {
+    match &grave.stage {
+        Stage::Buried(domain) => log::error!(
+            "d{}: not freed: {} references left or a pCPU never passed a quiescent point",
+            domain.id.0,
+            Arc::strong_count(domain) - 1
+        ),
+        Stage::StacksUnmapped(freed) => log::error!(
+            "d{}: vcpu stacks not freed: a pCPU never passed a quiescent point",
+            freed.id.0
+        ),
+    }
+}
+
+/// What freeing takes apart (the rest of the domain is dropped with it).
+struct Parts {
+    id: DomId,
+    taken: u64,
+    vcpus: alloc::boxed::Box<[Vcpu]>,
+    memory: alloc::boxed::Box<[GuestFrame]>,
+    shared_info: GuestFrame,
+}
+
+fn take_apart(domain: Domain) -> Parts {
+    let Domain {
+        id,
+        frames_taken,
+        vcpus,
+        frames_sorted,
+        shared_info_frame,
+        ..
+    } = domain;
+    // Everything else (vcpu_info areas, console line, the evtchn-core
+    // handle) is dropped here, before any frame goes back.
+    Parts {
+        id,
+        taken: frames_taken,
+        vcpus,
+        memory: frames_sorted,
+        shared_info: shared_info_frame,
+    }
+}
+
+/// Grace period 1 is over and `domain` is the last reference: frees its
+/// memory and shared_info frames, unmaps its vcpu stacks.
+fn free_memory(domain: Domain) -> Freed {
+    let parts = take_apart(domain);
+    let mut memory = 0;
+    for frame in parts.memory.iter() {
+        // SAFETY: the frame came from the allocator for this domain alone
+        // (the builder) and grace period 1 is over: no pCPU has the
+        // domain's tables loaded or its mappings in its TLB, no hypervisor
+        // path still holds a view of it (evtchn-core let go at destroy,
+        // the domain struct is ours alone and its views were dropped in
+        // `take_apart`), and no other domain can map it.
+        if unsafe { frames::free(frame.phys()) } {
+            memory += 1;
+        }
+    }
+    // SAFETY: as above; the shared_info frame is never in the p2m, and the
+    // guest's mapping of it went with its tables.
+    let shared_info = u64::from(unsafe { frames::free(parts.shared_info.phys()) });
+    let mut stack_frames = Vec::new();
+    for vcpu in parts.vcpus.into_vec() {
+        let Vcpu { stack, .. } = vcpu;
+        // SAFETY: grace period 1 is over: no pCPU runs on this stack or
+        // holds a suspended flow on it (a stopping vcpu is resumed until it
+        // leaves for the loop), and none returns to the guest through it
+        // (its TSS stack is reset whenever a live vcpu runs, and the vcpu
+        // never runs again).
+        let range = unsafe { stack.into_stack().release() };
+        stack_frames.extend(space::unmap_stack(range));
+    }
+    Freed {
+        id: parts.id,
+        taken: parts.taken,
+        memory,
+        shared_info,
+        stack_frames,
+    }
+}
+
+/// Grace period 2 is over: frees the stack frames and checks the count.
+fn finish(freed: Freed) {
+    let mut stack = 0;
+    for &phys in &freed.stack_frames {
+        // SAFETY: unmapped since grace period 2 began; every pCPU has
+        // flushed its whole TLB since, and nothing else maps a stack.
+        if unsafe { space::free_stack_frame(phys) } {
+            stack += 1;
+        }
+    }
+    let total = freed.memory + freed.shared_info + stack;
+    let free_now = frames::stats().free_frames;
+    if total == freed.taken {
+        log::info!(
+            "d{}: freed {total} frames ({} memory and page tables, {} shared_info, {stack} vcpu stack), as many as its build took; {free_now} frames free",
+            freed.id.0,
+            freed.memory,
+            freed.shared_info
+        );
+    } else {
+        log::error!(
+            "d{}: frame leak: its build took {} frames, freeing it gave back {total} ({} memory and page tables, {} shared_info, {stack} vcpu stack)",
+            freed.id.0,
+            freed.taken,
+            freed.memory,
+            freed.shared_info
+        );
+        HAS_LEAK.store(true, Ordering::SeqCst);
+    }
+    // SeqCst: the count drops after the frames are back.
+    BURIED.fetch_sub(1, Ordering::SeqCst);
+    // Xen: complete_domain_destroy() tells the handler a last time.
+    crate::events::domains().send_global_virq(Virq::DOM_EXC);
+}
+
+/// Whether some domain's frames did not all come back.
+pub fn has_leak() -> bool {
+    HAS_LEAK.load(Ordering::SeqCst)
+}
