@@ -24,7 +24,9 @@
 //!   vouching for what it set aside (stacks, the trampoline page, the
 //!   LAPIC and IOAPIC windows);
 //! - [`memory::guest_frames`]: filling guest frames through the direct map
-//!   and viewing a shared_info frame as atomics.
+//!   and viewing a shared_info frame as atomics;
+//! - [`running`]: each pCPU's running domain as a raw `Arc` pointer, which
+//!   the guest entry paths borrow without a lookup.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -46,6 +48,7 @@ mod memory;
 mod panic;
 mod physmem;
 mod pirq;
+mod running;
 mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;

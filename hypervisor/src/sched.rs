@@ -198,6 +198,9 @@ fn suspend(vcpu: &Vcpu) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
+    // The flow may hold borrows from `running`'s slot, which the loop
+    // hands to the next vcpu: keep the domain alive until it resumes.
+    let _domain = crate::running::pin();
     match pcpu.idle.get() {
         Some(idle) => idle.suspend_into(&vcpu.context, pcpu_loop),
         // No idle stack (cannot happen once the pCPU started): wait here.
@@ -267,6 +270,7 @@ pub fn run_idle_loop() -> ! {
     arch::cpu::disable_interrupts();
     if let Some(pcpu) = this_pcpu() {
         pcpu.current.store(0, Ordering::Release);
+        crate::running::clear();
         if let Some(idle) = pcpu.idle.get() {
             idle.restart(0, pcpu_loop)
         }
@@ -336,6 +340,7 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
             crate::cpus::idle()
         };
         pcpu.current.store(0, Ordering::Release);
+        crate::running::clear();
         if let Some((domain, vcpu_id)) = pick(pcpu)
             && let Some(vcpu) = domain.vcpu(vcpu_id)
         {
@@ -353,6 +358,7 @@ fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
     }
     pcpu.current
         .store(encode(domain.id, vcpu.id), Ordering::Release);
+    crate::running::set(domain, vcpu);
     pcpu.slice_start_ns
         .store(crate::time::now_ns(), Ordering::Relaxed);
     arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
@@ -380,4 +386,5 @@ fn run(pcpu: &Pcpu, domain: &Arc<Domain>, vcpu: &Vcpu) {
         );
     }
     pcpu.current.store(0, Ordering::Release);
+    crate::running::clear();
 }
