@@ -210,13 +210,21 @@ fn suspend(vcpu: &Vcpu) {
 
 /// Preempts the running vcpu (interrupted in the guest) if its time slice
 /// is over and another vcpu of this pCPU can run.
+#[inline]
 pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
+    // Every return to the guest comes here: a pCPU with one vcpu stops at
+    // this load.
     if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
         return;
     }
+    preempt_if_due(pcpu, domain, vcpu);
+}
+
+#[inline(never)]
+fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     let now = crate::time::now_ns();
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;
