@@ -9,6 +9,11 @@
 //! that closes SMAP again and reports how much was left, so a bad guest
 //! pointer becomes `Err(CopyError::Fault)`, never a hypervisor fault.
 //!
+//! The stop at supervisor pages needs a page-table walk. While this CPU
+//! runs on page tables the hypervisor vouched for with [`trust_user_only`]
+//! (a guest's, whose guest range maps nothing else), the walk is skipped:
+//! every mapped page there is the guest's own.
+//!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
 //! `__extable_start` and `__extable_end`.
@@ -122,11 +127,53 @@ pub fn is_guest_range(address: u64, length: usize) -> bool {
         && (last < HYPERVISOR_VIRT_START || address >= HYPERVISOR_VIRT_END)
 }
 
+/// Vouches that the page tables at physical `root` map, in the guest range
+/// (outside the hypervisor's slots), only pages the guest may access,
+/// user-accessible at every level: guest copies on this CPU then skip the
+/// page-table walk while CR3 holds `root`. Replaces any earlier vouch of
+/// this CPU; [`trust_no_tables`] withdraws it.
+///
+/// # Safety
+/// Until this CPU vouches again or withdraws, every present mapping of a
+/// guest-range address in the tables at `root` must be a page its guest
+/// may read and write through the copy routines, present with USER in
+/// every level's entry (a PV guest's tables: the hypervisor builds them so
+/// and forces USER on every entry a guest installs).
+#[inline]
+pub unsafe fn trust_user_only(root: u64) {
+    // Relaxed: only this CPU reads its own vouch.
+    crate::percpu::current()
+        .user_only_root
+        .store(root & !0xfff, Ordering::Relaxed);
+}
+
+/// Withdraws this CPU's [`trust_user_only`] vouch.
+#[inline]
+pub fn trust_no_tables() {
+    // Relaxed: as in `trust_user_only`.
+    crate::percpu::current()
+        .user_only_root
+        .store(u64::MAX, Ordering::Relaxed);
+}
+
 /// How many bytes from `address` lie before the first page that is mapped
 /// but not user-accessible in the live tables (`length` if none is). Such a
 /// page is never the guest's: copying stops there as if it had faulted.
 /// Unmapped pages are left to the exception table.
+#[inline]
 fn user_prefix(address: u64, length: usize) -> usize {
+    // Relaxed: only this CPU writes its own vouch.
+    let trusted = crate::percpu::current()
+        .user_only_root
+        .load(Ordering::Relaxed);
+    if trusted == crate::cpu::cr3() {
+        return length;
+    }
+    walked_user_prefix(address, length)
+}
+
+#[inline(never)]
+fn walked_user_prefix(address: u64, length: usize) -> usize {
     let mut page = address & !0xfff;
     let end = address.saturating_add(length as u64);
     while page < end {

@@ -15,6 +15,10 @@
 //! its own reference with [`pin`] and keeps it across the suspension) or
 //! by leaving the vcpu for good (its frames are abandoned, never resumed).
 //! So a borrow never outlives the domain.
+//!
+//! [`set`] also vouches to `arch::guest_copy` that the domain's page tables
+//! map only the guest's own pages in the guest range, so guest copies skip
+//! their page-table walk while those tables are live.
 #![allow(unsafe_code)]
 
 use alloc::sync::Arc;
@@ -57,6 +61,13 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
             .any(|candidate| core::ptr::eq(candidate, vcpu)),
         "the running vcpu belongs to the running domain"
     );
+    // SAFETY: `domain.root` is a PV guest's page tables: the builder maps
+    // every guest-range page of the domain USER at every level, and the
+    // only way a guest changes them, update_va_mapping, installs only its
+    // own frames (or its shared_info frame), with USER forced. The guest
+    // reads and writes all of those. `clear` withdraws the vouch before
+    // this pCPU runs anything else.
+    unsafe { arch::guest_copy::trust_user_only(domain.root) };
     let owned = Arc::into_raw(Arc::clone(domain)).cast_mut();
     // Relaxed: only this pCPU reads its slot, and interrupts are off.
     slot.vcpu
@@ -70,6 +81,7 @@ pub fn clear() {
     let Some(slot) = this_slot() else {
         return;
     };
+    arch::guest_copy::trust_no_tables();
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
     slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
