@@ -290,6 +290,7 @@ mod channel;
 mod domain;
 mod domain_table;
 mod dump;
+mod fast;
 mod notify;
 pub mod ops;
 mod port_ops;

@@ -24,7 +24,12 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     if !input.is_empty() {
         argument.read(input)?;
     }
-    match crate::events::domains().dispatch(call.domain.id, command, input) {
+    let events = crate::events::domains();
+    let result = match call.domain.events.get() {
+        Some(handle) => events.dispatch_from(handle, command, input),
+        None => events.dispatch(call.domain.id, command, input),
+    };
+    match result {
         Ok(reply) => {
             if !reply.is_empty() {
                 argument.write(reply.as_bytes())?;
