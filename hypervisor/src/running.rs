@@ -99,8 +99,9 @@ fn release(old: *mut Domain) {
 }
 
 /// Runs `body` with the domain and vcpu this pCPU runs (`None` if it runs
-/// none). For vcpu flows (hypercalls, returns to the guest, interrupts
-/// taken while a vcpu runs); `body` may suspend the vcpu or leave it.
+/// none). For vcpu flows (hypercalls, returns to the guest), where `body`
+/// may suspend the vcpu or leave it, and for interrupt handlers, which
+/// leave the slot alone (the scheduler loop is no interrupt handler).
 #[inline]
 pub fn with<R>(body: impl FnOnce(&Arc<Domain>, &Vcpu) -> R) -> Option<R> {
     let slot = this_slot()?;
