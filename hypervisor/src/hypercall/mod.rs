@@ -88,15 +88,17 @@ fn to_rax(result: Result<u64, Errno>) -> u64 {
     }
 }
 
-/// The `hypercall` hook: serves the call in `frame.rax`.
+/// The `hypercall` hook: serves the call in `frame.rax`, then does the
+/// work of [`before_return`] (which `arch` calls only after interrupts and
+/// exceptions), with the calling vcpu found once.
 pub fn on_hypercall(frame: &mut InterruptFrame) {
     let served = crate::running::with(|domain, vcpu| {
-        let mut call = Call {
+        serve(&mut Call {
             domain,
             vcpu,
-            frame,
-        };
-        serve(&mut call);
+            frame: &mut *frame,
+        });
+        return_to_guest(domain, vcpu, frame);
     });
     if served.is_none() {
         frame.rax = to_rax(Err(Errno::ENOSYS));
@@ -159,8 +161,9 @@ pub fn on_guest_exception(frame: &mut InterruptFrame) {
     domain::shut_down(&domain, domain::ShutdownReason::Crash);
 }
 
-/// The `before_return` hook: stop the vcpu if its domain is shutting down
-/// or it went down, else inject a pending upcall (spec §3.4).
+/// The `before_return` hook (after an interrupt or an exception taken in
+/// the guest): stop the vcpu if its domain is shutting down or it went
+/// down, else inject a pending upcall (spec §3.4).
 pub fn before_return(frame: &mut InterruptFrame) {
     crate::running::with(|domain, vcpu| return_to_guest(domain, vcpu, frame));
 }
