@@ -53,13 +53,21 @@ core::arch::global_asm!(
     .code64
     // rdi = destination, rsi = source, rdx = length.
     // Returns in rax the number of bytes not copied (0 on success).
+    // Whole quadwords first, then the tail bytes; a fault among the
+    // quadwords goes on byte by byte from the faulting one, so the count
+    // stays exact to the byte.
     .global sluice_guest_copy
 sluice_guest_copy:
     mov %rdx, %rcx
+    shr $3, %rcx
+    and $7, %edx
     testb $1, SLUICE_SMAP_ENABLED(%rip)
     jz 1f
     stac
 1:
+sluice_guest_copy_quads:
+    rep movsq
+    mov %rdx, %rcx
 sluice_guest_copy_move:
     rep movsb
     testb $1, SLUICE_SMAP_ENABLED(%rip)
@@ -68,6 +76,11 @@ sluice_guest_copy_move:
 2:
     mov %rcx, %rax
     ret
+sluice_guest_copy_quads_fixup:
+    // rcx quadwords (the faulting one included) and rdx bytes are left;
+    // rsi and rdi point at the faulting quadword; AC is still set.
+    lea (%rdx,%rcx,8), %rcx
+    jmp sluice_guest_copy_move
 sluice_guest_copy_fixup:
     testb $1, SLUICE_SMAP_ENABLED(%rip)
     jz 3f
@@ -78,6 +91,7 @@ sluice_guest_copy_fixup:
 
     .section .sluice_extable, "a"
     .balign 8
+    .quad sluice_guest_copy_quads, sluice_guest_copy_quads_fixup
     .quad sluice_guest_copy_move, sluice_guest_copy_fixup
     .text
 "#,
