@@ -2,11 +2,11 @@
 //! let evtchn-core serve it on plain bytes, copy the reply out on success
 //! only (a failed copy-out is -EFAULT and undoes nothing).
 //!
-//! The ops whose struct is one port and that copy nothing back (send,
-//! unmask, close: the hot ones) skip the byte interface and call
-//! evtchn-core's typed entry points on the domain's handle directly.
+//! The hot ops (send, unmask, close: one port in, nothing back; status)
+//! skip the byte interface and call evtchn-core's typed entry points on
+//! the domain's handle directly.
 
-use evtchn_core::abi::EvtchnOp;
+use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
 use evtchn_core::{DomainHandle, Errno, Port};
 
 use super::{Call, GuestInOut};
@@ -27,6 +27,11 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         && let Some(handle) = call.domain.events.get()
     {
         return port_op(handle, op, argument);
+    }
+    if op == Some(EvtchnOp::Status)
+        && let Some(handle) = call.domain.events.get()
+    {
+        return status(handle, argument);
     }
     let mut bytes = [0u8; 32];
     let size = op.map_or(0, EvtchnOp::arg_size);
@@ -75,4 +80,25 @@ fn port_op(handle: &DomainHandle, op: EvtchnOp, argument: GuestInOut) -> Result<
         log::debug!("{}: {op:?} {port} rejected: {errno}", handle.domid());
     }
     result.map(|()| 0)
+}
+
+/// EVTCHNOP_status through the caller's handle, with the byte interface's
+/// checks and answers: -EFAULT for an unreadable struct first, and the
+/// union copied back as passed except the state's member (spec §2.6).
+#[inline]
+fn status(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 24];
+    argument.read(&mut bytes)?;
+    let query = EvtchnStatus::from_bytes(&bytes);
+    let reply = crate::events::domains()
+        .status_from(handle, query)
+        .inspect_err(|errno| {
+            log::debug!("{}: Status {bytes:02x?} rejected: {errno}", handle.domid());
+        })?;
+    let encoded = reply.to_bytes();
+    if let (Some(target), Some(source)) = (bytes.get_mut(4..), encoded.get(4..)) {
+        target.copy_from_slice(source);
+    }
+    argument.write(&bytes)?;
+    Ok(0)
 }
