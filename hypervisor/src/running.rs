@@ -76,7 +76,8 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
 }
 
 /// Records that this pCPU runs no vcpu. Only for the scheduler loop, as
-/// [`set`].
+/// [`set`], and on the idle stack: the domain's last reference may go here,
+/// so this must not run on one of its vcpus' stacks.
 pub fn clear() {
     let Some(slot) = this_slot() else {
         return;

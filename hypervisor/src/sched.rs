@@ -278,7 +278,9 @@ pub fn run_idle_loop() -> ! {
     arch::cpu::disable_interrupts();
     if let Some(pcpu) = this_pcpu() {
         pcpu.current.store(0, Ordering::Release);
-        crate::running::clear();
+        // `running`'s slot is cleared by the loop, on the idle stack: the
+        // domain's last reference may go with it, and this runs on one of
+        // its vcpus' stacks.
         if let Some(idle) = pcpu.idle.get() {
             idle.restart(0, pcpu_loop)
         }
