@@ -208,10 +208,16 @@ pub fn cr2() -> u64 {
     x86_64::registers::control::Cr2::read_raw()
 }
 
-/// Reads CR3.
+/// Reads CR3: the physical address of the live top-level page table
+/// (flag and PCID bits masked off).
+#[inline]
 pub fn cr3() -> u64 {
-    let (frame, _) = x86_64::registers::control::Cr3::read_raw();
-    frame.start_address().as_u64()
+    let value: u64;
+    // SAFETY: reading CR3 in ring 0 has no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags));
+    }
+    value & 0x000f_ffff_ffff_f000
 }
 
 /// Switches to the stack whose top is `stack_top` and calls `next(argument)`

@@ -9,6 +9,11 @@
 //! that closes SMAP again and reports how much was left, so a bad guest
 //! pointer becomes `Err(CopyError::Fault)`, never a hypervisor fault.
 //!
+//! The stop at supervisor pages needs a page-table walk. While this CPU
+//! runs on page tables the hypervisor vouched for with [`trust_user_only`]
+//! (a guest's, whose guest range maps nothing else), the walk is skipped:
+//! every mapped page there is the guest's own.
+//!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
 //! `__extable_start` and `__extable_end`.
@@ -48,13 +53,21 @@ core::arch::global_asm!(
     .code64
     // rdi = destination, rsi = source, rdx = length.
     // Returns in rax the number of bytes not copied (0 on success).
+    // Whole quadwords first, then the tail bytes; a fault among the
+    // quadwords goes on byte by byte from the faulting one, so the count
+    // stays exact to the byte.
     .global sluice_guest_copy
 sluice_guest_copy:
     mov %rdx, %rcx
+    shr $3, %rcx
+    and $7, %edx
     testb $1, SLUICE_SMAP_ENABLED(%rip)
     jz 1f
     stac
 1:
+sluice_guest_copy_quads:
+    rep movsq
+    mov %rdx, %rcx
 sluice_guest_copy_move:
     rep movsb
     testb $1, SLUICE_SMAP_ENABLED(%rip)
@@ -63,6 +76,11 @@ sluice_guest_copy_move:
 2:
     mov %rcx, %rax
     ret
+sluice_guest_copy_quads_fixup:
+    // rcx quadwords (the faulting one included) and rdx bytes are left;
+    // rsi and rdi point at the faulting quadword; AC is still set.
+    lea (%rdx,%rcx,8), %rcx
+    jmp sluice_guest_copy_move
 sluice_guest_copy_fixup:
     testb $1, SLUICE_SMAP_ENABLED(%rip)
     jz 3f
@@ -73,6 +91,7 @@ sluice_guest_copy_fixup:
 
     .section .sluice_extable, "a"
     .balign 8
+    .quad sluice_guest_copy_quads, sluice_guest_copy_quads_fixup
     .quad sluice_guest_copy_move, sluice_guest_copy_fixup
     .text
 "#,
@@ -107,26 +126,67 @@ pub fn fixup_for(rip: u64) -> Option<u64> {
 
 /// Whether `[address, address + length)` is a guest range: canonical, not
 /// wrapping, and disjoint from the hypervisor's range.
+#[inline]
 pub fn is_guest_range(address: u64, length: usize) -> bool {
+    // The hypervisor's range opens the upper canonical half, so a guest
+    // range ends below the lower half's end or starts at or above the
+    // hypervisor's end (and then, not wrapping, stays canonical).
+    const LOWER_HALF_END: u64 = 0x0000_8000_0000_0000;
+    const _: () = assert!(HYPERVISOR_VIRT_START == 0xffff_8000_0000_0000);
     let Some(end) = address.checked_add(length as u64) else {
         return false;
     };
     let last = if length == 0 { address } else { end - 1 };
-    let is_canonical =
-        |value: u64| !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&value);
-    let in_lower_half = last < 0x0000_8000_0000_0000;
-    let in_upper_half = address >= 0xffff_8000_0000_0000;
-    is_canonical(address)
-        && is_canonical(last)
-        && (in_lower_half || in_upper_half)
-        && (last < HYPERVISOR_VIRT_START || address >= HYPERVISOR_VIRT_END)
+    last < LOWER_HALF_END || address >= HYPERVISOR_VIRT_END
+}
+
+/// Vouches that the page tables at physical `root` map, in the guest range
+/// (outside the hypervisor's slots), only pages the guest may access,
+/// user-accessible at every level: guest copies on this CPU then skip the
+/// page-table walk while CR3 holds `root`. Replaces any earlier vouch of
+/// this CPU; [`trust_no_tables`] withdraws it.
+///
+/// # Safety
+/// Until this CPU vouches again or withdraws, every present mapping of a
+/// guest-range address in the tables at `root` must be a page its guest
+/// may read and write through the copy routines, present with USER in
+/// every level's entry (a PV guest's tables: the hypervisor builds them so
+/// and forces USER on every entry a guest installs).
+#[inline]
+pub unsafe fn trust_user_only(root: u64) {
+    // Relaxed: only this CPU reads its own vouch.
+    crate::percpu::current()
+        .user_only_root
+        .store(root & !0xfff, Ordering::Relaxed);
+}
+
+/// Withdraws this CPU's [`trust_user_only`] vouch.
+#[inline]
+pub fn trust_no_tables() {
+    // Relaxed: as in `trust_user_only`.
+    crate::percpu::current()
+        .user_only_root
+        .store(u64::MAX, Ordering::Relaxed);
 }
 
 /// How many bytes from `address` lie before the first page that is mapped
 /// but not user-accessible in the live tables (`length` if none is). Such a
 /// page is never the guest's: copying stops there as if it had faulted.
 /// Unmapped pages are left to the exception table.
+#[inline]
 fn user_prefix(address: u64, length: usize) -> usize {
+    // Relaxed: only this CPU writes its own vouch.
+    let trusted = crate::percpu::current()
+        .user_only_root
+        .load(Ordering::Relaxed);
+    if trusted == crate::cpu::cr3() {
+        return length;
+    }
+    walked_user_prefix(address, length)
+}
+
+#[inline(never)]
+fn walked_user_prefix(address: u64, length: usize) -> usize {
     let mut page = address & !0xfff;
     let end = address.saturating_add(length as u64);
     while page < end {

@@ -46,13 +46,17 @@ const SYSCALL_RFLAGS_MASK: u64 =
 /// off, on the running vcpu's hypervisor stack, with the guest's frame.
 #[derive(Clone, Copy, Debug)]
 pub struct GuestHooks {
-    /// A `syscall` from ring 3 (a hypercall): serve it and edit the frame.
+    /// A `syscall` from ring 3 (a hypercall): serve it, edit the frame,
+    /// and then do what `before_return` does (on this path, the hottest,
+    /// `arch` calls only this hook, so that the hypervisor finds the
+    /// calling vcpu once).
     pub hypercall: fn(&mut InterruptFrame),
     /// An exception (vector 0..31) raised by guest code in ring 3.
     pub exception: fn(&mut InterruptFrame),
-    /// Called last before any return to ring 3 (after a hypercall, an
-    /// interrupt or an exception): the place to inject an upcall. May not
-    /// return if the vcpu is to stop running.
+    /// Called last before a return to ring 3 from an interrupt or an
+    /// exception (a hypercall's hook does the same work itself): the
+    /// place to inject an upcall. May not return if the vcpu is to stop
+    /// running.
     pub before_return: fn(&mut InterruptFrame),
 }
 
@@ -196,7 +200,6 @@ pub const fn is_canonical(address: u64) -> bool {
 extern "C" fn sluice_syscall_dispatch(frame: &mut InterruptFrame) -> u64 {
     if let Some(hooks) = hooks() {
         (hooks.hypercall)(frame);
-        (hooks.before_return)(frame);
     }
     // sysretq loads rip from rcx and rflags from r11 and forces the STAR
     // selectors; a non-canonical rcx would fault in ring 0 on Intel CPUs.

@@ -43,6 +43,9 @@ pub struct PerCpu {
     pub kicks_received: AtomicU64,
     /// Free for the hypervisor's own per-CPU state (an address or index).
     pub hypervisor_slot: AtomicUsize,
+    /// Page tables whose guest range maps only pages the guest may access
+    /// (see `guest_copy::trust_user_only`), or `u64::MAX` for none.
+    pub(crate) user_only_root: AtomicU64,
 }
 
 impl PerCpu {
@@ -59,6 +62,7 @@ impl PerCpu {
             timer_ticks: AtomicU64::new(0),
             kicks_received: AtomicU64::new(0),
             hypervisor_slot: AtomicUsize::new(0),
+            user_only_root: AtomicU64::new(u64::MAX),
         }
     }
 

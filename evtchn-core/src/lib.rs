@@ -74,7 +74,8 @@
 //!   `send`, `status`, `bind_vcpu`, `unmask`, `reset` with [`ResetMode`],
 //!   `init_control`, `expand_array`, `set_priority`); hot paths through
 //!   a [`DomainHandle`] the hypervisor keeps per domain (`handle`, then
-//!   `dispatch_from`, `send_from`, `send_vcpu_virq_to`,
+//!   `dispatch_from`, `send_from`, `unmask_from`, `status_from`,
+//!   `close_from`, `alloc_unbound_from`, `send_vcpu_virq_to`,
 //!   [`DomainHandle::has_deliverable_event`]), which skip the registry
 //!   lookup; delivery
 //!   (`send_vcpu_virq`, `send_global_virq`, `send_pirq`,
@@ -290,6 +291,7 @@ mod channel;
 mod domain;
 mod domain_table;
 mod dump;
+mod fast;
 mod notify;
 pub mod ops;
 mod port_ops;

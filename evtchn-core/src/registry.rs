@@ -73,6 +73,11 @@ impl DomainHandle {
     pub(crate) fn domain(&self) -> &Domain {
         &self.domain
     }
+
+    /// The domain as the ops that keep a reference to it take it.
+    pub(crate) fn domain_arc(&self) -> &Arc<Domain> {
+        &self.domain
+    }
 }
 
 impl core::fmt::Debug for DomainHandle {

@@ -112,6 +112,19 @@ fn virq_and_upcall_test_through_a_handle() {
 fn dispatch_from_answers_as_dispatch() {
     const SEND: u32 = 4;
     const STATUS: u32 = 5;
+    const UNMASK: u32 = 9;
+    const CLOSE: u32 = 3;
+    const ALLOC_UNBOUND: u32 = 6;
+    // EVTCHNOP_status of `port` in `dom` (the union's bytes non-zero, to
+    // see that they come back as passed).
+    let status_of = |dom: u16, port: Port| -> Vec<u8> {
+        dom.to_le_bytes()
+            .into_iter()
+            .chain([0, 0])
+            .chain(port.0.to_le_bytes())
+            .chain([0xa5; 16])
+            .collect()
+    };
     for (what, port) in ZOO_PORTS {
         let by_id = Zoo::new();
         let by_handle = Zoo::new();
@@ -119,15 +132,22 @@ fn dispatch_from_answers_as_dispatch() {
         for (cmd, arg) in [
             (SEND, port.0.to_le_bytes().to_vec()),
             (SEND, vec![0u8; 3]),
+            (STATUS, status_of(0x7ff0, port)),
+            (STATUS, status_of(DOM1.0, port)),
+            (STATUS, status_of(DOM2.0, port)),
+            (STATUS, status_of(0x7ff1, port)),
+            (STATUS, vec![0u8; 23]),
+            (UNMASK, port.0.to_le_bytes().to_vec()),
+            (UNMASK, vec![0u8; 3]),
             (
-                STATUS,
-                [0xf0u8, 0x7f, 0, 0]
-                    .iter()
-                    .copied()
-                    .chain(port.0.to_le_bytes())
-                    .chain([0; 18])
-                    .collect(),
+                ALLOC_UNBOUND,
+                [0xf0u8, 0x7f, 0xf0, 0x7f, 0, 0, 0, 0].to_vec(),
             ),
+            (ALLOC_UNBOUND, [2u8, 0, 0xf0, 0x7f, 0, 0, 0, 0].to_vec()),
+            (ALLOC_UNBOUND, [1u8, 0, 2, 0, 9, 9, 9, 9].to_vec()),
+            (ALLOC_UNBOUND, vec![0u8; 7]),
+            (CLOSE, port.0.to_le_bytes().to_vec()),
+            (CLOSE, vec![0u8; 3]),
             (99, Vec::new()),
         ] {
             let expected = by_id.world.domains.dispatch(DOM1, cmd, &arg);

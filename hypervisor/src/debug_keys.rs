@@ -122,7 +122,10 @@ fn raise_virq_debug() {
     let events = crate::events::domains();
     each_domain(|domain| {
         for vcpu in domain.vcpus.iter() {
-            events.send_vcpu_virq(domain.id, vcpu.id, Virq::DEBUG);
+            match domain.events.get() {
+                Some(handle) => events.send_vcpu_virq_to(handle, vcpu.id, Virq::DEBUG),
+                None => events.send_vcpu_virq(domain.id, vcpu.id, Virq::DEBUG),
+            }
         }
     });
 }

@@ -28,6 +28,20 @@ impl Notify for VcpuNotify {
 }
 
 fn wake(domain: DomId, vcpu: VcpuId) {
+    // Most wake-ups go to the domain running on this pCPU (a send to
+    // itself, its own timer VIRQ): no registry lookup for those.
+    let is_done = crate::running::with(|running, _| {
+        if running.id != domain {
+            return false;
+        }
+        if let Some(vcpu) = running.vcpu(vcpu) {
+            crate::sched::kick(vcpu);
+        }
+        true
+    });
+    if is_done == Some(true) {
+        return;
+    }
     // Interrupt context possible (timer VIRQ): never spin on the registry.
     if let Some(domain) = crate::domain::try_get(domain)
         && let Some(vcpu) = domain.vcpu(vcpu)

@@ -26,7 +26,9 @@
 //! - [`memory::guest_frames`]: filling guest frames through the direct map
 //!   and viewing a shared_info frame as atomics;
 //! - [`domain::reaper`]: freeing a destroyed domain's frames and releasing
-//!   its vcpu stacks once every pCPU has passed a quiescent point.
+//!   its vcpu stacks once every pCPU has passed a quiescent point;
+//! - [`running`]: each pCPU's running domain as a raw `Arc` pointer, which
+//!   the guest entry paths borrow without a lookup.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -48,6 +50,7 @@ mod memory;
 mod panic;
 mod physmem;
 mod pirq;
+mod running;
 mod sched;
 #[cfg(feature = "selftest")]
 mod selftest;

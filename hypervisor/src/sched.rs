@@ -220,6 +220,9 @@ fn suspend(vcpu: &Vcpu) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
+    // The flow may hold borrows from `running`'s slot, which the loop
+    // hands to the next vcpu: keep the domain alive until it resumes.
+    let _domain = crate::running::pin();
     match pcpu.idle.get() {
         Some(idle) => idle.suspend_into(&vcpu.context, pcpu_loop),
         // No idle stack (cannot happen once the pCPU started): wait here.
@@ -229,13 +232,21 @@ fn suspend(vcpu: &Vcpu) {
 
 /// Preempts the running vcpu (interrupted in the guest) if its time slice
 /// is over and another vcpu of this pCPU can run.
+#[inline]
 pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
+    // Every return to the guest comes here: a pCPU with one vcpu stops at
+    // this load.
     if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
         return;
     }
+    preempt_if_due(pcpu, domain, vcpu);
+}
+
+#[inline(never)]
+fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     let now = crate::time::now_ns();
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;
@@ -289,6 +300,9 @@ pub fn run_idle_loop() -> ! {
     arch::cpu::disable_interrupts();
     if let Some(pcpu) = this_pcpu() {
         pcpu.current.store(0, Ordering::Release);
+        // `running`'s slot is cleared by the loop, on the idle stack: the
+        // domain's last reference may go with it, and this runs on one of
+        // its vcpus' stacks.
         if let Some(idle) = pcpu.idle.get() {
             idle.restart(0, pcpu_loop)
         }
@@ -358,6 +372,7 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
             crate::cpus::idle()
         };
         pcpu.current.store(0, Ordering::Release);
+        crate::running::clear();
         crate::domain::reaper::on_idle();
         if let Some((domain, vcpu_id)) = pick(pcpu) {
             run(pcpu, domain, vcpu_id);
@@ -381,6 +396,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
     }
     pcpu.current
         .store(encode(domain.id, vcpu.id), Ordering::Release);
+    crate::running::set(&domain, vcpu);
     pcpu.slice_start_ns
         .store(crate::time::now_ns(), Ordering::Relaxed);
     arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
@@ -422,4 +438,5 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
         }
     }
     pcpu.current.store(0, Ordering::Release);
+    crate::running::clear();
 }

@@ -31,7 +31,11 @@ pub fn start_default_periodic(vcpu: &Vcpu) {
 }
 
 fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
-    crate::events::domains().send_vcpu_virq(domain.id, vcpu.id, Virq::TIMER);
+    let events = crate::events::domains();
+    match domain.events.get() {
+        Some(handle) => events.send_vcpu_virq_to(handle, vcpu.id, Virq::TIMER),
+        None => events.send_vcpu_virq(domain.id, vcpu.id, Virq::TIMER),
+    }
 }
 
 /// Raises a due periodic tick (at most one) and moves the next one past now.

@@ -7,6 +7,8 @@ use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::idt::InterruptFrame;
 use arch::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
+use evtchn_core::abi::VcpuInfo;
+
 use crate::domain::{self, Domain, Vcpu};
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -18,6 +20,7 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// ss]` below the 16-byte aligned guest stack (so the callback starts with
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
 /// A frame that cannot be written crashes the domain.
+#[inline]
 pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     let Some(info) = domain.vcpu_info(vcpu.id) else {
         return;
@@ -30,6 +33,13 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     {
         return;
     }
+    bounce(domain, vcpu, info, frame);
+}
+
+/// The bounce of [`deliver_pending`], once an upcall is due (kept out of
+/// line: the check above runs on every return to the guest).
+#[inline(never)]
+fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
     if callback == 0 {
         domain::crash(

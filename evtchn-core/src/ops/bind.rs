@@ -1,6 +1,8 @@
 //! Allocating and binding ports: alloc_unbound, bind_interdomain, bind_virq,
 //! bind_ipi, bind_pirq, and the hypervisor's Xen-attached channels.
 
+use alloc::sync::Arc;
+
 use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, Errno, EvtchnBindPirq, Port, VcpuId, Virq};
 use crate::channel::{ChannelState, Consumer, XenConsumer};
 use crate::domain::{Domain, PortChoice};
@@ -23,7 +25,17 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         remote_dom: DomId,
     ) -> Result<Port, Errno> {
         let caller = self.caller(caller)?;
-        let target = self.resolve(&caller, dom)?;
+        self.alloc_unbound_on(&caller, dom, remote_dom)
+    }
+
+    /// [`Domains::alloc_unbound`] once the caller is found.
+    pub(crate) fn alloc_unbound_on(
+        &self,
+        caller: &Arc<Domain>,
+        dom: DomId,
+        remote_dom: DomId,
+    ) -> Result<Port, Errno> {
+        let target = self.resolve(caller, dom)?;
         let remote = if remote_dom == DomId::SELF {
             caller.domid
         } else {
@@ -34,7 +46,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             PortChoice::Lowest,
             (remote, VcpuId(0)),
             Consumer::Guest,
-            |target| check_target(&caller, target),
+            |target| check_target(caller, target),
         )
     }
 

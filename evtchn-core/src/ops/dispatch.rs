@@ -56,6 +56,17 @@ fn argument<const N: usize>(bytes: &[u8]) -> Result<&[u8; N], Errno> {
         .ok_or(Errno::EFAULT)
 }
 
+/// EVTCHNOP_status's copy-back: the union goes back as passed except the
+/// state's member, so start from the guest's raw bytes, not a re-encoding.
+fn status_reply(arg: &[u8], reply: EvtchnStatus) -> Result<Reply, Errno> {
+    let mut reply_bytes = *argument::<24>(arg)?;
+    let encoded = reply.to_bytes();
+    if let (Some(target), Some(source)) = (reply_bytes.get_mut(4..24), encoded.get(4..24)) {
+        target.copy_from_slice(source);
+    }
+    Ok(Reply::from_slice(&reply_bytes))
+}
+
 impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// Serve `HYPERVISOR_event_channel_op(cmd, arg)` for `caller`, with `arg`
     /// the bytes copied in from the guest (at least
@@ -80,25 +91,53 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// [`Domains::dispatch`] for the domain behind a [`DomainHandle`]:
-    /// EVTCHNOP_send, the hot op, goes through [`Domains::send_from`]
-    /// without the registry lookup; every other op is served exactly as
-    /// `dispatch(caller.domid(), ..)` serves it.
+    /// the hot ops go through the caller's handle without the registry
+    /// lookup (EVTCHNOP_send through [`Domains::send_from`], unmask through
+    /// [`Domains::unmask_from`], status through [`Domains::status_from`],
+    /// close through [`Domains::close_from`], alloc_unbound through
+    /// [`Domains::alloc_unbound_from`]); every other op is served
+    /// exactly as `dispatch(caller.domid(), ..)` serves it.
     pub fn dispatch_from(
         &self,
         caller: &DomainHandle,
         cmd: u32,
         arg: &[u8],
     ) -> Result<Reply, Errno> {
-        if EvtchnOp::from_cmd(cmd) != Some(EvtchnOp::Send) {
+        let Some(op) = EvtchnOp::from_cmd(cmd) else {
             return self.dispatch(caller.domid(), cmd, arg);
-        }
-        let result = argument(arg).and_then(|bytes| {
-            let request = EvtchnSend::from_bytes(bytes);
-            self.send_from(caller, request.port).map(|()| Reply::NONE)
-        });
-        if let Err(errno) = result {
-            let domid = caller.domid();
-            log::debug!("{domid}: Send {arg:02x?} rejected: {errno}");
+        };
+        let result = match op {
+            EvtchnOp::Send => argument(arg).and_then(|bytes| {
+                let request = EvtchnSend::from_bytes(bytes);
+                self.send_from(caller, request.port).map(|()| Reply::NONE)
+            }),
+            EvtchnOp::Unmask => argument(arg).and_then(|bytes| {
+                let request = EvtchnUnmask::from_bytes(bytes);
+                self.unmask_from(caller, request.port).map(|()| Reply::NONE)
+            }),
+            EvtchnOp::Status => argument(arg).and_then(|bytes| {
+                let reply = self.status_from(caller, EvtchnStatus::from_bytes(bytes))?;
+                status_reply(arg, reply)
+            }),
+            EvtchnOp::AllocUnbound => argument(arg).and_then(|bytes| {
+                let mut request = EvtchnAllocUnbound::from_bytes(bytes);
+                request.port = self.alloc_unbound_from(caller, request.dom, request.remote_dom)?;
+                Ok(Reply::from_slice(&request.to_bytes()))
+            }),
+            EvtchnOp::Close => argument(arg).and_then(|bytes| {
+                let request = EvtchnClose::from_bytes(bytes);
+                self.close_from(caller, request.port).map(|()| Reply::NONE)
+            }),
+            _ => self.dispatch_op(caller.domid(), op, arg),
+        };
+        match result {
+            // A preempted reset is continued, not rejected.
+            Err(Errno::ERESTART) => {}
+            Err(errno) => {
+                let domid = caller.domid();
+                log::debug!("{domid}: {op:?} {arg:02x?} rejected: {errno}");
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -138,17 +177,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             }
             EvtchnOp::Status => {
                 let request = EvtchnStatus::from_bytes(argument(arg)?);
-                // The union goes back as passed except the state's member:
-                // start from the guest's raw bytes, not a re-encoding.
-                let mut reply_bytes = *argument::<24>(arg)?;
                 let reply = self.status(caller, request)?;
-                let encoded = reply.to_bytes();
-                if let (Some(target), Some(source)) =
-                    (reply_bytes.get_mut(4..24), encoded.get(4..24))
-                {
-                    target.copy_from_slice(source);
-                }
-                Ok(Reply::from_slice(&reply_bytes))
+                status_reply(arg, reply)
             }
             EvtchnOp::AllocUnbound => {
                 let mut request = EvtchnAllocUnbound::from_bytes(argument(arg)?);

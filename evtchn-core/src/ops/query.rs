@@ -2,6 +2,7 @@
 
 use crate::abi::{DomId, Errno, EvtchnStatus, Port, VcpuId};
 use crate::channel::ChannelState;
+use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::Domains;
 
@@ -16,12 +17,22 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     pub fn status(&self, caller: DomId, query: EvtchnStatus) -> Result<EvtchnStatus, Errno> {
         let caller = self.caller(caller)?;
         let target = self.resolve(&caller, query.dom)?;
+        self.status_on(&caller, &target, query)
+    }
+
+    /// [`Domains::status`] once the caller and the target are found.
+    pub(crate) fn status_on(
+        &self,
+        caller: &Domain,
+        target: &Domain,
+        query: EvtchnStatus,
+    ) -> Result<EvtchnStatus, Errno> {
         let channel = target.table.channel(query.port).ok_or(Errno::EINVAL)?;
         let state = *channel.read();
         if state.is_xen_attached() {
             return Err(Errno::EACCES);
         }
-        check_target(&caller, &target)?;
+        check_target(caller, target)?;
         let mut reply = query;
         reply.status = state.stat() as u32;
         reply.vcpu = channel.notify_vcpu();
@@ -78,6 +89,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// vcpu.
     pub fn unmask(&self, caller: DomId, port: Port) -> Result<(), Errno> {
         let domain = self.caller(caller)?;
+        self.unmask_on(&domain, port)
+    }
+
+    /// [`Domains::unmask`] once the caller is found.
+    pub(crate) fn unmask_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
         if !state.is_usable() {

@@ -332,6 +332,9 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     crate::events::domains()
         .create_domain(events_config, crate::events::shared_view(&domain))
         .map_err(|_| BuildError::DomainId)?;
+    if let Some(handle) = crate::events::domains().handle(domain.id) {
+        domain.events.call_once(|| handle);
+    }
 
     let entry = InterruptFrame {
         rip: image.entry,

@@ -203,6 +203,10 @@ pub struct Domain {
     /// (UVMF_ALL, or a present entry replaced); each vcpu flushes on its way
     /// back to the guest when its `tlb_generation` lags.
     pub tlb_generation: AtomicU64,
+    /// Its event-channel state in evtchn-core, kept by the builder right
+    /// after `create_domain` so that hot paths (EVTCHNOP_send and friends,
+    /// timer VIRQs, poll checks) skip evtchn-core's registry lookup.
+    pub events: spin::Once<evtchn_core::DomainHandle>,
     /// SHUTDOWN_* code + 1 once it shut down (0 = running).
     shutdown_code: AtomicU8,
     /// Vcpus still to stop before the domain is destroyed.
@@ -351,6 +355,7 @@ impl Domain {
             console_line: spin::Mutex::new(arrayvec::ArrayVec::new()),
             mm_lock: spin::Mutex::new(()),
             tlb_generation: AtomicU64::new(0),
+            events: spin::Once::new(),
             shutdown_code: AtomicU8::new(0),
             live_vcpus: AtomicU32::new(live),
             frames_taken: parts.frames_taken,

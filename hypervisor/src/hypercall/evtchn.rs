@@ -1,11 +1,15 @@
 //! event_channel_op (hypercall 32, spec §1–§2): copy the op's struct in,
 //! let evtchn-core serve it on plain bytes, copy the reply out on success
 //! only (a failed copy-out is -EFAULT and undoes nothing).
+//!
+//! The hot ops (send, unmask, close: one port in, nothing back; status)
+//! skip the byte interface and call evtchn-core's typed entry points on
+//! the domain's handle directly.
 
-use evtchn_core::Errno;
-use evtchn_core::abi::EvtchnOp;
+use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
+use evtchn_core::{DomainHandle, Errno, Port};
 
-use super::Call;
+use super::{Call, GuestInOut};
 
 /// EVTCHNOP_reset_cont: how a preempted reset continues.
 const EVTCHNOP_RESET_CONT: u64 = 14;
@@ -18,13 +22,29 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     let Ok(command) = u32::try_from(command) else {
         return Err(Errno::ENOSYS);
     };
+    let op = EvtchnOp::from_cmd(command);
+    if let Some(op @ (EvtchnOp::Send | EvtchnOp::Unmask | EvtchnOp::Close)) = op
+        && let Some(handle) = call.domain.events.get()
+    {
+        return port_op(handle, op, argument);
+    }
+    if op == Some(EvtchnOp::Status)
+        && let Some(handle) = call.domain.events.get()
+    {
+        return status(handle, argument);
+    }
     let mut bytes = [0u8; 32];
-    let size = EvtchnOp::from_cmd(command).map_or(0, EvtchnOp::arg_size);
+    let size = op.map_or(0, EvtchnOp::arg_size);
     let input = bytes.get_mut(..size).ok_or(Errno::EFAULT)?;
     if !input.is_empty() {
         argument.read(input)?;
     }
-    match crate::events::domains().dispatch(call.domain.id, command, input) {
+    let events = crate::events::domains();
+    let result = match call.domain.events.get() {
+        Some(handle) => events.dispatch_from(handle, command, input),
+        None => events.dispatch(call.domain.id, command, input),
+    };
+    match result {
         Ok(reply) => {
             if !reply.is_empty() {
                 argument.write(reply.as_bytes())?;
@@ -40,4 +60,45 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         }
         Err(errno) => Err(errno),
     }
+}
+
+/// EVTCHNOP_send, EVTCHNOP_unmask or EVTCHNOP_close (`op`) through the
+/// caller's handle: the same checks and answers as the byte interface
+/// (-EFAULT for an unreadable struct first), without building a reply.
+#[inline]
+fn port_op(handle: &DomainHandle, op: EvtchnOp, argument: GuestInOut) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 4];
+    argument.read(&mut bytes)?;
+    let port = Port(u32::from_le_bytes(bytes));
+    let events = crate::events::domains();
+    let result = match op {
+        EvtchnOp::Send => events.send_from(handle, port),
+        EvtchnOp::Unmask => events.unmask_from(handle, port),
+        _ => events.close_from(handle, port),
+    };
+    if let Err(errno) = result {
+        log::debug!("{}: {op:?} {port} rejected: {errno}", handle.domid());
+    }
+    result.map(|()| 0)
+}
+
+/// EVTCHNOP_status through the caller's handle, with the byte interface's
+/// checks and answers: -EFAULT for an unreadable struct first, and the
+/// union copied back as passed except the state's member (spec §2.6).
+#[inline]
+fn status(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 24];
+    argument.read(&mut bytes)?;
+    let query = EvtchnStatus::from_bytes(&bytes);
+    let reply = crate::events::domains()
+        .status_from(handle, query)
+        .inspect_err(|errno| {
+            log::debug!("{}: Status {bytes:02x?} rejected: {errno}", handle.domid());
+        })?;
+    let encoded = reply.to_bytes();
+    if let (Some(target), Some(source)) = (bytes.get_mut(4..), encoded.get(4..)) {
+        target.copy_from_slice(source);
+    }
+    argument.write(&bytes)?;
+    Ok(0)
 }

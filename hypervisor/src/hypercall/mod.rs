@@ -88,34 +88,39 @@ fn to_rax(result: Result<u64, Errno>) -> u64 {
     }
 }
 
-/// The `hypercall` hook: serves the call in `frame.rax`.
+/// The `hypercall` hook: serves the call in `frame.rax`, then does the
+/// work of [`before_return`] (which `arch` calls only after interrupts and
+/// exceptions), with the calling vcpu found once.
 pub fn on_hypercall(frame: &mut InterruptFrame) {
-    let Some((domain, vcpu_id)) = sched::current() else {
+    let served = crate::running::with(|domain, vcpu| {
+        serve(&mut Call {
+            domain,
+            vcpu,
+            frame: &mut *frame,
+        });
+        return_to_guest(domain, vcpu, frame);
+    });
+    if served.is_none() {
         frame.rax = to_rax(Err(Errno::ENOSYS));
-        return;
-    };
-    let Some(vcpu) = domain.vcpu(vcpu_id) else {
-        return;
-    };
-    let number = frame.rax;
-    let mut call = Call {
-        domain: &domain,
-        vcpu,
-        frame,
-    };
-    let result = match number {
-        number::SET_CALLBACKS => callbacks::set_callbacks(&mut call),
-        number::UPDATE_VA_MAPPING => memory::update_va_mapping(&mut call),
-        number::SET_TIMER_OP => vcpu_op::set_timer_op(&mut call),
-        number::XEN_VERSION => version::xen_version(&mut call),
-        number::CONSOLE_IO => console::console_io(&mut call),
+    }
+}
+
+/// Serves the hypercall whose number is in `call.frame.rax`.
+#[inline]
+fn serve(call: &mut Call<'_>) {
+    let result = match call.frame.rax {
+        number::SET_CALLBACKS => callbacks::set_callbacks(call),
+        number::UPDATE_VA_MAPPING => memory::update_va_mapping(call),
+        number::SET_TIMER_OP => vcpu_op::set_timer_op(call),
+        number::XEN_VERSION => version::xen_version(call),
+        number::CONSOLE_IO => console::console_io(call),
         // iret rewrites the whole frame, rax included.
-        number::IRET => return callbacks::iret(&mut call),
-        number::VCPU_OP => vcpu_op::vcpu_op(&mut call),
-        number::SCHED_OP => sched_op::sched_op(&mut call),
-        number::CALLBACK_OP => callbacks::callback_op(&mut call),
-        number::EVENT_CHANNEL_OP => evtchn::event_channel_op(&mut call),
-        number::PHYSDEV_OP => physdev::physdev_op(&mut call),
+        number::IRET => return callbacks::iret(call),
+        number::VCPU_OP => vcpu_op::vcpu_op(call),
+        number::SCHED_OP => sched_op::sched_op(call),
+        number::CALLBACK_OP => callbacks::callback_op(call),
+        number::EVENT_CHANNEL_OP => evtchn::event_channel_op(call),
+        number::PHYSDEV_OP => physdev::physdev_op(call),
         _ => Err(Errno::ENOSYS),
     };
     call.frame.rax = to_rax(result);
@@ -156,18 +161,19 @@ pub fn on_guest_exception(frame: &mut InterruptFrame) {
     domain::shut_down(&domain, domain::ShutdownReason::Crash);
 }
 
-/// The `before_return` hook: stop the vcpu if its domain is shutting down
-/// or it went down, else inject a pending upcall (spec §3.4).
+/// The `before_return` hook (after an interrupt or an exception taken in
+/// the guest): stop the vcpu if its domain is shutting down or it went
+/// down, else inject a pending upcall (spec §3.4).
 pub fn before_return(frame: &mut InterruptFrame) {
-    let Some((domain, vcpu_id)) = sched::current() else {
-        return;
-    };
-    let Some(vcpu) = domain.vcpu(vcpu_id) else {
-        return;
-    };
-    sched::maybe_preempt(&domain, vcpu);
+    crate::running::with(|domain, vcpu| return_to_guest(domain, vcpu, frame));
+}
+
+/// [`before_return`] for the running `vcpu` of `domain`.
+#[inline]
+fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
+    sched::maybe_preempt(domain, vcpu);
     if domain.is_shutting_down() {
-        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
+        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
     }
     if vcpu.state() == VcpuState::Down {
         // VCPUOP_up resumes it here.
@@ -177,15 +183,18 @@ pub fn before_return(frame: &mut InterruptFrame) {
                 *resume = Some(frame.clone());
             }
         }
-        sched::leave_vcpu(domain, vcpu_id, VcpuState::Down)
+        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Down)
     }
+    // Acquire: pairs with the AcqRel bump of a page-table edit. Only this
+    // vcpu's own flow writes its `tlb_generation`.
     let generation = domain.tlb_generation.load(Ordering::Acquire);
-    if vcpu.tlb_generation.swap(generation, Ordering::AcqRel) != generation {
+    if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
+        vcpu.tlb_generation.store(generation, Ordering::Relaxed);
         arch::paging::flush_all();
     }
-    crate::upcall::deliver_pending(&domain, vcpu, frame);
+    crate::upcall::deliver_pending(domain, vcpu, frame);
     if domain.is_shutting_down() {
-        sched::leave_vcpu(domain, vcpu_id, VcpuState::Dead)
+        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
     }
 }
 

@@ -110,7 +110,10 @@ fn poll(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     vcpu.poll_deadline_ns.store(timeout_ns, Ordering::Relaxed);
     let reason = sched::block_until(domain, vcpu, &|| {
         !events.is_polling(domain.id, vcpu.id)
-            || events.vcpu_has_deliverable_event(domain.id, vcpu.id)
+            || match domain.events.get() {
+                Some(handle) => handle.has_deliverable_event(vcpu.id),
+                None => events.vcpu_has_deliverable_event(domain.id, vcpu.id),
+            }
             || (timeout_ns != 0 && crate::time::now_ns() >= timeout_ns)
     });
     vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);

@@ -52,6 +52,15 @@ pub fn run_copies() -> ExitCode {
         &mut failures,
     );
 
+    // Unaligned: the fault hits inside a quadword, and the copy still
+    // stops at the exact byte.
+    let straddling_unaligned = copy_to_guest(TEST_PAGE + 4096 - 13, &pattern);
+    check(
+        "an unaligned copy running into an unmapped page stops at its first byte (13 of 64)",
+        straddling_unaligned == Err(CopyError::Fault { copied: 13 }),
+        &mut failures,
+    );
+
     let unmapped = copy_from_guest(&mut back, TEST_PAGE + 2 * 4096);
     check(
         "a copy from an unmapped guest page faults without copying",
@@ -85,10 +94,10 @@ pub fn run_copies() -> ExitCode {
 
     let (_, _, smap) = arch::cpu::protections_enabled();
     if failures == 0 {
-        log::info!("selftest guestcopy: all 6 checks passed (SMAP on: {smap})");
+        log::info!("selftest guestcopy: all 7 checks passed (SMAP on: {smap})");
         ExitCode::Pass
     } else {
-        log::error!("selftest guestcopy: FAILED: {failures} of 6 checks");
+        log::error!("selftest guestcopy: FAILED: {failures} of 7 checks");
         ExitCode::Fail
     }
 }

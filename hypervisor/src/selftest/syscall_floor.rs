@@ -3,11 +3,11 @@
 //!
 //! A ring-3 loop (no guest kernel, no hypercall page) reads the TSC, runs
 //! `syscall`, reads the TSC again and hands the difference to the next
-//! `syscall` in `rdi`. The hypercall hook only stores that sample and
-//! returns; the return hook does nothing, so the way back is the
-//! `sysretq` exit. What is timed is therefore the entry (swapgs, the frame
-//! built on the vcpu stack), two hook calls, the exit and the TSC reads
-//! around them: the least any hypercall costs. Under `-icount shift=0` the
+//! `syscall` in `rdi`. The hypercall hook (the only one `arch` calls for
+//! a `syscall`) only stores that sample and returns, so the way back is
+//! the `sysretq` exit. What is timed is therefore the entry (swapgs, the
+//! frame built on the vcpu stack), one hook call, the exit and the TSC
+//! reads around them: the least any hypercall costs. Under `-icount shift=0` the
 //! TSC counts retired instructions, so the numbers are instruction counts.
 //! Prints `bench syscall-floor median=<cycles> p99=<cycles> cycles`.
 

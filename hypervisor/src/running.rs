@@ -1,0 +1,130 @@
+//! The vcpu each pCPU runs, for the paths every guest entry takes.
+//!
+//! A hypercall and every return to the guest need the calling domain and
+//! vcpu. Looking the domain up by id costs its registry slot's lock and an
+//! `Arc` reference each time; instead the scheduler records here, per
+//! pCPU, the domain and vcpu it is about to run ([`set`]), and the guest
+//! paths borrow them ([`with`]) for the time of one entry, with no lock and
+//! no reference count touched.
+//!
+//! Ownership: the slot owns one strong reference to the domain (taken with
+//! `Arc::into_raw` by [`set`], given back by the next [`set`] or
+//! [`clear`]). Only the scheduler loop changes a slot, on its own pCPU, on
+//! the idle stack, with interrupts off. A vcpu flow that borrowed from the
+//! slot reaches that loop only by suspending (`sched::suspend` first takes
+//! its own reference with [`pin`] and keeps it across the suspension) or
+//! by leaving the vcpu for good (its frames are abandoned, never resumed).
+//! So a borrow never outlives the domain.
+//!
+//! [`set`] also vouches to `arch::guest_copy` that the domain's page tables
+//! map only the guest's own pages in the guest range, so guest copies skip
+//! their page-table walk while those tables are live.
+#![allow(unsafe_code)]
+
+use alloc::sync::Arc;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use arch::percpu::{self, MAX_CPUS};
+
+use crate::domain::{Domain, Vcpu};
+
+/// One pCPU's running vcpu: its domain (null = none) and the vcpu itself
+/// (an element of that domain's `vcpus`).
+struct Slot {
+    domain: AtomicPtr<Domain>,
+    vcpu: AtomicPtr<Vcpu>,
+}
+
+static SLOTS: [Slot; MAX_CPUS] = [const {
+    Slot {
+        domain: AtomicPtr::new(core::ptr::null_mut()),
+        vcpu: AtomicPtr::new(core::ptr::null_mut()),
+    }
+}; MAX_CPUS];
+
+#[inline]
+fn this_slot() -> Option<&'static Slot> {
+    SLOTS.get(percpu::current().index() as usize)
+}
+
+/// Records that this pCPU runs `vcpu` of `domain` from now on. Only for the
+/// scheduler loop, on its own pCPU, with interrupts off.
+pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
+    let Some(slot) = this_slot() else {
+        return;
+    };
+    debug_assert!(
+        domain
+            .vcpus
+            .iter()
+            .any(|candidate| core::ptr::eq(candidate, vcpu)),
+        "the running vcpu belongs to the running domain"
+    );
+    // SAFETY: `domain.root` is a PV guest's page tables: the builder maps
+    // every guest-range page of the domain USER at every level, and the
+    // only way a guest changes them, update_va_mapping, installs only its
+    // own frames (or its shared_info frame), with USER forced. The guest
+    // reads and writes all of those. `clear` withdraws the vouch before
+    // this pCPU runs anything else.
+    unsafe { arch::guest_copy::trust_user_only(domain.root) };
+    let owned = Arc::into_raw(Arc::clone(domain)).cast_mut();
+    // Relaxed: only this pCPU reads its slot, and interrupts are off.
+    slot.vcpu
+        .store(core::ptr::from_ref(vcpu).cast_mut(), Ordering::Relaxed);
+    release(slot.domain.swap(owned, Ordering::Relaxed));
+}
+
+/// Records that this pCPU runs no vcpu. Only for the scheduler loop, as
+/// [`set`], and on the idle stack: the domain's last reference may go here,
+/// so this must not run on one of its vcpus' stacks.
+pub fn clear() {
+    let Some(slot) = this_slot() else {
+        return;
+    };
+    arch::guest_copy::trust_no_tables();
+    // Relaxed: as in `set`.
+    let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
+    release(old);
+}
+
+/// Gives back the reference a slot held.
+fn release(old: *mut Domain) {
+    if old.is_null() {
+        return;
+    }
+    // SAFETY: a non-null slot value came from `Arc::into_raw` in `set` and
+    // is released exactly once, here, by the one swap that removed it.
+    drop(unsafe { Arc::from_raw(old) });
+}
+
+/// Runs `body` with the domain and vcpu this pCPU runs (`None` if it runs
+/// none). For vcpu flows (hypercalls, returns to the guest), where `body`
+/// may suspend the vcpu or leave it, and for interrupt handlers, which
+/// leave the slot alone (the scheduler loop is no interrupt handler).
+#[inline]
+pub fn with<R>(body: impl FnOnce(&Arc<Domain>, &Vcpu) -> R) -> Option<R> {
+    let slot = this_slot()?;
+    // Relaxed: only this pCPU writes its slot (module doc).
+    let domain = slot.domain.load(Ordering::Relaxed);
+    if domain.is_null() {
+        return None;
+    }
+    let vcpu = slot.vcpu.load(Ordering::Relaxed);
+    // SAFETY: `domain` came from `Arc::into_raw` in `set`, and the domain
+    // outlives this call (module doc: the slot's reference holds it while
+    // the vcpu runs, `pin`'s across a suspension). ManuallyDrop: the
+    // reference stays the slot's; `body` clones it if it keeps one.
+    let domain = ManuallyDrop::new(unsafe { Arc::from_raw(domain) });
+    // SAFETY: `set` stored `vcpu` together with `domain`, as one of its
+    // `vcpus` (checked there in debug builds): it lives as long as `domain`.
+    let vcpu = unsafe { &*vcpu };
+    Some(body(&domain, vcpu))
+}
+
+/// A reference of its own to the domain this pCPU runs, which a vcpu flow
+/// keeps across a suspension (module doc).
+pub fn pin() -> Option<Arc<Domain>> {
+    with(|domain, _| Arc::clone(domain))
+}
