@@ -181,7 +181,8 @@ pub fn before_return(frame: &mut InterruptFrame) {
     }
     let generation = domain.tlb_generation.load(Ordering::Acquire);
     if vcpu.tlb_generation.swap(generation, Ordering::AcqRel) != generation {
-        arch::paging::flush_all();
+        // Global entries included: the guest may have set G (memory.rs).
+        arch::paging::flush_everything();
     }
     crate::upcall::deliver_pending(&domain, vcpu, frame);
     if domain.is_shutting_down() {
