@@ -329,17 +329,17 @@ impl GuestEntry {
         let exit = sluice_guest_exit_iret as *const () as u64;
         // SAFETY: `root` maps the hypervisor's slots exactly as the live
         // tables (checked by `prepare_entry`), so this code, the stack and
-        // the per-CPU block stay mapped across the CR3 load; the vcpu
-        // stack stays mapped until every CPU has passed a point where it
-        // cannot be on it (`Stack::release`), which this CPU has not; the
-        // exit path pops exactly the one InterruptFrame written at `target`
-        // and `iretq`s to ring 3 (selectors checked).
+        // the per-CPU block stay mapped across the CR3 load (which drops
+        // another domain's global entries: `switch_root`).
+        unsafe { crate::paging::switch_root(self.root) };
+        // SAFETY: the vcpu stack stays mapped until every CPU has passed a
+        // point where it cannot be on it (`Stack::release`), which this CPU
+        // has not; the exit path pops exactly the one InterruptFrame
+        // written at `target` and `iretq`s to ring 3 (selectors checked).
         unsafe {
             core::arch::asm!(
-                "mov cr3, {root}",
                 "mov rsp, {target}",
                 "jmp {exit}",
-                root = in(reg) self.root,
                 target = in(reg) self.target,
                 exit = in(reg) exit,
                 options(noreturn)
@@ -366,8 +366,7 @@ pub fn switch_page_tables(root: u64) -> Result<(), EnterError> {
 /// # Safety
 /// `root` must map the hypervisor's slots exactly as the live tables do.
 pub unsafe fn load_page_tables(root: u64) {
-    // SAFETY: (caller) everything the hypervisor uses stays mapped.
-    unsafe {
-        core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
-    }
+    // SAFETY: (caller) everything the hypervisor uses stays mapped; a
+    // switch to another domain's tables drops its global entries.
+    unsafe { crate::paging::switch_root(root) };
 }

@@ -328,6 +328,45 @@ pub fn is_mapped(virt: u64) -> bool {
     access(virt).is_some()
 }
 
+/// Loads the page tables at physical `root` into CR3. When they are not the
+/// tables already loaded, every TLB entry goes, global ones included.
+///
+/// Guests may set the global bit in their own L1 entries (Sluice keeps
+/// what a guest writes, as Xen does), and a plain CR3 load keeps global
+/// entries: without the full flush, the next domain on this CPU could
+/// reach the previous one's frames through its stale translations. So
+/// PGE is cleared before the load and set again after it (the order of
+/// Xen's `switch_cr3_cr4()`): while PGE is clear no entry can be cached
+/// as global, not even by a speculative walk of the old tables, and the
+/// load then drops every entry. Reloading the same tables (another vcpu
+/// of the same domain, or the same vcpu again) keeps global entries: they
+/// are that address space's own.
+///
+/// # Safety
+/// `root` must map everything the CPU uses from here on as the live
+/// tables do (for a guest's tables: the hypervisor's slots, identical).
+pub unsafe fn switch_root(root: u64) {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+    let leaving = crate::cpu::cr3() & ADDRESS_MASK != root & ADDRESS_MASK;
+    let flags = Cr4::read();
+    let flush_global = leaving && flags.contains(Cr4Flags::PAGE_GLOBAL);
+    if flush_global {
+        // SAFETY: only PGE changes, until the write below restores it;
+        // clearing it flushes the TLB and changes nothing about paging or
+        // protection.
+        unsafe { Cr4::write(flags - Cr4Flags::PAGE_GLOBAL) };
+    }
+    // SAFETY: (caller) everything in use stays mapped across the load.
+    unsafe {
+        core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
+    }
+    if flush_global {
+        // SAFETY: restores exactly the flags read above.
+        unsafe { Cr4::write(flags) };
+    }
+}
+
 /// Drops any TLB entry for `virt` on this CPU.
 pub fn flush(virt: u64) {
     x86_64::instructions::tlb::flush(VirtAddr::new(virt));

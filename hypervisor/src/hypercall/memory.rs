@@ -3,6 +3,17 @@
 //! shared_info frame may be mapped, its page-table frames only read-only;
 //! present entries get USER and software bit 52 (`_PAGE_GUEST_KERNEL`) as
 //! Xen's `adjust_guest_l1e()` gives them.
+//!
+//! The global bit (G, bit 8) is the guest's to set, as on Xen, and is kept
+//! as written. A global TLB entry survives a plain CR3 load, so it is the
+//! page-table switch that keeps domains apart: whenever a pCPU loads
+//! another domain's tables, every TLB entry goes, global ones included
+//! (`arch::paging::switch_root`, the equivalent of what Xen's
+//! `write_ptbase()` → `switch_cr3_cr4()` does with CR4.PGE set). Stripping
+//! G here instead would also close the gap, but would change the entries
+//! a guest reads back. Likewise a full flush the guest asks for
+//! (UVMF_TLB_FLUSH, and the flush of the other vcpus) drops global entries
+//! too, as Xen's does.
 
 use core::sync::atomic::Ordering;
 
@@ -78,7 +89,7 @@ pub fn update_va_mapping(call: &mut Call<'_>) -> Result<u64, Errno> {
         }
     }
     match flags & UVMF_FLUSHTYPE_MASK {
-        UVMF_TLB_FLUSH => arch::paging::flush_all(),
+        UVMF_TLB_FLUSH => arch::paging::flush_everything(),
         UVMF_INVLPG => arch::paging::flush(virt & !0xfff),
         _ => {}
     }

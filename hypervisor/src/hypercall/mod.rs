@@ -190,7 +190,8 @@ fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame
     let generation = domain.tlb_generation.load(Ordering::Acquire);
     if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
         vcpu.tlb_generation.store(generation, Ordering::Relaxed);
-        arch::paging::flush_all();
+        // Global entries included: the guest may have set G (memory.rs).
+        arch::paging::flush_everything();
     }
     crate::upcall::deliver_pending(domain, vcpu, frame);
     if domain.is_shutting_down() {

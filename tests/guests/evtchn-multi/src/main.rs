@@ -19,7 +19,10 @@
 //!   ([`domexc`]);
 //! * `test=hostile role=victim|partner|hostile`: a domain floods sends and
 //!   makes random hypercalls while two others finish their round trips
-//!   ([`hostile`]).
+//!   ([`hostile`]);
+//! * `test=global role=a|b peer=<domid> rounds=N`: two domains on one
+//!   pCPU map a page of their own at the same address with the global
+//!   bit; neither ever sees the other's frame there ([`global`]).
 //!
 //! Every count is exact: a strict request/answer protocol keeps at most one
 //! event in flight per direction of a channel, so no two events coalesce
@@ -31,6 +34,7 @@
 mod common;
 mod destroy;
 mod domexc;
+mod global;
 mod hostile;
 mod ipi;
 mod mesh;
@@ -57,10 +61,11 @@ fn main(start_info: &'static StartInfo) {
         "destroy" => destroy::main(start_info),
         "domexc" => domexc::main(start_info),
         "hostile" => hostile::main(start_info),
+        "global" => global::main(start_info),
         other => {
             check!(
                 false,
-                "the command line names a known test (test=pingpong|ipi|race|mesh|destroy|domexc|hostile), got {other:?}"
+                "the command line names a known test (test=pingpong|ipi|race|mesh|destroy|domexc|hostile|global), got {other:?}"
             );
         }
     }
