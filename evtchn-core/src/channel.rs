@@ -159,11 +159,13 @@ impl Channel {
     }
 
     /// Shared access to the state, waiting for a writer to finish.
+    #[inline]
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
         self.state.read()
     }
 
     /// Shared access if no writer holds the lock: the interrupt-context path.
+    #[inline]
     pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, ChannelState>> {
         self.state.try_read()
     }
@@ -178,6 +180,7 @@ impl Channel {
         }
     }
 
+    #[inline]
     pub(crate) fn notify_vcpu(&self) -> VcpuId {
         // Relaxed: a plain field read by senders, as Xen's read_atomic(); the
         // state lock or event lock orders it where it matters.

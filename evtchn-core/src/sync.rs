@@ -36,10 +36,12 @@ mod imp {
             Self(spin::RwLock::new(value))
         }
         /// Shared lock, waiting while a writer holds or awaits it.
+        #[inline]
         pub fn read(&self) -> RwLockReadGuard<'_, T> {
             self.0.read()
         }
         /// Shared lock if no writer holds or awaits it.
+        #[inline]
         pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
             self.0.try_read()
         }
@@ -69,6 +71,7 @@ mod imp {
             Self(spin::Once::new())
         }
         /// The value, if the slot was filled.
+        #[inline]
         pub fn get(&self) -> Option<&T> {
             self.0.get()
         }

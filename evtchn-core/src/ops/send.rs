@@ -29,10 +29,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// registry lookup: the hot path of a guest's EVTCHNOP_send. Same
     /// answers, except that a handle of a destroyed domain (whose ports are
     /// all closed) gives -EINVAL where the by-id call gives -ESRCH.
+    #[inline]
     pub fn send_from(&self, caller: &DomainHandle, port: Port) -> Result<(), Errno> {
         self.send_on(caller.domain(), port)
     }
 
+    #[inline]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
