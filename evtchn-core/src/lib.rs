@@ -322,8 +322,13 @@
 //!
 //! Left to try: checking the selector and upcall_pending bits with a plain
 //! load before their test-and-set (sound after the pending test-and-set,
-//! which is the full barrier; it saves work when several ports of one
-//! word are raised before the guest runs, not in this benchmark); a
+//! which is the full barrier; the loom model
+//! `guest_consumer_racing_sends_loses_no_event` passes with it and catches
+//! the wrong variant that tests upcall_pending before the selector).
+//! Single-threaded it measured nothing: 16.4 → ~16.0 ns with the selector
+//! already set (bench line `send_from ipi, selector already set`), and
+//! +0.7 ns for a new event, so it was left out; its gain would be under
+//! contention, when the guest's vcpu holds the vcpu_info line; a
 //! `swap` instead of the compare-exchange loop that `fetch_or` on the
 //! byte-wide `evtchn_upcall_pending` compiles to (it would clobber bits
 //! 1–7, which Xen's bit operation keeps).
