@@ -4,7 +4,8 @@
 use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq};
 use crate::port_ops::QueueId;
 use crate::sync::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
 };
 
 /// Who consumes events arriving on a channel (spec §2.17).
@@ -140,6 +141,11 @@ pub struct ChannelInfo {
 /// under the channel's *read* lock.
 pub(crate) struct Channel {
     state: RwLock<ChannelState>,
+    /// The state's [`Consumer`], copied out (0 = guest, 1 + n = Xen(n)) by
+    /// every write guard as it drops, so that the peer of an interdomain
+    /// sender reads it without taking this channel's lock (see
+    /// [`Channel::consumer_of_peer`]).
+    consumer: AtomicU16,
     notify_vcpu: AtomicU32,
     priority: AtomicU8,
     fifo_pending: AtomicBool,
@@ -150,6 +156,7 @@ pub(crate) struct Channel {
 impl Channel {
     pub(crate) fn new(state: ChannelState) -> Self {
         Self {
+            consumer: AtomicU16::new(encode_consumer(state.consumer())),
             state: RwLock::new(state),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
@@ -159,11 +166,13 @@ impl Channel {
     }
 
     /// Shared access to the state, waiting for a writer to finish.
+    #[inline]
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
         self.state.read()
     }
 
     /// Shared access if no writer holds the lock: the interrupt-context path.
+    #[inline]
     pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, ChannelState>> {
         self.state.try_read()
     }
@@ -175,9 +184,25 @@ impl Channel {
         ChannelWriteGuard {
             guard,
             allowed_at_lock,
+            consumer: &self.consumer,
         }
     }
 
+    /// The consumer of this channel, which is the peer of `sender_state`'s
+    /// channel: the caller holds that channel's lock while it is
+    /// interdomain. Every change of an interdomain pair write-locks both
+    /// channels, and a channel's consumer is fixed from allocation to
+    /// close, so this needs no lock of its own.
+    #[inline]
+    pub(crate) fn consumer_of_peer(&self, _sender_state: &ChannelState) -> Consumer {
+        // Acquire: pairs with the Release in the write guard's drop.
+        match self.consumer.load(Ordering::Acquire) {
+            0 => Consumer::Guest,
+            encoded => Consumer::Xen(XenConsumer((encoded - 1) as u8)),
+        }
+    }
+
+    #[inline]
     pub(crate) fn notify_vcpu(&self) -> VcpuId {
         // Relaxed: a plain field read by senders, as Xen's read_atomic(); the
         // state lock or event lock orders it where it matters.
@@ -236,6 +261,14 @@ impl Channel {
 pub(crate) struct ChannelWriteGuard<'a> {
     guard: RwLockWriteGuard<'a, ChannelState>,
     allowed_at_lock: bool,
+    consumer: &'a AtomicU16,
+}
+
+fn encode_consumer(consumer: Consumer) -> u16 {
+    match consumer {
+        Consumer::Guest => 0,
+        Consumer::Xen(XenConsumer(number)) => u16::from(number) + 1,
+    }
 }
 
 impl core::ops::Deref for ChannelWriteGuard<'_> {
@@ -258,5 +291,9 @@ impl Drop for ChannelWriteGuard<'_> {
             "channel write-locked while neither free nor unbound: {:?}",
             *self.guard
         );
+        // Release, before the lock itself is released: pairs with the
+        // Acquire in `consumer_of_peer`.
+        self.consumer
+            .store(encode_consumer(self.guard.consumer()), Ordering::Release);
     }
 }

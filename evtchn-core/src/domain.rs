@@ -7,13 +7,12 @@ use alloc::vec::Vec;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
 use crate::channel::Channel;
 use crate::notify::Notify;
-use crate::port_ops::{EventAbi, Wakeups};
+use crate::port_ops::{EventAbi, Wakeups, two_level_set_pending};
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
 
 use crate::sync::{
     AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard,
-    RwLockWriteGuard,
 };
 use crate::table::{PortTable, PreparedPort};
 
@@ -109,6 +108,11 @@ pub(crate) struct Domain {
     /// op, under the channel lock where one is involved (spec §2.15,
     /// XSA-343). Interrupt-context delivery only tries it.
     abi: RwLock<EventAbi>,
+    /// Counts ABI switches: even while the domain is on 2-level, odd on
+    /// FIFO. Bumped (SeqCst) by [`Domain::switch_abi`] under the ABI write
+    /// lock, before the switch copies anything; read by 2-level senders
+    /// instead of taking the ABI lock (see [`Domain::set_pending`]).
+    abi_generation: AtomicU32,
     pub(crate) table: PortTable,
     pub(crate) event_lock: Mutex<EventLocked>,
     pub(crate) vcpus: Box<[VcpuEvtchn]>,
@@ -157,6 +161,7 @@ impl Domain {
             max_evtchn_port: config.max_evtchn_port,
             fifo_support: config.fifo,
             abi: RwLock::new(EventAbi::TwoLevel),
+            abi_generation: AtomicU32::new(0),
             table: PortTable::new(config.max_evtchn_port)?,
             event_lock: Mutex::new(EventLocked {
                 is_dying: false,
@@ -202,13 +207,48 @@ impl Domain {
         self.abi.try_read()
     }
 
-    /// Exclusive access to switch the ABI; the caller holds the event lock.
-    pub(crate) fn abi_for_switch(&self, _locked: &EventLocked) -> RwLockWriteGuard<'_, EventAbi> {
-        self.abi.write()
+    /// Switch the ABI to `next` and return the previous one; the caller
+    /// holds the event lock. A switch between the two kinds bumps
+    /// `abi_generation` under the ABI write lock, before the caller copies
+    /// any state across, so a lock-free 2-level sender either finished its
+    /// page writes before the bump or sees the new generation afterwards.
+    pub(crate) fn switch_abi(&self, _locked: &EventLocked, next: EventAbi) -> EventAbi {
+        let mut abi = self.abi.write();
+        let is_fifo = |abi: &EventAbi| abi.fifo().is_some();
+        if is_fifo(&abi) != is_fifo(&next) {
+            // SeqCst: in the single order with the senders' two loads and
+            // their pending test-and-set (see `set_pending`).
+            self.abi_generation.fetch_add(1, Ordering::SeqCst);
+            // The copy that follows reads the pending bits.
+            crate::sync::after_test_and_set();
+        }
+        core::mem::replace(&mut *abi, next)
     }
 
     /// Set `port` pending toward `vcpu` through the current ABI; the caller
     /// holds the channel's lock and is not in interrupt context.
+    ///
+    /// On 2-level (the ABI every domain starts on) this takes no ABI lock.
+    /// The lock used to make set_pending atomic against a switch to FIFO,
+    /// whose copy of the 2-level pending bits (init_control's setup) would
+    /// miss a bit set just after it. Instead the sender reads the ABI
+    /// generation before and after its page writes, all SeqCst:
+    ///
+    /// * same even generation after: the pending test-and-set came before
+    ///   the bump in the single SeqCst order, so before the switch's copy,
+    ///   which reads it (or the domain never switched);
+    /// * changed, and this call set the bit 0 → 1: the copy may have
+    ///   missed it, so the event is raised again through the current ABI,
+    ///   under its read lock. If the copy did see it, the port is raised
+    ///   twice for one send: idempotent while it waits for its event word
+    ///   (the sticky flag), at worst a spurious event if the guest had
+    ///   already consumed the first, which the ABI allows and guests
+    ///   tolerate (Xen raises spurious events too, e.g. on bind_interdomain);
+    /// * changed, and the bit was already set: whoever set it is either
+    ///   before the copy or re-raises it by this same rule.
+    ///
+    /// The FIFO ABI (odd generation) keeps the read lock: it keeps the FIFO
+    /// state alive during set_pending without `unsafe`.
     #[inline]
     pub(crate) fn set_pending(
         &self,
@@ -216,19 +256,47 @@ impl Domain {
         vcpu: VcpuId,
         notify: &dyn Notify,
     ) -> Wakeups {
+        let generation = self.abi_generation.load(Ordering::SeqCst);
+        if generation.is_multiple_of(2) {
+            let wakeups = two_level_set_pending(&*self.shared, port, vcpu);
+            if wakeups.poll_port.is_none()
+                || self.abi_generation.load(Ordering::SeqCst) == generation
+            {
+                return wakeups;
+            }
+            let again = self
+                .abi()
+                .set_pending(&*self.shared, (port, channel), vcpu, notify);
+            return wakeups.merge(again);
+        }
         self.abi()
             .set_pending(&*self.shared, (port, channel), vcpu, notify)
     }
 
-    /// [`Domain::set_pending`] from interrupt context: the event is dropped
-    /// if the ABI is being switched at this instant (init_control, reset or
-    /// destruction of this domain), as for a write-locked channel.
+    /// [`Domain::set_pending`] from interrupt context: never spins. On
+    /// FIFO, or when a 2-level event must be raised again after a switch,
+    /// the ABI lock is only tried, and the event dropped if the ABI is
+    /// being switched at this instant (init_control, reset or destruction
+    /// of this domain), as for a write-locked channel.
     pub(crate) fn set_pending_from_interrupt(
         &self,
         (port, channel): (Port, &Channel),
         vcpu: VcpuId,
         notify: &dyn Notify,
     ) -> Wakeups {
+        let generation = self.abi_generation.load(Ordering::SeqCst);
+        if generation.is_multiple_of(2) {
+            let wakeups = two_level_set_pending(&*self.shared, port, vcpu);
+            if wakeups.poll_port.is_none()
+                || self.abi_generation.load(Ordering::SeqCst) == generation
+            {
+                return wakeups;
+            }
+            let again = self.try_abi().map_or_else(Wakeups::default, |abi| {
+                abi.set_pending(&*self.shared, (port, channel), vcpu, notify)
+            });
+            return wakeups.merge(again);
+        }
         self.try_abi().map_or_else(Wakeups::default, |abi| {
             abi.set_pending(&*self.shared, (port, channel), vcpu, notify)
         })

@@ -165,7 +165,9 @@
 //! 3. A domain's **ABI lock** (`RwLock` around its current event ABI):
 //!    written only to switch ABIs (the first init_control, reset,
 //!    destruction), under the event lock; read by every port op, inside the
-//!    channel lock where there is one. Under the event lock no writer of
+//!    channel lock where there is one — except set_pending on 2-level,
+//!    which reads the domain's ABI generation instead (see "Performance of
+//!    send" below). Under the event lock no writer of
 //!    the ABI lock or of the domain's channel locks can exist, so ops
 //!    holding it (allocation, expand_array) read both in either order.
 //! 4. A FIFO **queue lock** (`Mutex`, per vcpu and priority): taken by
@@ -222,46 +224,115 @@
 //!
 //! # Performance of send, and its floor
 //!
-//! `cargo xtask bench` measures send against one locked `fetch_or` (the
-//! "raw" floor) and against the 2-level ABI's own three test-and-sets done
-//! inline (about 2.6× the floor). A new-event EVTCHNOP_send on an IPI port
-//! through a [`DomainHandle`] ([`Domains::send_from`]) does seven locked
-//! read-modify-writes, and nothing else of weight:
+//! `cargo xtask bench` (source: `benches/ops.rs`) measures send to an
+//! unmasked bound IPI port, re-armed after each send by the guest's three
+//! plain stores (upcall_pending, selector, pending bit), at 1, 64 and 4095
+//! bound ports, next to one locked `fetch_or` on an `AtomicU64` (the "raw"
+//! floor, 3.0 ns on the 2-core AMD EPYC these numbers come from). Two more
+//! lines say what that floor is made of: an empty op costs 2.0 ns alone but
+//! mostly hides behind the locked op's latency, and three locked set-bits
+//! cost 8.0 ns, so **each further locked read-modify-write costs about
+//! 2.5 ns** here. Medians of three runs (other jobs on the machine; load
+//! 1–7), before this design → now:
 //!
-//! * the channel's read lock, taken and released (2);
-//! * the domain's ABI read lock, taken and released (2);
-//! * the ABI's pending, selector and `evtchn_upcall_pending` test-and-sets
-//!   (3), in Xen's order; an already-pending port stops after the first, a
-//!   masked one after the first and a load.
+//! | send to an unmasked IPI port                   | ns                | × raw       |
+//! |------------------------------------------------|-------------------|-------------|
+//! | `send_from`, new event, 1 / 64 / 4095 ports    | 18.4 / 18.3 / 18.5 | 6.0 (was 7.0) |
+//! | `send` by domid, new event, 1 / 64 / 4095 ports | 24.3 / 24.1 / 24.0 | 7.9 (was 9.8) |
+//! | `send_from`, already pending                   | 14.6              | 4.8 (was 5.1) |
+//! | `send_from`, masked                            | 15.5              | 5.1 (was 5.4) |
+//! | `send_from`, interdomain, new event            | 30.8              | 10.1 (was 11.5) |
+//! | the ABI's three test-and-sets alone, inline    | 7.9               | 2.6         |
 //!
-//! [`Domains::send`] by domid adds the registry slot's read lock and an
-//! `Arc` clone and drop of the caller (4 more); an interdomain send adds
-//! that lookup for the peer and a try-read of the peer's channel lock. The
-//! poller scan runs only while one of the domain's vcpus polls.
+//! The cost is flat in the number of bound ports: a port is found with one
+//! bounds check against `valid_evtchns` and two indexed loads.
 //!
-//! The two locks are the floor above the ABI's three operations, and they
-//! stay:
+//! A new-event send through a [`DomainHandle`] ([`Domains::send_from`])
+//! does five locked read-modify-writes and nothing else of weight:
 //!
-//! * **Channel lock.** A lock-free read of the state (an atomic state word,
-//!   a seqlock snapshot) can only notice a concurrent close *after* the
-//!   port op has written the guest's page, and that write cannot be taken
-//!   back. A send racing close and a new bind of the same port would then
-//!   raise the port in its new binding, and an interdomain send could raise
-//!   a peer port that was closed and handed to another binding meanwhile.
-//!   Spec §2.15 lets a send that races a close be *dropped*, not delivered
-//!   to the port's next owner; Xen keeps the read lock for this reason
-//!   (§2.5: the peer cannot change while it is held). The FIFO ABI also
-//!   relies on it for the channel's last queue.
-//! * **ABI lock.** It makes set_pending atomic against a switch of ABI:
-//!   init_control copies 2-level pending bits into the FIFO event array,
-//!   and a 2-level set_pending landing after that copy would be lost; and
-//!   it keeps the FIFO state alive during set_pending without `unsafe`.
+//! * the **ABI's three test-and-sets** (pending, selector,
+//!   `evtchn_upcall_pending`), in Xen's order (spec §3.3): 7.8 ns of the
+//!   total, 2.6× the floor on their own. An already-pending port stops
+//!   after the first; a masked one after the first and a load of the mask.
+//! * the **channel's read lock**, taken and released (2, about 5 ns).
+//! * Around them: two loads of the domain's ABI generation, the mask and
+//!   `polling_vcpus` loads, two indirect calls into the
+//!   [`SharedInfoView`] (`shared_info`, `vcpu_info`: the hypervisor may
+//!   move a vcpu_info), and the port lookup — together about 6 ns.
 //!
-//! Each lock is two locked operations because a reader must both announce
-//! itself and leave; no reader-side scheme without per-CPU state does it
-//! in fewer. So with Xen's semantics a 2-level send costs the ABI's three
-//! locked operations plus four, about 7× one `fetch_or` where the issue
-//! asked for 3×; the measured numbers are in `target/bench/host.md`.
+//! [`Domains::send`] by domid adds the registry lookup (slot read lock
+//! and an `Arc` clone and drop: four more, measured 6 ns); an interdomain
+//! send adds that lookup for the peer, and reads the peer's consumer
+//! with one atomic load instead of its lock. Holding the slot's read lock
+//! through the op instead of cloning the `Arc` would save two, but the
+//! op ends by calling [`Notify`], which must run with no evtchn-core lock
+//! held; a [`DomainHandle`] saves all four.
+//!
+//! What went, and why it could:
+//!
+//! * **The ABI lock** (two locked operations). It made set_pending atomic
+//!   against a switch to FIFO, whose copy of the 2-level pending bits into
+//!   the FIFO state would miss a bit set just after it. A 2-level sender
+//!   now reads the domain's ABI generation (even = 2-level, odd = FIFO,
+//!   bumped with SeqCst under the ABI write lock before the copy) before
+//!   and after its page writes, and raises the event again through the
+//!   new ABI if it changed (`Domain::set_pending` has the argument;
+//!   `tests/abi_switch_race.rs` holds a sender at the bad instant, and a
+//!   loom model races the two). FIFO senders keep the lock, which keeps
+//!   the FIFO state alive without `unsafe`.
+//! * **The peer channel's lock** on an interdomain send (two). Both ends
+//!   of a pair change only with both write-locked, so the sender's own read
+//!   lock already pins the peer (spec §2.5); the peer's consumer, fixed
+//!   from allocation to close, is mirrored in an atomic.
+//! * Calls: the port lookup and lock wrappers are inlined into the caller.
+//!
+//! What stays, and why 3× is out of reach for a new event:
+//!
+//! * **The ABI's three locked operations** are the event: pending, then
+//!   selector, then upcall_pending, each a test-and-set whose old value
+//!   decides whether to go on, in the order the guest's consumer relies
+//!   on. They alone are 2.6× the floor, which leaves 1.2 ns for everything
+//!   else: less than one more locked operation. Skipping one when a plain
+//!   load shows its bit already set is not allowed for the pending bit:
+//!   the locked operation is also the barrier that makes the sending
+//!   guest's ring writes visible before the bit (on x86 a load can pass
+//!   the sender's buffered stores, the receiver could clear the bit, find
+//!   the ring empty, and never hear of it again).
+//! * **The channel's read lock** (two). A lock-free read of the state (an
+//!   atomic state word with a generation, a seqlock snapshot) validates the
+//!   state *before* the page write, or detects a change only *after* it,
+//!   and the write to the guest's page cannot be taken back: a sender
+//!   delayed (an interrupt, a preempted vcpu) between its read and its
+//!   write would raise a port that was closed meanwhile — left pending on a
+//!   free port, or on the port's next binding, possibly a VIRQ or another
+//!   domain's channel. Undoing the bit is no better: a legitimate event of
+//!   the new binding may have met it set and relied on it. So close must
+//!   know when senders that read the old state are gone, which needs each
+//!   sender to announce itself; a shared announcement is a locked
+//!   increment and decrement — exactly the read lock. Spec §2.15 lets a
+//!   send racing close be *dropped*, never delivered to the port's next
+//!   owner; the loom model `send_racing_close_of_peer_leaves_consistent_ends`
+//!   checks that no pending bit is left on the freed port.
+//!
+//! So a new-event send is bounded below by five locked operations (about
+//! 12.5 ns, 4.2× the floor) and measures 6.0×; an already-pending send by
+//! three (about 2.7×) and measures 4.8×. The issue's target of 3× one
+//! `fetch_or` is not reachable for a new event without dropping either
+//! Xen's order on the shared page or the close guarantee above; measured
+//! against the ABI's own three operations (7.9 ns), send_from costs 2.3×.
+//!
+//! Left to try: checking the selector and upcall_pending bits with a plain
+//! load before their test-and-set (sound after the pending test-and-set,
+//! which is the full barrier; the loom model
+//! `guest_consumer_racing_sends_loses_no_event` passes with it and catches
+//! the wrong variant that tests upcall_pending before the selector).
+//! Single-threaded it measured nothing: 16.4 → ~16.0 ns with the selector
+//! already set (bench line `send_from ipi, selector already set`), and
+//! +0.7 ns for a new event, so it was left out; its gain would be under
+//! contention, when the guest's vcpu holds the vcpu_info line; a
+//! `swap` instead of the compare-exchange loop that `fetch_or` on the
+//! byte-wide `evtchn_upcall_pending` compiles to (it would clobber bits
+//! 1–7, which Xen's bit operation keeps).
 //!
 //! # Differences from Xen 4.17 worth knowing
 //!

@@ -70,6 +70,7 @@ impl DomainHandle {
         self.domain.vcpu_has_deliverable_event(vcpu)
     }
 
+    #[inline]
     pub(crate) fn domain(&self) -> &Domain {
         &self.domain
     }

@@ -47,6 +47,7 @@ pub trait SharedInfoView: Send + Sync {
 }
 
 impl SharedInfoView for SharedInfo {
+    #[inline]
     fn shared_info(&self) -> &SharedInfo {
         self
     }

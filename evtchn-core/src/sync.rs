@@ -13,9 +13,13 @@
 //! crate doc for why no lock is ever spun on from interrupt context.
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub use core::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering,
+};
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub use loom::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering,
+};
 
 #[cfg(not(loom))]
 mod imp {
@@ -36,10 +40,12 @@ mod imp {
             Self(spin::RwLock::new(value))
         }
         /// Shared lock, waiting while a writer holds or awaits it.
+        #[inline]
         pub fn read(&self) -> RwLockReadGuard<'_, T> {
             self.0.read()
         }
         /// Shared lock if no writer holds or awaits it.
+        #[inline]
         pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
             self.0.try_read()
         }
@@ -69,6 +75,7 @@ mod imp {
             Self(spin::Once::new())
         }
         /// The value, if the slot was filled.
+        #[inline]
         pub fn get(&self) -> Option<&T> {
             self.0.get()
         }

@@ -93,16 +93,19 @@ impl PortTable {
 
     /// Ports with storage (`valid_evtchns`). Acquire: pairs with the Release
     /// in `publish_bucket`, so storage below the value is visible.
+    #[inline]
     pub(crate) fn valid_evtchns(&self) -> u32 {
         self.valid_evtchns.load(Ordering::Acquire)
     }
 
     /// Xen's `port_is_valid()`: the port has storage (it may be free).
+    #[inline]
     pub(crate) fn is_valid(&self, port: Port) -> bool {
         port.0 < self.valid_evtchns()
     }
 
     /// The channel of a valid port; `None` (→ -EINVAL) for any other value.
+    #[inline]
     pub(crate) fn channel(&self, port: Port) -> Option<&Channel> {
         if !self.is_valid(port) {
             return None;

@@ -4,7 +4,11 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p evtchn-core --test fifo_loom --release`.
 //!
 //! A third model has the guest mask and unmask the tail while the next
-//! event is linked behind it (the BUSY protocol).
+//! event is linked behind it (the BUSY protocol). A fourth sends on a
+//! 2-level port while the domain switches to FIFO: 2-level senders take
+//! no ABI lock, so the event must survive the switch's copy of the
+//! 2-level pending bits (`tests/abi_switch_race.rs` forces the one bad
+//! instant deterministically).
 //!
 //! Checked in each interleaving: every event sent is handled exactly once,
 //! every word the consumer reaches through the queue is LINKED and links
@@ -252,5 +256,52 @@ fn linking_behind_a_tail_the_guest_masks_and_unmasks() {
         handled.sort_unstable();
         assert_eq!(handled, [first.0, second.0]);
         check_quiet(&world, &ports);
+    });
+}
+
+/// EVTCHNOP_send on a 2-level IPI port racing the domain's switch to FIFO
+/// (init_control). The 2-level sender reads the ABI generation instead of
+/// taking the ABI lock; whichever side of the switch's copy its pending
+/// bit lands on, once expand_array adds the port's event word the port is
+/// pending there, linked on its queue, and handled exactly once.
+#[test]
+fn a_send_racing_the_switch_to_fifo_is_not_lost() {
+    // Two preemptions reach the bad instant (the sender stopped between
+    // its generation read and its pending bit while the switch runs): the
+    // model fails at once without the re-raise. Unbounded takes minutes.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let memory = Arc::new(Memory {
+            shared: SharedInfo::new(),
+            control: Arc::new((0..18).map(|_| AtomicU32::new(0)).collect()),
+            events: Arc::new((0..WORDS).map(|_| AtomicU32::new(0)).collect()),
+        });
+        let domains = Domains::new(Quiet, NoPirqs);
+        let view: Arc<dyn SharedInfoView> = memory.clone();
+        domains
+            .create_domain(DomainConfig::new(DOM1, 1), view)
+            .unwrap();
+        let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+        let world = Arc::new(World { domains, memory });
+        let sender = {
+            let world = world.clone();
+            loom::thread::spawn(move || world.domains.send(DOM1, port).unwrap())
+        };
+        let request = EvtchnInitControl {
+            control_gfn: 1,
+            vcpu: VcpuId(0),
+            ..EvtchnInitControl::default()
+        };
+        world.domains.init_control(DOM1, request).unwrap();
+        sender.join().unwrap();
+        // The event page comes after the race: a send racing expand_array
+        // is the sticky flag's protocol, not this one.
+        world.domains.expand_array(DOM1, 2).unwrap();
+        assert_eq!(world.domains.is_pending(DOM1, port), Some(true));
+        let mut local_head = 0;
+        let handled = consume(&world, &mut local_head, &[port]);
+        assert_eq!(handled, [port.0]);
+        check_quiet(&world, &[port]);
     });
 }

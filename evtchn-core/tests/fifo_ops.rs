@@ -568,3 +568,17 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn an_event_pending_on_two_level_is_raised_by_fifo_once_its_page_exists() {
+    let world = FifoWorld::new(1);
+    let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    world.domains.send(DOM1, port).unwrap();
+    assert_eq!(world.domains.is_pending(DOM1, port), Some(true));
+    world.init_control(DOM1, 0).unwrap();
+    // No event word yet: the event waits (masked, not pending).
+    assert_eq!(world.domains.is_pending(DOM1, port), Some(false));
+    world.expand(DOM1, 0).unwrap();
+    assert_eq!(world.word(DOM1, port.0), P | L);
+    assert_eq!(world.drain(DOM1, 0), [port.0]);
+}

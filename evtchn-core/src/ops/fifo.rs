@@ -80,7 +80,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let fifo = Fifo::new(domain.vcpus.len() as u32)?;
         let frame = domain.shared.map_frame(request.control_gfn)?;
         fifo.install_control_block(vcpu, frame, request.offset)?;
-        *domain.abi_for_switch(&locked) = EventAbi::Fifo(fifo);
+        let _two_level = domain.switch_abi(&locked, EventAbi::Fifo(fifo));
         // Xen: setup_ports(), after the switch and only ever *setting* the
         // sticky flag, so an event that reached the FIFO ops in between is
         // kept too. Under the event lock no channel changes state.
@@ -174,7 +174,7 @@ impl Domain {
     /// holds the event lock and has closed every guest channel (reset) or
     /// every channel (destruction).
     pub(crate) fn leave_fifo(&self, locked: MutexGuard<'_, EventLocked>) {
-        let previous = core::mem::replace(&mut *self.abi_for_switch(&locked), EventAbi::TwoLevel);
+        let previous = self.switch_abi(&locked, EventAbi::TwoLevel);
         if previous.fifo().is_none() {
             return;
         }

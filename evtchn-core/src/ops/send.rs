@@ -15,8 +15,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     ///
     /// Only the local channel's read lock is taken: every state change of
     /// an interdomain pair holds both channels' write locks, so the peer
-    /// cannot change while it is held. The peer's own lock is only *tried*
-    /// (it cannot be write-locked then), which keeps the channel lock order.
+    /// cannot change while it is held (spec §2.5), and its lock is not
+    /// taken at all.
     ///
     /// This looks the caller up in the registry; a hypervisor that keeps a
     /// [`DomainHandle`] per domain calls [`Domains::send_from`] instead.
@@ -29,10 +29,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// registry lookup: the hot path of a guest's EVTCHNOP_send. Same
     /// answers, except that a handle of a destroyed domain (whose ports are
     /// all closed) gives -EINVAL where the by-id call gives -ESRCH.
+    #[inline]
     pub fn send_from(&self, caller: &DomainHandle, port: Port) -> Result<(), Errno> {
         self.send_on(caller.domain(), port)
     }
 
+    #[inline]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
@@ -74,16 +76,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 let Some(peer_channel) = peer.table.channel(remote_port) else {
                     return Ok(());
                 };
-                let Some(peer_state) = peer_channel.try_read() else {
-                    log::error!(
-                        "{} {port}: peer channel write-locked during send",
-                        domain.domid
-                    );
-                    return Ok(());
-                };
-                match peer_state.consumer() {
+                // The peer's state is read without its lock: every writer of
+                // an interdomain pair holds both channels' write locks, so it
+                // cannot change while this channel's read lock is held (and
+                // the peer's set_pending runs under a lock excluding its
+                // writers, as the port ops require).
+                match peer_channel.consumer_of_peer(&state) {
                     Consumer::Xen(consumer) => {
-                        drop(peer_state);
                         drop(state);
                         self.notify
                             .notify_xen_consumer(peer.domid, remote_port, consumer);
@@ -94,7 +93,6 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                             peer_channel.notify_vcpu(),
                             &self.notify,
                         );
-                        drop(peer_state);
                         drop(state);
                         peer.deliver(wakeups, &self.notify);
                     }

@@ -44,6 +44,17 @@ pub struct Wakeups {
     pub poll_port: Option<Port>,
 }
 
+impl Wakeups {
+    /// Both sets of wake-ups (a vcpu kicked by either, pollers of either
+    /// port; `other` wins where both name one).
+    pub(crate) fn merge(self, other: Self) -> Self {
+        Self {
+            kick_vcpu: other.kick_vcpu.or(self.kick_vcpu),
+            poll_port: other.poll_port.or(self.poll_port),
+        }
+    }
+}
+
 /// Xen's `vcpu_mark_events_pending()`: test-and-set `evtchn_upcall_pending`
 /// of `vcpu`; the vcpu to kick if it was clear. `evtchn_upcall_mask` is not
 /// looked at here.
@@ -60,6 +71,19 @@ fn mark_info_pending(info: &VcpuInfo, vcpu: VcpuId) -> Option<VcpuId> {
         return None;
     }
     Some(vcpu)
+}
+
+/// The 2-level `set_pending` on its own, for senders that read the ABI
+/// through the domain's ABI generation instead of the ABI lock (see
+/// `Domain::set_pending`). `poll_port` is `Some` exactly when this call
+/// turned the pending bit from 0 to 1.
+#[inline]
+pub(crate) fn two_level_set_pending(
+    view: &dyn SharedInfoView,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    two_level::set_pending(view, port, vcpu)
 }
 
 impl EventAbi {

@@ -13,6 +13,7 @@ use crate::abi::{Port, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
 
+#[inline]
 fn word_and_bit(port: Port) -> (usize, u64) {
     ((port.0 / 64) as usize, 1u64 << (port.0 % 64))
 }

@@ -1,0 +1,93 @@
+//! A 2-level send caught between reading the domain's ABI and writing the
+//! shared page while the domain switches to FIFO (EVTCHNOP_init_control).
+//!
+//! 2-level senders take no ABI lock: they read the domain's ABI generation
+//! before and after their page writes and raise the event again through
+//! the new ABI if it changed. This test holds a sender at exactly the bad
+//! instant — after its first read, before its pending bit is set — runs the
+//! whole switch (whose copy of the 2-level pending bits then cannot see the
+//! bit), and lets the sender finish: the event must still reach FIFO.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a failed test"
+)]
+
+mod fifo_support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::{self, ThreadId};
+
+use evtchn_core::abi::{EvtchnInitControl, SharedInfo};
+use evtchn_core::{DomainConfig, Domains, Errno, GuestFrame, NoPirqs, SharedInfoView, VcpuId};
+use fifo_support::{CONTROL_GFN, DOM1, EVENT_GFN, FifoNotify, GuestMemory, L, P};
+
+/// Guest memory whose shared_info lookup stops one chosen thread once, at
+/// its first page access, until the test lets it go.
+struct GatedMemory {
+    memory: GuestMemory,
+    gated: Mutex<Option<ThreadId>>,
+    reached: Barrier,
+    release: Barrier,
+    passed: AtomicBool,
+}
+
+impl SharedInfoView for GatedMemory {
+    fn shared_info(&self) -> &SharedInfo {
+        let is_gated = *self.gated.lock().unwrap() == Some(thread::current().id());
+        if is_gated && !self.passed.swap(true, Ordering::SeqCst) {
+            self.reached.wait();
+            self.release.wait();
+        }
+        self.memory.shared_info()
+    }
+
+    fn map_frame(&self, gfn: u64) -> Result<Box<dyn GuestFrame>, Errno> {
+        self.memory.map_frame(gfn)
+    }
+}
+
+#[test]
+fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() {
+    let memory = Arc::new(GatedMemory {
+        memory: GuestMemory::new(1, 1),
+        gated: Mutex::new(None),
+        reached: Barrier::new(2),
+        release: Barrier::new(2),
+        passed: AtomicBool::new(false),
+    });
+    let domains = Arc::new(Domains::new(FifoNotify::default(), NoPirqs));
+    let view: Arc<dyn SharedInfoView> = memory.clone();
+    domains
+        .create_domain(DomainConfig::new(DOM1, 1), view)
+        .unwrap();
+    let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+
+    let sender = {
+        let (domains, memory) = (domains.clone(), memory.clone());
+        thread::spawn(move || {
+            *memory.gated.lock().unwrap() = Some(thread::current().id());
+            domains.send(DOM1, port).unwrap();
+        })
+    };
+    // The sender has read "2-level" and stands before its pending bit.
+    memory.reached.wait();
+    let request = EvtchnInitControl {
+        control_gfn: CONTROL_GFN,
+        vcpu: VcpuId(0),
+        ..EvtchnInitControl::default()
+    };
+    domains.init_control(DOM1, request).unwrap();
+    memory.release.wait();
+    sender.join().unwrap();
+
+    domains.expand_array(DOM1, EVENT_GFN).unwrap();
+    assert_eq!(domains.is_pending(DOM1, port), Some(true));
+    let word = memory.memory.page(EVENT_GFN).words[port.0 as usize].load(Ordering::SeqCst);
+    assert_eq!(
+        word,
+        P | L,
+        "linked on its queue once its event word exists"
+    );
+}
