@@ -149,9 +149,10 @@ pub fn is_guest_range(address: u64, length: usize) -> bool {
 /// # Safety
 /// Until this CPU vouches again or withdraws, every present mapping of a
 /// guest-range address in the tables at `root` must be a page its guest
-/// may read and write through the copy routines, present with USER in
-/// every level's entry (a PV guest's tables: the hypervisor builds them so
-/// and forces USER on every entry a guest installs).
+/// may access as mapped (a read-only mapping stays read-only for the copy
+/// routines: CR0.WP is on), present with USER in every level's entry (a PV
+/// guest's tables: the hypervisor builds them so and forces USER on every
+/// entry a guest installs).
 #[inline]
 pub unsafe fn trust_user_only(root: u64) {
     // Relaxed: only this CPU reads its own vouch.

@@ -64,9 +64,11 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
     // SAFETY: `domain.root` is a PV guest's page tables: the builder maps
     // every guest-range page of the domain USER at every level, and the
     // only way a guest changes them, update_va_mapping, installs only its
-    // own frames (or its shared_info frame), with USER forced. The guest
-    // reads and writes all of those. `clear` withdraws the vouch before
-    // this pCPU runs anything else.
+    // own frames (or its shared_info frame), with USER forced, and its
+    // page-table frames read-only only. The guest may access all of those
+    // as mapped; a copy into a read-only one faults as the guest's own
+    // write would (CR0.WP holds in ring 0 too). `clear` withdraws the
+    // vouch before this pCPU runs anything else.
     unsafe { arch::guest_copy::trust_user_only(domain.root) };
     let owned = Arc::into_raw(Arc::clone(domain)).cast_mut();
     // Relaxed: only this pCPU reads its slot, and interrupts are off.

@@ -411,6 +411,13 @@ pub fn note_failed_build() {
 /// Shuts `domain` down with `reason` (the first reason is kept): its vcpus
 /// stop at their next return to the hypervisor's scheduler. Returns whether
 /// this call was the one that shut it down.
+///
+/// Each vcpu is stopped on its own pCPU, which the kick brings to its loop:
+/// one that is down or never started is stopped there, and one whose flow
+/// is suspended (blocked or preempted, even if down since) is resumed
+/// first, so that the flow unwinds and lets go of its reference to the
+/// domain. Stopping such a vcpu from elsewhere would abandon that flow
+/// with its reference, and the domain could never be freed.
 pub fn shut_down(domain: &Domain, reason: ShutdownReason) -> bool {
     let is_first = domain
         .shutdown_code
@@ -436,15 +443,6 @@ pub fn vcpu_stopped(domain: &Domain, vcpu: &Vcpu) {
         return;
     }
     destroy(domain);
-}
-
-/// Stops a vcpu that never started (down at shutdown).
-pub fn stop_unstarted_vcpus(domain: &Domain) {
-    for vcpu in domain.vcpus.iter() {
-        if vcpu.state() == VcpuState::Down {
-            vcpu_stopped(domain, vcpu);
-        }
-    }
 }
 
 /// The last vcpu of `domain` stopped. A crashed domain is destroyed: its

@@ -34,7 +34,6 @@ pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         SCHEDOP_SHUTDOWN => {
             let reason = ShutdownReason::from_code(read_u32(argument)?).ok_or(Errno::EINVAL)?;
             domain::shut_down(call.domain, reason);
-            domain::stop_unstarted_vcpus(call.domain);
             Ok(0)
         }
         SCHEDOP_POLL => poll(call, argument),
@@ -49,7 +48,6 @@ pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             }
             let reason = ShutdownReason::from_code(code).ok_or(Errno::EINVAL)?;
             domain::shut_down(&target, reason);
-            domain::stop_unstarted_vcpus(&target);
             Ok(0)
         }
         SCHEDOP_SHUTDOWN_CODE => {

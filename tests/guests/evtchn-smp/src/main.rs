@@ -117,6 +117,7 @@ fn main(_start_info: &'static StartInfo) {
     poll_across(to_vcpu1, to_vcpu0, shared);
     per_vcpu_timer(to_vcpu1);
     down_and_up(to_vcpu1);
+    down_while_blocked();
     upcall::mask_vcpu();
     check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
 }
@@ -349,5 +350,24 @@ fn down_and_up(to_vcpu1: u32) {
         wait_handled(to_vcpu1),
         Some(1),
         "brought up again, vcpu 1 handles the pending event"
+    );
+}
+
+/// Takes vcpu 1 down while it waits in SCHEDOP_block, and leaves it down:
+/// the domain then powers off with vcpu 1's hypervisor flow suspended. The
+/// hypervisor must still wind that flow up and free the domain (the
+/// scenario checks its log for that).
+fn down_while_blocked() {
+    // vcpu 1 handled its last event and went back to SCHEDOP_block.
+    spin_until(50_000_000, || false);
+    check_eq!(
+        vcpu::down(1),
+        Ok(()),
+        "VCPUOP_down(1) while vcpu 1 is blocked is rc 0"
+    );
+    check_eq!(
+        vcpu::is_up(1),
+        Ok(false),
+        "VCPUOP_is_up(1) is 0, and the domain powers off with vcpu 1 down"
     );
 }
