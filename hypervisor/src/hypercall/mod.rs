@@ -176,13 +176,10 @@ fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame
         sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
     }
     if vcpu.state() == VcpuState::Down {
-        // VCPUOP_up resumes it here.
-        {
-            let mut resume = vcpu.initial_frame.lock();
-            if resume.is_none() {
-                *resume = Some(frame.clone());
-            }
-        }
+        // VCPUOP_up resumes it here. This flow is the vcpu's live state:
+        // it replaces any frame recorded earlier (a flow that was suspended
+        // and resumed in between never consumed that one).
+        *vcpu.initial_frame.lock() = Some(frame.clone());
         sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Down)
     }
     // Acquire: pairs with the AcqRel bump of a page-table edit. Only this

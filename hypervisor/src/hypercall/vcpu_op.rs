@@ -78,12 +78,8 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
                 domain::shut_down(call.domain, ShutdownReason::Poweroff);
                 return Ok(0);
             }
-            if is_self {
-                // Resume here on VCPUOP_up (the return path leaves the vcpu).
-                let mut resume = call.frame.clone();
-                resume.rax = 0;
-                *target.initial_frame.lock() = Some(resume);
-            }
+            // A vcpu taking itself down leaves on its way back to the guest,
+            // which records where VCPUOP_up resumes it (rax = 0 by then).
             target.set_state(VcpuState::Down);
             crate::sched::kick(target);
             Ok(0)

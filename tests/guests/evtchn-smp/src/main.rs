@@ -20,8 +20,8 @@ mod secondary;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use secondary::{
-    CMD_SEND, CMD_SEND_LATER, CMD_SINGLESHOT, CMD_SPIN, COMMAND, DONE, READY, SEEN_MASK, SEEN_VCPU,
-    SPIN_HIT, SPIN_HIT_AT, SPINNING, spin_until,
+    CMD_SELF_DOWN, CMD_SEND, CMD_SEND_LATER, CMD_SINGLESHOT, CMD_SPIN, COMMAND, DONE, READY,
+    SEEN_MASK, SEEN_VCPU, SELF_DOWN_RC, SPIN_HIT, SPIN_HIT_AT, SPINNING, spin_until,
 };
 use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, DOMID_SELF, virq};
@@ -117,6 +117,7 @@ fn main(_start_info: &'static StartInfo) {
     poll_across(to_vcpu1, to_vcpu0, shared);
     per_vcpu_timer(to_vcpu1);
     down_and_up(to_vcpu1);
+    self_down_and_up(to_vcpu1);
     down_while_blocked();
     upcall::mask_vcpu();
     check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
@@ -351,6 +352,43 @@ fn down_and_up(to_vcpu1: u32) {
         Some(1),
         "brought up again, vcpu 1 handles the pending event"
     );
+}
+
+/// vcpu 1 takes itself down; VCPUOP_up resumes it right after its call,
+/// which then returns 0. Twice, so a frame left over from the first time
+/// would show as a jump back.
+fn self_down_and_up(to_vcpu1: u32) {
+    for round in 1..=2 {
+        SELF_DOWN_RC.store(u32::MAX, Ordering::SeqCst);
+        let before = DONE.load(Ordering::SeqCst);
+        COMMAND.store(CMD_SELF_DOWN, Ordering::SeqCst);
+        let _ = evtchn::send(to_vcpu1);
+        let went_down = spin_until(2_000_000_000, || vcpu::is_up(1) == Ok(false));
+        check!(
+            went_down,
+            "round {round}: VCPUOP_down(1) from vcpu 1 takes it down"
+        );
+        spin_until(20_000_000, || false);
+        check_eq!(
+            (
+                DONE.load(Ordering::SeqCst),
+                SELF_DOWN_RC.load(Ordering::SeqCst)
+            ),
+            (before, u32::MAX),
+            "round {round}: vcpu 1 stays in its VCPUOP_down while down"
+        );
+        check_eq!(vcpu::up(1), Ok(()), "round {round}: VCPUOP_up(1) is rc 0");
+        let resumed = spin_until(2_000_000_000, || DONE.load(Ordering::SeqCst) == before + 1);
+        check!(
+            resumed,
+            "round {round}: vcpu 1 resumes after its VCPUOP_down"
+        );
+        check_eq!(
+            SELF_DOWN_RC.load(Ordering::SeqCst),
+            0,
+            "round {round}: vcpu 1's VCPUOP_down(1) returns 0 once it is up again"
+        );
+    }
 }
 
 /// Takes vcpu 1 down while it waits in SCHEDOP_block, and leaves it down:

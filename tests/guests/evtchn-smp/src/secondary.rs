@@ -17,6 +17,9 @@ pub const CMD_SPIN: u64 = 2 << 32;
 pub const CMD_SEND_LATER: u64 = 3 << 32;
 /// Arm this vcpu's singleshot timer 10 ms ahead.
 pub const CMD_SINGLESHOT: u64 = 4 << 32;
+/// Take this vcpu down with VCPUOP_down(1); once vcpu 0 brings it up
+/// again, record what the call returned in [`SELF_DOWN_RC`].
+pub const CMD_SELF_DOWN: u64 = 5 << 32;
 
 /// The next command for vcpu 1.
 pub static COMMAND: AtomicU64 = AtomicU64::new(CMD_NONE);
@@ -32,6 +35,9 @@ pub static SPINNING: AtomicBool = AtomicBool::new(false);
 /// Result of the last spin: whether an upcall arrived, and when (ns).
 pub static SPIN_HIT: AtomicBool = AtomicBool::new(false);
 pub static SPIN_HIT_AT: AtomicU64 = AtomicU64::new(0);
+/// What VCPUOP_down(1) from vcpu 1 itself returned, once it runs again
+/// (0 = rc 0, else the errno; `u32::MAX` = not returned yet).
+pub static SELF_DOWN_RC: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// Busy-waits `duration_ns` or until `stop` holds; returns whether `stop`
 /// held.
@@ -72,6 +78,10 @@ fn execute(command: u64) {
         CMD_SINGLESHOT => {
             let due = time::now_ns().map_or(1, |now| now + 10_000_000);
             let _ = vcpu::set_singleshot_timer(1, due);
+        }
+        CMD_SELF_DOWN => {
+            let rc = vcpu::down(1).map_or_else(|errno| errno.0.unsigned_abs() as u32, |()| 0);
+            SELF_DOWN_RC.store(rc, Ordering::SeqCst);
         }
         _ => {}
     }
