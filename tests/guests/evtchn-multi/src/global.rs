@@ -68,13 +68,8 @@ fn write_window(value: u64) {
 }
 
 pub fn main(start_info: &'static StartInfo) {
-    let role = match start_info.arg_value("role") {
-        Some("a") => Role::A,
-        Some("b") => Role::B,
-        _ => {
-            check!(false, "the command line says role=a or role=b");
-            return;
-        }
+    let Some(role) = Role::from_arg(start_info) else {
+        return;
     };
     let (Some(peer), Some(me)) = (common::peer(start_info), common::own_domid(start_info)) else {
         check!(false, "the command line names peer=<domid> and dom=<domid>");

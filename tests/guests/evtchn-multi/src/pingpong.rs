@@ -23,6 +23,21 @@ pub enum Role {
     B,
 }
 
+impl Role {
+    /// The role the command line's `role=a|b` names; a failed check if
+    /// it names none.
+    pub fn from_arg(start_info: &StartInfo) -> Option<Role> {
+        match start_info.arg_value("role") {
+            Some("a") => Some(Role::A),
+            Some("b") => Some(Role::B),
+            _ => {
+                check!(false, "the command line says role=a or role=b");
+                None
+            }
+        }
+    }
+}
+
 /// Events the upcall handler saw on the channel port.
 static RECEIVED: AtomicU32 = AtomicU32::new(0);
 
@@ -31,13 +46,8 @@ fn count_event(_port: u32) {
 }
 
 pub fn main(start_info: &'static StartInfo) {
-    let role = match start_info.arg_value("role") {
-        Some("a") => Role::A,
-        Some("b") => Role::B,
-        _ => {
-            check!(false, "the command line says role=a or role=b");
-            return;
-        }
+    let Some(role) = Role::from_arg(start_info) else {
+        return;
     };
     let (Some(peer), Some(wait)) = (common::peer(start_info), Wait::from_arg(start_info)) else {
         check!(
