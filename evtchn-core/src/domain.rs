@@ -366,7 +366,7 @@ impl Domain {
 
     /// Find and prepare the lowest free port (Xen's `get_free_port()`):
     /// -EINVAL while dying, -ENOSPC when full, -ENOMEM. Nothing changes yet.
-    pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort, Errno> {
+    pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort<'_>, Errno> {
         self.prepare_port_choice(locked, PortChoice::Lowest)
     }
 
@@ -376,7 +376,7 @@ impl Domain {
         &self,
         locked: &EventLocked,
         choice: PortChoice,
-    ) -> Result<PreparedPort, Errno> {
+    ) -> Result<PreparedPort<'_>, Errno> {
         if locked.is_dying {
             return Err(Errno::EINVAL);
         }
@@ -404,11 +404,11 @@ impl Domain {
     }
 
     /// Publish a prepared port and count it active.
-    pub(crate) fn claim_port(
-        &self,
+    pub(crate) fn claim_port<'domain>(
+        &'domain self,
         _locked: &EventLocked,
-        prepared: PreparedPort,
-    ) -> Option<&Channel> {
+        prepared: PreparedPort<'domain>,
+    ) -> Option<&'domain Channel> {
         let channel = self.table.publish(prepared)?;
         self.active_channels.fetch_add(1, Ordering::Relaxed);
         Some(channel)
