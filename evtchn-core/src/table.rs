@@ -251,7 +251,12 @@ impl PortTable {
     /// A port became free: the next scan must look at it again. The caller
     /// holds the event lock.
     pub(crate) fn note_freed(&self, port: Port) {
-        self.scan_start.fetch_min(port.0.max(1), Ordering::Relaxed);
+        // Only the event lock's holder writes `scan_start`, so a plain load
+        // and store (no locked fetch_min) cannot lose an update.
+        let port = port.0.max(1);
+        if port < self.scan_start.load(Ordering::Relaxed) {
+            self.scan_start.store(port, Ordering::Relaxed);
+        }
     }
 
     fn publish_bucket(&self, index: usize, bucket: Bucket) {
