@@ -102,9 +102,12 @@ fn status(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
         .inspect_err(|errno| {
             log::debug!("{}: Status {bytes:02x?} rejected: {errno}", handle.domid());
         })?;
-    let encoded = reply.to_bytes();
-    if let (Some(target), Some(source)) = (bytes.get_mut(4..), encoded.get(4..)) {
-        target.copy_from_slice(source);
+    // The OUT fields only (status, vcpu, union: bytes 8..24); dom, its
+    // padding and port go back as read, as the full encoding would give.
+    let (status, vcpu) = (reply.status.to_le_bytes(), reply.vcpu.0.to_le_bytes());
+    let out = status.iter().chain(&vcpu).chain(&reply.u);
+    for (target, source) in bytes.iter_mut().skip(8).zip(out) {
+        *target = *source;
     }
     argument.write(&bytes)?;
     Ok(0)
