@@ -4,10 +4,13 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
 use crate::channel::Channel;
 use crate::notify::Notify;
-use crate::port_ops::{EventAbi, Wakeups, two_level_set_pending};
+use crate::port_ops::{
+    EventAbi, Wakeups, two_level_clear_pending, two_level_set_pending, two_level_unmask,
+};
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
 
@@ -273,6 +276,59 @@ impl Domain {
             .set_pending(&*self.shared, (port, channel), vcpu, notify)
     }
 
+    /// Unmask `port`, re-raising it toward `vcpu` if it was masked and is
+    /// pending, through the current ABI; the caller holds the channel's read
+    /// lock and is not in interrupt context.
+    ///
+    /// On 2-level this takes no ABI lock, by the argument of
+    /// [`Domain::set_pending`]: the generation is read before and after the
+    /// page operations, all SeqCst. Unchanged and even: the mask
+    /// test-and-clear and the pending load came before any bump in the
+    /// single SeqCst order, so the unmask happened on 2-level before a
+    /// switch copied anything, as if it had held the read lock; or the
+    /// first load came after a switch back to 2-level bumped it, and the
+    /// unmask acts on the ABI the domain is about to be on, as if it had
+    /// waited for the write lock. Changed: the unmask is done again through
+    /// the current ABI under its read lock, so it takes effect on the ABI
+    /// the domain switched to. The first attempt's writes then went to
+    /// 2-level bitmaps the new ABI does not read, except possibly
+    /// `evtchn_upcall_pending`, which both ABIs share: at worst a spurious
+    /// upcall, which the ABI allows and guests tolerate.
+    #[inline]
+    pub(crate) fn unmask(
+        &self,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
+        let generation = self.abi_generation.load(Ordering::SeqCst);
+        if generation.is_multiple_of(2) {
+            let wakeups = two_level_unmask(&*self.shared, port, vcpu);
+            if self.abi_generation.load(Ordering::SeqCst) == generation {
+                return wakeups;
+            }
+            let again = self
+                .abi()
+                .unmask(&*self.shared, (port, channel), vcpu, notify);
+            return wakeups.merge(again);
+        }
+        self.abi()
+            .unmask(&*self.shared, (port, channel), vcpu, notify)
+    }
+
+    /// Whether the domain is on 2-level, read from the ABI generation
+    /// instead of the ABI lock. Exact for the holder of the event lock:
+    /// every switch runs under it ([`Domain::switch_abi`]) and bumps the
+    /// generation and replaces the ABI inside one critical section, so the
+    /// parity seen here is the current ABI (Relaxed: the event lock orders
+    /// this load after the last switch).
+    #[inline]
+    pub(crate) fn is_two_level(&self, _locked: &EventLocked) -> bool {
+        self.abi_generation
+            .load(Ordering::Relaxed)
+            .is_multiple_of(2)
+    }
+
     /// [`Domain::set_pending`] from interrupt context: never spins. On
     /// FIFO, or when a 2-level event must be raised again after a switch,
     /// the ABI lock is only tried, and the event dropped if the ABI is
@@ -310,7 +366,7 @@ impl Domain {
 
     /// Find and prepare the lowest free port (Xen's `get_free_port()`):
     /// -EINVAL while dying, -ENOSPC when full, -ENOMEM. Nothing changes yet.
-    pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort, Errno> {
+    pub(crate) fn prepare_port(&self, locked: &EventLocked) -> Result<PreparedPort<'_>, Errno> {
         self.prepare_port_choice(locked, PortChoice::Lowest)
     }
 
@@ -320,9 +376,19 @@ impl Domain {
         &self,
         locked: &EventLocked,
         choice: PortChoice,
-    ) -> Result<PreparedPort, Errno> {
+    ) -> Result<PreparedPort<'_>, Errno> {
         if locked.is_dying {
             return Err(Errno::EINVAL);
+        }
+        // On 2-level (known without the ABI lock under the event lock) no
+        // port is busy and the limit is the 2-level one.
+        if self.is_two_level(locked) {
+            let limit = self.max_evtchn_port.min(EVTCHN_2L_NR_CHANNELS - 1);
+            let free = match choice {
+                PortChoice::Lowest => self.table.find_free(limit, |_| false)?,
+                PortChoice::Exact(port) => self.table.find_exact(port, limit, |_| false)?,
+            };
+            return self.table.prepare(free);
         }
         // Under the event lock nobody can write the ABI or this domain's
         // channels, so reading both here, in either order, cannot block.
@@ -338,20 +404,30 @@ impl Domain {
     }
 
     /// Publish a prepared port and count it active.
-    pub(crate) fn claim_port(
-        &self,
+    pub(crate) fn claim_port<'domain>(
+        &'domain self,
         _locked: &EventLocked,
-        prepared: PreparedPort,
-    ) -> Option<&Channel> {
+        prepared: PreparedPort<'domain>,
+    ) -> Option<&'domain Channel> {
         let channel = self.table.publish(prepared)?;
         self.active_channels.fetch_add(1, Ordering::Relaxed);
         Some(channel)
     }
 
     /// Clear a channel's pending bit and count it freed; the caller sets
-    /// its state to Free under its write lock (Xen: `evtchn_free()`).
-    pub(crate) fn release_port(&self, port: Port, channel: &Channel, was_xen_attached: bool) {
-        self.abi().clear_pending(&*self.shared, port);
+    /// its state to Free under its write lock and holds the event lock
+    /// (Xen: `evtchn_free()`).
+    pub(crate) fn release_port(
+        &self,
+        locked: &EventLocked,
+        (port, channel): (Port, &Channel),
+        was_xen_attached: bool,
+    ) {
+        if self.is_two_level(locked) {
+            two_level_clear_pending(&*self.shared, port);
+        } else {
+            self.abi().clear_pending(&*self.shared, port);
+        }
         channel.set_notify_vcpu(VcpuId(0));
         self.table.note_freed(port);
         // The Xen-attached count drops first and (in alloc) rises last, so

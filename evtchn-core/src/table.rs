@@ -32,9 +32,12 @@ pub(crate) struct PortTable {
 
 /// A free port found by [`PortTable::find_free`] or
 /// [`PortTable::find_exact`], not yet claimed.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FreePort {
+#[derive(Clone, Copy)]
+pub(crate) struct FreePort<'table> {
     pub(crate) port: Port,
+    /// The port's channel, if it has storage already (found by the scan,
+    /// so publishing need not look it up again).
+    channel: Option<&'table Channel>,
     /// First bucket index that must be allocated (buckets from there up to
     /// the port's own), if the port has no storage yet.
     first_new_bucket: Option<usize>,
@@ -43,8 +46,10 @@ pub(crate) struct FreePort {
 }
 
 /// A free port with its storage allocated but not yet published.
-pub(crate) struct PreparedPort {
+pub(crate) struct PreparedPort<'table> {
     pub(crate) port: Port,
+    /// See [`FreePort`]'s field.
+    channel: Option<&'table Channel>,
     /// New buckets in ascending order, with the index of the first.
     new_buckets: Option<(usize, Vec<Bucket>)>,
     is_lowest: bool,
@@ -122,7 +127,7 @@ impl PortTable {
         &self,
         limit: u32,
         is_busy: impl Fn(Port) -> bool,
-    ) -> Result<FreePort, Errno> {
+    ) -> Result<FreePort<'_>, Errno> {
         let valid = self.valid_evtchns();
         let mut skipped_busy = false;
         for port in self.scan_start.load(Ordering::Relaxed)..=limit {
@@ -132,6 +137,7 @@ impl PortTable {
                 }
                 return Ok(FreePort {
                     port: Port(port),
+                    channel: None,
                     first_new_bucket: Some(bucket_index(port)),
                     is_lowest: !skipped_busy,
                 });
@@ -144,6 +150,7 @@ impl PortTable {
                 }
                 return Ok(FreePort {
                     port: Port(port),
+                    channel: Some(channel),
                     first_new_bucket: None,
                     is_lowest: !skipped_busy,
                 });
@@ -160,7 +167,7 @@ impl PortTable {
         port: Port,
         limit: u32,
         is_busy: impl Fn(Port) -> bool,
-    ) -> Result<FreePort, Errno> {
+    ) -> Result<FreePort<'_>, Errno> {
         if port.0 > limit || bucket_index(port.0) >= self.buckets.len() {
             return Err(Errno::ENOSPC);
         }
@@ -168,6 +175,7 @@ impl PortTable {
         if port.0 >= valid {
             return Ok(FreePort {
                 port,
+                channel: None,
                 first_new_bucket: Some(bucket_index(valid)),
                 is_lowest: false,
             });
@@ -178,13 +186,17 @@ impl PortTable {
         }
         Ok(FreePort {
             port,
+            channel: Some(channel),
             first_new_bucket: None,
             is_lowest: false,
         })
     }
 
     /// Allocate the storage a free port needs (-ENOMEM), changing nothing.
-    pub(crate) fn prepare(&self, free: FreePort) -> Result<PreparedPort, Errno> {
+    pub(crate) fn prepare<'table>(
+        &self,
+        free: FreePort<'table>,
+    ) -> Result<PreparedPort<'table>, Errno> {
         let new_buckets = match free.first_new_bucket {
             None => None,
             Some(first) => {
@@ -201,6 +213,7 @@ impl PortTable {
         };
         Ok(PreparedPort {
             port: free.port,
+            channel: free.channel,
             new_buckets,
             is_lowest: free.is_lowest,
         })
@@ -209,7 +222,10 @@ impl PortTable {
     /// Publish a prepared port's storage and return its channel (still
     /// free). Cannot fail: the slots exist and are empty because the event
     /// lock has been held since the port was found.
-    pub(crate) fn publish(&self, prepared: PreparedPort) -> Option<&Channel> {
+    pub(crate) fn publish<'table>(
+        &'table self,
+        prepared: PreparedPort<'table>,
+    ) -> Option<&'table Channel> {
         if let Some((first, buckets)) = prepared.new_buckets {
             // Ascending, so the valid count never covers a missing bucket.
             for (index, bucket) in (first..).zip(buckets) {
@@ -229,13 +245,18 @@ impl PortTable {
                 Ordering::Relaxed,
             );
         }
-        self.channel(prepared.port)
+        prepared.channel.or_else(|| self.channel(prepared.port))
     }
 
     /// A port became free: the next scan must look at it again. The caller
     /// holds the event lock.
     pub(crate) fn note_freed(&self, port: Port) {
-        self.scan_start.fetch_min(port.0.max(1), Ordering::Relaxed);
+        // Only the event lock's holder writes `scan_start`, so a plain load
+        // and store (no locked fetch_min) cannot lose an update.
+        let port = port.0.max(1);
+        if port < self.scan_start.load(Ordering::Relaxed) {
+            self.scan_start.store(port, Ordering::Relaxed);
+        }
     }
 
     fn publish_bucket(&self, index: usize, bucket: Bucket) {

@@ -7,6 +7,7 @@
 //! instant — after its first read, before its pending bit is set — runs the
 //! whole switch (whose copy of the 2-level pending bits then cannot see the
 //! bit), and lets the sender finish: the event must still reach FIFO.
+//! An unmask held at the same instant must still unmask the port in FIFO.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -21,7 +22,7 @@ use std::thread::{self, ThreadId};
 
 use evtchn_core::abi::{EvtchnInitControl, SharedInfo};
 use evtchn_core::{DomainConfig, Domains, Errno, GuestFrame, NoPirqs, SharedInfoView, VcpuId};
-use fifo_support::{CONTROL_GFN, DOM1, EVENT_GFN, FifoNotify, GuestMemory, L, P};
+use fifo_support::{CONTROL_GFN, DOM1, EVENT_GFN, FifoNotify, GuestMemory, L, M, P};
 
 /// Guest memory whose shared_info lookup stops one chosen thread once, at
 /// its first page access, until the test lets it go.
@@ -90,4 +91,52 @@ fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() 
         P | L,
         "linked on its queue once its event word exists"
     );
+}
+
+#[test]
+fn an_unmask_that_writes_two_level_bits_after_the_switch_is_done_again_in_fifo() {
+    let memory = Arc::new(GatedMemory {
+        memory: GuestMemory::new(1, 1),
+        gated: Mutex::new(None),
+        reached: Barrier::new(2),
+        release: Barrier::new(2),
+        passed: AtomicBool::new(false),
+    });
+    let domains = Arc::new(Domains::new(FifoNotify::default(), NoPirqs));
+    let view: Arc<dyn SharedInfoView> = memory.clone();
+    domains
+        .create_domain(DomainConfig::new(DOM1, 1), view)
+        .unwrap();
+    let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+
+    let unmasker = {
+        let (domains, memory) = (domains.clone(), memory.clone());
+        thread::spawn(move || {
+            *memory.gated.lock().unwrap() = Some(thread::current().id());
+            domains.unmask(DOM1, port).unwrap();
+        })
+    };
+    // The unmasker has read "2-level" and stands before the mask bitmap.
+    memory.reached.wait();
+    let request = EvtchnInitControl {
+        control_gfn: CONTROL_GFN,
+        vcpu: VcpuId(0),
+        ..EvtchnInitControl::default()
+    };
+    domains.init_control(DOM1, request).unwrap();
+    domains.expand_array(DOM1, EVENT_GFN).unwrap();
+    // The guest masks the port in its new event word, as Linux masks every
+    // port when it sets FIFO up.
+    let words = &memory.memory.page(EVENT_GFN).words;
+    words[port.0 as usize].store(M, Ordering::SeqCst);
+    assert_eq!(domains.is_masked(DOM1, port), Some(true));
+    memory.release.wait();
+    unmasker.join().unwrap();
+
+    assert_eq!(
+        words[port.0 as usize].load(Ordering::SeqCst) & M,
+        0,
+        "the unmask reached the FIFO event word"
+    );
+    assert_eq!(domains.is_masked(DOM1, port), Some(false));
 }

@@ -35,14 +35,22 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         dom: DomId,
         remote_dom: DomId,
     ) -> Result<Port, Errno> {
-        let target = self.resolve(caller, dom)?;
+        // DOMID_SELF (what guests pass) borrows the caller: no reference
+        // count taken and dropped.
+        let looked_up;
+        let target: &Domain = if dom == DomId::SELF {
+            caller
+        } else {
+            looked_up = self.resolve(caller, dom)?;
+            &looked_up
+        };
         let remote = if remote_dom == DomId::SELF {
             caller.domid
         } else {
             remote_dom
         };
         self.alloc_unbound_with(
-            &target,
+            target,
             PortChoice::Lowest,
             (remote, VcpuId(0)),
             Consumer::Guest,

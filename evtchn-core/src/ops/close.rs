@@ -132,13 +132,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                         remote: domain.domid,
                         consumer: peer_consumer,
                     };
-                    domain.release_port(port, channel, state.is_xen_attached());
+                    domain.release_port(locks.first(), (port, channel), state.is_xen_attached());
                     *own_state = ChannelState::Free;
                     return Ok(());
                 }
             }
             let mut own_state = channel.write();
-            domain.release_port(port, channel, state.is_xen_attached());
+            domain.release_port(locks.first(), (port, channel), state.is_xen_attached());
             *own_state = ChannelState::Free;
             return Ok(());
         }

@@ -99,12 +99,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         if !state.is_usable() {
             return Ok(());
         }
-        let wakeups = domain.abi().unmask(
-            &*domain.shared,
-            (port, channel),
-            channel.notify_vcpu(),
-            &self.notify,
-        );
+        let wakeups = domain.unmask((port, channel), channel.notify_vcpu(), &self.notify);
         drop(state);
         domain.deliver(wakeups, &self.notify);
         Ok(())

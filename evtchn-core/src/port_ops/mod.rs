@@ -86,6 +86,20 @@ pub(crate) fn two_level_set_pending(
     two_level::set_pending(view, port, vcpu)
 }
 
+/// The 2-level `unmask` on its own, for callers that read the ABI through
+/// the domain's ABI generation (see `Domain::unmask`).
+#[inline]
+pub(crate) fn two_level_unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
+    two_level::unmask(view, port, vcpu)
+}
+
+/// The 2-level `clear_pending` on its own, for callers that hold the event
+/// lock and so know the ABI from its generation (see `Domain::release_port`).
+#[inline]
+pub(crate) fn two_level_clear_pending(view: &dyn SharedInfoView, port: Port) {
+    two_level::clear_pending(view, port);
+}
+
 impl EventAbi {
     /// Ports the ABI can address (the allocation limit is this minus one,
     /// or the domain's `max_evtchn_port` if lower).

@@ -83,15 +83,23 @@ pub(super) fn clear_pending(view: &dyn SharedInfoView, port: Port) {
     }
 }
 
+/// Xen's `evtchn_2l_unmask()`. The shared page is looked up once; the mask
+/// and pending words share an index.
+#[inline]
 pub(super) fn unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    let Some((mask, bit)) = mask_word(view, port) else {
+    let shared = view.shared_info();
+    let (index, bit) = word_and_bit(port);
+    let (Some(mask), Some(pending)) = (
+        shared.evtchn_mask.get(index),
+        shared.evtchn_pending.get(index),
+    ) else {
         return Wakeups::default();
     };
     // test-and-clear mask; only a port that *was* masked and is pending is
     // re-raised: unmasking an unmasked pending port does nothing.
     let was_masked = mask.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
     crate::sync::after_test_and_set();
-    if !was_masked || !is_pending(view, port) {
+    if !was_masked || pending.load(Ordering::SeqCst) & bit == 0 {
         return Wakeups::default();
     }
     Wakeups {

@@ -2,11 +2,11 @@
 //! let evtchn-core serve it on plain bytes, copy the reply out on success
 //! only (a failed copy-out is -EFAULT and undoes nothing).
 //!
-//! The hot ops (send, unmask, close: one port in, nothing back; status)
-//! skip the byte interface and call evtchn-core's typed entry points on
+//! The hot ops (send, unmask, close: one port in, nothing back; status;
+//! alloc_unbound) skip the byte interface and call evtchn-core's typed entry points on
 //! the domain's handle directly.
 
-use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
+use evtchn_core::abi::{EvtchnAllocUnbound, EvtchnOp, EvtchnStatus};
 use evtchn_core::{DomainHandle, Errno, Port};
 
 use super::{Call, GuestInOut};
@@ -16,7 +16,9 @@ const EVTCHNOP_RESET_CONT: u64 = 14;
 /// This hypercall's number, for a continuation.
 const EVENT_CHANNEL_OP: u64 = 32;
 
-/// `event_channel_op(cmd, arg)`.
+/// `event_channel_op(cmd, arg)`. Inlined into the hypercall dispatch, so
+/// the hot ops pay no call of their own.
+#[inline]
 pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     let (command, argument) = (call.argument(0), call.guest_in_out(1));
     let Ok(command) = u32::try_from(command) else {
@@ -32,6 +34,11 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
         && let Some(handle) = call.domain.events.get()
     {
         return status(handle, argument);
+    }
+    if op == Some(EvtchnOp::AllocUnbound)
+        && let Some(handle) = call.domain.events.get()
+    {
+        return alloc_unbound(handle, argument);
     }
     let mut bytes = [0u8; 32];
     let size = op.map_or(0, EvtchnOp::arg_size);
@@ -95,10 +102,33 @@ fn status(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
         .inspect_err(|errno| {
             log::debug!("{}: Status {bytes:02x?} rejected: {errno}", handle.domid());
         })?;
-    let encoded = reply.to_bytes();
-    if let (Some(target), Some(source)) = (bytes.get_mut(4..), encoded.get(4..)) {
-        target.copy_from_slice(source);
+    // The OUT fields only (status, vcpu, union: bytes 8..24); dom, its
+    // padding and port go back as read, as the full encoding would give.
+    let (status, vcpu) = (reply.status.to_le_bytes(), reply.vcpu.0.to_le_bytes());
+    let out = status.iter().chain(&vcpu).chain(&reply.u);
+    for (target, source) in bytes.iter_mut().skip(8).zip(out) {
+        *target = *source;
     }
     argument.write(&bytes)?;
+    Ok(0)
+}
+
+/// EVTCHNOP_alloc_unbound through the caller's handle, with the byte
+/// interface's checks and answers: -EFAULT for an unreadable struct first,
+/// and on success the struct copied back with the new port.
+#[inline]
+fn alloc_unbound(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
+    let mut bytes = [0u8; 8];
+    argument.read(&mut bytes)?;
+    let mut request = EvtchnAllocUnbound::from_bytes(&bytes);
+    request.port = crate::events::domains()
+        .alloc_unbound_from(handle, request.dom, request.remote_dom)
+        .inspect_err(|errno| {
+            log::debug!(
+                "{}: AllocUnbound {bytes:02x?} rejected: {errno}",
+                handle.domid()
+            );
+        })?;
+    argument.write(&request.to_bytes())?;
     Ok(0)
 }
