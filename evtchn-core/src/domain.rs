@@ -259,6 +259,22 @@ impl Domain {
         vcpu: VcpuId,
         notify: &dyn Notify,
     ) -> Wakeups {
+        self.set_pending_then(port, vcpu, || {
+            self.abi()
+                .set_pending(&*self.shared, (port, channel), vcpu, notify)
+        })
+    }
+
+    /// The generation check of [`Domain::set_pending`], with `through_abi`
+    /// raising the port through the current ABI when the lock-free 2-level
+    /// path cannot (FIFO, or a switch seen in between).
+    #[inline]
+    fn set_pending_then(
+        &self,
+        port: Port,
+        vcpu: VcpuId,
+        through_abi: impl FnOnce() -> Wakeups,
+    ) -> Wakeups {
         let generation = self.abi_generation.load(Ordering::SeqCst);
         if generation.is_multiple_of(2) {
             let wakeups = two_level_set_pending(&*self.shared, port, vcpu);
@@ -267,13 +283,9 @@ impl Domain {
             {
                 return wakeups;
             }
-            let again = self
-                .abi()
-                .set_pending(&*self.shared, (port, channel), vcpu, notify);
-            return wakeups.merge(again);
+            return wakeups.merge(through_abi());
         }
-        self.abi()
-            .set_pending(&*self.shared, (port, channel), vcpu, notify)
+        through_abi()
     }
 
     /// Unmask `port`, re-raising it toward `vcpu` if it was masked and is
@@ -340,21 +352,10 @@ impl Domain {
         vcpu: VcpuId,
         notify: &dyn Notify,
     ) -> Wakeups {
-        let generation = self.abi_generation.load(Ordering::SeqCst);
-        if generation.is_multiple_of(2) {
-            let wakeups = two_level_set_pending(&*self.shared, port, vcpu);
-            if wakeups.poll_port.is_none()
-                || self.abi_generation.load(Ordering::SeqCst) == generation
-            {
-                return wakeups;
-            }
-            let again = self.try_abi().map_or_else(Wakeups::default, |abi| {
+        self.set_pending_then(port, vcpu, || {
+            self.try_abi().map_or_else(Wakeups::default, |abi| {
                 abi.set_pending(&*self.shared, (port, channel), vcpu, notify)
-            });
-            return wakeups.merge(again);
-        }
-        self.try_abi().map_or_else(Wakeups::default, |abi| {
-            abi.set_pending(&*self.shared, (port, channel), vcpu, notify)
+            })
         })
     }
 
