@@ -21,7 +21,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, ThreadId};
 
 use evtchn_core::abi::{EvtchnInitControl, SharedInfo};
-use evtchn_core::{DomainConfig, Domains, Errno, GuestFrame, NoPirqs, SharedInfoView, VcpuId};
+use evtchn_core::{
+    DomainConfig, Domains, Errno, GuestFrame, NoPirqs, Port, SharedInfoView, VcpuId,
+};
 use fifo_support::{CONTROL_GFN, DOM1, EVENT_GFN, FifoNotify, GuestMemory, L, M, P};
 
 /// Guest memory whose shared_info lookup stops one chosen thread once, at
@@ -49,8 +51,10 @@ impl SharedInfoView for GatedMemory {
     }
 }
 
-#[test]
-fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() {
+type TestDomains = Domains<FifoNotify, NoPirqs>;
+
+/// DOM1 (one vcpu, 2-level) on gated memory, with an IPI port of vcpu 0.
+fn gated_domain_with_ipi() -> (Arc<GatedMemory>, Arc<TestDomains>, Port) {
     let memory = Arc::new(GatedMemory {
         memory: GuestMemory::new(1, 1),
         gated: Mutex::new(None),
@@ -64,6 +68,22 @@ fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() 
         .create_domain(DomainConfig::new(DOM1, 1), view)
         .unwrap();
     let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    (memory, domains, port)
+}
+
+/// Switches DOM1 to FIFO: vcpu 0's control block.
+fn init_control_on_vcpu0(domains: &TestDomains) {
+    let request = EvtchnInitControl {
+        control_gfn: CONTROL_GFN,
+        vcpu: VcpuId(0),
+        ..EvtchnInitControl::default()
+    };
+    domains.init_control(DOM1, request).unwrap();
+}
+
+#[test]
+fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() {
+    let (memory, domains, port) = gated_domain_with_ipi();
 
     let sender = {
         let (domains, memory) = (domains.clone(), memory.clone());
@@ -74,12 +94,7 @@ fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() 
     };
     // The sender has read "2-level" and stands before its pending bit.
     memory.reached.wait();
-    let request = EvtchnInitControl {
-        control_gfn: CONTROL_GFN,
-        vcpu: VcpuId(0),
-        ..EvtchnInitControl::default()
-    };
-    domains.init_control(DOM1, request).unwrap();
+    init_control_on_vcpu0(&domains);
     memory.release.wait();
     sender.join().unwrap();
 
@@ -95,19 +110,7 @@ fn a_send_that_writes_two_level_bits_after_the_switch_is_raised_again_in_fifo() 
 
 #[test]
 fn an_unmask_that_writes_two_level_bits_after_the_switch_is_done_again_in_fifo() {
-    let memory = Arc::new(GatedMemory {
-        memory: GuestMemory::new(1, 1),
-        gated: Mutex::new(None),
-        reached: Barrier::new(2),
-        release: Barrier::new(2),
-        passed: AtomicBool::new(false),
-    });
-    let domains = Arc::new(Domains::new(FifoNotify::default(), NoPirqs));
-    let view: Arc<dyn SharedInfoView> = memory.clone();
-    domains
-        .create_domain(DomainConfig::new(DOM1, 1), view)
-        .unwrap();
-    let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    let (memory, domains, port) = gated_domain_with_ipi();
 
     let unmasker = {
         let (domains, memory) = (domains.clone(), memory.clone());
@@ -118,12 +121,7 @@ fn an_unmask_that_writes_two_level_bits_after_the_switch_is_done_again_in_fifo()
     };
     // The unmasker has read "2-level" and stands before the mask bitmap.
     memory.reached.wait();
-    let request = EvtchnInitControl {
-        control_gfn: CONTROL_GFN,
-        vcpu: VcpuId(0),
-        ..EvtchnInitControl::default()
-    };
-    domains.init_control(DOM1, request).unwrap();
+    init_control_on_vcpu0(&domains);
     domains.expand_array(DOM1, EVENT_GFN).unwrap();
     // The guest masks the port in its new event word, as Linux masks every
     // port when it sets FIFO up.
