@@ -76,7 +76,8 @@ struct World {
     memory: Arc<Memory>,
 }
 
-fn world(ports: usize) -> (World, Vec<Port>) {
+/// DOM1 with one vcpu, still on 2-level.
+fn two_level_world() -> World {
     let memory = Arc::new(Memory {
         shared: SharedInfo::new(),
         control: Arc::new((0..18).map(|_| AtomicU32::new(0)).collect()),
@@ -87,17 +88,27 @@ fn world(ports: usize) -> (World, Vec<Port>) {
     domains
         .create_domain(DomainConfig::new(DOM1, 1), view)
         .unwrap();
+    World { domains, memory }
+}
+
+/// Switches DOM1 to FIFO: vcpu 0's control block in frame 1.
+fn init_control_on_vcpu0(domains: &Domains<Quiet, NoPirqs>) {
     let request = EvtchnInitControl {
         control_gfn: 1,
         vcpu: VcpuId(0),
         ..EvtchnInitControl::default()
     };
     domains.init_control(DOM1, request).unwrap();
-    domains.expand_array(DOM1, 2).unwrap();
+}
+
+fn world(ports: usize) -> (World, Vec<Port>) {
+    let world = two_level_world();
+    init_control_on_vcpu0(&world.domains);
+    world.domains.expand_array(DOM1, 2).unwrap();
     let bound = (0..ports)
-        .map(|_| domains.bind_ipi(DOM1, VcpuId(0)).unwrap())
+        .map(|_| world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap())
         .collect();
-    (World { domains, memory }, bound)
+    (world, bound)
 }
 
 /// One pass of the guest consumer over queue 7 (the default priority):
@@ -272,28 +283,13 @@ fn a_send_racing_the_switch_to_fifo_is_not_lost() {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
     builder.check(|| {
-        let memory = Arc::new(Memory {
-            shared: SharedInfo::new(),
-            control: Arc::new((0..18).map(|_| AtomicU32::new(0)).collect()),
-            events: Arc::new((0..WORDS).map(|_| AtomicU32::new(0)).collect()),
-        });
-        let domains = Domains::new(Quiet, NoPirqs);
-        let view: Arc<dyn SharedInfoView> = memory.clone();
-        domains
-            .create_domain(DomainConfig::new(DOM1, 1), view)
-            .unwrap();
-        let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
-        let world = Arc::new(World { domains, memory });
+        let world = Arc::new(two_level_world());
+        let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
         let sender = {
             let world = world.clone();
             loom::thread::spawn(move || world.domains.send(DOM1, port).unwrap())
         };
-        let request = EvtchnInitControl {
-            control_gfn: 1,
-            vcpu: VcpuId(0),
-            ..EvtchnInitControl::default()
-        };
-        world.domains.init_control(DOM1, request).unwrap();
+        init_control_on_vcpu0(&world.domains);
         sender.join().unwrap();
         // The event page comes after the race: a send racing expand_array
         // is the sticky flag's protocol, not this one.
