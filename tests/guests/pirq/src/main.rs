@@ -53,12 +53,12 @@ fn main(start_info: &'static StartInfo) {
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(1);
             println!("# pirq: shares GSI {RTC_GSI} with d{partner} and never EOIs");
-            shared::silent(partner);
+            shared::silent(partner, start_info.arg_value("end") == Some("crash"));
             return;
         }
         Some("good") => {
             println!("# pirq: shares GSI {RTC_GSI} and EOIs each interrupt");
-            shared::good();
+            shared::good(start_info.arg_value("partner-end") == Some("crash"));
             return;
         }
         _ => {}

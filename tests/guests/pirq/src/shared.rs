@@ -5,11 +5,18 @@
 //! - `share=silent` (the privileged domain): maps GSI 8 to pirq 8 for
 //!   itself and for its partner (`partner=N`, as a toolstack would), binds
 //!   it shared, and counts its own events without ever EOIing them until
-//!   the partner says it is done over the static channel's port
-//!   [`DONE_PORT`] (`evtchn=0:5,N:5` on the hypervisor's command line).
+//!   the partner says it is halfway over the static channel's port
+//!   [`HALFWAY_PORT`] (`evtchn=0:5,N:5` on the hypervisor's command line).
+//!   Then it powers off with its pirq port still bound and an EOI owed:
+//!   as on Xen, a shut-down domain keeps its ports (and its place on the
+//!   line) until it is destroyed, so only the forced EOI keeps the line
+//!   going. With `end=crash` it crashes instead, and is destroyed at once:
+//!   its port is closed while it owes an EOI and the line's timer runs.
 //! - `share=good` (the partner): binds pirq 8 shared once it is mapped,
-//!   receives [`INTERRUPTS`] interrupts, each EOId by its handler, and
-//!   tells the silent domain it is done.
+//!   receives [`INTERRUPTS`] interrupts, each EOId by its handler, telling
+//!   the silent domain when it is halfway. Then the pirq is still shared
+//!   with the shut-down silent domain or, with `partner-end=crash`, no
+//!   longer shared once the crashed one is destroyed.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,21 +34,23 @@ use crate::{RTC_GSI, RTC_PIRQ};
 /// Xen's BIND_PIRQ__WILL_SHARE.
 const WILL_SHARE: u32 = 1;
 /// Both domains' end of the static channel.
-const DONE_PORT: Port = 5;
+const HALFWAY_PORT: Port = 5;
+/// The partner's event count at which it tells the silent domain.
+const HALFWAY: u32 = INTERRUPTS / 2;
 /// Longest the silent domain waits for its partner, and the partner for
 /// its mapping.
 const PARTNER_TIMEOUT_NS: u64 = 60_000_000_000;
 
-/// Set by the silent domain's handler for [`DONE_PORT`].
-static PARTNER_DONE: AtomicBool = AtomicBool::new(false);
+/// Set by the silent domain's handler for [`HALFWAY_PORT`].
+static PARTNER_HALFWAY: AtomicBool = AtomicBool::new(false);
 
-fn on_done(_port: u32) {
-    PARTNER_DONE.store(true, Ordering::SeqCst);
+fn on_halfway(_port: u32) {
+    PARTNER_HALFWAY.store(true, Ordering::SeqCst);
 }
 
-/// The privileged domain that never EOIs.
-pub fn silent(partner: u16) {
-    upcall::set_handler(DONE_PORT, on_done);
+/// The privileged domain that never EOIs; crashes at the end if `crash`.
+pub fn silent(partner: u16, crash: bool) {
+    upcall::set_handler(HALFWAY_PORT, on_halfway);
     check_eq!(
         physdev::map_pirq_gsi(DOMID_SELF, RTC_GSI, RTC_PIRQ as i32),
         Ok(RTC_PIRQ),
@@ -64,36 +73,37 @@ pub fn silent(partner: u16) {
         check!(false, "the clock runs");
         return;
     };
-    while !PARTNER_DONE.load(Ordering::SeqCst) {
+    while !PARTNER_HALFWAY.load(Ordering::SeqCst) {
         let Some(now) = now_ns() else {
             break;
         };
         if now >= start + PARTNER_TIMEOUT_NS {
             break;
         }
-        let _ = sched::poll(&[port, DONE_PORT], now + 100_000_000);
+        let _ = sched::poll(&[port, HALFWAY_PORT], now + 100_000_000);
     }
     let received = delivery::events();
     check!(
-        PARTNER_DONE.load(Ordering::SeqCst),
-        "d{partner} says it received its interrupts"
+        PARTNER_HALFWAY.load(Ordering::SeqCst),
+        "d{partner} says it received {HALFWAY} interrupts"
     );
     println!("# pirq shared: d0 received {received} interrupts and sent no PHYSDEVOP_eoi");
     check!(
         received >= 2,
         "d0, which never sends PHYSDEVOP_eoi, still receives interrupts ({received}; each EOI forced)"
     );
-    check_eq!(
-        evtchn::close(port),
-        Ok(()),
-        "close of the shared pirq port with an EOI owed is rc 0"
-    );
-    upcall::clear_handler(port);
-    upcall::clear_handler(DONE_PORT);
+    // The port stays bound, an EOI owed and the line's timer likely
+    // armed.
+    if crash {
+        println!("# pirq shared: d0 crashes on purpose with its pirq port bound");
+        sluice_guest::tap::shutdown_failed();
+    }
+    println!("# pirq shared: d0 powers off with its pirq port bound");
 }
 
-/// The partner that EOIs each interrupt.
-pub fn good() {
+/// The partner that EOIs each interrupt; `partner_crashes` says how the
+/// silent domain ends.
+pub fn good(partner_crashes: bool) {
     let Some(start) = now_ns() else {
         check!(false, "the clock runs");
         return;
@@ -116,7 +126,7 @@ pub fn good() {
                 false,
                 "bind_pirq of pirq 8 mapped by d0, shared, succeeds ({errno:?})"
             );
-            let _ = evtchn::send(DONE_PORT);
+            let _ = evtchn::send(HALFWAY_PORT);
             return;
         }
     };
@@ -131,11 +141,19 @@ pub fn good() {
         "irq_status_query of the shared pirq: needs_eoi and shared"
     );
     let mut received = 0;
+    let mut halfway_sent = Err(Errno::EINVAL);
     for count in 1..=INTERRUPTS {
         if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
             break;
         }
         received = count;
+        if count == HALFWAY {
+            halfway_sent = evtchn::send(HALFWAY_PORT);
+        }
+    }
+    if received < HALFWAY {
+        // Let the silent domain end, for a prompt verdict.
+        let _ = evtchn::send(HALFWAY_PORT);
     }
     println!(
         "# pirq shared: d1 received {received} interrupts, {} EOId by its handler",
@@ -151,7 +169,31 @@ pub fn good() {
         INTERRUPTS - 1,
         "the handler EOId each but the last, every PHYSDEVOP_eoi rc 0"
     );
-    check_eq!(evtchn::send(DONE_PORT), Ok(()), "d1 tells d0 it is done");
+    check_eq!(
+        halfway_sent,
+        Ok(()),
+        "d1 tells d0 when it has {HALFWAY} interrupts"
+    );
+    if partner_crashes {
+        // The crashed d0 is destroyed: its port closed, its binder gone.
+        let mut shared = true;
+        while shared && now_ns().is_some_and(|now| now < start + PARTNER_TIMEOUT_NS) {
+            shared = physdev::irq_status_query(RTC_PIRQ)
+                .is_ok_and(|flags| flags & XENIRQSTAT_SHARED != 0);
+            if shared {
+                let _ = sched::yield_now();
+            }
+        }
+        check!(
+            !shared,
+            "once the crashed d0 is destroyed the pirq is no longer shared"
+        );
+    } else {
+        check!(
+            physdev::irq_status_query(RTC_PIRQ).is_ok_and(|flags| flags & XENIRQSTAT_SHARED != 0),
+            "the pirq is still shared with d0, shut down but not destroyed"
+        );
+    }
     check_eq!(
         evtchn::close(port),
         Ok(()),
