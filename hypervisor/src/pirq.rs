@@ -15,8 +15,9 @@
 //! Acknowledgement (Xen's ACKTYPE_UNMASK, used for every line): the
 //! interrupt handler acknowledges the device (RTC register C), marks every
 //! binder as owing an EOI, holds the line masked at the IOAPIC, arms the
-//! line's 1 ms forced-EOI timer ([`FORCED_EOI_NS`], an [`hvtimer`](crate::hvtimer) timer)
-//! and sends each binder's port with evtchn-core's `send_pirq`. When the
+//! line's 1 ms forced-EOI timer ([`FORCED_EOI_NS`], a
+//! [`crate::hvtimer`] timer) and sends each binder's port with
+//! evtchn-core's `send_pirq`. When the
 //! last binder owing one sends `PHYSDEVOP_eoi` ([`eoi`]) the timer is
 //! stopped and the line unmasked. If the timer expires first, the EOI is
 //! forced, as on Xen: every binder's mark is cleared and the line unmasked,
@@ -41,7 +42,8 @@
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
 //! callback (which runs in a LAPIC tick) take it too. Under it only the
 //! IOAPIC's register lock and the console's line lock are taken, and the
-//! timer armed or stopped (atomics). evtchn-core calls [`HostPirqs`]
+//! timer armed or stopped (atomics; its first arming takes a slot in the
+//! timer registry, a leaf). evtchn-core calls [`HostPirqs`]
 //! under a domain's event lock; nothing here calls back into evtchn-core
 //! with the table lock held (the handler drops it before `send_pirq`,
 //! which only *tries* evtchn-core's locks), and the timer's callback

@@ -24,6 +24,13 @@ const SLOW_ROUNDS: u32 = 5;
 /// How long the slow guest holds each EOI: well past the hypervisor's
 /// 1 ms forced EOI, well short of the next RTC period.
 const SLOW_HOLD_NS: u64 = 5_000_000;
+/// Interrupts the slow guest EOIs around the forced EOI's deadline.
+const RACING_ROUNDS: u32 = 21;
+/// The first of their holds; each next one is [`RACING_STEP_NS`] longer
+/// (0.5 ms to 1.5 ms).
+const RACING_FIRST_NS: u64 = 500_000;
+/// The step between two holds.
+const RACING_STEP_NS: u64 = 50_000;
 
 /// Events the pirq handler has seen.
 static EVENTS: AtomicU32 = AtomicU32::new(0);
@@ -458,7 +465,10 @@ fn spin_until(start: u64, ns: u64) {
 /// A slow guest. First it EOIs each of [`SLOW_ROUNDS`] interrupts 5 ms
 /// after seeing it, long after the hypervisor forced its EOI (1 ms), and
 /// then EOIs it again: both answer rc 0, as on Xen (the EOI finds nothing
-/// owed), and the line keeps interrupting. Then it sends no EOI at all and
+/// owed), and the line keeps interrupting. Then it EOIs
+/// [`RACING_ROUNDS`] interrupts 0.5 to 1.5 ms after seeing them, so that
+/// its EOI races the forced one (on this pCPU's tick or another's): each
+/// answers 0 and the line goes on. Then it sends no EOI at all and
 /// still receives [`SLOW_ROUNDS`] more: each EOI is forced, so the line is
 /// unmasked without it (without the forced EOI the first of these would
 /// be the last).
@@ -505,6 +515,30 @@ pub fn slow_eoi() {
         twice,
         SLOW_ROUNDS,
         "every second PHYSDEVOP_eoi of the same interrupt is rc 0"
+    );
+
+    let base = events();
+    let (mut arrived, mut answered) = (0, 0);
+    for round in 1..=RACING_ROUNDS {
+        if !wait_for_events(port, base + round, ARRIVAL_TIMEOUT_NS) {
+            break;
+        }
+        arrived = round;
+        let Some(seen) = now_ns() else {
+            break;
+        };
+        spin_until(
+            seen,
+            RACING_FIRST_NS + u64::from(round - 1) * RACING_STEP_NS,
+        );
+        if physdev::eoi(RTC_PIRQ).is_ok() {
+            answered += 1;
+        }
+    }
+    check_eq!(
+        (arrived, answered),
+        (RACING_ROUNDS, RACING_ROUNDS),
+        "{RACING_ROUNDS} interrupts arrive, each EOId 0.5 to 1.5 ms late (racing the forced EOI), every EOI rc 0"
     );
 
     let base = events();
