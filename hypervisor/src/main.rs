@@ -10,7 +10,8 @@
 //! delivers every `syscall`, interrupt and exception from a guest to
 //! [`hypercall`]'s hooks, which serve the call and inject pending upcalls
 //! ([`upcall`]) on the way back; [`events`] connects evtchn-core (wake-ups,
-//! the shared_info view); [`timers`] drives VIRQ_TIMER from the LAPIC tick;
+//! the shared_info view); [`timers`] drives VIRQ_TIMER from the LAPIC tick,
+//! which also runs the hypervisor's own one-shot timers ([`hvtimer`]);
 //! [`pirq`] routes host interrupt lines to guests' PIRQ ports.
 //!
 //! The crate is `#![deny(unsafe_code)]`. The modules that opt out, each for
@@ -44,6 +45,7 @@ mod cpus;
 mod debug_keys;
 mod domain;
 mod events;
+mod hvtimer;
 mod hypercall;
 mod irq;
 mod memory;

@@ -14,14 +14,22 @@
 //!
 //! Acknowledgement (Xen's ACKTYPE_UNMASK, used for every line): the
 //! interrupt handler acknowledges the device (RTC register C), marks every
-//! binder as owing an EOI, holds the line masked at the IOAPIC, and sends
-//! each binder's port with evtchn-core's `send_pirq`. When the last binder
-//! owing one sends `PHYSDEVOP_eoi` ([`eoi`]) the line is unmasked and the
-//! next period interrupts again. Closing the port (or unmapping the pirq)
-//! completes an EOI still owed. Unlike Xen, Sluice arms no 1 ms timer that
-//! forces the EOI of a slow guest: a guest that never EOIs keeps its own
-//! line masked, and nothing else, since no line is shared with the
-//! hypervisor.
+//! binder as owing an EOI, holds the line masked at the IOAPIC, arms the
+//! line's 1 ms forced-EOI timer ([`FORCED_EOI_NS`], a
+//! [`crate::hvtimer`] timer) and sends each binder's port with
+//! evtchn-core's `send_pirq`. When the
+//! last binder owing one sends `PHYSDEVOP_eoi` ([`eoi`]) the timer is
+//! stopped and the line unmasked. If the timer expires first, the EOI is
+//! forced, as on Xen: every binder's mark is cleared and the line unmasked,
+//! so that a slow or hostile guest sharing the line (BIND_PIRQ__WILL_SHARE)
+//! cannot starve the others; the slow guest itself receives the next
+//! interrupt while still handling the last. A late `PHYSDEVOP_eoi` then
+//! finds no mark and does nothing (rc 0, as any EOI with nothing owed);
+//! if the line interrupted again meanwhile, it counts for the new
+//! interrupt, as on Xen. Closing the port (or unmapping the pirq)
+//! completes an EOI still owed; the last binder leaving stops the timer.
+//! Sluice has no `PHYSDEVOP_pirq_eoi_gmfn` bitmap (it answers -ENOSYS),
+//! so nothing else tracks the marks.
 //!
 //! Affinity (Xen's `pirq_guest_bind()` and `pirq_set_affinity()`): the
 //! first binder routes the line to the pCPU hosting its vcpu 0, and
@@ -30,11 +38,27 @@
 //! taken where its upcall runs (no IPI on the way). With several binders
 //! the last move wins, as on Xen.
 //!
-//! Locking: one table lock, a leaf, always held with interrupts off
-//! ([`IrqSafeMutex`]): the interrupt handler takes it too. evtchn-core
-//! calls [`HostPirqs`] under a domain's event lock; nothing here calls
-//! back into evtchn-core with the table lock held (the handler drops it
-//! before `send_pirq`, which only *tries* evtchn-core's locks).
+//! Locking: one table lock, always held with interrupts off
+//! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
+//! callback (which runs in a LAPIC tick) take it too. Under it only the
+//! IOAPIC's register lock and the console's line lock are taken, and the
+//! timer armed or stopped (atomics; its first arming takes a slot in the
+//! timer registry, a leaf). evtchn-core calls [`HostPirqs`]
+//! under a domain's event lock; nothing here calls back into evtchn-core
+//! with the table lock held (the handler drops it before `send_pirq`,
+//! which only *tries* evtchn-core's locks), and the timer's callback
+//! calls no one. So the order is always event lock → table lock →
+//! IOAPIC or console, and a pCPU holding the table lock is never
+//! interrupted by a path that wants it.
+//!
+//! The forced EOI against the other paths (each under the table lock):
+//! an interrupt re-arms the timer, so an expiry claimed before it finds
+//! the timer active again and leaves the new marks to the new expiry
+//! (Xen's `timer_is_active` check); an EOI that leaves nothing owed stops
+//! the timer, so a claimed expiry finds nothing in flight; unbind removes
+//! its binder before the callback can look, and the last binder stops
+//! the timer. The timers are `static` and name their line by GSI, so no
+//! expiry outlives the state it works on.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +69,7 @@ use arrayvec::ArrayVec;
 use evtchn_core::{DomId, Errno, PirqHost, PirqSharing, VcpuId};
 
 use crate::domain::builder::NR_PIRQS;
+use crate::hvtimer::Timer;
 
 /// What drives a line Sluice hands to guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +83,10 @@ enum LineDevice {
 struct GuestLine {
     gsi: u32,
     device: LineDevice,
+    /// Its forced-EOI timer, whose callback's argument is the GSI. A
+    /// `static`, so an expiry never points at freed line state: the
+    /// callback looks the line up by GSI under the table lock.
+    eoi_timer: &'static Timer,
 }
 
 /// The lines guests may map: GSI 8, the RTC. Sluice programs and
@@ -66,13 +95,21 @@ struct GuestLine {
 const GUEST_LINES: [GuestLine; 1] = [GuestLine {
     gsi: 8,
     device: LineDevice::RtcPeriodic,
+    eoi_timer: &RTC_EOI_TIMER,
 }];
+
+/// The RTC line's forced-EOI timer.
+static RTC_EOI_TIMER: Timer = Timer::new(on_eoi_timer, 8);
 
 /// RTC rate select while a guest is bound: 32768 >> (10 - 1) = 64 Hz.
 const RTC_RATE: u8 = 10;
 
 /// Domains one line can be shared by (Xen's IRQ_MAX_GUESTS is 7).
 const MAX_BINDERS: usize = 4;
+
+/// How long after an interrupt the line's EOI is forced if a binder still
+/// owes one (Xen: 1 ms, `MILLISECS(1)` in `__do_IRQ_guest()`).
+pub const FORCED_EOI_NS: u64 = 1_000_000;
 
 /// Xen's MAP_PIRQ_TYPE_GSI.
 pub const MAP_PIRQ_TYPE_GSI: i32 = 1;
@@ -117,16 +154,49 @@ impl LineState {
     fn complete_eoi(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if self.in_flight == 0 {
-            match self.line.device {
-                // A period that ended while the line was held latched the
-                // RTC's flag (and, on real hardware, holds IRQ 8 high):
-                // acknowledge it so the next period raises a fresh edge.
-                LineDevice::RtcPeriodic => {
-                    arch::rtc::acknowledge();
-                }
-            }
-            crate::irq::release_gsi(self.line.gsi);
+            self.unmask();
         }
+    }
+
+    /// Nothing is owed any more (Xen's `desc->handler->end` for
+    /// ACKTYPE_UNMASK): the forced-EOI timer is stopped and the line
+    /// unmasked.
+    fn unmask(&mut self) {
+        self.line.eoi_timer.stop();
+        match self.line.device {
+            // A period that ended while the line was held latched the
+            // RTC's flag (and, on real hardware, holds IRQ 8 high):
+            // acknowledge it so the next period raises a fresh edge.
+            LineDevice::RtcPeriodic => {
+                arch::rtc::acknowledge();
+            }
+        }
+        crate::irq::release_gsi(self.line.gsi);
+    }
+
+    /// The forced EOI (Xen's `irq_guest_eoi_timer_fn()`): every binder's
+    /// "EOI owed" mark is cleared, each counted off `in_flight`, and the
+    /// line unmasked. Returns how many binders still owed their EOI.
+    fn force_eoi(&mut self) -> u32 {
+        let mut forced = 0;
+        for binder in &mut self.binders {
+            if binder.owes_eoi {
+                binder.owes_eoi = false;
+                forced += 1;
+            }
+        }
+        if self.in_flight != forced {
+            // Every mark is counted once in `in_flight`, so this cannot
+            // happen; the line is unmasked all the same.
+            log::warn!(
+                "pirq: GSI {}: {} in flight but {forced} binder(s) marked at the forced EOI",
+                self.line.gsi,
+                self.in_flight
+            );
+        }
+        self.in_flight = 0;
+        self.unmask();
+        forced
     }
 }
 
@@ -193,6 +263,8 @@ static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
 static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// Interrupts taken on guest lines, by the pCPU that took them.
 static INTERRUPTS_ON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Forced EOIs: expiries of a line's timer that found EOIs still owed.
+static FORCED_EOIS: AtomicU64 = AtomicU64::new(0);
 
 /// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
 fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
@@ -261,13 +333,15 @@ impl Table {
             }
             crate::irq::mask_gsi(gsi);
             state.in_flight = 0;
+            state.line.eoi_timer.stop();
         } else if binder.owes_eoi {
             state.complete_eoi();
         }
         log::info!(
-            "pirq: d{} pirq {pirq} unbound from GSI {gsi}; guest-line interrupts so far: {}",
+            "pirq: d{} pirq {pirq} unbound from GSI {gsi}; guest-line interrupts so far: {}; forced EOIs so far: {}",
             domain.0,
-            InterruptCounts
+            InterruptCounts,
+            FORCED_EOIS.load(Ordering::Relaxed)
         );
     }
 }
@@ -420,6 +494,11 @@ fn on_line_interrupt(frame: &mut InterruptFrame) {
         }
         if state.in_flight != 0 {
             crate::irq::hold_gsi(gsi);
+            // Xen re-arms the timer on every delivery: 1 ms from now.
+            let timer = state.line.eoi_timer;
+            if timer.set(crate::time::now_ns() + FORCED_EOI_NS).is_err() {
+                log::warn!("pirq: GSI {gsi}: no hypervisor timer left; no forced EOI");
+            }
         }
     }
     let domains = crate::events::domains();
@@ -428,9 +507,42 @@ fn on_line_interrupt(frame: &mut InterruptFrame) {
     }
 }
 
+/// The forced-EOI timer of the line `gsi` expired (the LAPIC tick of some
+/// pCPU; interrupts off). If EOIs are still owed, and no interrupt re-armed
+/// the timer since this expiry was claimed (Xen checks both), the EOI is
+/// forced: every binder's mark cleared, the line unmasked.
+///
+/// Locking: the table lock only, as every other path; the timer is armed
+/// and stopped under it, so `is_active` here is exact. Against an EOI on
+/// another pCPU the lock orders the two: the EOI first leaves nothing in
+/// flight (the expiry does nothing), the expiry first leaves the binder
+/// owing nothing (the EOI does nothing and answers 0). Against unbind and
+/// domain destruction: binders leave the line under the lock, so this
+/// never sees one that is gone, and it touches no domain.
+fn on_eoi_timer(gsi: usize) {
+    let Ok(gsi) = u32::try_from(gsi) else {
+        return;
+    };
+    let mut table = TABLE.lock();
+    let Some(state) = table.line(gsi) else {
+        return;
+    };
+    if state.in_flight == 0 || state.line.eoi_timer.is_active() {
+        return;
+    }
+    let forced = state.force_eoi();
+    let total = FORCED_EOIS.fetch_add(1, Ordering::Relaxed) + 1;
+    log::debug!(
+        "pirq: GSI {gsi}: forced EOI ({total} so far): {forced} of {} binder(s) had not sent PHYSDEVOP_eoi within 1 ms",
+        state.binders.len()
+    );
+}
+
 /// `PHYSDEVOP_eoi` from `domain` for `pirq` (spec §6.2; Xen:
 /// `pirq_guest_eoi()`): -EINVAL if `pirq` ≥ nr_pirqs or the domain has no
-/// such pirq (neither mapped nor bound); rc 0 even with no EOI owed.
+/// such pirq (neither mapped nor bound); rc 0 even with no EOI owed (a
+/// second EOI, or one after the forced EOI: nothing is unmasked twice and
+/// nothing counted below zero).
 pub fn eoi(domain: DomId, pirq: u32) -> Result<(), Errno> {
     if pirq >= NR_PIRQS {
         return Err(Errno::EINVAL);

@@ -3,7 +3,7 @@
 use arch::qemu::ExitCode;
 
 use super::{
-    cpus, fatal, guest_access, ioapic, ipi, pagefault, syscall_floor, syscall_probe, timer,
+    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, syscall_floor, syscall_probe, timer,
 };
 use crate::acpi::Madt;
 
@@ -14,6 +14,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "cpus" => cpus::run(madt),
         "ipi" => ipi::run(),
         "timer" => timer::run(),
+        "hvtimer" => hvtimer::run(),
         "pagefault" => pagefault::run(),
         "nx" => pagefault::run_no_execute(),
         "wp" => pagefault::run_write_protect(),
@@ -27,7 +28,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "syscall-floor" => syscall_floor::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
             );
             ExitCode::Fail
         }

@@ -10,6 +10,7 @@ mod cpus;
 mod dispatch;
 mod fatal;
 mod guest_access;
+mod hvtimer;
 mod ioapic;
 mod ipi;
 mod pagefault;

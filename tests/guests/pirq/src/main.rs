@@ -14,12 +14,19 @@
 //! With `pirq-vcpu=N` (and `vcpus=` above N) the privileged guest instead
 //! starts vcpu N, moves the pirq port to it with EVTCHNOP_bind_vcpu and
 //! counts the interrupts there (the hypervisor sends the line to vcpu N's
-//! pCPU); the re-bind and unmap checks follow as usual.
+//! pCPU); the re-bind and unmap checks follow as usual. With `slow-eoi` it
+//! instead EOIs late, twice, then never ([`delivery::slow_eoi`]), and the
+//! hypervisor's 1 ms forced EOI keeps the line going.
+//!
+//! With `share=silent partner=N` (privileged) and `share=good` (domain
+//! N), two domains share the line and the silent one never EOIs
+//! ([`shared`]).
 #![no_std]
 #![no_main]
 
 mod delivery;
 mod errors;
+mod shared;
 
 use sluice_guest::start_info::SIF_PRIVILEGED;
 use sluice_guest::{StartInfo, check, println, upcall};
@@ -39,6 +46,23 @@ fn main(start_info: &'static StartInfo) {
         "the event and failsafe callbacks are registered"
     );
     upcall::unmask_vcpu();
+    match start_info.arg_value("share") {
+        Some("silent") => {
+            let partner = start_info
+                .arg_value("partner")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(1);
+            println!("# pirq: shares GSI {RTC_GSI} with d{partner} and never EOIs");
+            shared::silent(partner, start_info.arg_value("end") == Some("crash"));
+            return;
+        }
+        Some("good") => {
+            println!("# pirq: shares GSI {RTC_GSI} and EOIs each interrupt");
+            shared::good(start_info.arg_value("partner-end") == Some("crash"));
+            return;
+        }
+        _ => {}
+    }
     if start_info.flags & SIF_PRIVILEGED != 0 {
         println!("# pirq: privileged domain: GSI {RTC_GSI} -> pirq {RTC_PIRQ}");
         errors::before_mapping();
@@ -48,6 +72,7 @@ fn main(start_info: &'static StartInfo) {
             .and_then(|value| value.parse().ok())
         {
             Some(target) => delivery::counted_on_vcpu(target),
+            None if start_info.has_arg("slow-eoi") => delivery::slow_eoi(),
             None => delivery::counted_interrupts(),
         }
         delivery::rebind_after_close();
