@@ -41,9 +41,12 @@
 //! Locking: one table lock, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
 //! callback (which runs in a LAPIC tick) take it too. Under it only the
-//! IOAPIC's register lock and the console's line lock are taken, and the
-//! timer armed or stopped (atomics; its first arming takes a slot in the
-//! timer registry, a leaf). evtchn-core calls [`HostPirqs`]
+//! IOAPIC's register lock, the CMOS lock and the console's line lock are
+//! taken (each also only with interrupts off), and the timer armed or
+//! stopped (atomics; its first arming takes a slot in the timer registry,
+//! a leaf). The table is fixed-size, so nothing under the lock allocates:
+//! the heap's lock, which boot code holds with interrupts on, is never
+//! wanted by a path that an interrupt can enter. evtchn-core calls [`HostPirqs`]
 //! under a domain's event lock; nothing here calls back into evtchn-core
 //! with the table lock held (the handler drops it before `send_pirq`,
 //! which only *tries* evtchn-core's locks), and the timer's callback
@@ -60,7 +63,6 @@
 //! the timer. The timers are `static` and name their line by GSI, so no
 //! expiry outlives the state it works on.
 
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
@@ -68,6 +70,7 @@ use arch::percpu::MAX_CPUS;
 use arrayvec::ArrayVec;
 use evtchn_core::{DomId, Errno, PirqHost, PirqSharing, VcpuId};
 
+use crate::domain::MAX_DOMAINS;
 use crate::domain::builder::NR_PIRQS;
 use crate::hvtimer::Timer;
 
@@ -106,6 +109,10 @@ const RTC_RATE: u8 = 10;
 
 /// Domains one line can be shared by (Xen's IRQ_MAX_GUESTS is 7).
 const MAX_BINDERS: usize = 4;
+
+/// Mappings the table holds at most: [`map_gsi`] gives a domain at most
+/// one pirq per guest line.
+const MAX_MAPPINGS: usize = MAX_DOMAINS * GUEST_LINES.len();
 
 /// How long after an interrupt the line's EOI is forced if a binder still
 /// owes one (Xen: 1 ms, `MILLISECS(1)` in `__do_IRQ_guest()`).
@@ -201,7 +208,7 @@ impl LineState {
 }
 
 struct Table {
-    mappings: Vec<Mapping>,
+    mappings: ArrayVec<Mapping, MAX_MAPPINGS>,
     lines: ArrayVec<LineState, { GUEST_LINES.len() }>,
 }
 
@@ -255,7 +262,7 @@ impl<T> Drop for IrqSafeGuard<'_, T> {
 }
 
 static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
-    mappings: Vec::new(),
+    mappings: ArrayVec::new_const(),
     lines: ArrayVec::new_const(),
 }));
 
@@ -587,7 +594,8 @@ pub fn is_shared(domain: DomId, pirq: u32) -> bool {
 /// Errors: GSI outside the IOAPICs' inputs → -EINVAL; the GSI already
 /// mapped to another pirq of `target` → -EEXIST; a line Sluice does not
 /// hand out → -EPERM; pirq ≥ nr_pirqs → -EINVAL; identity pirq taken →
-/// -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
+/// -ENOSPC; the table full (it has room for one mapping per domain and
+/// line, all a domain can get) → -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
 /// and the call answers 0, as Xen 4.17 does (XSA-46: an in-use pirq is
 /// never remapped).
 pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
@@ -628,11 +636,14 @@ pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
         }
         Some(_) => {}
         None => {
-            table.mappings.push(Mapping {
-                domain: target,
-                pirq,
-                gsi,
-            });
+            table
+                .mappings
+                .try_push(Mapping {
+                    domain: target,
+                    pirq,
+                    gsi,
+                })
+                .map_err(|_| Errno::ENOSPC)?;
             log::info!("pirq: d{} pirq {pirq} maps GSI {gsi}", target.0);
         }
     }
@@ -666,14 +677,15 @@ pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
 /// bound, so a later domain with the same id starts with none.
 pub fn forget_domain(domain: DomId) {
     let mut table = TABLE.lock();
-    let pirqs: Vec<u32> = table
+    while let Some(pirq) = table
         .mappings
         .iter()
-        .filter(|mapping| mapping.domain == domain)
+        .find(|mapping| mapping.domain == domain)
         .map(|mapping| mapping.pirq)
-        .collect();
-    for pirq in pirqs {
+    {
         table.detach(domain, pirq);
+        table
+            .mappings
+            .retain(|mapping| !(mapping.domain == domain && mapping.pirq == pirq));
     }
-    table.mappings.retain(|mapping| mapping.domain != domain);
 }
