@@ -110,7 +110,8 @@ static RTC_EOI_TIMER: Timer = Timer::new(on_eoi_timer, 8);
 /// RTC rate select while a guest is bound: 32768 >> (10 - 1) = 64 Hz.
 const RTC_RATE: u8 = 10;
 
-/// Domains one line can be shared by (Xen's IRQ_MAX_GUESTS is 7).
+/// Domains one line can be shared by (Xen 4.17: the `irq-max-guests`
+/// boot option, 16 by default; the fixed IRQ_MAX_GUESTS, 7, before 4.15).
 const MAX_BINDERS: usize = 4;
 
 /// Mappings the table holds at most: [`map_gsi`] gives a domain at most
