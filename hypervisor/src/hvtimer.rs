@@ -28,7 +28,9 @@
 //!
 //! Timers are registered on their first arming in a fixed table of
 //! [`MAX_TIMERS`] slots (they are `static`, so a slot never dangles and is
-//! never freed); [`Timer::set`] reports a full table.
+//! never freed); [`Timer::set`] reports a full table. A user that cannot
+//! handle that where it arms the timer (an interrupt handler) takes its
+//! slot beforehand with [`Timer::register`], where it can still refuse.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -99,8 +101,9 @@ impl Timer {
         self.deadline_ns.load(Ordering::Acquire) != 0
     }
 
-    /// Takes a registry slot on first use.
-    fn register(&'static self) -> Result<(), RegistryFull> {
+    /// Takes the timer's registry slot now (if it has none yet), so that
+    /// no later [`Timer::set`] can fail. Does not arm it.
+    pub fn register(&'static self) -> Result<(), RegistryFull> {
         if self.registered.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -43,8 +43,9 @@
 //! callback (which runs in a LAPIC tick) take it too. Under it only the
 //! IOAPIC's register lock, the CMOS lock and the console's line lock are
 //! taken (each also only with interrupts off), and the timer armed or
-//! stopped (atomics; its first arming takes a slot in the timer registry,
-//! a leaf). The table is fixed-size, so nothing under the lock allocates:
+//! stopped (atomics; the line's first bind takes the timer's slot in the
+//! timer registry, a leaf, and is refused if there is none, so that the
+//! handler's arming cannot fail). The table is fixed-size, so nothing under the lock allocates:
 //! the heap's lock, which boot code holds with interrupts on, is never
 //! wanted by a path that an interrupt can enter. evtchn-core calls [`HostPirqs`]
 //! under a domain's event lock; nothing here calls back into evtchn-core
@@ -371,7 +372,8 @@ impl PirqHost for HostPirqs {
     /// Xen's `pirq_guest_bind()`: the first binder routes the line to the
     /// pCPU hosting its vcpu 0 (the port's notify vcpu; the boot CPU if
     /// that is unknown) and starts the device; later binders must all
-    /// share.
+    /// share. -ENOMEM if the line's forced-EOI timer finds the hypervisor
+    /// timer registry full.
     fn bind(&self, domain: DomId, pirq: u32, sharing: PirqSharing) -> Result<(), Errno> {
         // Looked up before the table lock, which stays a leaf.
         let home = host_cpu(domain, VcpuId(0));
@@ -400,6 +402,11 @@ impl PirqHost for HostPirqs {
             owes_eoi: false,
         };
         if state.binders.is_empty() {
+            // The handler arms the forced-EOI timer and cannot refuse an
+            // interrupt: without a registry slot a line would be held for
+            // as long as any binder likes, so the bind is refused here
+            // (Xen: -ENOMEM when the guest action cannot be allocated).
+            line.eoi_timer.register().map_err(|_| Errno::ENOMEM)?;
             let vector = state.vector();
             let bsp = arch::percpu::bsp();
             let (pcpu, apic_id) = home.unwrap_or((bsp.index(), bsp.apic_id()));

@@ -4,15 +4,20 @@
 //! re-armed to an earlier deadline fires once, for the new deadline, and
 //! not again for the old one. Lateness is printed, not judged (TCG).
 //! Last, the registry is filled: the timers past [`MAX_TIMERS`] are
-//! refused ([`RegistryFull`]) and never fire, and a timer registered
-//! before still re-arms and fires once more.
+//! refused ([`RegistryFull`]) and never fire, a timer registered before
+//! still re-arms and fires once more, and a PIRQ bind, whose line's
+//! forced-EOI timer has no slot, is refused (-ENOMEM) rather than leaving
+//! the line without a forced EOI.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch::qemu::ExitCode;
 use arch::{cpu, idt, lapic, tsc, vectors};
 
+use evtchn_core::{DomId, Errno, PirqHost, PirqSharing};
+
 use crate::hvtimer::{MAX_TIMERS, RegistryFull, Timer};
+use crate::pirq::{self, HostPirqs};
 
 /// The tick rate during the test.
 const TEST_HZ: u32 = 1000;
@@ -155,5 +160,22 @@ fn full_registry() -> bool {
     } else {
         log::error!("selftest hvtimer: FAILED: full registry");
     }
-    held
+    // The RTC line's timer has no slot (no line was bound in this boot).
+    let domain = DomId(1);
+    let mapped = pirq::map_gsi(domain, 8, 8);
+    let bound = HostPirqs.bind(domain, 8, PirqSharing::WillShare);
+    HostPirqs.unbind(domain, 8);
+    pirq::forget_domain(domain);
+    log::info!(
+        "selftest hvtimer: with the registry full: map_pirq {mapped:?}, bind_pirq {bound:?}"
+    );
+    let refused = mapped == Ok(8) && bound == Err(Errno::ENOMEM);
+    if refused {
+        log::info!(
+            "selftest hvtimer: a PIRQ bind is refused when its line's forced-EOI timer has no slot"
+        );
+    } else {
+        log::error!("selftest hvtimer: FAILED: PIRQ bind with the registry full");
+    }
+    held && refused
 }
