@@ -65,13 +65,16 @@ pub fn run() -> ExitCode {
     }
     let now = crate::time::now_ns();
     let deadlines = [now + 3_000_000, now + 2_000_000, now + 5_000_000];
+    // Interrupts are on when self-tests start: the stop is made before
+    // any tick can look, however long this vCPU is descheduled here.
     let armed = cpu::without_interrupts(|| {
-        PLAIN.set(deadlines[0]).is_ok()
+        let armed = PLAIN.set(deadlines[0]).is_ok()
             && STOPPED.set(deadlines[1]).is_ok()
             && REARMED.set(now + 50_000_000).is_ok()
-            && REARMED.set(deadlines[2]).is_ok()
+            && REARMED.set(deadlines[2]).is_ok();
+        STOPPED.stop();
+        armed
     });
-    STOPPED.stop();
     cpu::enable_interrupts();
     tsc::delay_micros(WAIT_MICROS);
     cpu::disable_interrupts();
