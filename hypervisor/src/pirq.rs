@@ -196,7 +196,7 @@ static INTERRUPTS_ON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_
 
 /// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
 fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
-    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu;
+    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu();
     let cpu = arch::percpu::by_index(pcpu).filter(|cpu| cpu.is_online())?;
     Some((pcpu, cpu.apic_id()))
 }
