@@ -28,7 +28,9 @@
 //! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
 //! it to the pCPU hosting the new notify vcpu, so that the interrupt is
 //! taken where its upcall runs (no IPI on the way). With several binders
-//! the last move wins, as on Xen.
+//! the last move wins, as on Xen. When the vcpu later moves to another
+//! pCPU (`sched`), the line stays: the interrupt still sets the port
+//! pending and the upcall reaches the vcpu through the kick IPI.
 //!
 //! Locking: one table lock, a leaf, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler takes it too. evtchn-core

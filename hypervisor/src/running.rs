@@ -14,7 +14,11 @@
 //! slot reaches that loop only by suspending (`sched::suspend` first takes
 //! its own reference with [`pin`] and keeps it across the suspension) or
 //! by leaving the vcpu for good (its frames are abandoned, never resumed).
-//! So a borrow never outlives the domain.
+//! So a borrow never outlives the domain. A suspended flow may be resumed
+//! on another pCPU (the vcpu moved: `sched`); that pCPU [`set`]s its own
+//! slot to the same domain first, so the flow's borrows stay backed, and
+//! [`with`] reads the slot of the pCPU it runs on at each call, never one
+//! kept from before a suspension.
 //!
 //! [`set`] also vouches to `arch::guest_copy` that the domain's page tables
 //! map only the guest's own pages in the guest range, so guest copies skip

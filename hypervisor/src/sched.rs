@@ -209,17 +209,17 @@ pub fn for_each_run_queue(
 /// its affinity is woken too, to take it (module doc). A leaf.
 ///
 /// No wake-up is lost to a move. The caller made the reason visible first
-/// (an event's pending bits, SeqCst in evtchn-core; a poll deadline), then
-/// `has_wakeup` and the load of the vcpu's pCPU here are SeqCst, as are the
-/// store of a move and the `has_wakeup` swap in [`block_until`]. A vcpu
-/// moves only while it can run and is not running, and is resumed on its
-/// new pCPU after the store. So if the load here still sees the old pCPU,
-/// the move's store comes later in the single order of SeqCst operations,
-/// and the vcpu's own checks after it resumes (the upcall check on the way
-/// back to the guest, the `has_wakeup` swap and the readiness check of
-/// `block_until`) see the wake-up; if it sees the new pCPU, the IPI goes
-/// there. A blocked vcpu does not move (it cannot run), so its pCPU, which
-/// every wake-up IPIs, is the one whose loop checks `has_wakeup`.
+/// (an event's pending bits, SeqCst in evtchn-core; a poll deadline); the
+/// store of `has_wakeup` and the load of the vcpu's pCPU here are SeqCst,
+/// as are the store of a move and, after it, the checks the vcpu makes on
+/// its new pCPU (the `has_wakeup` swap and the readiness check of
+/// [`block_until`], the upcall check on the way back to the guest). So
+/// either this load sees the new pCPU, which gets the IPI, or the move's
+/// store comes later in the single order of SeqCst operations, and so do
+/// the vcpu's checks, which then see the wake-up. A vcpu moves only while
+/// it can run and no pCPU runs it, and its new pCPU runs it right away, so
+/// an IPI that reaches the old pCPU only costs that pCPU a look at its
+/// queue.
 pub fn kick(vcpu: &Vcpu) {
     // SeqCst: see above; pairs with the swap in `block_until` and the
     // loads in `can_run`.
