@@ -85,13 +85,27 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
 /// [`set`], and on the idle stack: the domain's last reference may go here,
 /// so this must not run on one of its vcpus' stacks.
 pub fn clear() {
+    clear_after(|_| ());
+}
+
+/// [`clear`], handing `last` the vcpu the slot held first, if any (its
+/// domain is alive until `last` returns). For the scheduler loop, as
+/// [`clear`].
+#[inline]
+pub fn clear_after(last: impl FnOnce(&Vcpu)) {
     let Some(slot) = this_slot() else {
         return;
     };
     arch::guest_copy::trust_no_tables();
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
-    slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
+    let vcpu = slot.vcpu.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    if !old.is_null() && !vcpu.is_null() {
+        // SAFETY: `set` stored `vcpu` together with `old`, as one of that
+        // domain's `vcpus`, and the slot's reference in `old` keeps the
+        // domain alive until `release` below.
+        last(unsafe { &*vcpu });
+    }
     release(old);
 }
 

@@ -127,11 +127,31 @@ fn this_pcpu() -> Option<&'static Pcpu> {
     PCPUS.get(percpu::current().index() as usize)
 }
 
+/// pCPUs whose queue holds two vcpus or more: with none, no vcpu waits for
+/// a busy pCPU, so idle pCPUs skip looking for work and wake-ups skip
+/// offering it (a hint: read Relaxed; a pCPU that misses a change looks
+/// again at its next tick).
+static CROWDED: AtomicUsize = AtomicUsize::new(0);
+
+/// One more vcpu in `pcpu`'s queue.
+fn add_hosted(pcpu: &Pcpu) {
+    if pcpu.hosted_count.fetch_add(1, Ordering::Relaxed) == 1 {
+        CROWDED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One vcpu less in `pcpu`'s queue.
+fn remove_hosted(pcpu: &Pcpu) {
+    if pcpu.hosted_count.fetch_sub(1, Ordering::Relaxed) == 2 {
+        CROWDED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Records that `vcpu` of `domain` starts in its pCPU's queue.
 pub fn host(domain: &Domain, vcpu: &Vcpu) {
     if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
         arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
-        pcpu.hosted_count.fetch_add(1, Ordering::Relaxed);
+        add_hosted(pcpu);
     }
 }
 
@@ -150,7 +170,7 @@ pub fn unhost(domain: &Domain) {
                 list.len() != before
             });
             if was_hosted {
-                pcpu.hosted_count.fetch_sub(1, Ordering::Relaxed);
+                remove_hosted(pcpu);
             }
         }
     }
@@ -231,12 +251,13 @@ pub fn kick(vcpu: &Vcpu) {
     {
         arch::smp::kick(cpu);
     }
-    // Relaxed: a hint; the idle pCPU re-checks everything under the locks.
-    if vcpu.affinity.count() > 1
+    // Relaxed: hints; the idle pCPU re-checks everything under the locks.
+    if CROWDED.load(Ordering::Relaxed) != 0
         && !vcpu.is_claimed.load(Ordering::Relaxed)
         && PCPUS
             .get(home as usize)
             .is_some_and(|pcpu| pcpu.current.load(Ordering::Relaxed) != 0)
+        && vcpu.affinity.count() > 1
     {
         offer(vcpu, home, me);
     }
@@ -421,6 +442,7 @@ pub fn start_pcpu() -> ! {
 
 /// Claims `vcpu` for this pCPU (module doc): only the holder resumes or
 /// enters it. `false` if another pCPU holds it.
+#[inline]
 fn claim(vcpu: &Vcpu) -> bool {
     // Acquire: pairs with the Release in `release_claim`: whatever the
     // last holder did on the vcpu's stack happened before.
@@ -430,6 +452,7 @@ fn claim(vcpu: &Vcpu) -> bool {
 }
 
 /// Gives up this pCPU's claim on `vcpu`: it no longer runs on its stack.
+#[inline]
 fn release_claim(vcpu: &Vcpu) {
     // Release: pairs with the Acquire in `claim`.
     vcpu.is_claimed.store(false, Ordering::Release);
@@ -454,25 +477,23 @@ fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
         let Some(vcpu) = domain.vcpu(vcpu_id) else {
             continue;
         };
-        if !claim(vcpu) {
-            continue;
-        }
+        // Only this pCPU claims the vcpus of its queue while it holds the
+        // queue's lock (a pCPU that takes one away needs the lock too), so
+        // the claims below succeed; they are checked all the same.
         if domain.is_shutting_down() && !vcpu.context.is_suspended() {
             // Never started, down, or parked: it stops here.
-            if vcpu.state() != VcpuState::Dead {
+            if vcpu.state() != VcpuState::Dead && claim(vcpu) {
                 drop(list);
                 domain::vcpu_stopped(&domain, vcpu);
                 release_claim(vcpu);
                 return None;
             }
-            release_claim(vcpu);
             continue;
         }
-        if can_run(&domain, vcpu) {
+        if can_run(&domain, vcpu) && claim(vcpu) {
             pcpu.cursor.store(index + 1, Ordering::Relaxed);
             return Some((domain, vcpu_id));
         }
-        release_claim(vcpu);
     }
     None
 }
@@ -481,6 +502,7 @@ fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
 /// run from the queue of a pCPU busy with another one, inside the vcpu's
 /// affinity, and moves it into its own queue (module doc). Returns it
 /// claimed, with the pCPU it came from.
+#[inline(never)]
 fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
     if !DOMAINS_RELEASED.load(Ordering::Acquire) {
         return None;
@@ -537,8 +559,8 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
             }
             let entry = victim_list.remove(position);
             own_list.push(entry);
-            victim.hosted_count.fetch_sub(1, Ordering::Relaxed);
-            own.hosted_count.fetch_add(1, Ordering::Relaxed);
+            remove_hosted(victim);
+            add_hosted(own);
             // SeqCst: pairs with the load in `kick` (no lost wake-up).
             vcpu.pcpu.store(me, Ordering::SeqCst);
             vcpu.migrations.fetch_add(1, Ordering::Relaxed);
@@ -554,6 +576,7 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
 /// republish its time record on this pCPU (the claim makes this pCPU the
 /// only writer; the TSC scale is the same everywhere, so this keeps Xen's
 /// protocol rather than correcting anything).
+#[inline(never)]
 fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
     arch::paging::flush_everything();
     if let Some(info) = domain.vcpu_info(vcpu.id) {
@@ -576,19 +599,26 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
         let Some(pcpu) = this_pcpu() else {
             crate::cpus::idle()
         };
+        pcpu.current.store(0, Ordering::Release);
         // On the idle stack: the vcpu this pCPU ran last (its flow
         // suspended, or left for good) is off its stack, and another pCPU
         // may take it now.
-        crate::running::with(|_, vcpu| release_claim(vcpu));
-        pcpu.current.store(0, Ordering::Release);
-        crate::running::clear();
+        crate::running::clear_after(release_claim);
         crate::domain::reaper::on_idle();
-        if let Some((domain, vcpu_id)) = pick(pcpu) {
-            run(pcpu, domain, vcpu_id);
-        } else if let Some((domain, vcpu_id, from)) = steal(percpu::current().index()) {
-            if let Some(vcpu) = domain.vcpu(vcpu_id) {
-                arrive(&domain, vcpu, from);
+        let next = match pick(pcpu) {
+            Some(next) => Some(next),
+            None if CROWDED.load(Ordering::Relaxed) != 0 => {
+                steal(percpu::current().index()).map(|(domain, vcpu_id, from)| {
+                    if let Some(vcpu) = domain.vcpu(vcpu_id) {
+                        arrive(&domain, vcpu, from);
+                    }
+                    (domain, vcpu_id)
+                })
             }
+            None => None,
+        };
+        // One call site, so that `run` stays inlined in the loop.
+        if let Some((domain, vcpu_id)) = next {
             run(pcpu, domain, vcpu_id);
         }
         arch::cpu::enable_interrupts_and_halt();
