@@ -544,7 +544,7 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
             };
             // A shutting-down domain's vcpus are stopped by their own
             // pCPUs (`domain::shut_down`).
-            if domain.is_shutting_down() || !domain.affinity.contains(me) {
+            if domain.is_shutting_down() {
                 continue;
             }
             let Some(vcpu) = domain.vcpu(vcpu_id) else {
