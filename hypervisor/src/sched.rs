@@ -245,29 +245,40 @@ pub fn kick(vcpu: &Vcpu) {
     // loads in `can_run`.
     vcpu.has_wakeup.store(true, Ordering::SeqCst);
     let home = vcpu.pcpu();
-    let me = percpu::current().index();
-    if home != me
+    // Relaxed: a hint (`CROWDED`).
+    if CROWDED.load(Ordering::Relaxed) != 0 {
+        kick_and_offer(vcpu, home);
+    } else {
+        kick_pcpu(home);
+    }
+}
+
+/// Sends the kick IPI to pCPU `home` unless it is this one.
+#[inline]
+fn kick_pcpu(home: u32) {
+    if home != percpu::current().index()
         && let Some(cpu) = percpu::by_index(home)
     {
         arch::smp::kick(cpu);
     }
-    // Relaxed: hints; the idle pCPU re-checks everything under the locks.
-    if CROWDED.load(Ordering::Relaxed) != 0
-        && !vcpu.is_claimed.load(Ordering::Relaxed)
-        && PCPUS
-            .get(home as usize)
-            .is_some_and(|pcpu| pcpu.current.load(Ordering::Relaxed) != 0)
-        && vcpu.affinity.count() > 1
-    {
-        offer(vcpu, home, me);
-    }
 }
 
-/// Wakes one idle pCPU of `vcpu`'s affinity (not `home`, where it waits,
-/// nor this one, whose loop runs when the caller is done), so that it takes
-/// the vcpu from its busy pCPU.
+/// [`kick`] while some pCPU's queue holds several vcpus: kicks `home`,
+/// and if it runs another vcpu, also wakes one idle pCPU of `vcpu`'s
+/// affinity (not this one, whose loop runs when the caller is done), to
+/// take it.
 #[inline(never)]
-fn offer(vcpu: &Vcpu, home: u32, me: u32) {
+fn kick_and_offer(vcpu: &Vcpu, home: u32) {
+    kick_pcpu(home);
+    // Relaxed: hints; the idle pCPU re-checks everything under the locks.
+    let is_waiting = !vcpu.is_claimed.load(Ordering::Relaxed)
+        && PCPUS
+            .get(home as usize)
+            .is_some_and(|pcpu| pcpu.current.load(Ordering::Relaxed) != 0);
+    if !is_waiting || vcpu.affinity.count() < 2 {
+        return;
+    }
+    let me = percpu::current().index();
     let idle = vcpu.affinity.iter().find(|&index| {
         index != home
             && index != me
