@@ -16,8 +16,9 @@
 //!   no round trip may be fast, even while another pCPU is idle.
 //! - `timers` (2 or 3 vcpus on 2 pCPUs): each vcpu, [`TIMER_ROUNDS`]
 //!   times, arms its singleshot timer 1 ms ahead, works a while, then
-//!   waits for its VIRQ_TIMER in SCHEDOP_poll (1 s timeout); vcpus that
-//!   wake while their pCPU runs another one are taken by the idle pCPU.
+//!   waits for its VIRQ_TIMER in SCHEDOP_poll (1 s timeout); a vcpu that
+//!   wakes while its pCPU runs another one is taken by an idle pCPU (see
+//!   `timers` for how the work is shaped to make that happen).
 //!   Checked: every timer raises exactly one VIRQ_TIMER on its own vcpu,
 //!   never before its deadline, and none is lost (a lost one leaves the
 //!   wait to its timeout with no tick).
@@ -179,9 +180,11 @@ fn ticks(vcpu: u32) -> u32 {
     slot(&TICKS, vcpu).map_or(0, |ticks| ticks.load(Ordering::SeqCst))
 }
 
-/// This vcpu's singleshot timers: arm 1 ms ahead, work a while (longer on
-/// higher vcpus, so that the vcpus sharing a pCPU wake while it is busy),
-/// wait in SCHEDOP_poll, count what arrived.
+/// This vcpu's singleshot timers: arm 1 ms ahead, work a while, wait in
+/// SCHEDOP_poll, count what arrived. Vcpu 2 works longer than its timer
+/// (1.5 ms), the others briefly (0.3 ms): with `spread`'s placement, vcpu
+/// 0's timer fires while vcpu 2 holds their shared pCPU 0, and pCPU 1,
+/// where vcpu 1 mostly waits, takes vcpu 0.
 fn timers(vcpu: u32) {
     let port = slot(&TIMER_PORT, vcpu).map_or(0, |port| port.load(Ordering::SeqCst));
     for _ in 0..TIMER_ROUNDS {
@@ -194,7 +197,7 @@ fn timers(vcpu: u32) {
             note(&TIMER_COUNT_WRONG, vcpu);
             continue;
         }
-        spin_for(400_000 * u64::from(vcpu + 1));
+        spin_for(if vcpu == 2 { 1_500_000 } else { 300_000 });
         // Masked, the tick stays pending on its port for the poll to see.
         upcall::mask_vcpu();
         if ticks(vcpu) == before {
