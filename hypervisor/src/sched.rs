@@ -594,7 +594,7 @@ fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
         crate::time::publish_vcpu_time(info);
     }
     log::debug!(
-        "d{}v{} moves from pCPU {from} to pCPU {} ({} moves so far)",
+        "d{}v{} moves from pCPU {from} to pCPU {} (moves so far: {})",
         domain.id.0,
         vcpu.id.0,
         percpu::current().index(),
