@@ -1,7 +1,7 @@
 //! EVTCHNOP_send.
 
 use crate::abi::{DomId, Errno, Port};
-use crate::channel::{ChannelState, Consumer};
+use crate::channel::{Channel, ChannelState, Consumer};
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{DomainHandle, Domains};
@@ -37,6 +37,20 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     #[inline]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        // IPI and loopback ports of a 2-level domain: no lock at all (see
+        // the crate doc, "Lock-free send").
+        if let Some(wakeups) = domain.send_lock_free((port, channel), &self.notify) {
+            domain.deliver(wakeups, &self.notify);
+            return Ok(());
+        }
+        self.send_locked(domain, (port, channel))
+    }
+
+    /// [`Domains::send`] under the channel's read lock: every state the
+    /// lock-free path leaves to it (interdomain to another domain or to a
+    /// Xen-attached peer, unbound, the errors) and FIFO domains.
+    #[inline(never)]
+    fn send_locked(&self, domain: &Domain, (port, channel): (Port, &Channel)) -> Result<(), Errno> {
         let state = channel.read();
         if state.is_xen_attached() {
             return Err(Errno::EINVAL);

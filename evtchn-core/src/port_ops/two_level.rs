@@ -9,7 +9,7 @@
 //! (XSA-342).
 
 use super::{Wakeups, mark_info_pending};
-use crate::abi::{Port, VcpuId};
+use crate::abi::{Port, SharedInfo, VcpuId};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -31,7 +31,7 @@ fn mask_word(view: &dyn SharedInfoView, port: Port) -> Option<(&AtomicU64, u64)>
 /// Set the selector bit of `port`'s word in `vcpu`'s vcpu_info and, if it
 /// was clear, mark events pending there. Returns the vcpu to kick. The
 /// vcpu_info is looked up once for both test-and-sets.
-#[inline]
+#[inline(always)]
 fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let info = view.vcpu_info(vcpu)?;
     let selector_bit = 1u64 << (port.0 / 64);
@@ -52,18 +52,40 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
 #[inline]
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
     let shared = view.shared_info();
-    let (index, bit) = word_and_bit(port);
-    let (Some(pending), Some(mask)) = (
-        shared.evtchn_pending.get(index),
-        shared.evtchn_mask.get(index),
-    ) else {
-        return Wakeups::default();
-    };
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
-    if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+    if test_and_set_pending(shared, port) != Some(true) {
         return Wakeups::default();
     }
     crate::sync::after_test_and_set();
+    raise(view, shared, port, vcpu)
+}
+
+/// Step 1 of [`set_pending`]: test-and-set `port`'s pending bit. `Some(true)`
+/// if this call set it, `Some(false)` if it was set already, `None` for a
+/// port past the bitmaps (nothing touched).
+#[inline]
+pub(super) fn test_and_set_pending(shared: &SharedInfo, port: Port) -> Option<bool> {
+    let (index, bit) = word_and_bit(port);
+    let pending = shared.evtchn_pending.get(index)?;
+    // SeqCst test-and-set: Xen's guest_test_and_set_bit() is a full barrier.
+    Some(pending.fetch_or(bit, Ordering::SeqCst) & bit == 0)
+}
+
+/// Steps 2 and 3 of [`set_pending`], for a port whose pending bit was just
+/// set (by [`test_and_set_pending`], which the caller follows with
+/// `after_test_and_set`): if unmasked, the selector and upcall_pending of
+/// `vcpu`; pollers in any case.
+#[inline(always)]
+pub(super) fn raise(
+    view: &dyn SharedInfoView,
+    shared: &SharedInfo,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    let (index, bit) = word_and_bit(port);
+    let Some(mask) = shared.evtchn_mask.get(index) else {
+        return Wakeups::default();
+    };
     // 2. Not masked → selector, then upcall_pending.
     let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
         None
