@@ -9,8 +9,8 @@ use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
 use crate::channel::{Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
-    EventAbi, Wakeups, two_level_clear_pending, two_level_raise, two_level_set_pending,
-    two_level_test_and_set_pending, two_level_unmask,
+    EventAbi, Wakeups, two_level_clear_pending, two_level_raise, two_level_raise_in,
+    two_level_set_pending, two_level_test_and_set_pending, two_level_unmask,
 };
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
@@ -366,7 +366,7 @@ impl Domain {
     /// take the locked path. The caller's domain is this one, alive for
     /// the call. The protocol and why it loses no event and leaves no
     /// stale bit are in the crate doc ("Lock-free send").
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send_lock_free(
         &self,
         (port, channel): (Port, &Channel),
@@ -388,7 +388,7 @@ impl Domain {
             return None;
         }
         let vcpu = target.notify_vcpu();
-        let shared = self.shared.shared_info();
+        let (shared, info) = self.shared.event_pages(vcpu);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
             return Some(Wakeups::default());
         };
@@ -408,7 +408,7 @@ impl Domain {
         if !is_new {
             return Some(Wakeups::default());
         }
-        Some(two_level_raise(&*self.shared, shared, target_port, vcpu))
+        Some(two_level_raise_in(shared, info, target_port, vcpu))
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found

@@ -34,7 +34,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.send_on(caller.domain(), port)
     }
 
-    #[inline]
+    #[inline(always)]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         // IPI and loopback ports of a 2-level domain: no lock at all (see

@@ -108,6 +108,17 @@ pub(crate) fn two_level_raise(
     two_level::raise(view, shared, port, vcpu)
 }
 
+/// [`two_level_raise`] in a vcpu_info the caller looked up beforehand.
+#[inline(always)]
+pub(crate) fn two_level_raise_in(
+    shared: &SharedInfo,
+    info: Option<&VcpuInfo>,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    two_level::raise_in(shared, info, port, vcpu)
+}
+
 /// The 2-level `unmask` on its own, for callers that read the ABI through
 /// the domain's ABI generation (see `Domain::unmask`).
 #[inline]

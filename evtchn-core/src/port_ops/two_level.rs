@@ -9,7 +9,7 @@
 //! (XSA-342).
 
 use super::{Wakeups, mark_info_pending};
-use crate::abi::{Port, SharedInfo, VcpuId};
+use crate::abi::{Port, SharedInfo, VcpuId, VcpuInfo};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -33,7 +33,12 @@ fn mask_word(view: &dyn SharedInfoView, port: Port) -> Option<(&AtomicU64, u64)>
 /// vcpu_info is looked up once for both test-and-sets.
 #[inline(always)]
 fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
-    let info = view.vcpu_info(vcpu)?;
+    raise_selector_in(view.vcpu_info(vcpu)?, port, vcpu)
+}
+
+/// [`raise_selector`] in a vcpu_info the caller looked up.
+#[inline(always)]
+fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let selector_bit = 1u64 << (port.0 / 64);
     // SeqCst test-and-set: Xen's guest_test_and_set_bit() is a full barrier.
     if info
@@ -102,6 +107,31 @@ pub(super) fn raise(
 pub(super) fn clear_pending(view: &dyn SharedInfoView, port: Port) {
     if let Some((pending, bit)) = pending_word(view, port) {
         pending.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+/// [`raise`] with `vcpu`'s vcpu_info looked up by the caller (before its
+/// pending test-and-set, so the lookup is off the chain of locked
+/// operations); `None` for a vcpu without one.
+#[inline(always)]
+pub(super) fn raise_in(
+    shared: &SharedInfo,
+    info: Option<&VcpuInfo>,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    let (index, bit) = word_and_bit(port);
+    let Some(mask) = shared.evtchn_mask.get(index) else {
+        return Wakeups::default();
+    };
+    let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
+        None
+    } else {
+        info.and_then(|info| raise_selector_in(info, port, vcpu))
+    };
+    Wakeups {
+        kick_vcpu,
+        poll_port: Some(port),
     }
 }
 
