@@ -40,6 +40,16 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
 #[inline(always)]
 fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let selector_bit = 1u64 << (port.0 / 64);
+    // Already set: Xen's test-and-set would find it set and stop here too,
+    // so only the store is skipped. Sound because the caller's locked
+    // operation on the pending or mask word came first (a full barrier; in
+    // the single SeqCst order before this load): if the guest's exchange of
+    // the selector comes after this load, its scan of the pending words
+    // that follows sees the bit; if before, this load sees the selector
+    // clear and the test-and-set below runs.
+    if info.evtchn_pending_sel.load(Ordering::SeqCst) & selector_bit != 0 {
+        return None;
+    }
     // SeqCst test-and-set: Xen's guest_test_and_set_bit() is a full barrier.
     if info
         .evtchn_pending_sel
