@@ -217,6 +217,9 @@ pub(crate) enum LockFreeTarget {
 /// under the event lock and read by senders without it, as Xen does
 /// (bind_vcpu does not take the channel lock).
 ///
+/// `binding` mirrors `state` for lock-free senders (see [`Binding`]): the
+/// write guard marks it at lock and publishes the new state at unlock.
+///
 /// Two more fields serve the FIFO ABI only (spec §2.1): the sticky
 /// "pending" flag that keeps an event raised before its event-array page
 /// exists, and the last queue the event was linked on, which set_pending

@@ -13,10 +13,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// toward its vcpu; on an unbound port, nothing (rc 0). -EINVAL for an
     /// invalid, free, reserved, PIRQ, VIRQ or Xen-attached port.
     ///
-    /// Only the local channel's read lock is taken: every state change of
-    /// an interdomain pair holds both channels' write locks, so the peer
-    /// cannot change while it is held (spec §2.5), and its lock is not
-    /// taken at all.
+    /// An IPI or loopback port of a 2-level domain takes no lock at all
+    /// (crate doc, "Lock-free send"). Otherwise only the local channel's
+    /// read lock is taken: every state change of an interdomain pair holds
+    /// both channels' write locks, so the peer cannot change while it is
+    /// held (spec §2.5), and its lock is not taken at all.
     ///
     /// This looks the caller up in the registry; a hypervisor that keeps a
     /// [`DomainHandle`] per domain calls [`Domains::send_from`] instead.
