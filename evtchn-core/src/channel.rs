@@ -2,9 +2,12 @@
 //! it notifies and its FIFO priority, the lock that guards the state, and
 //! the atomic mirror of the state ([`Binding`]) that lock-free senders read.
 
+use alloc::sync::Arc;
+
 use crate::abi::{
     DomId, EVTCHN_FIFO_NR_CHANNELS, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq,
 };
+use crate::domain::Domain;
 use crate::port_ops::QueueId;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard,
@@ -209,6 +212,24 @@ pub(crate) enum LockFreeTarget {
     Peer(Port),
 }
 
+/// What a channel's lock guards: the state and, while the state is
+/// interdomain to *another* domain, that domain (a loopback keeps none:
+/// the sender is the peer). Keeping the peer's `Arc` here lets a sender
+/// reach it under the read lock it holds anyway, without the registry's
+/// slot lock and an `Arc` clone and drop (four locked operations).
+///
+/// The `Arc` is set by bind_interdomain under both channels' write locks
+/// and dropped by the write guard of the change that ends the pair (close,
+/// reset, destruction). Each of those holds its own `Arc` of both domains
+/// while it writes, so the one dropped here is never the last, and no
+/// domain is torn down under a channel lock. A pair cannot outlive its
+/// domains' destruction, which closes every port, so two domains keeping
+/// each other this way are not leaked.
+pub(crate) struct Slot {
+    state: ChannelState,
+    peer: Option<Arc<Domain>>,
+}
+
 /// A channel as stored in a bucket.
 ///
 /// `state` changes only under the owning domain's event lock *and* the
@@ -226,7 +247,7 @@ pub(crate) enum LockFreeTarget {
 /// locks together with the target queue. Both are atomics: set_pending runs
 /// under the channel's *read* lock.
 pub(crate) struct Channel {
-    state: RwLock<ChannelState>,
+    state: RwLock<Slot>,
     /// The state's [`Consumer`], copied out (0 = guest, 1 + n = Xen(n)) by
     /// every write guard as it drops, so that the peer of an interdomain
     /// sender reads it without taking this channel's lock (see
@@ -246,7 +267,7 @@ impl Channel {
         Self {
             consumer: AtomicU16::new(encode_consumer(state.consumer())),
             binding: AtomicU64::new(Binding::of(&state, DomId(0), 0).0),
-            state: RwLock::new(state),
+            state: RwLock::new(Slot { state, peer: None }),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
             fifo_pending: AtomicBool::new(false),
@@ -256,14 +277,14 @@ impl Channel {
 
     /// Shared access to the state, waiting for a writer to finish.
     #[inline]
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
-        self.state.read()
+    pub(crate) fn read(&self) -> ChannelReadGuard<'_> {
+        ChannelReadGuard(self.state.read())
     }
 
     /// Shared access if no writer holds the lock: the interrupt-context path.
     #[inline]
-    pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, ChannelState>> {
-        self.state.try_read()
+    pub(crate) fn try_read(&self) -> Option<ChannelReadGuard<'_>> {
+        self.state.try_read().map(ChannelReadGuard)
     }
 
     /// Exclusive access; the caller holds the owning domain's event lock,
@@ -276,7 +297,7 @@ impl Channel {
     /// the word of the new state as it drops.
     pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
-        let allowed_at_lock = guard.allows_writer();
+        let allowed_at_lock = guard.state.allows_writer();
         // Relaxed load: only the write lock's holder stores this word.
         let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
         // SeqCst: before, in the single order, every read-modify-write the
@@ -383,7 +404,7 @@ impl Channel {
 /// Write guard of a channel that checks the writer rule (spec §2.15) when it
 /// is dropped: the channel was free or unbound when locked, or is now.
 pub(crate) struct ChannelWriteGuard<'a> {
-    guard: RwLockWriteGuard<'a, ChannelState>,
+    guard: RwLockWriteGuard<'a, Slot>,
     allowed_at_lock: bool,
     consumer: &'a AtomicU16,
     binding: &'a AtomicU64,
@@ -401,31 +422,73 @@ fn encode_consumer(consumer: Consumer) -> u16 {
 impl core::ops::Deref for ChannelWriteGuard<'_> {
     type Target = ChannelState;
     fn deref(&self) -> &ChannelState {
-        &self.guard
+        &self.guard.state
     }
 }
 
 impl core::ops::DerefMut for ChannelWriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut ChannelState {
-        &mut self.guard
+        &mut self.guard.state
+    }
+}
+
+impl ChannelWriteGuard<'_> {
+    /// Keep `peer`, the other domain of the interdomain state this guard
+    /// writes, for senders (see [`ChannelReadGuard::peer_domain`]). The
+    /// guard drops it again when the channel leaves that state.
+    pub(crate) fn set_peer_domain(&mut self, peer: Arc<Domain>) {
+        self.guard.peer = Some(peer);
+    }
+}
+
+/// Shared guard of a channel's state: derefs to the [`ChannelState`].
+pub(crate) struct ChannelReadGuard<'a>(RwLockReadGuard<'a, Slot>);
+
+impl core::ops::Deref for ChannelReadGuard<'_> {
+    type Target = ChannelState;
+    #[inline]
+    fn deref(&self) -> &ChannelState {
+        &self.0.state
+    }
+}
+
+impl ChannelReadGuard<'_> {
+    /// For an interdomain channel to another domain, that domain, kept by
+    /// bind_interdomain: a sender reaches the peer through it instead of
+    /// looking it up in the registry. Valid for as long as the guard.
+    #[inline]
+    pub(crate) fn peer_domain(&self) -> Option<&Arc<Domain>> {
+        self.0.peer.as_ref()
     }
 }
 
 impl Drop for ChannelWriteGuard<'_> {
     fn drop(&mut self) {
+        // The pair ended: drop the peer domain kept for senders (never the
+        // last reference, see `Slot`).
+        if !matches!(self.guard.state, ChannelState::Interdomain { .. })
+            && let Some(peer) = self.guard.peer.take()
+        {
+            debug_assert!(
+                Arc::strong_count(&peer) > 1,
+                "a channel held the last reference to its peer domain"
+            );
+        }
         debug_assert!(
-            self.allowed_at_lock || self.guard.allows_writer(),
+            self.allowed_at_lock || self.guard.state.allows_writer(),
             "channel write-locked while neither free nor unbound: {:?}",
-            *self.guard
+            self.guard.state
         );
         // Release, before the lock itself is released: pairs with the
         // Acquire in `consumer_of_peer`.
-        self.consumer
-            .store(encode_consumer(self.guard.consumer()), Ordering::Release);
+        self.consumer.store(
+            encode_consumer(self.guard.state.consumer()),
+            Ordering::Release,
+        );
         // SeqCst (Release would do: lock-free senders only compare it and
         // take their port from it), before the lock itself is released.
         self.binding.store(
-            Binding::of(&self.guard, self.owner, self.generation).0,
+            Binding::of(&self.guard.state, self.owner, self.generation).0,
             Ordering::SeqCst,
         );
     }

@@ -541,9 +541,17 @@ impl Domain {
         }
     }
 
+    /// Whether some vcpu of the domain may be polling: the test
+    /// [`Domain::deliver`] makes before [`Domain::check_pollers`], for
+    /// callers that split the two (SeqCst, with the same argument).
+    #[inline]
+    pub(crate) fn has_pollers(&self) -> bool {
+        self.polling_vcpus.load(Ordering::SeqCst) != 0
+    }
+
     /// Xen's `evtchn_check_pollers()` (spec §3.5).
     #[inline(never)]
-    fn check_pollers<N: Notify + ?Sized>(&self, port: Port, notify: &N) {
+    pub(crate) fn check_pollers<N: Notify + ?Sized>(&self, port: Port, notify: &N) {
         for (word_index, word) in self.poll_mask.iter().enumerate() {
             // SeqCst: pairs with the SeqCst fetch_or in `set_poll_bit`, so
             // either the poller sees the pending bit or we see its poll bit.

@@ -164,9 +164,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
 
     fn bind_interdomain_with(
         &self,
-        local: &Domain,
+        local: &Arc<Domain>,
         choice: PortChoice,
-        remote: &Domain,
+        remote: &Arc<Domain>,
         remote_port: Port,
     ) -> Result<Port, Errno> {
         // Lock order: lower domid's event lock -> higher domid's event lock.
@@ -214,6 +214,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port: local_port,
                 consumer: remote_consumer,
             };
+            // Each end keeps the other domain for its senders (a loopback
+            // needs none: the sender is the peer).
+            if local.domid != remote.domid {
+                local_state.set_peer_domain(remote.clone());
+                remote_state.set_peer_domain(local.clone());
+            }
             local_channel.set_notify_vcpu(VcpuId(0));
             local_channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
             local.set_pending(

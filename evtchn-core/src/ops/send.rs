@@ -74,23 +74,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port,
                 ..
             } => {
-                // Loopback borrows the caller; another domain is looked up
-                // (it cannot be destroyed meanwhile: destruction closes the
-                // peer port first, which needs this channel's write lock).
-                let remote_domain;
-                let peer: &Domain = if remote == domain.domid {
+                // Loopback borrows the caller; another domain is the one
+                // bind_interdomain kept in this channel (it cannot be
+                // destroyed meanwhile: destruction closes the peer port
+                // first, which needs this channel's write lock).
+                let is_loopback = remote == domain.domid;
+                let peer: &Domain = if is_loopback {
                     domain
+                } else if let Some(kept) = state.peer_domain() {
+                    kept
                 } else {
-                    let Some(found) = self.domain(remote) else {
-                        log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
-                        return Ok(());
-                    };
-                    remote_domain = found;
-                    &remote_domain
+                    log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
+                    return Ok(());
                 };
                 let Some(peer_channel) = peer.table.channel(remote_port) else {
                     return Ok(());
                 };
+                let peer_domid = peer.domid;
                 // The peer's state is read without its lock: every writer of
                 // an interdomain pair holds both channels' write locks, so it
                 // cannot change while this channel's read lock is held (and
@@ -100,7 +100,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     Consumer::Xen(consumer) => {
                         drop(state);
                         self.notify
-                            .notify_xen_consumer(peer.domid, remote_port, consumer);
+                            .notify_xen_consumer(peer_domid, remote_port, consumer);
                     }
                     Consumer::Guest => {
                         let wakeups = peer.set_pending(
@@ -108,8 +108,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                             peer_channel.notify_vcpu(),
                             &self.notify,
                         );
+                        // Once the lock is dropped only the domain's id is
+                        // safe to use, unless a reference is kept: keep one
+                        // (an `Arc` clone) only when a poller must be woken,
+                        // which is rare (see `Domain::deliver`).
+                        let poll_port = wakeups.poll_port.filter(|_| peer.has_pollers());
+                        let for_pollers = match (poll_port, is_loopback) {
+                            (Some(_), false) => state.peer_domain().cloned(),
+                            _ => None,
+                        };
                         drop(state);
-                        peer.deliver(wakeups, &self.notify);
+                        if let Some(vcpu) = wakeups.kick_vcpu {
+                            self.notify.kick_vcpu(peer_domid, vcpu);
+                        }
+                        if let Some(polled) = poll_port {
+                            let peer = for_pollers.as_deref().unwrap_or(domain);
+                            peer.check_pollers(polled, &self.notify);
+                        }
                     }
                 }
                 Ok(())
