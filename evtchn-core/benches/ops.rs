@@ -364,7 +364,7 @@ fn main() {
         let handle = world.domains.handle(DOM1).unwrap();
         benches.add(
             "send_from interdomain, new event",
-            "through a DomainHandle; peer in another domain: the channel's read lock, and the peer looked up in the registry",
+            "through a DomainHandle; peer in another domain: the channel's read lock, the peer domain kept in the channel",
             move || {
                 world.domains.send_from(&handle, black_box(local)).unwrap();
                 world.guest_ack(DOM2, remote);
@@ -402,7 +402,7 @@ fn main() {
         let local = world.domains.bind_interdomain(DOM1, DOM2, remote).unwrap();
         benches.add(
             "send interdomain, new event",
-            "peer port in another domain: second registry lookup, peer's channel try-read",
+            "peer port in another domain: the caller looked up in the registry, the peer kept in the channel",
             move || {
                 world.domains.send(DOM1, black_box(local)).unwrap();
                 world.guest_ack(DOM2, remote);
