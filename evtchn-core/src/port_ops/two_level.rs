@@ -63,16 +63,18 @@ fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId
 }
 
 /// Xen's `evtchn_2l_set_pending()` (spec §3.3), in its exact order. The
-/// shared page is looked up once; the pending and mask words share an index.
+/// shared page and the vcpu_info are looked up once, together; the pending
+/// and mask words share an index.
 #[inline]
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    let shared = view.shared_info();
+    // Both pages in one dynamic call, before the first locked operation.
+    let (shared, info) = view.event_pages(vcpu);
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
     if test_and_set_pending(shared, port) != Some(true) {
         return Wakeups::default();
     }
     crate::sync::after_test_and_set();
-    raise(view, shared, port, vcpu)
+    raise_in(shared, info, port, vcpu)
 }
 
 /// Step 1 of [`set_pending`]: test-and-set `port`'s pending bit. `Some(true)`
