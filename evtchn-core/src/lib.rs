@@ -323,15 +323,15 @@
 //! read-modify-write costs about 2.5 ns** here. Medians of five runs
 //! (other jobs on the machine), before the lock-free send → now:
 //!
-//! | send (raw `fetch_or`: 2.93 ns before, 2.96 now)         | before, ns | now, ns | × raw now |
+//! | send (raw `fetch_or`: 2.93 ns before, 2.92 now)         | before, ns | now, ns | × raw now |
 //! |----------------------------------------------------------|-----------|---------|-----------|
-//! | `send_from` IPI, new event, 1 / 64 / 4095 ports          | 18.5 / 18.9 / 18.5 | 12.4 / 12.5 / 12.4 | 4.2 (was 6.3) |
-//! | `send_from` IPI, selector already set                    | 17.2      | 9.3     | 3.1 (was 5.9) |
+//! | `send_from` IPI, new event, 1 / 64 / 4095 ports          | 18.5 / 18.9 / 18.5 | 12.9 / 12.8 / 12.7 | 4.4 (was 6.3) |
+//! | `send_from` IPI, selector already set                    | 17.2      | 9.4     | 3.2 (was 5.9) |
 //! | `send_from` IPI, already pending                         | 13.2      | 8.0     | 2.7 (was 4.5) |
-//! | `send_from` IPI, masked                                  | 15.1      | 9.5     | 3.2 (was 5.1) |
-//! | `send_from` loopback, new event                          | 23.3      | 15.4    | 5.2 (was 8.0) |
-//! | `send_from` interdomain (another domain), new event      | 30.1      | 24.4    | 8.2 (was 10.3) |
-//! | `send` by domid, IPI, new event, 1 port                  | 23.9      | 18.3    | 6.2 (was 8.2) |
+//! | `send_from` IPI, masked                                  | 15.1      | 9.3     | 3.2 (was 5.1) |
+//! | `send_from` loopback, new event                          | 23.3      | 15.2    | 5.2 (was 8.0) |
+//! | `send_from` interdomain (another domain), new event      | 30.1      | 23.0    | 7.9 (was 10.3) |
+//! | `send` by domid, IPI, new event, 1 port                  | 23.9      | 18.3    | 6.3 (was 8.2) |
 //! | the ABI's three test-and-sets and mask load, inline      | 7.7       | 7.7     | 2.6         |
 //!
 //! The cost is flat in the number of bound ports: a port is found with one
@@ -356,11 +356,11 @@
 //!   can overlap the locked operations: a locked instruction waits for
 //!   every older load, and younger loads wait for it.
 //! * a **new event** adds the selector and upcall_pending test-and-sets
-//!   (and the mask load): 12.4 ns against the 7.7 of the ABI's
+//!   (and the mask load): 12.8 ns against the 7.7 of the ABI's
 //!   operations inline, the same ~5 ns on top. A loopback send adds the
-//!   lookup of the peer port and its consumer (15.4 ns).
+//!   lookup of the peer port and its consumer (15.2 ns).
 //!
-//! So a new-event send costs about 4.2× the floor, against the issue's
+//! So a new-event send costs about 4.4× the floor, against the issue's
 //! target of 3×: the three locked operations the ABI prescribes are 2.6×
 //! alone, which leaves about 1 ns for finding the port, checking that it
 //! is still bound, and locating the guest's pages — less than the latency
@@ -387,7 +387,8 @@
 //!   of a pair change only with both write-locked, so the sender's own read
 //!   lock already pins the peer (spec §2.5); the peer's consumer, fixed
 //!   from allocation to close, is mirrored in an atomic.
-//! * **A second dynamic call** for the pages (see above), and the calls
+//! * **A second dynamic call** for the pages (see above; in the locked
+//!   2-level set_pending too), and the calls
 //!   into the send path and the port ops: inlined, the locked path out of
 //!   line; [`Notify`] is called directly, not through `dyn`.
 //! * **The selector test-and-set when the selector is already set**
@@ -423,10 +424,12 @@
 //!   change that ends the pair drops it (`channel::Slot`); the sender
 //!   clones it only when a poller must be woken after the lock is gone.
 //!   That took `send_from` interdomain from 30.9 to 24.4 ns (medians of
-//!   five runs, measured apart from the table above: 30.1 there) and costs
-//!   bind_interdomain + close about 12 ns. [`Domains::send`] by domid
-//!   still looks the caller up (38.6 → 29.9 ns interdomain); a
-//!   [`DomainHandle`] saves that.
+//!   five runs, measured apart from the table above), and looking both
+//!   pages up in one dynamic call in the locked 2-level set_pending too
+//!   to 23.0; it costs bind_interdomain + close about 12 ns.
+//!   [`Domains::send`] by domid still looks the caller up (interdomain
+//!   38.6 ns before keeping the peer, 28.0 now); a [`DomainHandle`] saves
+//!   that.
 //!
 //! # Differences from Xen 4.17 worth knowing
 //!
