@@ -245,7 +245,10 @@
 //! generation, as it unlocks. Every change to either end of a loopback
 //! pair write-locks both channels, so the sender's own word also covers
 //! the port it raises; once the pair is broken the sender's word has
-//! changed, whatever happens to the peer afterwards.
+//! changed, whatever happens to the peer afterwards. The notify vcpu is
+//! not in the word: it is read from its own atomic, as the locked path
+//! reads it, because bind_vcpu changes it under the event lock only (as
+//! Xen does) and a send racing bind_vcpu may notify either vcpu in both.
 //!
 //! **The sender** (`Domain::send_lock_free`): load its word S; for a
 //! loopback, check the peer is a guest port; load the ABI generation (even
