@@ -166,7 +166,8 @@ impl IdleStack {
 
 /// Resumes the flow suspended in `context` (which is then empty); the
 /// current flow is abandoned. Call it from an idle loop, with interrupts
-/// off, on the CPU that suspended the flow.
+/// off, on the CPU that suspended the flow or on another one once that CPU
+/// has left the flow's stack (see [`SuspendedFlow::resume`]).
 pub fn resume(context: &Context) -> Result<core::convert::Infallible, NothingToResume> {
     match context.take() {
         Some(flow) => flow.resume(),
@@ -180,7 +181,8 @@ pub fn resume(context: &Context) -> Result<core::convert::Infallible, NothingToR
 #[derive(Debug)]
 pub struct SuspendedFlow {
     saved_rsp: u64,
-    /// Resumed on the CPU that took it.
+    /// Resumed on the CPU that took it (which need not be the one that
+    /// suspended it).
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -199,14 +201,21 @@ impl Context {
 
 impl SuspendedFlow {
     /// Resumes it; the current flow is abandoned. Call it from an idle
-    /// loop, on the CPU that suspended the flow.
+    /// loop, on the CPU that suspended the flow or on another one. The
+    /// suspending CPU stops touching the flow's stack at the store of its
+    /// stack pointer (it switches to its idle stack next), but the caller
+    /// must still know that CPU is past that point (the hypervisor's
+    /// scheduler releases a vcpu to other CPUs only from its idle loop).
+    /// The flow finds the CPU's per-CPU block through GS as always, so it
+    /// must not have kept per-CPU addresses across the suspension.
     pub fn resume(self) -> ! {
         crate::cpu::disable_interrupts();
-        // SAFETY: `saved_rsp` was stored by `suspend_into` on this CPU's
-        // flow, whose stack is 'static (or kept until every CPU has passed
-        // a point where it holds no flow on it: `Stack::release`) and
-        // untouched since; `take` made this the only resumption; the
-        // frames above it are live and complete.
+        // SAFETY: `saved_rsp` was stored by `suspend_into` on a CPU's flow
+        // (this CPU's, or another's that has left that stack since: the
+        // caller's duty, above), whose stack is 'static (or kept until
+        // every CPU has passed a point where it holds no flow on it:
+        // `Stack::release`) and untouched since; `take` made this the only
+        // resumption; the frames above it are live and complete.
         unsafe { sluice_resume(self.saved_rsp) }
     }
 }

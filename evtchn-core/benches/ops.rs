@@ -261,7 +261,7 @@ fn main() {
         let port = world.bind_ipis(bound);
         benches.add(
             &name,
-            "unmasked: pending, selector, upcall_pending set, kick; then the guest's 3 plain stores re-arm it",
+            "unmasked: pending, selector, upcall_pending set, kick (lock-free, after the registry lookup); then the guest's 3 plain stores re-arm it",
             move || {
                 world.domains.send(DOM1, black_box(port)).unwrap();
                 world.guest_ack(DOM1, port);
@@ -279,7 +279,7 @@ fn main() {
         let handle = world.domains.handle(DOM1).unwrap();
         benches.add(
             &name,
-            "as send ipi, new event, through a DomainHandle: no registry lookup",
+            "as send ipi, new event, through a DomainHandle: no registry lookup, and no lock (the lock-free send)",
             move || {
                 world.domains.send_from(&handle, black_box(port)).unwrap();
                 world.guest_ack(DOM1, port);
@@ -294,7 +294,7 @@ fn main() {
         world.domains.send_from(&handle, port).unwrap();
         benches.add(
             "send_from ipi, selector already set",
-            "new pending bit, but selector and upcall_pending still set (another port of the word is pending); guest clears the port's bit",
+            "new pending bit, but selector and upcall_pending still set (another port of the word is pending): a load of the selector skips its test-and-set; guest clears the port's bit",
             move || {
                 world.domains.send_from(&handle, black_box(port)).unwrap();
                 world.page(DOM1).evtchn_pending[0].store(0, Ordering::Relaxed);
@@ -334,7 +334,7 @@ fn main() {
         world.domains.send_from(&handle, port).unwrap();
         benches.add(
             "send_from ipi, already pending",
-            "through a DomainHandle; stops after the first test-and-set",
+            "through a DomainHandle; lock-free, stops after the first test-and-set: the fixed cost of a send",
             move || world.domains.send_from(&handle, black_box(port)).unwrap(),
         );
     }
@@ -346,7 +346,7 @@ fn main() {
         world.mask(DOM1, port);
         benches.add(
             "send_from ipi, masked",
-            "through a DomainHandle; pending set, mask seen, no selector",
+            "through a DomainHandle; lock-free, pending set, mask seen, no selector",
             move || {
                 world.domains.send_from(&handle, black_box(port)).unwrap();
                 world.guest_ack(DOM1, port);
@@ -364,10 +364,31 @@ fn main() {
         let handle = world.domains.handle(DOM1).unwrap();
         benches.add(
             "send_from interdomain, new event",
-            "through a DomainHandle; the peer is still looked up in the registry",
+            "through a DomainHandle; peer in another domain: the channel's read lock, the peer domain kept in the channel",
             move || {
                 world.domains.send_from(&handle, black_box(local)).unwrap();
                 world.guest_ack(DOM2, remote);
+            },
+        );
+    }
+
+    if benches.wants("send_from loopback") {
+        let world = World::new();
+        let remote = world
+            .domains
+            .alloc_unbound(DOM1, DomId::SELF, DomId::SELF)
+            .unwrap();
+        let local = world
+            .domains
+            .bind_interdomain(DOM1, DomId::SELF, remote)
+            .unwrap();
+        let handle = world.domains.handle(DOM1).unwrap();
+        benches.add(
+            "send_from loopback, new event",
+            "through a DomainHandle; both ends in the caller's domain: lock-free, like an IPI port, plus the peer port's lookup",
+            move || {
+                world.domains.send_from(&handle, black_box(local)).unwrap();
+                world.guest_ack(DOM1, remote);
             },
         );
     }
@@ -381,7 +402,7 @@ fn main() {
         let local = world.domains.bind_interdomain(DOM1, DOM2, remote).unwrap();
         benches.add(
             "send interdomain, new event",
-            "peer port in another domain: second registry lookup, peer's channel try-read",
+            "peer port in another domain: the caller looked up in the registry, the peer kept in the channel",
             move || {
                 world.domains.send(DOM1, black_box(local)).unwrap();
                 world.guest_ack(DOM2, remote);

@@ -1,7 +1,13 @@
 //! One event channel: its state (an enum carrying the state's data), the vcpu
-//! it notifies and its FIFO priority, and the lock that guards the state.
+//! it notifies and its FIFO priority, the lock that guards the state, and
+//! the atomic mirror of the state ([`Binding`]) that lock-free senders read.
 
-use crate::abi::{DomId, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq};
+use alloc::sync::Arc;
+
+use crate::abi::{
+    DomId, EVTCHN_FIFO_NR_CHANNELS, EVTCHN_FIFO_PRIORITY_DEFAULT, EvtchnStat, Port, VcpuId, Virq,
+};
+use crate::domain::Domain;
 use crate::port_ops::QueueId;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard,
@@ -126,6 +132,104 @@ pub struct ChannelInfo {
     pub priority: u8,
 }
 
+/// What a sender may do on a channel without its lock, as last published by
+/// the channel's writer: one word holding a kind, the loopback peer's port
+/// and a generation, read and written whole.
+///
+/// * bits 0–1, the kind: [`Binding::LOCKED`] (take the lock: any state
+///   without a lock-free send, or a writer holds the lock right now),
+///   [`Binding::IPI`], [`Binding::LOOPBACK`] (interdomain to another port
+///   of the owner);
+/// * bits 2–18: for a loopback, the peer port (ports are below 2^17);
+/// * bits 19–63: the generation, counting write-lock acquisitions.
+///
+/// Every write lock of the channel stores a `LOCKED` word with the next
+/// generation as soon as it is taken (SeqCst, before the writer changes
+/// anything, in particular before close clears the pending bit), and the
+/// word for the new state, same generation, as it is released. So two
+/// loads that return the same word bracket a stretch in which no writer
+/// took the lock: the 44-bit generation cannot wrap within one send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Binding(u64);
+
+impl Binding {
+    const KIND_MASK: u64 = 0b11;
+    const LOCKED: u64 = 0;
+    const IPI: u64 = 1;
+    const LOOPBACK: u64 = 2;
+    const PORT_SHIFT: u32 = 2;
+    const PORT_MASK: u64 = (EVTCHN_FIFO_NR_CHANNELS as u64) - 1;
+    const GENERATION_SHIFT: u32 = 19;
+
+    fn generation(self) -> u64 {
+        self.0 >> Self::GENERATION_SHIFT
+    }
+
+    fn new(generation: u64, kind: u64, peer: u64) -> Self {
+        Self((generation << Self::GENERATION_SHIFT) | (peer << Self::PORT_SHIFT) | kind)
+    }
+
+    /// The word for `state` of a channel owned by `owner`.
+    fn of(state: &ChannelState, owner: DomId, generation: u64) -> Self {
+        match *state {
+            ChannelState::Ipi => Self::new(generation, Self::IPI, 0),
+            ChannelState::Interdomain {
+                remote,
+                remote_port,
+                consumer: Consumer::Guest,
+            } if remote == owner && u64::from(remote_port.0) <= Self::PORT_MASK => {
+                Self::new(generation, Self::LOOPBACK, u64::from(remote_port.0))
+            }
+            ChannelState::Free
+            | ChannelState::Reserved
+            | ChannelState::Unbound { .. }
+            | ChannelState::Interdomain { .. }
+            | ChannelState::Pirq { .. }
+            | ChannelState::Virq { .. } => Self::new(generation, Self::LOCKED, 0),
+        }
+    }
+
+    /// Where a send on `port` sets the event without the lock: `port`
+    /// itself (IPI) or its loopback peer; `None` means "take the lock".
+    #[inline]
+    pub(crate) fn lock_free_target(self, port: Port) -> Option<LockFreeTarget> {
+        match self.0 & Self::KIND_MASK {
+            Self::IPI => Some(LockFreeTarget::Own(port)),
+            Self::LOOPBACK => Some(LockFreeTarget::Peer(Port(
+                ((self.0 >> Self::PORT_SHIFT) & Self::PORT_MASK) as u32,
+            ))),
+            _ => None,
+        }
+    }
+}
+
+/// The port a lock-free send raises (see [`Binding::lock_free_target`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockFreeTarget {
+    /// The sender's own port (IPI).
+    Own(Port),
+    /// Another port of the sender's domain (loopback interdomain).
+    Peer(Port),
+}
+
+/// What a channel's lock guards: the state and, while the state is
+/// interdomain to *another* domain, that domain (a loopback keeps none:
+/// the sender is the peer). Keeping the peer's `Arc` here lets a sender
+/// reach it under the read lock it holds anyway, without the registry's
+/// slot lock and an `Arc` clone and drop (four locked operations).
+///
+/// The `Arc` is set by bind_interdomain under both channels' write locks
+/// and dropped by the write guard of the change that ends the pair (close,
+/// reset, destruction). Each of those holds its own `Arc` of both domains
+/// while it writes, so the one dropped here is never the last, and no
+/// domain is torn down under a channel lock. A pair cannot outlive its
+/// domains' destruction, which closes every port, so two domains keeping
+/// each other this way are not leaked.
+pub(crate) struct Slot {
+    state: ChannelState,
+    peer: Option<Arc<Domain>>,
+}
+
 /// A channel as stored in a bucket.
 ///
 /// `state` changes only under the owning domain's event lock *and* the
@@ -134,18 +238,23 @@ pub struct ChannelInfo {
 /// under the event lock and read by senders without it, as Xen does
 /// (bind_vcpu does not take the channel lock).
 ///
+/// `binding` mirrors `state` for lock-free senders (see [`Binding`]): the
+/// write guard marks it at lock and publishes the new state at unlock.
+///
 /// Two more fields serve the FIFO ABI only (spec §2.1): the sticky
 /// "pending" flag that keeps an event raised before its event-array page
 /// exists, and the last queue the event was linked on, which set_pending
 /// locks together with the target queue. Both are atomics: set_pending runs
 /// under the channel's *read* lock.
 pub(crate) struct Channel {
-    state: RwLock<ChannelState>,
+    state: RwLock<Slot>,
     /// The state's [`Consumer`], copied out (0 = guest, 1 + n = Xen(n)) by
     /// every write guard as it drops, so that the peer of an interdomain
     /// sender reads it without taking this channel's lock (see
     /// [`Channel::consumer_of_peer`]).
     consumer: AtomicU16,
+    /// The [`Binding`] mirror of `state`, for lock-free senders.
+    binding: AtomicU64,
     notify_vcpu: AtomicU32,
     priority: AtomicU8,
     fifo_pending: AtomicBool,
@@ -157,7 +266,8 @@ impl Channel {
     pub(crate) fn new(state: ChannelState) -> Self {
         Self {
             consumer: AtomicU16::new(encode_consumer(state.consumer())),
-            state: RwLock::new(state),
+            binding: AtomicU64::new(Binding::of(&state, DomId(0), 0).0),
+            state: RwLock::new(Slot { state, peer: None }),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
             fifo_pending: AtomicBool::new(false),
@@ -167,25 +277,60 @@ impl Channel {
 
     /// Shared access to the state, waiting for a writer to finish.
     #[inline]
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
-        self.state.read()
+    pub(crate) fn read(&self) -> ChannelReadGuard<'_> {
+        ChannelReadGuard(self.state.read())
     }
 
     /// Shared access if no writer holds the lock: the interrupt-context path.
     #[inline]
-    pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, ChannelState>> {
-        self.state.try_read()
+    pub(crate) fn try_read(&self) -> Option<ChannelReadGuard<'_>> {
+        self.state.try_read().map(ChannelReadGuard)
     }
 
-    /// Exclusive access; the caller holds the owning domain's event lock.
-    pub(crate) fn write(&self) -> ChannelWriteGuard<'_> {
+    /// Exclusive access; the caller holds the owning domain's event lock,
+    /// and `owner` is that domain.
+    ///
+    /// Before returning, the [`Binding`] word becomes `LOCKED` with the
+    /// next generation (SeqCst), so that a lock-free sender that read the
+    /// old word and reads it again after its pending test-and-set sees that
+    /// a writer came (see `Domain::send_lock_free`). The guard publishes
+    /// the word of the new state as it drops.
+    pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
-        let allowed_at_lock = guard.allows_writer();
+        let allowed_at_lock = guard.state.allows_writer();
+        // Relaxed load: only the write lock's holder stores this word.
+        let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
+        // SeqCst: before, in the single order, every read-modify-write the
+        // writer does next (close's clear of the pending bit).
+        self.binding.store(
+            Binding::new(generation, Binding::LOCKED, 0).0,
+            Ordering::SeqCst,
+        );
         ChannelWriteGuard {
             guard,
             allowed_at_lock,
             consumer: &self.consumer,
+            binding: &self.binding,
+            owner,
+            generation,
         }
+    }
+
+    /// The [`Binding`] word: what a sender may do without the lock.
+    /// SeqCst: the lock-free sender's two loads and its pending
+    /// test-and-set are in the single order with the writers' stores.
+    #[inline]
+    pub(crate) fn binding(&self) -> Binding {
+        Binding(self.binding.load(Ordering::SeqCst))
+    }
+
+    /// Whether this channel's consumer is a guest, read without its lock:
+    /// only a hint, for a lock-free sender that validates its binding
+    /// afterwards (see [`Channel::binding`]).
+    #[inline]
+    pub(crate) fn is_guest_consumer_hint(&self) -> bool {
+        // Acquire: pairs with the Release in the write guard's drop.
+        self.consumer.load(Ordering::Acquire) == 0
     }
 
     /// The consumer of this channel, which is the peer of `sender_state`'s
@@ -259,9 +404,12 @@ impl Channel {
 /// Write guard of a channel that checks the writer rule (spec §2.15) when it
 /// is dropped: the channel was free or unbound when locked, or is now.
 pub(crate) struct ChannelWriteGuard<'a> {
-    guard: RwLockWriteGuard<'a, ChannelState>,
+    guard: RwLockWriteGuard<'a, Slot>,
     allowed_at_lock: bool,
     consumer: &'a AtomicU16,
+    binding: &'a AtomicU64,
+    owner: DomId,
+    generation: u64,
 }
 
 fn encode_consumer(consumer: Consumer) -> u16 {
@@ -274,26 +422,74 @@ fn encode_consumer(consumer: Consumer) -> u16 {
 impl core::ops::Deref for ChannelWriteGuard<'_> {
     type Target = ChannelState;
     fn deref(&self) -> &ChannelState {
-        &self.guard
+        &self.guard.state
     }
 }
 
 impl core::ops::DerefMut for ChannelWriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut ChannelState {
-        &mut self.guard
+        &mut self.guard.state
+    }
+}
+
+impl ChannelWriteGuard<'_> {
+    /// Keep `peer`, the other domain of the interdomain state this guard
+    /// writes, for senders (see [`ChannelReadGuard::peer_domain`]). The
+    /// guard drops it again when the channel leaves that state.
+    pub(crate) fn set_peer_domain(&mut self, peer: Arc<Domain>) {
+        self.guard.peer = Some(peer);
+    }
+}
+
+/// Shared guard of a channel's state: derefs to the [`ChannelState`].
+pub(crate) struct ChannelReadGuard<'a>(RwLockReadGuard<'a, Slot>);
+
+impl core::ops::Deref for ChannelReadGuard<'_> {
+    type Target = ChannelState;
+    #[inline]
+    fn deref(&self) -> &ChannelState {
+        &self.0.state
+    }
+}
+
+impl ChannelReadGuard<'_> {
+    /// For an interdomain channel to another domain, that domain, kept by
+    /// bind_interdomain: a sender reaches the peer through it instead of
+    /// looking it up in the registry. Valid for as long as the guard.
+    #[inline]
+    pub(crate) fn peer_domain(&self) -> Option<&Arc<Domain>> {
+        self.0.peer.as_ref()
     }
 }
 
 impl Drop for ChannelWriteGuard<'_> {
     fn drop(&mut self) {
+        // The pair ended: drop the peer domain kept for senders (never the
+        // last reference, see `Slot`).
+        if !matches!(self.guard.state, ChannelState::Interdomain { .. })
+            && let Some(peer) = self.guard.peer.take()
+        {
+            debug_assert!(
+                Arc::strong_count(&peer) > 1,
+                "a channel held the last reference to its peer domain"
+            );
+        }
         debug_assert!(
-            self.allowed_at_lock || self.guard.allows_writer(),
+            self.allowed_at_lock || self.guard.state.allows_writer(),
             "channel write-locked while neither free nor unbound: {:?}",
-            *self.guard
+            self.guard.state
         );
         // Release, before the lock itself is released: pairs with the
         // Acquire in `consumer_of_peer`.
-        self.consumer
-            .store(encode_consumer(self.guard.consumer()), Ordering::Release);
+        self.consumer.store(
+            encode_consumer(self.guard.state.consumer()),
+            Ordering::Release,
+        );
+        // SeqCst (Release would do: lock-free senders only compare it and
+        // take their port from it), before the lock itself is released.
+        self.binding.store(
+            Binding::of(&self.guard.state, self.owner, self.generation).0,
+            Ordering::SeqCst,
+        );
     }
 }

@@ -6,10 +6,11 @@ use alloc::vec::Vec;
 
 use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::Channel;
+use crate::channel::{Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
-    EventAbi, Wakeups, two_level_clear_pending, two_level_set_pending, two_level_unmask,
+    EventAbi, Wakeups, two_level_clear_pending, two_level_raise, two_level_raise_in,
+    two_level_set_pending, two_level_test_and_set_pending, two_level_unmask,
 };
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
@@ -359,6 +360,81 @@ impl Domain {
         })
     }
 
+    /// EVTCHNOP_send on `port` without any lock, if its channel is an IPI
+    /// or a loopback interdomain channel to a guest port and the domain is
+    /// on 2-level: the wake-ups to deliver, or `None` if the caller must
+    /// take the locked path. The caller's domain is this one, alive for
+    /// the call. The protocol and why it loses no event and leaves no
+    /// stale bit are in the crate doc ("Lock-free send").
+    #[inline(always)]
+    pub(crate) fn send_lock_free(
+        &self,
+        (port, channel): (Port, &Channel),
+        notify: &dyn Notify,
+    ) -> Option<Wakeups> {
+        let seen = channel.binding();
+        let (target_port, target) = match seen.lock_free_target(port)? {
+            LockFreeTarget::Own(own) => (own, channel),
+            LockFreeTarget::Peer(peer_port) => {
+                let peer = self.table.channel(peer_port)?;
+                if !peer.is_guest_consumer_hint() {
+                    return None;
+                }
+                (peer_port, peer)
+            }
+        };
+        let generation = self.abi_generation.load(Ordering::SeqCst);
+        if !generation.is_multiple_of(2) {
+            return None;
+        }
+        let vcpu = target.notify_vcpu();
+        let (shared, info) = self.shared.event_pages(vcpu);
+        let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
+            return Some(Wakeups::default());
+        };
+        crate::sync::after_test_and_set();
+        // SeqCst reloads, after the test-and-set in the single order: the
+        // same binding word means no writer took the channel lock since the
+        // first load, so any close of this binding clears the bit after
+        // this test-and-set set it; the same even ABI generation means a
+        // switch to FIFO copies it.
+        if channel.binding() != seen || self.abi_generation.load(Ordering::SeqCst) != generation {
+            return Some(if is_new {
+                self.settle_late_send(target_port, target, notify)
+            } else {
+                Wakeups::default()
+            });
+        }
+        if !is_new {
+            return Some(Wakeups::default());
+        }
+        Some(two_level_raise_in(shared, info, target_port, vcpu))
+    }
+
+    /// A lock-free send set `port`'s pending bit (0 → 1) but found
+    /// afterwards that the binding it read, or the ABI, changed: the bit
+    /// may have landed after a close cleared it. Under the channel's read
+    /// lock: a port that is now unusable (free, or Xen-attached) has no
+    /// binding whose sender could have relied on the bit, so it is
+    /// cleared; a usable port (a new binding, or the same one on a new
+    /// ABI) is raised through the current ABI toward its notify vcpu, since
+    /// a sender of that binding may have found the bit set and stopped —
+    /// at worst a spurious event, which the ABI allows.
+    #[inline(never)]
+    fn settle_late_send(&self, port: Port, channel: &Channel, notify: &dyn Notify) -> Wakeups {
+        let state = channel.read();
+        if !state.is_usable() {
+            two_level_clear_pending(&*self.shared, port);
+            return Wakeups::default();
+        }
+        let vcpu = channel.notify_vcpu();
+        let abi = self.abi();
+        match abi.fifo() {
+            None => two_level_raise(&*self.shared, self.shared.shared_info(), port, vcpu),
+            Some(_) => abi.set_pending(&*self.shared, (port, channel), vcpu, notify),
+        }
+    }
+
     /// The highest port allocation may hand out now: min(max_evtchn_port,
     /// ABI ports − 1), computed from the current ABI (XSA-342).
     pub(crate) fn port_limit(&self, abi: &EventAbi) -> u32 {
@@ -453,7 +529,7 @@ impl Domain {
     /// bit set before it was also cleared before it, so any poller still to
     /// come sets its bit after the load and then reads our pending bit.
     #[inline]
-    pub(crate) fn deliver(&self, wakeups: Wakeups, notify: &dyn Notify) {
+    pub(crate) fn deliver<N: Notify + ?Sized>(&self, wakeups: Wakeups, notify: &N) {
         if let Some(vcpu) = wakeups.kick_vcpu {
             notify.kick_vcpu(self.domid, vcpu);
         }
@@ -465,9 +541,17 @@ impl Domain {
         }
     }
 
+    /// Whether some vcpu of the domain may be polling: the test
+    /// [`Domain::deliver`] makes before [`Domain::check_pollers`], for
+    /// callers that split the two (SeqCst, with the same argument).
+    #[inline]
+    pub(crate) fn has_pollers(&self) -> bool {
+        self.polling_vcpus.load(Ordering::SeqCst) != 0
+    }
+
     /// Xen's `evtchn_check_pollers()` (spec §3.5).
     #[inline(never)]
-    fn check_pollers(&self, port: Port, notify: &dyn Notify) {
+    pub(crate) fn check_pollers<N: Notify + ?Sized>(&self, port: Port, notify: &N) {
         for (word_index, word) in self.poll_mask.iter().enumerate() {
             // SeqCst: pairs with the SeqCst fetch_or in `set_poll_bit`, so
             // either the poller sees the pending bit or we see its poll bit.

@@ -29,6 +29,15 @@ pub trait SharedInfoView: Send + Sync {
         self.shared_info().vcpu_info.get(vcpu.0 as usize)
     }
 
+    /// [`SharedInfoView::shared_info`] and [`SharedInfoView::vcpu_info`]
+    /// of `vcpu` in one call: the hot path of a send looks up both through
+    /// one dynamic dispatch instead of two. Implementations need not
+    /// override it (the default calls the two, statically dispatched).
+    #[inline]
+    fn event_pages(&self, vcpu: VcpuId) -> (&SharedInfo, Option<&VcpuInfo>) {
+        (self.shared_info(), self.vcpu_info(vcpu))
+    }
+
     /// Map guest frame `gfn` of this domain writable for the FIFO ABI (a
     /// control block or an event-array page; Xen: `map_guest_page()`), until
     /// the returned [`GuestFrame`] is dropped.

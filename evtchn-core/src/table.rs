@@ -291,7 +291,10 @@ mod tests {
     fn prepared_port_changes_nothing_until_published() {
         let table = PortTable::new(1023).unwrap();
         for port in 1..64 {
-            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+            *table
+                .channel(Port(port))
+                .unwrap()
+                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
         }
         let free = table.find_free(1023, |_| false).unwrap();
         assert_eq!(free.port, Port(64));
@@ -310,7 +313,10 @@ mod tests {
     fn find_free_respects_the_limit_and_the_slot_count() {
         let table = PortTable::new(10).unwrap();
         for port in 1..=10 {
-            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+            *table
+                .channel(Port(port))
+                .unwrap()
+                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
         }
         assert_eq!(table.find_free(10, |_| false).err(), Some(Errno::ENOSPC));
         // A larger limit than the table was built for still stops at the
@@ -320,7 +326,10 @@ mod tests {
             Ok(Port(11))
         );
         for port in 11..64 {
-            *table.channel(Port(port)).unwrap().write() = ChannelState::Ipi;
+            *table
+                .channel(Port(port))
+                .unwrap()
+                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
         }
         assert_eq!(table.find_free(200, |_| false).err(), Some(Errno::ENOSPC));
     }

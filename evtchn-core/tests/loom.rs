@@ -352,3 +352,104 @@ fn guest_unmask_racing_send_loses_no_notification() {
         assert!(guest_raised || world.domains.notify().of(DOM1, VcpuId(0)) == 1);
     });
 }
+
+/// A lock-free send on an IPI port racing EVTCHNOP_close of that port
+/// (crate doc, "Lock-free send"). The send linearises before the close
+/// (rc 0; its bit, if any, is cleared by the close) or after it (-EINVAL);
+/// either way the freed port ends not pending. A sender that set its bit
+/// after the close cleared it must take it back.
+#[test]
+fn lock_free_send_racing_close_leaves_no_stale_bit() {
+    check("lock_free_send_racing_close_leaves_no_stale_bit", || {
+        let world = loom::sync::Arc::new(World::new());
+        let port = world.domains.bind_ipi(DOM1, VcpuId(1)).unwrap();
+        world.quiesce(DOM1);
+        let sender = {
+            let world = world.clone();
+            thread::spawn(move || world.domains.send(DOM1, port))
+        };
+        world.domains.close(DOM1, port).unwrap();
+        let sent = sender.join().unwrap();
+        assert!(sent == Ok(()) || sent == Err(evtchn_core::Errno::EINVAL));
+        assert_eq!(
+            world.domains.channel_info(DOM1, port).unwrap().state,
+            ChannelState::Free
+        );
+        assert!(
+            !world.is_pending(DOM1, port),
+            "stale pending bit on a free port"
+        );
+        world.assert_no_lost_notification(DOM1);
+    });
+}
+
+/// A lock-free send on a loopback port racing close of that port: its
+/// event lands on the peer port, which close leaves unbound with its
+/// pending bit untouched. Whatever the interleaving, the closed port is not
+/// pending, and if the peer is pending its vcpu was notified (a sender that
+/// found the binding changed after its bit went in raises it under the
+/// peer's lock).
+#[test]
+fn lock_free_loopback_send_racing_close_loses_no_notification() {
+    check(
+        "lock_free_loopback_send_racing_close_loses_no_notification",
+        || {
+            let world = loom::sync::Arc::new(World::new());
+            let unbound = world
+                .domains
+                .alloc_unbound(DOM1, DomId::SELF, DomId::SELF)
+                .unwrap();
+            world.domains.bind_vcpu(DOM1, unbound, VcpuId(1)).unwrap();
+            let local = world
+                .domains
+                .bind_interdomain(DOM1, DomId::SELF, unbound)
+                .unwrap();
+            world.quiesce(DOM1);
+            let sender = {
+                let world = world.clone();
+                thread::spawn(move || world.domains.send(DOM1, local))
+            };
+            world.domains.close(DOM1, local).unwrap();
+            let sent = sender.join().unwrap();
+            assert!(sent == Ok(()) || sent == Err(evtchn_core::Errno::EINVAL));
+            assert!(!world.is_pending(DOM1, local));
+            assert!(matches!(
+                world.domains.channel_info(DOM1, unbound).unwrap().state,
+                ChannelState::Unbound { .. }
+            ));
+            world.assert_no_lost_notification(DOM1);
+        },
+    );
+}
+
+/// A lock-free send on an IPI port racing a close of the port, a new
+/// bind_ipi that gets the same port (toward another vcpu) and a send on
+/// the new binding. The new binding's event is never lost: its port ends
+/// pending and notified on the new vcpu, also when the old sender's bit
+/// landed on the new binding and the new send found it already set.
+#[test]
+fn lock_free_send_racing_close_and_rebind_loses_no_new_event() {
+    check(
+        "lock_free_send_racing_close_and_rebind_loses_no_new_event",
+        || {
+            let world = loom::sync::Arc::new(World::new());
+            let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+            world.quiesce(DOM1);
+            let sender = {
+                let world = world.clone();
+                thread::spawn(move || world.domains.send(DOM1, port))
+            };
+            world.domains.close(DOM1, port).unwrap();
+            let rebound = world.domains.bind_ipi(DOM1, VcpuId(1)).unwrap();
+            assert_eq!(rebound, port, "the lowest free port is reused");
+            world.domains.send(DOM1, rebound).unwrap();
+            let _ = sender.join().unwrap();
+            assert!(
+                world.is_pending(DOM1, rebound),
+                "the new binding's event was lost"
+            );
+            world.assert_no_lost_notification(DOM1);
+            assert!(world.domains.notify().of(DOM1, VcpuId(1)) > 0);
+        },
+    );
+}

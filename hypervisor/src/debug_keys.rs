@@ -5,9 +5,11 @@
 //! - `h`: the keys;
 //! - `e`: every domain's event channels, in Xen's `'e'` format
 //!   (evtchn-core's `dump_domain`);
-//! - `q`: domains and vcpus (state, pCPU, upcall pending and mask, the
-//!   pCPUs `cpus=` allows);
-//! - `r`: the pCPUs' run queues.
+//! - `q`: domains and vcpus (state, the pCPU each is on now, upcall
+//!   pending and mask, the pCPUs `cpus=` allows, how many times it moved
+//!   to another pCPU);
+//! - `r`: the pCPUs' run queues (each vcpu is in the queue of the pCPU
+//!   it is on now).
 //!
 //! As on Xen, a key that dumps also raises VIRQ_DEBUG on every vcpu of every
 //! domain, so a guest that bound it can dump its own view. The handlers run
@@ -170,11 +172,12 @@ fn dump_domains() {
                     )
                 });
             log::info!(
-                "    VCPU{}: CPU{} state={:?} upcall_pend={pending:02x} upcall_mask={mask:02x} pending_sel={selector:#x} cpu_hard_affinity={{{}}}",
+                "    VCPU{}: CPU{} state={:?} upcall_pend={pending:02x} upcall_mask={mask:02x} pending_sel={selector:#x} cpu_hard_affinity={{{}}} migrations={}",
                 vcpu.id.0,
-                vcpu.pcpu,
+                vcpu.pcpu(),
                 vcpu.state(),
-                domain.affinity
+                domain.affinity,
+                vcpu.migrations.load(core::sync::atomic::Ordering::Relaxed)
             );
         }
     });

@@ -36,7 +36,9 @@
 //! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
 //! it to the pCPU hosting the new notify vcpu, so that the interrupt is
 //! taken where its upcall runs (no IPI on the way). With several binders
-//! the last move wins, as on Xen.
+//! the last move wins, as on Xen. When the vcpu later moves to another
+//! pCPU (`sched`), the line stays: the interrupt still sets the port
+//! pending and the upcall reaches the vcpu through the kick IPI.
 //!
 //! Locking: one table lock, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
@@ -280,7 +282,7 @@ static FORCED_EOIS: AtomicU64 = AtomicU64::new(0);
 
 /// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
 fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
-    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu;
+    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu();
     let cpu = arch::percpu::by_index(pcpu).filter(|cpu| cpu.is_online())?;
     Some((pcpu, cpu.apic_id()))
 }

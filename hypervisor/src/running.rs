@@ -14,7 +14,11 @@
 //! slot reaches that loop only by suspending (`sched::suspend` first takes
 //! its own reference with [`pin`] and keeps it across the suspension) or
 //! by leaving the vcpu for good (its frames are abandoned, never resumed).
-//! So a borrow never outlives the domain.
+//! So a borrow never outlives the domain. A suspended flow may be resumed
+//! on another pCPU (the vcpu moved: `sched`); that pCPU [`set`]s its own
+//! slot to the same domain first, so the flow's borrows stay backed, and
+//! [`with`] reads the slot of the pCPU it runs on at each call, never one
+//! kept from before a suspension.
 //!
 //! [`set`] also vouches to `arch::guest_copy` that the domain's page tables
 //! map only the guest's own pages in the guest range, so guest copies skip
@@ -81,13 +85,27 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
 /// [`set`], and on the idle stack: the domain's last reference may go here,
 /// so this must not run on one of its vcpus' stacks.
 pub fn clear() {
+    clear_after(|_| ());
+}
+
+/// [`clear`], handing `last` the vcpu the slot held first, if any (its
+/// domain is alive until `last` returns). For the scheduler loop, as
+/// [`clear`].
+#[inline]
+pub fn clear_after(last: impl FnOnce(&Vcpu)) {
     let Some(slot) = this_slot() else {
         return;
     };
     arch::guest_copy::trust_no_tables();
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
-    slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
+    let vcpu = slot.vcpu.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    if !old.is_null() && !vcpu.is_null() {
+        // SAFETY: `set` stored `vcpu` together with `old`, as one of that
+        // domain's `vcpus`, and the slot's reference in `old` keeps the
+        // domain alive until `release` below.
+        last(unsafe { &*vcpu });
+    }
     release(old);
 }
 

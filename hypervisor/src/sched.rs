@@ -1,18 +1,55 @@
-//! Running vcpus on pCPUs: a per-pCPU round-robin scheduler.
+//! Running vcpus on pCPUs: per-pCPU round-robin queues, and idle pCPUs
+//! that take work from busy ones inside each vcpu's affinity.
 //!
 //! The builder spreads vcpus over the pCPUs their domain's affinity allows
 //! (`cpus=` on the module line, default every online pCPU), round-robin
-//! across domains, and a vcpu stays on its pCPU: there is no migration, so
-//! a secondary vcpu brought up with VCPUOP_initialise + VCPUOP_up runs
-//! where the builder put it, inside the affinity. Each pCPU runs a loop on its idle
-//! stack that picks the next vcpu it hosts that can run, round-robin: one
-//! that was preempted, one that blocked and has been woken, or one that is
-//! up but has not started (entered afresh from its initial registers). With
-//! nothing to run it halts. A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
+//! across domains, and puts each in its pCPU's queue. Each pCPU runs a loop
+//! on its idle stack that picks the next vcpu of its queue that can run,
+//! round-robin: one that was preempted, one that blocked and has been
+//! woken, or one that is up but has not started (entered afresh from its
+//! initial registers). A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
 //! suspends its hypervisor flow into its context and lets the loop run; a
-//! vcpu interrupted in the guest after its time slice (10 ms) is
-//! preempted the same way when another vcpu of the pCPU can run. A vcpu
-//! that stops (its domain shut down, VCPUOP_down) leaves its stack for good.
+//! vcpu interrupted in the guest after its time slice (10 ms) is preempted
+//! the same way when another vcpu of the pCPU can run. A vcpu that stops
+//! (its domain shut down, VCPUOP_down) leaves its stack for good.
+//!
+//! Migration (Xen's credit scheduler steals the same way): a pCPU with
+//! nothing to run in its own queue looks, before it halts, at the queues
+//! of the other pCPUs that are busy running a vcpu, and takes the first
+//! vcpu there that can run, is not running, belongs to a domain that is
+//! not shutting down, and whose affinity holds this pCPU: it moves the
+//! vcpu's entry into its own queue (both queues locked, lower index
+//! first), records the vcpu's new pCPU, and runs it. A busy pCPU offers
+//! work the other way: when a vcpu is woken while its pCPU runs another
+//! one, [`kick`] also wakes an idle pCPU of the vcpu's affinity, which
+//! then takes it. Idle pCPUs that ran vcpus also look at every tick (1
+//! ms). A pinned vcpu (affinity of one pCPU) never moves.
+//!
+//! What follows a vcpu when it moves:
+//! - its flow: the context holds only a stack pointer into the vcpu's own
+//!   stack, and the new pCPU resumes it after loading the per-CPU state
+//!   that any switch-in loads ([`run`]: the running slot, TSS rsp0 and the
+//!   `syscall` stack top, the domain's page tables). The stack must never
+//!   be used by two pCPUs: a pCPU *claims* a vcpu ([`Vcpu::is_claimed`])
+//!   before it resumes or enters it, and releases the claim only at the
+//!   top of its loop, on its idle stack, once the vcpu's flow is suspended
+//!   or gone. Nothing on a vcpu's stack names the pCPU it runs on across a
+//!   suspension (`suspend` drops its per-CPU references before it
+//!   switches, and its callers re-derive anything per-CPU after it);
+//! - its TLB: the new pCPU may cache translations of the domain older than
+//!   the vcpu's last flush (another of its vcpus ran there earlier), so it
+//!   flushes everything before the vcpu runs;
+//! - its time record: republished by the new pCPU with the version
+//!   protocol (the claim makes that pCPU the only writer), as Xen does
+//!   when a vcpu changes pCPU; the TSC scale is one for every pCPU;
+//! - its timers: deadlines are the vcpu's own (absolute system time), and
+//!   each pCPU's tick scans the vcpus of its queue, so a pending deadline
+//!   fires on whichever pCPU holds the vcpu at the time (`timers`);
+//! - wake-ups: [`kick`] reads the vcpu's pCPU when it sends the IPI (see
+//!   there why none is lost);
+//! - PIRQ lines stay where `EVTCHNOP_bind_vcpu` routed them: the interrupt
+//!   is taken there and the upcall reaches the vcpu through the kick IPI
+//!   (`pirq`).
 //!
 //! Wake-ups: [`kick`] sets the vcpu's `has_wakeup` and, if the vcpu's pCPU
 //! is another one, sends it the kick IPI, which ends its `hlt` or
@@ -90,19 +127,41 @@ fn this_pcpu() -> Option<&'static Pcpu> {
     PCPUS.get(percpu::current().index() as usize)
 }
 
-/// Records that `vcpu` of `domain` lives on its pCPU.
+/// pCPUs whose queue holds two vcpus or more: with none, no vcpu waits for
+/// a busy pCPU, so idle pCPUs skip looking for work and wake-ups skip
+/// offering it (a hint: read Relaxed; a pCPU that misses a change looks
+/// again at its next tick).
+static CROWDED: AtomicUsize = AtomicUsize::new(0);
+
+/// One more vcpu in `pcpu`'s queue.
+fn add_hosted(pcpu: &Pcpu) {
+    if pcpu.hosted_count.fetch_add(1, Ordering::Relaxed) == 1 {
+        CROWDED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One vcpu less in `pcpu`'s queue.
+fn remove_hosted(pcpu: &Pcpu) {
+    if pcpu.hosted_count.fetch_sub(1, Ordering::Relaxed) == 2 {
+        CROWDED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Records that `vcpu` of `domain` starts in its pCPU's queue.
 pub fn host(domain: &Domain, vcpu: &Vcpu) {
-    if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
+    if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
         arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
-        pcpu.hosted_count.fetch_add(1, Ordering::Relaxed);
+        add_hosted(pcpu);
     }
 }
 
 /// Forgets the vcpus of a destroyed domain: its pCPUs no longer look at
-/// them (for time slices, timers, or to run them).
+/// them (for time slices, timers, or to run them). Every vcpu has stopped
+/// (it is dead), and a dead vcpu never moves, so each is in the queue its
+/// `pcpu` names.
 pub fn unhost(domain: &Domain) {
     for vcpu in domain.vcpus.iter() {
-        if let Some(pcpu) = PCPUS.get(vcpu.pcpu as usize) {
+        if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
             let entry = (domain.id, vcpu.id);
             let was_hosted = arch::cpu::without_interrupts(|| {
                 let mut list = pcpu.vcpus.lock();
@@ -111,7 +170,7 @@ pub fn unhost(domain: &Domain) {
                 list.len() != before
             });
             if was_hosted {
-                pcpu.hosted_count.fetch_sub(1, Ordering::Relaxed);
+                remove_hosted(pcpu);
             }
         }
     }
@@ -166,12 +225,69 @@ pub fn for_each_run_queue(
 
 /// Wakes `vcpu`: a blocked vcpu becomes eligible to run and re-checks why it
 /// waits, a running one on another pCPU gets the kick IPI so that it passes
-/// the upcall check. A leaf.
+/// the upcall check. If its pCPU is busy with another vcpu, an idle pCPU of
+/// its affinity is woken too, to take it (module doc). A leaf.
+///
+/// No wake-up is lost to a move. The caller made the reason visible first
+/// (an event's pending bits, SeqCst in evtchn-core; a poll deadline); the
+/// store of `has_wakeup` and the load of the vcpu's pCPU here are SeqCst,
+/// as are the store of a move and, after it, the checks the vcpu makes on
+/// its new pCPU (the `has_wakeup` swap and the readiness check of
+/// [`block_until`], the upcall check on the way back to the guest). So
+/// either this load sees the new pCPU, which gets the IPI, or the move's
+/// store comes later in the single order of SeqCst operations, and so do
+/// the vcpu's checks, which then see the wake-up. A vcpu moves only while
+/// it can run and no pCPU runs it, and its new pCPU runs it right away, so
+/// an IPI that reaches the old pCPU only costs that pCPU a look at its
+/// queue.
 pub fn kick(vcpu: &Vcpu) {
-    // Release: pairs with the Acquire swap in `block_until` / `pick`.
-    vcpu.has_wakeup.store(true, Ordering::Release);
-    if vcpu.pcpu != percpu::current().index()
-        && let Some(cpu) = percpu::by_index(vcpu.pcpu)
+    // SeqCst: see above; pairs with the swap in `block_until` and the
+    // loads in `can_run`.
+    vcpu.has_wakeup.store(true, Ordering::SeqCst);
+    let home = vcpu.pcpu();
+    // Relaxed: a hint (`CROWDED`).
+    if CROWDED.load(Ordering::Relaxed) != 0 {
+        kick_and_offer(vcpu, home);
+    } else {
+        kick_pcpu(home);
+    }
+}
+
+/// Sends the kick IPI to pCPU `home` unless it is this one.
+#[inline]
+fn kick_pcpu(home: u32) {
+    if home != percpu::current().index()
+        && let Some(cpu) = percpu::by_index(home)
+    {
+        arch::smp::kick(cpu);
+    }
+}
+
+/// [`kick`] while some pCPU's queue holds several vcpus: kicks `home`,
+/// and if it runs another vcpu, also wakes one idle pCPU of `vcpu`'s
+/// affinity (not this one, whose loop runs when the caller is done), to
+/// take it.
+#[inline(never)]
+fn kick_and_offer(vcpu: &Vcpu, home: u32) {
+    kick_pcpu(home);
+    // Relaxed: hints; the idle pCPU re-checks everything under the locks.
+    let is_waiting = !vcpu.is_claimed.load(Ordering::Relaxed)
+        && PCPUS
+            .get(home as usize)
+            .is_some_and(|pcpu| pcpu.current.load(Ordering::Relaxed) != 0);
+    if !is_waiting || vcpu.affinity.count() < 2 {
+        return;
+    }
+    let me = percpu::current().index();
+    let idle = vcpu.affinity.iter().find(|&index| {
+        index != home
+            && index != me
+            && PCPUS.get(index as usize).is_some_and(|pcpu| {
+                pcpu.idle.get().is_some() && pcpu.current.load(Ordering::Relaxed) == 0
+            })
+    });
+    if let Some(cpu) = idle.and_then(percpu::by_index)
+        && cpu.is_online()
     {
         arch::smp::kick(cpu);
     }
@@ -203,8 +319,9 @@ pub fn block_until(domain: &Domain, vcpu: &Vcpu, is_ready: &dyn Fn() -> bool) ->
         if vcpu.state() == VcpuState::Down {
             return WakeReason::Down;
         }
-        // AcqRel: pairs with the Release in `kick`.
-        vcpu.has_wakeup.swap(false, Ordering::AcqRel);
+        // SeqCst: pairs with the store in `kick` (no lost wake-up, even
+        // across a move: see there).
+        vcpu.has_wakeup.swap(false, Ordering::SeqCst);
         if is_ready() {
             vcpu.transition(VcpuState::Blocked, VcpuState::Running);
             return WakeReason::Ready;
@@ -215,15 +332,18 @@ pub fn block_until(domain: &Domain, vcpu: &Vcpu, is_ready: &dyn Fn() -> bool) ->
 }
 
 /// Suspends the running vcpu's hypervisor flow and runs the pCPU's loop;
-/// returns when the loop resumes it.
+/// returns when a loop resumes it: this pCPU's, or another one's if the
+/// vcpu moved meanwhile. Callers must not keep anything per-CPU across it
+/// (a `&Pcpu`, the running slot's borrows of another vcpu, a CPU index).
 fn suspend(vcpu: &Vcpu) {
-    let Some(pcpu) = this_pcpu() else {
-        return;
-    };
     // The flow may hold borrows from `running`'s slot, which the loop
-    // hands to the next vcpu: keep the domain alive until it resumes.
+    // hands to the next vcpu: keep the domain alive until it resumes (on
+    // whatever pCPU: the domain is the same, and the new pCPU's slot holds
+    // it from then on).
     let _domain = crate::running::pin();
-    match pcpu.idle.get() {
+    // The idle stack of the pCPU the flow is suspended on: looked up here
+    // and not kept, since the flow may resume on another pCPU.
+    match this_pcpu().and_then(|pcpu| pcpu.idle.get()) {
         Some(idle) => idle.suspend_into(&vcpu.context, pcpu_loop),
         // No idle stack (cannot happen once the pCPU started): wait here.
         None => arch::cpu::enable_interrupts_and_halt(),
@@ -261,13 +381,15 @@ fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     });
     drop(list);
     if has_other {
+        // `pcpu` is this pCPU's; the vcpu may resume on another one, so
+        // nothing after the suspension may use it.
         suspend(vcpu);
     } else {
         pcpu.slice_start_ns.store(now, Ordering::Relaxed);
     }
 }
 
-/// Whether the loop would pick `vcpu`.
+/// Whether the loop would pick `vcpu` (if no other pCPU holds it).
 fn can_run(domain: &Domain, vcpu: &Vcpu) -> bool {
     if domain.is_shutting_down() {
         return vcpu.state() != VcpuState::Dead;
@@ -275,7 +397,8 @@ fn can_run(domain: &Domain, vcpu: &Vcpu) -> bool {
     match vcpu.state() {
         VcpuState::Running => vcpu.context.is_suspended() || vcpu.initial_frame.lock().is_some(),
         VcpuState::Blocked => {
-            vcpu.context.is_suspended() && vcpu.has_wakeup.load(Ordering::Acquire)
+            // SeqCst: pairs with the store in `kick`.
+            vcpu.context.is_suspended() && vcpu.has_wakeup.load(Ordering::SeqCst)
         }
         VcpuState::Down | VcpuState::Dead => false,
     }
@@ -328,7 +451,25 @@ pub fn start_pcpu() -> ! {
     }
 }
 
-/// The next vcpu this pCPU can run, round-robin.
+/// Claims `vcpu` for this pCPU (module doc): only the holder resumes or
+/// enters it. `false` if another pCPU holds it.
+#[inline]
+fn claim(vcpu: &Vcpu) -> bool {
+    // Acquire: pairs with the Release in `release_claim`: whatever the
+    // last holder did on the vcpu's stack happened before.
+    vcpu.is_claimed
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Gives up this pCPU's claim on `vcpu`: it no longer runs on its stack.
+#[inline]
+fn release_claim(vcpu: &Vcpu) {
+    // Release: pairs with the Acquire in `claim`.
+    vcpu.is_claimed.store(false, Ordering::Release);
+}
+
+/// The next vcpu this pCPU can run, round-robin, claimed.
 fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
     if !DOMAINS_RELEASED.load(Ordering::Acquire) {
         return None;
@@ -347,16 +488,20 @@ fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
         let Some(vcpu) = domain.vcpu(vcpu_id) else {
             continue;
         };
+        // Only this pCPU claims the vcpus of its queue while it holds the
+        // queue's lock (a pCPU that takes one away needs the lock too), so
+        // the claims below succeed; they are checked all the same.
         if domain.is_shutting_down() && !vcpu.context.is_suspended() {
             // Never started, down, or parked: it stops here.
-            if vcpu.state() != VcpuState::Dead {
+            if vcpu.state() != VcpuState::Dead && claim(vcpu) {
                 drop(list);
                 domain::vcpu_stopped(&domain, vcpu);
+                release_claim(vcpu);
                 return None;
             }
             continue;
         }
-        if can_run(&domain, vcpu) {
+        if can_run(&domain, vcpu) && claim(vcpu) {
             pcpu.cursor.store(index + 1, Ordering::Relaxed);
             return Some((domain, vcpu_id));
         }
@@ -364,7 +509,101 @@ fn pick(pcpu: &Pcpu) -> Option<(Arc<Domain>, VcpuId)> {
     None
 }
 
-/// The pCPU loop: run the next vcpu that can run, else halt.
+/// This pCPU (`me`) has nothing of its own to run: takes a vcpu that can
+/// run from the queue of a pCPU busy with another one, inside the vcpu's
+/// affinity, and moves it into its own queue (module doc). Returns it
+/// claimed, with the pCPU it came from.
+#[inline(never)]
+fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
+    if !DOMAINS_RELEASED.load(Ordering::Acquire) {
+        return None;
+    }
+    let own = PCPUS.get(me as usize)?;
+    let count = percpu::count();
+    for step in 1..count {
+        let from = (me + step) % count;
+        let Some(victim) = PCPUS.get(from as usize) else {
+            continue;
+        };
+        // An idle pCPU runs its own queue soon (it was kicked); one with a
+        // single vcpu has nothing waiting. Relaxed: hints, re-checked
+        // under the locks through each vcpu's claim.
+        if victim.current.load(Ordering::Relaxed) == 0
+            || victim.hosted_count.load(Ordering::Relaxed) < 2
+        {
+            continue;
+        }
+        // Both queues, lower index first (every path that holds two does).
+        let (low, high) = if me < from {
+            (own, victim)
+        } else {
+            (victim, own)
+        };
+        let mut low = low.vcpus.lock();
+        let mut high = high.vcpus.lock();
+        let (own_list, victim_list) = if me < from {
+            (&mut *low, &mut *high)
+        } else {
+            (&mut *high, &mut *low)
+        };
+        for position in 0..victim_list.len() {
+            let Some(&(domid, vcpu_id)) = victim_list.get(position) else {
+                continue;
+            };
+            let Some(domain) = domain::get(domid) else {
+                continue;
+            };
+            // A shutting-down domain's vcpus are stopped by their own
+            // pCPUs (`domain::shut_down`).
+            if domain.is_shutting_down() {
+                continue;
+            }
+            let Some(vcpu) = domain.vcpu(vcpu_id) else {
+                continue;
+            };
+            if !vcpu.affinity.contains(me) || !claim(vcpu) {
+                continue;
+            }
+            if !can_run(&domain, vcpu) {
+                release_claim(vcpu);
+                continue;
+            }
+            let entry = victim_list.remove(position);
+            own_list.push(entry);
+            remove_hosted(victim);
+            add_hosted(own);
+            // SeqCst: pairs with the load in `kick` (no lost wake-up).
+            vcpu.pcpu.store(me, Ordering::SeqCst);
+            vcpu.migrations.fetch_add(1, Ordering::Relaxed);
+            return Some((domain, vcpu_id, from));
+        }
+    }
+    None
+}
+
+/// What a pCPU does for a vcpu it took from another pCPU, before running
+/// it: forget any translation of the domain older than the vcpu's last
+/// flush (the vcpu's `tlb_generation` speaks of the pCPU it ran on), and
+/// republish its time record on this pCPU (the claim makes this pCPU the
+/// only writer; the TSC scale is the same everywhere, so this keeps Xen's
+/// protocol rather than correcting anything).
+#[inline(never)]
+fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
+    arch::paging::flush_everything();
+    if let Some(info) = domain.vcpu_info(vcpu.id) {
+        crate::time::publish_vcpu_time(info);
+    }
+    log::debug!(
+        "d{}v{} moves from pCPU {from} to pCPU {} (moves so far: {})",
+        domain.id.0,
+        vcpu.id.0,
+        percpu::current().index(),
+        vcpu.migrations.load(Ordering::Relaxed)
+    );
+}
+
+/// The pCPU loop: run the next vcpu of its queue that can run, else one
+/// taken from a busy pCPU, else halt.
 extern "C" fn pcpu_loop(_: u64) -> ! {
     loop {
         arch::cpu::disable_interrupts();
@@ -372,21 +611,38 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
             crate::cpus::idle()
         };
         pcpu.current.store(0, Ordering::Release);
-        crate::running::clear();
+        // On the idle stack: the vcpu this pCPU ran last (its flow
+        // suspended, or left for good) is off its stack, and another pCPU
+        // may take it now.
+        crate::running::clear_after(release_claim);
         crate::domain::reaper::on_idle();
-        if let Some((domain, vcpu_id)) = pick(pcpu) {
+        let next = match pick(pcpu) {
+            Some(next) => Some(next),
+            None if CROWDED.load(Ordering::Relaxed) != 0 => {
+                steal(percpu::current().index()).map(|(domain, vcpu_id, from)| {
+                    if let Some(vcpu) = domain.vcpu(vcpu_id) {
+                        arrive(&domain, vcpu, from);
+                    }
+                    (domain, vcpu_id)
+                })
+            }
+            None => None,
+        };
+        // One call site, so that `run` stays inlined in the loop.
+        if let Some((domain, vcpu_id)) = next {
             run(pcpu, domain, vcpu_id);
         }
         arch::cpu::enable_interrupts_and_halt();
     }
 }
 
-/// Runs `vcpu_id` of `domain` on this pCPU: resumes its suspended flow, or
-/// enters it afresh. Returns only if it could not. The `Arc` is dropped
-/// before the switch (the loop's frames are abandoned, and a reference
-/// left there would keep a destroyed domain from ever being freed); the
-/// registry keeps the domain alive meanwhile, and its vcpu stack stays
-/// until this pCPU has passed a quiescent point (`domain::reaper`).
+/// Runs `vcpu_id` of `domain`, claimed, on this pCPU: resumes its suspended
+/// flow, or enters it afresh. Returns only if it could not (the claim given
+/// up). The `Arc` is dropped before the switch (the loop's frames are
+/// abandoned, and a reference left there would keep a destroyed domain
+/// from ever being freed); the registry keeps the domain alive meanwhile,
+/// and its vcpu stack stays until this pCPU has passed a quiescent point
+/// (`domain::reaper`).
 fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
     let Some(vcpu) = domain.vcpu(vcpu_id) else {
         return;
@@ -406,37 +662,38 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
                 &domain,
                 format_args!("*** page tables lost their hypervisor slots"),
             );
-            return;
-        }
-        if vcpu.state() == VcpuState::Running {
-            crate::timers::on_switch_in(&domain, vcpu);
-        }
-        if let Some(flow) = vcpu.context.take() {
-            drop(domain);
-            flow.resume();
-        }
-        return;
-    }
-    let frame = vcpu.initial_frame.lock().take();
-    if let Some(frame) = frame {
-        log::debug!(
-            "d{}v{} enters the guest on pCPU {}",
-            domain.id.0,
-            vcpu.id.0,
-            percpu::current().index()
-        );
-        crate::timers::on_switch_in(&domain, vcpu);
-        match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
-            Ok(entry) => {
-                drop(domain);
-                entry.enter();
+        } else {
+            if vcpu.state() == VcpuState::Running {
+                crate::timers::on_switch_in(&domain, vcpu);
             }
-            Err(error) => domain::crash(
-                &domain,
-                format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
-            ),
+            if let Some(flow) = vcpu.context.take() {
+                drop(domain);
+                flow.resume();
+            }
+        }
+    } else {
+        let frame = vcpu.initial_frame.lock().take();
+        if let Some(frame) = frame {
+            log::debug!(
+                "d{}v{} enters the guest on pCPU {}",
+                domain.id.0,
+                vcpu.id.0,
+                percpu::current().index()
+            );
+            crate::timers::on_switch_in(&domain, vcpu);
+            match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
+                Ok(entry) => {
+                    drop(domain);
+                    entry.enter();
+                }
+                Err(error) => domain::crash(
+                    &domain,
+                    format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
+                ),
+            }
         }
     }
     pcpu.current.store(0, Ordering::Release);
     crate::running::clear();
+    release_claim(vcpu);
 }

@@ -5,9 +5,15 @@
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). A vcpu stays on its pCPU (`sched`), so the LAPIC
-//! tick of that pCPU drives its timers; they resolve to its period (1 ms
-//! once the pCPU runs vcpus: `sched::GUEST_TICK_HZ`). A destroyed domain's
+//! ([`on_switch_in`]). Deadlines belong to the vcpu, not to a pCPU: the
+//! LAPIC tick of each pCPU checks the vcpus of its own run queue, so when a
+//! vcpu moves (`sched`) its pending singleshot or poll deadline fires on
+//! the pCPU that holds it then, with nothing to carry over (a move takes
+//! both queues' locks, and a tick that finds its queue locked skips it
+//! once: a deadline is never lost, at worst one tick late). They resolve
+//! to the tick period (1 ms once the pCPU runs vcpus:
+//! `sched::GUEST_TICK_HZ`; a pCPU starts that tick before it runs its
+//! first vcpu, one taken from another pCPU included). A destroyed domain's
 //! timers are cancelled (`domain::kill` clears its deadlines and takes its
 //! vcpus off their pCPUs' lists) and go with the domain when the reaper
 //! frees it; a tick taken in a guest is one of the reaper's quiescent

@@ -115,7 +115,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         // Commit: nothing below can fail.
         let port = prepared.port;
         let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
-        *channel.write() = ChannelState::Unbound { remote, consumer };
+        *channel.write(target.domid) = ChannelState::Unbound { remote, consumer };
         channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
@@ -164,9 +164,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
 
     fn bind_interdomain_with(
         &self,
-        local: &Domain,
+        local: &Arc<Domain>,
         choice: PortChoice,
-        remote: &Domain,
+        remote: &Arc<Domain>,
         remote_port: Port,
     ) -> Result<Port, Errno> {
         // Lock order: lower domid's event lock -> higher domid's event lock.
@@ -198,11 +198,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             // Lock order: channel (lower domid, port) -> channel (higher).
             let local_first = (local.domid, local_port) < (remote.domid, remote_port);
             let (mut local_state, mut remote_state) = if local_first {
-                let local_state = local_channel.write();
-                (local_state, remote_channel.write())
+                let local_state = local_channel.write(local.domid);
+                (local_state, remote_channel.write(remote.domid))
             } else {
-                let remote_state = remote_channel.write();
-                (local_channel.write(), remote_state)
+                let remote_state = remote_channel.write(remote.domid);
+                (local_channel.write(local.domid), remote_state)
             };
             *local_state = ChannelState::Interdomain {
                 remote: remote.domid,
@@ -214,6 +214,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port: local_port,
                 consumer: remote_consumer,
             };
+            // Each end keeps the other domain for its senders (a loopback
+            // needs none: the sender is the peer).
+            if local.domid != remote.domid {
+                local_state.set_peer_domain(remote.clone());
+                remote_state.set_peer_domain(local.clone());
+            }
             local_channel.set_notify_vcpu(VcpuId(0));
             local_channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
             local.set_pending(
@@ -250,7 +256,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         // Commit: nothing below can fail.
         let port = prepared.port;
         let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
-        *channel.write() = ChannelState::Virq { virq };
+        *channel.write(domain.domid) = ChannelState::Virq { virq };
         channel.set_notify_vcpu(vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         // Release: publish the binding last; pairs with the Acquire of
@@ -268,9 +274,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let prepared = domain.prepare_port(&locked)?;
         let port = prepared.port;
         let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
-        *channel.write() = ChannelState::Ipi;
+        // The vcpu is set under the write lock, before the guard publishes
+        // the binding to lock-free senders, who read it without the lock.
+        let mut state = channel.write(domain.domid);
+        *state = ChannelState::Ipi;
         channel.set_notify_vcpu(vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
+        drop(state);
         Ok(port)
     }
 
@@ -305,7 +315,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             self.pirq_host.unbind(domain.domid, pirq);
             return Err(Errno::EINVAL);
         };
-        *channel.write() = ChannelState::Pirq { pirq };
+        *channel.write(domain.domid) = ChannelState::Pirq { pirq };
         channel.set_notify_vcpu(VcpuId(0));
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         // Release: pairs with the Acquire in send_pirq.

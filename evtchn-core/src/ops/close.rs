@@ -121,11 +121,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     // Lock order: channel (lower domid, port) -> channel (higher).
                     let self_first = (domain.domid, port) < (remote, remote_port);
                     let (mut own_state, mut peer_state) = if self_first {
-                        let own_state = channel.write();
-                        (own_state, peer_channel.write())
+                        let own_state = channel.write(domain.domid);
+                        (own_state, peer_channel.write(remote))
                     } else {
-                        let peer_state = peer_channel.write();
-                        (channel.write(), peer_state)
+                        let peer_state = peer_channel.write(remote);
+                        (channel.write(domain.domid), peer_state)
                     };
                     let peer_consumer = peer_state.consumer();
                     *peer_state = ChannelState::Unbound {
@@ -137,7 +137,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     return Ok(());
                 }
             }
-            let mut own_state = channel.write();
+            let mut own_state = channel.write(domain.domid);
             domain.release_port(locks.first(), (port, channel), state.is_xen_attached());
             *own_state = ChannelState::Free;
             return Ok(());

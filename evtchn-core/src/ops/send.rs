@@ -1,7 +1,7 @@
 //! EVTCHNOP_send.
 
 use crate::abi::{DomId, Errno, Port};
-use crate::channel::{ChannelState, Consumer};
+use crate::channel::{Channel, ChannelState, Consumer};
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{DomainHandle, Domains};
@@ -13,10 +13,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// toward its vcpu; on an unbound port, nothing (rc 0). -EINVAL for an
     /// invalid, free, reserved, PIRQ, VIRQ or Xen-attached port.
     ///
-    /// Only the local channel's read lock is taken: every state change of
-    /// an interdomain pair holds both channels' write locks, so the peer
-    /// cannot change while it is held (spec §2.5), and its lock is not
-    /// taken at all.
+    /// An IPI or loopback port of a 2-level domain takes no lock at all
+    /// (crate doc, "Lock-free send"). Otherwise only the local channel's
+    /// read lock is taken: every state change of an interdomain pair holds
+    /// both channels' write locks, so the peer cannot change while it is
+    /// held (spec §2.5), and its lock is not taken at all.
     ///
     /// This looks the caller up in the registry; a hypervisor that keeps a
     /// [`DomainHandle`] per domain calls [`Domains::send_from`] instead.
@@ -34,9 +35,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.send_on(caller.domain(), port)
     }
 
-    #[inline]
+    #[inline(always)]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        // IPI and loopback ports of a 2-level domain: no lock at all (see
+        // the crate doc, "Lock-free send").
+        if let Some(wakeups) = domain.send_lock_free((port, channel), &self.notify) {
+            domain.deliver(wakeups, &self.notify);
+            return Ok(());
+        }
+        self.send_locked(domain, (port, channel))
+    }
+
+    /// [`Domains::send`] under the channel's read lock: every state the
+    /// lock-free path leaves to it (interdomain to another domain or to a
+    /// Xen-attached peer, unbound, the errors) and FIFO domains.
+    #[inline(never)]
+    fn send_locked(&self, domain: &Domain, (port, channel): (Port, &Channel)) -> Result<(), Errno> {
         let state = channel.read();
         if state.is_xen_attached() {
             return Err(Errno::EINVAL);
@@ -59,23 +74,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port,
                 ..
             } => {
-                // Loopback borrows the caller; another domain is looked up
-                // (it cannot be destroyed meanwhile: destruction closes the
-                // peer port first, which needs this channel's write lock).
-                let remote_domain;
-                let peer: &Domain = if remote == domain.domid {
+                // Loopback borrows the caller; another domain is the one
+                // bind_interdomain kept in this channel (it cannot be
+                // destroyed meanwhile: destruction closes the peer port
+                // first, which needs this channel's write lock).
+                let is_loopback = remote == domain.domid;
+                let peer: &Domain = if is_loopback {
                     domain
+                } else if let Some(kept) = state.peer_domain() {
+                    kept
                 } else {
-                    let Some(found) = self.domain(remote) else {
-                        log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
-                        return Ok(());
-                    };
-                    remote_domain = found;
-                    &remote_domain
+                    log::error!("{} {port}: interdomain peer {remote} missing", domain.domid);
+                    return Ok(());
                 };
                 let Some(peer_channel) = peer.table.channel(remote_port) else {
                     return Ok(());
                 };
+                let peer_domid = peer.domid;
                 // The peer's state is read without its lock: every writer of
                 // an interdomain pair holds both channels' write locks, so it
                 // cannot change while this channel's read lock is held (and
@@ -85,7 +100,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     Consumer::Xen(consumer) => {
                         drop(state);
                         self.notify
-                            .notify_xen_consumer(peer.domid, remote_port, consumer);
+                            .notify_xen_consumer(peer_domid, remote_port, consumer);
                     }
                     Consumer::Guest => {
                         let wakeups = peer.set_pending(
@@ -93,8 +108,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                             peer_channel.notify_vcpu(),
                             &self.notify,
                         );
+                        // Once the lock is dropped only the domain's id is
+                        // safe to use, unless a reference is kept: keep one
+                        // (an `Arc` clone) only when a poller must be woken,
+                        // which is rare (see `Domain::deliver`).
+                        let poll_port = wakeups.poll_port.filter(|_| peer.has_pollers());
+                        let for_pollers = match (poll_port, is_loopback) {
+                            (Some(_), false) => state.peer_domain().cloned(),
+                            _ => None,
+                        };
                         drop(state);
-                        peer.deliver(wakeups, &self.notify);
+                        if let Some(vcpu) = wakeups.kick_vcpu {
+                            self.notify.kick_vcpu(peer_domid, vcpu);
+                        }
+                        if let Some(polled) = poll_port {
+                            let peer = for_pollers.as_deref().unwrap_or(domain);
+                            peer.check_pollers(polled, &self.notify);
+                        }
                     }
                 }
                 Ok(())

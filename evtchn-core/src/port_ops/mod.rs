@@ -17,7 +17,9 @@ mod two_level;
 
 pub(crate) use fifo::{Fifo, QueueId};
 
-use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, Port, VcpuId, VcpuInfo};
+use crate::abi::{
+    EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, Port, SharedInfo, VcpuId, VcpuInfo,
+};
 use crate::channel::Channel;
 use crate::notify::Notify;
 use crate::shared::SharedInfoView;
@@ -64,7 +66,7 @@ fn mark_events_pending(view: &dyn SharedInfoView, vcpu: VcpuId) -> Option<VcpuId
 }
 
 /// [`mark_events_pending`] on a vcpu_info the caller already looked up.
-#[inline]
+#[inline(always)]
 fn mark_info_pending(info: &VcpuInfo, vcpu: VcpuId) -> Option<VcpuId> {
     // SeqCst test-and-set: Xen's test_and_set_bit() is a full barrier.
     if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
@@ -84,6 +86,37 @@ pub(crate) fn two_level_set_pending(
     vcpu: VcpuId,
 ) -> Wakeups {
     two_level::set_pending(view, port, vcpu)
+}
+
+/// Step 1 of the 2-level `set_pending` on its own, for the lock-free
+/// sender (see `Domain::send_lock_free`): `Some(true)` if this call set the
+/// pending bit, `Some(false)` if it was set, `None` past the bitmaps.
+#[inline]
+pub(crate) fn two_level_test_and_set_pending(shared: &SharedInfo, port: Port) -> Option<bool> {
+    two_level::test_and_set_pending(shared, port)
+}
+
+/// Steps 2 and 3 of the 2-level `set_pending` (mask, selector,
+/// upcall_pending, pollers) for a port whose pending bit is set.
+#[inline]
+pub(crate) fn two_level_raise(
+    view: &dyn SharedInfoView,
+    shared: &SharedInfo,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    two_level::raise(view, shared, port, vcpu)
+}
+
+/// [`two_level_raise`] in a vcpu_info the caller looked up beforehand.
+#[inline(always)]
+pub(crate) fn two_level_raise_in(
+    shared: &SharedInfo,
+    info: Option<&VcpuInfo>,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    two_level::raise_in(shared, info, port, vcpu)
 }
 
 /// The 2-level `unmask` on its own, for callers that read the ABI through

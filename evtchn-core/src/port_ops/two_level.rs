@@ -9,7 +9,7 @@
 //! (XSA-342).
 
 use super::{Wakeups, mark_info_pending};
-use crate::abi::{Port, VcpuId};
+use crate::abi::{Port, SharedInfo, VcpuId, VcpuInfo};
 use crate::shared::SharedInfoView;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -31,10 +31,25 @@ fn mask_word(view: &dyn SharedInfoView, port: Port) -> Option<(&AtomicU64, u64)>
 /// Set the selector bit of `port`'s word in `vcpu`'s vcpu_info and, if it
 /// was clear, mark events pending there. Returns the vcpu to kick. The
 /// vcpu_info is looked up once for both test-and-sets.
-#[inline]
+#[inline(always)]
 fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
-    let info = view.vcpu_info(vcpu)?;
+    raise_selector_in(view.vcpu_info(vcpu)?, port, vcpu)
+}
+
+/// [`raise_selector`] in a vcpu_info the caller looked up.
+#[inline(always)]
+fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let selector_bit = 1u64 << (port.0 / 64);
+    // Already set: Xen's test-and-set would find it set and stop here too,
+    // so only the store is skipped. Sound because the caller's locked
+    // operation on the pending or mask word came first (a full barrier; in
+    // the single SeqCst order before this load): if the guest's exchange of
+    // the selector comes after this load, its scan of the pending words
+    // that follows sees the bit; if before, this load sees the selector
+    // clear and the test-and-set below runs.
+    if info.evtchn_pending_sel.load(Ordering::SeqCst) & selector_bit != 0 {
+        return None;
+    }
     // SeqCst test-and-set: Xen's guest_test_and_set_bit() is a full barrier.
     if info
         .evtchn_pending_sel
@@ -48,22 +63,46 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
 }
 
 /// Xen's `evtchn_2l_set_pending()` (spec §3.3), in its exact order. The
-/// shared page is looked up once; the pending and mask words share an index.
+/// shared page and the vcpu_info are looked up once, together; the pending
+/// and mask words share an index.
 #[inline]
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    let shared = view.shared_info();
-    let (index, bit) = word_and_bit(port);
-    let (Some(pending), Some(mask)) = (
-        shared.evtchn_pending.get(index),
-        shared.evtchn_mask.get(index),
-    ) else {
-        return Wakeups::default();
-    };
+    // Both pages in one dynamic call, before the first locked operation.
+    let (shared, info) = view.event_pages(vcpu);
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
-    if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+    if test_and_set_pending(shared, port) != Some(true) {
         return Wakeups::default();
     }
     crate::sync::after_test_and_set();
+    raise_in(shared, info, port, vcpu)
+}
+
+/// Step 1 of [`set_pending`]: test-and-set `port`'s pending bit. `Some(true)`
+/// if this call set it, `Some(false)` if it was set already, `None` for a
+/// port past the bitmaps (nothing touched).
+#[inline]
+pub(super) fn test_and_set_pending(shared: &SharedInfo, port: Port) -> Option<bool> {
+    let (index, bit) = word_and_bit(port);
+    let pending = shared.evtchn_pending.get(index)?;
+    // SeqCst test-and-set: Xen's guest_test_and_set_bit() is a full barrier.
+    Some(pending.fetch_or(bit, Ordering::SeqCst) & bit == 0)
+}
+
+/// Steps 2 and 3 of [`set_pending`], for a port whose pending bit was just
+/// set (by [`test_and_set_pending`], which the caller follows with
+/// `after_test_and_set`): if unmasked, the selector and upcall_pending of
+/// `vcpu`; pollers in any case.
+#[inline(always)]
+pub(super) fn raise(
+    view: &dyn SharedInfoView,
+    shared: &SharedInfo,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    let (index, bit) = word_and_bit(port);
+    let Some(mask) = shared.evtchn_mask.get(index) else {
+        return Wakeups::default();
+    };
     // 2. Not masked → selector, then upcall_pending.
     let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
         None
@@ -80,6 +119,31 @@ pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -
 pub(super) fn clear_pending(view: &dyn SharedInfoView, port: Port) {
     if let Some((pending, bit)) = pending_word(view, port) {
         pending.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+/// [`raise`] with `vcpu`'s vcpu_info looked up by the caller (before its
+/// pending test-and-set, so the lookup is off the chain of locked
+/// operations); `None` for a vcpu without one.
+#[inline(always)]
+pub(super) fn raise_in(
+    shared: &SharedInfo,
+    info: Option<&VcpuInfo>,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
+    let (index, bit) = word_and_bit(port);
+    let Some(mask) = shared.evtchn_mask.get(index) else {
+        return Wakeups::default();
+    };
+    let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
+        None
+    } else {
+        info.and_then(|info| raise_selector_in(info, port, vcpu))
+    };
+    Wakeups {
+        kick_vcpu,
+        poll_port: Some(port),
     }
 }
 

@@ -386,7 +386,9 @@ fn log_placement(domain: &Domain) {
             let _ = write!(
                 line,
                 "{separator}d{}v{} on pCPU {}",
-                domain.id.0, vcpu.id.0, vcpu.pcpu
+                domain.id.0,
+                vcpu.id.0,
+                vcpu.pcpu()
             );
         }
         log::info!("d{}: placement: {line}", domain.id.0);

@@ -70,9 +70,9 @@ impl ShutdownReason {
 pub enum VcpuState {
     /// Not started (secondary vcpus before VCPUOP_up, or after down).
     Down = 0,
-    /// Runs (or is about to run) on its pCPU.
+    /// Runs (or is about to run) on a pCPU.
     Running = 1,
-    /// In SCHEDOP_block or SCHEDOP_poll, waiting on its pCPU.
+    /// In SCHEDOP_block or SCHEDOP_poll, waiting in its pCPU's queue.
     Blocked = 2,
     /// Its domain is gone; it never runs again.
     Dead = 3,
@@ -89,12 +89,26 @@ impl VcpuState {
     }
 }
 
-/// One virtual CPU. It stays on the pCPU the builder chose; see `sched`.
+/// One virtual CPU. It starts on the pCPU the builder chose and may move
+/// to another pCPU of its domain's affinity (`sched`).
 pub struct Vcpu {
     /// Its id in the domain.
     pub id: VcpuId,
-    /// The pCPU (dense index) it runs on.
-    pub pcpu: u32,
+    /// The pCPUs it may run on (its domain's `cpus=`, less those not
+    /// online).
+    pub affinity: config::CpuSet,
+    /// The pCPU (dense index) whose run queue holds it; changed only by
+    /// `sched` when it moves, with both queues locked. Read with
+    /// [`Vcpu::pcpu`].
+    pub pcpu: AtomicU32,
+    /// How many times it moved to another pCPU (`'q'` shows it).
+    pub migrations: AtomicU64,
+    /// A pCPU has taken it to run: set by that pCPU's scheduler loop
+    /// when it picks the vcpu, cleared by the same loop once it is back
+    /// on its idle stack (the vcpu's flow suspended or left). Only the
+    /// holder may resume the vcpu's flow or enter it, so no two pCPUs are
+    /// ever on its stack (`sched`).
+    pub is_claimed: AtomicBool,
     /// Its hypervisor stack (the `syscall` entry and interrupts from the
     /// guest land there).
     pub stack: arch::guest_entry::VcpuStack,
@@ -126,10 +140,18 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    fn new(id: VcpuId, pcpu: u32, stack: arch::guest_entry::VcpuStack) -> Self {
+    fn new(
+        id: VcpuId,
+        affinity: config::CpuSet,
+        pcpu: u32,
+        stack: arch::guest_entry::VcpuStack,
+    ) -> Self {
         Self {
             id,
-            pcpu,
+            affinity,
+            pcpu: AtomicU32::new(pcpu),
+            migrations: AtomicU64::new(0),
+            is_claimed: AtomicBool::new(false),
             stack,
             context: arch::stack::Context::new(),
             state: AtomicU8::new(VcpuState::Down as u8),
@@ -144,6 +166,13 @@ impl Vcpu {
             has_wakeup: AtomicBool::new(false),
             tlb_generation: AtomicU64::new(0),
         }
+    }
+
+    /// The pCPU (dense index) it runs on, or waits on to run.
+    pub fn pcpu(&self) -> u32 {
+        // SeqCst: pairs with the store of a move (`sched`), against the
+        // SeqCst wake-up flags (no lost wake-up: `sched::kick`).
+        self.pcpu.load(Ordering::SeqCst)
     }
 
     /// Its state.
@@ -338,7 +367,9 @@ impl Domain {
             .vcpu_homes
             .into_iter()
             .enumerate()
-            .map(|(index, (pcpu, stack))| Vcpu::new(VcpuId(index as u32), pcpu, stack))
+            .map(|(index, (pcpu, stack))| {
+                Vcpu::new(VcpuId(index as u32), parts.affinity, pcpu, stack)
+            })
             .collect();
         let live = vcpus.len() as u32;
         Self {
@@ -463,6 +494,7 @@ fn destroy(domain: &Domain) {
     if reason != ShutdownReason::Poweroff {
         ANY_FAILED.store(true, Ordering::Release);
     }
+    log_migrations(domain);
     if reason == ShutdownReason::Crash {
         kill(domain.id);
     } else {
@@ -479,6 +511,26 @@ fn destroy(domain: &Domain) {
             kill(DomId(id));
         }
         reaper::end_run_when_freed();
+    }
+}
+
+/// One line saying how many times each vcpu moved to another pCPU
+/// (`d1: vcpu moves: v0 0, v1 2, v2 5`; scenarios read it), split over
+/// several lines for many vcpus.
+fn log_migrations(domain: &Domain) {
+    use core::fmt::Write;
+    for chunk in domain.vcpus.chunks(16) {
+        let mut line = arrayvec::ArrayString::<200>::new();
+        for (number, vcpu) in chunk.iter().enumerate() {
+            let separator = if number == 0 { "" } else { ", " };
+            let _ = write!(
+                line,
+                "{separator}v{} {}",
+                vcpu.id.0,
+                vcpu.migrations.load(Ordering::Relaxed)
+            );
+        }
+        log::info!("d{}: vcpu moves: {line}", domain.id.0);
     }
 }
 

@@ -26,7 +26,11 @@
 //! * Grace period 1 (every online pCPU has passed a quiescent point since
 //!   the burial): no pCPU runs on the domain's vcpu stacks (a vcpu flow is
 //!   left for the loop, never for another vcpu), none holds a suspended
-//!   flow there (a stopping vcpu's flow is resumed until it leaves), none
+//!   flow there (a stopping vcpu's flow is resumed until it leaves; vcpus
+//!   move between pCPUs, but never those of a domain shutting down, and a
+//!   move only changes which pCPU resumes a flow: the pCPU that takes a
+//!   vcpu does so from its loop, past its quiescent point, and holds the
+//!   domain by a reference of its own until it runs the vcpu), none
 //!   has its tables loaded or its mappings cached, and no hypercall or
 //!   interrupt that started before the burial still runs (each ends
 //!   before its pCPU reaches a quiescent point; a blocked hypercall holds

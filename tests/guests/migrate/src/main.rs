@@ -1,0 +1,424 @@
+//! `migrate`: vcpus that move between the pCPUs of their domain's
+//! affinity, and pinned ones that do not, as a guest sees them. `part=` on
+//! the module line picks what runs:
+//!
+//! - `spread` (3 vcpus, `cpus=0-1` on 2 pCPUs: the builder puts vcpus 0
+//!   and 2 on pCPU 0, vcpu 1 on pCPU 1): vcpu 1 does a fixed amount of
+//!   work and parks; vcpus 0 and 2 then hand a counter back and forth
+//!   [`SPREAD_ROUNDS`] times each. Two vcpus that share a pCPU take turns
+//!   only when a 10 ms time slice ends (neither blocks), so the counter
+//!   comes back to a vcpu less than [`FAST_NS`] after it handed it over
+//!   only if the two run at once, on two pCPUs: one of them must have moved
+//!   to the pCPU vcpu 1 left idle. Checked: every vcpu finishes its work,
+//!   and each of vcpus 0 and 2 sees at least [`MIN_FAST`] such round trips.
+//! - `pinned` (2 vcpus, `cpus=` naming one pCPU): the same hand-off,
+//!   [`PINNED_ROUNDS`] times each; pinned vcpus can never run at once, so
+//!   no round trip may be fast, even while another pCPU is idle.
+//! - `timers` (2 or 3 vcpus on 2 pCPUs): each vcpu, [`TIMER_ROUNDS`]
+//!   times, arms its singleshot timer 1 ms ahead, works a while, then
+//!   waits for its VIRQ_TIMER in SCHEDOP_poll (1 s timeout); a vcpu that
+//!   wakes while its pCPU runs another one is taken by an idle pCPU (see
+//!   `timers` for how the work is shaped to make that happen).
+//!   Checked: every timer raises exactly one VIRQ_TIMER on its own vcpu,
+//!   never before its deadline, and none is lost (a lost one leaves the
+//!   wait to its timeout with no tick).
+//!
+//! The time a round trip takes is read before the hand-off and after the
+//! counter came back, so a preemption anywhere in between only makes it
+//! longer: a fast round trip is proof of two vcpus running at once.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use sluice_guest::evtchn::{self, virq};
+use sluice_guest::smp::MAX_VCPUS;
+use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
+
+sluice_guest::entry!(main);
+
+/// A round trip shorter than this needs both vcpus running at once (two
+/// vcpus sharing a pCPU alternate every 10 ms at the soonest).
+const FAST_NS: u64 = 8_000_000;
+/// Round trips each vcpu of `spread` makes.
+const SPREAD_ROUNDS: u32 = 300;
+/// Fast round trips each vcpu of `spread` must see.
+const MIN_FAST: u32 = 20;
+/// Round trips each vcpu of `pinned` makes.
+const PINNED_ROUNDS: u32 = 30;
+/// Singleshot timers each vcpu of `timers` waits for.
+const TIMER_ROUNDS: u32 = 30;
+/// Work units of vcpu 1 in `spread`.
+const WORK_UNITS: u32 = 200_000;
+/// How long (system time) a part may take before it gives up.
+const PART_LIMIT_NS: u64 = 40_000_000_000;
+
+/// Which part runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Spread,
+    Pinned,
+    Timers,
+}
+
+/// The part, for the secondary vcpus: 1 spread, 2 pinned, 3 timers.
+static PART: AtomicU32 = AtomicU32::new(0);
+/// The hand-off counter: the vcpu of side `n` writes when it is `n` mod 2.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Set when a part gives up (its time limit passed).
+static ABORT: AtomicBool = AtomicBool::new(false);
+/// When the part started (system time ns).
+static STARTED_NS: AtomicU64 = AtomicU64::new(0);
+/// Per vcpu: round trips made, and how many were fast.
+static ROUNDS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static FAST: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+/// Per vcpu: the shortest round trip seen (ns).
+static SHORTEST_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_VCPUS];
+/// Per vcpu: its part is done.
+static DONE: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
+/// Per vcpu: the result of its fixed work (kept so it is not optimised out).
+static WORK: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Per vcpu: its VIRQ_TIMER port.
+static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+/// Per vcpu: VIRQ_TIMER upcalls handled on it, and when the last one was.
+static TICKS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static LAST_TICK_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Per vcpu, timers that: fired more or less than once, fired early.
+static TIMER_COUNT_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static TIMER_EARLY: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+/// Per vcpu: a VIRQ_TIMER of another vcpu's port was handled here.
+static TIMER_WRONG_VCPU: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+
+fn now() -> u64 {
+    time::now_ns().unwrap_or(0)
+}
+
+fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
+    array.get(vcpu as usize)
+}
+
+/// A fixed amount of work; returns its result.
+fn work(units: u32) -> u64 {
+    let mut value = 1u64;
+    for unit in 0..units {
+        value = core::hint::black_box(value.wrapping_mul(6_364_136_223_846_793_005))
+            .wrapping_add(u64::from(unit));
+    }
+    value
+}
+
+/// Busy-waits `duration_ns` (events enabled).
+fn spin_for(duration_ns: u64) {
+    let end = now() + duration_ns;
+    while now() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Whether the part ran out of time (then it gives up everywhere).
+fn out_of_time() -> bool {
+    if ABORT.load(Ordering::SeqCst) {
+        return true;
+    }
+    if now() > STARTED_NS.load(Ordering::SeqCst) + PART_LIMIT_NS {
+        ABORT.store(true, Ordering::SeqCst);
+        return true;
+    }
+    false
+}
+
+/// This vcpu's side of the hand-off: `rounds` times, wait until the
+/// counter is `side` mod 2, then bump it; a round trip is timed from just
+/// before this vcpu's bump to just after it sees the counter back.
+fn rendezvous(vcpu: u32, side: u64, rounds: u32) {
+    let mut handed_at: Option<u64> = None;
+    for round in 0..rounds {
+        let mut spins = 0u32;
+        while COUNTER.load(Ordering::SeqCst) % 2 != side {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) && out_of_time() {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        if let Some(handed_at) = handed_at {
+            let trip = now().saturating_sub(handed_at);
+            if let Some(shortest) = slot(&SHORTEST_NS, vcpu) {
+                shortest.fetch_min(trip, Ordering::SeqCst);
+            }
+            if trip < FAST_NS
+                && let Some(fast) = slot(&FAST, vcpu)
+            {
+                fast.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        handed_at = Some(now());
+        COUNTER.fetch_add(1, Ordering::SeqCst);
+        if let Some(done) = slot(&ROUNDS, vcpu) {
+            done.store(round + 1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The VIRQ_TIMER handler: counts the tick on the vcpu it runs on.
+fn tick(port: u32) {
+    let vcpu = smp::current_vcpu();
+    if slot(&TIMER_PORT, vcpu).is_none_or(|own| own.load(Ordering::SeqCst) != port)
+        && let Some(wrong) = slot(&TIMER_WRONG_VCPU, vcpu)
+    {
+        wrong.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(last) = slot(&LAST_TICK_NS, vcpu) {
+        last.store(now(), Ordering::SeqCst);
+    }
+    if let Some(ticks) = slot(&TICKS, vcpu) {
+        ticks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn ticks(vcpu: u32) -> u32 {
+    slot(&TICKS, vcpu).map_or(0, |ticks| ticks.load(Ordering::SeqCst))
+}
+
+/// This vcpu's singleshot timers: arm 1 ms ahead, work a while, wait in
+/// SCHEDOP_poll, count what arrived. Vcpu 2 works longer than its timer
+/// (1.5 ms), the others briefly (0.3 ms): with `spread`'s placement, vcpu
+/// 0's timer fires while vcpu 2 holds their shared pCPU 0, and pCPU 1,
+/// where vcpu 1 mostly waits, takes vcpu 0.
+fn timers(vcpu: u32) {
+    let port = slot(&TIMER_PORT, vcpu).map_or(0, |port| port.load(Ordering::SeqCst));
+    for _ in 0..TIMER_ROUNDS {
+        if out_of_time() {
+            return;
+        }
+        let before = ticks(vcpu);
+        let due = now() + 1_000_000;
+        if vcpu::set_singleshot_timer(vcpu, due).is_err() {
+            note(&TIMER_COUNT_WRONG, vcpu);
+            continue;
+        }
+        spin_for(if vcpu == 2 { 1_500_000 } else { 300_000 });
+        // Masked, the tick stays pending on its port for the poll to see.
+        upcall::mask_vcpu();
+        if ticks(vcpu) == before {
+            let _ = sched::poll(&[port], now() + 1_000_000_000);
+        }
+        upcall::unmask_vcpu();
+        let limit = now() + 100_000_000;
+        while ticks(vcpu) == before && now() < limit {
+            core::hint::spin_loop();
+        }
+        if ticks(vcpu) != before + 1 {
+            note(&TIMER_COUNT_WRONG, vcpu);
+        }
+        if slot(&LAST_TICK_NS, vcpu).is_some_and(|last| last.load(Ordering::SeqCst) < due) {
+            note(&TIMER_EARLY, vcpu);
+        }
+    }
+}
+
+fn note(counters: &[AtomicU32], vcpu: u32) {
+    if let Some(counter) = slot(counters, vcpu) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn load(counters: &[AtomicU32], vcpu: u32) -> u32 {
+    slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
+}
+
+/// What a vcpu runs, by part and vcpu id.
+fn run_part(vcpu: u32) {
+    match (PART.load(Ordering::SeqCst), vcpu) {
+        (1, 1) => {
+            if let Some(result) = slot(&WORK, vcpu) {
+                result.store(work(WORK_UNITS), Ordering::SeqCst);
+            }
+        }
+        (1 | 2, _) => rendezvous(vcpu, u64::from(vcpu != 0), rounds_of(vcpu)),
+        (3, _) => timers(vcpu),
+        _ => {}
+    }
+    if let Some(done) = slot(&DONE, vcpu) {
+        done.store(true, Ordering::SeqCst);
+    }
+}
+
+fn rounds_of(_vcpu: u32) -> u32 {
+    if PART.load(Ordering::SeqCst) == 1 {
+        SPREAD_ROUNDS
+    } else {
+        PINNED_ROUNDS
+    }
+}
+
+/// A secondary vcpu's entry: events on, its part, then the runtime parks
+/// it in SCHEDOP_block.
+fn secondary(vcpu: u32) {
+    upcall::unmask_vcpu();
+    run_part(vcpu);
+}
+
+fn main(start_info: &'static StartInfo) {
+    let part = match start_info.arg_value("part") {
+        Some("spread") => Part::Spread,
+        Some("pinned") => Part::Pinned,
+        Some("timers") => Part::Timers,
+        other => {
+            check!(
+                false,
+                "part= names spread, pinned or timers (got {other:?})"
+            );
+            return;
+        }
+    };
+    let vcpus = (0..MAX_VCPUS as u32)
+        .take_while(|&vcpu| vcpu::exists(vcpu))
+        .count() as u32;
+    let needed = if part == Part::Spread { 3 } else { 2 };
+    if vcpus < needed {
+        check!(
+            false,
+            "the domain has at least {needed} vcpus (got {vcpus})"
+        );
+        return;
+    }
+    check!(
+        time::now_ns().is_some(),
+        "vcpu 0's time record is published"
+    );
+    check_eq!(
+        upcall::register_callbacks(),
+        Ok(()),
+        "callback_op registers the event and failsafe callbacks"
+    );
+    let stopped = (0..vcpus).all(|vcpu| vcpu::stop_periodic_timer(vcpu).is_ok());
+    check!(stopped, "every vcpu's periodic timer stops");
+    if part == Part::Timers {
+        let bound = (0..vcpus).all(|vcpu| match evtchn::bind_virq(virq::TIMER, vcpu) {
+            Ok(port) => {
+                if let Some(slot) = slot(&TIMER_PORT, vcpu) {
+                    slot.store(port, Ordering::SeqCst);
+                }
+                upcall::set_handler(port, tick);
+                true
+            }
+            Err(_) => false,
+        });
+        check!(bound, "VIRQ_TIMER binds on each of the {vcpus} vcpus");
+    }
+    upcall::unmask_vcpu();
+    PART.store(
+        match part {
+            Part::Spread => 1,
+            Part::Pinned => 2,
+            Part::Timers => 3,
+        },
+        Ordering::SeqCst,
+    );
+    STARTED_NS.store(now(), Ordering::SeqCst);
+    let started = (1..vcpus).all(|vcpu| smp::start(vcpu, secondary).is_ok());
+    check!(
+        started,
+        "VCPUOP_initialise + VCPUOP_up start vcpus 1 to {}",
+        vcpus - 1
+    );
+    if !started {
+        return;
+    }
+    run_part(0);
+    // Wait for the others (they give up at the part's limit).
+    while !(0..vcpus).all(|vcpu| slot(&DONE, vcpu).is_some_and(|done| done.load(Ordering::SeqCst)))
+    {
+        if out_of_time()
+            && now() > STARTED_NS.load(Ordering::SeqCst) + PART_LIMIT_NS + 1_000_000_000
+        {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let elapsed_ms = (now() - STARTED_NS.load(Ordering::SeqCst)) / 1_000_000;
+    check!(
+        !ABORT.load(Ordering::SeqCst),
+        "the part ends within its time limit ({elapsed_ms} ms)"
+    );
+    match part {
+        Part::Spread => report_spread(),
+        Part::Pinned => report_pinned(),
+        Part::Timers => report_timers(vcpus),
+    }
+    upcall::mask_vcpu();
+    check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
+}
+
+fn report_trips(vcpu: u32) -> (u32, u32) {
+    let (rounds, fast) = (load(&ROUNDS, vcpu), load(&FAST, vcpu));
+    let shortest = slot(&SHORTEST_NS, vcpu).map_or(u64::MAX, |s| s.load(Ordering::SeqCst));
+    println!(
+        "# vcpu {vcpu}: {rounds} round trips, {fast} under {} ms, shortest {} us",
+        FAST_NS / 1_000_000,
+        shortest / 1000
+    );
+    (rounds, fast)
+}
+
+fn report_spread() {
+    check!(
+        slot(&WORK, 1).is_some_and(|result| result.load(Ordering::SeqCst) != 0),
+        "vcpu 1 finishes its {WORK_UNITS} units of work"
+    );
+    for vcpu in [0, 2] {
+        let (rounds, fast) = report_trips(vcpu);
+        check_eq!(
+            rounds,
+            SPREAD_ROUNDS,
+            "vcpu {vcpu} finishes its {SPREAD_ROUNDS} hand-offs"
+        );
+        check!(
+            fast >= MIN_FAST,
+            "vcpu {vcpu} sees at least {MIN_FAST} round trips under {} ms: vcpus 0 and 2, placed on one pCPU, ran at once on two (got {fast})",
+            FAST_NS / 1_000_000
+        );
+    }
+}
+
+fn report_pinned() {
+    for vcpu in [0, 1] {
+        let (rounds, fast) = report_trips(vcpu);
+        check_eq!(
+            rounds,
+            PINNED_ROUNDS,
+            "pinned vcpu {vcpu} finishes its {PINNED_ROUNDS} hand-offs"
+        );
+        check_eq!(
+            fast,
+            0,
+            "pinned vcpu {vcpu} never sees a round trip under {} ms: vcpus pinned to one pCPU never run at once",
+            FAST_NS / 1_000_000
+        );
+    }
+}
+
+fn report_timers(vcpus: u32) {
+    for vcpu in 0..vcpus {
+        println!(
+            "# vcpu {vcpu}: {} VIRQ_TIMER ticks for {TIMER_ROUNDS} singleshot timers",
+            ticks(vcpu)
+        );
+        check_eq!(
+            load(&TIMER_COUNT_WRONG, vcpu),
+            0,
+            "each of vcpu {vcpu}'s {TIMER_ROUNDS} singleshot timers raises VIRQ_TIMER exactly once (none lost)"
+        );
+        check_eq!(
+            load(&TIMER_EARLY, vcpu),
+            0,
+            "no singleshot timer of vcpu {vcpu} fires before its deadline"
+        );
+        check_eq!(
+            load(&TIMER_WRONG_VCPU, vcpu),
+            0,
+            "vcpu {vcpu} handles only its own VIRQ_TIMER port"
+        );
+    }
+}
