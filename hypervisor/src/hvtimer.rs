@@ -7,8 +7,9 @@
 //! re-arms it, [`Timer::stop`] disarms it; both are a store of an atomic,
 //! callable from any context, interrupts on or off, with any lock held.
 //!
-//! Expiry: every pCPU's LAPIC tick ([`crate::timers::on_tick`]) calls
-//! [`run_due`], which looks at every timer ever armed. A due timer is
+//! Expiry: every pCPU's LAPIC tick ([`crate::timers::on_tick`], the tick
+//! handler from the moment the domains start; a self-test installs its
+//! own) calls [`run_due`], which looks at every timer ever armed. A due timer is
 //! claimed by swapping its deadline to 0 (a compare-exchange, so one pCPU
 //! claims one arming), and its callback then runs on that pCPU, in the
 //! tick's interrupt context: interrupts off, nothing else held. A callback
