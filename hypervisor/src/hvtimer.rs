@@ -7,8 +7,9 @@
 //! re-arms it, [`Timer::stop`] disarms it; both are a store of an atomic,
 //! callable from any context, interrupts on or off, with any lock held.
 //!
-//! Expiry: every pCPU's LAPIC tick ([`crate::timers::on_tick`]) calls
-//! [`run_due`], which looks at every timer ever armed. A due timer is
+//! Expiry: every pCPU's LAPIC tick ([`crate::timers::on_tick`], the tick
+//! handler from the moment the domains start; a self-test installs its
+//! own) calls [`run_due`], which looks at every timer ever armed. A due timer is
 //! claimed by swapping its deadline to 0 (a compare-exchange, so one pCPU
 //! claims one arming), and its callback then runs on that pCPU, in the
 //! tick's interrupt context: interrupts off, nothing else held. A callback
@@ -28,7 +29,9 @@
 //!
 //! Timers are registered on their first arming in a fixed table of
 //! [`MAX_TIMERS`] slots (they are `static`, so a slot never dangles and is
-//! never freed); [`Timer::set`] reports a full table.
+//! never freed); [`Timer::set`] reports a full table. A user that cannot
+//! handle that where it arms the timer (an interrupt handler) takes its
+//! slot beforehand with [`Timer::register`], where it can still refuse.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -99,8 +102,9 @@ impl Timer {
         self.deadline_ns.load(Ordering::Acquire) != 0
     }
 
-    /// Takes a registry slot on first use.
-    fn register(&'static self) -> Result<(), RegistryFull> {
+    /// Takes the timer's registry slot now (if it has none yet), so that
+    /// no later [`Timer::set`] can fail. Does not arm it.
+    pub fn register(&'static self) -> Result<(), RegistryFull> {
         if self.registered.load(Ordering::Acquire) {
             return Ok(());
         }

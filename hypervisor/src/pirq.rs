@@ -43,9 +43,13 @@
 //! Locking: one table lock, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
 //! callback (which runs in a LAPIC tick) take it too. Under it only the
-//! IOAPIC's register lock and the console's line lock are taken, and the
-//! timer armed or stopped (atomics; its first arming takes a slot in the
-//! timer registry, a leaf). evtchn-core calls [`HostPirqs`]
+//! IOAPIC's register lock, the CMOS lock and the console's line lock are
+//! taken (each also only with interrupts off), and the timer armed or
+//! stopped (atomics; the line's first bind takes the timer's slot in the
+//! timer registry, a leaf, and is refused if there is none, so that the
+//! handler's arming cannot fail). The table is fixed-size, so nothing under the lock allocates:
+//! the heap's lock, which boot code holds with interrupts on, is never
+//! wanted by a path that an interrupt can enter. evtchn-core calls [`HostPirqs`]
 //! under a domain's event lock; nothing here calls back into evtchn-core
 //! with the table lock held (the handler drops it before `send_pirq`,
 //! which only *tries* evtchn-core's locks), and the timer's callback
@@ -61,8 +65,10 @@
 //! its binder before the callback can look, and the last binder stops
 //! the timer. The timers are `static` and name their line by GSI, so no
 //! expiry outlives the state it works on.
+//!
+//! `selftest=pirq-eoi` checks this state machine on the real line, with
+//! two domain ids sharing it and ticks that run no hypervisor timer.
 
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use arch::idt::InterruptFrame;
@@ -70,6 +76,7 @@ use arch::percpu::MAX_CPUS;
 use arrayvec::ArrayVec;
 use evtchn_core::{DomId, Errno, PirqHost, PirqSharing, VcpuId};
 
+use crate::domain::MAX_DOMAINS;
 use crate::domain::builder::NR_PIRQS;
 use crate::hvtimer::Timer;
 
@@ -106,8 +113,13 @@ static RTC_EOI_TIMER: Timer = Timer::new(on_eoi_timer, 8);
 /// RTC rate select while a guest is bound: 32768 >> (10 - 1) = 64 Hz.
 const RTC_RATE: u8 = 10;
 
-/// Domains one line can be shared by (Xen's IRQ_MAX_GUESTS is 7).
+/// Domains one line can be shared by (Xen 4.17: the `irq-max-guests`
+/// boot option, 16 by default; the fixed IRQ_MAX_GUESTS, 7, before 4.15).
 const MAX_BINDERS: usize = 4;
+
+/// Mappings the table holds at most: [`map_gsi`] gives a domain at most
+/// one pirq per guest line.
+const MAX_MAPPINGS: usize = MAX_DOMAINS * GUEST_LINES.len();
 
 /// How long after an interrupt the line's EOI is forced if a binder still
 /// owes one (Xen: 1 ms, `MILLISECS(1)` in `__do_IRQ_guest()`).
@@ -203,7 +215,7 @@ impl LineState {
 }
 
 struct Table {
-    mappings: Vec<Mapping>,
+    mappings: ArrayVec<Mapping, MAX_MAPPINGS>,
     lines: ArrayVec<LineState, { GUEST_LINES.len() }>,
 }
 
@@ -257,7 +269,7 @@ impl<T> Drop for IrqSafeGuard<'_, T> {
 }
 
 static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
-    mappings: Vec::new(),
+    mappings: ArrayVec::new_const(),
     lines: ArrayVec::new_const(),
 }));
 
@@ -362,7 +374,8 @@ impl PirqHost for HostPirqs {
     /// Xen's `pirq_guest_bind()`: the first binder routes the line to the
     /// pCPU hosting its vcpu 0 (the port's notify vcpu; the boot CPU if
     /// that is unknown) and starts the device; later binders must all
-    /// share.
+    /// share. -ENOMEM if the line's forced-EOI timer finds the hypervisor
+    /// timer registry full.
     fn bind(&self, domain: DomId, pirq: u32, sharing: PirqSharing) -> Result<(), Errno> {
         // Looked up before the table lock, which stays a leaf.
         let home = host_cpu(domain, VcpuId(0));
@@ -391,6 +404,11 @@ impl PirqHost for HostPirqs {
             owes_eoi: false,
         };
         if state.binders.is_empty() {
+            // The handler arms the forced-EOI timer and cannot refuse an
+            // interrupt: without a registry slot a line would be held for
+            // as long as any binder likes, so the bind is refused here
+            // (Xen: -ENOMEM when the guest action cannot be allocated).
+            line.eoi_timer.register().map_err(|_| Errno::ENOMEM)?;
             let vector = state.vector();
             let bsp = arch::percpu::bsp();
             let (pcpu, apic_id) = home.unwrap_or((bsp.index(), bsp.apic_id()));
@@ -540,6 +558,26 @@ fn on_eoi_timer(gsi: usize) {
     );
 }
 
+/// Guest-line interrupts taken so far (for the `pirq-eoi` self-test).
+#[cfg(feature = "selftest")]
+pub fn interrupts_taken() -> u64 {
+    INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// Forced EOIs so far (for the `pirq-eoi` self-test).
+#[cfg(feature = "selftest")]
+pub fn forced_eois() -> u64 {
+    FORCED_EOIS.load(Ordering::Relaxed)
+}
+
+/// Runs the forced-EOI timer's callback for `gsi` as an expiry claimed
+/// earlier would, whether or not the timer has been armed again since
+/// (for the `pirq-eoi` self-test; interrupts off, as in a tick).
+#[cfg(feature = "selftest")]
+pub fn run_eoi_timer_callback(gsi: u32) {
+    on_eoi_timer(gsi as usize);
+}
+
 /// `PHYSDEVOP_eoi` from `domain` for `pirq` (spec §6.2; Xen:
 /// `pirq_guest_eoi()`): -EINVAL if `pirq` ≥ nr_pirqs or the domain has no
 /// such pirq (neither mapped nor bound); rc 0 even with no EOI owed (a
@@ -589,7 +627,8 @@ pub fn is_shared(domain: DomId, pirq: u32) -> bool {
 /// Errors: GSI outside the IOAPICs' inputs → -EINVAL; the GSI already
 /// mapped to another pirq of `target` → -EEXIST; a line Sluice does not
 /// hand out → -EPERM; pirq ≥ nr_pirqs → -EINVAL; identity pirq taken →
-/// -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
+/// -ENOSPC; the table full (it has room for one mapping per domain and
+/// line, all a domain can get) → -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
 /// and the call answers 0, as Xen 4.17 does (XSA-46: an in-use pirq is
 /// never remapped).
 pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
@@ -630,11 +669,14 @@ pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
         }
         Some(_) => {}
         None => {
-            table.mappings.push(Mapping {
-                domain: target,
-                pirq,
-                gsi,
-            });
+            table
+                .mappings
+                .try_push(Mapping {
+                    domain: target,
+                    pirq,
+                    gsi,
+                })
+                .map_err(|_| Errno::ENOSPC)?;
             log::info!("pirq: d{} pirq {pirq} maps GSI {gsi}", target.0);
         }
     }
@@ -668,14 +710,15 @@ pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
 /// bound, so a later domain with the same id starts with none.
 pub fn forget_domain(domain: DomId) {
     let mut table = TABLE.lock();
-    let pirqs: Vec<u32> = table
+    while let Some(pirq) = table
         .mappings
         .iter()
-        .filter(|mapping| mapping.domain == domain)
+        .find(|mapping| mapping.domain == domain)
         .map(|mapping| mapping.pirq)
-        .collect();
-    for pirq in pirqs {
+    {
         table.detach(domain, pirq);
+        table
+            .mappings
+            .retain(|mapping| !(mapping.domain == domain && mapping.pirq == pirq));
     }
-    table.mappings.retain(|mapping| mapping.domain != domain);
 }

@@ -3,7 +3,8 @@
 use arch::qemu::ExitCode;
 
 use super::{
-    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, syscall_floor, syscall_probe, timer,
+    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, pirq_eoi, syscall_floor,
+    syscall_probe, timer,
 };
 use crate::acpi::Madt;
 
@@ -19,6 +20,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "nx" => pagefault::run_no_execute(),
         "wp" => pagefault::run_write_protect(),
         "ioapic" => ioapic::run(),
+        "pirq-eoi" => pirq_eoi::run(),
         "guestcopy" => guest_access::run_copies(),
         "smap" => guest_access::run_smap(),
         "smep" => guest_access::run_smep(),
@@ -28,7 +30,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "syscall-floor" => syscall_floor::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, pirq-eoi, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
             );
             ExitCode::Fail
         }

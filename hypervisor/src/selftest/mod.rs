@@ -14,6 +14,7 @@ mod hvtimer;
 mod ioapic;
 mod ipi;
 mod pagefault;
+mod pirq_eoi;
 mod syscall_floor;
 mod syscall_probe;
 mod timer;

@@ -164,8 +164,8 @@ fn stays_quiet(port: Port, window_ns: u64) -> bool {
     EVENTS.load(Ordering::SeqCst) == before
 }
 
-/// Binds pirq 8, receives [`INTERRUPTS`] interrupts with an EOI after each
-/// quiet window, then closes the port without the last EOI.
+/// Binds pirq 8, receives [`INTERRUPTS`] interrupts, each but the last
+/// EOId by the handler, then closes the port without the last EOI.
 pub fn counted_interrupts() {
     // The handler EOIs each event but the last, which masks the port: the
     // hypervisor forces that one's EOI, and nothing after it is handled.
@@ -217,7 +217,7 @@ pub fn counted_interrupts() {
     check_eq!(
         received,
         INTERRUPTS,
-        "{INTERRUPTS} interrupts of GSI 8 arrive on the port, one per EOI"
+        "{INTERRUPTS} interrupts of GSI 8 arrive on the port"
     );
     check_eq!(
         handler_eois(),
@@ -349,8 +349,8 @@ fn secondary(_vcpu: u32) {
 }
 
 /// EVTCHNOP_bind_vcpu of the pirq port to vcpu `target` (on another pCPU):
-/// [`INTERRUPTS`] interrupts then arrive as upcalls on `target`, one per
-/// PHYSDEVOP_eoi, which vcpu 0 sends. The hypervisor logs the line's move
+/// [`INTERRUPTS`] interrupts then arrive as upcalls on `target`, whose
+/// handler EOIs each but the last. The hypervisor logs the line's move
 /// to `target`'s pCPU (the scenario checks it and where the interrupts
 /// were taken).
 pub fn counted_on_vcpu(target: u32) {
@@ -424,7 +424,7 @@ pub fn counted_on_vcpu(target: u32) {
     check_eq!(
         received,
         INTERRUPTS,
-        "{INTERRUPTS} interrupts of GSI 8 arrive on the port bound to vcpu {target}, one per EOI"
+        "{INTERRUPTS} interrupts of GSI 8 arrive on the port bound to vcpu {target}"
     );
     check_eq!(
         handler_eois(),

@@ -5,10 +5,9 @@
 //! As the privileged domain (`priv`, SIF_PRIVILEGED) the guest checks
 //! map_pirq / unmap_pirq / bind_pirq / eoi errnos, then maps GSI 8 to pirq
 //! 8, binds it and counts [`delivery::INTERRUPTS`] interrupts, each
-//! handled by its upcall and acknowledged with PHYSDEVOP_eoi only after a
-//! window in which no further event may arrive (the line stays masked
-//! until the EOI); then closes the port and sees nothing more, re-binds,
-//! and unmaps a bound pirq. As an unprivileged domain it checks that every
+//! handled by its upcall, which sends PHYSDEVOP_eoi (the hypervisor holds
+//! the line masked until then, or forces the EOI after 1 ms); then closes
+//! the port and sees nothing more, re-binds, and unmaps a bound pirq. As an unprivileged domain it checks that every
 //! PIRQ-granting call is refused.
 //!
 //! With `pirq-vcpu=N` (and `vcpus=` above N) the privileged guest instead

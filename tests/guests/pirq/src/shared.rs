@@ -7,11 +7,13 @@
 //!   it shared, and counts its own events without ever EOIing them until
 //!   the partner says it is halfway over the static channel's port
 //!   [`HALFWAY_PORT`] (`evtchn=0:5,N:5` on the hypervisor's command line).
-//!   Then it powers off with its pirq port still bound and an EOI owed:
-//!   as on Xen, a shut-down domain keeps its ports (and its place on the
-//!   line) until it is destroyed, so only the forced EOI keeps the line
-//!   going. With `end=crash` it crashes instead, and is destroyed at once:
-//!   its port is closed while it owes an EOI and the line's timer runs.
+//!   Then it powers off with its pirq port still bound: as on Xen, a
+//!   shut-down domain keeps its ports (and its place on the line) until
+//!   it is destroyed, so it owes the EOI of every later interrupt and only
+//!   the forced EOI keeps the line going. With `end=crash` it crashes
+//!   instead, and is destroyed at once: its port is closed, with an EOI
+//!   owed only if the last interrupt came less than the forced EOI's 1 to
+//!   2 ms before (the `pirq-eoi` self-test checks that case).
 //! - `share=good` (the partner): binds pirq 8 shared once it is mapped,
 //!   receives [`INTERRUPTS`] interrupts, each EOId by its handler, telling
 //!   the silent domain when it is halfway. Then the pirq is still shared
@@ -92,8 +94,8 @@ pub fn silent(partner: u16, crash: bool) {
         received >= 2,
         "d0, which never sends PHYSDEVOP_eoi, still receives interrupts ({received}; each EOI forced)"
     );
-    // The port stays bound, an EOI owed and the line's timer likely
-    // armed.
+    // The port stays bound; whether an EOI is owed right now depends on
+    // whether the last interrupt's EOI has been forced yet.
     if crash {
         println!("# pirq shared: d0 crashes on purpose with its pirq port bound");
         sluice_guest::tap::shutdown_failed();
