@@ -91,7 +91,7 @@ fn to_rax(result: Result<u64, Errno>) -> u64 {
 /// The `hypercall` hook: serves the call in `frame.rax`, then does the
 /// work of [`before_return`] (which `arch` calls only after interrupts and
 /// exceptions), with the calling vcpu found once.
-pub fn on_hypercall(frame: &mut InterruptFrame) {
+pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
     let served = crate::running::with(|domain, vcpu| {
         serve(&mut Call {
             domain,
