@@ -10,6 +10,10 @@ fn read(address: u64, out: &mut [u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
 }
 
+fn read_u32(address: u64) -> Result<u32, Errno> {
+    arch::guest_copy::read_u32_from_guest(address).map_err(|_| Errno::EFAULT)
+}
+
 fn write(address: u64, bytes: &[u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
 }
@@ -50,6 +54,12 @@ impl GuestInOut {
     /// Copies `out.len()` bytes in.
     pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
         read(self.0, out)
+    }
+
+    /// Reads the little-endian `u32` at the start (as [`Self::read`] of
+    /// four bytes, in one load).
+    pub fn read_u32(self) -> Result<u32, Errno> {
+        read_u32(self.0)
     }
 
     /// Copies `bytes` out.
