@@ -19,11 +19,12 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// event callback: write `[rcx, r11, rip, cs | mask << 32, rflags, rsp,
 /// ss]` below the 16-byte aligned guest stack (so the callback starts with
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
-/// A frame that cannot be written crashes the domain.
+/// A frame that cannot be written crashes the domain. Returns whether an
+/// upcall was due (bounced, or the domain crashed trying).
 #[inline]
-pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) {
+pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) -> bool {
     let Some(info) = domain.vcpu_info(vcpu.id) else {
-        return;
+        return false;
     };
     // Xen's local_events_need_delivery(), on the vcpu_info in use (as
     // evtchn-core's `vcpu_has_deliverable_event`, without the registry
@@ -31,9 +32,10 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     if info.evtchn_upcall_pending.load(Ordering::SeqCst) == 0
         || info.evtchn_upcall_mask.load(Ordering::SeqCst) != 0
     {
-        return;
+        return false;
     }
     bounce(domain, vcpu, info, frame);
+    true
 }
 
 /// The bounce of [`deliver_pending`], once an upcall is due (kept out of
