@@ -170,8 +170,9 @@ pub fn before_return(frame: &mut InterruptFrame) {
 
 /// [`before_return`] for the running `vcpu` of `domain`. The checks that
 /// rarely fire stay inline as single loads; what they do when they fire is
-/// out of line, so the common return (nothing to do) is short.
-#[inline]
+/// out of line, so the common return (nothing to do) is short; inlined
+/// into the hypercall hook, whose frame it shares.
+#[inline(always)]
 fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     sched::maybe_preempt(domain, vcpu);
     if domain.is_shutting_down() {
