@@ -2,10 +2,11 @@
 //!
 //! A hypercall and every return to the guest need the calling domain and
 //! vcpu. Looking the domain up by id costs its registry slot's lock and an
-//! `Arc` reference each time; instead the scheduler records here, per
-//! pCPU, the domain and vcpu it is about to run ([`set`]), and the guest
-//! paths borrow them ([`with`]) for the time of one entry, with no lock and
-//! no reference count touched.
+//! `Arc` reference each time; instead the scheduler records, in the pCPU's
+//! own per-CPU block (`arch::percpu::PerCpu::running`: reached through GS,
+//! two loads), the domain and vcpu it is about to run ([`set`]), and the
+//! guest paths borrow them ([`with`]) for the time of one entry, with no
+//! lock and no reference count touched.
 //!
 //! Ownership: the slot owns one strong reference to the domain (taken with
 //! `Arc::into_raw` by [`set`], given back by the next [`set`] or
@@ -25,35 +26,27 @@ use alloc::sync::Arc;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use arch::percpu::{self, MAX_CPUS};
+use arch::percpu;
 
 use crate::domain::{Domain, Vcpu};
 
 /// One pCPU's running vcpu: its domain (null = none) and the vcpu itself
-/// (an element of that domain's `vcpus`).
+/// (an element of that domain's `vcpus`), in its per-CPU block.
 struct Slot {
-    domain: AtomicPtr<Domain>,
-    vcpu: AtomicPtr<Vcpu>,
+    domain: &'static AtomicPtr<()>,
+    vcpu: &'static AtomicPtr<()>,
 }
 
-static SLOTS: [Slot; MAX_CPUS] = [const {
-    Slot {
-        domain: AtomicPtr::new(core::ptr::null_mut()),
-        vcpu: AtomicPtr::new(core::ptr::null_mut()),
-    }
-}; MAX_CPUS];
-
 #[inline]
-fn this_slot() -> Option<&'static Slot> {
-    SLOTS.get(percpu::current().index() as usize)
+fn this_slot() -> Slot {
+    let [domain, vcpu] = &percpu::current().running;
+    Slot { domain, vcpu }
 }
 
 /// Records that this pCPU runs `vcpu` of `domain` from now on. Only for the
 /// scheduler loop, on its own pCPU, with interrupts off.
 pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
-    let Some(slot) = this_slot() else {
-        return;
-    };
+    let slot = this_slot();
     debug_assert!(
         domain
             .vcpus
@@ -70,25 +63,25 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
     // write would (CR0.WP holds in ring 0 too). `clear` withdraws the
     // vouch before this pCPU runs anything else.
     unsafe { arch::guest_copy::trust_user_only(domain.root) };
-    let owned = Arc::into_raw(Arc::clone(domain)).cast_mut();
+    let owned = Arc::into_raw(Arc::clone(domain)).cast_mut().cast::<()>();
     // Relaxed: only this pCPU reads its slot, and interrupts are off.
-    slot.vcpu
-        .store(core::ptr::from_ref(vcpu).cast_mut(), Ordering::Relaxed);
-    release(slot.domain.swap(owned, Ordering::Relaxed));
+    slot.vcpu.store(
+        core::ptr::from_ref(vcpu).cast_mut().cast::<()>(),
+        Ordering::Relaxed,
+    );
+    release(slot.domain.swap(owned, Ordering::Relaxed).cast::<Domain>());
 }
 
 /// Records that this pCPU runs no vcpu. Only for the scheduler loop, as
 /// [`set`], and on the idle stack: the domain's last reference may go here,
 /// so this must not run on one of its vcpus' stacks.
 pub fn clear() {
-    let Some(slot) = this_slot() else {
-        return;
-    };
+    let slot = this_slot();
     arch::guest_copy::trust_no_tables();
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
     slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
-    release(old);
+    release(old.cast::<Domain>());
 }
 
 /// Gives back the reference a slot held.
@@ -107,13 +100,13 @@ fn release(old: *mut Domain) {
 /// leave the slot alone (the scheduler loop is no interrupt handler).
 #[inline]
 pub fn with<R>(body: impl FnOnce(&Arc<Domain>, &Vcpu) -> R) -> Option<R> {
-    let slot = this_slot()?;
+    let slot = this_slot();
     // Relaxed: only this pCPU writes its slot (module doc).
-    let domain = slot.domain.load(Ordering::Relaxed);
+    let domain = slot.domain.load(Ordering::Relaxed).cast::<Domain>();
     if domain.is_null() {
         return None;
     }
-    let vcpu = slot.vcpu.load(Ordering::Relaxed);
+    let vcpu = slot.vcpu.load(Ordering::Relaxed).cast::<Vcpu>();
     // SAFETY: `domain` came from `Arc::into_raw` in `set`, and the domain
     // outlives this call (module doc: the slot's reference holds it while
     // the vcpu runs, `pin`'s across a suspension). ManuallyDrop: the
