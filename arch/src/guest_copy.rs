@@ -307,3 +307,36 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
     }
     Ok(value)
 }
+
+/// Reads `N` little-endian quadwords from guest address `source`: the
+/// checks and answers of [`copy_from_guest`] of `N * 8` bytes, without
+/// first filling a buffer the copy overwrites anyway (a frame the
+/// hypervisor reads whole, as HYPERVISOR_iret's).
+#[inline]
+pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], CopyError> {
+    let length = N * 8;
+    if !is_guest_range(source, length) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    let allowed = user_prefix(source, length);
+    let mut words = core::mem::MaybeUninit::<[u64; N]>::uninit();
+    // SAFETY: `words` is a hypervisor buffer of `length` bytes, at least
+    // `allowed`; `source` is a guest range (checked above), so it overlaps
+    // no hypervisor object, and a fault reading it is caught by the
+    // exception table and turned into a short count.
+    let left = unsafe {
+        sluice_guest_copy(
+            words.as_mut_ptr().cast::<u8>(),
+            source as *const u8,
+            allowed,
+        )
+    };
+    match left + (length - allowed) {
+        // SAFETY: nothing was left: the copy wrote all `length` bytes, so
+        // every quadword is initialized (x86 is little-endian).
+        0 => Ok(unsafe { words.assume_init() }),
+        left => Err(CopyError::Fault {
+            copied: length.saturating_sub(left),
+        }),
+    }
+}

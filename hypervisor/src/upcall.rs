@@ -5,7 +5,6 @@ use core::sync::atomic::Ordering;
 
 use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::idt::InterruptFrame;
-use arch::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
 use evtchn_core::abi::VcpuInfo;
 
@@ -66,12 +65,12 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
     ];
     let top = frame.rsp & !15;
     let base = top.wrapping_sub(slots.len() as u64 * 8);
-    let in_hypervisor = base < HYPERVISOR_VIRT_END && top > HYPERVISOR_VIRT_START;
     let mut bytes = [0u8; 56];
     for (chunk, slot) in bytes.chunks_exact_mut(8).zip(slots) {
         chunk.copy_from_slice(&slot.to_le_bytes());
     }
-    if in_hypervisor || arch::guest_copy::copy_to_guest(base, &bytes).is_err() {
+    // The copy refuses a range that wraps or touches the hypervisor's.
+    if arch::guest_copy::copy_to_guest(base, &bytes).is_err() {
         domain::crash(
             domain,
             format_args!(

@@ -28,6 +28,12 @@ impl GuestIn {
         read(self.0, out)
     }
 
+    /// Reads `N` little-endian quadwords (as [`Self::read`] of `N * 8`
+    /// bytes).
+    pub fn read_words<const N: usize>(self) -> Result<[u64; N], Errno> {
+        arch::guest_copy::read_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
+    }
+
     /// The handle `offset` bytes further on.
     pub fn offset(self, offset: u64) -> Self {
         Self(self.0.wrapping_add(offset))
