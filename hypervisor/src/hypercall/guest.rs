@@ -10,6 +10,7 @@ fn read(address: u64, out: &mut [u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
 }
 
+#[inline]
 fn read_u32(address: u64) -> Result<u32, Errno> {
     arch::guest_copy::read_u32_from_guest(address).map_err(|_| Errno::EFAULT)
 }
@@ -64,6 +65,7 @@ impl GuestInOut {
 
     /// Reads the little-endian `u32` at the start (as [`Self::read`] of
     /// four bytes, in one load).
+    #[inline]
     pub fn read_u32(self) -> Result<u32, Errno> {
         read_u32(self.0)
     }
