@@ -131,15 +131,14 @@ pub const GUEST_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_st
 pub const GUEST_RSP_SCRATCH_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_rsp_scratch);
 const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET == 16);
 
-/// The bootstrap processor's block.
-static BSP: PerCpu = PerCpu::new(0, 0);
+/// The bootstrap processor's block. The boot entry (`boot`) stores its
+/// address in its first word and points GS at it before any Rust code runs.
+pub(crate) static BSP: PerCpu = PerCpu::new(0, 0);
 /// Every registered CPU by dense index.
 static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 /// How many CPUs are registered.
 static CPU_COUNT: AtomicU32 = AtomicU32::new(0);
-/// Set once the bootstrap CPU's GS base points at `BSP`.
-static GS_READY: AtomicBool = AtomicBool::new(false);
 
 /// The bootstrap processor's block.
 pub fn bsp() -> &'static PerCpu {
@@ -160,21 +159,16 @@ pub fn install(cpu: &'static PerCpu) {
     // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; pointing it at a
     // 'static PerCpu is the invariant `current` relies on.
     unsafe { cpu::write_msr(cpu::MSR_GS_BASE, address) };
-    if cpu.index == 0 {
-        GS_READY.store(true, Ordering::Release);
-    }
 }
 
 /// This CPU's block.
 #[inline]
 pub fn current() -> &'static PerCpu {
-    if !GS_READY.load(Ordering::Acquire) {
-        return &BSP;
-    }
     let address: u64;
-    // SAFETY: once GS_READY is set, every CPU running Rust code has its GS
-    // base pointing at its PerCpu (APs call `install` first thing), whose
-    // first word is its own address.
+    // SAFETY: every CPU running Rust code has its GS base pointing at its
+    // PerCpu, whose first word is its own address: the bootstrap CPU's
+    // from the boot entry on (`boot` points it at `BSP`, which `install`
+    // keeps), each AP's from its `install`, the first thing it runs.
     unsafe {
         core::arch::asm!("mov {}, gs:[0]", out(reg) address, options(nostack, readonly, preserves_flags));
     }
