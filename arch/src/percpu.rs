@@ -43,10 +43,11 @@ pub struct PerCpu {
     pub kicks_received: AtomicU64,
     /// Free for the hypervisor's own per-CPU state (an address or index).
     pub hypervisor_slot: AtomicUsize,
-    /// Free for the hypervisor: what this CPU runs (its domain and vcpu,
-    /// as two addresses), which every entry from a guest reads; here
-    /// rather than in an array indexed by CPU so that the read is two loads.
-    pub running: [AtomicPtr<()>; 2],
+    /// Free for the hypervisor: what this CPU runs (its domain, vcpu and
+    /// that vcpu's vcpu_info, as addresses), which every entry from a guest
+    /// reads; here rather than in an array indexed by CPU so that a read
+    /// is two loads.
+    pub running: [AtomicPtr<()>; 3],
     /// Page tables whose guest range maps only pages the guest may access
     /// (see `guest_copy::trust_user_only`), or `u64::MAX` for none.
     pub(crate) user_only_root: AtomicU64,
@@ -66,7 +67,7 @@ impl PerCpu {
             timer_ticks: AtomicU64::new(0),
             kicks_received: AtomicU64::new(0),
             hypervisor_slot: AtomicUsize::new(0),
-            running: [const { AtomicPtr::new(core::ptr::null_mut()) }; 2],
+            running: [const { AtomicPtr::new(core::ptr::null_mut()) }; 3],
             user_only_root: AtomicU64::new(u64::MAX),
         }
     }

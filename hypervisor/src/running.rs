@@ -28,19 +28,34 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use arch::percpu;
 
+use evtchn_core::abi::VcpuInfo;
+
 use crate::domain::{Domain, Vcpu};
 
-/// One pCPU's running vcpu: its domain (null = none) and the vcpu itself
-/// (an element of that domain's `vcpus`), in its per-CPU block.
+/// One pCPU's running vcpu: its domain (null = none), the vcpu itself
+/// (an element of that domain's `vcpus`) and the vcpu_info it uses (null
+/// = none), in its per-CPU block.
 struct Slot {
     domain: &'static AtomicPtr<()>,
     vcpu: &'static AtomicPtr<()>,
+    vcpu_info: &'static AtomicPtr<()>,
 }
 
 #[inline]
 fn this_slot() -> Slot {
-    let [domain, vcpu] = &percpu::current().running;
-    Slot { domain, vcpu }
+    let [domain, vcpu, vcpu_info] = &percpu::current().running;
+    Slot {
+        domain,
+        vcpu,
+        vcpu_info,
+    }
+}
+
+/// `info` as a slot value (null for none).
+fn vcpu_info_pointer(info: Option<&'static VcpuInfo>) -> *mut () {
+    info.map_or(core::ptr::null_mut(), |info| {
+        core::ptr::from_ref(info).cast_mut().cast::<()>()
+    })
 }
 
 /// Records that this pCPU runs `vcpu` of `domain` from now on. Only for the
@@ -69,6 +84,10 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
         core::ptr::from_ref(vcpu).cast_mut().cast::<()>(),
         Ordering::Relaxed,
     );
+    slot.vcpu_info.store(
+        vcpu_info_pointer(domain.vcpu_info(vcpu.id)),
+        Ordering::Relaxed,
+    );
     release(slot.domain.swap(owned, Ordering::Relaxed).cast::<Domain>());
 }
 
@@ -81,7 +100,39 @@ pub fn clear() {
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
     slot.vcpu.store(core::ptr::null_mut(), Ordering::Relaxed);
+    slot.vcpu_info
+        .store(core::ptr::null_mut(), Ordering::Relaxed);
     release(old.cast::<Domain>());
+}
+
+/// Looks again for the vcpu_info `vcpu` of `domain` uses, if this pCPU
+/// runs it (after VCPUOP_register_vcpu_info moved it). A vcpu that another
+/// pCPU may have in its slot is down (the registration requires it), so
+/// that pCPU looks afresh when it next [`set`]s it; until it has left, its
+/// slot may still name the old area, which stays mapped as long as the
+/// domain (the legacy slots are in its shared_info page).
+pub fn refresh_vcpu_info(domain: &Domain, vcpu: &Vcpu) {
+    let slot = this_slot();
+    // Relaxed: only this pCPU writes its slot (module doc).
+    if core::ptr::eq(slot.vcpu.load(Ordering::Relaxed).cast::<Vcpu>(), vcpu) {
+        slot.vcpu_info.store(
+            vcpu_info_pointer(domain.vcpu_info(vcpu.id)),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The vcpu_info of the vcpu this pCPU runs (`None` if it runs none, or
+/// its vcpu has none), as [`Domain::vcpu_info`] gives it, without the look-up.
+#[inline]
+pub fn vcpu_info() -> Option<&'static VcpuInfo> {
+    // Relaxed: only this pCPU writes its slot (module doc).
+    let info = this_slot().vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: a non-null value was stored by `set` or `refresh_vcpu_info`
+    // from a `&'static VcpuInfo` that `Domain::vcpu_info` handed out (a
+    // vcpu_info in a frame the domain keeps for its life, which the
+    // slot's reference keeps alive while this pCPU runs the vcpu).
+    unsafe { info.cast::<VcpuInfo>().as_ref() }
 }
 
 /// Gives back the reference a slot held.

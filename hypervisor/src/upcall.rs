@@ -14,7 +14,8 @@ const RFLAGS_IF: u64 = 1 << 9;
 /// Cleared in the live rflags on entry to a callback: TF, NT, RF, VM, AC.
 const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
 
-/// If the vcpu has an upcall pending and unmasked, bounce `frame` to its
+/// If the vcpu (the one this pCPU runs) has an upcall pending and
+/// unmasked, bounce `frame` to its
 /// event callback: write `[rcx, r11, rip, cs | mask << 32, rflags, rsp,
 /// ss]` below the 16-byte aligned guest stack (so the callback starts with
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
@@ -22,7 +23,8 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// upcall was due (bounced, or the domain crashed trying).
 #[inline]
 pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) -> bool {
-    let Some(info) = domain.vcpu_info(vcpu.id) else {
+    // `vcpu` is the one this pCPU runs: its vcpu_info is in the running slot.
+    let Some(info) = crate::running::vcpu_info() else {
         return false;
     };
     // Xen's local_events_need_delivery(), on the vcpu_info in use (as

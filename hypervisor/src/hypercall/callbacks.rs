@@ -130,7 +130,8 @@ pub fn iret(call: &mut Call<'_>) {
         frame.r11 = r11;
     }
     let mask = u8::from(rflags & RFLAGS_IF == 0);
-    if let Some(info) = call.domain.vcpu_info(call.vcpu.id) {
+    // The caller is the vcpu this pCPU runs.
+    if let Some(info) = crate::running::vcpu_info() {
         info.evtchn_upcall_mask.store(mask, Ordering::SeqCst);
     }
 }
