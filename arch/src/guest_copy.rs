@@ -14,6 +14,12 @@
 //! (a guest's, whose guest range maps nothing else), the walk is skipped:
 //! every mapped page there is the guest's own.
 //!
+//! Besides the byte copies there are two shapes the hot hypercalls use:
+//! [`read_u32_from_guest`] (the port that send, unmask and close pass: one
+//! guarded load where the tables are vouched for) and
+//! [`read_words_from_guest`] (a frame read whole, as HYPERVISOR_iret's,
+//! without filling a buffer first). Both give the byte copy's answers.
+//!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
 //! `__extable_start` and `__extable_end`.

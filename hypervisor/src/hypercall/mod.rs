@@ -6,6 +6,14 @@
 //! `arch::guest_copy` through typed handles ([`GuestIn`], [`GuestOut`],
 //! [`GuestInOut`]); a bad one gives
 //! -EFAULT. Numbers Sluice does not serve give -ENOSYS.
+//!
+//! The path is short on purpose (`cargo xtask bench` times it): `arch`'s
+//! `syscall` entry calls [`on_hypercall`] directly, which finds the calling
+//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`),
+//! serves the call (the hot handlers inline into it) and then, in the same
+//! frame, does [`before_return`]'s checks: single loads each, the rare
+//! work out of line. The entry returns with `sysretq` when the frame is
+//! still the one `syscall` made.
 
 mod callbacks;
 mod console;
