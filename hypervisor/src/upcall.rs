@@ -54,6 +54,19 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
         );
         return;
     }
+    // set_callbacks takes any address, as Xen's does; one the CPU cannot
+    // return to (`iretq` to a non-canonical rip faults in ring 0 on real
+    // CPUs) crashes the domain, as Xen's failed return to it would.
+    if !arch::guest_entry::is_canonical(callback) {
+        domain::crash(
+            domain,
+            format_args!(
+                "*** vcpu {}: the event callback {callback:#x} is not canonical",
+                vcpu.id.0
+            ),
+        );
+        return;
+    }
     let saved_mask = u64::from(info.evtchn_upcall_mask.load(Ordering::SeqCst));
     let rflags = (frame.rflags & !RFLAGS_IF) | if saved_mask == 0 { RFLAGS_IF } else { 0 };
     let slots = [
