@@ -6,6 +6,7 @@
 
 use evtchn_core::Errno;
 
+#[inline]
 fn read(address: u64, out: &mut [u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
 }
@@ -15,6 +16,7 @@ fn read_u32(address: u64) -> Result<u32, Errno> {
     arch::guest_copy::read_u32_from_guest(address).map_err(|_| Errno::EFAULT)
 }
 
+#[inline]
 fn write(address: u64, bytes: &[u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
 }
@@ -25,17 +27,20 @@ pub struct GuestIn(pub u64);
 
 impl GuestIn {
     /// Copies `out.len()` bytes in.
+    #[inline]
     pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
         read(self.0, out)
     }
 
     /// Reads `N` little-endian quadwords (as [`Self::read`] of `N * 8`
     /// bytes).
+    #[inline]
     pub fn read_words<const N: usize>(self) -> Result<[u64; N], Errno> {
         arch::guest_copy::read_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
     }
 
     /// The handle `offset` bytes further on.
+    #[inline]
     pub fn offset(self, offset: u64) -> Self {
         Self(self.0.wrapping_add(offset))
     }
@@ -47,6 +52,7 @@ pub struct GuestOut(pub u64);
 
 impl GuestOut {
     /// Copies `bytes` out.
+    #[inline]
     pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
         write(self.0, bytes)
     }
@@ -59,6 +65,7 @@ pub struct GuestInOut(pub u64);
 
 impl GuestInOut {
     /// Copies `out.len()` bytes in.
+    #[inline]
     pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
         read(self.0, out)
     }
@@ -71,6 +78,7 @@ impl GuestInOut {
     }
 
     /// Copies `bytes` out.
+    #[inline]
     pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
         write(self.0, bytes)
     }
