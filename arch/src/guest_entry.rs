@@ -124,9 +124,12 @@ pub fn init_cpu() {
 // vcpu that goes down keeps it, `VCPUOP_up` resumes from it), calls the
 // hypercall hook directly, then decides in place whether `sysretq` can
 // return exactly to the frame: rcx = rip and r11 = rflags (`sysretq` takes
-// them from there), Xen's flat 64-bit selectors (`sysretq` forces STAR's),
-// IF set, and a canonical rip (`sysretq` to a non-canonical rcx faults in
-// ring 0 on Intel CPUs). A hypercall that left the frame as `syscall` made
+// them from there), IF set (the guest must stay interruptible), and a
+// canonical rip (`sysretq` to a non-canonical rcx faults in ring 0 on Intel
+// CPUs). The selectors are not compared: `sysretq` loads Xen's flat ones
+// from STAR, and no hypervisor path puts others in a guest's frame
+// (HYPERVISOR_iret refuses them, the bounce and `enter_guest` write or
+// check the flat ones). A hypercall that left the frame as `syscall` made
 // it passes; one that edited it (HYPERVISOR_iret, an upcall's bounce, a
 // continuation) may leave through `iretq`. On the `sysretq` exit rbx and
 // r12-r15 still hold the guest's values: the hook is a C-ABI function,
@@ -173,10 +176,6 @@ sluice_syscall_entry:
     jne sluice_guest_exit_iret
     mov r11, [rsp + {rflags}]
     cmp r11, [rsp + {r11}]
-    jne sluice_guest_exit_iret
-    cmp qword ptr [rsp + {cs_slot}], {cs}
-    jne sluice_guest_exit_iret
-    cmp qword ptr [rsp + {ss_slot}], {ss}
     jne sluice_guest_exit_iret
     test r11d, {rflags_if}
     jz sluice_guest_exit_iret
@@ -231,8 +230,6 @@ sluice_guest_exit_iret:
     rcx = const offset_of!(InterruptFrame, rcx),
     rflags = const offset_of!(InterruptFrame, rflags),
     r11 = const offset_of!(InterruptFrame, r11),
-    cs_slot = const offset_of!(InterruptFrame, cs),
-    ss_slot = const offset_of!(InterruptFrame, ss),
     rax = const offset_of!(InterruptFrame, rax),
     rdx = const offset_of!(InterruptFrame, rdx),
     rsi = const offset_of!(InterruptFrame, rsi),
