@@ -82,9 +82,10 @@ extern "C" fn no_hypercall_hook(frame: &mut InterruptFrame) {
 /// Installs the hypervisor's guest hooks (once; later calls are ignored).
 pub fn set_hooks(hooks: GuestHooks) {
     HOOKS.call_once(|| {
-        // Relaxed: written before this CPU or any other enters a guest
-        // (entering a guest goes through the CR3 load and iretq of
-        // `enter_guest`, both serializing).
+        // Relaxed: written before the hypervisor builds any domain, so
+        // before any CPU can enter a guest: a CPU learns of a vcpu to run
+        // only through the hypervisor's locks and Acquire loads published
+        // after this store, which order it before that CPU's first entry.
         SLUICE_HYPERCALL_HOOK.store(hooks.hypercall as *mut (), Ordering::Relaxed);
         hooks
     });
