@@ -86,6 +86,7 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 
 /// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
 /// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`.
+#[inline]
 pub fn iret(call: &mut Call<'_>) {
     let Ok(words) = GuestIn(call.frame.rsp).read_words::<9>() else {
         domain::crash(
