@@ -15,7 +15,8 @@
 //! identity mapping is dropped when the hypervisor installs its own tables.
 //!
 //! The Rust entry is `sluice_main(magic: u32, mbi_phys: u32) -> !`, defined
-//! by the hypervisor crate, called on the boot stack below.
+//! by the hypervisor crate, called on the boot stack below, with GS based
+//! at the bootstrap CPU's per-CPU block (`percpu`).
 
 use crate::layout::{IMAGE_OFFSET, pdpt_index, pml4_index};
 
@@ -88,6 +89,14 @@ sluice_start64_low:
 sluice_start64_high:
     movabs $sluice_boot_stack_top, %rsp
     xor %ebp, %ebp
+    // GS base = the bootstrap CPU's per-CPU block, whose first word is its
+    // own address: `percpu::current` works from the first Rust instruction.
+    movabs ${bsp}, %rax
+    mov %rax, (%rax)
+    mov %rax, %rdx
+    shr $32, %rdx
+    mov $0xc0000101, %ecx
+    wrmsr
     movabs $sluice_main, %rax
     call *%rax
 1:  cli
@@ -154,6 +163,7 @@ sluice_early_ist_stacks_end:
     mb_flags = const MULTIBOOT_FLAGS,
     mb_checksum = const MULTIBOOT_CHECKSUM,
     to_phys = const IMAGE_OFFSET.wrapping_neg(),
+    bsp = sym crate::percpu::BSP,
     image_pml4 = const pml4_index(IMAGE_OFFSET),
     image_pdpt = const pdpt_index(IMAGE_OFFSET),
     stack_size = const BOOT_STACK_SIZE,

@@ -14,6 +14,12 @@
 //! (a guest's, whose guest range maps nothing else), the walk is skipped:
 //! every mapped page there is the guest's own.
 //!
+//! Besides the byte copies there are two shapes the hot hypercalls use:
+//! [`read_u32_from_guest`] (the port that send, unmask and close pass: one
+//! guarded load where the tables are vouched for) and
+//! [`read_words_from_guest`] (a frame read whole, as HYPERVISOR_iret's,
+//! without filling a buffer first). Both give the byte copy's answers.
+//!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
 //! `__extable_start` and `__extable_end`.
@@ -170,17 +176,24 @@ pub fn trust_no_tables() {
         .store(u64::MAX, Ordering::Relaxed);
 }
 
+/// Whether the live tables are the ones this CPU vouched for with
+/// [`trust_user_only`] (every mapped guest-range page is the guest's).
+#[inline]
+fn live_tables_trusted() -> bool {
+    // Relaxed: only this CPU writes its own vouch.
+    let trusted = crate::percpu::current()
+        .user_only_root
+        .load(Ordering::Relaxed);
+    trusted == crate::cpu::cr3()
+}
+
 /// How many bytes from `address` lie before the first page that is mapped
 /// but not user-accessible in the live tables (`length` if none is). Such a
 /// page is never the guest's: copying stops there as if it had faulted.
 /// Unmapped pages are left to the exception table.
 #[inline]
 fn user_prefix(address: u64, length: usize) -> usize {
-    // Relaxed: only this CPU writes its own vouch.
-    let trusted = crate::percpu::current()
-        .user_only_root
-        .load(Ordering::Relaxed);
-    if trusted == crate::cpu::cr3() {
+    if live_tables_trusted() {
         return length;
     }
     walked_user_prefix(address, length)
@@ -203,6 +216,7 @@ fn walked_user_prefix(address: u64, length: usize) -> usize {
 }
 
 /// Copies `destination.len()` bytes from guest address `source`.
+#[inline]
 pub fn copy_from_guest(destination: &mut [u8], source: u64) -> Result<(), CopyError> {
     if !is_guest_range(source, destination.len()) {
         return Err(CopyError::NotGuestAddress);
@@ -222,6 +236,7 @@ pub fn copy_from_guest(destination: &mut [u8], source: u64) -> Result<(), CopyEr
 }
 
 /// Copies `source` to guest address `destination`.
+#[inline]
 pub fn copy_to_guest(destination: u64, source: &[u8]) -> Result<(), CopyError> {
     if !is_guest_range(destination, source.len()) {
         return Err(CopyError::NotGuestAddress);
@@ -236,6 +251,98 @@ pub fn copy_to_guest(destination: u64, source: &[u8]) -> Result<(), CopyError> {
         0 => Ok(()),
         left => Err(CopyError::Fault {
             copied: source.len().saturating_sub(left),
+        }),
+    }
+}
+
+/// Reads the little-endian `u32` at guest address `source`: the same
+/// checks and answers as [`copy_from_guest`] of four bytes, as one guarded
+/// load where the live tables are vouched for (the hot hypercalls pass
+/// one port this way), through [`copy_from_guest`] otherwise.
+#[inline]
+pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
+    if !is_guest_range(source, 4) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    if !live_tables_trusted() {
+        let mut bytes = [0u8; 4];
+        copy_from_guest(&mut bytes, source)?;
+        return Ok(u32::from_le_bytes(bytes));
+    }
+    let value: u32;
+    let is_fault: u32;
+    // SAFETY: `source` is a guest range (checked above), so the load reads
+    // no hypervisor object, and every mapped guest-range page of the live
+    // tables is the guest's (`live_tables_trusted`). A fault at the load
+    // (label 3) resumes at its exception-table fixup (label 6), which sets
+    // `is_fault` and rejoins the path that closes SMAP again; `stac`/`clac`
+    // run only where SMAP is on (they are invalid opcodes elsewhere).
+    // Numeric labels 2..9 only: 0 and 1 read as binary in Intel syntax.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 2f",
+            "stac",
+            "2:",
+            "xor {fault:e}, {fault:e}",
+            "3:",
+            "mov {value:e}, dword ptr [{source}]",
+            "4:",
+            "test byte ptr [rip + {smap}], 1",
+            "jz 5f",
+            "clac",
+            "5:",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "6:",
+            "mov {fault:e}, 1",
+            "jmp 4b",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 3b, 6b",
+            ".popsection",
+            source = in(reg) source,
+            value = out(reg) value,
+            fault = out(reg) is_fault,
+            smap = sym SLUICE_SMAP_ENABLED,
+            options(nostack, readonly),
+        );
+    }
+    if is_fault != 0 {
+        return Err(CopyError::Fault { copied: 0 });
+    }
+    Ok(value)
+}
+
+/// Reads `N` little-endian quadwords from guest address `source`: the
+/// checks and answers of [`copy_from_guest`] of `N * 8` bytes, without
+/// first filling a buffer the copy overwrites anyway (a frame the
+/// hypervisor reads whole, as HYPERVISOR_iret's).
+#[inline]
+pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], CopyError> {
+    let length = N * 8;
+    if !is_guest_range(source, length) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    let allowed = user_prefix(source, length);
+    let mut words = core::mem::MaybeUninit::<[u64; N]>::uninit();
+    // SAFETY: `words` is a hypervisor buffer of `length` bytes, at least
+    // `allowed`; `source` is a guest range (checked above), so it overlaps
+    // no hypervisor object, and a fault reading it is caught by the
+    // exception table and turned into a short count.
+    let left = unsafe {
+        sluice_guest_copy(
+            words.as_mut_ptr().cast::<u8>(),
+            source as *const u8,
+            allowed,
+        )
+    };
+    match left + (length - allowed) {
+        // SAFETY: nothing was left: the copy wrote all `length` bytes, so
+        // every quadword is initialized (x86 is little-endian).
+        0 => Ok(unsafe { words.assume_init() }),
+        left => Err(CopyError::Fault {
+            copied: length.saturating_sub(left),
         }),
     }
 }

@@ -15,7 +15,8 @@
 //! `IA32_KERNEL_GS_BASE` the per-CPU block; every entry from ring 3 does
 //! `swapgs` first and every exit does it last.
 
-use core::sync::atomic::Ordering;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::cpu;
 use crate::gdt::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS, HYPERVISOR_CS};
@@ -49,8 +50,12 @@ pub struct GuestHooks {
     /// A `syscall` from ring 3 (a hypercall): serve it, edit the frame,
     /// and then do what `before_return` does (on this path, the hottest,
     /// `arch` calls only this hook, so that the hypervisor finds the
-    /// calling vcpu once).
-    pub hypercall: fn(&mut InterruptFrame),
+    /// calling vcpu once). The `syscall` entry calls it directly from its
+    /// assembly, hence the C ABI; it must leave rbx, rbp and r12-r15 as
+    /// the guest had them (the C ABI's callee-saved registers: the
+    /// `sysretq` exit does not reload them from the frame) and must not
+    /// change those six fields of the frame.
+    pub hypercall: extern "C" fn(&mut InterruptFrame),
     /// An exception (vector 0..31) raised by guest code in ring 3.
     pub exception: fn(&mut InterruptFrame),
     /// Called last before a return to ring 3 from an interrupt or an
@@ -62,9 +67,28 @@ pub struct GuestHooks {
 
 static HOOKS: spin::Once<GuestHooks> = spin::Once::new();
 
+/// The hypercall hook as the `syscall` entry calls it (`call [rip + ..]`):
+/// [`no_hypercall_hook`] until [`set_hooks`] stores the hypervisor's.
+/// Written once, before any guest runs.
+static SLUICE_HYPERCALL_HOOK: AtomicPtr<()> = AtomicPtr::new(no_hypercall_hook as *mut ());
+
+/// The hypercall hook before [`set_hooks`]: the call fails with -ENOSYS
+/// (no guest can run then; this only keeps the pointer valid).
+extern "C" fn no_hypercall_hook(frame: &mut InterruptFrame) {
+    const ENOSYS: u64 = 38;
+    frame.rax = ENOSYS.wrapping_neg();
+}
+
 /// Installs the hypervisor's guest hooks (once; later calls are ignored).
 pub fn set_hooks(hooks: GuestHooks) {
-    HOOKS.call_once(|| hooks);
+    HOOKS.call_once(|| {
+        // Relaxed: written before the hypervisor builds any domain, so
+        // before any CPU can enter a guest: a CPU learns of a vcpu to run
+        // only through the hypervisor's locks and Acquire loads published
+        // after this store, which order it before that CPU's first entry.
+        SLUICE_HYPERCALL_HOOK.store(hooks.hypercall as *mut (), Ordering::Relaxed);
+        hooks
+    });
 }
 
 pub(crate) fn hooks() -> Option<&'static GuestHooks> {
@@ -96,6 +120,23 @@ pub fn init_cpu() {
 
 // The syscall entry and the two exits. Register order matches the common
 // interrupt entry in `idt`, so both build an `InterruptFrame`.
+//
+// The entry saves every register (the frame is the vcpu's whole state: a
+// vcpu that goes down keeps it, `VCPUOP_up` resumes from it), calls the
+// hypercall hook directly, then decides in place whether `sysretq` can
+// return exactly to the frame: rcx = rip and r11 = rflags (`sysretq` takes
+// them from there), IF set (the guest must stay interruptible), and a
+// canonical rip (`sysretq` to a non-canonical rcx faults in ring 0 on Intel
+// CPUs). The selectors are not compared: `sysretq` loads Xen's flat ones
+// from STAR, and no hypervisor path puts others in a guest's frame
+// (HYPERVISOR_iret refuses them, the bounce and `enter_guest` write or
+// check the flat ones). A hypercall that left the frame as `syscall` made
+// it passes; one that edited it (HYPERVISOR_iret, an upcall's bounce, a
+// continuation) may leave through `iretq`. On the `sysretq` exit rbx and
+// r12-r15 still hold the guest's values: the hook is a C-ABI function,
+// which preserves them, and the hypervisor never edits those fields of a
+// hypercall's frame (`GuestHooks::hypercall`). rbp is reloaded (the entry
+// zeroes it to end backtraces).
 core::arch::global_asm!(
     r#"
     .section .text.sluice_guest_entry, "ax"
@@ -130,25 +171,29 @@ sluice_syscall_entry:
     cld
     xor ebp, ebp
     mov rdi, rsp
-    call {dispatch}
-    test rax, rax
+    call qword ptr [rip + {hook}]
+    mov rcx, [rsp + {rip}]
+    cmp rcx, [rsp + {rcx}]
+    jne sluice_guest_exit_iret
+    mov r11, [rsp + {rflags}]
+    cmp r11, [rsp + {r11}]
+    jne sluice_guest_exit_iret
+    test r11d, {rflags_if}
     jz sluice_guest_exit_iret
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
-    mov rsp, [rsp + 40]
+    mov rax, rcx
+    sar rax, 47
+    inc rax
+    cmp rax, 1
+    ja sluice_guest_exit_iret
+    mov rax, [rsp + {rax}]
+    mov rdx, [rsp + {rdx}]
+    mov rsi, [rsp + {rsi}]
+    mov rdi, [rsp + {rdi}]
+    mov rbp, [rsp + {rbp}]
+    mov r8, [rsp + {r8}]
+    mov r9, [rsp + {r9}]
+    mov r10, [rsp + {r10}]
+    mov rsp, [rsp + {rsp}]
     swapgs
     sysretq
 
@@ -180,7 +225,21 @@ sluice_guest_exit_iret:
     ss = const FLAT_RING3_DS as u64,
     cs = const FLAT_RING3_CS64 as u64,
     vector = const SYSCALL_VECTOR,
-    dispatch = sym sluice_syscall_dispatch,
+    hook = sym SLUICE_HYPERCALL_HOOK,
+    rflags_if = const 1u32 << 9,
+    rip = const offset_of!(InterruptFrame, rip),
+    rcx = const offset_of!(InterruptFrame, rcx),
+    rflags = const offset_of!(InterruptFrame, rflags),
+    r11 = const offset_of!(InterruptFrame, r11),
+    rax = const offset_of!(InterruptFrame, rax),
+    rdx = const offset_of!(InterruptFrame, rdx),
+    rsi = const offset_of!(InterruptFrame, rsi),
+    rdi = const offset_of!(InterruptFrame, rdi),
+    rbp = const offset_of!(InterruptFrame, rbp),
+    r8 = const offset_of!(InterruptFrame, r8),
+    r9 = const offset_of!(InterruptFrame, r9),
+    r10 = const offset_of!(InterruptFrame, r10),
+    rsp = const offset_of!(InterruptFrame, rsp),
 );
 
 unsafe extern "C" {
@@ -192,24 +251,6 @@ unsafe extern "C" {
 pub const fn is_canonical(address: u64) -> bool {
     let top = (address as i64) >> 47;
     top == 0 || top == -1
-}
-
-/// Called by the `syscall` entry; returns non-zero when `sysretq` gives
-/// the guest exactly the frame (rcx = rip, r11 = rflags, canonical rip,
-/// Xen's flat 64-bit selectors), zero to leave through `iretq`.
-extern "C" fn sluice_syscall_dispatch(frame: &mut InterruptFrame) -> u64 {
-    if let Some(hooks) = hooks() {
-        (hooks.hypercall)(frame);
-    }
-    // sysretq loads rip from rcx and rflags from r11 and forces the STAR
-    // selectors; a non-canonical rcx would fault in ring 0 on Intel CPUs.
-    let is_exact = frame.rcx == frame.rip
-        && frame.r11 == frame.rflags
-        && frame.cs == u64::from(FLAT_RING3_CS64)
-        && frame.ss == u64::from(FLAT_RING3_DS)
-        && is_canonical(frame.rip)
-        && frame.rflags & (1 << 9) != 0;
-    u64::from(is_exact)
 }
 
 /// Makes `stack_top` the hypervisor stack of the vcpu this CPU runs from

@@ -43,6 +43,11 @@ pub struct PerCpu {
     pub kicks_received: AtomicU64,
     /// Free for the hypervisor's own per-CPU state (an address or index).
     pub hypervisor_slot: AtomicUsize,
+    /// Free for the hypervisor: what this CPU runs (its domain, vcpu and
+    /// that vcpu's vcpu_info, as addresses), which every entry from a guest
+    /// reads; here rather than in an array indexed by CPU so that a read
+    /// is two loads.
+    pub running: [AtomicPtr<()>; 3],
     /// Page tables whose guest range maps only pages the guest may access
     /// (see `guest_copy::trust_user_only`), or `u64::MAX` for none.
     pub(crate) user_only_root: AtomicU64,
@@ -62,6 +67,7 @@ impl PerCpu {
             timer_ticks: AtomicU64::new(0),
             kicks_received: AtomicU64::new(0),
             hypervisor_slot: AtomicUsize::new(0),
+            running: [const { AtomicPtr::new(core::ptr::null_mut()) }; 3],
             user_only_root: AtomicU64::new(u64::MAX),
         }
     }
@@ -126,15 +132,14 @@ pub const GUEST_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_st
 pub const GUEST_RSP_SCRATCH_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_rsp_scratch);
 const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET == 16);
 
-/// The bootstrap processor's block.
-static BSP: PerCpu = PerCpu::new(0, 0);
+/// The bootstrap processor's block. The boot entry (`boot`) stores its
+/// address in its first word and points GS at it before any Rust code runs.
+pub(crate) static BSP: PerCpu = PerCpu::new(0, 0);
 /// Every registered CPU by dense index.
 static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 /// How many CPUs are registered.
 static CPU_COUNT: AtomicU32 = AtomicU32::new(0);
-/// Set once the bootstrap CPU's GS base points at `BSP`.
-static GS_READY: AtomicBool = AtomicBool::new(false);
 
 /// The bootstrap processor's block.
 pub fn bsp() -> &'static PerCpu {
@@ -155,21 +160,16 @@ pub fn install(cpu: &'static PerCpu) {
     // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; pointing it at a
     // 'static PerCpu is the invariant `current` relies on.
     unsafe { cpu::write_msr(cpu::MSR_GS_BASE, address) };
-    if cpu.index == 0 {
-        GS_READY.store(true, Ordering::Release);
-    }
 }
 
 /// This CPU's block.
 #[inline]
 pub fn current() -> &'static PerCpu {
-    if !GS_READY.load(Ordering::Acquire) {
-        return &BSP;
-    }
     let address: u64;
-    // SAFETY: once GS_READY is set, every CPU running Rust code has its GS
-    // base pointing at its PerCpu (APs call `install` first thing), whose
-    // first word is its own address.
+    // SAFETY: every CPU running Rust code has its GS base pointing at its
+    // PerCpu, whose first word is its own address: the bootstrap CPU's
+    // from the boot entry on (`boot` points it at `BSP`, which `install`
+    // keeps), each AP's from its `install`, the first thing it runs.
     unsafe {
         core::arch::asm!("mov {}, gs:[0]", out(reg) address, options(nostack, readonly, preserves_flags));
     }

@@ -2,10 +2,11 @@
 //!
 //! A hypercall and every return to the guest need the calling domain and
 //! vcpu. Looking the domain up by id costs its registry slot's lock and an
-//! `Arc` reference each time; instead the scheduler records here, per
-//! pCPU, the domain and vcpu it is about to run ([`set`]), and the guest
-//! paths borrow them ([`with`]) for the time of one entry, with no lock and
-//! no reference count touched.
+//! `Arc` reference each time; instead the scheduler records, in the pCPU's
+//! own per-CPU block (`arch::percpu::PerCpu::running`: reached through GS,
+//! two loads), the domain and vcpu it is about to run ([`set`]), and the
+//! guest paths borrow them ([`with`]) for the time of one entry, with no
+//! lock and no reference count touched.
 //!
 //! Ownership: the slot owns one strong reference to the domain (taken with
 //! `Arc::into_raw` by [`set`], given back by the next [`set`] or
@@ -29,35 +30,42 @@ use alloc::sync::Arc;
 use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use arch::percpu::{self, MAX_CPUS};
+use arch::percpu;
+
+use evtchn_core::abi::VcpuInfo;
 
 use crate::domain::{Domain, Vcpu};
 
-/// One pCPU's running vcpu: its domain (null = none) and the vcpu itself
-/// (an element of that domain's `vcpus`).
+/// One pCPU's running vcpu: its domain (null = none), the vcpu itself
+/// (an element of that domain's `vcpus`) and the vcpu_info it uses (null
+/// = none), in its per-CPU block.
 struct Slot {
-    domain: AtomicPtr<Domain>,
-    vcpu: AtomicPtr<Vcpu>,
+    domain: &'static AtomicPtr<()>,
+    vcpu: &'static AtomicPtr<()>,
+    vcpu_info: &'static AtomicPtr<()>,
 }
 
-static SLOTS: [Slot; MAX_CPUS] = [const {
-    Slot {
-        domain: AtomicPtr::new(core::ptr::null_mut()),
-        vcpu: AtomicPtr::new(core::ptr::null_mut()),
-    }
-}; MAX_CPUS];
-
 #[inline]
-fn this_slot() -> Option<&'static Slot> {
-    SLOTS.get(percpu::current().index() as usize)
+fn this_slot() -> Slot {
+    let [domain, vcpu, vcpu_info] = &percpu::current().running;
+    Slot {
+        domain,
+        vcpu,
+        vcpu_info,
+    }
+}
+
+/// `info` as a slot value (null for none).
+fn vcpu_info_pointer(info: Option<&'static VcpuInfo>) -> *mut () {
+    info.map_or(core::ptr::null_mut(), |info| {
+        core::ptr::from_ref(info).cast_mut().cast::<()>()
+    })
 }
 
 /// Records that this pCPU runs `vcpu` of `domain` from now on. Only for the
 /// scheduler loop, on its own pCPU, with interrupts off.
 pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
-    let Some(slot) = this_slot() else {
-        return;
-    };
+    let slot = this_slot();
     debug_assert!(
         domain
             .vcpus
@@ -74,11 +82,17 @@ pub fn set(domain: &Arc<Domain>, vcpu: &Vcpu) {
     // write would (CR0.WP holds in ring 0 too). `clear` withdraws the
     // vouch before this pCPU runs anything else.
     unsafe { arch::guest_copy::trust_user_only(domain.root) };
-    let owned = Arc::into_raw(Arc::clone(domain)).cast_mut();
+    let owned = Arc::into_raw(Arc::clone(domain)).cast_mut().cast::<()>();
     // Relaxed: only this pCPU reads its slot, and interrupts are off.
-    slot.vcpu
-        .store(core::ptr::from_ref(vcpu).cast_mut(), Ordering::Relaxed);
-    release(slot.domain.swap(owned, Ordering::Relaxed));
+    slot.vcpu.store(
+        core::ptr::from_ref(vcpu).cast_mut().cast::<()>(),
+        Ordering::Relaxed,
+    );
+    slot.vcpu_info.store(
+        vcpu_info_pointer(domain.vcpu_info(vcpu.id)),
+        Ordering::Relaxed,
+    );
+    release(slot.domain.swap(owned, Ordering::Relaxed).cast::<Domain>());
 }
 
 /// Records that this pCPU runs no vcpu. Only for the scheduler loop, as
@@ -93,20 +107,50 @@ pub fn clear() {
 /// [`clear`].
 #[inline]
 pub fn clear_after(last: impl FnOnce(&Vcpu)) {
-    let Some(slot) = this_slot() else {
-        return;
-    };
+    let slot = this_slot();
     arch::guest_copy::trust_no_tables();
     // Relaxed: as in `set`.
     let old = slot.domain.swap(core::ptr::null_mut(), Ordering::Relaxed);
     let vcpu = slot.vcpu.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    slot.vcpu_info
+        .store(core::ptr::null_mut(), Ordering::Relaxed);
     if !old.is_null() && !vcpu.is_null() {
         // SAFETY: `set` stored `vcpu` together with `old`, as one of that
         // domain's `vcpus`, and the slot's reference in `old` keeps the
         // domain alive until `release` below.
-        last(unsafe { &*vcpu });
+        last(unsafe { &*vcpu.cast::<Vcpu>() });
     }
-    release(old);
+    release(old.cast::<Domain>());
+}
+
+/// Looks again for the vcpu_info `vcpu` of `domain` uses, if this pCPU
+/// runs it (after VCPUOP_register_vcpu_info moved it). A vcpu that another
+/// pCPU may have in its slot is down (the registration requires it), so
+/// that pCPU looks afresh when it next [`set`]s it; until it has left, its
+/// slot may still name the old area, which stays mapped as long as the
+/// domain (the legacy slots are in its shared_info page).
+pub fn refresh_vcpu_info(domain: &Domain, vcpu: &Vcpu) {
+    let slot = this_slot();
+    // Relaxed: only this pCPU writes its slot (module doc).
+    if core::ptr::eq(slot.vcpu.load(Ordering::Relaxed).cast::<Vcpu>(), vcpu) {
+        slot.vcpu_info.store(
+            vcpu_info_pointer(domain.vcpu_info(vcpu.id)),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The vcpu_info of the vcpu this pCPU runs (`None` if it runs none, or
+/// its vcpu has none), as [`Domain::vcpu_info`] gives it, without the look-up.
+#[inline]
+pub fn vcpu_info() -> Option<&'static VcpuInfo> {
+    // Relaxed: only this pCPU writes its slot (module doc).
+    let info = this_slot().vcpu_info.load(Ordering::Relaxed);
+    // SAFETY: a non-null value was stored by `set` or `refresh_vcpu_info`
+    // from a `&'static VcpuInfo` that `Domain::vcpu_info` handed out (a
+    // vcpu_info in a frame the domain keeps for its life, which the
+    // slot's reference keeps alive while this pCPU runs the vcpu).
+    unsafe { info.cast::<VcpuInfo>().as_ref() }
 }
 
 /// Gives back the reference a slot held.
@@ -125,13 +169,13 @@ fn release(old: *mut Domain) {
 /// leave the slot alone (the scheduler loop is no interrupt handler).
 #[inline]
 pub fn with<R>(body: impl FnOnce(&Arc<Domain>, &Vcpu) -> R) -> Option<R> {
-    let slot = this_slot()?;
+    let slot = this_slot();
     // Relaxed: only this pCPU writes its slot (module doc).
-    let domain = slot.domain.load(Ordering::Relaxed);
+    let domain = slot.domain.load(Ordering::Relaxed).cast::<Domain>();
     if domain.is_null() {
         return None;
     }
-    let vcpu = slot.vcpu.load(Ordering::Relaxed);
+    let vcpu = slot.vcpu.load(Ordering::Relaxed).cast::<Vcpu>();
     // SAFETY: `domain` came from `Arc::into_raw` in `set`, and the domain
     // outlives this call (module doc: the slot's reference holds it while
     // the vcpu runs, `pin`'s across a suspension). ManuallyDrop: the

@@ -86,9 +86,9 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 
 /// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
 /// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`.
+#[inline]
 pub fn iret(call: &mut Call<'_>) {
-    let mut bytes = [0u8; 72];
-    if GuestIn(call.frame.rsp).read(&mut bytes).is_err() {
+    let Ok(words) = GuestIn(call.frame.rsp).read_words::<9>() else {
         domain::crash(
             call.domain,
             format_args!(
@@ -97,13 +97,7 @@ pub fn iret(call: &mut Call<'_>) {
             ),
         );
         return;
-    }
-    let mut words = [0u64; 9];
-    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-        let mut value = [0u8; 8];
-        value.copy_from_slice(chunk);
-        *word = u64::from_le_bytes(value);
-    }
+    };
     let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
     // Guest user mode (RPL 3 in the saved cs) needs user page tables,
     // which Sluice's domains never have; other selectors than Xen's flat
@@ -137,7 +131,8 @@ pub fn iret(call: &mut Call<'_>) {
         frame.r11 = r11;
     }
     let mask = u8::from(rflags & RFLAGS_IF == 0);
-    if let Some(info) = call.domain.vcpu_info(call.vcpu.id) {
+    // The caller is the vcpu this pCPU runs.
+    if let Some(info) = crate::running::vcpu_info() {
         info.evtchn_upcall_mask.store(mask, Ordering::SeqCst);
     }
 }

@@ -74,9 +74,7 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 /// (-EFAULT for an unreadable struct first), without building a reply.
 #[inline]
 fn port_op(handle: &DomainHandle, op: EvtchnOp, argument: GuestInOut) -> Result<u64, Errno> {
-    let mut bytes = [0u8; 4];
-    argument.read(&mut bytes)?;
-    let port = Port(u32::from_le_bytes(bytes));
+    let port = Port(argument.read_u32()?);
     let events = crate::events::domains();
     let result = match op {
         EvtchnOp::Send => events.send_from(handle, port),

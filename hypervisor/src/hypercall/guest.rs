@@ -6,10 +6,17 @@
 
 use evtchn_core::Errno;
 
+#[inline]
 fn read(address: u64, out: &mut [u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_from_guest(out, address).map_err(|_| Errno::EFAULT)
 }
 
+#[inline]
+fn read_u32(address: u64) -> Result<u32, Errno> {
+    arch::guest_copy::read_u32_from_guest(address).map_err(|_| Errno::EFAULT)
+}
+
+#[inline]
 fn write(address: u64, bytes: &[u8]) -> Result<(), Errno> {
     arch::guest_copy::copy_to_guest(address, bytes).map_err(|_| Errno::EFAULT)
 }
@@ -20,11 +27,20 @@ pub struct GuestIn(pub u64);
 
 impl GuestIn {
     /// Copies `out.len()` bytes in.
+    #[inline]
     pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
         read(self.0, out)
     }
 
+    /// Reads `N` little-endian quadwords (as [`Self::read`] of `N * 8`
+    /// bytes).
+    #[inline]
+    pub fn read_words<const N: usize>(self) -> Result<[u64; N], Errno> {
+        arch::guest_copy::read_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
+    }
+
     /// The handle `offset` bytes further on.
+    #[inline]
     pub fn offset(self, offset: u64) -> Self {
         Self(self.0.wrapping_add(offset))
     }
@@ -36,6 +52,7 @@ pub struct GuestOut(pub u64);
 
 impl GuestOut {
     /// Copies `bytes` out.
+    #[inline]
     pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
         write(self.0, bytes)
     }
@@ -48,11 +65,20 @@ pub struct GuestInOut(pub u64);
 
 impl GuestInOut {
     /// Copies `out.len()` bytes in.
+    #[inline]
     pub fn read(self, out: &mut [u8]) -> Result<(), Errno> {
         read(self.0, out)
     }
 
+    /// Reads the little-endian `u32` at the start (as [`Self::read`] of
+    /// four bytes, in one load).
+    #[inline]
+    pub fn read_u32(self) -> Result<u32, Errno> {
+        read_u32(self.0)
+    }
+
     /// Copies `bytes` out.
+    #[inline]
     pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
         write(self.0, bytes)
     }

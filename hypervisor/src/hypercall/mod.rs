@@ -6,6 +6,14 @@
 //! `arch::guest_copy` through typed handles ([`GuestIn`], [`GuestOut`],
 //! [`GuestInOut`]); a bad one gives
 //! -EFAULT. Numbers Sluice does not serve give -ENOSYS.
+//!
+//! The path is short on purpose (`cargo xtask bench` times it): `arch`'s
+//! `syscall` entry calls [`on_hypercall`] directly, which finds the calling
+//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`),
+//! serves the call (the hot handlers inline into it) and then, in the same
+//! frame, does [`before_return`]'s checks: single loads each, the rare
+//! work out of line. The entry returns with `sysretq` when the frame is
+//! still the one `syscall` made.
 
 mod callbacks;
 mod console;
@@ -91,7 +99,7 @@ fn to_rax(result: Result<u64, Errno>) -> u64 {
 /// The `hypercall` hook: serves the call in `frame.rax`, then does the
 /// work of [`before_return`] (which `arch` calls only after interrupts and
 /// exceptions), with the calling vcpu found once.
-pub fn on_hypercall(frame: &mut InterruptFrame) {
+pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
     let served = crate::running::with(|domain, vcpu| {
         serve(&mut Call {
             domain,
@@ -168,32 +176,56 @@ pub fn before_return(frame: &mut InterruptFrame) {
     crate::running::with(|domain, vcpu| return_to_guest(domain, vcpu, frame));
 }
 
-/// [`before_return`] for the running `vcpu` of `domain`.
-#[inline]
+/// [`before_return`] for the running `vcpu` of `domain`. The checks that
+/// rarely fire stay inline as single loads; what they do when they fire is
+/// out of line, so the common return (nothing to do) is short; inlined
+/// into the hypercall hook, whose frame it shares.
+#[inline(always)]
 fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     sched::maybe_preempt(domain, vcpu);
     if domain.is_shutting_down() {
-        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
+        leave_dead(domain, vcpu);
     }
     if vcpu.state() == VcpuState::Down {
-        // VCPUOP_up resumes it here. This flow is the vcpu's live state:
-        // it replaces any frame recorded earlier (a flow that was suspended
-        // and resumed in between never consumed that one).
-        *vcpu.initial_frame.lock() = Some(frame.clone());
-        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Down)
+        leave_down(domain, vcpu, frame);
     }
     // Acquire: pairs with the AcqRel bump of a page-table edit. Only this
     // vcpu's own flow writes its `tlb_generation`.
     let generation = domain.tlb_generation.load(Ordering::Acquire);
     if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
-        vcpu.tlb_generation.store(generation, Ordering::Relaxed);
-        // Global entries included: the guest may have set G (memory.rs).
-        arch::paging::flush_everything();
+        flush_tlb(vcpu, generation);
     }
-    crate::upcall::deliver_pending(domain, vcpu, frame);
-    if domain.is_shutting_down() {
-        sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
+    // A bounce that cannot be written crashes the domain: stop then.
+    if crate::upcall::deliver_pending(domain, vcpu, frame) && domain.is_shutting_down() {
+        leave_dead(domain, vcpu);
     }
+}
+
+/// The vcpu's domain shut down: the vcpu stops for good.
+#[cold]
+#[inline(never)]
+fn leave_dead(domain: &Arc<Domain>, vcpu: &Vcpu) -> ! {
+    sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
+}
+
+/// The vcpu went down: it stops, keeping `frame` to resume from.
+#[cold]
+#[inline(never)]
+fn leave_down(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &InterruptFrame) -> ! {
+    // VCPUOP_up resumes it here. This flow is the vcpu's live state: it
+    // replaces any frame recorded earlier (a flow that was suspended and
+    // resumed in between never consumed that one).
+    *vcpu.initial_frame.lock() = Some(frame.clone());
+    sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Down)
+}
+
+/// The domain's page tables changed since this vcpu last flushed.
+#[cold]
+#[inline(never)]
+fn flush_tlb(vcpu: &Vcpu, generation: u64) {
+    vcpu.tlb_generation.store(generation, Ordering::Relaxed);
+    // Global entries included: the guest may have set G (memory.rs).
+    arch::paging::flush_everything();
 }
 
 /// The vcpu `id` of the caller's domain, or -ENOENT.

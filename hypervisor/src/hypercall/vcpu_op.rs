@@ -169,6 +169,7 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
     {
         return Err(Errno::EINVAL);
     }
+    crate::running::refresh_vcpu_info(domain, target);
     new.evtchn_pending_sel.store(u64::MAX, Ordering::SeqCst);
     crate::events::domains().vcpu_mark_events_pending(domain.id, target.id);
     Ok(0)

@@ -6,7 +6,9 @@
 //!   routine opening SMAP) faults, ending the run with the panic code;
 //! - `selftest=smep`: calling into a guest page faults likewise.
 
-use arch::guest_copy::{CopyError, copy_from_guest, copy_to_guest};
+use arch::guest_copy::{
+    CopyError, copy_from_guest, copy_to_guest, read_u32_from_guest, read_words_from_guest,
+};
 use arch::qemu::ExitCode;
 
 /// A guest address below the hypervisor's range, mapped for the tests.
@@ -92,12 +94,54 @@ pub fn run_copies() -> ExitCode {
         &mut failures,
     );
 
+    let word = read_u32_from_guest(TEST_PAGE + 100 + 5);
+    check(
+        "a u32 read from a guest page returns its bytes",
+        word == Ok(u32::from_le_bytes([
+            pattern[5], pattern[6], pattern[7], pattern[8],
+        ])),
+        &mut failures,
+    );
+
+    let word_unmapped = read_u32_from_guest(TEST_PAGE + 4096 - 2);
+    check(
+        "a u32 read running into an unmapped page faults",
+        matches!(word_unmapped, Err(CopyError::Fault { .. })),
+        &mut failures,
+    );
+
+    let word_hypervisor = read_u32_from_guest(arch::layout::HYPERVISOR_VIRT_END - 2);
+    check(
+        "a u32 read straddling the end of the hypervisor's range is refused",
+        word_hypervisor == Err(CopyError::NotGuestAddress),
+        &mut failures,
+    );
+
+    let words = read_words_from_guest::<2>(TEST_PAGE + 100 + 3);
+    let expected: [u64; 2] = core::array::from_fn(|word| {
+        u64::from_le_bytes(core::array::from_fn(|byte| {
+            pattern.get(3 + 8 * word + byte).copied().unwrap_or(0)
+        }))
+    });
+    check(
+        "a read of two quadwords from a guest page returns its bytes",
+        words == Ok(expected),
+        &mut failures,
+    );
+
+    let words_straddling = read_words_from_guest::<2>(TEST_PAGE + 4096 - 12);
+    check(
+        "a quadword read running into an unmapped page stops there (12 of 16 bytes)",
+        words_straddling == Err(CopyError::Fault { copied: 12 }),
+        &mut failures,
+    );
+
     let (_, _, smap) = arch::cpu::protections_enabled();
     if failures == 0 {
-        log::info!("selftest guestcopy: all 7 checks passed (SMAP on: {smap})");
+        log::info!("selftest guestcopy: all 12 checks passed (SMAP on: {smap})");
         ExitCode::Pass
     } else {
-        log::error!("selftest guestcopy: FAILED: {failures} of 7 checks");
+        log::error!("selftest guestcopy: FAILED: {failures} of 12 checks");
         ExitCode::Fail
     }
 }

@@ -39,7 +39,7 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 static TIMES: [AtomicU64; SAMPLES] = [const { AtomicU64::new(0) }; SAMPLES];
 
 /// Stores the sample the loop passes in `rdi` (the first call has none).
-fn on_syscall(frame: &mut InterruptFrame) {
+extern "C" fn on_syscall(frame: &mut InterruptFrame) {
     // Relaxed: one CPU runs the loop and reads the samples.
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     if let Some(slot) = call

@@ -19,7 +19,7 @@ const PTE_TABLE: u64 = 0x067;
 const PTE_CODE: u64 = 0x065;
 const PTE_DATA: u64 = 0x067;
 
-fn on_syscall(frame: &mut InterruptFrame) {
+extern "C" fn on_syscall(frame: &mut InterruptFrame) {
     log::info!(
         "selftest syscall-probe: syscall from rip {:#x} (rcx {:#x}) reached the hypervisor",
         frame.rip,
