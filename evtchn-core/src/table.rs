@@ -23,11 +23,34 @@ use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
 type Bucket = Box<[Channel]>;
 
+/// Bucket 0's storage: inline. Under loom, whose channels are much larger
+/// and whose threads run on small stacks, on the heap (same code, one
+/// more indirection).
+#[cfg(not(loom))]
+type FirstBucket = [Channel; EVTCHNS_PER_BUCKET as usize];
+#[cfg(loom)]
+type FirstBucket = Bucket;
+
+/// Bucket 0 with port 0 reserved.
+fn first_bucket() -> FirstBucket {
+    let channel = |port: usize| {
+        Channel::new(if port == 0 {
+            ChannelState::Reserved
+        } else {
+            ChannelState::Free
+        })
+    };
+    #[cfg(not(loom))]
+    return core::array::from_fn(channel);
+    #[cfg(loom)]
+    return (0..EVTCHNS_PER_BUCKET as usize).map(channel).collect();
+}
+
 pub(crate) struct PortTable {
     /// Bucket 0, inline: a send on a port below 64 reaches its channel
     /// with one indexed load from the domain, instead of through a bucket
     /// slot and its heap block.
-    first: [Channel; EVTCHNS_PER_BUCKET as usize],
+    first: FirstBucket,
     /// One slot per bucket the domain could ever need; slot 0 stays empty
     /// (its bucket is `first`).
     buckets: Box<[OnceSlot<Bucket>]>,
@@ -91,13 +114,7 @@ impl PortTable {
             .map_err(|_| Errno::ENOMEM)?;
         buckets.extend((0..slot_count).map(|_| OnceSlot::new()));
         Ok(Self {
-            first: core::array::from_fn(|port| {
-                Channel::new(if port == 0 {
-                    ChannelState::Reserved
-                } else {
-                    ChannelState::Free
-                })
-            }),
+            first: first_bucket(),
             buckets: buckets.into_boxed_slice(),
             valid_evtchns: AtomicU32::new(EVTCHNS_PER_BUCKET),
             scan_start: AtomicU32::new(1),
