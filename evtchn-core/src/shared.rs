@@ -59,7 +59,9 @@ pub trait SharedInfoView: Send + Sync {
     /// upcall Xen raises then), and keeps the first answer that is
     /// `Some`; from then on it must be what [`SharedInfoView::vcpu_info`]
     /// returns. Only used when [`SharedInfoView::fixed_shared_info`] is
-    /// `Some`. The default is `None`.
+    /// `Some`. evtchn-core calls this with the domain's event lock held (it
+    /// only tries the lock where it may be in interrupt context): it must
+    /// not call back in. The default is `None`.
     fn settled_vcpu_info(&self, vcpu: VcpuId) -> Option<&'static VcpuInfo> {
         let _ = vcpu;
         None
