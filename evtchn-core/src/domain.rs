@@ -15,8 +15,9 @@ use crate::port_ops::{
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
 
+use crate::abi::{SharedInfo, VcpuInfo};
 use crate::sync::{
-    AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, RwLock, RwLockReadGuard,
+    AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, OnceSlot, Ordering, RwLock, RwLockReadGuard,
 };
 use crate::table::{PortTable, PreparedPort};
 
@@ -100,6 +101,10 @@ pub(crate) struct VcpuEvtchn {
     pub(crate) virq_to_port: [AtomicU32; Virq::COUNT],
     /// `poll_evtchn`: >0 the one port polled, -1 several, 0 not polling.
     pub(crate) poll_port: AtomicI64,
+    /// The vcpu's vcpu_info once the view says it is settled
+    /// ([`SharedInfoView::settled_vcpu_info`]): senders then reach it with
+    /// plain loads instead of a dynamic call.
+    settled_info: OnceSlot<&'static VcpuInfo>,
 }
 
 pub(crate) struct Domain {
@@ -137,6 +142,8 @@ pub(crate) struct Domain {
     /// Pauses by the control domain; reset of another domain needs one.
     pub(crate) controller_pauses: AtomicU32,
     pub(crate) shared: Arc<dyn SharedInfoView>,
+    /// [`SharedInfoView::fixed_shared_info`], asked once at creation.
+    fixed_page: Option<&'static SharedInfo>,
 }
 
 impl Domain {
@@ -148,6 +155,7 @@ impl Domain {
             .map(|_| VcpuEvtchn {
                 virq_to_port: core::array::from_fn(|_| AtomicU32::new(0)),
                 poll_port: AtomicI64::new(0),
+                settled_info: OnceSlot::new(),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -178,8 +186,53 @@ impl Domain {
             poll_mask,
             polling_vcpus: AtomicU32::new(0),
             controller_pauses: AtomicU32::new(0),
+            fixed_page: shared.fixed_shared_info(),
             shared,
-        })
+        }
+        .with_settled_vcpu_infos())
+    }
+
+    fn with_settled_vcpu_infos(self) -> Self {
+        let locked = self.lock();
+        for vcpu in 0..self.vcpus.len() {
+            self.settle_vcpu_info(&locked, VcpuId(vcpu as u32));
+        }
+        drop(locked);
+        self
+    }
+
+    /// Ask the view whether `vcpu`'s vcpu_info is settled now, and keep it
+    /// if so (see [`SharedInfoView::settled_vcpu_info`]). Under the event
+    /// lock, so that no two callers fill the slot at once and its `get`
+    /// (senders, lock-free) never meets a fill in progress.
+    pub(crate) fn settle_vcpu_info(&self, _locked: &EventLocked, vcpu: VcpuId) {
+        if self.fixed_page.is_none() {
+            return;
+        }
+        let Some(state) = self.vcpu(vcpu) else {
+            return;
+        };
+        if state.settled_info.get().is_none()
+            && let Some(info) = self.shared.settled_vcpu_info(vcpu)
+        {
+            state.settled_info.call_once(|| info);
+        }
+    }
+
+    /// The shared_info page and `vcpu`'s vcpu_info: with plain loads if the
+    /// page is fixed and the vcpu_info settled, else through one dynamic
+    /// call of the view ([`SharedInfoView::event_pages`]).
+    #[inline(always)]
+    pub(crate) fn event_pages(&self, vcpu: VcpuId) -> (&SharedInfo, Option<&VcpuInfo>) {
+        if let Some(page) = self.fixed_page
+            && let Some(info) = self
+                .vcpus
+                .get(vcpu.0 as usize)
+                .and_then(|state| state.settled_info.get())
+        {
+            return (page, Some(*info));
+        }
+        self.shared.event_pages(vcpu)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, EventLocked> {
@@ -278,7 +331,8 @@ impl Domain {
     ) -> Wakeups {
         let generation = self.abi_generation.load(Ordering::SeqCst);
         if generation.is_multiple_of(2) {
-            let wakeups = two_level_set_pending(&*self.shared, port, vcpu);
+            let (shared, info) = self.event_pages(vcpu);
+            let wakeups = two_level_set_pending(shared, info, port, vcpu);
             if wakeups.poll_port.is_none()
                 || self.abi_generation.load(Ordering::SeqCst) == generation
             {
@@ -388,7 +442,7 @@ impl Domain {
             return None;
         }
         let vcpu = target.notify_vcpu();
-        let (shared, info) = self.shared.event_pages(vcpu);
+        let (shared, info) = self.event_pages(vcpu);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
             return Some(Wakeups::default());
         };

@@ -65,7 +65,9 @@
 //! * Interfaces the hypervisor implements: [`Notify`] (kick a vcpu, wake a
 //!   poller, Xen-attached consumers, reset preemption, interrupts off
 //!   around FIFO queue locks), [`PirqHost`] (the physical side of PIRQs),
-//!   [`SharedInfoView`] (where the guest's pages are, and
+//!   [`SharedInfoView`] (where the guest's pages are, whether they are
+//!   fixed — [`SharedInfoView::fixed_shared_info`],
+//!   [`SharedInfoView::settled_vcpu_info`] — and
 //!   [`SharedInfoView::map_frame`] for the FIFO control blocks and event
 //!   array, each a [`GuestFrame`] released when dropped).
 //! * [`Domains`]: `create_domain` / `destroy_domain`; `dispatch` (bytes in,
@@ -179,7 +181,8 @@
 //!    only to clone, insert or remove that domain's `Arc`.
 //!
 //! Lock-free state beside these: `valid_evtchns` and bucket storage
-//! (Release on publication, Acquire on reads; XSA-340), `virq_to_evtchn`
+//! (Release on publication, Acquire on reads; XSA-340; bucket 0 is inline
+//! and exists from creation), `virq_to_evtchn`
 //! slots (published last with Release when binding, cleared first when
 //! closing), the pirq → port map, notify vcpu and priority (atomics written
 //! under the event lock), poll bits, each channel's binding word (its
@@ -252,7 +255,8 @@
 //!
 //! **The sender** (`Domain::send_lock_free`): load its word S; for a
 //! loopback, check the peer is a guest port; load the ABI generation (even
-//! = 2-level); look the pages up; **test-and-set the pending bit**; reload
+//! = 2-level); look the pages up (plain loads when they are fixed, see
+//! "Performance of send"); **test-and-set the pending bit**; reload
 //! the word and the generation. All these and the writers' stores and
 //! clears are SeqCst. Then:
 //!
@@ -322,58 +326,83 @@
 //! bound ports, next to one locked `fetch_or` on an `AtomicU64` (the "raw"
 //! floor, 3.0 ns on the 2-core AMD EPYC these numbers come from) and to the
 //! ABI's own three test-and-sets and mask load, inline ("raw 2-level new
-//! event"): three locked set-bits cost about 7.8 ns, so **each locked
-//! read-modify-write costs about 2.5 ns** here. Medians of five runs
-//! (other jobs on the machine), before the lock-free send → now:
+//! event", 7.9 ns): **each locked read-modify-write costs about 2.5 ns**
+//! here. The domains' views have a fixed page and settled vcpu_infos, as
+//! the hypervisor's do once a guest registered its vcpu_info ("dynamic
+//! view": a view without them). Medians of five interleaved runs (other
+//! jobs on the machine; a row moves by about ±0.3 ns between runs), before
+//! this round of changes → now:
 //!
-//! | send (raw `fetch_or`: 2.93 ns before, 2.92 now)         | before, ns | now, ns | × raw now |
+//! | send (raw `fetch_or`: 3.00 ns before, 3.06 now)          | before, ns | now, ns | × raw now |
 //! |----------------------------------------------------------|-----------|---------|-----------|
-//! | `send_from` IPI, new event, 1 / 64 / 4095 ports          | 18.5 / 18.9 / 18.5 | 12.9 / 12.8 / 12.7 | 4.4 (was 6.3) |
-//! | `send_from` IPI, selector already set                    | 17.2      | 9.4     | 3.2 (was 5.9) |
-//! | `send_from` IPI, already pending                         | 13.2      | 8.0     | 2.7 (was 4.5) |
-//! | `send_from` IPI, masked                                  | 15.1      | 9.3     | 3.2 (was 5.1) |
-//! | `send_from` loopback, new event                          | 23.3      | 15.2    | 5.2 (was 8.0) |
-//! | `send_from` interdomain (another domain), new event      | 30.1      | 23.0    | 7.9 (was 10.3) |
-//! | `send` by domid, IPI, new event, 1 port                  | 23.9      | 18.3    | 6.3 (was 8.2) |
-//! | the ABI's three test-and-sets and mask load, inline      | 7.7       | 7.7     | 2.6         |
-//!
-//! The cost is flat in the number of bound ports: a port is found with one
-//! bounds check against `valid_evtchns` and two indexed loads.
+//! | `send_from` IPI, new event, 1 port (port 1)              | 13.1      | 10.6    | 3.5 (was 4.4) |
+//! | `send_from` IPI, new event, 64 / 4095 ports (port ≥ 64)   | 13.1 / 13.0 | 12.1 / 12.1 | 4.0 (was 4.3) |
+//! | `send_from` IPI, new event, 1 port, dynamic view          | 13.1      | 11.4    | 3.7         |
+//! | `send_from` IPI, selector already set                    | 9.4       | 7.5     | 2.5 (was 3.1) |
+//! | `send_from` IPI, already pending                         | 8.2       | 6.1     | 2.0 (was 2.7) |
+//! | `send_from` IPI, masked                                  | 9.5       | 7.5     | 2.5 (was 3.2) |
+//! | `send_from` loopback, new event                          | 15.6      | 12.4    | 4.1 (was 5.2) |
+//! | `send_from` interdomain (another domain), new event      | 23.7      | 19.7    | 6.4 (was 7.9) |
+//! | `send` by domid, IPI, new event, 1 / 64 / 4095 ports     | 18.8 / 19.0 / 19.2 | 18.7 / 18.6 / 18.6 | 6.1 (was 6.3) |
+//! | `send` by domid, IPI, already pending / masked           | 13.5 / 14.5 | 13.4 / 13.5 | 4.4 |
+//! | `send` by domid, interdomain, new event                  | 29.1      | 25.5    | 8.3 (was 9.7) |
+//! | the ABI's three test-and-sets and mask load, inline      | 7.9       | 7.9     | 2.6         |
 //!
 //! A new-event send on an IPI port through a [`DomainHandle`]
-//! ([`Domains::send_from`]) now does the ABI's three locked
-//! read-modify-writes (pending, selector, `evtchn_upcall_pending`) and
-//! nothing else locked: the channel's read lock (two locked operations,
-//! about 5 ns) is gone. The two numbers that say where the rest goes:
+//! ([`Domains::send_from`]) does the ABI's three locked read-modify-writes
+//! (pending, selector, `evtchn_upcall_pending`) and nothing else locked,
+//! and now **about 2.7 ns besides** (10.6 against the 7.9 of the ABI's
+//! operations inline): 3.5× the floor, against the issue's target of 3×,
+//! which leaves 1.1 ns for everything that is not the ABI's own work. An
+//! already-pending send (one locked operation) is 2.0×. Where the 2.7 ns
+//! go, measured by bench builds that each leave out one piece (medians of
+//! five interleaved runs against the code above, 10.7 ns in that run; the
+//! pieces overlap, and a build's code layout alone moves a row by up to
+//! ±0.5 ns, so these are estimates, not a sum):
 //!
-//! * an **already-pending** send does one locked operation and measures
-//!   8.0 ns, against 3.0 for a bare `fetch_or`: about 5 ns of fixed
-//!   cost, the same in every send. What it is made of (not measured one
-//!   by one, read off the disassembly of the bench): a chain of dependent loads
-//!   (handle → domain → port table → bucket → channel word), the binding
-//!   word and ABI generation loaded before and after the test-and-set, one
-//!   dynamic call through the [`SharedInfoView`] for the shared_info page
-//!   and the vcpu_info (the hypervisor may move a vcpu_info;
-//!   [`SharedInfoView::event_pages`] returns both at once), and the
-//!   `polling_vcpus` load and direct call of [`Notify::kick_vcpu`]. None
-//!   can overlap the locked operations: a locked instruction waits for
-//!   every older load, and younger loads wait for it.
-//! * a **new event** adds the selector and upcall_pending test-and-sets
-//!   (and the mask load): 12.8 ns against the 7.7 of the ABI's
-//!   operations inline, the same ~5 ns on top. A loopback send adds the
-//!   lookup of the peer port and its consumer (15.2 ns).
+//! * **finding the vcpu_info**: 0.65 ns (10.1 when it is taken from the
+//!   fixed page's legacy slot instead of the per-vcpu settled slot: one
+//!   more dependent load after the notify vcpu's). A vcpu_info can move
+//!   (VCPUOP_register_vcpu_info), so a slot the view fills is the price;
+//! * **delivering the wake-ups** (the kick call and the `polling_vcpus`
+//!   load): 0.6 ns;
+//! * **the ABI generation**, loaded before and after the test-and-set:
+//!   0.3 ns (10.45 without). Folding it into the binding word would save
+//!   about that, at the cost of write-locking every channel on an ABI
+//!   switch; not done;
+//! * **re-checking the binding word** after the test-and-set: 0.2 ns;
+//! * the rest (reaching the handle's domain and the channel's binding
+//!   word, two dependent loads; the kind test; `Result` plumbing): the
+//!   remaining ~1 ns, which a locked instruction cannot overlap (it waits
+//!   for every older load, and younger loads wait for it).
 //!
-//! So a new-event send costs about 4.4× the floor, against the issue's
-//! target of 3×: the three locked operations the ABI prescribes are 2.6×
-//! alone, which leaves about 1 ns for finding the port, checking that it
-//! is still bound, and locating the guest's pages — less than the latency
-//! of the pointer chain from a domain to one of its channels. Reaching 3×
-//! would take removing nearly all of the fixed cost above, most of which
-//! is finding the channel from a port number (what the hypercall gives)
-//! and reaching the guest's pages through the hypervisor's view.
+//! The re-check, the generation and the delivery are what make the send
+//! correct (see "Lock-free send"; the generation: `Domain::set_pending`),
+//! so reaching 3× would take making each of them nearly free, not dropping
+//! them. A port at 64 or above costs about 1.4 ns more: it is found through
+//! `valid_evtchns`, a bucket slot and the bucket (two more dependent loads
+//! than bucket 0, which is inline in the table). The number of bound ports
+//! does not matter otherwise. By domid, the registry lookup (slot read
+//! lock, `Arc` clone and drop: four locked operations) dominates.
 //!
 //! What went, and why it could:
 //!
+//! * **The dynamic call into the [`SharedInfoView`]** for the shared_info
+//!   page and the vcpu_info (about 1.5 ns wherever it stood): a view
+//!   whose page is `'static` says so
+//!   ([`SharedInfoView::fixed_shared_info`], asked once at creation), and
+//!   one whose vcpu_info will not move again says so per vcpu
+//!   ([`SharedInfoView::settled_vcpu_info`], asked at creation and on
+//!   [`Domains::vcpu_mark_events_pending`], which the hypervisor calls
+//!   right after a guest registers a vcpu_info). The domain keeps both and
+//!   senders reach them with plain loads. The hypervisor's view does both;
+//!   a vcpu still on its legacy slot (no registration yet) takes the
+//!   dynamic call as before.
+//! * **The bucket chain for ports 0–63**: bucket 0 is inline in the port
+//!   table, so the channel is one indexed load from the domain (0.8 ns);
+//!   it exists from the table's construction, so `valid_evtchns` need not
+//!   be loaded for it (see `table`'s module doc for why XSA-338/340 still
+//!   hold).
 //! * **The channel's read lock** on IPI and loopback sends (two locked
 //!   operations): see "Lock-free send".
 //! * **The ABI lock** (two). It made set_pending atomic against a switch
@@ -390,7 +419,8 @@
 //!   of a pair change only with both write-locked, so the sender's own read
 //!   lock already pins the peer (spec §2.5); the peer's consumer, fixed
 //!   from allocation to close, is mirrored in an atomic.
-//! * **A second dynamic call** for the pages (see above; in the locked
+//! * **A second dynamic call** for the pages of a view that is not fixed
+//!   ([`SharedInfoView::event_pages`] returns both at once; in the locked
 //!   2-level set_pending too), and the calls
 //!   into the send path and the port ops: inlined, the locked path out of
 //!   line; [`Notify`] is called directly, not through `dyn`.
@@ -429,9 +459,10 @@
 //!   That took `send_from` interdomain from 30.9 to 24.4 ns (medians of
 //!   five runs, measured apart from the table above), and looking both
 //!   pages up in one dynamic call in the locked 2-level set_pending too
-//!   to 23.0; it costs bind_interdomain + close about 12 ns.
+//!   to 23.0 (19.7 now, with the pages reached by plain loads); it costs
+//!   bind_interdomain + close about 12 ns.
 //!   [`Domains::send`] by domid still looks the caller up (interdomain
-//!   38.6 ns before keeping the peer, 28.0 now); a [`DomainHandle`] saves
+//!   38.6 ns before keeping the peer, 25.5 now); a [`DomainHandle`] saves
 //!   that.
 //!
 //! # Differences from Xen 4.17 worth knowing

@@ -38,6 +38,35 @@ pub trait SharedInfoView: Send + Sync {
         (self.shared_info(), self.vcpu_info(vcpu))
     }
 
+    /// The shared_info page, if it stays at this address for good
+    /// (`'static`: the hypervisor's guest frames stay mapped for the life
+    /// of the hypervisor). evtchn-core asks once, when the domain is
+    /// created, keeps the reference, and then reaches the page on its hot
+    /// paths (a send) with plain loads instead of a dynamic call. The page
+    /// must be the one [`SharedInfoView::shared_info`] returns, always.
+    /// The default is `None`: every access goes through the view.
+    fn fixed_shared_info(&self) -> Option<&'static SharedInfo> {
+        None
+    }
+
+    /// `vcpu`'s vcpu_info if it will never move again (`'static`), else
+    /// `None`: on Xen a vcpu_info moves at most once, when the guest
+    /// registers one (VCPUOP_register_vcpu_info), so a registered area is
+    /// settled, while a legacy slot in shared_info is not (it may still
+    /// be replaced). evtchn-core asks when the domain is created and on
+    /// every [`crate::Domains::vcpu_mark_events_pending`] of that vcpu
+    /// (which a hypervisor calls right after moving a vcpu_info, for the
+    /// upcall Xen raises then), and keeps the first answer that is
+    /// `Some`; from then on it must be what [`SharedInfoView::vcpu_info`]
+    /// returns. Only used when [`SharedInfoView::fixed_shared_info`] is
+    /// `Some`. evtchn-core calls this with the domain's event lock held (it
+    /// only tries the lock where it may be in interrupt context): it must
+    /// not call back in. The default is `None`.
+    fn settled_vcpu_info(&self, vcpu: VcpuId) -> Option<&'static VcpuInfo> {
+        let _ = vcpu;
+        None
+    }
+
     /// Map guest frame `gfn` of this domain writable for the FIFO ABI (a
     /// control block or an event-array page; Xen: `map_guest_page()`), until
     /// the returned [`GuestFrame`] is dropped.
@@ -59,6 +88,24 @@ impl SharedInfoView for SharedInfo {
     #[inline]
     fn shared_info(&self) -> &SharedInfo {
         self
+    }
+}
+
+/// A page that lives for good: fixed, and every vcpu_info is its legacy
+/// slot, settled from the start (a view for host tests and benchmarks
+/// that leak their page, or a hypervisor that never moves vcpu_info).
+impl SharedInfoView for &'static SharedInfo {
+    #[inline]
+    fn shared_info(&self) -> &SharedInfo {
+        self
+    }
+
+    fn fixed_shared_info(&self) -> Option<&'static SharedInfo> {
+        Some(self)
+    }
+
+    fn settled_vcpu_info(&self, vcpu: VcpuId) -> Option<&'static VcpuInfo> {
+        self.vcpu_info.get(vcpu.0 as usize)
     }
 }
 

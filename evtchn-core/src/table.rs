@@ -1,10 +1,16 @@
-//! A domain's port table: channels in lazily allocated 64-port buckets.
+//! A domain's port table: channels in 64-port buckets, the first one (ports
+//! 0–63, where most domains keep all their ports) inline in the table and
+//! the others allocated lazily.
 //!
 //! `valid_evtchns` counts the ports that have storage. It only grows, in
 //! bucket steps, and a port below it always has a channel (XSA-338). New
 //! storage is published before the count (Release) and readers load the
 //! count before the storage (Acquire), so a port that reads as valid always
-//! finds its bucket (XSA-340). Storage is allocated before anything else in
+//! finds its bucket (XSA-340). Bucket 0 is part of the table from its
+//! construction, before any reader can see the table, and the count starts
+//! at 64: a port below 64 is found without loading the count at all, which
+//! is the same answer the count would give (it never drops below 64), and
+//! the storage it finds needs no publication. Storage is allocated before anything else in
 //! an op changes and published only when the op commits, so a failing op
 //! leaves the table exactly as it was (XSA-47).
 
@@ -17,8 +23,36 @@ use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
 type Bucket = Box<[Channel]>;
 
+/// Bucket 0's storage: inline. Under loom, whose channels are much larger
+/// and whose threads run on small stacks, on the heap (same code, one
+/// more indirection).
+#[cfg(not(loom))]
+type FirstBucket = [Channel; EVTCHNS_PER_BUCKET as usize];
+#[cfg(loom)]
+type FirstBucket = Bucket;
+
+/// Bucket 0 with port 0 reserved.
+fn first_bucket() -> FirstBucket {
+    let channel = |port: usize| {
+        Channel::new(if port == 0 {
+            ChannelState::Reserved
+        } else {
+            ChannelState::Free
+        })
+    };
+    #[cfg(not(loom))]
+    return core::array::from_fn(channel);
+    #[cfg(loom)]
+    return (0..EVTCHNS_PER_BUCKET as usize).map(channel).collect();
+}
+
 pub(crate) struct PortTable {
-    /// One slot per bucket the domain could ever need.
+    /// Bucket 0, inline: a send on a port below 64 reaches its channel
+    /// with one indexed load from the domain, instead of through a bucket
+    /// slot and its heap block.
+    first: FirstBucket,
+    /// One slot per bucket the domain could ever need; slot 0 stays empty
+    /// (its bucket is `first`).
     buckets: Box<[OnceSlot<Bucket>]>,
     valid_evtchns: AtomicU32,
     /// Every port below this one is allocated (or reserved): the scan for a
@@ -59,19 +93,12 @@ fn bucket_index(port: u32) -> usize {
     (port / EVTCHNS_PER_BUCKET) as usize
 }
 
-fn new_bucket(first_port: u32) -> Result<Bucket, Errno> {
+fn new_bucket() -> Result<Bucket, Errno> {
     let mut channels = Vec::new();
     channels
         .try_reserve_exact(EVTCHNS_PER_BUCKET as usize)
         .map_err(|_| Errno::ENOMEM)?;
-    for offset in 0..EVTCHNS_PER_BUCKET {
-        let state = if first_port + offset == 0 {
-            ChannelState::Reserved
-        } else {
-            ChannelState::Free
-        };
-        channels.push(Channel::new(state));
-    }
+    channels.extend((0..EVTCHNS_PER_BUCKET).map(|_| Channel::new(ChannelState::Free)));
     Ok(channels.into_boxed_slice())
 }
 
@@ -86,14 +113,12 @@ impl PortTable {
             .try_reserve_exact(slot_count)
             .map_err(|_| Errno::ENOMEM)?;
         buckets.extend((0..slot_count).map(|_| OnceSlot::new()));
-        let table = Self {
+        Ok(Self {
+            first: first_bucket(),
             buckets: buckets.into_boxed_slice(),
-            valid_evtchns: AtomicU32::new(0),
+            valid_evtchns: AtomicU32::new(EVTCHNS_PER_BUCKET),
             scan_start: AtomicU32::new(1),
-        };
-        let first = new_bucket(0)?;
-        table.publish_bucket(0, first);
-        Ok(table)
+        })
     }
 
     /// Ports with storage (`valid_evtchns`). Acquire: pairs with the Release
@@ -110,8 +135,13 @@ impl PortTable {
     }
 
     /// The channel of a valid port; `None` (→ -EINVAL) for any other value.
+    /// A port below 64 is in the inline bucket 0, always valid (see the
+    /// module doc): no load of `valid_evtchns`.
     #[inline]
     pub(crate) fn channel(&self, port: Port) -> Option<&Channel> {
+        if let Some(channel) = self.first.get(port.0 as usize) {
+            return Some(channel);
+        }
         if !self.is_valid(port) {
             return None;
         }
@@ -205,8 +235,8 @@ impl PortTable {
                 buckets
                     .try_reserve_exact(last.saturating_sub(first) + 1)
                     .map_err(|_| Errno::ENOMEM)?;
-                for index in first..=last {
-                    buckets.push(new_bucket(index as u32 * EVTCHNS_PER_BUCKET)?);
+                for _ in first..=last {
+                    buckets.push(new_bucket()?);
                 }
                 Some((first, buckets))
             }

@@ -75,6 +75,28 @@ impl SharedInfoView for SharedPage {
         )
     }
 
+    /// The shared_info frame stays mapped for good.
+    fn fixed_shared_info(&self) -> Option<&'static SharedInfo> {
+        Some(self.shared_info)
+    }
+
+    /// A registered vcpu_info never moves again (register_vcpu_info
+    /// refuses a second one, and calls `vcpu_mark_events_pending` after
+    /// the move, when evtchn-core asks); a legacy slot may still move.
+    fn settled_vcpu_info(&self, vcpu: VcpuId) -> Option<&'static VcpuInfo> {
+        // Acquire: pairs with the Release that published the area.
+        let area = self.vcpu_info_areas.get(vcpu.0 as usize)?;
+        if area.load(core::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        crate::domain::vcpu_info_in(
+            self.shared_info,
+            &self.vcpu_info_areas,
+            &self.mappable,
+            vcpu,
+        )
+    }
+
     /// A PV guest names its own machine frame (gfn = mfn). Sluice's guest
     /// frames stay mapped in the direct map for good, so "mapping" one is
     /// finding it; -EINVAL if it is not the domain's or holds a page table.

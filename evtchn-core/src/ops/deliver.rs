@@ -122,6 +122,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let Some(domain) = self.domain_from_interrupt(domid) else {
             return;
         };
+        // A hypervisor calls this right after moving a vcpu_info: its
+        // view may call it settled now. The event lock is only tried, as
+        // everything here may run in interrupt context; missing it only
+        // leaves senders on the view's dynamic call for this vcpu.
+        if let Some(locked) = domain.event_lock.try_lock() {
+            domain.settle_vcpu_info(&locked, vcpu);
+        }
         let Some(info) = domain.shared.vcpu_info(vcpu) else {
             return;
         };

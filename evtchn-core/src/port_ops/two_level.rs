@@ -69,6 +69,18 @@ fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
     // Both pages in one dynamic call, before the first locked operation.
     let (shared, info) = view.event_pages(vcpu);
+    set_pending_in(shared, info, port, vcpu)
+}
+
+/// [`set_pending`] on pages the caller looked up (`info` is `vcpu`'s
+/// vcpu_info).
+#[inline]
+pub(super) fn set_pending_in(
+    shared: &SharedInfo,
+    info: Option<&VcpuInfo>,
+    port: Port,
+    vcpu: VcpuId,
+) -> Wakeups {
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
     if test_and_set_pending(shared, port) != Some(true) {
         return Wakeups::default();
