@@ -533,7 +533,10 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
         {
             continue;
         }
-        // Both queues, lower index first (every path that holds two does).
+        // Lock order: the lower-indexed pCPU's queue -> the higher one's
+        // (no other path holds two) -> the registry slot (read, in
+        // `domain::get`) -> a vcpu's `initial_frame` (in `can_run`). All
+        // with interrupts off; interrupt handlers only try-lock queues.
         let (low, high) = if me < from {
             (own, victim)
         } else {
