@@ -675,7 +675,21 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
             }
         }
     } else {
-        let frame = vcpu.initial_frame.lock().take();
+        // Looked at again now that any move is stored: a vcpu taken from
+        // another pCPU may have been taken down, or its domain shut down,
+        // since `steal` looked, and the kick that follows such a change
+        // may have read the pCPU it left. Entered anyway, it would run
+        // guest code until this pCPU's next interrupt; left alone, this
+        // pCPU's loop parks it (down) or stops it (shutting down). Either
+        // the kick read the new pCPU, or its read came before the move's
+        // SeqCst store (a locked, fully ordering instruction on x86), and
+        // so did the change, which these loads, after that store, see.
+        let may_enter = vcpu.state() == VcpuState::Running && !domain.is_shutting_down();
+        let frame = if may_enter {
+            vcpu.initial_frame.lock().take()
+        } else {
+            None
+        };
         if let Some(frame) = frame {
             log::debug!(
                 "d{}v{} enters the guest on pCPU {}",
