@@ -189,7 +189,8 @@ pub fn current() -> Option<(Arc<Domain>, VcpuId)> {
 }
 
 /// Calls `each` for every vcpu this pCPU hosts, from interrupt context
-/// (skipped if the list is being changed this instant).
+/// (skipped if the list is locked this instant: being changed, or looked
+/// at by an idle pCPU for a vcpu to take).
 pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu)) {
     let Some(pcpu) = this_pcpu() else {
         return;
