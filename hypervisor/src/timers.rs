@@ -11,8 +11,8 @@
 //! the pCPU that holds it then, with nothing to carry over (a move takes
 //! both queues' locks, and so does an idle pCPU looking for a vcpu to
 //! take, at each of its ticks while some queue holds two; a tick that
-//! finds its queue locked skips its scan, and a deadline then fires at the
-//! next tick that finds it free: late, never lost). They resolve
+//! finds its queue locked waits for it rather than skip its scan, so a
+//! deadline is neither lost nor late). They resolve
 //! to the tick period (1 ms once the pCPU runs vcpus:
 //! `sched::GUEST_TICK_HZ`; a pCPU starts that tick before it runs its
 //! first vcpu, one taken from another pCPU included). A destroyed domain's
