@@ -23,6 +23,11 @@
 //!   never before its deadline, and none is lost (a lost one leaves the
 //!   wait to its timeout with no tick).
 //!
+//! Every part also reads, on each vcpu, its own time record between two
+//! reads of vcpu 0's (the runtime's clock): the hypervisor republishes a
+//! vcpu's record on the pCPU it moves to, and the records must keep
+//! telling one clock, never going back. Checked: no read disagrees.
+//!
 //! The time a round trip takes is read before the hand-off and after the
 //! counter came back, so a preemption anywhere in between only makes it
 //! longer: a fast round trip is proof of two vcpus running at once.
@@ -83,6 +88,14 @@ static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VC
 /// Per vcpu: VIRQ_TIMER upcalls handled on it, and when the last one was.
 static TICKS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static LAST_TICK_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Per vcpu: reads of its own time record, those that fell outside the
+/// two reads of vcpu 0's around them or went back, and the last one (ns).
+static CLOCK_READS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static CLOCK_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static LAST_OWN_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// How far two time records of one clock may disagree: each conversion
+/// truncates to the ns (a broken record is off by far more).
+const CLOCK_SLACK_NS: u64 = 1_000;
 /// Per vcpu, timers that: fired more or less than once, fired early.
 static TIMER_COUNT_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static TIMER_EARLY: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
@@ -95,6 +108,24 @@ fn now() -> u64 {
 
 fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
     array.get(vcpu as usize)
+}
+
+/// Reads this vcpu's own time record between two reads of vcpu 0's, and
+/// notes a read outside them or one before its previous read.
+fn check_own_clock(vcpu: u32) {
+    let before = now();
+    let own = time::vcpu_now_ns(vcpu);
+    let after = now();
+    note(&CLOCK_READS, vcpu);
+    let Some(own) = own else {
+        note(&CLOCK_WRONG, vcpu);
+        return;
+    };
+    let last = slot(&LAST_OWN_NS, vcpu).map_or(0, |last| last.swap(own, Ordering::SeqCst));
+    if own + CLOCK_SLACK_NS < before || own > after + CLOCK_SLACK_NS || own + CLOCK_SLACK_NS < last
+    {
+        note(&CLOCK_WRONG, vcpu);
+    }
 }
 
 /// A fixed amount of work; returns its result.
@@ -152,6 +183,7 @@ fn rendezvous(vcpu: u32, side: u64, rounds: u32) {
                 fast.fetch_add(1, Ordering::SeqCst);
             }
         }
+        check_own_clock(vcpu);
         handed_at = Some(now());
         COUNTER.fetch_add(1, Ordering::SeqCst);
         if let Some(done) = slot(&ROUNDS, vcpu) {
@@ -191,6 +223,7 @@ fn timers(vcpu: u32) {
         if out_of_time() {
             return;
         }
+        check_own_clock(vcpu);
         let before = ticks(vcpu);
         let due = now() + 1_000_000;
         if vcpu::set_singleshot_timer(vcpu, due).is_err() {
@@ -351,6 +384,16 @@ fn main(start_info: &'static StartInfo) {
     check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
 }
 
+/// Checks what [`check_own_clock`] saw on `vcpu`.
+fn report_clock(vcpu: u32) {
+    let reads = load(&CLOCK_READS, vcpu);
+    check!(
+        reads > 0 && load(&CLOCK_WRONG, vcpu) == 0,
+        "vcpu {vcpu}'s own time record tells vcpu 0's clock and never goes back ({reads} reads, {} wrong)",
+        load(&CLOCK_WRONG, vcpu)
+    );
+}
+
 fn report_trips(vcpu: u32) -> (u32, u32) {
     let (rounds, fast) = (load(&ROUNDS, vcpu), load(&FAST, vcpu));
     let shortest = slot(&SHORTEST_NS, vcpu).map_or(u64::MAX, |s| s.load(Ordering::SeqCst));
@@ -368,6 +411,7 @@ fn report_spread() {
         "vcpu 1 finishes its {WORK_UNITS} units of work"
     );
     for vcpu in [0, 2] {
+        report_clock(vcpu);
         let (rounds, fast) = report_trips(vcpu);
         check_eq!(
             rounds,
@@ -384,6 +428,7 @@ fn report_spread() {
 
 fn report_pinned() {
     for vcpu in [0, 1] {
+        report_clock(vcpu);
         let (rounds, fast) = report_trips(vcpu);
         check_eq!(
             rounds,
@@ -405,6 +450,7 @@ fn report_timers(vcpus: u32) {
             "# vcpu {vcpu}: {} VIRQ_TIMER ticks for {TIMER_ROUNDS} singleshot timers",
             ticks(vcpu)
         );
+        report_clock(vcpu);
         check_eq!(
             load(&TIMER_COUNT_WRONG, vcpu),
             0,
