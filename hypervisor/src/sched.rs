@@ -66,12 +66,13 @@ use crate::domain::{self, Domain, Vcpu, VcpuState};
 
 /// A pCPU's run queue: the vcpus it hosts, behind a lock that is only
 /// ever held with interrupts off (its guard turns them off), so that the
-/// tick of the queue's own pCPU may wait for it (STYLE §6): another pCPU
-/// holds it only for one short look (moving a vcpu, looking for one to
-/// take, `host`/`unhost`), with interrupts off and no lock that an
-/// interrupt handler holds. Without that, the tick skipped its timer scan
-/// whenever it found the queue locked, and idle pCPUs look into busy
-/// pCPUs' queues at each of their own ticks.
+/// tick of the queue's own pCPU may wait for it: another pCPU holds it
+/// only for one short look (moving a vcpu, looking for one to take,
+/// `host`/`unhost`), with interrupts off and no lock that an interrupt
+/// handler holds. The tick must not skip its scan of deadlines when it
+/// finds the queue held: idle pCPUs look into busy pCPUs' queues at each
+/// of their own ticks, and the two ticks keep their phase, so a tick that
+/// skipped could keep skipping.
 struct RunQueue(spin::Mutex<Vec<(DomId, VcpuId)>>);
 
 /// Interrupts off until it is dropped (then back on if they were).
