@@ -490,7 +490,14 @@ pub fn leave_vcpu(domain: Arc<Domain>, vcpu: VcpuId, state: VcpuState) -> ! {
     if let Some(vcpu) = domain.vcpu(vcpu) {
         match state {
             VcpuState::Dead => domain::vcpu_stopped(&domain, vcpu),
-            VcpuState::Down | VcpuState::Running | VcpuState::Blocked => vcpu.set_state(state),
+            // The caller saw the vcpu down (VCPUOP_down) and recorded where
+            // VCPUOP_up resumes it; the state stays as it is now. If a
+            // VCPUOP_up came since, the vcpu is up again, and the loop below
+            // enters it from that record at once; storing Down here would
+            // undo an up that already answered 0, and the vcpu would stay
+            // down.
+            VcpuState::Down => {}
+            VcpuState::Running | VcpuState::Blocked => vcpu.set_state(state),
         }
     }
     drop(domain);
