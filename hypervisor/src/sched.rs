@@ -64,10 +64,88 @@ use evtchn_core::{DomId, VcpuId};
 
 use crate::domain::{self, Domain, Vcpu, VcpuState};
 
+/// A pCPU's run queue: the vcpus it hosts, behind a lock that is only
+/// ever held with interrupts off (its guard turns them off), so that the
+/// tick of the queue's own pCPU may wait for it: another pCPU holds it
+/// only for one short look (moving a vcpu, looking for one to take,
+/// `host`/`unhost`), with interrupts off and no lock that an interrupt
+/// handler holds. The tick must not skip its scan of deadlines when it
+/// finds the queue held: idle pCPUs look into busy pCPUs' queues at each
+/// of their own ticks, and the two ticks keep their phase, so a tick that
+/// skipped could keep skipping.
+struct RunQueue(spin::Mutex<Vec<(DomId, VcpuId)>>);
+
+/// Interrupts off until it is dropped (then back on if they were).
+struct InterruptsOff {
+    were_enabled: bool,
+}
+
+impl InterruptsOff {
+    fn new() -> Self {
+        let were_enabled = arch::cpu::interrupts_enabled();
+        arch::cpu::disable_interrupts();
+        Self { were_enabled }
+    }
+}
+
+impl Drop for InterruptsOff {
+    fn drop(&mut self) {
+        if self.were_enabled {
+            arch::cpu::enable_interrupts();
+        }
+    }
+}
+
+/// A locked [`RunQueue`]; interrupts stay off while it lives.
+struct RunQueueGuard<'a> {
+    // Declared first, so dropped first: unlocked before interrupts may
+    // come back on.
+    list: spin::MutexGuard<'a, Vec<(DomId, VcpuId)>>,
+    _interrupts_off: InterruptsOff,
+}
+
+impl RunQueue {
+    const fn new() -> Self {
+        Self(spin::Mutex::new(Vec::new()))
+    }
+
+    /// Locks it, with interrupts off.
+    fn lock(&self) -> RunQueueGuard<'_> {
+        let interrupts_off = InterruptsOff::new();
+        RunQueueGuard {
+            list: self.0.lock(),
+            _interrupts_off: interrupts_off,
+        }
+    }
+
+    /// Locks it if it is free, with interrupts off.
+    fn try_lock(&self) -> Option<RunQueueGuard<'_>> {
+        let interrupts_off = InterruptsOff::new();
+        Some(RunQueueGuard {
+            list: self.0.try_lock()?,
+            _interrupts_off: interrupts_off,
+        })
+    }
+}
+
+impl core::ops::Deref for RunQueueGuard<'_> {
+    type Target = Vec<(DomId, VcpuId)>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+impl core::ops::DerefMut for RunQueueGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.list
+    }
+}
+
 /// A pCPU's scheduling state.
 struct Pcpu {
     /// The vcpus it hosts, in creation order.
-    vcpus: spin::Mutex<Vec<(DomId, VcpuId)>>,
+    vcpus: RunQueue,
     /// How many (a pCPU with one vcpu never preempts).
     hosted_count: AtomicUsize,
     /// The vcpu running now: `(domid << 32 | vcpu) + 1`, 0 = none.
@@ -84,7 +162,7 @@ struct Pcpu {
 
 static PCPUS: [Pcpu; MAX_CPUS] = [const {
     Pcpu {
-        vcpus: spin::Mutex::new(Vec::new()),
+        vcpus: RunQueue::new(),
         hosted_count: AtomicUsize::new(0),
         current: AtomicU64::new(0),
         cursor: AtomicUsize::new(0),
@@ -150,7 +228,7 @@ fn remove_hosted(pcpu: &Pcpu) {
 /// Records that `vcpu` of `domain` starts in its pCPU's queue.
 pub fn host(domain: &Domain, vcpu: &Vcpu) {
     if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
-        arch::cpu::without_interrupts(|| pcpu.vcpus.lock().push((domain.id, vcpu.id)));
+        pcpu.vcpus.lock().push((domain.id, vcpu.id));
         add_hosted(pcpu);
     }
 }
@@ -163,12 +241,12 @@ pub fn unhost(domain: &Domain) {
     for vcpu in domain.vcpus.iter() {
         if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
             let entry = (domain.id, vcpu.id);
-            let was_hosted = arch::cpu::without_interrupts(|| {
+            let was_hosted = {
                 let mut list = pcpu.vcpus.lock();
                 let before = list.len();
                 list.retain(|&hosted| hosted != entry);
                 list.len() != before
-            });
+            };
             if was_hosted {
                 remove_hosted(pcpu);
             }
@@ -188,15 +266,16 @@ pub fn current() -> Option<(Arc<Domain>, VcpuId)> {
     Some((domain::get(domid)?, vcpu))
 }
 
-/// Calls `each` for every vcpu this pCPU hosts, from interrupt context
-/// (skipped if the list is being changed this instant).
+/// Calls `each` for every vcpu this pCPU hosts, from this pCPU's timer
+/// interrupt. It waits for the queue if another pCPU holds it (moving a
+/// vcpu, or looking for one to take): never for long, and never for this
+/// pCPU itself, which holds its queue only with interrupts off
+/// ([`RunQueue`]). `each` must not lock a run queue.
 pub fn for_each_hosted_from_interrupt(mut each: impl FnMut(&Arc<Domain>, &Vcpu)) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
-    let Some(list) = pcpu.vcpus.try_lock() else {
-        return;
-    };
+    let list = pcpu.vcpus.lock();
     for &(domid, vcpu_id) in list.iter() {
         if let Some(domain) = domain::try_get(domid)
             && let Some(vcpu) = domain.vcpu(vcpu_id)
@@ -411,7 +490,14 @@ pub fn leave_vcpu(domain: Arc<Domain>, vcpu: VcpuId, state: VcpuState) -> ! {
     if let Some(vcpu) = domain.vcpu(vcpu) {
         match state {
             VcpuState::Dead => domain::vcpu_stopped(&domain, vcpu),
-            VcpuState::Down | VcpuState::Running | VcpuState::Blocked => vcpu.set_state(state),
+            // The caller saw the vcpu down (VCPUOP_down) and recorded where
+            // VCPUOP_up resumes it; the state stays as it is now. If a
+            // VCPUOP_up came since, the vcpu is up again, and the loop below
+            // enters it from that record at once; storing Down here would
+            // undo an up that already answered 0, and the vcpu would stay
+            // down.
+            VcpuState::Down => {}
+            VcpuState::Running | VcpuState::Blocked => vcpu.set_state(state),
         }
     }
     drop(domain);
@@ -533,7 +619,11 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
         {
             continue;
         }
-        // Both queues, lower index first (every path that holds two does).
+        // Lock order: the lower-indexed pCPU's queue -> the higher one's
+        // (no other path holds two) -> the registry slot (read, in
+        // `domain::get`) -> a vcpu's `initial_frame` (in `can_run`). All
+        // with interrupts off ([`RunQueue`]); of interrupt handlers, only
+        // a pCPU's tick waits for a queue, its own, holding nothing else.
         let (low, high) = if me < from {
             (own, victim)
         } else {
@@ -672,7 +762,21 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
             }
         }
     } else {
-        let frame = vcpu.initial_frame.lock().take();
+        // Looked at again now that any move is stored: a vcpu taken from
+        // another pCPU may have been taken down, or its domain shut down,
+        // since `steal` looked, and the kick that follows such a change
+        // may have read the pCPU it left. Entered anyway, it would run
+        // guest code until this pCPU's next interrupt; left alone, this
+        // pCPU's loop parks it (down) or stops it (shutting down). Either
+        // the kick read the new pCPU, or its read came before the move's
+        // SeqCst store (a locked, fully ordering instruction on x86), and
+        // so did the change, which these loads, after that store, see.
+        let may_enter = vcpu.state() == VcpuState::Running && !domain.is_shutting_down();
+        let frame = if may_enter {
+            vcpu.initial_frame.lock().take()
+        } else {
+            None
+        };
         if let Some(frame) = frame {
             log::debug!(
                 "d{}v{} enters the guest on pCPU {}",

@@ -9,8 +9,10 @@
 //! LAPIC tick of each pCPU checks the vcpus of its own run queue, so when a
 //! vcpu moves (`sched`) its pending singleshot or poll deadline fires on
 //! the pCPU that holds it then, with nothing to carry over (a move takes
-//! both queues' locks, and a tick that finds its queue locked skips it
-//! once: a deadline is never lost, at worst one tick late). They resolve
+//! both queues' locks, and so does an idle pCPU looking for a vcpu to
+//! take, at each of its ticks while some queue holds two; a tick that
+//! finds its queue locked waits for it rather than skip its scan, so a
+//! deadline is neither lost nor late). They resolve
 //! to the tick period (1 ms once the pCPU runs vcpus:
 //! `sched::GUEST_TICK_HZ`; a pCPU starts that tick before it runs its
 //! first vcpu, one taken from another pCPU included). A destroyed domain's

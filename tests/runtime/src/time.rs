@@ -21,7 +21,14 @@ pub fn rdtsc() -> u64 {
 /// `system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32`, read under
 /// the record's version seqlock.
 pub fn now_ns() -> Option<u64> {
-    let time = &shared_info::vcpu_info(0)?.time;
+    vcpu_now_ns(0)
+}
+
+/// [`now_ns`] from `vcpu`'s own time record, which the hypervisor
+/// publishes for each vcpu (and again on the pCPU a vcpu moves to): every
+/// record tells the same system time, up to rounding.
+pub fn vcpu_now_ns(vcpu: u32) -> Option<u64> {
+    let time = &shared_info::vcpu_info(vcpu)?.time;
     loop {
         let version = time.version.load(Ordering::Acquire);
         if version & 1 != 0 {

@@ -23,6 +23,21 @@
 //!   never before its deadline, and none is lost (a lost one leaves the
 //!   wait to its timeout with no tick).
 //!
+//! - `updown` (3 vcpus, `cpus=0-1` on 2 pCPUs, placed as in `spread`):
+//!   vcpu 0 takes vcpu 2 down and up again [`UPDOWN_CYCLES`] times,
+//!   working and napping in between, while vcpu 1 works and naps on the
+//!   other pCPU, so that vcpu 2 is taken down and brought up while it waits
+//!   on a busy pCPU, is moved, or has just been moved. Vcpu 2 keeps a
+//!   pattern on its own stack across a stretch of work, over and over.
+//!   Checked: every VCPUOP_down and VCPUOP_up succeeds and VCPUOP_is_up
+//!   follows them, the pattern is always intact (two pCPUs running vcpu 2
+//!   at once would share its stack), and vcpu 2 runs on after the last up.
+//!
+//! Every part also reads, on each vcpu, its own time record between two
+//! reads of vcpu 0's (the runtime's clock): the hypervisor republishes a
+//! vcpu's record on the pCPU it moves to, and the records must keep
+//! telling one clock, never going back. Checked: no read disagrees.
+//!
 //! The time a round trip takes is read before the hand-off and after the
 //! counter came back, so a preemption anywhere in between only makes it
 //! longer: a fast round trip is proof of two vcpus running at once.
@@ -48,6 +63,10 @@ const MIN_FAST: u32 = 20;
 const PINNED_ROUNDS: u32 = 30;
 /// Singleshot timers each vcpu of `timers` waits for.
 const TIMER_ROUNDS: u32 = 30;
+/// Times vcpu 0 of `updown` takes vcpu 2 down and up again.
+const UPDOWN_CYCLES: u32 = 400;
+/// Words of the pattern vcpu 2 of `updown` keeps on its stack.
+const PATTERN_WORDS: usize = 64;
 /// Work units of vcpu 1 in `spread`.
 const WORK_UNITS: u32 = 200_000;
 /// How long (system time) a part may take before it gives up.
@@ -59,6 +78,7 @@ enum Part {
     Spread,
     Pinned,
     Timers,
+    UpDown,
 }
 
 /// The part, for the secondary vcpus: 1 spread, 2 pinned, 3 timers.
@@ -83,6 +103,25 @@ static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VC
 /// Per vcpu: VIRQ_TIMER upcalls handled on it, and when the last one was.
 static TICKS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static LAST_TICK_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// `updown`: vcpu 0 is done taking vcpu 2 down and up; a VCPUOP_down,
+/// VCPUOP_up or VCPUOP_is_up answer that was wrong; stretches of vcpu 2
+/// whose stack pattern changed; stretches vcpu 2 finished.
+static STOP: AtomicBool = AtomicBool::new(false);
+static UPDOWN_WRONG: AtomicU32 = AtomicU32::new(0);
+/// Which of the four answers of a cycle went wrong (bit 0: down, 1:
+/// is_up after it, 2: up, 3: is_up after it), and the last wrong value.
+static UPDOWN_WHAT: AtomicU32 = AtomicU32::new(0);
+static UPDOWN_LAST: AtomicU64 = AtomicU64::new(0);
+static PATTERN_WRONG: AtomicU32 = AtomicU32::new(0);
+static STRETCHES: AtomicU64 = AtomicU64::new(0);
+/// Per vcpu: reads of its own time record, those that fell outside the
+/// two reads of vcpu 0's around them or went back, and the last one (ns).
+static CLOCK_READS: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static CLOCK_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static LAST_OWN_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// How far two time records of one clock may disagree: each conversion
+/// truncates to the ns (a broken record is off by far more).
+const CLOCK_SLACK_NS: u64 = 1_000;
 /// Per vcpu, timers that: fired more or less than once, fired early.
 static TIMER_COUNT_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static TIMER_EARLY: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
@@ -95,6 +134,24 @@ fn now() -> u64 {
 
 fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
     array.get(vcpu as usize)
+}
+
+/// Reads this vcpu's own time record between two reads of vcpu 0's, and
+/// notes a read outside them or one before its previous read.
+fn check_own_clock(vcpu: u32) {
+    let before = now();
+    let own = time::vcpu_now_ns(vcpu);
+    let after = now();
+    note(&CLOCK_READS, vcpu);
+    let Some(own) = own else {
+        note(&CLOCK_WRONG, vcpu);
+        return;
+    };
+    let last = slot(&LAST_OWN_NS, vcpu).map_or(0, |last| last.swap(own, Ordering::SeqCst));
+    if own + CLOCK_SLACK_NS < before || own > after + CLOCK_SLACK_NS || own + CLOCK_SLACK_NS < last
+    {
+        note(&CLOCK_WRONG, vcpu);
+    }
 }
 
 /// A fixed amount of work; returns its result.
@@ -152,6 +209,7 @@ fn rendezvous(vcpu: u32, side: u64, rounds: u32) {
                 fast.fetch_add(1, Ordering::SeqCst);
             }
         }
+        check_own_clock(vcpu);
         handed_at = Some(now());
         COUNTER.fetch_add(1, Ordering::SeqCst);
         if let Some(done) = slot(&ROUNDS, vcpu) {
@@ -191,6 +249,7 @@ fn timers(vcpu: u32) {
         if out_of_time() {
             return;
         }
+        check_own_clock(vcpu);
         let before = ticks(vcpu);
         let due = now() + 1_000_000;
         if vcpu::set_singleshot_timer(vcpu, due).is_err() {
@@ -227,6 +286,96 @@ fn load(counters: &[AtomicU32], vcpu: u32) -> u32 {
     slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
 }
 
+/// Waits in SCHEDOP_poll on this vcpu's VIRQ_TIMER port (no timer armed)
+/// for `duration_ns`, leaving its pCPU idle.
+fn nap(vcpu: u32, duration_ns: u64) {
+    let port = slot(&TIMER_PORT, vcpu).map_or(0, |port| port.load(Ordering::SeqCst));
+    let _ = sched::poll(&[port], now() + duration_ns);
+}
+
+/// Vcpu 2 of `updown`: over and over, writes a pattern on its stack,
+/// works, and checks the pattern, until vcpu 0 is done.
+fn keep_pattern() {
+    let mut stretch = 0u64;
+    while !STOP.load(Ordering::SeqCst) && !out_of_time() {
+        let expected = |index: usize| stretch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (index as u64);
+        let mut pattern = [0u64; PATTERN_WORDS];
+        for (index, word) in pattern.iter_mut().enumerate() {
+            *word = expected(index);
+        }
+        // The pattern stays in memory, on this vcpu's stack, across the
+        // work (and whatever downs, ups and moves happen meanwhile).
+        core::hint::black_box(&mut pattern);
+        if let Some(result) = slot(&WORK, 2) {
+            result.store(work(2_000), Ordering::SeqCst);
+        }
+        let pattern = core::hint::black_box(&pattern);
+        if pattern
+            .iter()
+            .enumerate()
+            .any(|(index, &word)| word != expected(index))
+        {
+            PATTERN_WRONG.fetch_add(1, Ordering::SeqCst);
+        }
+        stretch += 1;
+        STRETCHES.store(stretch, Ordering::SeqCst);
+    }
+}
+
+/// Vcpu 0 of `updown`: takes vcpu 2 down and up again, working and
+/// napping in between, then waits for vcpu 2 to finish a few more
+/// stretches.
+fn down_and_up() {
+    let note_wrong = |which: u32, answer: Result<u64, sluice_guest::Errno>, right: u64| {
+        if answer != Ok(right) {
+            UPDOWN_WRONG.fetch_add(1, Ordering::SeqCst);
+            UPDOWN_WHAT.fetch_or(1 << which, Ordering::SeqCst);
+            UPDOWN_LAST.store(
+                match answer {
+                    Ok(value) => value,
+                    Err(errno) => 1000 + errno.0.unsigned_abs(),
+                },
+                Ordering::SeqCst,
+            );
+        }
+    };
+    for cycle in 0..UPDOWN_CYCLES {
+        if out_of_time() {
+            break;
+        }
+        note_wrong(0, vcpu::down(2).map(|()| 0), 0);
+        note_wrong(1, vcpu::is_up(2).map(u64::from), 0);
+        // From at once to well after vcpu 2 has noticed the down (the kick
+        // takes some microseconds to reach it), so that some ups land while
+        // it is on its way out.
+        let delay_us = [0, 2, 5, 10, 20, 40, 80, 160, 320];
+        spin_for(
+            delay_us
+                .get(cycle as usize % delay_us.len())
+                .map_or(0, |us| us * 1000),
+        );
+        note_wrong(2, vcpu::up(2).map(|()| 0), 0);
+        note_wrong(3, vcpu::is_up(2).map(u64::from), 1);
+        spin_for(500_000);
+        nap(0, 200_000);
+    }
+    let before = STRETCHES.load(Ordering::SeqCst);
+    while STRETCHES.load(Ordering::SeqCst) < before + 5 && !out_of_time() {
+        core::hint::spin_loop();
+    }
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Vcpu 1 of `updown`: works and naps until vcpu 0 is done, mostly
+/// working, so that vcpu 2 brought up on its pCPU waits there until vcpu
+/// 0's nap leaves the other pCPU idle to take it.
+fn work_and_nap() {
+    while !STOP.load(Ordering::SeqCst) && !out_of_time() {
+        spin_for(2_000_000);
+        nap(1, 500_000);
+    }
+}
+
 /// What a vcpu runs, by part and vcpu id.
 fn run_part(vcpu: u32) {
     match (PART.load(Ordering::SeqCst), vcpu) {
@@ -237,6 +386,9 @@ fn run_part(vcpu: u32) {
         }
         (1 | 2, _) => rendezvous(vcpu, u64::from(vcpu != 0), rounds_of(vcpu)),
         (3, _) => timers(vcpu),
+        (4, 0) => down_and_up(),
+        (4, 1) => work_and_nap(),
+        (4, 2) => keep_pattern(),
         _ => {}
     }
     if let Some(done) = slot(&DONE, vcpu) {
@@ -264,10 +416,11 @@ fn main(start_info: &'static StartInfo) {
         Some("spread") => Part::Spread,
         Some("pinned") => Part::Pinned,
         Some("timers") => Part::Timers,
+        Some("updown") => Part::UpDown,
         other => {
             check!(
                 false,
-                "part= names spread, pinned or timers (got {other:?})"
+                "part= names spread, pinned, timers or updown (got {other:?})"
             );
             return;
         }
@@ -275,7 +428,11 @@ fn main(start_info: &'static StartInfo) {
     let vcpus = (0..MAX_VCPUS as u32)
         .take_while(|&vcpu| vcpu::exists(vcpu))
         .count() as u32;
-    let needed = if part == Part::Spread { 3 } else { 2 };
+    let needed = if matches!(part, Part::Spread | Part::UpDown) {
+        3
+    } else {
+        2
+    };
     if vcpus < needed {
         check!(
             false,
@@ -294,7 +451,7 @@ fn main(start_info: &'static StartInfo) {
     );
     let stopped = (0..vcpus).all(|vcpu| vcpu::stop_periodic_timer(vcpu).is_ok());
     check!(stopped, "every vcpu's periodic timer stops");
-    if part == Part::Timers {
+    if matches!(part, Part::Timers | Part::UpDown) {
         let bound = (0..vcpus).all(|vcpu| match evtchn::bind_virq(virq::TIMER, vcpu) {
             Ok(port) => {
                 if let Some(slot) = slot(&TIMER_PORT, vcpu) {
@@ -313,6 +470,7 @@ fn main(start_info: &'static StartInfo) {
             Part::Spread => 1,
             Part::Pinned => 2,
             Part::Timers => 3,
+            Part::UpDown => 4,
         },
         Ordering::SeqCst,
     );
@@ -346,9 +504,20 @@ fn main(start_info: &'static StartInfo) {
         Part::Spread => report_spread(),
         Part::Pinned => report_pinned(),
         Part::Timers => report_timers(vcpus),
+        Part::UpDown => report_updown(),
     }
     upcall::mask_vcpu();
     check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
+}
+
+/// Checks what [`check_own_clock`] saw on `vcpu`.
+fn report_clock(vcpu: u32) {
+    let reads = load(&CLOCK_READS, vcpu);
+    check!(
+        reads > 0 && load(&CLOCK_WRONG, vcpu) == 0,
+        "vcpu {vcpu}'s own time record tells vcpu 0's clock and never goes back ({reads} reads, {} wrong)",
+        load(&CLOCK_WRONG, vcpu)
+    );
 }
 
 fn report_trips(vcpu: u32) -> (u32, u32) {
@@ -368,6 +537,7 @@ fn report_spread() {
         "vcpu 1 finishes its {WORK_UNITS} units of work"
     );
     for vcpu in [0, 2] {
+        report_clock(vcpu);
         let (rounds, fast) = report_trips(vcpu);
         check_eq!(
             rounds,
@@ -384,6 +554,7 @@ fn report_spread() {
 
 fn report_pinned() {
     for vcpu in [0, 1] {
+        report_clock(vcpu);
         let (rounds, fast) = report_trips(vcpu);
         check_eq!(
             rounds,
@@ -399,12 +570,33 @@ fn report_pinned() {
     }
 }
 
+fn report_updown() {
+    check_eq!(
+        UPDOWN_WRONG.load(Ordering::SeqCst),
+        0,
+        "vcpu 0's {UPDOWN_CYCLES} VCPUOP_down and VCPUOP_up of vcpu 2 succeed and VCPUOP_is_up follows them (wrong: {:#x}, last {})",
+        UPDOWN_WHAT.load(Ordering::SeqCst),
+        UPDOWN_LAST.load(Ordering::SeqCst)
+    );
+    let stretches = STRETCHES.load(Ordering::SeqCst);
+    check_eq!(
+        PATTERN_WRONG.load(Ordering::SeqCst),
+        0,
+        "vcpu 2's stack keeps its pattern across downs, ups and moves ({stretches} stretches)"
+    );
+    check!(
+        !ABORT.load(Ordering::SeqCst) && STOP.load(Ordering::SeqCst),
+        "vcpu 2 runs on after its last VCPUOP_up"
+    );
+}
+
 fn report_timers(vcpus: u32) {
     for vcpu in 0..vcpus {
         println!(
             "# vcpu {vcpu}: {} VIRQ_TIMER ticks for {TIMER_ROUNDS} singleshot timers",
             ticks(vcpu)
         );
+        report_clock(vcpu);
         check_eq!(
             load(&TIMER_COUNT_WRONG, vcpu),
             0,
