@@ -67,8 +67,9 @@ pub fn log_stopped((stopped, others): (u32, u32)) {
 }
 
 /// NMI entry: stop here if another CPU is reporting, else it is an
-/// unexpected NMI and fatal.
-pub fn nmi(frame: &InterruptFrame) {
+/// unexpected NMI and fatal. Never returns (the interrupt entry relies on
+/// it: `idt`).
+pub fn nmi(frame: &InterruptFrame) -> ! {
     if OWNER.load(Ordering::Acquire) != 0 && !is_reporting() {
         // Release: pairs with the Acquire in `stop_other_cpus`.
         STOPPED.fetch_add(1, Ordering::Release);

@@ -56,7 +56,10 @@ pub struct GuestHooks {
     /// `sysretq` exit does not reload them from the frame) and must not
     /// change those six fields of the frame.
     pub hypercall: extern "C" fn(&mut InterruptFrame),
-    /// An exception (vector 0..31) raised by guest code in ring 3.
+    /// An exception (vector 0..31) raised by guest code in ring 3, or
+    /// the #GP of a `syscall` whose return rip is not canonical (the
+    /// `syscall` entry raises it for the guest, then calls
+    /// `before_return`).
     pub exception: fn(&mut InterruptFrame),
     /// Called last before a return to ring 3 from an interrupt or an
     /// exception (a hypercall's hook does the same work itself): the
@@ -125,9 +128,13 @@ pub fn init_cpu() {
 // vcpu that goes down keeps it, `VCPUOP_up` resumes from it), calls the
 // hypercall hook directly, then decides in place whether `sysretq` can
 // return exactly to the frame: rcx = rip and r11 = rflags (`sysretq` takes
-// them from there), IF set (the guest must stay interruptible), and a
-// canonical rip (`sysretq` to a non-canonical rcx faults in ring 0 on Intel
-// CPUs). The selectors are not compared: `sysretq` loads Xen's flat ones
+// them from there) and IF set (the guest must stay interruptible). A rip
+// that is not canonical is checked first and never reaches either exit:
+// `sysretq` to such an rcx (Intel) and `iretq` to such a rip fault in ring
+// 0 with the guest's GS loaded. The guest makes one simply by running
+// `syscall` as the last two bytes below 0x0000_8000_0000_0000 (the
+// SYSRET problem of Xen's XSA-7); it gets the #GP its next instruction
+// fetch would raise instead (`sluice_syscall_bad_rip`). The selectors are not compared: `sysretq` loads Xen's flat ones
 // from STAR, and no hypervisor path puts others in a guest's frame
 // (HYPERVISOR_iret refuses them, the bounce and `enter_guest` write or
 // check the flat ones). A hypercall that left the frame as `syscall` made
@@ -173,6 +180,11 @@ sluice_syscall_entry:
     mov rdi, rsp
     call qword ptr [rip + {hook}]
     mov rcx, [rsp + {rip}]
+    mov rax, rcx
+    sar rax, 47
+    inc rax
+    cmp rax, 1
+    ja .Lsluice_syscall_bad_rip
     cmp rcx, [rsp + {rcx}]
     jne sluice_guest_exit_iret
     mov r11, [rsp + {rflags}]
@@ -180,11 +192,6 @@ sluice_syscall_entry:
     jne sluice_guest_exit_iret
     test r11d, {rflags_if}
     jz sluice_guest_exit_iret
-    mov rax, rcx
-    sar rax, 47
-    inc rax
-    cmp rax, 1
-    ja sluice_guest_exit_iret
     mov rax, [rsp + {rax}]
     mov rdx, [rsp + {rdx}]
     mov rsi, [rsp + {rsi}]
@@ -196,6 +203,11 @@ sluice_syscall_entry:
     mov rsp, [rsp + {rsp}]
     swapgs
     sysretq
+
+.Lsluice_syscall_bad_rip:
+    mov rdi, rsp
+    call {bad_rip}
+    jmp sluice_guest_exit_iret
 
     .balign 16
     .global sluice_guest_exit_iret
@@ -226,6 +238,7 @@ sluice_guest_exit_iret:
     cs = const FLAT_RING3_CS64 as u64,
     vector = const SYSCALL_VECTOR,
     hook = sym SLUICE_HYPERCALL_HOOK,
+    bad_rip = sym sluice_syscall_bad_rip,
     rflags_if = const 1u32 << 9,
     rip = const offset_of!(InterruptFrame, rip),
     rcx = const offset_of!(InterruptFrame, rcx),
@@ -245,6 +258,25 @@ sluice_guest_exit_iret:
 unsafe extern "C" {
     fn sluice_syscall_entry();
     fn sluice_guest_exit_iret();
+}
+
+/// Called by the `syscall` entry when the hypercall hook left a rip that
+/// is not canonical, which neither exit can return to without faulting in
+/// ring 0. The guest gets what the CPU gives it after such a return on a
+/// CPU whose return does not fault: a #GP (error code 0) at that rip,
+/// through the exception hook and then the return hook, as an exception
+/// from ring 3 would. If the hooks still leave a rip that is not canonical,
+/// the hypervisor cannot return at all: that is fatal.
+extern "C" fn sluice_syscall_bad_rip(frame: &mut InterruptFrame) {
+    frame.vector = u64::from(crate::vectors::GENERAL_PROTECTION);
+    frame.error_code = 0;
+    if let Some(hooks) = hooks() {
+        (hooks.exception)(frame);
+        (hooks.before_return)(frame);
+    }
+    if !is_canonical(frame.rip) {
+        crate::fatal::exception(frame);
+    }
 }
 
 /// Whether `address` is canonical (bits 63..47 all equal).

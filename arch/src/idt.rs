@@ -79,8 +79,36 @@ sluice_interrupt_stubs:
     .balign 16
 sluice_interrupt_common:
     testb $3, 24(%rsp)
-    jz 1f
+    jz 3f
     swapgs
+    jmp 1f
+    // From ring 0 the GS base is normally the hypervisor's. NMI, #DF and
+    // #MC can also arrive in the few instructions of a guest entry or exit
+    // where the guest's is loaded (after `syscall`, before `sysretq` or
+    // `iretq`); `percpu::current` would then read the guest's memory at its
+    // GS base. Those three never return here (the dispatcher halts or ends
+    // the run), so a `swapgs` when the base is not a hypervisor address
+    // (upper half; a guest's is a descriptor's, below 4 GiB) needs no undo.
+3:
+    cmpq $2, (%rsp)
+    je 4f
+    cmpq $8, (%rsp)
+    je 4f
+    cmpq $18, (%rsp)
+    jne 1f
+4:
+    push %rax
+    push %rcx
+    push %rdx
+    mov $0xc0000101, %ecx
+    rdmsr
+    test %edx, %edx
+    js 5f
+    swapgs
+5:
+    pop %rdx
+    pop %rcx
+    pop %rax
 1:
     push %rax
     push %rbx

@@ -126,9 +126,11 @@ pub fn clear_after(last: impl FnOnce(&Vcpu)) {
 /// Looks again for the vcpu_info `vcpu` of `domain` uses, if this pCPU
 /// runs it (after VCPUOP_register_vcpu_info moved it). A vcpu that another
 /// pCPU may have in its slot is down (the registration requires it), so
-/// that pCPU looks afresh when it next [`set`]s it; until it has left, its
-/// slot may still name the old area, which stays mapped as long as the
-/// domain (the legacy slots are in its shared_info page).
+/// that pCPU looks afresh when it next [`set`]s it, or, if the vcpu is up
+/// again before it left, on its next way back to the guest (the
+/// registration bumps the domain's `tlb_generation`); until then its slot
+/// may still name the old area, which stays mapped as long as the domain
+/// (the legacy slots are in its shared_info page).
 pub fn refresh_vcpu_info(domain: &Domain, vcpu: &Vcpu) {
     let slot = this_slot();
     // Relaxed: only this pCPU writes its slot (module doc).

@@ -229,8 +229,9 @@ pub struct Domain {
     /// Serialises edits of its page tables.
     pub mm_lock: spin::Mutex<()>,
     /// Bumped when a page-table edit needs every vcpu's TLB flushed
-    /// (UVMF_ALL, or a present entry replaced); each vcpu flushes on its way
-    /// back to the guest when its `tlb_generation` lags.
+    /// (UVMF_ALL, or a present entry replaced), and when one vcpu registers
+    /// another's vcpu_info; each vcpu flushes, and looks up its vcpu_info
+    /// again, on its way back to the guest when its `tlb_generation` lags.
     pub tlb_generation: AtomicU64,
     /// Its event-channel state in evtchn-core, kept by the builder right
     /// after `create_domain` so that hot paths (EVTCHNOP_send and friends,

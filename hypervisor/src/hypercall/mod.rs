@@ -193,7 +193,7 @@ fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame
     // vcpu's own flow writes its `tlb_generation`.
     let generation = domain.tlb_generation.load(Ordering::Acquire);
     if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
-        flush_tlb(vcpu, generation);
+        catch_up(domain, vcpu, generation);
     }
     // A bounce that cannot be written crashes the domain: stop then.
     if crate::upcall::deliver_pending(domain, vcpu, frame) && domain.is_shutting_down() {
@@ -219,13 +219,17 @@ fn leave_down(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &InterruptFrame) -> ! {
     sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Down)
 }
 
-/// The domain's page tables changed since this vcpu last flushed.
+/// The domain's page tables changed since this vcpu last flushed, or a
+/// vcpu_info moved (`Domain::tlb_generation`).
 #[cold]
 #[inline(never)]
-fn flush_tlb(vcpu: &Vcpu, generation: u64) {
+fn catch_up(domain: &Domain, vcpu: &Vcpu, generation: u64) {
     vcpu.tlb_generation.store(generation, Ordering::Relaxed);
     // Global entries included: the guest may have set G (memory.rs).
     arch::paging::flush_everything();
+    // This pCPU's running slot may still name the vcpu_info this vcpu used
+    // before another vcpu registered a new one for it (vcpu_op.rs).
+    crate::running::refresh_vcpu_info(domain, vcpu);
 }
 
 /// The vcpu `id` of the caller's domain, or -ENOENT.

@@ -170,6 +170,15 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
         return Err(Errno::EINVAL);
     }
     crate::running::refresh_vcpu_info(domain, target);
+    if target.id != call.vcpu.id {
+        // The target is down, but may not have left its pCPU yet: a
+        // VCPUOP_up before it does lets it run on with that pCPU's running
+        // slot naming the old vcpu_info, where no event would reach it any
+        // more. The generation bump makes it look again on its next way
+        // back to the guest (`hypercall::catch_up`); AcqRel: ordered after
+        // the area's publication above.
+        domain.tlb_generation.fetch_add(1, Ordering::AcqRel);
+    }
     new.evtchn_pending_sel.store(u64::MAX, Ordering::SeqCst);
     crate::events::domains().vcpu_mark_events_pending(domain.id, target.id);
     Ok(0)

@@ -3,8 +3,8 @@
 use arch::qemu::ExitCode;
 
 use super::{
-    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, pirq_eoi, syscall_floor,
-    syscall_probe, timer,
+    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, pirq_eoi, syscall_edge,
+    syscall_floor, syscall_probe, timer,
 };
 use crate::acpi::Madt;
 
@@ -28,9 +28,10 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "stackoverflow" => fatal::stack_overflow(),
         "syscall-probe" => syscall_probe::run(),
         "syscall-floor" => syscall_floor::run(),
+        "syscall-edge" => syscall_edge::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, pirq-eoi, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, pirq-eoi, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor, syscall-edge)"
             );
             ExitCode::Fail
         }
