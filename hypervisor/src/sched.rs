@@ -45,6 +45,18 @@
 //! - its timers: deadlines are the vcpu's own (absolute system time), and
 //!   each pCPU's tick scans the vcpus of its queue, so a pending deadline
 //!   fires on whichever pCPU holds the vcpu at the time (`timers`);
+//! - its x87/SSE registers (switched eagerly, as Xen does for PV vcpus):
+//!   while a pCPU holds a vcpu in its running slot, that pCPU's registers
+//!   are the vcpu's (Sluice is soft-float and never touches them itself:
+//!   `arch::fpu`). The loop saves them into the vcpu's `fpu` area when it
+//!   is back on its idle stack, before it releases the claim, and [`run`]
+//!   loads them from the area right before the flow resumes or enters the
+//!   guest; so the next holder, on whatever pCPU, loads what the vcpu
+//!   left, and no vcpu ever runs with another's state. Both happen at
+//!   every switch, even when the same vcpu comes back to the same pCPU:
+//!   skipping them would need a per-pCPU owner that goes stale when the
+//!   vcpu moves away and back, or when a destroyed domain's vcpu memory
+//!   is reused, and the pair costs little next to a switch;
 //! - wake-ups: [`kick`] reads the vcpu's pCPU when it sends the IPI (see
 //!   there why none is lost);
 //! - PIRQ lines stay where `EVTCHNOP_bind_vcpu` routed them: the interrupt
@@ -548,6 +560,22 @@ fn claim(vcpu: &Vcpu) -> bool {
         .is_ok()
 }
 
+/// This pCPU is done with `vcpu` (it was the last one in the running
+/// slot; the loop is on its idle stack): saves its x87/SSE registers, then
+/// gives up the claim. The save comes before the release, so the next
+/// holder (this pCPU or another) loads what the vcpu left (module doc).
+fn switch_out(vcpu: &Vcpu) {
+    vcpu.fpu.lock().save();
+    release_claim(vcpu);
+}
+
+/// Loads `vcpu`'s x87/SSE registers on this pCPU, which holds its claim,
+/// right before its flow resumes or it enters the guest.
+#[inline]
+fn switch_in_fpu(vcpu: &Vcpu) {
+    vcpu.fpu.lock().restore();
+}
+
 /// Gives up this pCPU's claim on `vcpu`: it no longer runs on its stack.
 #[inline]
 fn release_claim(vcpu: &Vcpu) {
@@ -703,8 +731,9 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
         pcpu.current.store(0, Ordering::Release);
         // On the idle stack: the vcpu this pCPU ran last (its flow
         // suspended, or left for good) is off its stack, and another pCPU
-        // may take it now.
-        crate::running::clear_after(release_claim);
+        // may take it now. Its x87/SSE registers are saved first, while
+        // this pCPU still holds the claim (module doc).
+        crate::running::clear_after(switch_out);
         crate::domain::reaper::on_idle();
         let next = match pick(pcpu) {
             Some(next) => Some(next),
@@ -757,6 +786,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
                 crate::timers::on_switch_in(&domain, vcpu);
             }
             if let Some(flow) = vcpu.context.take() {
+                switch_in_fpu(vcpu);
                 drop(domain);
                 flow.resume();
             }
@@ -787,6 +817,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
             crate::timers::on_switch_in(&domain, vcpu);
             match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
                 Ok(entry) => {
+                    switch_in_fpu(vcpu);
                     drop(domain);
                     entry.enter();
                 }
