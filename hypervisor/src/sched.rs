@@ -462,21 +462,44 @@ fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;
     }
-    let Some(list) = pcpu.vcpus.try_lock() else {
+    let Some(has_other) = has_other_to_run(pcpu, domain, vcpu) else {
         return;
     };
-    let has_other = list.iter().any(|&(domid, vcpu_id)| {
-        (domid, vcpu_id) != (domain.id, vcpu.id)
-            && domain::get(domid)
-                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
-    });
-    drop(list);
     if has_other {
         // `pcpu` is this pCPU's; the vcpu may resume on another one, so
         // nothing after the suspension may use it.
         suspend(vcpu);
     } else {
         pcpu.slice_start_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Whether a vcpu of `pcpu`'s queue other than `vcpu` can run; `None` if
+/// the queue is held by another pCPU this instant (never waited for).
+fn has_other_to_run(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) -> Option<bool> {
+    let list = pcpu.vcpus.try_lock()?;
+    Some(list.iter().any(|&(domid, vcpu_id)| {
+        (domid, vcpu_id) != (domain.id, vcpu.id)
+            && domain::get(domid)
+                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
+    }))
+}
+
+/// SCHEDOP_yield from the running `vcpu`: if another vcpu of this pCPU
+/// can run, the caller is suspended as if its time slice were over (it
+/// stays runnable, and the round-robin loop runs the others first);
+/// otherwise it carries on at once. Called from the hypercall, on the
+/// vcpu's stack.
+pub fn yield_now(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
+        return;
+    }
+    if has_other_to_run(pcpu, domain, vcpu) == Some(true) {
+        // As in `preempt_if_due`: nothing per-CPU is used after this.
+        suspend(vcpu);
     }
 }
 
