@@ -53,17 +53,21 @@ impl FxImage {
         image
     }
 
+    /// `N` bytes at `offset` (zeros past the end, which no caller reaches).
+    fn bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        if let Some(source) = self.0.get(offset..offset + N) {
+            bytes.copy_from_slice(source);
+        }
+        bytes
+    }
+
     fn u16_at(&self, offset: usize) -> u16 {
-        u16::from_le_bytes([self.0[offset], self.0[offset + 1]])
+        u16::from_le_bytes(self.bytes(offset))
     }
 
     fn u32_at(&self, offset: usize) -> u32 {
-        u32::from_le_bytes([
-            self.0[offset],
-            self.0[offset + 1],
-            self.0[offset + 2],
-            self.0[offset + 3],
-        ])
+        u32::from_le_bytes(self.bytes(offset))
     }
 
     fn fcw(&self) -> u16 {
@@ -84,10 +88,7 @@ impl FxImage {
     }
 
     fn xmm(&self, index: usize) -> u128 {
-        let start = 160 + 16 * index;
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&self.0[start..start + 16]);
-        u128::from_le_bytes(bytes)
+        u128::from_le_bytes(self.bytes(160 + 16 * index))
     }
 
     /// Whether this is the reset state.
@@ -102,7 +103,7 @@ impl FxImage {
     /// The first byte of architectural state where `self` and `other`
     /// differ.
     fn first_difference(&self, other: &Self) -> Option<usize> {
-        (0..STATE_BYTES).find(|&index| self.0[index] != other.0[index])
+        (0..STATE_BYTES).find(|&index| self.0.get(index) != other.0.get(index))
     }
 }
 
@@ -199,7 +200,11 @@ impl Pattern {
         image.fcw() == self.fcw
             && image.mxcsr() == self.mxcsr
             && image.ftw() == 0xff
-            && (0..16).all(|index| image.xmm(index) == self.xmm[index])
+            && self
+                .xmm
+                .iter()
+                .enumerate()
+                .all(|(index, &value)| image.xmm(index) == value)
     }
 }
 
