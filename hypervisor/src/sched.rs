@@ -46,12 +46,13 @@
 //!   each pCPU's tick scans the vcpus of its queue, so a pending deadline
 //!   fires on whichever pCPU holds the vcpu at the time (`timers`);
 //! - its x87/SSE registers (switched eagerly, as Xen does for PV vcpus):
-//!   while a pCPU holds a vcpu in its running slot, that pCPU's registers
-//!   are the vcpu's (Sluice is soft-float and never touches them itself:
-//!   `arch::fpu`). The loop saves them into the vcpu's `fpu` area when it
-//!   is back on its idle stack, before it releases the claim, and [`run`]
-//!   loads them from the area right before the flow resumes or enters the
-//!   guest; so the next holder, on whatever pCPU, loads what the vcpu
+//!   from the moment [`run`] loads them from the vcpu's `fpu` area (right
+//!   before the flow resumes or enters the guest) until the loop is back
+//!   on its idle stack, that pCPU's registers are the vcpu's (Sluice is
+//!   soft-float and never touches them itself: `arch::fpu`). The loop
+//!   then saves them into the area, before it releases the claim (a
+//!   [`run`] that gave up before loading them clears the slot without a
+//!   save); so the next holder, on whatever pCPU, loads what the vcpu
 //!   left, and no vcpu ever runs with another's state. Both happen at
 //!   every switch, even when the same vcpu comes back to the same pCPU:
 //!   skipping them would need a per-pCPU owner that goes stale when the
