@@ -26,6 +26,10 @@ pub struct Features {
     pub has_invariant_tsc: bool,
     /// 1 GiB pages.
     pub has_huge_pages: bool,
+    /// `fxsave`/`fxrstor` (every x86-64 CPU has them).
+    pub has_fxsr: bool,
+    /// SSE (every x86-64 CPU has it).
+    pub has_sse: bool,
 }
 
 /// Reads the features from CPUID.
@@ -43,6 +47,8 @@ pub fn features() -> Features {
         has_global_pages: basic.as_ref().is_some_and(|b| b.has_pge()),
         has_invariant_tsc: power.as_ref().is_some_and(|p| p.has_invariant_tsc()),
         has_huge_pages: ext_fn.as_ref().is_some_and(|e| e.has_1gib_pages()),
+        has_fxsr: basic.as_ref().is_some_and(|b| b.has_fxsave_fxstor()),
+        has_sse: basic.as_ref().is_some_and(|b| b.has_sse()),
     }
 }
 
@@ -66,7 +72,16 @@ pub fn brand() -> Option<raw_cpuid::ProcessorBrandString> {
 }
 
 /// Turns on what every CPU runs with: write protection in ring 0, NX,
-/// global pages, and SMEP/SMAP where present.
+/// global pages, SMEP/SMAP where present, and x87/SSE for guests.
+///
+/// Guests get the x87 FPU and SSE as on Xen: CR0.EM and CR0.TS clear (no
+/// trap on their use: the scheduler switches the state eagerly, see
+/// `fpu`), CR0.MP and CR0.NE set (native x87 error reporting, `#MF`), and
+/// CR4.OSFXSR and CR4.OSXMMEXCPT set (SSE instructions, `fxsave`, and
+/// `#XM` for unmasked SIMD exceptions). Sluice itself never uses these
+/// registers (it is built soft-float). Panics if CPUID denies FXSR or SSE,
+/// which every x86-64 CPU has: without them Sluice could not keep one
+/// guest's x87 state from the next.
 ///
 /// SMAP makes any hypervisor access to a guest (user) page fault unless the
 /// guest-copy accessor opens it with `stac`; SMEP stops the hypervisor from
@@ -82,7 +97,20 @@ pub fn enable_protections(features: &Features) {
     unsafe {
         Cr0::update(|flags| flags.insert(Cr0Flags::WRITE_PROTECT));
     }
-    let mut cr4 = Cr4Flags::empty();
+    assert!(
+        features.has_fxsr && features.has_sse,
+        "the CPU lacks FXSR or SSE: guests' x87/SSE state cannot be switched"
+    );
+    // SAFETY: EM/TS clear and MP/NE set only change how x87/SSE
+    // instructions behave (no trap on use, errors as #MF); Sluice executes
+    // none but `fxsave64`/`fxrstor64` (`fpu`), which these settings allow.
+    unsafe {
+        Cr0::update(|flags| {
+            flags.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+            flags.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
+        });
+    }
+    let mut cr4 = Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
     if features.has_global_pages {
         cr4 |= Cr4Flags::PAGE_GLOBAL;
     }
@@ -93,7 +121,9 @@ pub fn enable_protections(features: &Features) {
         cr4 |= Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION;
     }
     // SAFETY: the hypervisor's mappings are all supervisor-only, so SMEP and
-    // SMAP forbid nothing it does; PGE only changes TLB retention.
+    // SMAP forbid nothing it does; PGE only changes TLB retention; OSFXSR
+    // and OSXMMEXCPT only enable SSE for code that uses it (guests, and
+    // `fpu`'s fxsave64/fxrstor64).
     unsafe {
         Cr4::update(|flags| flags.insert(cr4));
     }

@@ -15,6 +15,7 @@ pub mod backtrace;
 pub mod boot;
 pub mod cpu;
 pub mod fatal;
+pub mod fpu;
 pub mod gdt;
 pub mod guest_copy;
 pub mod guest_entry;

@@ -45,6 +45,19 @@
 //! - its timers: deadlines are the vcpu's own (absolute system time), and
 //!   each pCPU's tick scans the vcpus of its queue, so a pending deadline
 //!   fires on whichever pCPU holds the vcpu at the time (`timers`);
+//! - its x87/SSE registers (switched eagerly, as Xen does for PV vcpus):
+//!   from the moment [`run`] loads them from the vcpu's `fpu` area (right
+//!   before the flow resumes or enters the guest) until the loop is back
+//!   on its idle stack, that pCPU's registers are the vcpu's (Sluice is
+//!   soft-float and never touches them itself: `arch::fpu`). The loop
+//!   then saves them into the area, before it releases the claim (a
+//!   [`run`] that gave up before loading them clears the slot without a
+//!   save); so the next holder, on whatever pCPU, loads what the vcpu
+//!   left, and no vcpu ever runs with another's state. Both happen at
+//!   every switch, even when the same vcpu comes back to the same pCPU:
+//!   skipping them would need a per-pCPU owner that goes stale when the
+//!   vcpu moves away and back, or when a destroyed domain's vcpu memory
+//!   is reused, and the pair costs little next to a switch;
 //! - wake-ups: [`kick`] reads the vcpu's pCPU when it sends the IPI (see
 //!   there why none is lost);
 //! - PIRQ lines stay where `EVTCHNOP_bind_vcpu` routed them: the interrupt
@@ -450,21 +463,44 @@ fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;
     }
-    let Some(list) = pcpu.vcpus.try_lock() else {
+    let Some(has_other) = has_other_to_run(pcpu, domain, vcpu) else {
         return;
     };
-    let has_other = list.iter().any(|&(domid, vcpu_id)| {
-        (domid, vcpu_id) != (domain.id, vcpu.id)
-            && domain::get(domid)
-                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
-    });
-    drop(list);
     if has_other {
         // `pcpu` is this pCPU's; the vcpu may resume on another one, so
         // nothing after the suspension may use it.
         suspend(vcpu);
     } else {
         pcpu.slice_start_ns.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Whether a vcpu of `pcpu`'s queue other than `vcpu` can run; `None` if
+/// the queue is held by another pCPU this instant (never waited for).
+fn has_other_to_run(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) -> Option<bool> {
+    let list = pcpu.vcpus.try_lock()?;
+    Some(list.iter().any(|&(domid, vcpu_id)| {
+        (domid, vcpu_id) != (domain.id, vcpu.id)
+            && domain::get(domid)
+                .is_some_and(|other| other.vcpu(vcpu_id).is_some_and(|v| can_run(&other, v)))
+    }))
+}
+
+/// SCHEDOP_yield from the running `vcpu`: if another vcpu of this pCPU
+/// can run, the caller is suspended as if its time slice were over (it
+/// stays runnable, and the round-robin loop runs the others first);
+/// otherwise it carries on at once. Called from the hypercall, on the
+/// vcpu's stack.
+pub fn yield_now(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
+        return;
+    }
+    if has_other_to_run(pcpu, domain, vcpu) == Some(true) {
+        // As in `preempt_if_due`: nothing per-CPU is used after this.
+        suspend(vcpu);
     }
 }
 
@@ -546,6 +582,22 @@ fn claim(vcpu: &Vcpu) -> bool {
     vcpu.is_claimed
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
+}
+
+/// This pCPU is done with `vcpu` (it was the last one in the running
+/// slot; the loop is on its idle stack): saves its x87/SSE registers, then
+/// gives up the claim. The save comes before the release, so the next
+/// holder (this pCPU or another) loads what the vcpu left (module doc).
+fn switch_out(vcpu: &Vcpu) {
+    vcpu.fpu.lock().save();
+    release_claim(vcpu);
+}
+
+/// Loads `vcpu`'s x87/SSE registers on this pCPU, which holds its claim,
+/// right before its flow resumes or it enters the guest.
+#[inline]
+fn switch_in_fpu(vcpu: &Vcpu) {
+    vcpu.fpu.lock().restore();
 }
 
 /// Gives up this pCPU's claim on `vcpu`: it no longer runs on its stack.
@@ -703,8 +755,9 @@ extern "C" fn pcpu_loop(_: u64) -> ! {
         pcpu.current.store(0, Ordering::Release);
         // On the idle stack: the vcpu this pCPU ran last (its flow
         // suspended, or left for good) is off its stack, and another pCPU
-        // may take it now.
-        crate::running::clear_after(release_claim);
+        // may take it now. Its x87/SSE registers are saved first, while
+        // this pCPU still holds the claim (module doc).
+        crate::running::clear_after(switch_out);
         crate::domain::reaper::on_idle();
         let next = match pick(pcpu) {
             Some(next) => Some(next),
@@ -757,6 +810,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
                 crate::timers::on_switch_in(&domain, vcpu);
             }
             if let Some(flow) = vcpu.context.take() {
+                switch_in_fpu(vcpu);
                 drop(domain);
                 flow.resume();
             }
@@ -787,6 +841,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
             crate::timers::on_switch_in(&domain, vcpu);
             match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
                 Ok(entry) => {
+                    switch_in_fpu(vcpu);
                     drop(domain);
                     entry.enter();
                 }

@@ -137,6 +137,13 @@ pub struct Vcpu {
     pub has_wakeup: AtomicBool,
     /// The domain's `tlb_generation` this vcpu's pCPU last flushed for.
     pub tlb_generation: AtomicU64,
+    /// Its x87/SSE registers while it is off every pCPU (`sched`: saved
+    /// by the pCPU that ran it before that pCPU gives up its claim,
+    /// loaded by the next holder right before the vcpu's flow resumes or
+    /// enters the guest). Starts in the reset state, so a fresh vcpu sees
+    /// nothing of a previous occupant of its pCPU. Only the claim holder
+    /// locks it: never contended.
+    pub fpu: spin::Mutex<arch::fpu::FxArea>,
 }
 
 impl Vcpu {
@@ -165,6 +172,7 @@ impl Vcpu {
             poll_deadline_ns: AtomicU64::new(0),
             has_wakeup: AtomicBool::new(false),
             tlb_generation: AtomicU64::new(0),
+            fpu: spin::Mutex::new(arch::fpu::FxArea::reset()),
         }
     }
 

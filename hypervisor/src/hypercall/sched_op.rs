@@ -29,7 +29,10 @@ fn read_u32(address: GuestIn) -> Result<u32, Errno> {
 pub fn sched_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     let argument = call.guest_in(1);
     match call.argument(0) {
-        SCHEDOP_YIELD => Ok(0),
+        SCHEDOP_YIELD => {
+            sched::yield_now(call.domain, call.vcpu);
+            Ok(0)
+        }
         SCHEDOP_BLOCK => block(call),
         SCHEDOP_SHUTDOWN => {
             let reason = ShutdownReason::from_code(read_u32(argument)?).ok_or(Errno::EINVAL)?;

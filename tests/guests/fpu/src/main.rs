@@ -1,0 +1,353 @@
+//! `fpu`: a vcpu's x87/SSE state is its own. Sluice switches it eagerly
+//! (a per-vcpu FXSAVE area), so whatever else runs on the pCPU in between,
+//! a guest finds its registers exactly as it left them, and a vcpu starts
+//! from the reset state, never from what the previous occupant of the
+//! pCPU left.
+//!
+//! Checked: at entry the state is the reset one (FCW 0x37f, FSW 0, every
+//! x87 register empty, MXCSR 0x1f80, xmm0-xmm15 zero); then, `rounds=N`
+//! times each, after SCHEDOP_yield and after SCHEDOP_poll with a timeout
+//! (the vcpu blocks), with a fresh pattern before each (the x87 control
+//! word, eight values on the x87 stack, MXCSR with its rounding, flush and
+//! sticky flag bits, xmm0-xmm15; all derived from `seed=` and the round),
+//! the whole FXSAVE image (x87, MXCSR, xmm) is the one taken before the
+//! call. With `vcpu1`, vcpu 1 is started (VCPUOP_initialise + VCPUOP_up)
+//! while vcpu 0's pattern is loaded, and must see the reset state.
+//!
+//! Sluice's scenarios pin two domains with different seeds to one pCPU
+//! (`cpus=0`), so every yield or block lets the other one run. The guest
+//! itself is built soft-float: its Rust code never touches these
+//! registers, only the inline assembly here does (through memory).
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time};
+
+sluice_guest::entry!(main);
+
+/// An FXSAVE image (64-bit layout).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct FxImage([u8; 512]);
+
+/// Bytes of the image that hold architectural state: the x87 header,
+/// MXCSR, the eight x87 registers and xmm0-xmm15 (the rest is reserved
+/// or available to software).
+const STATE_BYTES: usize = 416;
+
+impl FxImage {
+    /// This vcpu's x87/SSE state now.
+    fn take() -> Self {
+        let mut image = Self([0; 512]);
+        // SAFETY: fxsave64 writes exactly 512 bytes at a 16-byte aligned
+        // address: the local image.
+        unsafe {
+            core::arch::asm!(
+                "fxsave64 [{0}]",
+                in(reg) image.0.as_mut_ptr(),
+                options(nostack, preserves_flags),
+            );
+        }
+        image
+    }
+
+    /// `N` bytes at `offset` (zeros past the end, which no caller reaches).
+    fn bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        if let Some(source) = self.0.get(offset..offset + N) {
+            bytes.copy_from_slice(source);
+        }
+        bytes
+    }
+
+    fn u16_at(&self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.bytes(offset))
+    }
+
+    fn u32_at(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.bytes(offset))
+    }
+
+    fn fcw(&self) -> u16 {
+        self.u16_at(0)
+    }
+
+    fn fsw(&self) -> u16 {
+        self.u16_at(2)
+    }
+
+    /// The abridged tag word (a bit per register, 1 = valid).
+    fn ftw(&self) -> u8 {
+        self.0[4]
+    }
+
+    fn mxcsr(&self) -> u32 {
+        self.u32_at(24)
+    }
+
+    fn xmm(&self, index: usize) -> u128 {
+        u128::from_le_bytes(self.bytes(160 + 16 * index))
+    }
+
+    /// Whether this is the reset state.
+    fn is_reset(&self) -> bool {
+        self.fcw() == 0x037f
+            && self.fsw() == 0
+            && self.ftw() == 0
+            && self.mxcsr() == 0x1f80
+            && (0..16).all(|index| self.xmm(index) == 0)
+    }
+
+    /// The first byte of architectural state where `self` and `other`
+    /// differ.
+    fn first_difference(&self, other: &Self) -> Option<usize> {
+        (0..STATE_BYTES).find(|&index| self.0.get(index) != other.0.get(index))
+    }
+}
+
+/// One round's pattern.
+struct Pattern {
+    fcw: u16,
+    mxcsr: u32,
+    x87: [i64; 8],
+    xmm: [u128; 16],
+}
+
+impl Pattern {
+    fn new(seed: u64, round: u64) -> Self {
+        let mix = seed.wrapping_mul(7).wrapping_add(round);
+        // Every x87 exception masked (bits 0-5, and bit 6 that reads as
+        // 1), then precision control (bits 8-9) and rounding (10-11).
+        let fcw = 0x007f | (((mix & 3) as u16) << 8) | ((((mix >> 2) & 3) as u16) << 10);
+        // Every SIMD exception masked (bits 7-12), then rounding (13-14),
+        // flush-to-zero (15) and a few sticky flags (0-5).
+        let mxcsr = 0x1f80
+            | (((mix & 3) as u32) << 13)
+            | ((((mix >> 2) & 1) as u32) << 15)
+            | ((mix as u32) & 0x3f);
+        let x87 = core::array::from_fn(|index| {
+            (seed as i64) * 1_000_000_000 + (round as i64) * 100 + index as i64
+        });
+        let xmm = core::array::from_fn(|index| {
+            let low = seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(round << 8)
+                .wrapping_add(index as u64);
+            let high = !low ^ (seed << 48);
+            (u128::from(high) << 64) | u128::from(low)
+        });
+        Self {
+            fcw,
+            mxcsr,
+            x87,
+            xmm,
+        }
+    }
+
+    /// Loads it into the registers: fninit, FCW, eight pushes, MXCSR,
+    /// xmm0-xmm15.
+    fn load(&self) {
+        let fcw = self.fcw;
+        let mxcsr = self.mxcsr;
+        // SAFETY: every operand is a pointer to a live, readable local of
+        // the size the instruction reads (2 bytes, 8 bytes each, 4 bytes,
+        // 16 bytes each, unaligned loads). The instructions change only
+        // x87/SSE registers, which no Rust code of this guest uses. With
+        // every exception masked, none of them raises one.
+        unsafe {
+            core::arch::asm!(
+                "fninit",
+                "fldcw [{fcw}]",
+                "fild qword ptr [{x87}]",
+                "fild qword ptr [{x87} + 8]",
+                "fild qword ptr [{x87} + 16]",
+                "fild qword ptr [{x87} + 24]",
+                "fild qword ptr [{x87} + 32]",
+                "fild qword ptr [{x87} + 40]",
+                "fild qword ptr [{x87} + 48]",
+                "fild qword ptr [{x87} + 56]",
+                "ldmxcsr [{mxcsr}]",
+                "movdqu xmm0, [{xmm}]",
+                "movdqu xmm1, [{xmm} + 16]",
+                "movdqu xmm2, [{xmm} + 32]",
+                "movdqu xmm3, [{xmm} + 48]",
+                "movdqu xmm4, [{xmm} + 64]",
+                "movdqu xmm5, [{xmm} + 80]",
+                "movdqu xmm6, [{xmm} + 96]",
+                "movdqu xmm7, [{xmm} + 112]",
+                "movdqu xmm8, [{xmm} + 128]",
+                "movdqu xmm9, [{xmm} + 144]",
+                "movdqu xmm10, [{xmm} + 160]",
+                "movdqu xmm11, [{xmm} + 176]",
+                "movdqu xmm12, [{xmm} + 192]",
+                "movdqu xmm13, [{xmm} + 208]",
+                "movdqu xmm14, [{xmm} + 224]",
+                "movdqu xmm15, [{xmm} + 240]",
+                fcw = in(reg) &raw const fcw,
+                x87 = in(reg) self.x87.as_ptr(),
+                mxcsr = in(reg) &raw const mxcsr,
+                xmm = in(reg) self.xmm.as_ptr(),
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+    }
+
+    /// Whether `image` holds this pattern (checked field by field, so a
+    /// save that wrote nothing cannot pass as a match).
+    fn matches(&self, image: &FxImage) -> bool {
+        image.fcw() == self.fcw
+            && image.mxcsr() == self.mxcsr
+            && image.ftw() == 0xff
+            && self
+                .xmm
+                .iter()
+                .enumerate()
+                .all(|(index, &value)| image.xmm(index) == value)
+    }
+}
+
+/// How a round gives up the pCPU.
+#[derive(Clone, Copy, Debug)]
+enum Switch {
+    Yield,
+    Block,
+}
+
+impl Switch {
+    /// Whether the call answered 0.
+    fn run(self) -> bool {
+        match self {
+            Self::Yield => sched::yield_now().is_ok(),
+            Self::Block => {
+                // No port is named: the vcpu blocks until the timeout,
+                // 200 us from now.
+                let deadline = time::now_ns().unwrap_or(0) + 200_000;
+                sched::poll(&[], deadline).is_ok()
+            }
+        }
+    }
+}
+
+/// `rounds` rounds of: load a fresh pattern, snapshot, give up the pCPU,
+/// compare. Returns how many rounds came back with another state, and
+/// how many calls failed.
+fn rounds(seed: u64, rounds: u64, switch: Switch, first_round: u64) -> (u64, u64) {
+    let mut bad = 0;
+    let mut failed = 0;
+    for round in first_round..first_round + rounds {
+        let pattern = Pattern::new(seed, round);
+        pattern.load();
+        let before = FxImage::take();
+        if !switch.run() {
+            failed += 1;
+        }
+        let after = FxImage::take();
+        let is_same = after.first_difference(&before).is_none() && pattern.matches(&after);
+        if !is_same {
+            if bad == 0 {
+                println!(
+                    "# {switch:?} round {round}: first byte off {:?}; fcw {:#x} want {:#x}, mxcsr {:#x} want {:#x}, ftw {:#x}, xmm0 {:#x} want {:#x}",
+                    after.first_difference(&before),
+                    after.fcw(),
+                    pattern.fcw,
+                    after.mxcsr(),
+                    pattern.mxcsr,
+                    after.ftw(),
+                    after.xmm(0),
+                    pattern.xmm[0]
+                );
+            }
+            bad += 1;
+        }
+    }
+    (bad, failed)
+}
+
+/// What vcpu 1 saw at its first instruction: 1 = reset, 2 = other.
+static VCPU1_VERDICT: AtomicU32 = AtomicU32::new(0);
+/// vcpu 1's FCW and MXCSR at start, for the message.
+static VCPU1_FCW: AtomicU32 = AtomicU32::new(0);
+static VCPU1_MXCSR: AtomicU32 = AtomicU32::new(0);
+static VCPU1_DONE: AtomicBool = AtomicBool::new(false);
+
+fn vcpu1_entry(_vcpu: u32) {
+    let image = FxImage::take();
+    VCPU1_FCW.store(u32::from(image.fcw()), Ordering::SeqCst);
+    VCPU1_MXCSR.store(image.mxcsr(), Ordering::SeqCst);
+    VCPU1_VERDICT.store(if image.is_reset() { 1 } else { 2 }, Ordering::SeqCst);
+    VCPU1_DONE.store(true, Ordering::SeqCst);
+}
+
+fn main(start_info: &'static StartInfo) {
+    // First, before anything could touch the registers.
+    let initial = FxImage::take();
+    let seed: u64 = start_info
+        .arg_value("seed")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1);
+    let count: u64 = start_info
+        .arg_value("rounds")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(200);
+    check!(
+        initial.is_reset(),
+        "vcpu 0 starts in the reset state (fcw {:#x} fsw {:#x} ftw {:#x} mxcsr {:#x} xmm0 {:#x} xmm15 {:#x})",
+        initial.fcw(),
+        initial.fsw(),
+        initial.ftw(),
+        initial.mxcsr(),
+        initial.xmm(0),
+        initial.xmm(15)
+    );
+
+    let (bad, failed) = rounds(seed, count, Switch::Yield, 0);
+    check_eq!(failed, 0, "{count} SCHEDOP_yield calls answer 0");
+    check_eq!(
+        bad,
+        0,
+        "x87, MXCSR and xmm0-xmm15 kept across {count} SCHEDOP_yield calls"
+    );
+    let (bad, failed) = rounds(seed, count, Switch::Block, count);
+    check_eq!(
+        failed,
+        0,
+        "{count} SCHEDOP_poll calls with no port and a timeout answer 0"
+    );
+    check_eq!(
+        bad,
+        0,
+        "x87, MXCSR and xmm0-xmm15 kept across {count} blocking SCHEDOP_poll calls"
+    );
+
+    if start_info.has_arg("vcpu1") {
+        // vcpu 0's own pattern is live while vcpu 1 starts.
+        let pattern = Pattern::new(seed, u64::MAX / 2);
+        pattern.load();
+        let before = FxImage::take();
+        check_eq!(
+            smp::start(1, vcpu1_entry),
+            Ok(()),
+            "VCPUOP_initialise + VCPUOP_up start vcpu 1"
+        );
+        let mut waited = 0u32;
+        while !VCPU1_DONE.load(Ordering::SeqCst) && waited < 100_000 {
+            let _ = sched::yield_now();
+            waited += 1;
+        }
+        check_eq!(
+            VCPU1_VERDICT.load(Ordering::SeqCst),
+            1,
+            "vcpu 1 starts in the reset state, not vcpu 0's (fcw {:#x} mxcsr {:#x})",
+            VCPU1_FCW.load(Ordering::SeqCst),
+            VCPU1_MXCSR.load(Ordering::SeqCst)
+        );
+        let after = FxImage::take();
+        check!(
+            after.first_difference(&before).is_none() && pattern.matches(&after),
+            "vcpu 0's state is its own after vcpu 1 started"
+        );
+    }
+    println!("# seed {seed}: {count} rounds of each");
+}
