@@ -541,7 +541,10 @@ impl Domain {
         prepared: PreparedPort<'domain>,
     ) -> Option<&'domain Channel> {
         let channel = self.table.publish(prepared)?;
-        self.active_channels.fetch_add(1, Ordering::Relaxed);
+        // Only the event lock's holder writes the count: a load and a store,
+        // no locked read-modify-write.
+        let active = self.active_channels.load(Ordering::Relaxed);
+        self.active_channels.store(active + 1, Ordering::Relaxed);
         Some(channel)
     }
 
@@ -564,11 +567,15 @@ impl Domain {
         // The Xen-attached count drops first and (in alloc) rises last, so
         // the lock-free "guest channels remain" test of reset (active >
         // Xen-attached) never sees a guest channel that is not there. Release
-        // orders the two decrements for that reader.
+        // orders the two decrements for that reader. Only the event lock's
+        // holder writes either count: loads and stores, no locked
+        // read-modify-writes.
         if was_xen_attached {
-            self.xen_channels.fetch_sub(1, Ordering::Release);
+            let xen = self.xen_channels.load(Ordering::Relaxed);
+            self.xen_channels.store(xen - 1, Ordering::Release);
         }
-        self.active_channels.fetch_sub(1, Ordering::Release);
+        let active = self.active_channels.load(Ordering::Relaxed);
+        self.active_channels.store(active - 1, Ordering::Release);
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.

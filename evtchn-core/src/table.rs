@@ -18,7 +18,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::abi::{EVTCHN_FIFO_NR_CHANNELS, EVTCHNS_PER_BUCKET, Errno, Port};
-use crate::channel::{Channel, ChannelState};
+use crate::channel::{Channel, ChannelKind, ChannelState};
 use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
 type Bucket = Box<[Channel]>;
@@ -152,7 +152,8 @@ impl PortTable {
     /// Xen's `get_free_port()` scan, without claiming anything: the lowest
     /// port up to `limit` that is free and not busy (FIFO: still linked),
     /// or the first port past the storage. The caller holds the domain's
-    /// event lock, so states cannot change.
+    /// event lock, so states cannot change, and each is read from its
+    /// channel's summary word without the channel's lock.
     pub(crate) fn find_free(
         &self,
         limit: u32,
@@ -173,7 +174,7 @@ impl PortTable {
                 });
             }
             let channel = self.channel(Port(port)).ok_or(Errno::ENOSPC)?;
-            if *channel.read() == ChannelState::Free {
+            if channel.kind_under_event_lock().0 == ChannelKind::Free {
                 if is_busy(Port(port)) {
                     skipped_busy = true;
                     continue;
@@ -211,7 +212,7 @@ impl PortTable {
             });
         }
         let channel = self.channel(port).ok_or(Errno::ENOSPC)?;
-        if *channel.read() != ChannelState::Free || is_busy(port) {
+        if channel.kind_under_event_lock().0 != ChannelKind::Free || is_busy(port) {
             return Err(Errno::EBUSY);
         }
         Ok(FreePort {

@@ -2,7 +2,7 @@
 //! close that domain destruction runs on every port.
 
 use crate::abi::{DomId, EVTCHNS_PER_BUCKET, Errno, Port, VcpuId};
-use crate::channel::ChannelState;
+use crate::channel::{ChannelKind, ChannelState, Consumer};
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{Domains, EventLocks};
@@ -51,10 +51,27 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 None => EventLocks::lock(domain, domain),
                 Some(peer) => EventLocks::lock(domain, peer),
             };
-            let state = *channel.read();
-            if state.is_xen_attached() && by == CloseBy::Guest {
+            // Under the event lock the summary word gives the state's kind
+            // and consumer exactly, without the channel's lock.
+            let (kind, consumer) = channel.kind_under_event_lock();
+            let is_xen_attached = matches!(consumer, Consumer::Xen(_));
+            if is_xen_attached && by == CloseBy::Guest {
                 return Err(Errno::EINVAL);
             }
+            match kind {
+                ChannelKind::Free | ChannelKind::Reserved => return Err(Errno::EINVAL),
+                // Nothing to undo but the port itself: straight to the
+                // write lock, without reading the state under the read lock
+                // first.
+                ChannelKind::Unbound | ChannelKind::Ipi => {
+                    let mut own_state = channel.write(domain.domid);
+                    domain.release_port(locks.first(), (port, channel), is_xen_attached);
+                    *own_state = ChannelState::Free;
+                    return Ok(());
+                }
+                ChannelKind::Interdomain | ChannelKind::Pirq | ChannelKind::Virq => {}
+            }
+            let state = *channel.read();
             match state {
                 ChannelState::Free | ChannelState::Reserved => return Err(Errno::EINVAL),
                 ChannelState::Unbound { .. } | ChannelState::Ipi => {}
