@@ -181,7 +181,8 @@ pub struct ChannelInfo {
 /// Every write lock of the channel stores a `LOCKED` word with the next
 /// generation as soon as it is taken (SeqCst, before the writer changes
 /// anything, in particular before close clears the pending bit), and the
-/// word for the new state, same generation, as it is released. So two
+/// word for the new state, same generation, as it is released (Release).
+/// So two
 /// loads that return the same word bracket a stretch in which no writer
 /// took the lock: the 44-bit generation cannot wrap within one send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
