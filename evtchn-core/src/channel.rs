@@ -115,6 +115,7 @@ impl ChannelState {
 
     /// Whether a writer may hold the channel lock in this state (spec §2.15):
     /// only while the channel is, or becomes, free or unbound.
+    #[cfg(debug_assertions)]
     const fn allows_writer(&self) -> bool {
         matches!(self, Self::Free | Self::Unbound { .. })
     }
@@ -334,8 +335,10 @@ impl Channel {
     /// old word and reads it again after its pending test-and-set sees that
     /// a writer came (see `Domain::send_lock_free`). The guard publishes
     /// the word of the new state as it drops.
+    #[inline]
     pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
+        #[cfg(debug_assertions)]
         let allowed_at_lock = guard.state.allows_writer();
         // Relaxed load: only the write lock's holder stores this word.
         let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
@@ -347,6 +350,7 @@ impl Channel {
         );
         ChannelWriteGuard {
             guard,
+            #[cfg(debug_assertions)]
             allowed_at_lock,
             summary: &self.summary,
             binding: &self.binding,
@@ -451,6 +455,8 @@ impl Channel {
 /// is dropped: the channel was free or unbound when locked, or is now.
 pub(crate) struct ChannelWriteGuard<'a> {
     guard: RwLockWriteGuard<'a, Slot>,
+    /// For the writer rule's check (debug builds only).
+    #[cfg(debug_assertions)]
     allowed_at_lock: bool,
     summary: &'a AtomicU32,
     binding: &'a AtomicU64,
@@ -532,6 +538,7 @@ impl ChannelReadGuard<'_> {
 }
 
 impl Drop for ChannelWriteGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
@@ -543,6 +550,7 @@ impl Drop for ChannelWriteGuard<'_> {
                 "a channel held the last reference to its peer domain"
             );
         }
+        #[cfg(debug_assertions)]
         debug_assert!(
             self.allowed_at_lock || self.guard.state.allows_writer(),
             "channel write-locked while neither free nor unbound: {:?}",
@@ -556,10 +564,12 @@ impl Drop for ChannelWriteGuard<'_> {
         // only compares this word and takes its port from it. Its argument
         // needs the *next* writer's store at lock in the single SeqCst
         // order (a reload that reads this word precedes that store there,
-        // whatever the order of this one), not this store.
-        self.binding.store(
-            Binding::of(&self.guard.state, self.owner, self.generation).0,
-            Ordering::Release,
-        );
+        // whatever the order of this one), not this store. A state without
+        // a lock-free send has the word stored at lock (`LOCKED`, same
+        // generation): nothing to store again.
+        let word = Binding::of(&self.guard.state, self.owner, self.generation);
+        if word != Binding::new(self.generation, Binding::LOCKED, 0) {
+            self.binding.store(word.0, Ordering::Release);
+        }
     }
 }

@@ -503,6 +503,7 @@ impl Domain {
 
     /// [`Domain::prepare_port`], or for [`PortChoice::Exact`] Xen's
     /// `evtchn_allocate_port()` of that port (-ENOSPC, -EBUSY).
+    #[inline]
     pub(crate) fn prepare_port_choice(
         &self,
         locked: &EventLocked,
@@ -521,6 +522,13 @@ impl Domain {
             };
             return self.table.prepare(free);
         }
+        self.prepare_fifo_port(choice)
+    }
+
+    /// [`Domain::prepare_port_choice`] on FIFO (the caller holds the event
+    /// lock): the limit is the ABI's and a port still linked is busy.
+    #[inline(never)]
+    fn prepare_fifo_port(&self, choice: PortChoice) -> Result<PreparedPort<'_>, Errno> {
         // Under the event lock nobody can write the ABI or this domain's
         // channels, so reading both here, in either order, cannot block.
         let abi = self.abi();
@@ -535,6 +543,7 @@ impl Domain {
     }
 
     /// Publish a prepared port and count it active.
+    #[inline]
     pub(crate) fn claim_port<'domain>(
         &'domain self,
         _locked: &EventLocked,
@@ -560,7 +569,7 @@ impl Domain {
         if self.is_two_level(locked) {
             two_level_clear_pending(&*self.shared, port);
         } else {
-            self.abi().clear_pending(&*self.shared, port);
+            self.clear_pending_fifo(port);
         }
         channel.set_notify_vcpu(VcpuId(0));
         self.table.note_freed(port);
@@ -576,6 +585,12 @@ impl Domain {
         }
         let active = self.active_channels.load(Ordering::Relaxed);
         self.active_channels.store(active - 1, Ordering::Release);
+    }
+
+    /// [`Domain::release_port`]'s clear of the pending bit on FIFO.
+    #[inline(never)]
+    fn clear_pending_fifo(&self, port: Port) {
+        self.abi().clear_pending(&*self.shared, port);
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.

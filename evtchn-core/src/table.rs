@@ -93,6 +93,21 @@ fn bucket_index(port: u32) -> usize {
     (port / EVTCHNS_PER_BUCKET) as usize
 }
 
+/// Buckets `first..=last`, allocated (-ENOMEM). Out of line: most ports
+/// are found in storage that exists.
+#[cold]
+#[inline(never)]
+fn new_buckets(first: usize, last: usize) -> Result<Vec<Bucket>, Errno> {
+    let mut buckets = Vec::new();
+    buckets
+        .try_reserve_exact(last.saturating_sub(first) + 1)
+        .map_err(|_| Errno::ENOMEM)?;
+    for _ in first..=last {
+        buckets.push(new_bucket()?);
+    }
+    Ok(buckets)
+}
+
 fn new_bucket() -> Result<Bucket, Errno> {
     let mut channels = Vec::new();
     channels
@@ -154,6 +169,7 @@ impl PortTable {
     /// or the first port past the storage. The caller holds the domain's
     /// event lock, so states cannot change, and each is read from its
     /// channel's summary word without the channel's lock.
+    #[inline]
     pub(crate) fn find_free(
         &self,
         limit: u32,
@@ -224,23 +240,14 @@ impl PortTable {
     }
 
     /// Allocate the storage a free port needs (-ENOMEM), changing nothing.
+    #[inline]
     pub(crate) fn prepare<'table>(
         &self,
         free: FreePort<'table>,
     ) -> Result<PreparedPort<'table>, Errno> {
         let new_buckets = match free.first_new_bucket {
             None => None,
-            Some(first) => {
-                let last = bucket_index(free.port.0);
-                let mut buckets = Vec::new();
-                buckets
-                    .try_reserve_exact(last.saturating_sub(first) + 1)
-                    .map_err(|_| Errno::ENOMEM)?;
-                for _ in first..=last {
-                    buckets.push(new_bucket()?);
-                }
-                Some((first, buckets))
-            }
+            Some(first) => Some((first, new_buckets(first, bucket_index(free.port.0))?)),
         };
         Ok(PreparedPort {
             port: free.port,
@@ -253,15 +260,13 @@ impl PortTable {
     /// Publish a prepared port's storage and return its channel (still
     /// free). Cannot fail: the slots exist and are empty because the event
     /// lock has been held since the port was found.
+    #[inline]
     pub(crate) fn publish<'table>(
         &'table self,
         prepared: PreparedPort<'table>,
     ) -> Option<&'table Channel> {
         if let Some((first, buckets)) = prepared.new_buckets {
-            // Ascending, so the valid count never covers a missing bucket.
-            for (index, bucket) in (first..).zip(buckets) {
-                self.publish_bucket(index, bucket);
-            }
+            self.publish_buckets(first, buckets);
         }
         let next = prepared.port.0.saturating_add(1);
         if prepared.is_lowest {
@@ -287,6 +292,16 @@ impl PortTable {
         let port = port.0.max(1);
         if port < self.scan_start.load(Ordering::Relaxed) {
             self.scan_start.store(port, Ordering::Relaxed);
+        }
+    }
+
+    /// Publish new buckets from index `first` up, in ascending order, so
+    /// that the valid count never covers a missing bucket.
+    #[cold]
+    #[inline(never)]
+    fn publish_buckets(&self, first: usize, buckets: Vec<Bucket>) {
+        for (index, bucket) in (first..).zip(buckets) {
+            self.publish_bucket(index, bucket);
         }
     }
 
