@@ -235,6 +235,7 @@ impl Domain {
         self.shared.event_pages(vcpu)
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, EventLocked> {
         self.event_lock.lock()
     }
@@ -503,7 +504,7 @@ impl Domain {
 
     /// [`Domain::prepare_port`], or for [`PortChoice::Exact`] Xen's
     /// `evtchn_allocate_port()` of that port (-ENOSPC, -EBUSY).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn prepare_port_choice(
         &self,
         locked: &EventLocked,
@@ -560,6 +561,7 @@ impl Domain {
     /// Clear a channel's pending bit and count it freed; the caller sets
     /// its state to Free under its write lock and holds the event lock
     /// (Xen: `evtchn_free()`).
+    #[inline]
     pub(crate) fn release_port(
         &self,
         locked: &EventLocked,
