@@ -404,14 +404,17 @@ impl Channel {
         VcpuId(self.notify_vcpu.load(Ordering::Relaxed))
     }
 
+    #[inline]
     pub(crate) fn set_notify_vcpu(&self, vcpu: VcpuId) {
         self.notify_vcpu.store(vcpu.0, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn priority(&self) -> u8 {
         self.priority.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn set_priority(&self, priority: u8) {
         self.priority.store(priority, Ordering::Relaxed);
     }

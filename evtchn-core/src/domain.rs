@@ -235,6 +235,16 @@ impl Domain {
         self.shared.event_pages(vcpu)
     }
 
+    /// The shared_info page: a plain load if it is fixed, else one dynamic
+    /// call of the view.
+    #[inline]
+    pub(crate) fn shared_info_page(&self) -> &SharedInfo {
+        match self.fixed_page {
+            Some(page) => page,
+            None => self.shared.shared_info(),
+        }
+    }
+
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, EventLocked> {
         self.event_lock.lock()
@@ -479,7 +489,7 @@ impl Domain {
     fn settle_late_send(&self, port: Port, channel: &Channel, notify: &dyn Notify) -> Wakeups {
         let state = channel.read();
         if !state.is_usable() {
-            two_level_clear_pending(&*self.shared, port);
+            two_level_clear_pending(self.shared_info_page(), port);
             return Wakeups::default();
         }
         let vcpu = channel.notify_vcpu();
@@ -569,7 +579,7 @@ impl Domain {
         was_xen_attached: bool,
     ) {
         if self.is_two_level(locked) {
-            two_level_clear_pending(&*self.shared, port);
+            two_level_clear_pending(self.shared_info_page(), port);
         } else {
             self.clear_pending_fifo(port);
         }
