@@ -10,8 +10,7 @@ use crate::abi::{
 use crate::domain::Domain;
 use crate::port_ops::QueueId;
 use crate::sync::{
-    AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard,
-    RwLockWriteGuard,
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
 /// Who consumes events arriving on a channel (spec §2.17).
@@ -116,8 +115,45 @@ impl ChannelState {
 
     /// Whether a writer may hold the channel lock in this state (spec §2.15):
     /// only while the channel is, or becomes, free or unbound.
+    #[cfg(debug_assertions)]
     const fn allows_writer(&self) -> bool {
         matches!(self, Self::Free | Self::Unbound { .. })
+    }
+}
+
+/// Which [`ChannelState`] a channel is in, without the state's data: what
+/// the holder of the owning domain's event lock reads from the channel's
+/// summary word ([`Channel::kind_under_event_lock`]) instead of taking the
+/// channel's lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChannelKind {
+    /// [`ChannelState::Free`].
+    Free = 0,
+    /// [`ChannelState::Reserved`].
+    Reserved = 1,
+    /// [`ChannelState::Unbound`].
+    Unbound = 2,
+    /// [`ChannelState::Interdomain`].
+    Interdomain = 3,
+    /// [`ChannelState::Pirq`].
+    Pirq = 4,
+    /// [`ChannelState::Virq`].
+    Virq = 5,
+    /// [`ChannelState::Ipi`].
+    Ipi = 6,
+}
+
+impl ChannelKind {
+    const fn of(state: &ChannelState) -> Self {
+        match state {
+            ChannelState::Free => Self::Free,
+            ChannelState::Reserved => Self::Reserved,
+            ChannelState::Unbound { .. } => Self::Unbound,
+            ChannelState::Interdomain { .. } => Self::Interdomain,
+            ChannelState::Pirq { .. } => Self::Pirq,
+            ChannelState::Virq { .. } => Self::Virq,
+            ChannelState::Ipi => Self::Ipi,
+        }
     }
 }
 
@@ -146,7 +182,8 @@ pub struct ChannelInfo {
 /// Every write lock of the channel stores a `LOCKED` word with the next
 /// generation as soon as it is taken (SeqCst, before the writer changes
 /// anything, in particular before close clears the pending bit), and the
-/// word for the new state, same generation, as it is released. So two
+/// word for the new state, same generation, as it is released (Release).
+/// So two
 /// loads that return the same word bracket a stretch in which no writer
 /// took the lock: the 44-bit generation cannot wrap within one send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,11 +285,14 @@ pub(crate) struct Slot {
 /// under the channel's *read* lock.
 pub(crate) struct Channel {
     state: RwLock<Slot>,
-    /// The state's [`Consumer`], copied out (0 = guest, 1 + n = Xen(n)) by
-    /// every write guard as it drops, so that the peer of an interdomain
-    /// sender reads it without taking this channel's lock (see
-    /// [`Channel::consumer_of_peer`]).
-    consumer: AtomicU16,
+    /// A summary of the state, copied out by every write guard as it
+    /// drops: bits 0–15 its [`Consumer`] (0 = guest, 1 + n = Xen(n)), so
+    /// that the peer of an interdomain sender reads it without taking this
+    /// channel's lock (see [`Channel::consumer_of_peer`]); bits 16–18 its
+    /// [`ChannelKind`], so that the holder of the event lock (under which
+    /// every state change happens) reads the kind without taking it either
+    /// (see [`Channel::kind_under_event_lock`]).
+    summary: AtomicU32,
     /// The [`Binding`] mirror of `state`, for lock-free senders.
     binding: AtomicU64,
     notify_vcpu: AtomicU32,
@@ -265,7 +305,7 @@ pub(crate) struct Channel {
 impl Channel {
     pub(crate) fn new(state: ChannelState) -> Self {
         Self {
-            consumer: AtomicU16::new(encode_consumer(state.consumer())),
+            summary: AtomicU32::new(encode_summary(&state)),
             binding: AtomicU64::new(Binding::of(&state, DomId(0), 0).0),
             state: RwLock::new(Slot { state, peer: None }),
             notify_vcpu: AtomicU32::new(0),
@@ -295,8 +335,10 @@ impl Channel {
     /// old word and reads it again after its pending test-and-set sees that
     /// a writer came (see `Domain::send_lock_free`). The guard publishes
     /// the word of the new state as it drops.
+    #[inline]
     pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
+        #[cfg(debug_assertions)]
         let allowed_at_lock = guard.state.allows_writer();
         // Relaxed load: only the write lock's holder stores this word.
         let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
@@ -308,8 +350,9 @@ impl Channel {
         );
         ChannelWriteGuard {
             guard,
+            #[cfg(debug_assertions)]
             allowed_at_lock,
-            consumer: &self.consumer,
+            summary: &self.summary,
             binding: &self.binding,
             owner,
             generation,
@@ -330,7 +373,17 @@ impl Channel {
     #[inline]
     pub(crate) fn is_guest_consumer_hint(&self) -> bool {
         // Acquire: pairs with the Release in the write guard's drop.
-        self.consumer.load(Ordering::Acquire) == 0
+        self.summary.load(Ordering::Acquire) & SUMMARY_CONSUMER_MASK == 0
+    }
+
+    /// The kind of this channel's state, read without its lock from the
+    /// summary word. Exact for the holder of the owning domain's event
+    /// lock: every state change happens under that lock (and the channel's
+    /// write lock, whose guard stores the word before unlocking), so the
+    /// event lock orders the last store before this load (Relaxed).
+    #[inline]
+    pub(crate) fn kind_under_event_lock(&self) -> (ChannelKind, Consumer) {
+        decode_summary(self.summary.load(Ordering::Relaxed))
     }
 
     /// The consumer of this channel, which is the peer of `sender_state`'s
@@ -341,10 +394,7 @@ impl Channel {
     #[inline]
     pub(crate) fn consumer_of_peer(&self, _sender_state: &ChannelState) -> Consumer {
         // Acquire: pairs with the Release in the write guard's drop.
-        match self.consumer.load(Ordering::Acquire) {
-            0 => Consumer::Guest,
-            encoded => Consumer::Xen(XenConsumer((encoded - 1) as u8)),
-        }
+        decode_summary(self.summary.load(Ordering::Acquire)).1
     }
 
     #[inline]
@@ -354,14 +404,17 @@ impl Channel {
         VcpuId(self.notify_vcpu.load(Ordering::Relaxed))
     }
 
+    #[inline]
     pub(crate) fn set_notify_vcpu(&self, vcpu: VcpuId) {
         self.notify_vcpu.store(vcpu.0, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn priority(&self) -> u8 {
         self.priority.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn set_priority(&self, priority: u8) {
         self.priority.store(priority, Ordering::Relaxed);
     }
@@ -405,18 +458,43 @@ impl Channel {
 /// is dropped: the channel was free or unbound when locked, or is now.
 pub(crate) struct ChannelWriteGuard<'a> {
     guard: RwLockWriteGuard<'a, Slot>,
+    /// For the writer rule's check (debug builds only).
+    #[cfg(debug_assertions)]
     allowed_at_lock: bool,
-    consumer: &'a AtomicU16,
+    summary: &'a AtomicU32,
     binding: &'a AtomicU64,
     owner: DomId,
     generation: u64,
 }
 
-fn encode_consumer(consumer: Consumer) -> u16 {
-    match consumer {
+const SUMMARY_CONSUMER_MASK: u32 = 0xffff;
+const SUMMARY_KIND_SHIFT: u32 = 16;
+
+/// The summary word of `state` (see [`Channel`]'s `summary`).
+fn encode_summary(state: &ChannelState) -> u32 {
+    let consumer = match state.consumer() {
         Consumer::Guest => 0,
-        Consumer::Xen(XenConsumer(number)) => u16::from(number) + 1,
-    }
+        Consumer::Xen(XenConsumer(number)) => u32::from(number) + 1,
+    };
+    ((ChannelKind::of(state) as u32) << SUMMARY_KIND_SHIFT) | consumer
+}
+
+#[inline]
+fn decode_summary(word: u32) -> (ChannelKind, Consumer) {
+    let kind = match word >> SUMMARY_KIND_SHIFT {
+        0 => ChannelKind::Free,
+        1 => ChannelKind::Reserved,
+        2 => ChannelKind::Unbound,
+        3 => ChannelKind::Interdomain,
+        4 => ChannelKind::Pirq,
+        5 => ChannelKind::Virq,
+        _ => ChannelKind::Ipi,
+    };
+    let consumer = match word & SUMMARY_CONSUMER_MASK {
+        0 => Consumer::Guest,
+        encoded => Consumer::Xen(XenConsumer((encoded - 1) as u8)),
+    };
+    (kind, consumer)
 }
 
 impl core::ops::Deref for ChannelWriteGuard<'_> {
@@ -463,6 +541,7 @@ impl ChannelReadGuard<'_> {
 }
 
 impl Drop for ChannelWriteGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
@@ -474,6 +553,7 @@ impl Drop for ChannelWriteGuard<'_> {
                 "a channel held the last reference to its peer domain"
             );
         }
+        #[cfg(debug_assertions)]
         debug_assert!(
             self.allowed_at_lock || self.guard.state.allows_writer(),
             "channel write-locked while neither free nor unbound: {:?}",
@@ -481,15 +561,18 @@ impl Drop for ChannelWriteGuard<'_> {
         );
         // Release, before the lock itself is released: pairs with the
         // Acquire in `consumer_of_peer`.
-        self.consumer.store(
-            encode_consumer(self.guard.state.consumer()),
-            Ordering::Release,
-        );
-        // SeqCst (Release would do: lock-free senders only compare it and
-        // take their port from it), before the lock itself is released.
-        self.binding.store(
-            Binding::of(&self.guard.state, self.owner, self.generation).0,
-            Ordering::SeqCst,
-        );
+        self.summary
+            .store(encode_summary(&self.guard.state), Ordering::Release);
+        // Release, before the lock itself is released: a lock-free sender
+        // only compares this word and takes its port from it. Its argument
+        // needs the *next* writer's store at lock in the single SeqCst
+        // order (a reload that reads this word precedes that store there,
+        // whatever the order of this one), not this store. A state without
+        // a lock-free send has the word stored at lock (`LOCKED`, same
+        // generation): nothing to store again.
+        let word = Binding::of(&self.guard.state, self.owner, self.generation);
+        if word != Binding::new(self.generation, Binding::LOCKED, 0) {
+            self.binding.store(word.0, Ordering::Release);
+        }
     }
 }

@@ -235,6 +235,17 @@ impl Domain {
         self.shared.event_pages(vcpu)
     }
 
+    /// The shared_info page: a plain load if it is fixed, else one dynamic
+    /// call of the view.
+    #[inline]
+    pub(crate) fn shared_info_page(&self) -> &SharedInfo {
+        match self.fixed_page {
+            Some(page) => page,
+            None => self.shared.shared_info(),
+        }
+    }
+
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, EventLocked> {
         self.event_lock.lock()
     }
@@ -478,7 +489,7 @@ impl Domain {
     fn settle_late_send(&self, port: Port, channel: &Channel, notify: &dyn Notify) -> Wakeups {
         let state = channel.read();
         if !state.is_usable() {
-            two_level_clear_pending(&*self.shared, port);
+            two_level_clear_pending(self.shared_info_page(), port);
             return Wakeups::default();
         }
         let vcpu = channel.notify_vcpu();
@@ -503,6 +514,7 @@ impl Domain {
 
     /// [`Domain::prepare_port`], or for [`PortChoice::Exact`] Xen's
     /// `evtchn_allocate_port()` of that port (-ENOSPC, -EBUSY).
+    #[inline(always)]
     pub(crate) fn prepare_port_choice(
         &self,
         locked: &EventLocked,
@@ -521,6 +533,13 @@ impl Domain {
             };
             return self.table.prepare(free);
         }
+        self.prepare_fifo_port(choice)
+    }
+
+    /// [`Domain::prepare_port_choice`] on FIFO (the caller holds the event
+    /// lock): the limit is the ABI's and a port still linked is busy.
+    #[inline(never)]
+    fn prepare_fifo_port(&self, choice: PortChoice) -> Result<PreparedPort<'_>, Errno> {
         // Under the event lock nobody can write the ABI or this domain's
         // channels, so reading both here, in either order, cannot block.
         let abi = self.abi();
@@ -535,19 +554,24 @@ impl Domain {
     }
 
     /// Publish a prepared port and count it active.
+    #[inline]
     pub(crate) fn claim_port<'domain>(
         &'domain self,
         _locked: &EventLocked,
         prepared: PreparedPort<'domain>,
     ) -> Option<&'domain Channel> {
         let channel = self.table.publish(prepared)?;
-        self.active_channels.fetch_add(1, Ordering::Relaxed);
+        // Only the event lock's holder writes the count: a load and a store,
+        // no locked read-modify-write.
+        let active = self.active_channels.load(Ordering::Relaxed);
+        self.active_channels.store(active + 1, Ordering::Relaxed);
         Some(channel)
     }
 
     /// Clear a channel's pending bit and count it freed; the caller sets
     /// its state to Free under its write lock and holds the event lock
     /// (Xen: `evtchn_free()`).
+    #[inline]
     pub(crate) fn release_port(
         &self,
         locked: &EventLocked,
@@ -555,20 +579,30 @@ impl Domain {
         was_xen_attached: bool,
     ) {
         if self.is_two_level(locked) {
-            two_level_clear_pending(&*self.shared, port);
+            two_level_clear_pending(self.shared_info_page(), port);
         } else {
-            self.abi().clear_pending(&*self.shared, port);
+            self.clear_pending_fifo(port);
         }
         channel.set_notify_vcpu(VcpuId(0));
         self.table.note_freed(port);
         // The Xen-attached count drops first and (in alloc) rises last, so
         // the lock-free "guest channels remain" test of reset (active >
         // Xen-attached) never sees a guest channel that is not there. Release
-        // orders the two decrements for that reader.
+        // orders the two decrements for that reader. Only the event lock's
+        // holder writes either count: loads and stores, no locked
+        // read-modify-writes.
         if was_xen_attached {
-            self.xen_channels.fetch_sub(1, Ordering::Release);
+            let xen = self.xen_channels.load(Ordering::Relaxed);
+            self.xen_channels.store(xen - 1, Ordering::Release);
         }
-        self.active_channels.fetch_sub(1, Ordering::Release);
+        let active = self.active_channels.load(Ordering::Relaxed);
+        self.active_channels.store(active - 1, Ordering::Release);
+    }
+
+    /// [`Domain::release_port`]'s clear of the pending bit on FIFO.
+    #[inline(never)]
+    fn clear_pending_fifo(&self, port: Port) {
+        self.abi().clear_pending(&*self.shared, port);
     }
 
     /// Act on port-op wakeups. Called with no evtchn-core lock held.

@@ -257,8 +257,9 @@
 //! loopback, check the peer is a guest port; load the ABI generation (even
 //! = 2-level); look the pages up (plain loads when they are fixed, see
 //! "Performance of send"); **test-and-set the pending bit**; reload
-//! the word and the generation. All these and the writers' stores and
-//! clears are SeqCst. Then:
+//! the word and the generation. All these, the writers' stores at lock
+//! and their clears are SeqCst (the store at unlock need only be Release:
+//! the argument below rests on the *next* writer's store at lock). Then:
 //!
 //! * **Word and generation unchanged**: the reload precedes the next
 //!   writer's store in the single SeqCst order, so the test-and-set does

@@ -102,6 +102,7 @@ pub(crate) enum EventLocks<'a> {
 
 impl EventLocks<'_> {
     /// Lock `first` and `second` (the same domain → one lock).
+    #[inline]
     pub(crate) fn lock<'a>(first: &'a Domain, second: &'a Domain) -> EventLocks<'a> {
         if first.domid == second.domid {
             return EventLocks::One(first.lock());
@@ -122,6 +123,7 @@ impl EventLocks<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn first(&self) -> &EventLocked {
         match self {
             Self::One(guard) => guard,

@@ -27,8 +27,8 @@ mod imp {
     pub type Mutex<T> = spin::Mutex<T>;
     /// Guard of [`Mutex`].
     pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
-    /// A spinning reader-writer lock that prefers writers: `write` first
-    /// takes spin's upgradeable lock, which turns new readers away, then
+    /// A spinning reader-writer lock that prefers writers: `write`, unless
+    /// it finds the lock free, first takes spin's upgradeable lock, which turns new readers away, then
     /// waits for the readers inside to leave. Without that, a flood of
     /// readers (a guest sending on a port as fast as it can) could keep the
     /// count above zero and starve a close of the peer port for ever.
@@ -49,8 +49,19 @@ mod imp {
         pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
             self.0.try_read()
         }
-        /// Exclusive lock: announce the writer, then wait for readers.
+        /// Exclusive lock: at once if the lock is free (one
+        /// compare-and-swap), else announce the writer, then wait for the
+        /// readers inside to leave.
+        #[inline]
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            if let Some(guard) = self.0.try_write() {
+                return guard;
+            }
+            self.write_contended()
+        }
+        #[cold]
+        #[inline(never)]
+        fn write_contended(&self) -> RwLockWriteGuard<'_, T> {
             self.0.upgradeable_read().upgrade()
         }
     }

@@ -18,7 +18,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::abi::{EVTCHN_FIFO_NR_CHANNELS, EVTCHNS_PER_BUCKET, Errno, Port};
-use crate::channel::{Channel, ChannelState};
+use crate::channel::{Channel, ChannelKind, ChannelState};
 use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
 type Bucket = Box<[Channel]>;
@@ -93,6 +93,21 @@ fn bucket_index(port: u32) -> usize {
     (port / EVTCHNS_PER_BUCKET) as usize
 }
 
+/// Buckets `first..=last`, allocated (-ENOMEM). Out of line: most ports
+/// are found in storage that exists.
+#[cold]
+#[inline(never)]
+fn new_buckets(first: usize, last: usize) -> Result<Vec<Bucket>, Errno> {
+    let mut buckets = Vec::new();
+    buckets
+        .try_reserve_exact(last.saturating_sub(first) + 1)
+        .map_err(|_| Errno::ENOMEM)?;
+    for _ in first..=last {
+        buckets.push(new_bucket()?);
+    }
+    Ok(buckets)
+}
+
 fn new_bucket() -> Result<Bucket, Errno> {
     let mut channels = Vec::new();
     channels
@@ -152,7 +167,9 @@ impl PortTable {
     /// Xen's `get_free_port()` scan, without claiming anything: the lowest
     /// port up to `limit` that is free and not busy (FIFO: still linked),
     /// or the first port past the storage. The caller holds the domain's
-    /// event lock, so states cannot change.
+    /// event lock, so states cannot change, and each is read from its
+    /// channel's summary word without the channel's lock.
+    #[inline]
     pub(crate) fn find_free(
         &self,
         limit: u32,
@@ -173,7 +190,7 @@ impl PortTable {
                 });
             }
             let channel = self.channel(Port(port)).ok_or(Errno::ENOSPC)?;
-            if *channel.read() == ChannelState::Free {
+            if channel.kind_under_event_lock().0 == ChannelKind::Free {
                 if is_busy(Port(port)) {
                     skipped_busy = true;
                     continue;
@@ -211,7 +228,7 @@ impl PortTable {
             });
         }
         let channel = self.channel(port).ok_or(Errno::ENOSPC)?;
-        if *channel.read() != ChannelState::Free || is_busy(port) {
+        if channel.kind_under_event_lock().0 != ChannelKind::Free || is_busy(port) {
             return Err(Errno::EBUSY);
         }
         Ok(FreePort {
@@ -223,23 +240,14 @@ impl PortTable {
     }
 
     /// Allocate the storage a free port needs (-ENOMEM), changing nothing.
+    #[inline]
     pub(crate) fn prepare<'table>(
         &self,
         free: FreePort<'table>,
     ) -> Result<PreparedPort<'table>, Errno> {
         let new_buckets = match free.first_new_bucket {
             None => None,
-            Some(first) => {
-                let last = bucket_index(free.port.0);
-                let mut buckets = Vec::new();
-                buckets
-                    .try_reserve_exact(last.saturating_sub(first) + 1)
-                    .map_err(|_| Errno::ENOMEM)?;
-                for _ in first..=last {
-                    buckets.push(new_bucket()?);
-                }
-                Some((first, buckets))
-            }
+            Some(first) => Some((first, new_buckets(first, bucket_index(free.port.0))?)),
         };
         Ok(PreparedPort {
             port: free.port,
@@ -252,15 +260,13 @@ impl PortTable {
     /// Publish a prepared port's storage and return its channel (still
     /// free). Cannot fail: the slots exist and are empty because the event
     /// lock has been held since the port was found.
+    #[inline]
     pub(crate) fn publish<'table>(
         &'table self,
         prepared: PreparedPort<'table>,
     ) -> Option<&'table Channel> {
         if let Some((first, buckets)) = prepared.new_buckets {
-            // Ascending, so the valid count never covers a missing bucket.
-            for (index, bucket) in (first..).zip(buckets) {
-                self.publish_bucket(index, bucket);
-            }
+            self.publish_buckets(first, buckets);
         }
         let next = prepared.port.0.saturating_add(1);
         if prepared.is_lowest {
@@ -286,6 +292,16 @@ impl PortTable {
         let port = port.0.max(1);
         if port < self.scan_start.load(Ordering::Relaxed) {
             self.scan_start.store(port, Ordering::Relaxed);
+        }
+    }
+
+    /// Publish new buckets from index `first` up, in ascending order, so
+    /// that the valid count never covers a missing bucket.
+    #[cold]
+    #[inline(never)]
+    fn publish_buckets(&self, first: usize, buckets: Vec<Bucket>) {
+        for (index, bucket) in (first..).zip(buckets) {
+            self.publish_bucket(index, bucket);
         }
     }
 

@@ -119,7 +119,9 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
-            target.xen_channels.fetch_add(1, Ordering::Relaxed);
+            // Only the event lock's holder writes the count.
+            let xen = target.xen_channels.load(Ordering::Relaxed);
+            target.xen_channels.store(xen + 1, Ordering::Relaxed);
         }
         Ok(port)
     }

@@ -2,13 +2,13 @@
 //! close that domain destruction runs on every port.
 
 use crate::abi::{DomId, EVTCHNS_PER_BUCKET, Errno, Port, VcpuId};
-use crate::channel::ChannelState;
-use crate::domain::Domain;
+use crate::channel::{Channel, ChannelKind, ChannelState, Consumer};
+use crate::domain::{Domain, EventLocked};
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{Domains, EventLocks};
 use alloc::sync::Arc;
 
-use crate::sync::Ordering;
+use crate::sync::{MutexGuard, Ordering};
 
 use super::{CloseBy, ResetMode, check_target};
 
@@ -31,6 +31,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// Xen's `evtchn_close()`.
+    ///
+    /// The common case, an unbound or IPI port (nothing to undo but the
+    /// port itself, no peer to lock), is served here; every other state
+    /// goes on to [`Domains::close_bound_port`] with the event lock still
+    /// held. Kept out of line: inlined, it would widen the hypervisor's
+    /// hot handler frame that send shares.
+    #[inline(never)]
     pub(crate) fn close_port(
         &self,
         domain: &Arc<Domain>,
@@ -38,23 +45,65 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         by: CloseBy,
     ) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        let locked = domain.lock();
+        // Under the event lock the summary word gives the state's kind and
+        // consumer exactly, without the channel's lock.
+        let (kind, consumer) = channel.kind_under_event_lock();
+        let is_xen_attached = matches!(consumer, Consumer::Xen(_));
+        if matches!(kind, ChannelKind::Unbound | ChannelKind::Ipi)
+            && !(is_xen_attached && by == CloseBy::Guest)
+        {
+            // Straight to the write lock, without reading the state under
+            // the read lock first.
+            let mut own_state = channel.write(domain.domid);
+            domain.release_port(&locked, (port, channel), is_xen_attached);
+            *own_state = ChannelState::Free;
+            return Ok(());
+        }
+        self.close_bound_port(domain, (port, channel), by, locked)
+    }
+
+    /// [`Domains::close_port`] of any state but a guest's unbound or IPI
+    /// port, entered with the domain's event lock held (`locked`).
+    #[inline(never)]
+    fn close_bound_port(
+        &self,
+        domain: &Arc<Domain>,
+        (port, channel): (Port, &Channel),
+        by: CloseBy,
+        locked: MutexGuard<'_, EventLocked>,
+    ) -> Result<(), Errno> {
         // The peer domain of an interdomain channel, once known. Its event
         // lock must be taken in domid order, so on discovering it we drop
         // ours, take both, and look again. If the channel was closed and
         // re-bound elsewhere meanwhile, the answer is -EINVAL, as if we had
         // seen it free (it was, in between), which is what Xen does.
         let mut peer: Option<Arc<Domain>> = None;
+        let mut held = Some(locked);
         loop {
             let peer_now = peer.clone();
             // Lock order: lower domid's event lock -> higher domid's.
-            let locks = match &peer_now {
-                None => EventLocks::lock(domain, domain),
-                Some(peer) => EventLocks::lock(domain, peer),
+            let locks = match (held.take(), &peer_now) {
+                (Some(locked), _) => EventLocks::One(locked),
+                (None, None) => EventLocks::lock(domain, domain),
+                (None, Some(peer)) => EventLocks::lock(domain, peer),
             };
-            let state = *channel.read();
-            if state.is_xen_attached() && by == CloseBy::Guest {
+            // Under the event lock the summary word gives the state's kind
+            // and consumer exactly, without the channel's lock.
+            let (kind, consumer) = channel.kind_under_event_lock();
+            let is_xen_attached = matches!(consumer, Consumer::Xen(_));
+            if is_xen_attached && by == CloseBy::Guest {
                 return Err(Errno::EINVAL);
             }
+            match kind {
+                ChannelKind::Free | ChannelKind::Reserved => return Err(Errno::EINVAL),
+                ChannelKind::Unbound
+                | ChannelKind::Ipi
+                | ChannelKind::Interdomain
+                | ChannelKind::Pirq
+                | ChannelKind::Virq => {}
+            }
+            let state = *channel.read();
             match state {
                 ChannelState::Free | ChannelState::Reserved => return Err(Errno::EINVAL),
                 ChannelState::Unbound { .. } | ChannelState::Ipi => {}

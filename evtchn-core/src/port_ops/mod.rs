@@ -131,8 +131,8 @@ pub(crate) fn two_level_unmask(view: &dyn SharedInfoView, port: Port, vcpu: Vcpu
 /// The 2-level `clear_pending` on its own, for callers that hold the event
 /// lock and so know the ABI from its generation (see `Domain::release_port`).
 #[inline]
-pub(crate) fn two_level_clear_pending(view: &dyn SharedInfoView, port: Port) {
-    two_level::clear_pending(view, port);
+pub(crate) fn two_level_clear_pending(shared: &SharedInfo, port: Port) {
+    two_level::clear_pending_in(shared, port);
 }
 
 impl EventAbi {

@@ -129,7 +129,14 @@ pub(super) fn raise(
 }
 
 pub(super) fn clear_pending(view: &dyn SharedInfoView, port: Port) {
-    if let Some((pending, bit)) = pending_word(view, port) {
+    clear_pending_in(view.shared_info(), port);
+}
+
+/// [`clear_pending`] in a shared_info page the caller looked up.
+#[inline]
+pub(super) fn clear_pending_in(shared: &SharedInfo, port: Port) {
+    let (index, bit) = word_and_bit(port);
+    if let Some(pending) = shared.evtchn_pending.get(index) {
         pending.fetch_and(!bit, Ordering::SeqCst);
     }
 }
