@@ -228,14 +228,19 @@ fn a_loopback_send_whose_bit_lands_after_the_peer_closed_takes_it_back() {
 
 const ROUNDS: usize = 3000;
 
-/// Each round: a sender thread sends on `port` flat out while this thread
-/// closes it, binds it again as an IPI toward vcpu 1 (on odd rounds) and
-/// sends on the new binding. After the sender stops: a free port is not
-/// pending; a bound one is pending and notified on vcpu 1.
-#[test]
-fn sends_racing_close_rebind_and_send_leave_no_stale_bit_and_lose_no_event() {
-    let world = World::new();
-    let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+/// The race both stress tests run, `ROUNDS` times: a sender thread sends
+/// on `sent` flat out while this thread closes `target` (the port those
+/// sends raise), binds it again as an IPI toward vcpu 1 (on odd rounds) and
+/// sends on the new binding. After the sender stops: a free `target` is not
+/// pending; a rebound one is pending and notified on vcpu 1. `reset` then
+/// restores the binding the next round starts from (its argument: whether
+/// `target` was rebound).
+fn race_close_rebind_and_send(
+    world: &Arc<World>,
+    sent: Port,
+    target: Port,
+    mut reset: impl FnMut(bool),
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(2));
     let done = Arc::new(Barrier::new(2));
@@ -245,70 +250,7 @@ fn sends_racing_close_rebind_and_send_leave_no_stale_bit_and_lose_no_event() {
             for _ in 0..ROUNDS {
                 start.wait();
                 while !stop.load(Ordering::SeqCst) {
-                    let result = world.domains.send(DOM1, port);
-                    assert!(matches!(result, Ok(()) | Err(Errno::EINVAL)), "{result:?}");
-                }
-                done.wait();
-            }
-        })
-    };
-    for round in 0..ROUNDS {
-        world.quiesce();
-        stop.store(false, Ordering::SeqCst);
-        start.wait();
-        world.domains.close(DOM1, port).unwrap();
-        let rebound = round % 2 == 1;
-        let kicks_before = world.kicks(VcpuId(1));
-        if rebound {
-            assert_eq!(world.domains.bind_ipi(DOM1, VcpuId(1)).unwrap(), port);
-            world.domains.send(DOM1, port).unwrap();
-        }
-        stop.store(true, Ordering::SeqCst);
-        done.wait();
-        if rebound {
-            world.assert_notified(port, VcpuId(1), kicks_before);
-            world.domains.close(DOM1, port).unwrap();
-        } else {
-            assert_eq!(world.state(port), ChannelState::Free);
-            assert!(
-                !world.is_pending(port),
-                "round {round}: stale pending bit on a free port"
-            );
-        }
-        assert!(!world.is_pending(port));
-        assert_eq!(world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap(), port);
-    }
-    sender.join().unwrap();
-}
-
-/// The same with loopback pairs: the sender sends on one end while this
-/// thread closes the other (the port the sends raise), then binds that
-/// port again as an IPI toward vcpu 1 and sends on it.
-#[test]
-fn loopback_sends_racing_close_of_the_peer_and_rebind_lose_nothing() {
-    let world = World::new();
-    let connect = || {
-        let unbound = world
-            .domains
-            .alloc_unbound(DOM1, DomId::SELF, DomId::SELF)
-            .unwrap();
-        let local = world
-            .domains
-            .bind_interdomain(DOM1, DomId::SELF, unbound)
-            .unwrap();
-        (unbound, local)
-    };
-    let (target, local) = connect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(2));
-    let done = Arc::new(Barrier::new(2));
-    let sender = {
-        let (world, stop, start, done) = (world.clone(), stop.clone(), start.clone(), done.clone());
-        thread::spawn(move || {
-            for _ in 0..ROUNDS {
-                start.wait();
-                while !stop.load(Ordering::SeqCst) {
-                    let result = world.domains.send(DOM1, local);
+                    let result = world.domains.send(DOM1, sent);
                     assert!(matches!(result, Ok(()) | Err(Errno::EINVAL)), "{result:?}");
                 }
                 done.wait();
@@ -337,12 +279,48 @@ fn loopback_sends_racing_close_of_the_peer_and_rebind_lose_nothing() {
                 "round {round}: stale pending bit on a free port"
             );
         }
+        reset(rebound);
+    }
+    sender.join().unwrap();
+}
+
+/// IPI ports: the sends raise the port being closed and rebound.
+#[test]
+fn sends_racing_close_rebind_and_send_leave_no_stale_bit_and_lose_no_event() {
+    let world = World::new();
+    let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    race_close_rebind_and_send(&world, port, port, |rebound| {
+        if rebound {
+            world.domains.close(DOM1, port).unwrap();
+        }
+        assert!(!world.is_pending(port));
+        assert_eq!(world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap(), port);
+    });
+}
+
+/// Loopback pairs: the sends go out on one end while the other (the port
+/// they raise) is closed and rebound.
+#[test]
+fn loopback_sends_racing_close_of_the_peer_and_rebind_lose_nothing() {
+    let world = World::new();
+    let connect = || {
+        let unbound = world
+            .domains
+            .alloc_unbound(DOM1, DomId::SELF, DomId::SELF)
+            .unwrap();
+        let local = world
+            .domains
+            .bind_interdomain(DOM1, DomId::SELF, unbound)
+            .unwrap();
+        (unbound, local)
+    };
+    let (target, local) = connect();
+    race_close_rebind_and_send(&world, local, target, |rebound| {
         // Back to a connected pair at the same ports.
         if rebound {
             world.domains.close(DOM1, target).unwrap();
         }
         world.domains.close(DOM1, local).unwrap();
         assert_eq!(connect(), (target, local));
-    }
-    sender.join().unwrap();
+    });
 }

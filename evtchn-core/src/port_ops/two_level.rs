@@ -111,6 +111,17 @@ pub(super) fn raise(
     port: Port,
     vcpu: VcpuId,
 ) -> Wakeups {
+    raise_then(shared, port, || raise_selector(view, port, vcpu))
+}
+
+/// The mask test of [`raise`], with `raise_selector` setting the selector
+/// and upcall_pending of an unmasked port (it returns the vcpu to kick).
+#[inline(always)]
+fn raise_then(
+    shared: &SharedInfo,
+    port: Port,
+    raise_selector: impl FnOnce() -> Option<VcpuId>,
+) -> Wakeups {
     let (index, bit) = word_and_bit(port);
     let Some(mask) = shared.evtchn_mask.get(index) else {
         return Wakeups::default();
@@ -119,7 +130,7 @@ pub(super) fn raise(
     let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
         None
     } else {
-        raise_selector(view, port, vcpu)
+        raise_selector()
     };
     // 3. Pollers are woken also for a masked port.
     Wakeups {
@@ -151,19 +162,9 @@ pub(super) fn raise_in(
     port: Port,
     vcpu: VcpuId,
 ) -> Wakeups {
-    let (index, bit) = word_and_bit(port);
-    let Some(mask) = shared.evtchn_mask.get(index) else {
-        return Wakeups::default();
-    };
-    let kick_vcpu = if mask.load(Ordering::SeqCst) & bit != 0 {
-        None
-    } else {
+    raise_then(shared, port, || {
         info.and_then(|info| raise_selector_in(info, port, vcpu))
-    };
-    Wakeups {
-        kick_vcpu,
-        poll_port: Some(port),
-    }
+    })
 }
 
 /// Xen's `evtchn_2l_unmask()`. The shared page is looked up once; the mask
