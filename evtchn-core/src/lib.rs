@@ -352,8 +352,8 @@
 //! A new-event send on an IPI port through a [`DomainHandle`]
 //! ([`Domains::send_from`]) does the ABI's three locked read-modify-writes
 //! (pending, selector, `evtchn_upcall_pending`) and nothing else locked,
-//! and now **about 2.7 ns besides** (10.6 against the 7.9 of the ABI's
-//! operations inline): 3.5× the floor, against the target of 3×,
+//! and **about 2.7 ns besides** (10.6 against the 7.9 of the ABI's
+//! operations inline): 3.5× the floor, against the project's target of 3×,
 //! which leaves 1.1 ns for everything that is not the ABI's own work. An
 //! already-pending send (one locked operation) is 2.0×. Where the 2.7 ns
 //! go, measured by bench builds that each leave out one piece (medians of
