@@ -98,6 +98,9 @@ static SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static IS_ENDING: AtomicBool = AtomicBool::new(false);
 /// A domain gave back fewer or more frames than its build took.
 static HAS_LEAK: AtomicBool = AtomicBool::new(false);
+/// A pCPU found the graveyard empty at the end and is ending the run: the
+/// others, which may see the same at the same time, leave it to that one.
+static IS_FINISHING: AtomicBool = AtomicBool::new(false);
 /// How long the end of the run waits for a domain to become freeable.
 const END_LIMIT_NS: u64 = 5_000_000_000;
 
@@ -235,7 +238,8 @@ fn reap() {
     if started_grace_period {
         kick_others();
     }
-    if is_done {
+    // SeqCst swap: exactly one pCPU checks the count and ends the run.
+    if is_done && !IS_FINISHING.swap(true, Ordering::SeqCst) {
         check_baseline();
         super::finish_run();
     }
