@@ -149,6 +149,13 @@ mod imp {
 
     /// A slot written once (not modelled by loom).
     pub struct OnceSlot<T>(std::sync::OnceLock<T>);
+
+    impl<T> Default for OnceSlot<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<T> OnceSlot<T> {
         /// An empty slot.
         pub const fn new() -> Self {
