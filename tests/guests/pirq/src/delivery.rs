@@ -145,6 +145,19 @@ pub fn wait_for_events(port: Port, count: u32, timeout_ns: u64) -> bool {
     true
 }
 
+/// Waits for `rounds` more events than `base`, one at a time, each within
+/// ARRIVAL_TIMEOUT_NS of the last; returns how many arrived in time.
+fn wait_for_each(port: Port, base: u32, rounds: u32) -> u32 {
+    let mut received = 0;
+    for count in 1..=rounds {
+        if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
+            break;
+        }
+        received = count;
+    }
+    received
+}
+
 /// Spins (events enabled, so upcalls come in) for `window_ns`; returns
 /// whether the event count and the port's pending bit stayed as they were.
 fn stays_quiet(port: Port, window_ns: u64) -> bool {
@@ -207,13 +220,7 @@ pub fn counted_interrupts() {
         }
     }
 
-    let mut received = 0;
-    for count in 1..=INTERRUPTS {
-        if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
-            break;
-        }
-        received = count;
-    }
+    let received = wait_for_each(port, base, INTERRUPTS);
     check_eq!(
         received,
         INTERRUPTS,
@@ -414,13 +421,7 @@ pub fn counted_on_vcpu(target: u32) {
         .map_or(0, |count| count.load(Ordering::SeqCst));
     // Vcpu `target`'s handler EOIs each event but the last, which masks
     // the port, so that exactly INTERRUPTS are handled.
-    let mut received = 0;
-    for count in 1..=INTERRUPTS {
-        if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
-            break;
-        }
-        received = count;
-    }
+    let received = wait_for_each(port, base, INTERRUPTS);
     check_eq!(
         received,
         INTERRUPTS,
@@ -543,13 +544,7 @@ pub fn slow_eoi() {
 
     let base = events();
     let started = now_ns();
-    let mut received = 0;
-    for count in 1..=SLOW_ROUNDS {
-        if !wait_for_events(port, base + count, ARRIVAL_TIMEOUT_NS) {
-            break;
-        }
-        received = count;
-    }
+    let received = wait_for_each(port, base, SLOW_ROUNDS);
     check_eq!(
         received,
         SLOW_ROUNDS,
