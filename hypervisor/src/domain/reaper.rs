@@ -406,6 +406,60 @@ fn finish(freed: Freed) {
     crate::events::domains().send_global_virq(Virq::DOM_EXC);
 }
 
+/// Gives back what a failed build took (`builder::Taken`): its memory
+/// and shared_info frames and its vcpu stacks. Returns how many frames
+/// went back.
+pub fn free_unused_build(taken: super::builder::Taken) -> u64 {
+    let mut given_back = 0;
+    let frames = taken.memory.iter().copied().chain(taken.shared_info);
+    for frame in frames {
+        // SAFETY: the frame came from the allocator for this build alone,
+        // and the build failed before any domain owned it: nothing maps it
+        // but the bootstrap tables the build wrote into the same frames
+        // (never loaded on any CPU), and no view of it outlived the build.
+        if unsafe { frames::free(frame.phys()) } {
+            given_back += 1;
+        }
+    }
+    let mut stack_frames = Vec::new();
+    for (_, stack) in taken.stacks {
+        // SAFETY: the stack was allocated by this build and no vcpu was
+        // ever made of it: no CPU ran on it or loaded it into its TSS.
+        let range = unsafe { stack.into_stack().release() };
+        stack_frames.extend(space::unmap_stack(range));
+    }
+    // Only this CPU mapped and touched the stacks; after this
+    // flush no CPU holds a translation of them that any code could use:
+    // their addresses are never handed out again.
+    arch::paging::flush_everything();
+    for phys in stack_frames {
+        // SAFETY: unmapped above and flushed from this CPU's TLB, the only
+        // one that used the addresses; nothing else refers to the frame.
+        if unsafe { space::free_stack_frame(phys) } {
+            given_back += 1;
+        }
+    }
+    given_back
+}
+
+/// After [`free_unused_build`]: the allocator must be back at
+/// `expected_free` frames (what it had before the failed build of module
+/// `index`, less the vmap tables the hypervisor keeps); else a leak,
+/// logged as an error, and the run fails.
+pub fn check_failed_build(index: usize, given_back: u64, expected_free: u64) {
+    let free = frames::stats().free_frames;
+    if free == expected_free {
+        log::info!(
+            "module {index}: the failed build gave back every frame it took ({given_back} held for the domain); {free} frames free, as before it"
+        );
+    } else {
+        log::error!(
+            "module {index}: frame leak: the failed build gave back {given_back} frames; {free} frames free, {expected_free} before it"
+        );
+        HAS_LEAK.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Whether some domain's frames did not all come back.
 pub fn has_leak() -> bool {
     HAS_LEAK.load(Ordering::SeqCst)
