@@ -252,18 +252,27 @@ pub fn host(domain: &Domain, vcpu: &Vcpu) {
 /// `pcpu` names.
 pub fn unhost(domain: &Domain) {
     for vcpu in domain.vcpus.iter() {
-        if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
-            let entry = (domain.id, vcpu.id);
-            let was_hosted = {
-                let mut list = pcpu.vcpus.lock();
-                let before = list.len();
-                list.retain(|&hosted| hosted != entry);
-                list.len() != before
-            };
-            if was_hosted {
-                remove_hosted(pcpu);
-            }
-        }
+        unhost_vcpu(domain, vcpu);
+    }
+}
+
+/// Takes `vcpu` out of its pCPU's queue (if still there): a vcpu that
+/// stopped for good (dead) is never run again, and left queued it would
+/// keep its pCPU looking at it (time slices, timers, stealing). A dead
+/// vcpu never moves, so its pCPU is the one whose queue holds it.
+pub fn unhost_vcpu(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) else {
+        return;
+    };
+    let entry = (domain.id, vcpu.id);
+    let was_hosted = {
+        let mut list = pcpu.vcpus.lock();
+        let before = list.len();
+        list.retain(|&hosted| hosted != entry);
+        list.len() != before
+    };
+    if was_hosted {
+        remove_hosted(pcpu);
     }
 }
 

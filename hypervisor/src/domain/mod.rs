@@ -479,6 +479,9 @@ pub fn vcpu_stopped(domain: &Domain, vcpu: &Vcpu) {
     if vcpu.state.swap(VcpuState::Dead as u8, Ordering::AcqRel) == VcpuState::Dead as u8 {
         return;
     }
+    // Dead for good: out of its run queue now, not when the domain is
+    // destroyed (a domain that powered off stays until the run ends).
+    crate::sched::unhost_vcpu(domain, vcpu);
     if domain.live_vcpus.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
