@@ -217,6 +217,10 @@ impl LineState {
 struct Table {
     mappings: ArrayVec<Mapping, MAX_MAPPINGS>,
     lines: ArrayVec<LineState, { GUEST_LINES.len() }>,
+    /// Per domain id: its pirqs were forgotten ([`forget_domain`]), so it
+    /// is being destroyed and [`map_gsi`] must not map into it; cleared
+    /// when a domain is built under the id ([`new_domain`]).
+    is_forgotten: [bool; MAX_DOMAINS],
 }
 
 /// A spin lock held with interrupts off: its guard disables them before
@@ -271,6 +275,7 @@ impl<T> Drop for IrqSafeGuard<'_, T> {
 static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
     mappings: ArrayVec::new_const(),
     lines: ArrayVec::new_const(),
+    is_forgotten: [false; MAX_DOMAINS],
 }));
 
 /// Interrupts taken on guest lines.
@@ -631,12 +636,28 @@ pub fn is_shared(domain: DomId, pirq: u32) -> bool {
 /// line, all a domain can get) → -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
 /// and the call answers 0, as Xen 4.17 does (XSA-46: an in-use pirq is
 /// never remapped).
+///
+/// The caller found `target` alive, but without a lock that keeps it so:
+/// it may be destroyed meanwhile, and its pirqs forgotten
+/// ([`forget_domain`]) before this call takes the table lock. A mapping
+/// made then would outlive the domain (a stale entry that no destroy
+/// removes, and that a later domain under the id would inherit). So a
+/// domain whose pirqs were forgotten is refused here, under the lock that
+/// orders this call against the forgetting: -ESRCH, as the caller's own
+/// look-up answers once the destroy is done.
 pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
     let gsi = u32::try_from(gsi)
         .ok()
         .filter(|&gsi| gsi < crate::irq::gsi_count())
         .ok_or(Errno::EINVAL)?;
     let mut table = TABLE.lock();
+    if table
+        .is_forgotten
+        .get(usize::from(target.0))
+        .is_none_or(|&is_forgotten| is_forgotten)
+    {
+        return Err(Errno::ESRCH);
+    }
     let existing = table
         .mappings
         .iter()
@@ -705,11 +726,16 @@ pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
 }
 
 /// A destroyed domain's pirqs (Xen: `free_domain_pirqs()`): every mapping
-/// is removed and any line still bound detached. Its ports were closed
-/// first, which detached them already; this covers pirqs mapped but never
-/// bound, so a later domain with the same id starts with none.
+/// is removed and any line still bound detached, and no new mapping is
+/// made for the id until a domain is built under it again ([`map_gsi`]
+/// says why). Its ports were closed first, which detached them already;
+/// this covers pirqs mapped but never bound, so a later domain with the
+/// same id starts with none.
 pub fn forget_domain(domain: DomId) {
     let mut table = TABLE.lock();
+    if let Some(is_forgotten) = table.is_forgotten.get_mut(usize::from(domain.0)) {
+        *is_forgotten = true;
+    }
     while let Some(pirq) = table
         .mappings
         .iter()
@@ -720,5 +746,14 @@ pub fn forget_domain(domain: DomId) {
         table
             .mappings
             .retain(|mapping| !(mapping.domain == domain && mapping.pirq == pirq));
+    }
+}
+
+/// A domain is built under `domain`: it may map pirqs (again, if an
+/// earlier domain with the id was destroyed).
+pub fn new_domain(domain: DomId) {
+    let mut table = TABLE.lock();
+    if let Some(is_forgotten) = table.is_forgotten.get_mut(usize::from(domain.0)) {
+        *is_forgotten = false;
     }
 }

@@ -304,6 +304,7 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     // run or looked up yet: the reaper frees it as a destroyed one (its
     // frames counted back). Nothing keyed by its id is undone but what
     // this build did under it: the id may be another domain's.
+    crate::pirq::new_domain(domain.id);
     let view = crate::events::shared_view(&domain);
     domain.shared_view.call_once(|| Arc::downgrade(&view));
     if crate::events::domains()
