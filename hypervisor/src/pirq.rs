@@ -36,9 +36,9 @@
 //! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
 //! it to the pCPU hosting the new notify vcpu, so that the interrupt is
 //! taken where its upcall runs (no IPI on the way). With several binders
-//! the last move wins, as on Xen. When the vcpu later moves to another
-//! pCPU (`sched`), the line stays: the interrupt still sets the port
-//! pending and the upcall reaches the vcpu through the kick IPI.
+//! the last move wins, as on Xen. When that vcpu later moves to another
+//! pCPU (`sched` steals it), the line follows it there ([`vcpu_moved`];
+//! Xen's `evtchn_move_pirqs()` from `vcpu_migrate()`).
 //!
 //! Locking: one table lock, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
@@ -157,6 +157,10 @@ struct LineState {
     in_flight: u32,
     /// The pCPU (dense index) the line is routed to.
     pcpu: u32,
+    /// The vcpu whose pCPU that is (the first binder's vcpu 0, then the
+    /// vcpu of the last `EVTCHNOP_bind_vcpu`): when it moves, the line
+    /// follows ([`vcpu_moved`]).
+    follows: (DomId, VcpuId),
 }
 
 impl LineState {
@@ -287,9 +291,40 @@ static FORCED_EOIS: AtomicU64 = AtomicU64::new(0);
 
 /// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
 fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
-    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu();
+    online_cpu(crate::domain::get(domain)?.vcpu(vcpu)?.pcpu())
+}
+
+/// pCPU `pcpu` and its APIC id, if it is online.
+fn online_cpu(pcpu: u32) -> Option<(u32, u32)> {
     let cpu = arch::percpu::by_index(pcpu).filter(|cpu| cpu.is_online())?;
     Some((pcpu, cpu.apic_id()))
+}
+
+/// `vcpu` of `domain` now runs on pCPU `pcpu` (the scheduler moved it):
+/// every line that follows it is sent there, as Xen's `vcpu_migrate()`
+/// moves the vcpu's PIRQs (`evtchn_move_pirqs()`), so that the interrupt
+/// is taken where the upcall runs rather than kicked over by an IPI.
+/// Called by the pCPU that took the vcpu, with interrupts off.
+pub fn vcpu_moved(domain: DomId, vcpu: VcpuId, pcpu: u32) {
+    let Some((pcpu, apic_id)) = online_cpu(pcpu) else {
+        return;
+    };
+    let mut table = TABLE.lock();
+    for state in table.lines.iter_mut() {
+        if state.follows != (domain, vcpu) || state.binders.is_empty() || state.pcpu == pcpu {
+            continue;
+        }
+        let gsi = state.line.gsi;
+        let from = state.pcpu;
+        if crate::irq::set_gsi_destination(gsi, apic_id) {
+            state.pcpu = pcpu;
+            log::info!(
+                "pirq: GSI {gsi} follows d{}v{}, which moved from pCPU {from} to pCPU {pcpu}",
+                domain.0,
+                vcpu.0
+            );
+        }
+    }
 }
 
 /// `"21 (pCPU 0: 1, pCPU 1: 20)"`: guest-line interrupts so far, by pCPU.
@@ -399,6 +434,7 @@ impl PirqHost for HostPirqs {
                     sharing,
                     in_flight: 0,
                     pcpu: 0,
+                    follows: (domain, VcpuId(0)),
                 })
                 .map_err(|_| Errno::ENOMEM)?;
         }
@@ -424,6 +460,7 @@ impl PirqHost for HostPirqs {
             state.sharing = sharing;
             state.in_flight = 0;
             state.pcpu = pcpu;
+            state.follows = (domain, VcpuId(0));
             state.binders.push(binder);
             match line.device {
                 LineDevice::RtcPeriodic => arch::rtc::start_periodic(RTC_RATE),
@@ -451,10 +488,20 @@ impl PirqHost for HostPirqs {
     /// a bound pirq is sent to the pCPU hosting `vcpu` (its IOAPIC entry's
     /// destination rewritten; vector, mask and EOI state stay).
     fn set_affinity(&self, domain: DomId, pirq: u32, vcpu: VcpuId) {
-        let Some((pcpu, apic_id)) = host_cpu(domain, vcpu) else {
+        // Looked up before the table lock, which stays a leaf; the vcpu's
+        // pCPU is read again under it (an atomic load): a move stores the
+        // new pCPU before its `vcpu_moved` takes the lock, so either that
+        // call finds this line following the vcpu, or this read sees it.
+        let Some(target) = crate::domain::get(domain) else {
+            return;
+        };
+        let Some(target_vcpu) = target.vcpu(vcpu) else {
             return;
         };
         let mut table = TABLE.lock();
+        let Some((pcpu, apic_id)) = online_cpu(target_vcpu.pcpu()) else {
+            return;
+        };
         let Some(gsi) = table.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
             return;
         };
@@ -469,6 +516,7 @@ impl PirqHost for HostPirqs {
             return;
         }
         let from = state.pcpu;
+        state.follows = (domain, vcpu);
         if crate::irq::set_gsi_destination(gsi, apic_id) {
             state.pcpu = pcpu;
             log::info!(
@@ -567,6 +615,15 @@ fn on_eoi_timer(gsi: usize) {
 #[cfg(feature = "selftest")]
 pub fn interrupts_taken() -> u64 {
     INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// Guest-line interrupts taken so far on pCPU `pcpu` (for the
+/// `pirq-follow` self-test).
+#[cfg(feature = "selftest")]
+pub fn interrupts_taken_on(pcpu: u32) -> u64 {
+    INTERRUPTS_ON
+        .get(pcpu as usize)
+        .map_or(0, |count| count.load(Ordering::Relaxed))
 }
 
 /// Forced EOIs so far (for the `pirq-eoi` self-test).

@@ -60,9 +60,8 @@
 //!   is reused, and the pair costs little next to a switch;
 //! - wake-ups: [`kick`] reads the vcpu's pCPU when it sends the IPI (see
 //!   there why none is lost);
-//! - PIRQ lines stay where `EVTCHNOP_bind_vcpu` routed them: the interrupt
-//!   is taken there and the upcall reaches the vcpu through the kick IPI
-//!   (`pirq`).
+//! - the PIRQ lines routed to it (`EVTCHNOP_bind_vcpu`, or a first bind
+//!   by its vcpu 0): sent to the new pCPU by [`arrive`] (`pirq`).
 //!
 //! Wake-ups: [`kick`] sets the vcpu's `has_wakeup` and, if the vcpu's pCPU
 //! is another one, sends it the kick IPI, which ends its `hlt` or
@@ -741,6 +740,7 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
 #[inline(never)]
 fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
     arch::paging::flush_everything();
+    crate::pirq::vcpu_moved(domain.id, vcpu.id, percpu::current().index());
     if let Some(info) = domain.vcpu_info(vcpu.id) {
         crate::time::publish_vcpu_time(info);
     }

@@ -15,6 +15,7 @@ mod ioapic;
 mod ipi;
 mod pagefault;
 mod pirq_eoi;
+mod pirq_follow;
 mod pirq_map_race;
 mod reaper_view;
 mod syscall_edge;
