@@ -31,6 +31,18 @@
 //! Sluice has no `PHYSDEVOP_pirq_eoi_gmfn` bitmap (it answers -ENOSYS),
 //! so nothing else tracks the marks.
 //!
+//! Xen would not hold this line: its `pirq_acktype()` gives an
+//! "IO-APIC-edge" line such as the RTC's ACKTYPE_NONE (acknowledged at
+//! once in the handler: no mark, nothing in flight, no timer, and an
+//! EOI that does nothing), and keeps ACKTYPE_UNMASK for level lines and
+//! the legacy PIC. Sluice serves its one line as ACKTYPE_UNMASK on
+//! purpose: it has no level line to hand out, and this is the only way to
+//! run Xen's hold, shared-EOI and forced-EOI rules on real interrupts
+//! (`selftest=pirq-eoi` and the `pirq-*` scenarios check them). A guest
+//! cannot tell the two apart at 64 Hz: `irq_status_query` reports
+//! needs_eoi for every PV pirq on Xen too, every EOI answers 0, and the
+//! hold never outlasts the forced EOI (1-2 ms), well inside an RTC period.
+//!
 //! Affinity (Xen's `pirq_guest_bind()` and `pirq_set_affinity()`): the
 //! first binder routes the line to the pCPU hosting its vcpu 0, and
 //! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
