@@ -13,6 +13,7 @@ mod guest_access;
 mod hvtimer;
 mod ioapic;
 mod ipi;
+mod iret_fault;
 mod pagefault;
 mod pirq_eoi;
 mod pirq_follow;
