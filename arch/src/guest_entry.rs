@@ -229,6 +229,9 @@ sluice_guest_exit_iret:
     pop rax
     add rsp, 16
     swapgs
+    // A fault of this iretq is the guest's (`idt`: the exit backstop).
+    .global sluice_guest_exit_iretq
+sluice_guest_exit_iretq:
     iretq
     .text
 "#,

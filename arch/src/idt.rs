@@ -15,7 +15,11 @@
 //! exceptions raised by guest code go to the hypervisor's guest hook rather
 //! than the fatal path, and every return to ring 3 passes the hook that
 //! injects upcalls (`guest_entry`). A page fault in ring 0 at one of the
-//! guest-copy instructions resumes at its fix-up (`guest_copy`).
+//! guest-copy instructions resumes at its fix-up (`guest_copy`). A fault
+//! of the `iretq` of an exit to ring 3 (this file's or the `syscall`
+//! exit's) is the guest's: the entry restores the hypervisor's GS and the
+//! fault goes to the guest hook as an exception at the frame's rip
+//! (`reflect_exit_fault`).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -82,6 +86,27 @@ sluice_interrupt_common:
     jz 3f
     swapgs
     jmp 1f
+    // The exit backstop: a #NP, #SS or #GP from ring 0 at the `iretq` of
+    // an exit to ring 3 (the guest entry's, or this file's below) was
+    // raised by the frame it returns to, after the exit's `swapgs`: the
+    // GS base is the guest's. Swap it back; the dispatcher hands the
+    // fault to the guest (`reflect_exit_fault`).
+6:
+    push %rax
+    lea sluice_guest_exit_iretq(%rip), %rax
+    cmp %rax, 24(%rsp)
+    je 7f
+    lea sluice_interrupt_exit_iretq(%rip), %rax
+    cmp %rax, 24(%rsp)
+    jne 8f
+7:
+    mov 48(%rsp), %rax
+    testb $3, 8(%rax)
+    jz 8f
+    swapgs
+8:
+    pop %rax
+    jmp 1f
     // From ring 0 the GS base is normally the hypervisor's. NMI, #DF and
     // #MC can also arrive in the few instructions of a guest entry or exit
     // where the guest's is loaded (after `syscall`, before `sysretq` or
@@ -90,6 +115,12 @@ sluice_interrupt_common:
     // the run), so a `swapgs` when the base is not a hypervisor address
     // (upper half; a guest's is a descriptor's, below 4 GiB) needs no undo.
 3:
+    cmpq $11, (%rsp)
+    je 6b
+    cmpq $12, (%rsp)
+    je 6b
+    cmpq $13, (%rsp)
+    je 6b
     cmpq $2, (%rsp)
     je 4f
     cmpq $8, (%rsp)
@@ -154,6 +185,8 @@ sluice_interrupt_common:
     jz 2f
     swapgs
 2:
+    .global sluice_interrupt_exit_iretq
+sluice_interrupt_exit_iretq:
     iretq
     .text
 "#,
@@ -162,6 +195,51 @@ sluice_interrupt_common:
 
 unsafe extern "C" {
     static sluice_interrupt_stubs: u8;
+    static sluice_interrupt_exit_iretq: u8;
+    static sluice_guest_exit_iretq: u8;
+}
+
+/// Whether `frame` is a fault of an exit's `iretq` back to ring 3 (the
+/// exit backstop; the common entry restored the hypervisor's GS base): a
+/// #NP, #SS or #GP raised in ring 0 at one of the two exit `iretq`s while
+/// the frame it was returning to names ring 3.
+fn is_exit_fault(frame: &InterruptFrame) -> bool {
+    let exits = [
+        (&raw const sluice_guest_exit_iretq) as u64,
+        (&raw const sluice_interrupt_exit_iretq) as u64,
+    ];
+    // #NP (11), #SS (12), #GP: what `iretq` raises for a frame it refuses.
+    let is_segment_fault = frame.vector == 11
+        || frame.vector == 12
+        || frame.vector == u64::from(vectors::GENERAL_PROTECTION);
+    if !is_segment_fault || frame.cs & 3 != 0 || !exits.contains(&frame.rip) {
+        return false;
+    }
+    // SAFETY: `rsp` is where the faulting `iretq` read its frame: the top
+    // of the running vcpu's hypervisor stack, mapped (the CPU had just
+    // read it), and the fault's own push went below it.
+    let returning_cs = unsafe { core::ptr::read((frame.rsp + 8) as *const u64) };
+    returning_cs & 3 == 3
+}
+
+/// Hands an exit fault ([`is_exit_fault`]) to the guest, as Xen's
+/// exception table does for its exit's `iretq` (x86_64/entry.S): the
+/// fault becomes the guest's own, with its vector and error code, at the
+/// frame it was to return to (the registers are the guest's already:
+/// the exit popped them). The guest hooks then take it as any exception
+/// raised by guest code; Sluice has no trap table, so the domain crashes,
+/// as Xen's bounce to a guest with no handler for it (there is no
+/// failsafe_callback path either).
+fn reflect_exit_fault(frame: &mut InterruptFrame) {
+    // SAFETY: as in `is_exit_fault`: the five words the `iretq` was
+    // popping (rip, cs, rflags, rsp, ss) on the vcpu's mapped stack.
+    let words = unsafe { core::ptr::read(frame.rsp as *const [u64; 5]) };
+    let [rip, cs, rflags, rsp, ss] = words;
+    frame.rip = rip;
+    frame.cs = cs;
+    frame.rflags = rflags;
+    frame.rsp = rsp;
+    frame.ss = ss;
 }
 
 /// Size of one entry stub.
@@ -259,6 +337,9 @@ fn handler_for(vector: u64) -> Option<Handler> {
 /// Called by the common entry stub with the saved frame.
 #[unsafe(no_mangle)]
 extern "C" fn sluice_interrupt_dispatch(frame: &mut InterruptFrame) {
+    if is_exit_fault(frame) {
+        reflect_exit_fault(frame);
+    }
     let is_from_guest = frame.cs & 3 == 3;
     let hooks = crate::guest_entry::hooks();
     match frame.vector {

@@ -304,13 +304,18 @@ pub fn access(virt: u64) -> Option<Access> {
     None
 }
 
-/// Whether the tables at physical `root` hold exactly the live tables'
-/// entries in the hypervisor's PML4 slots (256..=271).
+/// Whether the tables at physical `root` hold the live tables'
+/// entries in the hypervisor's PML4 slots (256..=271), but for the bits
+/// the CPU writes itself.
 pub fn shares_hypervisor_slots(root: u64) -> bool {
     if !root.is_multiple_of(4096) || !is_mapped(phys_to_virt(root)) {
         return false;
     }
     let live = crate::cpu::cr3() & 0x000f_ffff_ffff_f000;
+    // The CPU sets an entry's accessed bit (5) in each copy on its own
+    // when it walks through it (dirty, bit 6, is ignored at this level):
+    // two copies of one slot may differ there and still map the same.
+    const CPU_WRITTEN: u64 = (1 << 5) | (1 << 6);
     (HYPERVISOR_PML4_FIRST..=HYPERVISOR_PML4_LAST).all(|slot| {
         let offset = slot as u64 * 8;
         // SAFETY: an aligned u64 inside the live root table, reachable
@@ -319,7 +324,7 @@ pub fn shares_hypervisor_slots(root: u64) -> bool {
         // SAFETY: an aligned u64 inside the frame at `root`, which is mapped
         // in the direct map (checked above); reading it has no effect.
         let theirs = unsafe { core::ptr::read_volatile(phys_to_virt(root + offset) as *const u64) };
-        mine == theirs
+        mine | CPU_WRITTEN == theirs | CPU_WRITTEN
     })
 }
 

@@ -31,14 +31,26 @@
 //! Sluice has no `PHYSDEVOP_pirq_eoi_gmfn` bitmap (it answers -ENOSYS),
 //! so nothing else tracks the marks.
 //!
+//! Xen would not hold this line: its `pirq_acktype()` gives an
+//! "IO-APIC-edge" line such as the RTC's ACKTYPE_NONE (acknowledged at
+//! once in the handler: no mark, nothing in flight, no timer, and an
+//! EOI that does nothing), and keeps ACKTYPE_UNMASK for level lines and
+//! the legacy PIC. Sluice serves its one line as ACKTYPE_UNMASK on
+//! purpose: it has no level line to hand out, and this is the only way to
+//! run Xen's hold, shared-EOI and forced-EOI rules on real interrupts
+//! (`selftest=pirq-eoi` and the `pirq-*` scenarios check them). A guest
+//! cannot tell the two apart at 64 Hz: `irq_status_query` reports
+//! needs_eoi for every PV pirq on Xen too, every EOI answers 0, and the
+//! hold never outlasts the forced EOI (1-2 ms), well inside an RTC period.
+//!
 //! Affinity (Xen's `pirq_guest_bind()` and `pirq_set_affinity()`): the
 //! first binder routes the line to the pCPU hosting its vcpu 0, and
 //! `EVTCHNOP_bind_vcpu` of a pirq port ([`PirqHost::set_affinity`]) sends
 //! it to the pCPU hosting the new notify vcpu, so that the interrupt is
 //! taken where its upcall runs (no IPI on the way). With several binders
-//! the last move wins, as on Xen. When the vcpu later moves to another
-//! pCPU (`sched`), the line stays: the interrupt still sets the port
-//! pending and the upcall reaches the vcpu through the kick IPI.
+//! the last move wins, as on Xen. When that vcpu later moves to another
+//! pCPU (`sched` steals it), the line follows it there ([`vcpu_moved`];
+//! Xen's `evtchn_move_pirqs()` from `vcpu_migrate()`).
 //!
 //! Locking: one table lock, always held with interrupts off
 //! ([`IrqSafeMutex`]): the interrupt handler and the forced-EOI timer's
@@ -157,6 +169,10 @@ struct LineState {
     in_flight: u32,
     /// The pCPU (dense index) the line is routed to.
     pcpu: u32,
+    /// The vcpu whose pCPU that is (the first binder's vcpu 0, then the
+    /// vcpu of the last `EVTCHNOP_bind_vcpu`): when it moves, the line
+    /// follows ([`vcpu_moved`]).
+    follows: (DomId, VcpuId),
 }
 
 impl LineState {
@@ -217,6 +233,10 @@ impl LineState {
 struct Table {
     mappings: ArrayVec<Mapping, MAX_MAPPINGS>,
     lines: ArrayVec<LineState, { GUEST_LINES.len() }>,
+    /// Per domain id: its pirqs were forgotten ([`forget_domain`]), so it
+    /// is being destroyed and [`map_gsi`] must not map into it; cleared
+    /// when a domain is built under the id ([`new_domain`]).
+    is_forgotten: [bool; MAX_DOMAINS],
 }
 
 /// A spin lock held with interrupts off: its guard disables them before
@@ -271,6 +291,7 @@ impl<T> Drop for IrqSafeGuard<'_, T> {
 static TABLE: IrqSafeMutex<Table> = IrqSafeMutex(spin::Mutex::new(Table {
     mappings: ArrayVec::new_const(),
     lines: ArrayVec::new_const(),
+    is_forgotten: [false; MAX_DOMAINS],
 }));
 
 /// Interrupts taken on guest lines.
@@ -282,9 +303,40 @@ static FORCED_EOIS: AtomicU64 = AtomicU64::new(0);
 
 /// The pCPU (dense index) hosting `vcpu` of `domain`, and its APIC id.
 fn host_cpu(domain: DomId, vcpu: VcpuId) -> Option<(u32, u32)> {
-    let pcpu = crate::domain::get(domain)?.vcpu(vcpu)?.pcpu();
+    online_cpu(crate::domain::get(domain)?.vcpu(vcpu)?.pcpu())
+}
+
+/// pCPU `pcpu` and its APIC id, if it is online.
+fn online_cpu(pcpu: u32) -> Option<(u32, u32)> {
     let cpu = arch::percpu::by_index(pcpu).filter(|cpu| cpu.is_online())?;
     Some((pcpu, cpu.apic_id()))
+}
+
+/// `vcpu` of `domain` now runs on pCPU `pcpu` (the scheduler moved it):
+/// every line that follows it is sent there, as Xen's `vcpu_migrate()`
+/// moves the vcpu's PIRQs (`evtchn_move_pirqs()`), so that the interrupt
+/// is taken where the upcall runs rather than kicked over by an IPI.
+/// Called by the pCPU that took the vcpu, with interrupts off.
+pub fn vcpu_moved(domain: DomId, vcpu: VcpuId, pcpu: u32) {
+    let Some((pcpu, apic_id)) = online_cpu(pcpu) else {
+        return;
+    };
+    let mut table = TABLE.lock();
+    for state in table.lines.iter_mut() {
+        if state.follows != (domain, vcpu) || state.binders.is_empty() || state.pcpu == pcpu {
+            continue;
+        }
+        let gsi = state.line.gsi;
+        let from = state.pcpu;
+        if crate::irq::set_gsi_destination(gsi, apic_id) {
+            state.pcpu = pcpu;
+            log::info!(
+                "pirq: GSI {gsi} follows d{}v{}, which moved from pCPU {from} to pCPU {pcpu}",
+                domain.0,
+                vcpu.0
+            );
+        }
+    }
 }
 
 /// `"21 (pCPU 0: 1, pCPU 1: 20)"`: guest-line interrupts so far, by pCPU.
@@ -394,6 +446,7 @@ impl PirqHost for HostPirqs {
                     sharing,
                     in_flight: 0,
                     pcpu: 0,
+                    follows: (domain, VcpuId(0)),
                 })
                 .map_err(|_| Errno::ENOMEM)?;
         }
@@ -419,6 +472,7 @@ impl PirqHost for HostPirqs {
             state.sharing = sharing;
             state.in_flight = 0;
             state.pcpu = pcpu;
+            state.follows = (domain, VcpuId(0));
             state.binders.push(binder);
             match line.device {
                 LineDevice::RtcPeriodic => arch::rtc::start_periodic(RTC_RATE),
@@ -446,10 +500,20 @@ impl PirqHost for HostPirqs {
     /// a bound pirq is sent to the pCPU hosting `vcpu` (its IOAPIC entry's
     /// destination rewritten; vector, mask and EOI state stay).
     fn set_affinity(&self, domain: DomId, pirq: u32, vcpu: VcpuId) {
-        let Some((pcpu, apic_id)) = host_cpu(domain, vcpu) else {
+        // Looked up before the table lock, which stays a leaf; the vcpu's
+        // pCPU is read again under it (an atomic load): a move stores the
+        // new pCPU before its `vcpu_moved` takes the lock, so either that
+        // call finds this line following the vcpu, or this read sees it.
+        let Some(target) = crate::domain::get(domain) else {
+            return;
+        };
+        let Some(target_vcpu) = target.vcpu(vcpu) else {
             return;
         };
         let mut table = TABLE.lock();
+        let Some((pcpu, apic_id)) = online_cpu(target_vcpu.pcpu()) else {
+            return;
+        };
         let Some(gsi) = table.mapping(domain, pirq).map(|mapping| mapping.gsi) else {
             return;
         };
@@ -464,6 +528,7 @@ impl PirqHost for HostPirqs {
             return;
         }
         let from = state.pcpu;
+        state.follows = (domain, vcpu);
         if crate::irq::set_gsi_destination(gsi, apic_id) {
             state.pcpu = pcpu;
             log::info!(
@@ -564,6 +629,15 @@ pub fn interrupts_taken() -> u64 {
     INTERRUPTS.load(Ordering::Relaxed)
 }
 
+/// Guest-line interrupts taken so far on pCPU `pcpu` (for the
+/// `pirq-follow` self-test).
+#[cfg(feature = "selftest")]
+pub fn interrupts_taken_on(pcpu: u32) -> u64 {
+    INTERRUPTS_ON
+        .get(pcpu as usize)
+        .map_or(0, |count| count.load(Ordering::Relaxed))
+}
+
 /// Forced EOIs so far (for the `pirq-eoi` self-test).
 #[cfg(feature = "selftest")]
 pub fn forced_eois() -> u64 {
@@ -631,12 +705,28 @@ pub fn is_shared(domain: DomId, pirq: u32) -> bool {
 /// line, all a domain can get) → -ENOSPC. A pirq already mapped to a *different* GSI keeps its mapping
 /// and the call answers 0, as Xen 4.17 does (XSA-46: an in-use pirq is
 /// never remapped).
+///
+/// The caller found `target` alive, but without a lock that keeps it so:
+/// it may be destroyed meanwhile, and its pirqs forgotten
+/// ([`forget_domain`]) before this call takes the table lock. A mapping
+/// made then would outlive the domain (a stale entry that no destroy
+/// removes, and that a later domain under the id would inherit). So a
+/// domain whose pirqs were forgotten is refused here, under the lock that
+/// orders this call against the forgetting: -ESRCH, as the caller's own
+/// look-up answers once the destroy is done.
 pub fn map_gsi(target: DomId, gsi: i32, requested: i32) -> Result<u32, Errno> {
     let gsi = u32::try_from(gsi)
         .ok()
         .filter(|&gsi| gsi < crate::irq::gsi_count())
         .ok_or(Errno::EINVAL)?;
     let mut table = TABLE.lock();
+    if table
+        .is_forgotten
+        .get(usize::from(target.0))
+        .is_none_or(|&is_forgotten| is_forgotten)
+    {
+        return Err(Errno::ESRCH);
+    }
     let existing = table
         .mappings
         .iter()
@@ -705,11 +795,16 @@ pub fn unmap(target: DomId, pirq: i32) -> Result<(), Errno> {
 }
 
 /// A destroyed domain's pirqs (Xen: `free_domain_pirqs()`): every mapping
-/// is removed and any line still bound detached. Its ports were closed
-/// first, which detached them already; this covers pirqs mapped but never
-/// bound, so a later domain with the same id starts with none.
+/// is removed and any line still bound detached, and no new mapping is
+/// made for the id until a domain is built under it again ([`map_gsi`]
+/// says why). Its ports were closed first, which detached them already;
+/// this covers pirqs mapped but never bound, so a later domain with the
+/// same id starts with none.
 pub fn forget_domain(domain: DomId) {
     let mut table = TABLE.lock();
+    if let Some(is_forgotten) = table.is_forgotten.get_mut(usize::from(domain.0)) {
+        *is_forgotten = true;
+    }
     while let Some(pirq) = table
         .mappings
         .iter()
@@ -720,5 +815,14 @@ pub fn forget_domain(domain: DomId) {
         table
             .mappings
             .retain(|mapping| !(mapping.domain == domain && mapping.pirq == pirq));
+    }
+}
+
+/// A domain is built under `domain`: it may map pirqs (again, if an
+/// earlier domain with the id was destroyed).
+pub fn new_domain(domain: DomId) {
+    let mut table = TABLE.lock();
+    if let Some(is_forgotten) = table.is_forgotten.get_mut(usize::from(domain.0)) {
+        *is_forgotten = false;
     }
 }

@@ -60,9 +60,8 @@
 //!   is reused, and the pair costs little next to a switch;
 //! - wake-ups: [`kick`] reads the vcpu's pCPU when it sends the IPI (see
 //!   there why none is lost);
-//! - PIRQ lines stay where `EVTCHNOP_bind_vcpu` routed them: the interrupt
-//!   is taken there and the upcall reaches the vcpu through the kick IPI
-//!   (`pirq`).
+//! - the PIRQ lines routed to it (`EVTCHNOP_bind_vcpu`, or a first bind
+//!   by its vcpu 0): sent to the new pCPU by [`arrive`] (`pirq`).
 //!
 //! Wake-ups: [`kick`] sets the vcpu's `has_wakeup` and, if the vcpu's pCPU
 //! is another one, sends it the kick IPI, which ends its `hlt` or
@@ -252,18 +251,27 @@ pub fn host(domain: &Domain, vcpu: &Vcpu) {
 /// `pcpu` names.
 pub fn unhost(domain: &Domain) {
     for vcpu in domain.vcpus.iter() {
-        if let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) {
-            let entry = (domain.id, vcpu.id);
-            let was_hosted = {
-                let mut list = pcpu.vcpus.lock();
-                let before = list.len();
-                list.retain(|&hosted| hosted != entry);
-                list.len() != before
-            };
-            if was_hosted {
-                remove_hosted(pcpu);
-            }
-        }
+        unhost_vcpu(domain, vcpu);
+    }
+}
+
+/// Takes `vcpu` out of its pCPU's queue (if still there): a vcpu that
+/// stopped for good (dead) is never run again, and left queued it would
+/// keep its pCPU looking at it (time slices, timers, stealing). A dead
+/// vcpu never moves, so its pCPU is the one whose queue holds it.
+pub fn unhost_vcpu(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = PCPUS.get(vcpu.pcpu() as usize) else {
+        return;
+    };
+    let entry = (domain.id, vcpu.id);
+    let was_hosted = {
+        let mut list = pcpu.vcpus.lock();
+        let before = list.len();
+        list.retain(|&hosted| hosted != entry);
+        list.len() != before
+    };
+    if was_hosted {
+        remove_hosted(pcpu);
     }
 }
 
@@ -732,6 +740,7 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
 #[inline(never)]
 fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
     arch::paging::flush_everything();
+    crate::pirq::vcpu_moved(domain.id, vcpu.id, percpu::current().index());
     if let Some(info) = domain.vcpu_info(vcpu.id) {
         crate::time::publish_vcpu_time(info);
     }

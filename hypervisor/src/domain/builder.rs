@@ -245,53 +245,24 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
     let free_before = frames::stats().free_frames;
     let vmap_tables_before = space::vmap_table_frames();
 
-    // Memory: nr_pages fresh zeroed frames.
-    let mut memory = Vec::with_capacity(nr_pages as usize);
-    for _ in 0..nr_pages {
-        let frame = frames::allocate()
-            .and_then(GuestFrame::from_allocator)
-            .ok_or(BuildError::Memory)?;
-        memory.push(frame);
-    }
-    let frame_at = |virt: u64| memory.get(layout.pfn(virt)).copied();
-
-    load_segments(&image, &bytes, &frame_at)?;
-    if let Some(page) = image.hypercall_page {
-        let frame = frame_at(page).ok_or(BuildError::Layout("hypercall page"))?;
-        frame.write(0, &hypercall_page());
-    }
-    // The p2m list.
-    for (pfn, frame) in memory.iter().enumerate() {
-        let virt = layout.p2m + pfn as u64 * 8;
-        let target = frame_at(virt).ok_or(BuildError::Layout("p2m"))?;
-        target.write_word(((virt % PAGE_SIZE) / 8) as usize, frame.mfn());
-    }
-
-    let shared_info_frame = frames::allocate()
-        .and_then(GuestFrame::from_allocator)
-        .ok_or(BuildError::Memory)?;
-    init_shared_info(shared_info_frame);
-
-    let page_table_frames = build_page_tables(&layout, &memory)?;
-    let root = page_table_frames
-        .first()
-        .map(|frame| frame.phys())
-        .ok_or(BuildError::Memory)?;
-
-    write_start_info(&layout, &args, &memory, shared_info_frame)?;
-
-    // vcpus are spread over the affinity set, round-robin across domains
-    // (with no cpus=, vcpu k of all domains lands on pCPU k mod n).
-    let first_pcpu = NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
-    let mut vcpu_homes = Vec::new();
-    for vcpu in 0..args.vcpus {
-        let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
-        let pcpu = (first_pcpu + vcpu)
-            .checked_rem(affinity.count())
-            .and_then(|entry| affinity.nth(entry))
-            .ok_or(BuildError::NoOnlineCpu(affinity))?;
-        vcpu_homes.push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
-    }
+    // Everything the build takes is held in `taken` until the domain owns
+    // it: a build that fails gives it all back (no CPU has used any of it).
+    let mut taken = Taken::default();
+    let (page_table_frames, root, shared_info_frame) =
+        match fill(&mut taken, &image, &bytes, &layout, &args, affinity) {
+            Ok(filled) => filled,
+            Err(error) => {
+                let given_back = super::reaper::free_unused_build(taken);
+                let kept = space::vmap_table_frames() - vmap_tables_before;
+                super::reaper::check_failed_build(index, given_back, free_before - kept);
+                return Err(error);
+            }
+        };
+    let Taken {
+        memory,
+        stacks: vcpu_homes,
+        ..
+    } = taken;
 
     let vmap_tables_grown = space::vmap_table_frames() - vmap_tables_before;
     let frames_taken =
@@ -329,11 +300,29 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
             FifoSupport::Disabled
         },
     };
-    crate::events::domains()
-        .create_domain(events_config, crate::events::shared_view(&domain))
-        .map_err(|_| BuildError::DomainId)?;
+    // From here on a failure leaves an assembled domain that nothing has
+    // run or looked up yet: the reaper frees it as a destroyed one (its
+    // frames counted back). Nothing keyed by its id is undone but what
+    // this build did under it: the id may be another domain's.
+    crate::pirq::new_domain(domain.id);
+    let view = crate::events::shared_view(&domain);
+    domain.shared_view.call_once(|| Arc::downgrade(&view));
+    if crate::events::domains()
+        .create_domain(events_config, view)
+        .is_err()
+    {
+        super::reaper::bury(domain);
+        return Err(BuildError::DomainId);
+    }
     if let Some(handle) = crate::events::domains().handle(domain.id) {
         domain.events.call_once(|| handle);
+    }
+    if !super::register(domain.clone()) {
+        if let Err(errno) = crate::events::domains().destroy_domain(domain.id) {
+            log::warn!("d{}: event channels: destroy gave {errno}", domain.id.0);
+        }
+        super::reaper::bury(domain);
+        return Err(BuildError::DomainId);
     }
 
     let entry = InterruptFrame {
@@ -356,9 +345,6 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         crate::timers::start_default_periodic(vcpu);
         crate::sched::host(&domain, vcpu);
     }
-    if !super::register(domain.clone()) {
-        return Err(BuildError::DomainId);
-    }
     log_placement(&domain);
     log::info!(
         "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
@@ -373,6 +359,84 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         }
     );
     Ok(domain)
+}
+
+/// What a build has taken from the allocator and not yet handed to its
+/// domain: given back by `reaper::free_unused_build` if the build fails.
+#[derive(Default)]
+pub struct Taken {
+    /// The domain's memory (its bootstrap page tables among it).
+    pub memory: Vec<GuestFrame>,
+    /// The shared_info frame, once allocated.
+    pub shared_info: Option<GuestFrame>,
+    /// (pCPU, hypervisor stack) per vcpu, as far as allocated.
+    pub stacks: Vec<(u32, arch::guest_entry::VcpuStack)>,
+}
+
+/// Takes the domain's memory, shared_info frame and vcpu stacks into
+/// `taken` and lays out the image, the p2m, the page tables and
+/// start_info; returns the page-table frames (the L4 first), the root's
+/// address and the shared_info frame. On an error `taken` holds whatever
+/// was allocated so far.
+fn fill(
+    taken: &mut Taken,
+    image: &GuestImage,
+    bytes: &[u8],
+    layout: &Layout,
+    args: &DomainArgs,
+    affinity: CpuSet,
+) -> Result<(Vec<GuestFrame>, u64, GuestFrame), BuildError> {
+    let nr_pages = args.memory_mib * (1 << 20) / PAGE_SIZE;
+    // Memory: nr_pages fresh zeroed frames.
+    taken.memory.reserve_exact(nr_pages as usize);
+    for _ in 0..nr_pages {
+        let frame = frames::allocate()
+            .and_then(GuestFrame::from_allocator)
+            .ok_or(BuildError::Memory)?;
+        taken.memory.push(frame);
+    }
+    let memory = &taken.memory;
+    let frame_at = |virt: u64| memory.get(layout.pfn(virt)).copied();
+
+    load_segments(image, bytes, &frame_at)?;
+    if let Some(page) = image.hypercall_page {
+        let frame = frame_at(page).ok_or(BuildError::Layout("hypercall page"))?;
+        frame.write(0, &hypercall_page());
+    }
+    // The p2m list.
+    for (pfn, frame) in memory.iter().enumerate() {
+        let virt = layout.p2m + pfn as u64 * 8;
+        let target = frame_at(virt).ok_or(BuildError::Layout("p2m"))?;
+        target.write_word(((virt % PAGE_SIZE) / 8) as usize, frame.mfn());
+    }
+
+    let shared_info_frame = frames::allocate()
+        .and_then(GuestFrame::from_allocator)
+        .ok_or(BuildError::Memory)?;
+    taken.shared_info = Some(shared_info_frame);
+    init_shared_info(shared_info_frame);
+
+    let page_table_frames = build_page_tables(layout, &taken.memory)?;
+    let root = page_table_frames
+        .first()
+        .map(|frame| frame.phys())
+        .ok_or(BuildError::Memory)?;
+    write_start_info(layout, args, &taken.memory, shared_info_frame)?;
+
+    // vcpus are spread over the affinity set, round-robin across domains
+    // (with no cpus=, vcpu k of all domains lands on pCPU k mod n).
+    let first_pcpu = NEXT_PCPU.fetch_add(args.vcpus, Ordering::Relaxed);
+    for vcpu in 0..args.vcpus {
+        let pcpu = (first_pcpu + vcpu)
+            .checked_rem(affinity.count())
+            .and_then(|entry| affinity.nth(entry))
+            .ok_or(BuildError::NoOnlineCpu(affinity))?;
+        let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
+        taken
+            .stacks
+            .push((pcpu, arch::guest_entry::VcpuStack::new(stack)));
+    }
+    Ok((page_table_frames, root, shared_info_frame))
 }
 
 /// One line saying where each vcpu runs: `d1: placement: d1v0 on pCPU 1,

@@ -8,7 +8,7 @@ pub mod elf;
 pub mod reaper;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -245,6 +245,11 @@ pub struct Domain {
     /// after `create_domain` so that hot paths (EVTCHNOP_send and friends,
     /// timer VIRQs, poll checks) skip evtchn-core's registry lookup.
     pub events: spin::Once<evtchn_core::DomainHandle>,
+    /// The shared_info view handed to evtchn-core at creation, watched:
+    /// once the domain is destroyed and freed, nothing may hold it (it
+    /// reaches the shared_info frame and the guest's vcpu_info areas), and
+    /// the [`reaper`] checks that nothing does before it frees them.
+    pub shared_view: spin::Once<Weak<dyn evtchn_core::SharedInfoView>>,
     /// SHUTDOWN_* code + 1 once it shut down (0 = running).
     shutdown_code: AtomicU8,
     /// Vcpus still to stop before the domain is destroyed.
@@ -396,6 +401,7 @@ impl Domain {
             mm_lock: spin::Mutex::new(()),
             tlb_generation: AtomicU64::new(0),
             events: spin::Once::new(),
+            shared_view: spin::Once::new(),
             shutdown_code: AtomicU8::new(0),
             live_vcpus: AtomicU32::new(live),
             frames_taken: parts.frames_taken,
@@ -479,6 +485,9 @@ pub fn vcpu_stopped(domain: &Domain, vcpu: &Vcpu) {
     if vcpu.state.swap(VcpuState::Dead as u8, Ordering::AcqRel) == VcpuState::Dead as u8 {
         return;
     }
+    // Dead for good: out of its run queue now, not when the domain is
+    // destroyed (a domain that powered off stays until the run ends).
+    crate::sched::unhost_vcpu(domain, vcpu);
     if domain.live_vcpus.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }

@@ -310,6 +310,7 @@ struct Parts {
     vcpus: alloc::boxed::Box<[Vcpu]>,
     memory: alloc::boxed::Box<[GuestFrame]>,
     shared_info: GuestFrame,
+    shared_view: Option<alloc::sync::Weak<dyn evtchn_core::SharedInfoView>>,
 }
 
 fn take_apart(domain: Domain) -> Parts {
@@ -319,6 +320,7 @@ fn take_apart(domain: Domain) -> Parts {
         vcpus,
         frames_sorted,
         shared_info_frame,
+        shared_view,
         ..
     } = domain;
     // Everything else (vcpu_info areas, console line, the evtchn-core
@@ -329,6 +331,7 @@ fn take_apart(domain: Domain) -> Parts {
         vcpus,
         memory: frames_sorted,
         shared_info: shared_info_frame,
+        shared_view: shared_view.get().cloned(),
     }
 }
 
@@ -336,21 +339,32 @@ fn take_apart(domain: Domain) -> Parts {
 /// memory and shared_info frames, unmaps its vcpu stacks.
 fn free_memory(domain: Domain) -> Freed {
     let parts = take_apart(domain);
+    // The view reaches the shared_info frame and the vcpu_info areas in
+    // the guest's memory: while anything holds it, none of them may go.
+    let is_view_released = is_shared_view_released(parts.id, parts.shared_view.as_ref());
+    let (memory_frames, shared_info_frame) = if is_view_released {
+        (parts.memory.as_ref(), Some(parts.shared_info))
+    } else {
+        (&[] as &[GuestFrame], None)
+    };
     let mut memory = 0;
-    for frame in parts.memory.iter() {
+    for frame in memory_frames {
         // SAFETY: the frame came from the allocator for this domain alone
         // (the builder) and grace period 1 is over: no pCPU has the
         // domain's tables loaded or its mappings in its TLB, no hypervisor
         // path still holds a view of it (evtchn-core let go at destroy,
-        // the domain struct is ours alone and its views were dropped in
+        // checked above through the watched shared_info view; the domain
+        // struct is ours alone and its views were dropped in
         // `take_apart`), and no other domain can map it.
         if unsafe { frames::free(frame.phys()) } {
             memory += 1;
         }
     }
-    // SAFETY: as above; the shared_info frame is never in the p2m, and the
-    // guest's mapping of it went with its tables.
-    let shared_info = u64::from(unsafe { frames::free(parts.shared_info.phys()) });
+    let shared_info = shared_info_frame.map_or(0, |frame| {
+        // SAFETY: as above; the shared_info frame is never in the p2m, and
+        // the guest's mapping of it went with its tables.
+        u64::from(unsafe { frames::free(frame.phys()) })
+    });
     let mut stack_frames = Vec::new();
     for vcpu in parts.vcpus.into_vec() {
         let Vcpu { stack, .. } = vcpu;
@@ -369,6 +383,29 @@ fn free_memory(domain: Domain) -> Freed {
         shared_info,
         stack_frames,
     }
+}
+
+/// Whether nothing holds domain `id`'s shared_info view any more (`view`
+/// watches the one evtchn-core got; `None`: it never got one). Called
+/// when the domain is freed: evtchn-core let go of it when the domain was
+/// destroyed, and grace period 1 has ended every hypercall or interrupt
+/// that could still hold a handle to the domain's event state. A view
+/// still held is a leak (and freeing what it reaches would let evtchn-core
+/// write freed frames): reported as an error, and the run fails.
+pub fn is_shared_view_released(
+    id: DomId,
+    view: Option<&alloc::sync::Weak<dyn evtchn_core::SharedInfoView>>,
+) -> bool {
+    let holders = view.map_or(0, alloc::sync::Weak::strong_count);
+    if holders == 0 {
+        return true;
+    }
+    log::error!(
+        "d{}: leak: its shared_info view is still held ({holders} reference(s)) after it was destroyed; its memory and shared_info frames are kept",
+        id.0
+    );
+    HAS_LEAK.store(true, Ordering::SeqCst);
+    false
 }
 
 /// Grace period 2 is over: frees the stack frames and checks the count.
@@ -404,6 +441,60 @@ fn finish(freed: Freed) {
     BURIED.fetch_sub(1, Ordering::SeqCst);
     // Xen: complete_domain_destroy() tells the handler a last time.
     crate::events::domains().send_global_virq(Virq::DOM_EXC);
+}
+
+/// Gives back what a failed build took (`builder::Taken`): its memory
+/// and shared_info frames and its vcpu stacks. Returns how many frames
+/// went back.
+pub fn free_unused_build(taken: super::builder::Taken) -> u64 {
+    let mut given_back = 0;
+    let frames = taken.memory.iter().copied().chain(taken.shared_info);
+    for frame in frames {
+        // SAFETY: the frame came from the allocator for this build alone,
+        // and the build failed before any domain owned it: nothing maps it
+        // but the bootstrap tables the build wrote into the same frames
+        // (never loaded on any CPU), and no view of it outlived the build.
+        if unsafe { frames::free(frame.phys()) } {
+            given_back += 1;
+        }
+    }
+    let mut stack_frames = Vec::new();
+    for (_, stack) in taken.stacks {
+        // SAFETY: the stack was allocated by this build and no vcpu was
+        // ever made of it: no CPU ran on it or loaded it into its TSS.
+        let range = unsafe { stack.into_stack().release() };
+        stack_frames.extend(space::unmap_stack(range));
+    }
+    // Only this CPU mapped and touched the stacks; after this
+    // flush no CPU holds a translation of them that any code could use:
+    // their addresses are never handed out again.
+    arch::paging::flush_everything();
+    for phys in stack_frames {
+        // SAFETY: unmapped above and flushed from this CPU's TLB, the only
+        // one that used the addresses; nothing else refers to the frame.
+        if unsafe { space::free_stack_frame(phys) } {
+            given_back += 1;
+        }
+    }
+    given_back
+}
+
+/// After [`free_unused_build`]: the allocator must be back at
+/// `expected_free` frames (what it had before the failed build of module
+/// `index`, less the vmap tables the hypervisor keeps); else a leak,
+/// logged as an error, and the run fails.
+pub fn check_failed_build(index: usize, given_back: u64, expected_free: u64) {
+    let free = frames::stats().free_frames;
+    if free == expected_free {
+        log::info!(
+            "module {index}: the failed build gave back every frame it took ({given_back} held for the domain); {free} frames free, as before it"
+        );
+    } else {
+        log::error!(
+            "module {index}: frame leak: the failed build gave back {given_back} frames; {free} frames free, {expected_free} before it"
+        );
+        HAS_LEAK.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether some domain's frames did not all come back.

@@ -220,11 +220,22 @@ pub fn allocate_stack(pages: u64) -> Result<Stack, MapError> {
     let base = reserve_vmap(pages + 1).ok_or(MapError::OutOfFrames)?;
     let bottom = base + PAGE_SIZE;
     let flags = PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE | PageTableFlags::GLOBAL;
-    map_range(bottom, None, pages, flags)?;
     let range = StackRange {
         bottom,
         top: bottom + pages * PAGE_SIZE,
     };
+    if let Err(error) = map_range(bottom, None, pages, flags) {
+        // Out of frames part way: give back the pages mapped so far. The
+        // range is fresh and was touched by no one but this CPU, whose TLB
+        // is flushed before the frames go back.
+        let mapped = unmap_stack(range);
+        arch::paging::flush_everything();
+        for phys in mapped {
+            // SAFETY: unmapped and flushed above; no stack was made of it.
+            unsafe { free_stack_frame(phys) };
+        }
+        return Err(error);
+    }
     // SAFETY: the vmap range was reserved just now (the bump pointer never
     // hands it out again) and backed with fresh frames from the allocator,
     // mapped writable for good; the top is page aligned.

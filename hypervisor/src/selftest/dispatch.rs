@@ -3,8 +3,8 @@
 use arch::qemu::ExitCode;
 
 use super::{
-    cpus, fatal, guest_access, hvtimer, ioapic, ipi, pagefault, pirq_eoi, syscall_edge,
-    syscall_floor, syscall_probe, timer,
+    cpus, fatal, guest_access, hvtimer, ioapic, ipi, iret_fault, pagefault, pirq_eoi, pirq_follow,
+    pirq_map_race, reaper_view, syscall_edge, syscall_floor, syscall_probe, timer,
 };
 use crate::acpi::Madt;
 
@@ -20,7 +20,12 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "nx" => pagefault::run_no_execute(),
         "wp" => pagefault::run_write_protect(),
         "ioapic" => ioapic::run(),
+        "iret-fault-syscall" => iret_fault::run_syscall_exit(),
+        "iret-fault-exception" => iret_fault::run_interrupt_exit(),
         "pirq-eoi" => pirq_eoi::run(),
+        "pirq-follow" => pirq_follow::run(),
+        "pirq-map-race" => pirq_map_race::run(),
+        "reaper-view" => reaper_view::run(),
         "guestcopy" => guest_access::run_copies(),
         "smap" => guest_access::run_smap(),
         "smep" => guest_access::run_smep(),
@@ -31,7 +36,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "syscall-edge" => syscall_edge::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, pirq-eoi, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor, syscall-edge)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, iret-fault-syscall, iret-fault-exception, pirq-eoi, pirq-follow, pirq-map-race, reaper-view, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor, syscall-edge)"
             );
             ExitCode::Fail
         }

@@ -10,6 +10,14 @@
 //! takes any address, as on Xen) and raises an event. The CPU cannot return
 //! to such an address (`iretq` faults in ring 0 on real CPUs), so the
 //! upcall must crash this domain only, with the address named.
+//!
+//! With `bad-iret=<case>` it returns through HYPERVISOR_iret to a frame
+//! the CPU cannot return to (`iret`); that too must crash this domain
+//! only.
+//!
+//! With `witness` it misbehaves in nothing: it is the privileged domain
+//! that waits for another one to end, for the run-queue check of scenario
+//! `sched-dead-dropped` (`witness`).
 #![no_std]
 #![no_main]
 
@@ -17,14 +25,25 @@ use sluice_guest::errno::Errno;
 use sluice_guest::hypercall::{hypercall5, nr};
 use sluice_guest::{StartInfo, check, evtchn, println, upcall};
 
+mod iret;
+mod witness;
+
 sluice_guest::entry!(main);
 
 /// The first address past the lower canonical half.
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
 fn main(start_info: &'static StartInfo) {
+    if start_info.has_arg("witness") {
+        witness::witness();
+        return;
+    }
     let port = evtchn::bind_ipi(0);
     check!(port.is_ok(), "bind_ipi(vcpu 0) succeeds ({port:?})");
+    if let Some(case) = start_info.arg_value("bad-iret") {
+        iret::bad_iret(case);
+        return;
+    }
     if start_info.has_arg("bad-callback") {
         bad_callback(port);
         return;

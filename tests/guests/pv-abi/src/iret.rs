@@ -124,3 +124,91 @@ pub fn hypervisor_iret() {
         "HYPERVISOR_iret with VGCF_in_syscall restores rax; rcx = the frame's rip, r11 = its rflags (sysret)"
     );
 }
+
+/// A frame's stack pointer that is not canonical.
+const NON_CANONICAL_RSP: u64 = 0x0000_8000_0000_0000;
+/// rflags bits a hostile frame sets: IOPL 3, VM and bits the architecture
+/// reserves (3, 5, 15, 40), with NT, AC, ID, DF and CF, and IF clear.
+const HOSTILE_RFLAGS: u64 =
+    (3 << 12) | (1 << 17) | (1 << 3) | (1 << 5) | (1 << 15) | (1 << 40) | NT | AC | ID | DF | 1;
+/// NT, AC, ID, DF: kept by HYPERVISOR_iret (a guest's own to hold).
+const NT: u64 = 1 << 14;
+const AC: u64 = 1 << 18;
+const ID: u64 = 1 << 21;
+const DF: u64 = 1 << 10;
+
+/// HYPERVISOR_iret to the next instruction with the frame's rsp set to
+/// `frame_rsp` and rflags to `rflags`; the code there reads rsp and
+/// rflags first, then restores the real stack and clean flags. Returns
+/// (rsp, rflags) as seen there. IF should be clear in `rflags`: with the
+/// vcpu masked no upcall can be bounced onto a bad stack before it is
+/// restored.
+fn iret_with(frame_rsp: u64, rflags: u64) -> (u64, u64) {
+    let seen_rsp: u64;
+    let seen_rflags: u64;
+    // SAFETY: the frame names this code (label 2) and the kernel
+    // selectors; at label 2 nothing touches memory through rsp before it
+    // is reloaded from `saved_rsp`, a register the iret preserves (only
+    // rax, rcx and r11 change, declared clobbered) except for the pushfq,
+    // which is done after the reload; popfq then clears NT, AC, ID, DF
+    // and the arithmetic flags again before Rust code runs.
+    unsafe {
+        asm!(
+            "mov {saved_rsp}, rsp",
+            "push {ss}",
+            "push {frame_rsp}",
+            "push {rflags}",
+            "push {cs}",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "push 0",
+            "jmp sluice_hypercall_page + {iret_offset}",
+            "2:",
+            "mov {seen_rsp}, rsp",
+            "mov rsp, {saved_rsp}",
+            "pushfq",
+            "pop {seen_rflags}",
+            "push {clean}",
+            "popfq",
+            saved_rsp = out(reg) _,
+            frame_rsp = in(reg) frame_rsp,
+            rflags = in(reg) rflags,
+            seen_rsp = out(reg) seen_rsp,
+            seen_rflags = out(reg) seen_rflags,
+            ss = in(reg) KERNEL_SS,
+            cs = in(reg) KERNEL_CS_RPL0,
+            clean = const RFLAGS_IF,
+            iret_offset = const 23 * 32,
+            out("rax") _,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    (seen_rsp, seen_rflags)
+}
+
+/// Frames a guest may hand HYPERVISOR_iret that the CPU's `iretq` would
+/// treat oddly: a stack pointer that is not canonical (`iretq` loads it
+/// unchecked; only its first use faults) and rflags with IOPL, VM and
+/// reserved bits set. Xen 4.17 returns to both; so must Sluice, and the
+/// hypervisor must survive.
+pub fn hostile_frames() {
+    let (rsp, _) = iret_with(NON_CANONICAL_RSP, RFLAGS_NO_IF);
+    check_eq!(
+        rsp,
+        NON_CANONICAL_RSP,
+        "HYPERVISOR_iret to a frame with a non-canonical rsp resumes with that rsp"
+    );
+    let (_, rflags) = iret_with(NON_CANONICAL_RSP, HOSTILE_RFLAGS);
+    check_eq!(
+        rflags,
+        NT | AC | ID | DF | 1 | RFLAGS_IF,
+        "HYPERVISOR_iret keeps NT, AC, ID, DF and CF, drops IOPL, VM and reserved bits, sets IF"
+    );
+    check_eq!(
+        upcall_mask(),
+        Some(1),
+        "HYPERVISOR_iret with IF clear in a hostile frame sets evtchn_upcall_mask to 1"
+    );
+    upcall::unmask_vcpu();
+}

@@ -38,6 +38,7 @@ fn main(start_info: &'static StartInfo) {
     calls::physdev_op();
     calls::unknown_hypercalls();
     iret::hypervisor_iret();
+    iret::hostile_frames();
     timers::set_timer_op();
     upcall::mask_vcpu();
     check!(upcall::failsafes() == 0, "no failsafe callback ran");

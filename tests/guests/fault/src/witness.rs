@@ -1,0 +1,49 @@
+//! `witness`: this (privileged) domain waits for another domain on its
+//! pCPU to power off (VIRQ_DOM_EXC, sent once the other's last vcpu has
+//! stopped), then says it waits for a debug key and waits for
+//! VIRQ_DEBUG, so that a scenario's `r` key dumps the run queues after
+//! the other domain's vcpus are dead: they must be out of the queues.
+
+use sluice_guest::shared_info::{self, SharedInfo};
+use sluice_guest::{check, evtchn, println, sched, time};
+
+/// How long each wait may take.
+const LIMIT_NS: u64 = 20_000_000_000;
+
+/// Waits until `port` is pending (then clears it) or the limit passes.
+fn wait(shared: &SharedInfo, port: u32) -> bool {
+    let limit = time::now_ns().map_or(0, |now| now + LIMIT_NS);
+    loop {
+        if shared.is_pending(port) {
+            shared.clear_pending(port);
+            return true;
+        }
+        if time::now_ns().is_none_or(|now| now >= limit) {
+            return false;
+        }
+        let _ = sched::poll(&[port], limit);
+    }
+}
+
+/// The witness role.
+pub fn witness() {
+    let Some(shared) = shared_info::get() else {
+        check!(false, "shared_info is mapped");
+        return;
+    };
+    let dom_exc = evtchn::bind_virq(evtchn::virq::DOM_EXC, 0);
+    check!(
+        dom_exc.is_ok(),
+        "bind_virq(VIRQ_DOM_EXC) succeeds ({dom_exc:?})"
+    );
+    let Ok(dom_exc) = dom_exc else { return };
+    check!(
+        wait(shared, dom_exc),
+        "VIRQ_DOM_EXC arrives: the other domain has stopped"
+    );
+    let debug = evtchn::bind_virq(evtchn::virq::DEBUG, 0);
+    check!(debug.is_ok(), "bind_virq(VIRQ_DEBUG) succeeds ({debug:?})");
+    let Ok(debug) = debug else { return };
+    println!("witness: waiting for a debug key (VIRQ_DEBUG on port {debug})");
+    check!(wait(shared, debug), "a debug key raises VIRQ_DEBUG");
+}
