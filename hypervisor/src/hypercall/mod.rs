@@ -114,24 +114,27 @@ pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
 }
 
 /// Serves the hypercall whose number is in `call.frame.rax`.
+///
+/// Each arm turns its handler's result into the guest's `rax` itself, so
+/// the arms meet on one register rather than on a `Result` in memory.
 #[inline]
 fn serve(call: &mut Call<'_>) {
-    let result = match call.frame.rax {
-        number::SET_CALLBACKS => callbacks::set_callbacks(call),
-        number::UPDATE_VA_MAPPING => memory::update_va_mapping(call),
-        number::SET_TIMER_OP => vcpu_op::set_timer_op(call),
-        number::XEN_VERSION => version::xen_version(call),
-        number::CONSOLE_IO => console::console_io(call),
+    let rax = match call.frame.rax {
+        number::SET_CALLBACKS => to_rax(callbacks::set_callbacks(call)),
+        number::UPDATE_VA_MAPPING => to_rax(memory::update_va_mapping(call)),
+        number::SET_TIMER_OP => to_rax(vcpu_op::set_timer_op(call)),
+        number::XEN_VERSION => to_rax(version::xen_version(call)),
+        number::CONSOLE_IO => to_rax(console::console_io(call)),
         // iret rewrites the whole frame, rax included.
         number::IRET => return callbacks::iret(call),
-        number::VCPU_OP => vcpu_op::vcpu_op(call),
-        number::SCHED_OP => sched_op::sched_op(call),
-        number::CALLBACK_OP => callbacks::callback_op(call),
-        number::EVENT_CHANNEL_OP => evtchn::event_channel_op(call),
-        number::PHYSDEV_OP => physdev::physdev_op(call),
-        _ => Err(Errno::ENOSYS),
+        number::VCPU_OP => to_rax(vcpu_op::vcpu_op(call)),
+        number::SCHED_OP => to_rax(sched_op::sched_op(call)),
+        number::CALLBACK_OP => to_rax(callbacks::callback_op(call)),
+        number::EVENT_CHANNEL_OP => to_rax(evtchn::event_channel_op(call)),
+        number::PHYSDEV_OP => to_rax(physdev::physdev_op(call)),
+        _ => to_rax(Err(Errno::ENOSYS)),
     };
-    call.frame.rax = to_rax(result);
+    call.frame.rax = rax;
 }
 
 /// The `exception` hook: a guest fault. With no trap table (Sluice does not
