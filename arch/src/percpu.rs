@@ -212,23 +212,26 @@ pub fn running_word<const INDEX: usize>() -> *mut () {
 }
 
 /// Whether this CPU's [`PerCpu::return_hint`] is set, as a Relaxed load
-/// of it would say, in one GS-relative load.
+/// of it would say, in one GS-relative compare and a branch (every return
+/// to a guest asks).
 #[inline(always)]
 pub fn is_return_hint_set() -> bool {
-    let value: u32;
     // SAFETY: GS points at this CPU's PerCpu (as in `current`), and the
     // operand is the address of its `return_hint`, an `AtomicBool` (one
-    // byte holding 0 or 1): this plain byte load reads it as a Relaxed
-    // load would.
+    // byte holding 0 or 1): this plain byte compare reads it as a Relaxed
+    // load would; the jump goes to the block that returns true.
     unsafe {
         core::arch::asm!(
-            "movzx {value:e}, byte ptr gs:[{offset}]",
-            value = out(reg) value,
+            "cmp byte ptr gs:[{offset}], 0",
+            "jne {set}",
             offset = const RETURN_HINT_OFFSET,
-            options(nostack, readonly, preserves_flags)
+            set = label {
+                return true;
+            },
+            options(nostack, readonly)
         );
     }
-    value != 0
+    false
 }
 
 /// The registered CPU with dense index `index`.
