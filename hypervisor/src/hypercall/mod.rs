@@ -9,11 +9,13 @@
 //!
 //! The path is short on purpose (`cargo xtask bench` times it): `arch`'s
 //! `syscall` entry calls [`on_hypercall`] directly, which finds the calling
-//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`),
-//! serves the call (the hot handlers inline into it) and then, in the same
-//! frame, does [`before_return`]'s checks: single loads each, the rare
-//! work out of line. The entry returns with `sysretq` when the frame is
-//! still the one `syscall` made.
+//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`, one
+//! GS-relative load each), serves the call (the hot handlers inline into
+//! it) and then, in the same frame, does [`before_return`]'s checks: the
+//! pCPU's return hint (preemption, `sched::maybe_preempt`), the domain's
+//! generation (shutdown, Down, a flush: [`return_to_guest`]) and a
+//! pending upcall, one compare each, the rare work out of line. The entry
+//! returns with `sysretq` when the frame is still the one `syscall` made.
 
 mod callbacks;
 mod console;
