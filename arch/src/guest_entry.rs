@@ -42,6 +42,9 @@ const EFER_SCE: u64 = 1 << 0;
 /// in the hypervisor until it decides otherwise).
 const SYSCALL_RFLAGS_MASK: u64 =
     (1 << 8) | (1 << 9) | (1 << 10) | (1 << 14) | (1 << 16) | (1 << 18);
+/// rflags.DF: the `syscall` entry relies on FMASK clearing it (no `cld`).
+const RFLAGS_DF: u64 = 1 << 10;
+const _: () = assert!(SYSCALL_RFLAGS_MASK & RFLAGS_DF != 0);
 
 /// What the hypervisor does for guests; `arch` calls these with interrupts
 /// off, on the running vcpu's hypervisor stack, with the guest's frame.
@@ -126,7 +129,8 @@ pub fn init_cpu() {
 //
 // The entry saves every register (the frame is the vcpu's whole state: a
 // vcpu that goes down keeps it, `VCPUOP_up` resumes from it), calls the
-// hypercall hook directly, then decides in place whether `sysretq` can
+// hypercall hook directly (no `cld`: `syscall` already cleared DF, as the
+// C ABI wants it, through FMASK), then decides in place whether `sysretq` can
 // return exactly to the frame: rcx = rip and r11 = rflags (`sysretq` takes
 // them from there) and IF set (the guest must stay interruptible). A rip
 // that is not canonical is checked first and never reaches either exit:
@@ -175,7 +179,6 @@ sluice_syscall_entry:
     push r13
     push r14
     push r15
-    cld
     xor ebp, ebp
     mov rdi, rsp
     call qword ptr [rip + {hook}]

@@ -48,6 +48,11 @@ pub struct PerCpu {
     /// reads; here rather than in an array indexed by CPU so that a read
     /// is two loads.
     pub running: [AtomicPtr<()>; 3],
+    /// Free for the hypervisor: a hint its every return to a guest tests
+    /// with one GS-relative load ([`is_return_hint_set`]), so that work
+    /// it rarely has to do there costs one load and a branch when there
+    /// is none.
+    pub return_hint: AtomicBool,
     /// Page tables whose guest range maps only pages the guest may access
     /// (see `guest_copy::trust_user_only`), or `u64::MAX` for none.
     pub(crate) user_only_root: AtomicU64,
@@ -68,6 +73,7 @@ impl PerCpu {
             kicks_received: AtomicU64::new(0),
             hypervisor_slot: AtomicUsize::new(0),
             running: [const { AtomicPtr::new(core::ptr::null_mut()) }; 3],
+            return_hint: AtomicBool::new(false),
             user_only_root: AtomicU64::new(u64::MAX),
         }
     }
@@ -131,6 +137,10 @@ pub const GUEST_STACK_TOP_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_st
 /// Offset of [`PerCpu::guest_rsp_scratch`] (used by the `syscall` entry).
 pub const GUEST_RSP_SCRATCH_OFFSET: usize = core::mem::offset_of!(PerCpu, guest_rsp_scratch);
 const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET == 16);
+/// Offset of [`PerCpu::running`].
+const RUNNING_OFFSET: usize = core::mem::offset_of!(PerCpu, running);
+/// Offset of [`PerCpu::return_hint`].
+const RETURN_HINT_OFFSET: usize = core::mem::offset_of!(PerCpu, return_hint);
 
 /// The bootstrap processor's block. The boot entry (`boot`) stores its
 /// address in its first word and points GS at it before any Rust code runs.
@@ -175,6 +185,53 @@ pub fn current() -> &'static PerCpu {
     }
     // SAFETY: the address was stored from a `&'static PerCpu` in `install`.
     unsafe { &*(address as *const PerCpu) }
+}
+
+/// Word `INDEX` of this CPU's [`PerCpu::running`], as a Relaxed load of
+/// it would give, in one GS-relative load (`current().running[INDEX]`
+/// costs two: the block's address, then the word). Every guest entry
+/// reads these.
+#[inline(always)]
+pub fn running_word<const INDEX: usize>() -> *mut () {
+    const { assert!(INDEX < 3) };
+    let value: *mut ();
+    // SAFETY: GS points at this CPU's PerCpu (as in `current`), and the
+    // operand is the address of `running[INDEX]` in it (INDEX < 3, checked
+    // at compile time): an aligned pointer-sized atomic, so this plain
+    // load reads it as a Relaxed load would (aligned 8-byte loads are
+    // single-copy atomic on x86_64).
+    unsafe {
+        core::arch::asm!(
+            "mov {value}, gs:[{offset}]",
+            value = out(reg) value,
+            offset = const RUNNING_OFFSET + INDEX * core::mem::size_of::<AtomicPtr<()>>(),
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    value
+}
+
+/// Whether this CPU's [`PerCpu::return_hint`] is set, as a Relaxed load
+/// of it would say, in one GS-relative compare and a branch (every return
+/// to a guest asks).
+#[inline(always)]
+pub fn is_return_hint_set() -> bool {
+    // SAFETY: GS points at this CPU's PerCpu (as in `current`), and the
+    // operand is the address of its `return_hint`, an `AtomicBool` (one
+    // byte holding 0 or 1): this plain byte compare reads it as a Relaxed
+    // load would; the jump goes to the block that returns true.
+    unsafe {
+        core::arch::asm!(
+            "cmp byte ptr gs:[{offset}], 0",
+            "jne {set}",
+            offset = const RETURN_HINT_OFFSET,
+            set = label {
+                return true;
+            },
+            options(nostack, readonly)
+        );
+    }
+    false
 }
 
 /// The registered CPU with dense index `index`.

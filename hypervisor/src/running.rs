@@ -45,8 +45,17 @@ struct Slot {
     vcpu_info: &'static AtomicPtr<()>,
 }
 
+/// Indexes of the slot's words in `PerCpu::running`, for the one-load
+/// reads of the guest paths (`percpu::running_word`).
+const DOMAIN: usize = 0;
+/// See [`DOMAIN`].
+const VCPU: usize = 1;
+/// See [`DOMAIN`].
+const VCPU_INFO: usize = 2;
+
 #[inline]
 fn this_slot() -> Slot {
+    // In the order of the indexes above.
     let [domain, vcpu, vcpu_info] = &percpu::current().running;
     Slot {
         domain,
@@ -147,7 +156,7 @@ pub fn refresh_vcpu_info(domain: &Domain, vcpu: &Vcpu) {
 #[inline]
 pub fn vcpu_info() -> Option<&'static VcpuInfo> {
     // Relaxed: only this pCPU writes its slot (module doc).
-    let info = this_slot().vcpu_info.load(Ordering::Relaxed);
+    let info = percpu::running_word::<VCPU_INFO>();
     // SAFETY: a non-null value was stored by `set` or `refresh_vcpu_info`
     // from a `&'static VcpuInfo` that `Domain::vcpu_info` handed out (a
     // vcpu_info in a frame the domain keeps for its life, which the
@@ -171,13 +180,13 @@ fn release(old: *mut Domain) {
 /// leave the slot alone (the scheduler loop is no interrupt handler).
 #[inline]
 pub fn with<R>(body: impl FnOnce(&Arc<Domain>, &Vcpu) -> R) -> Option<R> {
-    let slot = this_slot();
-    // Relaxed: only this pCPU writes its slot (module doc).
-    let domain = slot.domain.load(Ordering::Relaxed).cast::<Domain>();
+    // Relaxed (one GS-relative load each): only this pCPU writes its slot
+    // (module doc).
+    let domain = percpu::running_word::<DOMAIN>().cast::<Domain>();
     if domain.is_null() {
         return None;
     }
-    let vcpu = slot.vcpu.load(Ordering::Relaxed).cast::<Vcpu>();
+    let vcpu = percpu::running_word::<VCPU>().cast::<Vcpu>();
     // SAFETY: `domain` came from `Arc::into_raw` in `set`, and the domain
     // outlives this call (module doc: the slot's reference holds it while
     // the vcpu runs, `pin`'s across a suspension). ManuallyDrop: the

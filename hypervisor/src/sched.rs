@@ -450,23 +450,67 @@ fn suspend(vcpu: &Vcpu) {
     }
 }
 
-/// Preempts the running vcpu (interrupted in the guest) if its time slice
-/// is over and another vcpu of this pCPU can run.
+/// Preempts the running vcpu (interrupted in the guest, or returning from
+/// a hypercall) if its time slice is over and another vcpu of this pCPU
+/// can run.
+///
+/// Every return to the guest comes here, so the common case is one load
+/// and a branch: this pCPU's return hint (`PerCpu::return_hint`), which
+/// only [`on_tick`] sets, and only when this pCPU hosts several vcpus and
+/// the running one's slice ends before the next tick. From that tick on,
+/// every return looks at the clock ([`preempt_if_due`]), so a vcpu is
+/// still preempted at its first return to the guest at or after the end
+/// of its slice, as when every return looked. A slice that began after
+/// the tick that set the hint clears it ([`run`]), so a hint never
+/// outlives the slice it was set for.
 #[inline]
 pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
+    if percpu::is_return_hint_set() {
+        preempt_if_due(domain, vcpu);
+    }
+}
+
+/// The tick period of a pCPU that runs vcpus.
+const TICK_NS: u64 = 1_000_000_000 / GUEST_TICK_HZ as u64;
+
+/// From this pCPU's LAPIC tick (interrupt context, interrupts off): sets
+/// the return hint if several vcpus share this pCPU and the running
+/// one's slice ends before the next tick ([`maybe_preempt`]). A queue
+/// that grew to two since the last tick is seen here (within one tick).
+pub fn on_tick(now_ns: u64) {
     let Some(pcpu) = this_pcpu() else {
         return;
     };
-    // Every return to the guest comes here: a pCPU with one vcpu stops at
-    // this load.
-    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
-        return;
+    // Relaxed: this pCPU's own slice, and the count is a hint re-read by
+    // `preempt_if_due`; the next tick looks again.
+    if pcpu.hosted_count.load(Ordering::Relaxed) > 1
+        && now_ns
+            .saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed))
+            .saturating_add(TICK_NS)
+            >= SLICE_NS
+    {
+        // Relaxed: read by this pCPU only, and not before this interrupt
+        // returns (interrupts are off until then).
+        percpu::current().return_hint.store(true, Ordering::Relaxed);
     }
-    preempt_if_due(pcpu, domain, vcpu);
 }
 
+/// [`maybe_preempt`] once the hint is set. The hint stays set while the
+/// slice is not over yet, or the queue is held by another pCPU this
+/// instant (the next return looks again); it is cleared when this
+/// pCPU hosts one vcpu, or when the slice ends (a new one starts here, or
+/// the vcpu is suspended and [`run`] starts the next one's).
 #[inline(never)]
-fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
+fn preempt_if_due(domain: &Domain, vcpu: &Vcpu) {
+    let Some(pcpu) = this_pcpu() else {
+        return;
+    };
+    let hint = &percpu::current().return_hint;
+    // Relaxed: only this pCPU writes its hint, with interrupts off.
+    if pcpu.hosted_count.load(Ordering::Relaxed) <= 1 {
+        hint.store(false, Ordering::Relaxed);
+        return;
+    }
     let now = crate::time::now_ns();
     if now.saturating_sub(pcpu.slice_start_ns.load(Ordering::Relaxed)) < SLICE_NS {
         return;
@@ -474,6 +518,7 @@ fn preempt_if_due(pcpu: &Pcpu, domain: &Domain, vcpu: &Vcpu) {
     let Some(has_other) = has_other_to_run(pcpu, domain, vcpu) else {
         return;
     };
+    hint.store(false, Ordering::Relaxed);
     if has_other {
         // `pcpu` is this pCPU's; the vcpu may resume on another one, so
         // nothing after the suspension may use it.
@@ -807,6 +852,11 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
     crate::running::set(&domain, vcpu);
     pcpu.slice_start_ns
         .store(crate::time::now_ns(), Ordering::Relaxed);
+    // A new slice: a hint set for the last one is stale (`maybe_preempt`).
+    // Relaxed: this pCPU's own, interrupts off.
+    percpu::current()
+        .return_hint
+        .store(false, Ordering::Relaxed);
     arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
     if vcpu.context.is_suspended() {
         if arch::guest_entry::switch_page_tables(domain.root).is_err() {

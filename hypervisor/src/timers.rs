@@ -79,6 +79,8 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
     let now = crate::time::now_ns();
     // The hypervisor's own timers (`hvtimer`), on every pCPU's tick.
     crate::hvtimer::run_due(now);
+    // The time slice of the vcpu running here.
+    crate::sched::on_tick(now);
     if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
         && let Some(vcpu) = domain.vcpu(vcpu_id)
         && vcpu.state() == VcpuState::Running

@@ -240,6 +240,8 @@ pub struct Domain {
     /// (UVMF_ALL, or a present entry replaced), and when one vcpu registers
     /// another's vcpu_info; each vcpu flushes, and looks up its vcpu_info
     /// again, on its way back to the guest when its `tlb_generation` lags.
+    /// Also bumped when the domain shuts down and when a vcpu goes down:
+    /// the way back looks for those only then.
     pub tlb_generation: AtomicU64,
     /// Its event-channel state in evtchn-core, kept by the builder right
     /// after `create_domain` so that hot paths (EVTCHNOP_send and friends,
@@ -470,6 +472,10 @@ pub fn shut_down(domain: &Domain, reason: ShutdownReason) -> bool {
         .compare_exchange(0, reason.code() + 1, Ordering::AcqRel, Ordering::Acquire)
         .is_ok();
     if is_first {
+        // The return path looks at the shutdown only when the generation
+        // moved (`hypercall::return_to_guest`): bump it after the code,
+        // before the kicks. AcqRel: pairs with its Acquire.
+        domain.tlb_generation.fetch_add(1, Ordering::AcqRel);
         log::info!("d{}: shut down ({reason:?})", domain.id.0);
         for vcpu in domain.vcpus.iter() {
             crate::sched::kick(vcpu);

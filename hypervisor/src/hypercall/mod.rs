@@ -9,11 +9,13 @@
 //!
 //! The path is short on purpose (`cargo xtask bench` times it): `arch`'s
 //! `syscall` entry calls [`on_hypercall`] directly, which finds the calling
-//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`),
-//! serves the call (the hot handlers inline into it) and then, in the same
-//! frame, does [`before_return`]'s checks: single loads each, the rare
-//! work out of line. The entry returns with `sysretq` when the frame is
-//! still the one `syscall` made.
+//! domain, vcpu and vcpu_info in the per-CPU running slot (`running`, one
+//! GS-relative load each), serves the call (the hot handlers inline into
+//! it) and then, in the same frame, does [`before_return`]'s checks: the
+//! pCPU's return hint (preemption, `sched::maybe_preempt`), the domain's
+//! generation (shutdown, Down, a flush: [`return_to_guest`]) and a
+//! pending upcall, one compare each, the rare work out of line. The entry
+//! returns with `sysretq` when the frame is still the one `syscall` made.
 
 mod callbacks;
 mod console;
@@ -114,24 +116,27 @@ pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
 }
 
 /// Serves the hypercall whose number is in `call.frame.rax`.
+///
+/// Each arm turns its handler's result into the guest's `rax` itself, so
+/// the arms meet on one register rather than on a `Result` in memory.
 #[inline]
 fn serve(call: &mut Call<'_>) {
-    let result = match call.frame.rax {
-        number::SET_CALLBACKS => callbacks::set_callbacks(call),
-        number::UPDATE_VA_MAPPING => memory::update_va_mapping(call),
-        number::SET_TIMER_OP => vcpu_op::set_timer_op(call),
-        number::XEN_VERSION => version::xen_version(call),
-        number::CONSOLE_IO => console::console_io(call),
+    let rax = match call.frame.rax {
+        number::SET_CALLBACKS => to_rax(callbacks::set_callbacks(call)),
+        number::UPDATE_VA_MAPPING => to_rax(memory::update_va_mapping(call)),
+        number::SET_TIMER_OP => to_rax(vcpu_op::set_timer_op(call)),
+        number::XEN_VERSION => to_rax(version::xen_version(call)),
+        number::CONSOLE_IO => to_rax(console::console_io(call)),
         // iret rewrites the whole frame, rax included.
         number::IRET => return callbacks::iret(call),
-        number::VCPU_OP => vcpu_op::vcpu_op(call),
-        number::SCHED_OP => sched_op::sched_op(call),
-        number::CALLBACK_OP => callbacks::callback_op(call),
-        number::EVENT_CHANNEL_OP => evtchn::event_channel_op(call),
-        number::PHYSDEV_OP => physdev::physdev_op(call),
-        _ => Err(Errno::ENOSYS),
+        number::VCPU_OP => to_rax(vcpu_op::vcpu_op(call)),
+        number::SCHED_OP => to_rax(sched_op::sched_op(call)),
+        number::CALLBACK_OP => to_rax(callbacks::callback_op(call)),
+        number::EVENT_CHANNEL_OP => to_rax(evtchn::event_channel_op(call)),
+        number::PHYSDEV_OP => to_rax(physdev::physdev_op(call)),
+        _ => to_rax(Err(Errno::ENOSYS)),
     };
-    call.frame.rax = to_rax(result);
+    call.frame.rax = rax;
 }
 
 /// The `exception` hook: a guest fault. With no trap table (Sluice does not
@@ -180,25 +185,46 @@ pub fn before_return(frame: &mut InterruptFrame) {
 /// rarely fire stay inline as single loads; what they do when they fire is
 /// out of line, so the common return (nothing to do) is short; inlined
 /// into the hypercall hook, whose frame it shares.
+///
+/// One compare stands for three rare conditions: the domain's
+/// `tlb_generation` moves on when a page-table edit needs a flush or a
+/// vcpu_info moves, and also when the domain shuts down
+/// (`domain::shut_down`) and when a vcpu is taken down (VCPUOP_down), each
+/// bumped after the store that makes its condition true and before the
+/// kick that sends the vcpu this way. Those are the only ways the three
+/// become true, so a vcpu whose generation is current has none to act on,
+/// and one whose generation lags looks at all three ([`attend`]).
 #[inline(always)]
 fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     sched::maybe_preempt(domain, vcpu);
+    // Acquire: pairs with the AcqRel bumps, so a vcpu that sees one also
+    // sees the shutdown code, the Down state or the edit stored before
+    // it. Only this vcpu's own flow writes its `tlb_generation`.
+    let generation = domain.tlb_generation.load(Ordering::Acquire);
+    if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
+        attend(domain, vcpu, frame, generation);
+    }
+    // A bounce that cannot be written crashes the domain: stop then.
+    if crate::upcall::deliver_pending(domain, vcpu, frame) && domain.is_shutting_down() {
+        leave_dead(domain, vcpu);
+    }
+}
+
+/// The domain's `tlb_generation` moved on since this vcpu last looked
+/// ([`return_to_guest`]): stop the vcpu if its domain is shutting down or
+/// it went down, else flush and look up its vcpu_info again. The
+/// generation it records is the one loaded before these checks, so a bump
+/// that comes after them is seen at the next return.
+#[cold]
+#[inline(never)]
+fn attend(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &InterruptFrame, generation: u64) {
     if domain.is_shutting_down() {
         leave_dead(domain, vcpu);
     }
     if vcpu.state() == VcpuState::Down {
         leave_down(domain, vcpu, frame);
     }
-    // Acquire: pairs with the AcqRel bump of a page-table edit. Only this
-    // vcpu's own flow writes its `tlb_generation`.
-    let generation = domain.tlb_generation.load(Ordering::Acquire);
-    if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
-        catch_up(domain, vcpu, generation);
-    }
-    // A bounce that cannot be written crashes the domain: stop then.
-    if crate::upcall::deliver_pending(domain, vcpu, frame) && domain.is_shutting_down() {
-        leave_dead(domain, vcpu);
-    }
+    catch_up(domain, vcpu, generation);
 }
 
 /// The vcpu's domain shut down: the vcpu stops for good.
@@ -220,9 +246,8 @@ fn leave_down(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &InterruptFrame) -> ! {
 }
 
 /// The domain's page tables changed since this vcpu last flushed, or a
-/// vcpu_info moved (`Domain::tlb_generation`).
-#[cold]
-#[inline(never)]
+/// vcpu_info moved, or (nothing to do here then) the domain shut down or
+/// a vcpu went down (`Domain::tlb_generation`).
 fn catch_up(domain: &Domain, vcpu: &Vcpu, generation: u64) {
     vcpu.tlb_generation.store(generation, Ordering::Relaxed);
     // Global entries included: the guest may have set G (memory.rs).

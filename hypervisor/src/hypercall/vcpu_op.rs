@@ -81,6 +81,10 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             // A vcpu taking itself down leaves on its way back to the guest,
             // which records where VCPUOP_up resumes it (rax = 0 by then).
             target.set_state(VcpuState::Down);
+            // The return path looks at the Down state only when the
+            // generation moved (`hypercall::return_to_guest`): bump it after
+            // the state, before the kick. AcqRel: pairs with its Acquire.
+            call.domain.tlb_generation.fetch_add(1, Ordering::AcqRel);
             crate::sched::kick(target);
             Ok(0)
         }
