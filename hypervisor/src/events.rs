@@ -18,18 +18,52 @@ use crate::pirq::HostPirqs;
 pub struct VcpuNotify;
 
 impl Notify for VcpuNotify {
+    #[inline]
     fn kick_vcpu(&self, domain: DomId, vcpu: VcpuId) {
         wake(domain, vcpu);
     }
 
+    #[inline]
     fn wake_poller(&self, domain: DomId, vcpu: VcpuId) {
         wake(domain, vcpu);
     }
 }
 
+/// Xen's vcpu_kick(), for an event sent to `vcpu` of `domain` (and the
+/// wake-up of a poller, done the same way).
+///
+/// Most wake-ups go to the vcpu this pCPU runs (a send to itself, its own
+/// timer VIRQ). For that one nothing is needed beyond the bits the caller
+/// already set, as in Xen, which kicks the current vcpu only from
+/// interrupt context (Sluice's interrupt return path checks anyway). Why:
+/// the vcpu's flow is live on this pCPU (a suspended flow leaves the
+/// running slot before interrupts are on again: `sched::suspend` keeps
+/// them off into the loop, which clears the slot; and the loop, after
+/// setting the slot, only resumes or enters the vcpu). So after this call
+/// the flow passes a check of its own, in this pCPU's program order: the
+/// upcall check on its way back to the guest, or `sched::block_until`'s
+/// readiness check after its `has_wakeup` swap (that section runs with
+/// interrupts off: no wake-up from this pCPU falls inside it). The
+/// `has_wakeup` store of `sched::kick` would be cleared by that swap
+/// before anyone reads it (it is read only while the vcpu is blocked and
+/// suspended), and `kick` sends no IPI to its own pCPU: this path skips
+/// both, and with them the registry and the scheduler's state (no locked
+/// instruction: two loads from the per-CPU block and two compares).
+#[inline]
 fn wake(domain: DomId, vcpu: VcpuId) {
-    // Most wake-ups go to the domain running on this pCPU (a send to
-    // itself, its own timer VIRQ): no registry lookup for those.
+    let is_running_here = crate::running::with(|running, running_vcpu| {
+        running.id == domain && running_vcpu.id == vcpu
+    });
+    if is_running_here != Some(true) {
+        wake_elsewhere(domain, vcpu);
+    }
+}
+
+/// [`wake`] for a vcpu this pCPU does not run.
+#[inline(never)]
+fn wake_elsewhere(domain: DomId, vcpu: VcpuId) {
+    // Another vcpu of the domain running here (its send to a sibling): no
+    // registry lookup for those.
     let is_done = crate::running::with(|running, _| {
         if running.id != domain {
             return false;
