@@ -18,7 +18,9 @@
 //! written there, and the domain must crash (spec §7.4), the hypervisor
 //! unharmed. With `bad-iret-frame` it calls HYPERVISOR_iret with its stack
 //! pointer on an unmapped page: the frame cannot be read, and the domain
-//! must crash (spec §7.5).
+//! must crash (spec §7.5); with `bad-iret-cs`, on a frame whose cs has RPL
+//! 3 (a return to guest user mode, which Sluice's domains cannot make):
+//! the domain must crash too.
 #![no_std]
 #![no_main]
 
@@ -37,6 +39,9 @@ const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 const UNMAPPED: u64 = 0x0000_4000_0000_0000;
 /// The start of the hypervisor's range (spec §7.4: a frame there crashes).
 const HYPERVISOR_RANGE: u64 = 0xffff_8000_0000_0000;
+/// A HYPERVISOR_iret frame `[rax, r11, rcx, flags, rip, cs, rflags, rsp,
+/// ss]` back to guest user mode: cs = FLAT_RING3_CS64 with RPL 3.
+static USER_MODE_IRET_FRAME: [u64; 9] = [0, 0, 0, 0, 0x1000, 0xe033, 0x202, 0x2000, 0xe02b];
 
 fn main(start_info: &'static StartInfo) {
     let port = evtchn::bind_ipi(0);
@@ -57,6 +62,13 @@ fn main(start_info: &'static StartInfo) {
         };
         bad_stack(port, stack);
         return;
+    }
+    if start_info.has_arg("bad-iret-cs") {
+        println!("# HYPERVISOR_iret to cs=0xe033 (RPL 3): this domain must crash alone");
+        let frame = &raw const USER_MODE_IRET_FRAME;
+        // SAFETY: see `hypercall_on_stack`: the hypervisor never returns;
+        // the frame is a static it only reads.
+        unsafe { hypercall_on_stack(u64::from(nr::IRET), frame as u64) }
     }
     if start_info.has_arg("bad-iret-frame") {
         println!("# HYPERVISOR_iret with rsp={UNMAPPED:#x}: this domain must crash alone");
