@@ -141,16 +141,17 @@ impl SharedInfoView for SharedPage {
             .binary_search_by_key(&phys, |frame| frame.phys())
             .map_err(|_| Errno::EINVAL)?;
         let frame = *self.mappable.get(index).ok_or(Errno::EINVAL)?;
-        Ok(Box::new(FifoPage(frame)))
+        Ok(Box::new(FifoPage(frame.words())))
     }
 }
 
-/// A guest frame handed over for the FIFO ABI.
-struct FifoPage(GuestFrame);
+/// A guest frame handed over for the FIFO ABI, as its words (found once:
+/// every FIFO send reads them).
+struct FifoPage(&'static [AtomicU32; 1024]);
 
 impl evtchn_core::GuestFrame for FifoPage {
     fn words(&self) -> &[AtomicU32] {
-        self.0.words()
+        self.0
     }
 }
 
