@@ -51,31 +51,33 @@ impl Notify for VcpuNotify {
 /// instruction: two loads from the per-CPU block and two compares).
 #[inline]
 fn wake(domain: DomId, vcpu: VcpuId) {
-    let is_running_here = crate::running::with(|running, running_vcpu| {
-        running.id == domain && running_vcpu.id == vcpu
-    });
-    if is_running_here != Some(true) {
-        wake_elsewhere(domain, vcpu);
-    }
-}
-
-/// [`wake`] for a vcpu this pCPU does not run.
-#[inline(never)]
-fn wake_elsewhere(domain: DomId, vcpu: VcpuId) {
-    // Another vcpu of the domain running here (its send to a sibling): no
-    // registry lookup for those.
-    let is_done = crate::running::with(|running, _| {
+    let is_done = crate::running::with(|running, running_vcpu| {
         if running.id != domain {
             return false;
         }
-        if let Some(vcpu) = running.vcpu(vcpu) {
-            crate::sched::kick(vcpu);
+        // The vcpu this pCPU runs: nothing to do (above). Another vcpu of
+        // its domain (a send to a sibling): no registry lookup.
+        if running_vcpu.id != vcpu {
+            kick_sibling(running, vcpu);
         }
         true
     });
-    if is_done == Some(true) {
-        return;
+    if is_done != Some(true) {
+        kick_in_other_domain(domain, vcpu);
     }
+}
+
+/// [`wake`] for another vcpu of the domain this pCPU runs.
+#[inline(never)]
+fn kick_sibling(domain: &Domain, vcpu: VcpuId) {
+    if let Some(vcpu) = domain.vcpu(vcpu) {
+        crate::sched::kick(vcpu);
+    }
+}
+
+/// [`wake`] for a vcpu of a domain this pCPU does not run.
+#[inline(never)]
+fn kick_in_other_domain(domain: DomId, vcpu: VcpuId) {
     // Interrupt context possible (timer VIRQ): never spin on the registry.
     if let Some(domain) = crate::domain::try_get(domain)
         && let Some(vcpu) = domain.vcpu(vcpu)
