@@ -14,11 +14,14 @@
 //! (a guest's, whose guest range maps nothing else), the walk is skipped:
 //! every mapped page there is the guest's own.
 //!
-//! Besides the byte copies there are two shapes the hot hypercalls use:
+//! Besides the byte copies there are three shapes the hot paths use:
 //! [`read_u32_from_guest`] (the port that send, unmask and close pass: one
-//! guarded load where the tables are vouched for) and
+//! guarded load where the tables are vouched for),
 //! [`read_words_from_guest`] (a frame read whole, as HYPERVISOR_iret's,
-//! without filling a buffer first). Both give the byte copy's answers.
+//! without filling a buffer first) and [`write_words_to_guest`] (a frame
+//! written whole, as the event bounce frame); the last two are one inline
+//! `rep movsq` where the tables are vouched for. All give the byte copy's
+//! answers.
 //!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
@@ -314,9 +317,80 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
     Ok(value)
 }
 
+/// Copies `quads` quadwords from `source` to `destination` with one
+/// inline `rep movsq`, SMAP opened around it; returns the bytes not
+/// copied, as [`sluice_guest_copy`] does. A fault at the `rep movsq`
+/// resumes right after it (its exception-table entry) with `rcx` the
+/// quadwords left, the faulting one included; those then go through
+/// [`sluice_guest_copy`], which stops at the exact faulting byte.
+///
+/// # Safety
+/// One of the two ranges (`quads * 8` bytes each) is a hypervisor buffer
+/// valid for that access; the other is a guest range ([`is_guest_range`])
+/// whose mapped pages the copy may access ([`user_prefix`] said so for all
+/// of it).
+#[inline(always)]
+unsafe fn copy_quads(destination: u64, source: u64, quads: usize) -> usize {
+    let left: usize;
+    // SAFETY: the caller vouches for both ranges; a fault on the guest one
+    // at the `rep movsq` (label 3) resumes after it (label 4), where SMAP
+    // is closed again: the CPU leaves rcx, rsi and rdi at the faulting
+    // quadword. `stac`/`clac` run only where SMAP is on (invalid opcodes
+    // elsewhere); DF is clear (Rust's asm contract). Numeric labels 2..9
+    // only: 0 and 1 read as binary in Intel syntax.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 2f",
+            "stac",
+            "2:",
+            "3:",
+            "rep movsq",
+            "4:",
+            "test byte ptr [rip + {smap}], 1",
+            "jz 5f",
+            "clac",
+            "5:",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 3b, 4b",
+            ".popsection",
+            smap = sym SLUICE_SMAP_ENABLED,
+            inout("rcx") quads => left,
+            inout("rdi") destination => _,
+            inout("rsi") source => _,
+            options(nostack),
+        );
+    }
+    if left == 0 {
+        return 0;
+    }
+    // SAFETY: the same ranges, as the caller vouched for them.
+    unsafe { copy_quads_rest(destination, source, quads, left) }
+}
+
+/// The bytes [`copy_quads`] left after a fault, byte-exact.
+///
+/// # Safety
+/// As for [`copy_quads`].
+#[cold]
+#[inline(never)]
+unsafe fn copy_quads_rest(destination: u64, source: u64, quads: usize, left: usize) -> usize {
+    let done = (quads.saturating_sub(left) * 8) as u64;
+    // SAFETY: the rest of the ranges the caller vouched for.
+    unsafe {
+        sluice_guest_copy(
+            destination.wrapping_add(done) as *mut u8,
+            source.wrapping_add(done) as *const u8,
+            left * 8,
+        )
+    }
+}
+
 /// Reads `N` little-endian quadwords from guest address `source`: the
-/// checks and answers of [`copy_from_guest`] of `N * 8` bytes, without
-/// first filling a buffer the copy overwrites anyway (a frame the
+/// checks and answers of [`copy_from_guest`] of `N * 8` bytes, copied
+/// with one inline `rep movsq` where the live tables are vouched for,
+/// without first filling a buffer the copy overwrites anyway (a frame the
 /// hypervisor reads whole, as HYPERVISOR_iret's).
 #[inline]
 pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], CopyError> {
@@ -324,23 +398,64 @@ pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], Co
     if !is_guest_range(source, length) {
         return Err(CopyError::NotGuestAddress);
     }
-    let allowed = user_prefix(source, length);
     let mut words = core::mem::MaybeUninit::<[u64; N]>::uninit();
-    // SAFETY: `words` is a hypervisor buffer of `length` bytes, at least
-    // `allowed`; `source` is a guest range (checked above), so it overlaps
-    // no hypervisor object, and a fault reading it is caught by the
-    // exception table and turned into a short count.
-    let left = unsafe {
-        sluice_guest_copy(
-            words.as_mut_ptr().cast::<u8>(),
-            source as *const u8,
-            allowed,
-        )
+    let buffer = words.as_mut_ptr() as u64;
+    let left = if live_tables_trusted() {
+        // SAFETY: `words` is a hypervisor buffer of `length` bytes;
+        // `source` is a guest range (checked above) whose every mapped
+        // page is the guest's (`live_tables_trusted`).
+        unsafe { copy_quads(buffer, source, N) }
+    } else {
+        let allowed = walked_user_prefix(source, length);
+        // SAFETY: `words` is a hypervisor buffer of `length` bytes, at
+        // least `allowed`; `source` is a guest range (checked above), so
+        // it overlaps no hypervisor object, and a fault reading it is
+        // caught by the exception table and turned into a short count.
+        let left = unsafe { sluice_guest_copy(buffer as *mut u8, source as *const u8, allowed) };
+        left + (length - allowed)
     };
-    match left + (length - allowed) {
+    match left {
         // SAFETY: nothing was left: the copy wrote all `length` bytes, so
         // every quadword is initialized (x86 is little-endian).
         0 => Ok(unsafe { words.assume_init() }),
+        left => Err(CopyError::Fault {
+            copied: length.saturating_sub(left),
+        }),
+    }
+}
+
+/// Writes `words` (little-endian) to guest address `destination`: the
+/// checks and answers of [`copy_to_guest`] of their bytes, copied with one
+/// inline `rep movsq` where the live tables are vouched for (a frame the
+/// hypervisor writes whole, as the event bounce frame).
+#[inline]
+pub fn write_words_to_guest<const N: usize>(
+    destination: u64,
+    words: &[u64; N],
+) -> Result<(), CopyError> {
+    let length = N * 8;
+    if !is_guest_range(destination, length) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    let buffer = words.as_ptr() as u64;
+    let left = if live_tables_trusted() {
+        // SAFETY: `words` is a hypervisor buffer of `length` bytes;
+        // `destination` is a guest range (checked above) whose every
+        // mapped page is the guest's (`live_tables_trusted`; a read-only
+        // one faults, CR0.WP holding in ring 0).
+        unsafe { copy_quads(destination, buffer, N) }
+    } else {
+        let allowed = walked_user_prefix(destination, length);
+        // SAFETY: `words` is a hypervisor buffer of `length` bytes, at
+        // least `allowed`; `destination` is a guest range (checked above),
+        // so writing it cannot touch hypervisor memory, and any fault is
+        // caught by the exception table entry.
+        let left =
+            unsafe { sluice_guest_copy(destination as *mut u8, buffer as *const u8, allowed) };
+        left + (length - allowed)
+    };
+    match left {
+        0 => Ok(()),
         left => Err(CopyError::Fault {
             copied: length.saturating_sub(left),
         }),

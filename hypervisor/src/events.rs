@@ -18,30 +18,66 @@ use crate::pirq::HostPirqs;
 pub struct VcpuNotify;
 
 impl Notify for VcpuNotify {
+    #[inline]
     fn kick_vcpu(&self, domain: DomId, vcpu: VcpuId) {
         wake(domain, vcpu);
     }
 
+    #[inline]
     fn wake_poller(&self, domain: DomId, vcpu: VcpuId) {
         wake(domain, vcpu);
     }
 }
 
+/// Xen's vcpu_kick(), for an event sent to `vcpu` of `domain` (and the
+/// wake-up of a poller, done the same way).
+///
+/// Most wake-ups go to the vcpu this pCPU runs (a send to itself, its own
+/// timer VIRQ). For that one nothing is needed beyond the bits the caller
+/// already set, as in Xen, which kicks the current vcpu only from
+/// interrupt context (Sluice's interrupt return path checks anyway). Why:
+/// the vcpu's flow is live on this pCPU (a suspended flow leaves the
+/// running slot before interrupts are on again: `sched::suspend` keeps
+/// them off into the loop, which clears the slot; and the loop, after
+/// setting the slot, only resumes or enters the vcpu). So after this call
+/// the flow passes a check of its own, in this pCPU's program order: the
+/// upcall check on its way back to the guest, or `sched::block_until`'s
+/// readiness check after its `has_wakeup` swap (that section runs with
+/// interrupts off: no wake-up from this pCPU falls inside it). The
+/// `has_wakeup` store of `sched::kick` would be cleared by that swap
+/// before anyone reads it (it is read only while the vcpu is blocked and
+/// suspended), and `kick` sends no IPI to its own pCPU: this path skips
+/// both, and with them the registry and the scheduler's state (no locked
+/// instruction: two loads from the per-CPU block and two compares).
+#[inline]
 fn wake(domain: DomId, vcpu: VcpuId) {
-    // Most wake-ups go to the domain running on this pCPU (a send to
-    // itself, its own timer VIRQ): no registry lookup for those.
-    let is_done = crate::running::with(|running, _| {
+    let is_done = crate::running::with(|running, running_vcpu| {
         if running.id != domain {
             return false;
         }
-        if let Some(vcpu) = running.vcpu(vcpu) {
-            crate::sched::kick(vcpu);
+        // The vcpu this pCPU runs: nothing to do (above). Another vcpu of
+        // its domain (a send to a sibling): no registry lookup.
+        if running_vcpu.id != vcpu {
+            kick_sibling(running, vcpu);
         }
         true
     });
-    if is_done == Some(true) {
-        return;
+    if is_done != Some(true) {
+        kick_in_other_domain(domain, vcpu);
     }
+}
+
+/// [`wake`] for another vcpu of the domain this pCPU runs.
+#[inline(never)]
+fn kick_sibling(domain: &Domain, vcpu: VcpuId) {
+    if let Some(vcpu) = domain.vcpu(vcpu) {
+        crate::sched::kick(vcpu);
+    }
+}
+
+/// [`wake`] for a vcpu of a domain this pCPU does not run.
+#[inline(never)]
+fn kick_in_other_domain(domain: DomId, vcpu: VcpuId) {
     // Interrupt context possible (timer VIRQ): never spin on the registry.
     if let Some(domain) = crate::domain::try_get(domain)
         && let Some(vcpu) = domain.vcpu(vcpu)
@@ -107,16 +143,17 @@ impl SharedInfoView for SharedPage {
             .binary_search_by_key(&phys, |frame| frame.phys())
             .map_err(|_| Errno::EINVAL)?;
         let frame = *self.mappable.get(index).ok_or(Errno::EINVAL)?;
-        Ok(Box::new(FifoPage(frame)))
+        Ok(Box::new(FifoPage(frame.words())))
     }
 }
 
-/// A guest frame handed over for the FIFO ABI.
-struct FifoPage(GuestFrame);
+/// A guest frame handed over for the FIFO ABI, as its words (found once:
+/// every FIFO send reads them).
+struct FifoPage(&'static [AtomicU32; 1024]);
 
 impl evtchn_core::GuestFrame for FifoPage {
     fn words(&self) -> &[AtomicU32] {
-        self.0.words()
+        self.0
     }
 }
 

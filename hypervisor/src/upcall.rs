@@ -1,5 +1,12 @@
 //! Upcall injection: the bounce frame to the event callback (spec §3.4,
 //! §7.4), checked on every return to the guest.
+//!
+//! The check is inlined into the return paths (the hypercall hook and
+//! `before_return`); the bounce is one callback check, one guest range
+//! check and one `rep movsq` of the seven frame words
+//! (`arch::guest_copy::write_words_to_guest`), then the frame rewritten.
+//! What a hostile guest can make fail (no callback, a non-canonical one, a
+//! frame that cannot be written) crashes the domain, out of line.
 
 use core::sync::atomic::Ordering;
 
@@ -39,11 +46,57 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     true
 }
 
-/// The bounce of [`deliver_pending`], once an upcall is due (kept out of
-/// line: the check above runs on every return to the guest).
+/// The bounce of [`deliver_pending`], once an upcall is due. The frame
+/// saves the mask that check saw, 0 (this vcpu's guest does not run in
+/// between), so the cs slot carries no mask bits and the rflags slot has
+/// IF set. Kept out of line: every return to the guest runs the check,
+/// and inlined there, the bounce costs every hypercall registers.
 #[inline(never)]
 fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
+    // set_callbacks takes any address, as Xen's does; one the CPU cannot
+    // return to (`iretq` to a non-canonical rip faults in ring 0 on real
+    // CPUs) crashes the domain, as Xen's failed return to it would.
+    if callback == 0 || !arch::guest_entry::is_canonical(callback) {
+        refuse_callback(domain, vcpu, callback);
+        return;
+    }
+    let words = [
+        frame.rcx,
+        frame.r11,
+        frame.rip,
+        // Bits 32..40: the saved mask, 0.
+        frame.cs & 0xffff & !3,
+        // IF = !saved mask.
+        frame.rflags | RFLAGS_IF,
+        frame.rsp,
+        frame.ss,
+    ];
+    let base = (frame.rsp & !15).wrapping_sub(core::mem::size_of_val(&words) as u64);
+    // The write refuses a range that wraps or touches the hypervisor's,
+    // and a fault (unmapped, read-only) comes back as an error.
+    if arch::guest_copy::write_words_to_guest(base, &words).is_err() {
+        refuse_frame(domain, vcpu, base);
+        return;
+    }
+    // Relaxed (a plain store, where SeqCst was a locked xchg): only this
+    // vcpu reads its mask with an order to keep: its guest, on this pCPU
+    // after the exit, and its own flow in the hypervisor, on this pCPU or
+    // on the next one it runs on, after the claim's Release/Acquire
+    // (`sched`). Senders do not look at the mask (spec §3.3).
+    info.evtchn_upcall_mask.store(1, Ordering::Relaxed);
+    frame.rip = callback;
+    frame.cs = u64::from(FLAT_RING3_CS64);
+    frame.ss = u64::from(FLAT_RING3_DS);
+    frame.rsp = base;
+    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
+}
+
+/// An upcall is due but the event callback is missing or not canonical:
+/// the domain crashes.
+#[cold]
+#[inline(never)]
+fn refuse_callback(domain: &Domain, vcpu: &Vcpu, callback: u64) {
     if callback == 0 {
         domain::crash(
             domain,
@@ -52,12 +105,7 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
                 vcpu.id.0
             ),
         );
-        return;
-    }
-    // set_callbacks takes any address, as Xen's does; one the CPU cannot
-    // return to (`iretq` to a non-canonical rip faults in ring 0 on real
-    // CPUs) crashes the domain, as Xen's failed return to it would.
-    if !arch::guest_entry::is_canonical(callback) {
+    } else {
         domain::crash(
             domain,
             format_args!(
@@ -65,40 +113,19 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
                 vcpu.id.0
             ),
         );
-        return;
     }
-    let saved_mask = u64::from(info.evtchn_upcall_mask.load(Ordering::SeqCst));
-    let rflags = (frame.rflags & !RFLAGS_IF) | if saved_mask == 0 { RFLAGS_IF } else { 0 };
-    let slots = [
-        frame.rcx,
-        frame.r11,
-        frame.rip,
-        (frame.cs & 0xffff & !3) | (saved_mask << 32),
-        rflags,
-        frame.rsp,
-        frame.ss,
-    ];
-    let top = frame.rsp & !15;
-    let base = top.wrapping_sub(slots.len() as u64 * 8);
-    let mut bytes = [0u8; 56];
-    for (chunk, slot) in bytes.chunks_exact_mut(8).zip(slots) {
-        chunk.copy_from_slice(&slot.to_le_bytes());
-    }
-    // The copy refuses a range that wraps or touches the hypervisor's.
-    if arch::guest_copy::copy_to_guest(base, &bytes).is_err() {
-        domain::crash(
-            domain,
-            format_args!(
-                "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
-                vcpu.id.0
-            ),
-        );
-        return;
-    }
-    info.evtchn_upcall_mask.store(1, Ordering::SeqCst);
-    frame.rip = callback;
-    frame.cs = u64::from(FLAT_RING3_CS64);
-    frame.ss = u64::from(FLAT_RING3_DS);
-    frame.rsp = base;
-    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
+}
+
+/// The bounce frame at `base` cannot be written: the domain crashes (as
+/// Xen's does; no #PF is injected).
+#[cold]
+#[inline(never)]
+fn refuse_frame(domain: &Domain, vcpu: &Vcpu, base: u64) {
+    domain::crash(
+        domain,
+        format_args!(
+            "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
+            vcpu.id.0
+        ),
+    );
 }

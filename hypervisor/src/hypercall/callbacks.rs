@@ -85,34 +85,25 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 }
 
 /// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
-/// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`.
+/// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`, read with one range
+/// check and one copy. A frame that cannot be read or returned to crashes
+/// the domain (out of line: the common iret is the end of every upcall).
 #[inline]
 pub fn iret(call: &mut Call<'_>) {
     let Ok(words) = GuestIn(call.frame.rsp).read_words::<9>() else {
-        domain::crash(
-            call.domain,
-            format_args!(
-                "*** HYPERVISOR_iret: unreadable frame at {:#x}",
-                call.frame.rsp
-            ),
-        );
+        refuse_unreadable(call.domain, call.frame.rsp);
         return;
     };
     let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
-    // Guest user mode (RPL 3 in the saved cs) needs user page tables,
-    // which Sluice's domains never have; other selectors than Xen's flat
-    // ones cannot be loaded.
-    if cs & 3 == 3
-        || (cs | 3) & 0xffff != u64::from(FLAT_RING3_CS64)
+    // Xen's flat kernel cs with RPL 0, 1 or 2: RPL 3 asks for guest user
+    // mode, which needs user page tables Sluice's domains never have;
+    // other selectors than Xen's flat ones cannot be loaded.
+    let kernel_cs = u64::from(FLAT_RING3_CS64 & !3)..u64::from(FLAT_RING3_CS64);
+    if !kernel_cs.contains(&(cs & 0xffff))
         || (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS)
         || !is_canonical(rip)
     {
-        domain::crash(
-            call.domain,
-            format_args!(
-                "*** HYPERVISOR_iret: cannot return to cs={cs:#x} ss={ss:#x} rip={rip:#x}"
-            ),
-        );
+        refuse_return(call.domain, cs, ss, rip);
         return;
     }
     let frame = &mut *call.frame;
@@ -131,8 +122,31 @@ pub fn iret(call: &mut Call<'_>) {
         frame.r11 = r11;
     }
     let mask = u8::from(rflags & RFLAGS_IF == 0);
-    // The caller is the vcpu this pCPU runs.
+    // The caller is the vcpu this pCPU runs. Relaxed: as the bounce's
+    // store of the mask (`upcall`): only this vcpu's own flow and its
+    // guest read it, and the return check that follows is on this pCPU.
     if let Some(info) = crate::running::vcpu_info() {
-        info.evtchn_upcall_mask.store(mask, Ordering::SeqCst);
+        info.evtchn_upcall_mask.store(mask, Ordering::Relaxed);
     }
+}
+
+/// HYPERVISOR_iret's frame at `rsp` cannot be read: the domain crashes.
+#[cold]
+#[inline(never)]
+fn refuse_unreadable(domain: &domain::Domain, rsp: u64) {
+    domain::crash(
+        domain,
+        format_args!("*** HYPERVISOR_iret: unreadable frame at {rsp:#x}"),
+    );
+}
+
+/// HYPERVISOR_iret's frame names a return Sluice cannot make: the domain
+/// crashes.
+#[cold]
+#[inline(never)]
+fn refuse_return(domain: &domain::Domain, cs: u64, ss: u64, rip: u64) {
+    domain::crash(
+        domain,
+        format_args!("*** HYPERVISOR_iret: cannot return to cs={cs:#x} ss={ss:#x} rip={rip:#x}"),
+    );
 }

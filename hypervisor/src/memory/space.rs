@@ -258,6 +258,23 @@ pub fn map_guest_test_page(virt: u64) -> Result<(), MapError> {
     arch::guest_copy::copy_to_guest(virt, &zeros).map_err(|_| MapError::OutOfFrames)
 }
 
+/// Runs `body` with this CPU vouching (`arch::guest_copy::trust_user_only`)
+/// for the hypervisor's own tables, so that guest copies to the test page
+/// take the path they take for a domain: for the guest-copy self-test
+/// only, on the boot CPU before any domain exists.
+#[cfg(feature = "selftest")]
+pub fn with_own_tables_vouched<R>(body: impl FnOnce() -> R) -> R {
+    // SAFETY: the guest range (the lower half and the upper half past the
+    // hypervisor's slots) of the hypervisor's own tables maps nothing but
+    // the pages of `map_guest_test_page`, user-accessible at every level
+    // (everything else lives in the hypervisor's slots; the AP trampoline
+    // has tables of its own). The vouch is withdrawn before returning.
+    unsafe { arch::guest_copy::trust_user_only(ROOT.load(Ordering::Relaxed)) };
+    let result = body();
+    arch::guest_copy::trust_no_tables();
+    result
+}
+
 /// Maps device registers at `phys` (`size` bytes) uncached in the vmap
 /// area; returns the virtual address of `phys`.
 pub fn map_mmio(phys: u64, size: u64) -> Result<u64, MapError> {
