@@ -51,13 +51,16 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         query: EvtchnStatus,
     ) -> Result<EvtchnStatus, Errno> {
         let caller = caller.domain();
-        if query.dom == DomId::SELF {
-            return self.status_on(caller, caller, query);
-        }
-        if !query.dom.is_real() {
-            return Err(Errno::ESRCH);
-        }
-        let target = self.domain(query.dom).ok_or(Errno::ESRCH)?;
-        self.status_on(caller, &target, query)
+        let looked_up;
+        let target = if query.dom == DomId::SELF {
+            caller
+        } else {
+            if !query.dom.is_real() {
+                return Err(Errno::ESRCH);
+            }
+            looked_up = self.domain(query.dom).ok_or(Errno::ESRCH)?;
+            &looked_up
+        };
+        self.status_on(caller, target, query)
     }
 }
