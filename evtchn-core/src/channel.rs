@@ -568,13 +568,14 @@ impl ChannelReadGuard<'_> {
 impl Drop for ChannelWriteGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // The new state, read once, first: where the writer just stored a
-        // known state (close's `Free`, alloc's `Unbound`), the words below
-        // fold to constants.
-        let state = self.guard.state;
+        // Both words from the new state first, before anything else is
+        // written: where the writer just stored a known state (close's
+        // `Free`, alloc's `Unbound`), they fold to constants.
+        let summary = encode_summary(&self.guard.state);
+        let word = Binding::of(&self.guard.state, self.owner, self.generation);
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
-        if !matches!(state, ChannelState::Interdomain { .. })
+        if !matches!(self.guard.state, ChannelState::Interdomain { .. })
             && let Some(peer) = self.guard.peer.take()
         {
             debug_assert!(
@@ -584,13 +585,13 @@ impl Drop for ChannelWriteGuard<'_> {
         }
         #[cfg(debug_assertions)]
         debug_assert!(
-            self.allowed_at_lock || state.allows_writer(),
-            "channel write-locked while neither free nor unbound: {state:?}"
+            self.allowed_at_lock || self.guard.state.allows_writer(),
+            "channel write-locked while neither free nor unbound: {:?}",
+            self.guard.state
         );
         // Release, before the lock itself is released: pairs with the
         // Acquire in `consumer_of_peer`.
-        self.summary
-            .store(encode_summary(&state), Ordering::Release);
+        self.summary.store(summary, Ordering::Release);
         // Release, before the lock itself is released: a lock-free sender
         // only compares this word and takes its port from it. Its argument
         // needs the *next* writer's store at lock in the single SeqCst
@@ -598,7 +599,6 @@ impl Drop for ChannelWriteGuard<'_> {
         // whatever the order of this one), not this store. A state without
         // a lock-free send has the word stored at lock (`LOCKED`, same
         // generation): nothing to store again.
-        let word = Binding::of(&state, self.owner, self.generation);
         if word != Binding::new(self.generation, Binding::LOCKED, 0) {
             self.binding.store(word.0, Ordering::Release);
         }
