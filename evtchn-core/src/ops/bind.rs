@@ -29,6 +29,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// [`Domains::alloc_unbound`] once the caller is found.
+    #[inline]
     pub(crate) fn alloc_unbound_on(
         &self,
         caller: &Arc<Domain>,
@@ -101,6 +102,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         .map(|_| ())
     }
 
+    #[inline]
     fn alloc_unbound_with(
         &self,
         target: &Domain,

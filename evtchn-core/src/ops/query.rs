@@ -121,6 +121,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// [`Domains::unmask`] once the caller is found.
+    #[inline]
     pub(crate) fn unmask_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
