@@ -124,7 +124,8 @@ impl ChannelState {
 /// Which [`ChannelState`] a channel is in, without the state's data: what
 /// the holder of the owning domain's event lock reads from the channel's
 /// summary word ([`Channel::kind_under_event_lock`]) instead of taking the
-/// channel's lock.
+/// channel's lock. The allocated kinds are those from `Unbound` on
+/// ([`Channel::is_usable_under_lock`] compares with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChannelKind {
     /// [`ChannelState::Free`].
@@ -202,11 +203,13 @@ impl Binding {
         self.0 >> Self::GENERATION_SHIFT
     }
 
+    #[inline]
     fn new(generation: u64, kind: u64, peer: u64) -> Self {
         Self((generation << Self::GENERATION_SHIFT) | (peer << Self::PORT_SHIFT) | kind)
     }
 
     /// The word for `state` of a channel owned by `owner`.
+    #[inline]
     fn of(state: &ChannelState, owner: DomId, generation: u64) -> Self {
         match *state {
             ChannelState::Ipi => Self::new(generation, Self::IPI, 0),
@@ -386,6 +389,27 @@ impl Channel {
         decode_summary(self.summary.load(Ordering::Relaxed))
     }
 
+    /// Whether this channel is free, for the holder of the owning domain's
+    /// event lock: [`Channel::kind_under_event_lock`] without decoding
+    /// the word.
+    #[inline]
+    pub(crate) fn is_free_under_event_lock(&self) -> bool {
+        self.summary.load(Ordering::Relaxed) >> SUMMARY_KIND_SHIFT == ChannelKind::Free as u32
+    }
+
+    /// Xen's `evtchn_usable()` (allocated, and a guest channel) for the
+    /// holder of this channel's lock (`_state`), from the summary word:
+    /// every write guard stores the word before it unlocks, and no writer
+    /// exists while the lock is held, so the lock orders the last store
+    /// before this load (Relaxed) and the answer is the state's
+    /// ([`ChannelState::is_usable`]), in one load and two compares.
+    #[inline]
+    pub(crate) fn is_usable_under_lock(&self, _state: &ChannelState) -> bool {
+        let word = self.summary.load(Ordering::Relaxed);
+        word & SUMMARY_CONSUMER_MASK == 0
+            && word >> SUMMARY_KIND_SHIFT >= ChannelKind::Unbound as u32
+    }
+
     /// The consumer of this channel, which is the peer of `sender_state`'s
     /// channel: the caller holds that channel's lock while it is
     /// interdomain. Every change of an interdomain pair write-locks both
@@ -471,6 +495,7 @@ const SUMMARY_CONSUMER_MASK: u32 = 0xffff;
 const SUMMARY_KIND_SHIFT: u32 = 16;
 
 /// The summary word of `state` (see [`Channel`]'s `summary`).
+#[inline]
 fn encode_summary(state: &ChannelState) -> u32 {
     let consumer = match state.consumer() {
         Consumer::Guest => 0,
@@ -543,6 +568,11 @@ impl ChannelReadGuard<'_> {
 impl Drop for ChannelWriteGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        // Both words from the new state first, before anything else is
+        // written: where the writer just stored a known state (close's
+        // `Free`, alloc's `Unbound`), they fold to constants.
+        let summary = encode_summary(&self.guard.state);
+        let word = Binding::of(&self.guard.state, self.owner, self.generation);
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
         if !matches!(self.guard.state, ChannelState::Interdomain { .. })
@@ -561,8 +591,7 @@ impl Drop for ChannelWriteGuard<'_> {
         );
         // Release, before the lock itself is released: pairs with the
         // Acquire in `consumer_of_peer`.
-        self.summary
-            .store(encode_summary(&self.guard.state), Ordering::Release);
+        self.summary.store(summary, Ordering::Release);
         // Release, before the lock itself is released: a lock-free sender
         // only compares this word and takes its port from it. Its argument
         // needs the *next* writer's store at lock in the single SeqCst
@@ -570,7 +599,6 @@ impl Drop for ChannelWriteGuard<'_> {
         // whatever the order of this one), not this store. A state without
         // a lock-free send has the word stored at lock (`LOCKED`, same
         // generation): nothing to store again.
-        let word = Binding::of(&self.guard.state, self.owner, self.generation);
         if word != Binding::new(self.generation, Binding::LOCKED, 0) {
             self.binding.store(word.0, Ordering::Release);
         }

@@ -381,7 +381,11 @@ impl Domain {
     ) -> Wakeups {
         let generation = self.abi_generation.load(Ordering::SeqCst);
         if generation.is_multiple_of(2) {
-            let wakeups = two_level_unmask(&*self.shared, port, vcpu);
+            // The page by a plain load where it is fixed; the vcpu_info
+            // only if the port must be raised.
+            let wakeups = two_level_unmask(self.shared_info_page(), port, vcpu, || {
+                self.event_pages(vcpu).1
+            });
             if self.abi_generation.load(Ordering::SeqCst) == generation {
                 return wakeups;
             }
@@ -551,6 +555,36 @@ impl Domain {
         };
         drop(abi);
         self.table.prepare(free)
+    }
+
+    /// The common case of [`Domain::prepare_port`], which needs nothing
+    /// prepared: on 2-level (no port is busy) and not dying, the lowest
+    /// free port when it lies in bucket 0, which always has storage.
+    /// `None` for every other case, which [`Domain::prepare_port`] serves
+    /// (and answers, if it is an error). Changes nothing; claim the port
+    /// with [`Domain::claim_first_bucket_port`].
+    #[inline(always)]
+    pub(crate) fn lowest_free_in_first_bucket(
+        &self,
+        locked: &EventLocked,
+    ) -> Option<(Port, &Channel)> {
+        if locked.is_dying || !self.is_two_level(locked) {
+            return None;
+        }
+        let limit = self.max_evtchn_port.min(EVTCHN_2L_NR_CHANNELS - 1);
+        self.table.find_free_in_first_bucket(limit)
+    }
+
+    /// [`Domain::claim_port`] of a port that
+    /// [`Domain::lowest_free_in_first_bucket`] found under the same hold
+    /// of the event lock.
+    #[inline(always)]
+    pub(crate) fn claim_first_bucket_port(&self, _locked: &EventLocked, port: Port) {
+        self.table.claim_lowest(port);
+        // Only the event lock's holder writes the count: a load and a store,
+        // no locked read-modify-write.
+        let active = self.active_channels.load(Ordering::Relaxed);
+        self.active_channels.store(active + 1, Ordering::Relaxed);
     }
 
     /// Publish a prepared port and count it active.

@@ -15,6 +15,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// registry lookup. Same answers, except that a handle of a destroyed
     /// domain (every port closed) gets -EINVAL where the by-id call gets
     /// -ESRCH.
+    #[inline]
     pub fn unmask_from(&self, caller: &DomainHandle, port: Port) -> Result<(), Errno> {
         self.unmask_on(caller.domain(), port)
     }
@@ -23,6 +24,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// registry lookup. Same answers, except that a handle of a destroyed
     /// domain (every port already closed) gets -EINVAL where the by-id call
     /// gets -ESRCH.
+    #[inline]
     pub fn close_from(&self, caller: &DomainHandle, port: Port) -> Result<(), Errno> {
         self.close_port(caller.domain_arc(), port, CloseBy::Guest)
     }
@@ -32,6 +34,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// all). Same answers, except that a handle of a destroyed domain gets
     /// the refusal of an allocation in a dying domain where the by-id call
     /// gets -ESRCH.
+    #[inline]
     pub fn alloc_unbound_from(
         &self,
         caller: &DomainHandle,
@@ -45,19 +48,23 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// DOMID_SELF needs no registry lookup at all, any other domain is
     /// looked up as the by-id call does. Same answers, except that a handle
     /// of a destroyed domain is not refused with -ESRCH.
+    #[inline]
     pub fn status_from(
         &self,
         caller: &DomainHandle,
         query: EvtchnStatus,
     ) -> Result<EvtchnStatus, Errno> {
         let caller = caller.domain();
-        if query.dom == DomId::SELF {
-            return self.status_on(caller, caller, query);
-        }
-        if !query.dom.is_real() {
-            return Err(Errno::ESRCH);
-        }
-        let target = self.domain(query.dom).ok_or(Errno::ESRCH)?;
-        self.status_on(caller, &target, query)
+        let looked_up;
+        let target = if query.dom == DomId::SELF {
+            caller
+        } else {
+            if !query.dom.is_real() {
+                return Err(Errno::ESRCH);
+            }
+            looked_up = self.domain(query.dom).ok_or(Errno::ESRCH)?;
+            &looked_up
+        };
+        self.status_on(caller, target, query)
     }
 }

@@ -206,6 +206,33 @@ impl PortTable {
         Err(Errno::ENOSPC)
     }
 
+    /// [`PortTable::find_free`] within bucket 0 only, for the common
+    /// allocation (2-level, no port busy): the lowest free port from the
+    /// scan start up to `limit`, if there is one below 64. Bucket 0 is
+    /// inline and always valid, so neither `valid_evtchns` nor storage is
+    /// looked at; `None` sends the caller to the full scan. The caller
+    /// holds the domain's event lock (states read from the summary words).
+    #[inline]
+    pub(crate) fn find_free_in_first_bucket(&self, limit: u32) -> Option<(Port, &Channel)> {
+        let end = limit.min(EVTCHNS_PER_BUCKET - 1);
+        for port in self.scan_start.load(Ordering::Relaxed)..end.saturating_add(1) {
+            let channel = self.first.get(port as usize)?;
+            if channel.is_free_under_event_lock() {
+                return Some((Port(port), channel));
+            }
+        }
+        None
+    }
+
+    /// Claim a port [`PortTable::find_free_in_first_bucket`] found: every
+    /// port below it is taken, so the next scan starts after it. The
+    /// caller holds the event lock.
+    #[inline]
+    pub(crate) fn claim_lowest(&self, port: Port) {
+        self.scan_start
+            .store(port.0.saturating_add(1), Ordering::Relaxed);
+    }
+
     /// Xen's `evtchn_allocate_port()` for one given port (static event
     /// channels): -ENOSPC past `limit` or the table, -EBUSY if allocated
     /// (port 0 included) or busy. Storage up to the port may be missing.
@@ -286,6 +313,7 @@ impl PortTable {
 
     /// A port became free: the next scan must look at it again. The caller
     /// holds the event lock.
+    #[inline]
     pub(crate) fn note_freed(&self, port: Port) {
         // Only the event lock's holder writes `scan_start`, so a plain load
         // and store (no locked fetch_min) cannot lose an update.

@@ -179,6 +179,37 @@ fn allocation_grows_storage_in_64_port_buckets_only_when_needed() {
 }
 
 #[test]
+fn alloc_unbound_takes_the_lowest_free_port_across_the_first_bucket_edge() {
+    let world = World::new();
+    let alloc = || world.domains.alloc_unbound(DOM1, DomId::SELF, DOM2);
+    for expected in 1..=64 {
+        assert_eq!(alloc(), Ok(Port(expected)));
+    }
+    assert_eq!(world.domains.valid_ports(DOM1), Some(128));
+    // A port freed in bucket 0 is the lowest again; past it the scan goes
+    // on into the next bucket.
+    world.domains.close(DOM1, Port(5)).unwrap();
+    world.domains.close(DOM1, Port(64)).unwrap();
+    assert_eq!(alloc(), Ok(Port(5)));
+    assert_eq!(alloc(), Ok(Port(64)));
+    assert_eq!(alloc(), Ok(Port(65)));
+    // Refused by TARGET after a free port was found (in bucket 0, then
+    // past it): the port stays free for the next allocation.
+    world.domains.close(DOM1, Port(9)).unwrap();
+    assert_eq!(
+        world.domains.alloc_unbound(DOM2, DOM1, DomId::SELF),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(alloc(), Ok(Port(9)));
+    assert_eq!(
+        world.domains.alloc_unbound(DOM2, DOM1, DomId::SELF),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(alloc(), Ok(Port(66)));
+    assert_eq!(world.active_of(DOM1), 66);
+}
+
+#[test]
 fn allocation_stops_at_max_evtchn_port() {
     let mut world = World::empty();
     world.add(DomainConfig {

@@ -29,6 +29,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// [`Domains::alloc_unbound`] once the caller is found.
+    #[inline]
     pub(crate) fn alloc_unbound_on(
         &self,
         caller: &Arc<Domain>,
@@ -101,6 +102,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         .map(|_| ())
     }
 
+    #[inline]
     fn alloc_unbound_with(
         &self,
         target: &Domain,
@@ -110,11 +112,26 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         permit: impl FnOnce(&Domain) -> Result<(), Errno>,
     ) -> Result<Port, Errno> {
         let locked = target.lock();
-        let prepared = target.prepare_port_choice(&locked, choice)?;
-        permit(target)?;
-        // Commit: nothing below can fail.
-        let port = prepared.port;
-        let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
+        // The common case first: a free port in bucket 0, nothing to
+        // prepare. Same checks in the same order (allocation, then
+        // `permit`), so the same answers.
+        let found = match choice {
+            PortChoice::Lowest => target.lowest_free_in_first_bucket(&locked),
+            PortChoice::Exact(_) => None,
+        };
+        let (port, channel) = if let Some((port, channel)) = found {
+            permit(target)?;
+            // Commit: nothing below can fail.
+            target.claim_first_bucket_port(&locked, port);
+            (port, channel)
+        } else {
+            let prepared = target.prepare_port_choice(&locked, choice)?;
+            permit(target)?;
+            // Commit: nothing below can fail.
+            let port = prepared.port;
+            let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
+            (port, channel)
+        };
         *channel.write(target.domid) = ChannelState::Unbound { remote, consumer };
         channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);

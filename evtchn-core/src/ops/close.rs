@@ -35,9 +35,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     /// The common case, an unbound or IPI port (nothing to undo but the
     /// port itself, no peer to lock), is served here; every other state
     /// goes on to [`Domains::close_bound_port`] with the event lock still
-    /// held. Kept out of line: inlined, it would widen the hypervisor's
-    /// hot handler frame that send shares.
-    #[inline(never)]
+    /// held. Inlined into the hypervisor's hot handler (through
+    /// `close_from`): measured, that saves close 26 instructions and costs
+    /// the send rows, which share the handler's frame, one.
+    #[inline]
     pub(crate) fn close_port(
         &self,
         domain: &Arc<Domain>,

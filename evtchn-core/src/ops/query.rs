@@ -1,7 +1,7 @@
 //! EVTCHNOP_status, EVTCHNOP_bind_vcpu and EVTCHNOP_unmask.
 
-use crate::abi::{DomId, Errno, EvtchnStatus, Port, VcpuId};
-use crate::channel::ChannelState;
+use crate::abi::{DomId, Errno, EvtchnStat, EvtchnStatus, Port, VcpuId};
+use crate::channel::{ChannelState, Consumer};
 use crate::domain::Domain;
 use crate::notify::{Notify, PirqHost};
 use crate::registry::Domains;
@@ -20,7 +20,12 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.status_on(&caller, &target, query)
     }
 
-    /// [`Domains::status`] once the caller and the target are found.
+    /// [`Domains::status`] once the caller and the target are found. One
+    /// match on the state decides the Xen-attached refusal, the status
+    /// value and the union member; the reply is the query with those
+    /// written in. Inlined into its one caller each, the handle's
+    /// (`status_from`) and the by-id op's.
+    #[inline(always)]
     pub(crate) fn status_on(
         &self,
         caller: &Domain,
@@ -29,24 +34,47 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     ) -> Result<EvtchnStatus, Errno> {
         let channel = target.table.channel(query.port).ok_or(Errno::EINVAL)?;
         let state = *channel.read();
-        if state.is_xen_attached() {
-            return Err(Errno::EACCES);
-        }
-        check_target(caller, target)?;
         let mut reply = query;
-        reply.status = state.stat() as u32;
-        reply.vcpu = channel.notify_vcpu();
-        match state {
-            ChannelState::Free | ChannelState::Reserved | ChannelState::Ipi => {}
-            ChannelState::Unbound { remote, .. } => reply.set_unbound_dom(remote),
+        let stat = match state {
+            ChannelState::Unbound {
+                consumer: Consumer::Xen(_),
+                ..
+            }
+            | ChannelState::Interdomain {
+                consumer: Consumer::Xen(_),
+                ..
+            } => return Err(Errno::EACCES),
+            ChannelState::Free | ChannelState::Reserved => EvtchnStat::Closed,
+            ChannelState::Ipi => EvtchnStat::Ipi,
+            ChannelState::Unbound {
+                remote,
+                consumer: Consumer::Guest,
+            } => {
+                reply.set_unbound_dom(remote);
+                EvtchnStat::Unbound
+            }
             ChannelState::Interdomain {
                 remote,
                 remote_port,
-                ..
-            } => reply.set_interdomain(remote, remote_port),
-            ChannelState::Pirq { pirq } => reply.set_pirq(pirq),
-            ChannelState::Virq { virq } => reply.set_virq(virq.number()),
-        }
+                consumer: Consumer::Guest,
+            } => {
+                reply.set_interdomain(remote, remote_port);
+                EvtchnStat::Interdomain
+            }
+            ChannelState::Pirq { pirq } => {
+                reply.set_pirq(pirq);
+                EvtchnStat::Pirq
+            }
+            ChannelState::Virq { virq } => {
+                reply.set_virq(virq.number());
+                EvtchnStat::Virq
+            }
+        };
+        // After -EACCES, as Xen 4.17 checks (spec §2.6); the union written
+        // above goes nowhere on this error.
+        check_target(caller, target)?;
+        reply.status = stat as u32;
+        reply.vcpu = channel.notify_vcpu();
         Ok(reply)
     }
 
@@ -93,10 +121,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
     }
 
     /// [`Domains::unmask`] once the caller is found.
+    #[inline]
     pub(crate) fn unmask_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
         let state = channel.read();
-        if !state.is_usable() {
+        if !channel.is_usable_under_lock(&state) {
             return Ok(());
         }
         let wakeups = domain.unmask((port, channel), channel.notify_vcpu(), &self.notify);

@@ -122,10 +122,17 @@ pub(crate) fn two_level_raise_in(
 }
 
 /// The 2-level `unmask` on its own, for callers that read the ABI through
-/// the domain's ABI generation (see `Domain::unmask`).
+/// the domain's ABI generation (see `Domain::unmask`), in a shared_info
+/// page they looked up; `info` finds `vcpu`'s vcpu_info, only when the
+/// port must be raised.
 #[inline]
-pub(crate) fn two_level_unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    two_level::unmask(view, port, vcpu)
+pub(crate) fn two_level_unmask<'info>(
+    shared: &SharedInfo,
+    port: Port,
+    vcpu: VcpuId,
+    info: impl FnOnce() -> Option<&'info VcpuInfo>,
+) -> Wakeups {
+    two_level::unmask_in(shared, port, vcpu, info)
 }
 
 /// The 2-level `clear_pending` on its own, for callers that hold the event

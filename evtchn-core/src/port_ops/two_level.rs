@@ -169,9 +169,19 @@ pub(super) fn raise_in(
 
 /// Xen's `evtchn_2l_unmask()`. The shared page is looked up once; the mask
 /// and pending words share an index.
-#[inline]
 pub(super) fn unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    let shared = view.shared_info();
+    unmask_in(view.shared_info(), port, vcpu, || view.vcpu_info(vcpu))
+}
+
+/// [`unmask`] in a shared_info page the caller looked up; `info` finds
+/// `vcpu`'s vcpu_info, only when the port must be raised.
+#[inline]
+pub(super) fn unmask_in<'info>(
+    shared: &SharedInfo,
+    port: Port,
+    vcpu: VcpuId,
+    info: impl FnOnce() -> Option<&'info VcpuInfo>,
+) -> Wakeups {
     let (index, bit) = word_and_bit(port);
     let (Some(mask), Some(pending)) = (
         shared.evtchn_mask.get(index),
@@ -187,7 +197,7 @@ pub(super) fn unmask(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wak
         return Wakeups::default();
     }
     Wakeups {
-        kick_vcpu: raise_selector(view, port, vcpu),
+        kick_vcpu: info().and_then(|info| raise_selector_in(info, port, vcpu)),
         poll_port: None,
     }
 }

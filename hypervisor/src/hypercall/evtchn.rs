@@ -3,11 +3,14 @@
 //! only (a failed copy-out is -EFAULT and undoes nothing).
 //!
 //! The hot ops (send, unmask, close: one port in, nothing back; status;
-//! alloc_unbound) skip the byte interface and call evtchn-core's typed entry points on
-//! the domain's handle directly.
+//! alloc_unbound) are recognised by the raw command in `rdi`, skip the
+//! byte interface and call evtchn-core's typed entry points on the
+//! domain's handle directly; their structs are read and written as whole
+//! quadwords. Every other op, and a domain without a handle, takes the
+//! byte interface, out of line.
 
-use evtchn_core::abi::{EvtchnAllocUnbound, EvtchnOp, EvtchnStatus};
-use evtchn_core::{DomainHandle, Errno, Port};
+use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
+use evtchn_core::{DomId, DomainHandle, Errno, Port, VcpuId};
 
 use super::{Call, GuestInOut};
 
@@ -16,30 +19,55 @@ const EVTCHNOP_RESET_CONT: u64 = 14;
 /// This hypercall's number, for a continuation.
 const EVENT_CHANNEL_OP: u64 = 32;
 
+/// The hot ops' commands as `rdi` carries them (spec §1.1).
+const SEND: u64 = EvtchnOp::Send as u64;
+const UNMASK: u64 = EvtchnOp::Unmask as u64;
+const CLOSE: u64 = EvtchnOp::Close as u64;
+const STATUS: u64 = EvtchnOp::Status as u64;
+const ALLOC_UNBOUND: u64 = EvtchnOp::AllocUnbound as u64;
+
 /// `event_channel_op(cmd, arg)`. Inlined into the hypercall dispatch, so
 /// the hot ops pay no call of their own.
 #[inline]
 pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
+    let argument = call.guest_in_out(1);
+    if let Some(handle) = call.domain.events.get() {
+        let events = crate::events::domains();
+        // Matched on the whole register: a command past u32 is none of
+        // these, and the byte interface answers it (-ENOSYS).
+        match call.argument(0) {
+            SEND => {
+                return port_op(handle, EvtchnOp::Send, argument, |port| {
+                    events.send_from(handle, port)
+                });
+            }
+            UNMASK => {
+                return port_op(handle, EvtchnOp::Unmask, argument, |port| {
+                    events.unmask_from(handle, port)
+                });
+            }
+            CLOSE => {
+                return port_op(handle, EvtchnOp::Close, argument, |port| {
+                    events.close_from(handle, port)
+                });
+            }
+            STATUS => return status(handle, argument),
+            ALLOC_UNBOUND => return alloc_unbound(handle, argument),
+            _ => {}
+        }
+    }
+    by_bytes(call)
+}
+
+/// Every op through evtchn-core's byte interface: the ops without a
+/// typed path here, and any op of a domain without a handle.
+#[inline(never)]
+fn by_bytes(call: &mut Call<'_>) -> Result<u64, Errno> {
     let (command, argument) = (call.argument(0), call.guest_in_out(1));
     let Ok(command) = u32::try_from(command) else {
         return Err(Errno::ENOSYS);
     };
     let op = EvtchnOp::from_cmd(command);
-    if let Some(op @ (EvtchnOp::Send | EvtchnOp::Unmask | EvtchnOp::Close)) = op
-        && let Some(handle) = call.domain.events.get()
-    {
-        return port_op(handle, op, argument);
-    }
-    if op == Some(EvtchnOp::Status)
-        && let Some(handle) = call.domain.events.get()
-    {
-        return status(handle, argument);
-    }
-    if op == Some(EvtchnOp::AllocUnbound)
-        && let Some(handle) = call.domain.events.get()
-    {
-        return alloc_unbound(handle, argument);
-    }
     let mut bytes = [0u8; 32];
     let size = op.map_or(0, EvtchnOp::arg_size);
     let input = bytes.get_mut(..size).ok_or(Errno::EFAULT)?;
@@ -69,64 +97,87 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     }
 }
 
-/// EVTCHNOP_send, EVTCHNOP_unmask or EVTCHNOP_close (`op`) through the
-/// caller's handle: the same checks and answers as the byte interface
-/// (-EFAULT for an unreadable struct first), without building a reply.
-#[inline]
-fn port_op(handle: &DomainHandle, op: EvtchnOp, argument: GuestInOut) -> Result<u64, Errno> {
+/// EVTCHNOP_send, EVTCHNOP_unmask or EVTCHNOP_close (`op`, served by
+/// `serve`) through the caller's handle: the same checks and answers as
+/// the byte interface (-EFAULT for an unreadable struct first), without
+/// building a reply.
+#[inline(always)]
+fn port_op(
+    handle: &DomainHandle,
+    op: EvtchnOp,
+    argument: GuestInOut,
+    serve: impl FnOnce(Port) -> Result<(), Errno>,
+) -> Result<u64, Errno> {
     let port = Port(argument.read_u32()?);
-    let events = crate::events::domains();
-    let result = match op {
-        EvtchnOp::Send => events.send_from(handle, port),
-        EvtchnOp::Unmask => events.unmask_from(handle, port),
-        _ => events.close_from(handle, port),
-    };
-    if let Err(errno) = result {
-        log::debug!("{}: {op:?} {port} rejected: {errno}", handle.domid());
+    match serve(port) {
+        Ok(()) => Ok(0),
+        Err(errno) => Err(rejected(handle, op, port, errno)),
     }
-    result.map(|()| 0)
+}
+
+/// Logs a rejected port op (debug level) and returns its errno.
+#[cold]
+#[inline(never)]
+fn rejected(handle: &DomainHandle, op: EvtchnOp, port: Port, errno: Errno) -> Errno {
+    log::debug!("{}: {op:?} {port} rejected: {errno}", handle.domid());
+    errno
+}
+
+/// Logs a rejected op whose struct was `words` (debug level) and returns
+/// its errno.
+#[cold]
+#[inline(never)]
+fn rejected_struct(handle: &DomainHandle, op: EvtchnOp, words: &[u64], errno: Errno) -> Errno {
+    log::debug!("{}: {op:?} {words:016x?} rejected: {errno}", handle.domid());
+    errno
 }
 
 /// EVTCHNOP_status through the caller's handle, with the byte interface's
 /// checks and answers: -EFAULT for an unreadable struct first, and the
 /// union copied back as passed except the state's member (spec §2.6).
+///
+/// The 24 bytes are three quadwords: `dom`, its padding and `port`; then
+/// `status` and `vcpu`; then the union. The first goes back as read.
 #[inline]
 fn status(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
-    let mut bytes = [0u8; 24];
-    argument.read(&mut bytes)?;
-    let query = EvtchnStatus::from_bytes(&bytes);
-    let reply = crate::events::domains()
-        .status_from(handle, query)
-        .inspect_err(|errno| {
-            log::debug!("{}: Status {bytes:02x?} rejected: {errno}", handle.domid());
-        })?;
-    // The OUT fields only (status, vcpu, union: bytes 8..24); dom, its
-    // padding and port go back as read, as the full encoding would give.
-    let (status, vcpu) = (reply.status.to_le_bytes(), reply.vcpu.0.to_le_bytes());
-    let out = status.iter().chain(&vcpu).chain(&reply.u);
-    for (target, source) in bytes.iter_mut().skip(8).zip(out) {
-        *target = *source;
-    }
-    argument.write(&bytes)?;
+    let words = argument.read_words::<3>()?;
+    let [head, out, union] = words;
+    let query = EvtchnStatus {
+        dom: DomId(head as u16),
+        _pad: ((head >> 16) as u16).to_le_bytes(),
+        port: Port((head >> 32) as u32),
+        status: out as u32,
+        vcpu: VcpuId((out >> 32) as u32),
+        u: union.to_le_bytes(),
+    };
+    let reply = match crate::events::domains().status_from(handle, query) {
+        Ok(reply) => reply,
+        Err(errno) => return Err(rejected_struct(handle, EvtchnOp::Status, &words, errno)),
+    };
+    let out = u64::from(reply.status) | u64::from(reply.vcpu.0) << 32;
+    argument.write_words([head, out, u64::from_le_bytes(reply.u)])?;
     Ok(0)
 }
 
 /// EVTCHNOP_alloc_unbound through the caller's handle, with the byte
 /// interface's checks and answers: -EFAULT for an unreadable struct first,
-/// and on success the struct copied back with the new port.
+/// and on success the struct copied back with the new port (`dom` and
+/// `remote_dom`, the first quadword's low half, as read).
 #[inline]
 fn alloc_unbound(handle: &DomainHandle, argument: GuestInOut) -> Result<u64, Errno> {
-    let mut bytes = [0u8; 8];
-    argument.read(&mut bytes)?;
-    let mut request = EvtchnAllocUnbound::from_bytes(&bytes);
-    request.port = crate::events::domains()
-        .alloc_unbound_from(handle, request.dom, request.remote_dom)
-        .inspect_err(|errno| {
-            log::debug!(
-                "{}: AllocUnbound {bytes:02x?} rejected: {errno}",
-                handle.domid()
-            );
-        })?;
-    argument.write(&request.to_bytes())?;
+    let [word] = argument.read_words::<1>()?;
+    let (dom, remote_dom) = (DomId(word as u16), DomId((word >> 16) as u16));
+    let port = match crate::events::domains().alloc_unbound_from(handle, dom, remote_dom) {
+        Ok(port) => port,
+        Err(errno) => {
+            return Err(rejected_struct(
+                handle,
+                EvtchnOp::AllocUnbound,
+                &[word],
+                errno,
+            ));
+        }
+    };
+    argument.write_words([(word & 0xffff_ffff) | u64::from(port.0) << 32])?;
     Ok(0)
 }

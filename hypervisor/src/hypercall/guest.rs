@@ -77,9 +77,27 @@ impl GuestInOut {
         read_u32(self.0)
     }
 
+    /// Reads `N` little-endian quadwords (as [`Self::read`] of `N * 8`
+    /// bytes, without first zeroing a buffer the copy overwrites).
+    #[inline]
+    pub fn read_words<const N: usize>(self) -> Result<[u64; N], Errno> {
+        arch::guest_copy::read_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
+    }
+
     /// Copies `bytes` out.
     #[inline]
     pub fn write(self, bytes: &[u8]) -> Result<(), Errno> {
         write(self.0, bytes)
+    }
+
+    /// Copies `N` quadwords out, little-endian (as [`Self::write`] of
+    /// their bytes).
+    #[inline]
+    pub fn write_words<const N: usize>(self, words: [u64; N]) -> Result<(), Errno> {
+        let mut bytes = [[0u8; 8]; N];
+        for (target, word) in bytes.iter_mut().zip(words) {
+            *target = word.to_le_bytes();
+        }
+        write(self.0, bytes.as_flattened())
     }
 }
