@@ -460,7 +460,7 @@ impl Domain {
             None => return false,
             Some(LockFreeTarget::Own(own)) => (own, channel),
             Some(LockFreeTarget::Peer(peer_port)) => {
-                let Some(peer) = self.table.channel(peer_port) else {
+                let Some(peer) = self.table.channel_for_send(peer_port) else {
                     return false;
                 };
                 if !peer.is_guest_consumer_hint() {
