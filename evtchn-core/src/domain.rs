@@ -86,14 +86,16 @@ pub(crate) enum PortChoice {
     Exact(Port),
 }
 
-/// What a lock-free sender knows of the notified vcpu's vcpu_info before
-/// its pending test-and-set (see `Domain::pages_for_send`).
+/// Where a lock-free sender finds the notified vcpu's vcpu_info (see
+/// `Domain::pages_for_send`).
 #[derive(Clone, Copy)]
 enum VcpuInfoAt<'a> {
-    /// Found (`None`: the vcpu has none).
+    /// Found with the page (`None`: the vcpu has none).
     Known(Option<&'a VcpuInfo>),
-    /// Not settled: ask the view, when the port turns out unmasked.
-    AskView,
+    /// In its settled slot among these vcpus' (loaded before the pending
+    /// test-and-set, so the slot is one load away after it), or, if not
+    /// settled, through the view; only for an unmasked port.
+    Settled(&'a [VcpuEvtchn]),
 }
 
 /// Bookkeeping that only the holder of the event lock may touch.
@@ -444,11 +446,11 @@ impl Domain {
     /// leaves no stale bit are in the crate doc ("Lock-free send").
     ///
     /// Straight-line on purpose, each step where the send needs it: the
-    /// pending test-and-set waits for every load before it, so only what
-    /// it needs (the page, and the settled vcpu_info, plain loads) is
-    /// loaded before it; the vcpu_info is asked of the view only for an
-    /// unmasked port; and the wake-ups are delivered here, without a
-    /// [`Wakeups`] in between.
+    /// pending test-and-set waits for every load before it, so only loads
+    /// one step from the domain come before it (the page, the notify vcpu,
+    /// where the vcpus are); the vcpu_info is looked up only for an
+    /// unmasked port, the view asked only if it is not settled; and the
+    /// wake-ups are delivered here, without a [`Wakeups`] in between.
     #[inline(always)]
     pub(crate) fn send_lock_free<N: Notify>(
         &self,
@@ -499,7 +501,13 @@ impl Domain {
         if !two_level_is_masked(shared, target_port) {
             let info = match info {
                 VcpuInfoAt::Known(info) => info,
-                VcpuInfoAt::AskView => self.shared.vcpu_info(vcpu),
+                VcpuInfoAt::Settled(vcpus) => match vcpus
+                    .get(vcpu.0 as usize)
+                    .and_then(|state| state.settled_info.get())
+                {
+                    Some(settled) => Some(*settled),
+                    None => self.shared.vcpu_info(vcpu),
+                },
             };
             if let Some(kicked) =
                 info.and_then(|info| two_level_raise_selector(info, target_port, vcpu))
@@ -514,26 +522,20 @@ impl Domain {
         true
     }
 
-    /// The shared_info page, and what a lock-free sender knows of `vcpu`'s
-    /// vcpu_info before its pending test-and-set: with plain loads if the
-    /// page is fixed and the vcpu_info settled; through one dynamic call of
-    /// the view for both if the page is not fixed; and if the page is fixed
-    /// but the vcpu_info not settled (a guest that registered none), not
-    /// yet: the view is asked after the mask test, only for an unmasked
-    /// port.
+    /// The shared_info page, and what a lock-free sender knows of the
+    /// notified vcpu's vcpu_info before its pending test-and-set: if the
+    /// page is fixed, the vcpus whose settled vcpu_info is looked up after
+    /// the mask test (a plain load, or the view's dynamic call for a vcpu
+    /// not settled: only for an unmasked port); if not, the page and the
+    /// vcpu_info, both through one dynamic call of the view.
     #[inline(always)]
     fn pages_for_send(&self, vcpu: VcpuId) -> (&SharedInfo, VcpuInfoAt<'_>) {
-        let Some(page) = self.fixed_page else {
-            let (page, info) = self.shared.event_pages(vcpu);
-            return (page, VcpuInfoAt::Known(info));
-        };
-        let settled = self
-            .vcpus
-            .get(vcpu.0 as usize)
-            .and_then(|state| state.settled_info.get());
-        match settled {
-            Some(info) => (page, VcpuInfoAt::Known(Some(*info))),
-            None => (page, VcpuInfoAt::AskView),
+        match self.fixed_page {
+            Some(page) => (page, VcpuInfoAt::Settled(&self.vcpus)),
+            None => {
+                let (page, info) = self.shared.event_pages(vcpu);
+                (page, VcpuInfoAt::Known(info))
+            }
         }
     }
 
