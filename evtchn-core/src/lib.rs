@@ -392,7 +392,7 @@
 //!
 //! In the guest bench (`cargo xtask bench`, instructions under
 //! `-icount`), EVTCHNOP_send to a masked IPI port went from 305 to 264
-//! instructions (evtchn-core's part from about 100 to about 40: no
+//! instructions (evtchn-core's part from about 100 to about 60: no
 //! vcpu_info lookup for a masked port, which on a vcpu without a
 //! registered vcpu_info was a dynamic call into the view), and to an
 //! unmasked port with the vcpu masked from 378 to 350.
