@@ -9,8 +9,9 @@ use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
 use crate::channel::{Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
-    EventAbi, Wakeups, two_level_clear_pending, two_level_raise, two_level_raise_in,
-    two_level_set_pending, two_level_test_and_set_pending, two_level_unmask,
+    EventAbi, Wakeups, two_level_clear_pending, two_level_is_masked, two_level_raise,
+    two_level_raise_selector, two_level_set_pending, two_level_test_and_set_pending,
+    two_level_unmask,
 };
 use crate::shared::SharedInfoView;
 use alloc::sync::Arc;
@@ -83,6 +84,18 @@ pub(crate) enum PortChoice {
     Lowest,
     /// This port (static event channels set up by the hypervisor).
     Exact(Port),
+}
+
+/// Where a lock-free sender finds the notified vcpu's vcpu_info (see
+/// `Domain::pages_for_send`).
+#[derive(Clone, Copy)]
+enum VcpuInfoAt<'a> {
+    /// Found with the page (`None`: the vcpu has none).
+    Known(Option<&'a VcpuInfo>),
+    /// In its settled slot among these vcpus' (loaded before the pending
+    /// test-and-set, so the slot is one load away after it), or, if not
+    /// settled, through the view; only for an unmasked port.
+    Settled(&'a [VcpuEvtchn]),
 }
 
 /// Bookkeeping that only the holder of the event lock may touch.
@@ -431,35 +444,45 @@ impl Domain {
 
     /// EVTCHNOP_send on `port` without any lock, if its channel is an IPI
     /// or a loopback interdomain channel to a guest port and the domain is
-    /// on 2-level: the wake-ups to deliver, or `None` if the caller must
-    /// take the locked path. The caller's domain is this one, alive for
-    /// the call. The protocol and why it loses no event and leaves no
-    /// stale bit are in the crate doc ("Lock-free send").
+    /// on 2-level: `true` if the send is done (wake-ups delivered), `false`
+    /// if the caller must take the locked path. The caller's domain is this
+    /// one, alive for the call. The protocol and why it loses no event and
+    /// leaves no stale bit are in the crate doc ("Lock-free send").
+    ///
+    /// Straight-line on purpose, each step where the send needs it: the
+    /// pending test-and-set waits for every load before it, so only loads
+    /// one step from the domain come before it (the page, the notify vcpu,
+    /// where the vcpus are); the vcpu_info is looked up only for an
+    /// unmasked port, the view asked only if it is not settled; and the
+    /// wake-ups are delivered here, without a [`Wakeups`] in between.
     #[inline(always)]
-    pub(crate) fn send_lock_free(
+    pub(crate) fn send_lock_free<N: Notify>(
         &self,
         (port, channel): (Port, &Channel),
-        notify: &dyn Notify,
-    ) -> Option<Wakeups> {
+        notify: &N,
+    ) -> bool {
         let seen = channel.binding();
-        let (target_port, target) = match seen.lock_free_target(port)? {
-            LockFreeTarget::Own(own) => (own, channel),
-            LockFreeTarget::Peer(peer_port) => {
-                let peer = self.table.channel(peer_port)?;
+        let (target_port, target) = match seen.lock_free_target(port) {
+            None => return false,
+            Some(LockFreeTarget::Own(own)) => (own, channel),
+            Some(LockFreeTarget::Peer(peer_port)) => {
+                let Some(peer) = self.table.channel_for_send(peer_port) else {
+                    return false;
+                };
                 if !peer.is_guest_consumer_hint() {
-                    return None;
+                    return false;
                 }
                 (peer_port, peer)
             }
         };
         let generation = self.abi_generation.load(Ordering::SeqCst);
         if !generation.is_multiple_of(2) {
-            return None;
+            return false;
         }
         let vcpu = target.notify_vcpu();
-        let (shared, info) = self.event_pages(vcpu);
+        let (shared, info) = self.pages_for_send(vcpu);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
-            return Some(Wakeups::default());
+            return true;
         };
         crate::sync::after_test_and_set();
         // SeqCst reloads, after the test-and-set in the single order: the
@@ -468,16 +491,56 @@ impl Domain {
         // this test-and-set set it; the same even ABI generation means a
         // switch to FIFO copies it.
         if channel.binding() != seen || self.abi_generation.load(Ordering::SeqCst) != generation {
-            return Some(if is_new {
-                self.settle_late_send(target_port, target, notify)
-            } else {
-                Wakeups::default()
-            });
+            if is_new {
+                let wakeups = self.settle_late_send(target_port, target, notify);
+                self.deliver(wakeups, notify);
+            }
+            return true;
         }
         if !is_new {
-            return Some(Wakeups::default());
+            return true;
         }
-        Some(two_level_raise_in(shared, info, target_port, vcpu))
+        // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
+        // upcall_pending (and the kick); pollers in any case.
+        if !two_level_is_masked(shared, target_port) {
+            let info = match info {
+                VcpuInfoAt::Known(info) => info,
+                VcpuInfoAt::Settled(vcpus) => match vcpus
+                    .get(vcpu.0 as usize)
+                    .and_then(|state| state.settled_info.get())
+                {
+                    Some(settled) => Some(*settled),
+                    None => self.shared.vcpu_info(vcpu),
+                },
+            };
+            if let Some(kicked) =
+                info.and_then(|info| two_level_raise_selector(info, target_port, vcpu))
+            {
+                notify.kick_vcpu(self.domid, kicked);
+            }
+        }
+        // SeqCst: see `deliver`.
+        if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
+            self.check_pollers(target_port, notify);
+        }
+        true
+    }
+
+    /// The shared_info page, and what a lock-free sender knows of the
+    /// notified vcpu's vcpu_info before its pending test-and-set: if the
+    /// page is fixed, the vcpus whose settled vcpu_info is looked up after
+    /// the mask test (a plain load, or the view's dynamic call for a vcpu
+    /// not settled: only for an unmasked port); if not, the page and the
+    /// vcpu_info, both through one dynamic call of the view.
+    #[inline(always)]
+    fn pages_for_send(&self, vcpu: VcpuId) -> (&SharedInfo, VcpuInfoAt<'_>) {
+        match self.fixed_page {
+            Some(page) => (page, VcpuInfoAt::Settled(&self.vcpus)),
+            None => {
+                let (page, info) = self.shared.event_pages(vcpu);
+                (page, VcpuInfoAt::Known(info))
+            }
+        }
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found

@@ -255,7 +255,7 @@
 //!
 //! **The sender** (`Domain::send_lock_free`): load its word S; for a
 //! loopback, check the peer is a guest port; load the ABI generation (even
-//! = 2-level); look the pages up (plain loads when they are fixed, see
+//! = 2-level); look the page up (a plain load when it is fixed, see
 //! "Performance of send"); **test-and-set the pending bit**; reload
 //! the word and the generation. All these, the writers' stores at lock
 //! and their clears are SeqCst (the store at unlock need only be Release:
@@ -330,64 +330,86 @@
 //! event", 7.9 ns): **each locked read-modify-write costs about 2.5 ns**
 //! here. The domains' views have a fixed page and settled vcpu_infos, as
 //! the hypervisor's do once a guest registered its vcpu_info ("dynamic
-//! view": a view without them). Medians of five interleaved runs (other
-//! jobs on the machine; a row moves by about ±0.3 ns between runs), before
-//! this round of changes → now:
+//! view": a view without them). Medians of five interleaved runs of the
+//! two builds (other jobs share the machine, and a row moves by up to
+//! ±0.5 ns between runs), before this round of changes (a169d35) → now:
 //!
-//! | send (raw `fetch_or`: 3.00 ns before, 3.06 now)          | before, ns | now, ns | × raw now |
+//! | send (raw `fetch_or`: 3.04 ns before, 3.00 now)          | before, ns | now, ns | × raw now |
 //! |----------------------------------------------------------|-----------|---------|-----------|
-//! | `send_from` IPI, new event, 1 port (port 1)              | 13.1      | 10.6    | 3.5 (was 4.4) |
-//! | `send_from` IPI, new event, 64 / 4095 ports (port ≥ 64)   | 13.1 / 13.0 | 12.1 / 12.1 | 4.0 (was 4.3) |
-//! | `send_from` IPI, new event, 1 port, dynamic view          | 13.1      | 11.4    | 3.7         |
+//! | `send_from` IPI, new event, 1 port (port 1)              | 12.8      | 10.5    | 3.5 (was 4.2) |
+//! | `send_from` IPI, new event, 64 / 4095 ports (port ≥ 64)   | 14.0 / 14.3 | 11.5 / 11.6 | 3.8 / 3.9 (was 4.6 / 4.7) |
+//! | `send_from` IPI, new event, 1 port, dynamic view          | 14.2      | 11.9    | 3.9 (was 4.7) |
 //! | `send_from` IPI, selector already set                    | 9.4       | 7.5     | 2.5 (was 3.1) |
-//! | `send_from` IPI, already pending                         | 8.2       | 6.1     | 2.0 (was 2.7) |
-//! | `send_from` IPI, masked                                  | 9.5       | 7.5     | 2.5 (was 3.2) |
-//! | `send_from` loopback, new event                          | 15.6      | 12.4    | 4.1 (was 5.2) |
-//! | `send_from` interdomain (another domain), new event      | 23.7      | 19.7    | 6.4 (was 7.9) |
-//! | `send` by domid, IPI, new event, 1 / 64 / 4095 ports     | 18.8 / 19.0 / 19.2 | 18.7 / 18.6 / 18.6 | 6.1 (was 6.3) |
-//! | `send` by domid, IPI, already pending / masked           | 13.5 / 14.5 | 13.4 / 13.5 | 4.4 |
-//! | `send` by domid, interdomain, new event                  | 29.1      | 25.5    | 8.3 (was 9.7) |
-//! | the ABI's three test-and-sets and mask load, inline      | 7.9       | 7.9     | 2.6         |
+//! | `send_from` IPI, already pending                         | 6.5       | 5.6     | 1.9 (was 2.2) |
+//! | `send_from` IPI, masked                                  | 8.5       | 6.9     | 2.3 (was 2.8) |
+//! | `send_from` loopback, new event                          | 14.9      | 12.4    | 4.2 (was 4.9) |
+//! | `send_from` interdomain (another domain), new event      | 19.8      | 20.1    | 6.7         |
+//! | `send` by domid, IPI, new event, 1 / 64 / 4095 ports     | 18.7 / 19.6 / 19.6 | 18.7 / 18.4 / 18.8 | 6.1–6.3 |
+//! | `send` by domid, IPI, already pending / masked           | 13.4 / 13.6 | 13.4 / 13.4 | 4.5 |
+//! | `send` by domid, interdomain, new event                  | 25.1      | 25.4    | 8.5         |
+//! | the ABI's three test-and-sets and mask load, inline      | 8.0       | 7.9     | 2.6         |
+//!
+//! (The "before" column of this run is slower than the 10.6 ns the same
+//! code measured in a quieter hour: compare within a run, not across.)
 //!
 //! A new-event send on an IPI port through a [`DomainHandle`]
 //! ([`Domains::send_from`]) does the ABI's three locked read-modify-writes
 //! (pending, selector, `evtchn_upcall_pending`) and nothing else locked,
-//! and **about 2.7 ns besides** (10.6 against the 7.9 of the ABI's
+//! and **about 2.6 ns besides** (10.5 against the 7.9 of the ABI's
 //! operations inline): 3.5× the floor, against the project's target of 3×,
-//! which leaves 1.1 ns for everything that is not the ABI's own work. An
-//! already-pending send (one locked operation) is 2.0×. Where the 2.7 ns
-//! go, measured by bench builds that each leave out one piece (medians of
-//! five interleaved runs against the code above, 10.7 ns in that run; the
-//! pieces overlap, and a build's code layout alone moves a row by up to
-//! ±0.5 ns, so these are estimates, not a sum):
+//! which leaves 1.1 ns for everything that is not the ABI's own work. Not
+//! reached yet. What the send adds, as a chain of dependent loads (a
+//! locked instruction waits for every older load, and younger loads wait
+//! for it, so a chain costs its length, about 1.3 ns per L1 load here):
+//! from the handle, the domain (1); then, side by side, the channel's
+//! binding word, the ABI generation, the notify vcpu, the page and the
+//! vcpus (2); the pending test-and-set; then the mask word and the settled
+//! vcpu_info slot side by side (1); the selector (2), its test-and-set and
+//! upcall_pending's. The inline floor's chain is the page (1), test-and-set,
+//! mask and selector (1). The remaining difference is the domain load
+//! before the first test-and-set and the vcpu_info slot before the
+//! selector: both are how a send finds *which* page and vcpu_info, and a
+//! vcpu_info can move (VCPUOP_register_vcpu_info). The re-check of the
+//! binding word and of the generation after the test-and-set are loads
+//! side by side with the mask's, nearly free here; they are what makes
+//! the send correct (see "Lock-free send"; the generation:
+//! `Domain::set_pending`). The rest is instructions (the kind test, the
+//! bounds checks, the poller test, the callee-saved registers of the
+//! function holding the slow paths), about 1 ns together.
 //!
-//! * **finding the vcpu_info**: 0.65 ns (10.1 when it is taken from the
-//!   fixed page's legacy slot instead of the per-vcpu settled slot: one
-//!   more dependent load after the notify vcpu's). A vcpu_info can move
-//!   (VCPUOP_register_vcpu_info), so a slot the view fills is the price;
-//! * **delivering the wake-ups** (the kick call and the `polling_vcpus`
-//!   load): 0.6 ns;
-//! * **the ABI generation**, loaded before and after the test-and-set:
-//!   0.3 ns (10.45 without). Folding it into the binding word would save
-//!   about that, at the cost of write-locking every channel on an ABI
-//!   switch; not done;
-//! * **re-checking the binding word** after the test-and-set: 0.2 ns;
-//! * the rest (reaching the handle's domain and the channel's binding
-//!   word, two dependent loads; the kind test; `Result` plumbing): the
-//!   remaining ~1 ns, which a locked instruction cannot overlap (it waits
-//!   for every older load, and younger loads wait for it).
+//! A port at 64 or above costs about 1 ns more: its channel is found
+//! through the bucket's slot (inline in the port table for the 2-level
+//! range) and the bucket, one dependent load more than bucket 0, which is
+//! inline in the table; a sender does not load `valid_evtchns` (a filled
+//! slot says the port has storage, and for a send a free port and an
+//! invalid one answer alike, see `PortTable::channel_for_send`). The
+//! number of bound ports does not matter otherwise. By domid, the registry
+//! lookup (slot read lock, `Arc` clone and drop: four locked operations,
+//! about 10 ns alone) dominates: 3× is out of its reach by construction,
+//! and so it is for an interdomain send to another domain, whose
+//! channel read lock (two locked operations) is what keeps the peer domain
+//! alive; both stay above 3× (6× and 7×).
 //!
-//! The re-check, the generation and the delivery are what make the send
-//! correct (see "Lock-free send"; the generation: `Domain::set_pending`),
-//! so reaching 3× would take making each of them nearly free, not dropping
-//! them. A port at 64 or above costs about 1.4 ns more: it is found through
-//! `valid_evtchns`, a bucket slot and the bucket (two more dependent loads
-//! than bucket 0, which is inline in the table). The number of bound ports
-//! does not matter otherwise. By domid, the registry lookup (slot read
-//! lock, `Arc` clone and drop: four locked operations) dominates.
+//! In the guest bench (`cargo xtask bench`, instructions under
+//! `-icount`), EVTCHNOP_send to a masked IPI port went from 305 to 264
+//! instructions (evtchn-core's part from about 100 to about 60: no
+//! vcpu_info lookup for a masked port, which on a vcpu without a
+//! registered vcpu_info was a dynamic call into the view), and to an
+//! unmasked port with the vcpu masked from 378 to 350.
 //!
 //! What went, and why it could:
 //!
+//! * **The wake-ups hand-over on the lock-free path**, and the
+//!   closure of the 2-level raise (not always inlined: a call with its
+//!   arguments spilled to the stack): the lock-free sender is one straight
+//!   line that kicks and checks pollers itself.
+//! * **The vcpu_info lookup before the pending test-and-set**: only loads
+//!   one step from the domain come before it; the settled vcpu_info is
+//!   read after the mask test, and the view is asked (for a vcpu not
+//!   settled) only for an unmasked port.
+//! * **`valid_evtchns` and the heap array of bucket slots** for a
+//!   sender on a port of 64 or above (see above).
+
 //! * **The dynamic call into the [`SharedInfoView`]** for the shared_info
 //!   page and the vcpu_info (about 1.5 ns wherever it stood): a view
 //!   whose page is `'static` says so

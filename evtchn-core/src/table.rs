@@ -17,7 +17,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::abi::{EVTCHN_FIFO_NR_CHANNELS, EVTCHNS_PER_BUCKET, Errno, Port};
+use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, EVTCHNS_PER_BUCKET, Errno, Port};
 use crate::channel::{Channel, ChannelKind, ChannelState};
 use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
@@ -53,7 +53,7 @@ pub(crate) struct PortTable {
     first: FirstBucket,
     /// One slot per bucket the domain could ever need; slot 0 stays empty
     /// (its bucket is `first`).
-    buckets: Box<[OnceSlot<Bucket>]>,
+    buckets: BucketSlots,
     valid_evtchns: AtomicU32,
     /// Every port below this one is allocated (or reserved): the scan for a
     /// free port starts here. Read and written only under the event lock
@@ -62,6 +62,50 @@ pub(crate) struct PortTable {
     /// never raised past a free port that was skipped as busy (FIFO), which
     /// a later scan must look at again.
     scan_start: AtomicU32,
+}
+
+/// Bucket slots of the 2-level range (ports below 4096).
+const TWO_LEVEL_SLOTS: usize = (EVTCHN_2L_NR_CHANNELS / EVTCHNS_PER_BUCKET) as usize;
+
+/// The bucket slots of a table: those of the 2-level range, where a
+/// 2-level domain keeps all its ports, inline in the table, so that a
+/// sender on a port of 64 or above reaches its bucket with one dependent
+/// load less; the FIFO range's on the heap.
+struct BucketSlots {
+    two_level: [OnceSlot<Bucket>; TWO_LEVEL_SLOTS],
+    fifo: Box<[OnceSlot<Bucket>]>,
+    /// Slots the table may use (up to its highest port's bucket).
+    len: usize,
+}
+
+impl BucketSlots {
+    fn new(len: usize) -> Result<Self, Errno> {
+        let fifo_len = len.saturating_sub(TWO_LEVEL_SLOTS);
+        let mut fifo = Vec::new();
+        fifo.try_reserve_exact(fifo_len)
+            .map_err(|_| Errno::ENOMEM)?;
+        fifo.extend((0..fifo_len).map(|_| OnceSlot::new()));
+        Ok(Self {
+            two_level: core::array::from_fn(|_| OnceSlot::new()),
+            fifo: fifo.into_boxed_slice(),
+            len,
+        })
+    }
+
+    #[inline]
+    fn get(&self, index: usize) -> Option<&OnceSlot<Bucket>> {
+        if index >= self.len {
+            return None;
+        }
+        match self.two_level.get(index) {
+            Some(slot) => Some(slot),
+            None => self.fifo.get(index - TWO_LEVEL_SLOTS),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// A free port found by [`PortTable::find_free`] or
@@ -123,14 +167,9 @@ impl PortTable {
     pub(crate) fn new(max_evtchn_port: u32) -> Result<Self, Errno> {
         let highest_port = max_evtchn_port.min(EVTCHN_FIFO_NR_CHANNELS - 1);
         let slot_count = bucket_index(highest_port) + 1;
-        let mut buckets = Vec::new();
-        buckets
-            .try_reserve_exact(slot_count)
-            .map_err(|_| Errno::ENOMEM)?;
-        buckets.extend((0..slot_count).map(|_| OnceSlot::new()));
         Ok(Self {
             first: first_bucket(),
-            buckets: buckets.into_boxed_slice(),
+            buckets: BucketSlots::new(slot_count)?,
             valid_evtchns: AtomicU32::new(EVTCHNS_PER_BUCKET),
             scan_start: AtomicU32::new(1),
         })
@@ -159,6 +198,22 @@ impl PortTable {
         }
         if !self.is_valid(port) {
             return None;
+        }
+        let bucket = self.buckets.get(bucket_index(port.0))?.get()?;
+        bucket.get((port.0 % EVTCHNS_PER_BUCKET) as usize)
+    }
+
+    /// The channel of `port` for a sender, to which a free port and an
+    /// invalid one give the same answer (-EINVAL): [`PortTable::channel`]
+    /// without the load of `valid_evtchns` for a port of 64 or above. Its
+    /// bucket slot alone says whether it has storage: a slot is filled
+    /// (Release) before the count covers it, and `get` reads it with
+    /// Acquire (XSA-340); a port found this way before the count covers it
+    /// is in a bucket being published by an allocation, so it is free.
+    #[inline]
+    pub(crate) fn channel_for_send(&self, port: Port) -> Option<&Channel> {
+        if let Some(channel) = self.first.get(port.0 as usize) {
+            return Some(channel);
         }
         let bucket = self.buckets.get(bucket_index(port.0))?.get()?;
         bucket.get((port.0 % EVTCHNS_PER_BUCKET) as usize)
@@ -381,6 +436,26 @@ mod tests {
             .unwrap();
         assert!(table.publish(prepared).is_some());
         assert_eq!(table.valid_evtchns(), 128);
+    }
+
+    #[test]
+    fn sender_finds_a_port_only_in_published_storage() {
+        // 5000 ports: bucket slots on both sides of the 2-level range.
+        let table = PortTable::new(4999).unwrap();
+        for port in [64, 4095, 4096, 4999, 5056, u32::MAX] {
+            assert!(table.channel_for_send(Port(port)).is_none(), "port {port}");
+        }
+        for bucket in 1..=(4999 / EVTCHNS_PER_BUCKET) as usize {
+            table.publish_bucket(bucket, new_bucket().unwrap());
+        }
+        // The last bucket (4992..=5055) is whole; nothing past it exists.
+        for port in [1, 64, 4095, 4096, 4999, 5055] {
+            assert!(table.channel_for_send(Port(port)).is_some(), "port {port}");
+            assert!(table.channel(Port(port)).is_some(), "port {port}");
+        }
+        for port in [5056, 5119, u32::MAX] {
+            assert!(table.channel_for_send(Port(port)).is_none(), "port {port}");
+        }
     }
 
     #[test]

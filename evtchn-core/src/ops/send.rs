@@ -37,11 +37,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
 
     #[inline(always)]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
-        let channel = domain.table.channel(port).ok_or(Errno::EINVAL)?;
+        // A free port and an invalid one both give -EINVAL here.
+        let channel = domain.table.channel_for_send(port).ok_or(Errno::EINVAL)?;
         // IPI and loopback ports of a 2-level domain: no lock at all (see
         // the crate doc, "Lock-free send").
-        if let Some(wakeups) = domain.send_lock_free((port, channel), &self.notify) {
-            domain.deliver(wakeups, &self.notify);
+        if domain.send_lock_free((port, channel), &self.notify) {
             return Ok(());
         }
         self.send_locked(domain, (port, channel))

@@ -110,15 +110,25 @@ pub(crate) fn two_level_raise(
     two_level::raise(view, shared, port, vcpu)
 }
 
-/// [`two_level_raise`] in a vcpu_info the caller looked up beforehand.
+/// Step 2's mask test of the 2-level `set_pending` on its own, for the
+/// lock-free sender (see `Domain::send_lock_free`), which needs the
+/// vcpu_info only for an unmasked port: whether `port`, whose pending bit
+/// the caller just set, is masked.
 #[inline(always)]
-pub(crate) fn two_level_raise_in(
-    shared: &SharedInfo,
-    info: Option<&VcpuInfo>,
+pub(crate) fn two_level_is_masked(shared: &SharedInfo, port: Port) -> bool {
+    two_level::is_masked_in(shared, port)
+}
+
+/// The rest of step 2 for an unmasked port: the selector of `port`'s word
+/// in `info` (`vcpu`'s vcpu_info) and, if it was clear,
+/// `evtchn_upcall_pending`. The vcpu to kick, if that went 0 → 1.
+#[inline(always)]
+pub(crate) fn two_level_raise_selector(
+    info: &VcpuInfo,
     port: Port,
     vcpu: VcpuId,
-) -> Wakeups {
-    two_level::raise_in(shared, info, port, vcpu)
+) -> Option<VcpuId> {
+    two_level::raise_selector_in(info, port, vcpu)
 }
 
 /// The 2-level `unmask` on its own, for callers that read the ABI through

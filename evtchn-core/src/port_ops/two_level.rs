@@ -38,7 +38,7 @@ fn raise_selector(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Option
 
 /// [`raise_selector`] in a vcpu_info the caller looked up.
 #[inline(always)]
-fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
+pub(super) fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Option<VcpuId> {
     let selector_bit = 1u64 << (port.0 / 64);
     // Already set: Xen's test-and-set would find it set and stop here too,
     // so only the store is skipped. Sound because the caller's locked
@@ -86,7 +86,18 @@ pub(super) fn set_pending_in(
         return Wakeups::default();
     }
     crate::sync::after_test_and_set();
-    raise_in(shared, info, port, vcpu)
+    // 2. Not masked → selector, then upcall_pending (straight-line: the
+    // closure of `raise_then` is not always inlined).
+    let kick_vcpu = if is_masked_in(shared, port) {
+        None
+    } else {
+        info.and_then(|info| raise_selector_in(info, port, vcpu))
+    };
+    // 3. Pollers are woken also for a masked port.
+    Wakeups {
+        kick_vcpu,
+        poll_port: Some(port),
+    }
 }
 
 /// Step 1 of [`set_pending`]: test-and-set `port`'s pending bit. `Some(true)`
@@ -152,19 +163,17 @@ pub(super) fn clear_pending_in(shared: &SharedInfo, port: Port) {
     }
 }
 
-/// [`raise`] with `vcpu`'s vcpu_info looked up by the caller (before its
-/// pending test-and-set, so the lookup is off the chain of locked
-/// operations); `None` for a vcpu without one.
+/// The mask test of step 2 on its own, for a port whose pending bit was
+/// just set (by [`test_and_set_pending`], which the caller follows with
+/// `after_test_and_set`): whether `port` is masked. A port past the
+/// bitmaps counts as masked.
 #[inline(always)]
-pub(super) fn raise_in(
-    shared: &SharedInfo,
-    info: Option<&VcpuInfo>,
-    port: Port,
-    vcpu: VcpuId,
-) -> Wakeups {
-    raise_then(shared, port, || {
-        info.and_then(|info| raise_selector_in(info, port, vcpu))
-    })
+pub(super) fn is_masked_in(shared: &SharedInfo, port: Port) -> bool {
+    let (index, bit) = word_and_bit(port);
+    shared
+        .evtchn_mask
+        .get(index)
+        .is_none_or(|mask| mask.load(Ordering::SeqCst) & bit != 0)
 }
 
 /// Xen's `evtchn_2l_unmask()`. The shared page is looked up once; the mask
