@@ -809,6 +809,8 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
         .store(crate::time::now_ns(), Ordering::Relaxed);
     arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
     if vcpu.context.is_suspended() {
+        #[cfg(feature = "selftest")]
+        crate::selftest::spoiled_tables::before_resume(&domain);
         if arch::guest_entry::switch_page_tables(domain.root).is_err() {
             domain::crash(
                 &domain,

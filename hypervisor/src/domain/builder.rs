@@ -345,6 +345,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         crate::timers::start_default_periodic(vcpu);
         crate::sched::host(&domain, vcpu);
     }
+    #[cfg(feature = "selftest")]
+    if args.is_spoiled_at_resume {
+        crate::selftest::spoiled_tables::arm(domain.id);
+    }
     log_placement(&domain);
     log::info!(
         "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB ({frames_taken} frames), entry {:#x}, {}",

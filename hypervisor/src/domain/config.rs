@@ -37,6 +37,11 @@ pub struct DomainArgs {
     /// stage as if the allocator had run dry, whatever the free count.
     #[cfg(feature = "selftest")]
     pub build_fail: Option<BuildStage>,
+    /// `spoil_tables` (self-test builds only): the domain's root table
+    /// stops sharing the hypervisor's slots before a vcpu of it resumes
+    /// (`selftest::spoiled_tables`).
+    #[cfg(feature = "selftest")]
+    pub is_spoiled_at_resume: bool,
 }
 
 /// Where an injected build failure strikes (`build_fail=`): after the
@@ -221,6 +226,8 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
         guest_cmdline,
         #[cfg(feature = "selftest")]
         build_fail: None,
+        #[cfg(feature = "selftest")]
+        is_spoiled_at_resume: false,
     };
     for word in rest.split_ascii_whitespace() {
         match word.split_once('=') {
@@ -264,6 +271,8 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
                     _ => return Err(bad(word)),
                 });
             }
+            #[cfg(feature = "selftest")]
+            None if word == "spoil_tables" => args.is_spoiled_at_resume = true,
             None if word == "priv" => args.is_privileged = true,
             _ => {}
         }
