@@ -859,11 +859,33 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
         .store(false, Ordering::Relaxed);
     arch::guest_entry::set_vcpu_stack(vcpu.stack.top());
     if vcpu.context.is_suspended() {
+        #[cfg(feature = "selftest")]
+        crate::selftest::spoiled_tables::before_resume(&domain);
         if arch::guest_entry::switch_page_tables(domain.root).is_err() {
             domain::crash(
                 &domain,
                 format_args!("*** page tables lost their hypervisor slots"),
             );
+            // The flow must still end, or the loop picks the vcpu again
+            // and again (a stopping domain's suspended vcpu can run) and
+            // the domain never finishes dying (the flow also holds a
+            // reference to it). Resumed on the hypervisor's own tables,
+            // which map no guest address (a guest copy on its way out
+            // fails with -EFAULT), it sees its domain shutting down on
+            // the way back to the guest and leaves for good.
+            if arch::guest_entry::switch_page_tables(crate::memory::space::hypervisor_root())
+                .is_err()
+            {
+                log::error!(
+                    "d{}v{}: cannot be stopped: no page tables to resume it on",
+                    domain.id.0,
+                    vcpu.id.0
+                );
+            } else if let Some(flow) = vcpu.context.take() {
+                switch_in_fpu(vcpu);
+                drop(domain);
+                flow.resume();
+            }
         } else {
             if vcpu.state() == VcpuState::Running {
                 crate::timers::on_switch_in(&domain, vcpu);

@@ -24,7 +24,7 @@ use arch::layout::PAGE_SIZE;
 use arch::paging::PageTables;
 use evtchn_core::{DomId, DomainConfig, FifoSupport, Privilege};
 
-use super::config::{self, ArgsError, CpuSet, DomainArgs};
+use super::config::{self, ArgsError, BuildStage, CpuSet, DomainArgs};
 use super::elf::{self, GuestImage, ImageError};
 use super::{Domain, DomainParts, VcpuState};
 use crate::bootinfo::Module;
@@ -345,6 +345,10 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         crate::timers::start_default_periodic(vcpu);
         crate::sched::host(&domain, vcpu);
     }
+    #[cfg(feature = "selftest")]
+    if args.is_spoiled_at_resume {
+        crate::selftest::spoiled_tables::arm(domain.id);
+    }
     log_placement(&domain);
     log::info!(
         "d{}: built from module {index}: {} vcpu(s) on pCPUs {affinity}, {} MiB ({frames_taken} frames), entry {:#x}, {}",
@@ -359,6 +363,21 @@ pub fn build(index: usize, module: &Module) -> Result<Arc<Domain>, BuildError> {
         }
     );
     Ok(domain)
+}
+
+/// Whether the module asked (`build_fail=`, self-test builds) for its
+/// build to fail at `stage`: the scenario `build-fail-frees` checks that
+/// such a build gives back what it took, without depending on how many
+/// frames the machine has free.
+#[cfg(feature = "selftest")]
+fn is_failure_injected(args: &DomainArgs, stage: BuildStage) -> bool {
+    args.build_fail == Some(stage)
+}
+
+/// Without self-tests no build failure is injected.
+#[cfg(not(feature = "selftest"))]
+fn is_failure_injected(_args: &DomainArgs, _stage: BuildStage) -> bool {
+    false
 }
 
 /// What a build has taken from the allocator and not yet handed to its
@@ -389,7 +408,10 @@ fn fill(
     let nr_pages = args.memory_mib * (1 << 20) / PAGE_SIZE;
     // Memory: nr_pages fresh zeroed frames.
     taken.memory.reserve_exact(nr_pages as usize);
-    for _ in 0..nr_pages {
+    for page in 0..nr_pages {
+        if page == nr_pages / 2 && is_failure_injected(args, BuildStage::Memory) {
+            return Err(BuildError::Memory);
+        }
         let frame = frames::allocate()
             .and_then(GuestFrame::from_allocator)
             .ok_or(BuildError::Memory)?;
@@ -431,6 +453,9 @@ fn fill(
             .checked_rem(affinity.count())
             .and_then(|entry| affinity.nth(entry))
             .ok_or(BuildError::NoOnlineCpu(affinity))?;
+        if vcpu + 1 == args.vcpus && is_failure_injected(args, BuildStage::Stacks) {
+            return Err(BuildError::Memory);
+        }
         let stack = space::allocate_stack(VCPU_STACK_PAGES).map_err(|_| BuildError::Memory)?;
         taken
             .stacks

@@ -32,6 +32,28 @@ pub struct DomainArgs {
     pub cpus: Option<CpuSet>,
     /// The string after the image path, for start_info.cmd_line.
     pub guest_cmdline: ArrayString<256>,
+    /// `build_fail=memory|stacks` (self-test builds only; other builds
+    /// pass the word to the guest and ignore it): the build fails at that
+    /// stage as if the allocator had run dry, whatever the free count.
+    #[cfg(feature = "selftest")]
+    pub build_fail: Option<BuildStage>,
+    /// `spoil_tables` (self-test builds only): the domain's root table
+    /// stops sharing the hypervisor's slots before a vcpu of it resumes
+    /// (`selftest::spoiled_tables`).
+    #[cfg(feature = "selftest")]
+    pub is_spoiled_at_resume: bool,
+}
+
+/// Where an injected build failure strikes (`build_fail=`): after the
+/// stage took part of what it needs, so that the failed build has
+/// something of that stage to give back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildStage {
+    /// `memory`: half way through the domain's memory frames.
+    Memory,
+    /// `stacks`: at the last vcpu's stack, every other stack (and all the
+    /// memory and the shared_info frame) taken.
+    Stacks,
 }
 
 /// A set of pCPUs by dense index (bit n = pCPU n), as `cpus=` writes it:
@@ -202,6 +224,10 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
         fifo: true,
         cpus: None,
         guest_cmdline,
+        #[cfg(feature = "selftest")]
+        build_fail: None,
+        #[cfg(feature = "selftest")]
+        is_spoiled_at_resume: false,
     };
     for word in rest.split_ascii_whitespace() {
         match word.split_once('=') {
@@ -237,6 +263,16 @@ pub fn parse(module_string: &str) -> Result<DomainArgs, ArgsError> {
                 args.cpus =
                     Some(CpuSet::parse(value).ok_or_else(|| ArgsError::BadCpus(truncated(word)))?);
             }
+            #[cfg(feature = "selftest")]
+            Some(("build_fail", value)) => {
+                args.build_fail = Some(match value {
+                    "memory" => BuildStage::Memory,
+                    "stacks" => BuildStage::Stacks,
+                    _ => return Err(bad(word)),
+                });
+            }
+            #[cfg(feature = "selftest")]
+            None if word == "spoil_tables" => args.is_spoiled_at_resume = true,
             None if word == "priv" => args.is_privileged = true,
             _ => {}
         }

@@ -22,6 +22,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "ioapic" => ioapic::run(),
         "iret-fault-syscall" => iret_fault::run_syscall_exit(),
         "iret-fault-exception" => iret_fault::run_interrupt_exit(),
+        "iret-fault-ring0" => iret_fault::run_ring0_return(),
         "pirq-eoi" => pirq_eoi::run(),
         "pirq-follow" => pirq_follow::run(),
         "pirq-map-race" => pirq_map_race::run(),
@@ -36,7 +37,7 @@ pub fn run(name: &str, madt: &Madt) -> ExitCode {
         "syscall-edge" => syscall_edge::run(),
         _ => {
             log::error!(
-                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, iret-fault-syscall, iret-fault-exception, pirq-eoi, pirq-follow, pirq-map-race, reaper-view, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor, syscall-edge)"
+                "selftest {name}: no such self-test (cpus, ipi, timer, hvtimer, pagefault, nx, wp, ioapic, iret-fault-syscall, iret-fault-exception, iret-fault-ring0, pirq-eoi, pirq-follow, pirq-map-race, reaper-view, guestcopy, smap, smep, panic, stackoverflow, syscall-probe, syscall-floor, syscall-edge)"
             );
             ExitCode::Fail
         }

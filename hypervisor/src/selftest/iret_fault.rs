@@ -6,6 +6,11 @@
 //! exception hook as the guest's #GP at the frame's rip (Xen's exit
 //! fixup), never the fatal path. One test leaves through the `syscall`
 //! entry's exit, the other through the interrupt exit (after a `ud2`).
+//!
+//! `selftest=iret-fault-ring0`: the backstop is for returns to ring 3
+//! only. An interrupt taken in ring 0 whose return frame the exit's
+//! `iretq` refuses (a hypervisor bug: here the handler writes an ss
+//! beyond the GDT) must stay fatal, with the hypervisor's GS untouched.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -94,4 +99,26 @@ pub fn run_syscall_exit() -> ExitCode {
 /// Through the interrupt exit.
 pub fn run_interrupt_exit() -> ExitCode {
     run(2, "iret-fault-exception")
+}
+
+/// The selector the ring-0 test returns with: beyond any GDT Sluice has.
+const BAD_SS: u64 = 0xfff8;
+
+/// The kick handler of `iret-fault-ring0`: spoils the return frame.
+fn spoil_ring0_return(frame: &mut InterruptFrame) {
+    log::info!(
+        "selftest iret-fault-ring0: interrupt from cs {:#x}; returning with ss {BAD_SS:#x}",
+        frame.cs
+    );
+    frame.ss = BAD_SS;
+}
+
+/// A fault of the interrupt exit's `iretq` back to ring 0 is fatal.
+pub fn run_ring0_return() -> ExitCode {
+    arch::idt::set_handler(arch::vectors::KICK, spoil_ring0_return);
+    arch::smp::kick(arch::percpu::current());
+    arch::cpu::enable_interrupts_and_halt();
+    arch::cpu::disable_interrupts();
+    log::error!("selftest iret-fault-ring0: FAILED: the spoiled return went through");
+    ExitCode::Fail
 }

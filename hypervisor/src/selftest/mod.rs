@@ -19,6 +19,7 @@ mod pirq_eoi;
 mod pirq_follow;
 mod pirq_map_race;
 mod reaper_view;
+pub mod spoiled_tables;
 mod syscall_edge;
 mod syscall_floor;
 mod syscall_probe;
