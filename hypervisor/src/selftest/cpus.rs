@@ -8,11 +8,33 @@ use arch::qemu::ExitCode;
 
 use crate::acpi::Madt;
 
+/// Longest wait for every online CPU's first timer tick.
+const TICK_WAIT_MICROS: u64 = 10_000_000;
+/// The polling step of that wait.
+const TICK_STEP_MICROS: u64 = 10_000;
+
+/// Whether every online CPU has counted a LAPIC timer interrupt.
+fn every_online_cpu_ticked() -> bool {
+    (0..percpu::count()).all(|index| {
+        percpu::by_index(index).is_none_or(|cpu| {
+            !cpu.is_online() || cpu.timer_ticks.load(core::sync::atomic::Ordering::Relaxed) != 0
+        })
+    })
+}
+
 /// Runs the check.
 pub fn run(madt: &Madt) -> ExitCode {
     let expected = madt.processors.len() as u32;
-    // Give every CPU time for a few timer ticks (10 ms each).
-    super::window::wait_micros(100_000);
+    // Wait until every online CPU has taken a timer tick (10 ms each), as
+    // long as a loaded host needs: a vCPU thread can be kept off the host
+    // for far longer than a fixed wait. A CPU that never ticks still
+    // fails, once the wait gives up.
+    super::window::wait_micros(0);
+    let mut waited = 0;
+    while waited < TICK_WAIT_MICROS && !every_online_cpu_ticked() {
+        arch::tsc::delay_micros(TICK_STEP_MICROS);
+        waited += TICK_STEP_MICROS;
+    }
     let mut problems = 0;
     let mut seen_ids = Vec::new();
     for index in 0..percpu::count() {

@@ -65,6 +65,48 @@ fn stays_held(count: u64) -> bool {
     pirq::interrupts_taken() == count
 }
 
+/// The interrupts taken, counting each RTC period that got through once.
+///
+/// QEMU's RTC raises IRQ 8 at every period whether or not register C was
+/// read, and its IOAPIC latches every raise of an unmasked edge pin. So a
+/// period that ends after the LAPIC has taken an interrupt but before the
+/// handler's mask reaches the IOAPIC is latched in the LAPIC's IRR and
+/// taken right after the first interrupt's EOI: the mask cannot recall
+/// it. Under host load the vcpu thread can be descheduled in that window
+/// for longer than a period (15.6 ms). Such an edge arrives together with
+/// the interrupt it follows, before the test looks; a line that is not
+/// held interrupts again one period later, inside the hold window.
+struct Taken {
+    /// Interrupts the test has accounted for.
+    seen: u64,
+    /// Of those, edges latched before a hold took effect.
+    latched: u64,
+}
+
+impl Taken {
+    /// Waits for the next interrupt, then accounts for it and for at most
+    /// one edge latched behind it.
+    fn next(&mut self) -> bool {
+        if !arrives(self.seen + 1) {
+            return false;
+        }
+        self.seen += 1;
+        if pirq::interrupts_taken() == self.seen + 1 {
+            self.seen += 1;
+            self.latched += 1;
+            log::info!(
+                "selftest pirq-eoi: an RTC edge latched before the line was masked arrived with the interrupt"
+            );
+        }
+        true
+    }
+
+    /// Whether the line stays quiet for [`HELD_MICROS`].
+    fn held(&self) -> bool {
+        stays_held(self.seen)
+    }
+}
+
 /// The checks so far, and whether all passed.
 struct Checks {
     passed: bool,
@@ -94,6 +136,10 @@ pub fn run() -> ExitCode {
             && pirq::map_gsi(SECOND, GSI as i32, PIRQ as i32) == Ok(PIRQ),
     );
     let base = pirq::interrupts_taken();
+    let mut taken = Taken {
+        seen: base,
+        latched: 0,
+    };
     let forced_before = pirq::forced_eois();
     // Interrupts are on when self-tests start: both bind before the first
     // interrupt can be taken, so that it finds both owing its EOI.
@@ -104,16 +150,13 @@ pub fn run() -> ExitCode {
     checks.check("both bind it with BIND_PIRQ__WILL_SHARE", bound);
     cpu::enable_interrupts();
 
-    checks.check("an interrupt arrives", arrives(base + 1));
-    checks.check(
-        "the line is held while both owe their EOI",
-        stays_held(base + 1),
-    );
+    checks.check("an interrupt arrives", taken.next());
+    checks.check("the line is held while both owe their EOI", taken.held());
     // As an expiry claimed before an interrupt re-armed the timer would.
     cpu::without_interrupts(|| pirq::run_eoi_timer_callback(GSI));
     checks.check(
         "an expiry of a timer armed again since forces nothing",
-        pirq::forced_eois() == forced_before && stays_held(base + 1),
+        pirq::forced_eois() == forced_before && taken.held(),
     );
     checks.check(
         "the first sharer's PHYSDEVOP_eoi is rc 0",
@@ -121,11 +164,11 @@ pub fn run() -> ExitCode {
     );
     checks.check(
         "the line stays held while the second owes its EOI",
-        stays_held(base + 1),
+        taken.held(),
     );
     checks.check(
         "a second PHYSDEVOP_eoi of the first sharer is rc 0 and releases nothing",
-        pirq::eoi(FIRST, PIRQ).is_ok() && stays_held(base + 1),
+        pirq::eoi(FIRST, PIRQ).is_ok() && taken.held(),
     );
     checks.check(
         "the second sharer's PHYSDEVOP_eoi is rc 0",
@@ -133,7 +176,7 @@ pub fn run() -> ExitCode {
     );
     checks.check(
         "the last EOI releases the line: the next period interrupts",
-        arrives(base + 2),
+        taken.next(),
     );
 
     // Both owe the EOI of that interrupt, so the line stays held while the
@@ -155,24 +198,24 @@ pub fn run() -> ExitCode {
     );
     checks.check(
         "the forced EOI released the line: the next period interrupts",
-        arrives(base + 3),
+        taken.next(),
     );
     checks.check(
         "the late EOIs counted for nothing: the new interrupt is held",
-        stays_held(base + 3),
+        taken.held(),
     );
     checks.check(
         "the second sharer EOIs it; the line stays held for the first",
-        pirq::eoi(SECOND, PIRQ).is_ok() && stays_held(base + 3),
+        pirq::eoi(SECOND, PIRQ).is_ok() && taken.held(),
     );
     HostPirqs.unbind(FIRST, PIRQ);
     checks.check(
         "unbinding the first sharer completes its EOI: the line interrupts",
-        arrives(base + 4),
+        taken.next(),
     );
     checks.check(
         "the second sharer, bound alone, owes the new one: held",
-        stays_held(base + 4),
+        taken.held(),
     );
     HostPirqs.unbind(SECOND, PIRQ);
     cpu::without_interrupts(|| {
@@ -181,16 +224,17 @@ pub fn run() -> ExitCode {
     });
     checks.check(
         "with the last binder gone an expiry forces nothing and the line stays quiet",
-        pirq::forced_eois() == forced_before + 1 && stays_held(base + 4),
+        pirq::forced_eois() == forced_before + 1 && taken.held(),
     );
     cpu::disable_interrupts();
     pirq::forget_domain(FIRST);
     pirq::forget_domain(SECOND);
 
     log::info!(
-        "selftest pirq-eoi: {} interrupts taken, {} forced EOI(s)",
-        pirq::interrupts_taken() - base,
-        pirq::forced_eois() - forced_before
+        "selftest pirq-eoi: {} interrupts taken, {} forced EOI(s); {} more edge(s) latched before a mask",
+        pirq::interrupts_taken() - base - taken.latched,
+        pirq::forced_eois() - forced_before,
+        taken.latched
     );
     if checks.passed {
         log::info!(

@@ -10,11 +10,14 @@ use sluice_guest::{check, check_eq, sched, shared_info, smp, time};
 pub const ROUNDS: u32 = 50;
 /// How long an end waits for any one step (ns).
 const STEP_LIMIT_NS: u64 = 5_000_000_000;
-/// How long end b lets end a run before its first bind attempt. The ends
-/// share no other channel to sequence on, and end a checks that its fresh
-/// port is still unbound right after allocating it: when the two ends run
-/// on pCPUs of their own, an eager b would bind in between.
-const B_SETTLE_NS: u64 = 50_000_000;
+/// End a's channel port (the first in a fresh table).
+const CHANNEL_PORT: Port = 1;
+/// End a's second unbound port, allocated for b once a has checked the
+/// first one's status: b binds it (retrying until it exists) before it
+/// binds the channel, so a sees its channel port unbound whatever the two
+/// ends' pCPUs and the host's load. The ends share nothing else to
+/// sequence on.
+const GO_PORT: Port = 2;
 
 /// Which end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +125,21 @@ pub fn run(role: Role, peer: DomId, report: Report) -> Outcome {
     let port = match role {
         Role::A => evtchn::alloc_unbound(DOMID_SELF, peer),
         Role::B => {
-            let settled = time::now_ns().map_or(0, |now| now + B_SETTLE_NS);
-            while time::now_ns().is_some_and(|now| now < settled) {
-                let _ = sched::yield_now();
+            // a allocates the go port only after its checks of the
+            // channel port: once it binds, b may bind the channel.
+            let go = retry(|| evtchn::bind_interdomain(peer, GO_PORT));
+            seen.holds(
+                go.is_ok(),
+                "end b: binds end a's go port once a has checked its channel port",
+            );
+            if let Ok(go) = go {
+                seen.eq(
+                    evtchn::close(go),
+                    Ok(()),
+                    "end b: close of its end of the go port is rc 0",
+                );
             }
-            retry(|| evtchn::bind_interdomain(peer, 1))
+            evtchn::bind_interdomain(peer, CHANNEL_PORT)
         }
     };
     let Ok(port) = port else {
@@ -146,13 +159,19 @@ pub fn run(role: Role, peer: DomId, report: Report) -> Outcome {
     if role == Role::A {
         seen.eq(
             port,
-            1,
+            CHANNEL_PORT,
             "end a: alloc_unbound for the peer gets port 1 in a fresh table",
         );
         seen.eq(
             evtchn::status(DOMID_SELF, port).map(|s| (s.status, s.remote_dom())),
             Ok((stat::UNBOUND, peer)),
             "end a: the port is unbound, reserved for the peer's domid",
+        );
+        // Only now may b bind: the go port tells it so.
+        seen.eq(
+            evtchn::alloc_unbound(DOMID_SELF, peer),
+            Ok(GO_PORT),
+            "end a: a second alloc_unbound for the peer (b's go) gets port 2",
         );
     } else {
         // bind_interdomain sets the new local port pending (spec §2.3 step 8).
@@ -210,6 +229,17 @@ pub fn run(role: Role, peer: DomId, report: Report) -> Outcome {
                 evtchn::close(port),
                 Ok(()),
                 "end a: close of the unbound port is rc 0",
+            );
+            // b closed its end of the go port before binding the channel.
+            seen.eq(
+                evtchn::status(DOMID_SELF, GO_PORT).map(|s| (s.status, s.remote_dom())),
+                Ok((stat::UNBOUND, peer)),
+                "end a: the go port b bound and closed is unbound awaiting the peer",
+            );
+            seen.eq(
+                evtchn::close(GO_PORT),
+                Ok(()),
+                "end a: close of the go port is rc 0",
             );
         }
         Role::B => {

@@ -6,9 +6,10 @@
 //! domains of a Sluice scenario; `role=both` runs end a on vcpu 0 and end b
 //! on vcpu 1 of one domain, its own peer (how the Xen oracle checks it).
 //!
-//! End a allocates port 1 for its peer and waits; end b binds to it
-//! (retrying until a has allocated), then they play ping-pong over masked
-//! ports with SCHEDOP_poll, no upcalls. b closes; a sees its port unbound,
+//! End a allocates port 1 for its peer, checks it is unbound, then
+//! allocates port 2 for the peer as b's go; end b binds port 2 (retrying
+//! until a has allocated it), closes it and binds port 1, then they play
+//! ping-pong over masked ports with SCHEDOP_poll, no upcalls. b closes; a sees its port unbound,
 //! awaiting b's domid. Between two unprivileged domains each also checks
 //! the privilege rules for the other's ports.
 #![no_std]
