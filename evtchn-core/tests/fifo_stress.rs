@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 
 use evtchn_core::abi::EVTCHN_FIFO_BUSY;
-use evtchn_core::{Port, VcpuId, Virq};
+use evtchn_core::{Errno, Port, VcpuId, Virq};
 use fifo_support::*;
 
 const VCPUS: u32 = 2;
@@ -196,7 +196,15 @@ fn concurrent_senders_and_consumers_lose_nothing_and_corrupt_nothing() {
         thread::spawn(move || {
             let mut reused = BTreeSet::new();
             for round in 0..CHURN_ROUNDS {
-                let port = world.domains.bind_ipi(DOM1, VcpuId(round % VCPUS)).unwrap();
+                // Every free port can be busy (closed but still linked)
+                // while the consumers are descheduled on a loaded host:
+                // then the bind is -ENOSPC, as on Xen, until they unlink.
+                let port = loop {
+                    match world.domains.bind_ipi(DOM1, VcpuId(round % VCPUS)) {
+                        Err(Errno::ENOSPC) => thread::yield_now(),
+                        other => break other.unwrap(),
+                    }
+                };
                 // Only this thread sends on its ports, and they were closed
                 // before: a port handed out must not be on a queue.
                 if world.word(DOM1, port.0) & L != 0 {
