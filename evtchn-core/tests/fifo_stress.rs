@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use evtchn_core::abi::EVTCHN_FIFO_BUSY;
 use evtchn_core::{Errno, Port, VcpuId, Virq};
@@ -114,6 +115,23 @@ fn consume(
     }
 }
 
+/// EVTCHNOP_bind_ipi for the churn thread. A closed port stays busy until
+/// a consumer takes it off its queue, and a busy port is not handed out
+/// (Xen's `get_free_port()` skips it), so -ENOSPC is the right answer
+/// while the consumers lag behind the churn with every free port still
+/// linked (on a loaded machine they may not have run at all yet): wait
+/// for them, but not forever, so a port that never stops being busy
+/// still fails the test.
+fn bind_when_a_port_is_free(world: &FifoWorld, vcpu: VcpuId) -> Port {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match world.domains.bind_ipi(DOM1, vcpu) {
+            Err(Errno::ENOSPC) if Instant::now() < deadline => thread::yield_now(),
+            result => return result.unwrap(),
+        }
+    }
+}
+
 #[test]
 fn concurrent_senders_and_consumers_lose_nothing_and_corrupt_nothing() {
     let world = Arc::new(FifoWorld::new(VCPUS));
@@ -196,15 +214,7 @@ fn concurrent_senders_and_consumers_lose_nothing_and_corrupt_nothing() {
         thread::spawn(move || {
             let mut reused = BTreeSet::new();
             for round in 0..CHURN_ROUNDS {
-                // Every free port can be busy (closed but still linked)
-                // while the consumers are descheduled on a loaded host:
-                // then the bind is -ENOSPC, as on Xen, until they unlink.
-                let port = loop {
-                    match world.domains.bind_ipi(DOM1, VcpuId(round % VCPUS)) {
-                        Err(Errno::ENOSPC) => thread::yield_now(),
-                        other => break other.unwrap(),
-                    }
-                };
+                let port = bind_when_a_port_is_free(&world, VcpuId(round % VCPUS));
                 // Only this thread sends on its ports, and they were closed
                 // before: a port handed out must not be on a queue.
                 if world.word(DOM1, port.0) & L != 0 {

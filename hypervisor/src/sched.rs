@@ -9,9 +9,12 @@
 //! woken, or one that is up but has not started (entered afresh from its
 //! initial registers). A vcpu that blocks (SCHEDOP_block, SCHEDOP_poll)
 //! suspends its hypervisor flow into its context and lets the loop run; a
-//! vcpu interrupted in the guest after its time slice (10 ms) is preempted
-//! the same way when another vcpu of the pCPU can run. A vcpu that stops
-//! (its domain shut down, VCPUOP_down) leaves its stack for good.
+//! vcpu still running after its time slice (10 ms) is preempted the same
+//! way, when another vcpu of the pCPU can run, at its first return to the
+//! guest (from an interrupt or a hypercall) that the pCPU's tick flagged
+//! ([`maybe_preempt`]), at the latest the return from the first tick past
+//! the slice's end. A vcpu that stops (its domain shut down, VCPUOP_down)
+//! leaves its stack for good.
 //!
 //! Migration (Xen's credit scheduler steals the same way): a pCPU with
 //! nothing to run in its own queue looks, before it halts, at the queues
