@@ -141,12 +141,16 @@ fn serve(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
             vcpu,
             frame: &mut *frame,
         })),
+        // Past the last number Sluice serves: answered here, without
+        // the out-of-line call.
+        number if number > number::PHYSDEV_OP => to_rax(Err(Errno::ENOSYS)),
         _ => return serve_other(domain, vcpu, frame),
     };
     frame.rax = rax;
 }
 
-/// The hypercalls [`serve`] does not inline.
+/// The hypercalls [`serve`] does not inline, and unknown numbers below
+/// the last one Sluice serves.
 #[inline(never)]
 fn serve_other(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     let call = &mut Call {
