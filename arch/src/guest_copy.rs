@@ -461,3 +461,166 @@ pub fn write_words_to_guest<const N: usize>(
         }),
     }
 }
+
+/// Writes the seven quadwords `words` (little-endian) to the 8-aligned
+/// guest address `destination`: the checks and answers of
+/// [`write_words_to_guest`], as seven guarded stores straight from
+/// registers where the live tables are vouched for, so the words are not
+/// staged in a buffer first (the event bounce frame, written on every
+/// upcall). An aligned quadword never crosses a page, so the count a fault
+/// gives back stays exact to the byte; an unaligned `destination` goes
+/// through [`write_words_to_guest`].
+#[inline(always)]
+pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(), CopyError> {
+    const LENGTH: u32 = 56;
+    if !is_guest_range(destination, LENGTH as usize) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    if destination & 7 != 0 || !live_tables_trusted() {
+        let [w0, w1, w2, w3, w4, w5, w6] = words;
+        return write_seven_words_staged(destination, w0, w1, w2, w3, w4, w5, w6);
+    }
+    let [w0, w1, w2, w3, w4, w5, w6] = words;
+    let copied: u32;
+    // SAFETY: `destination` is a guest range of 56 bytes (checked above),
+    // so the stores touch no hypervisor object, and every mapped
+    // guest-range page of the live tables is the guest's
+    // (`live_tables_trusted`; a read-only one faults, CR0.WP holding in
+    // ring 0). A fault at a store (each label 2) resumes at its own
+    // exception-table fixup (the label 3 after it), which records the
+    // bytes stored before it in `copied` and rejoins at label 4, where
+    // SMAP is closed again. `stac`/`clac` run only where SMAP is on
+    // (invalid opcodes elsewhere). Numeric labels 2..9 only: 0 and 1
+    // read as binary in Intel syntax.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 5f",
+            "stac",
+            "5:",
+            "mov {copied:e}, 56",
+            "2:",
+            "mov qword ptr [{destination} + 0], {w0}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 0",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 8], {w1}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 8",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 16], {w2}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 16",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 24], {w3}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 24",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 32], {w4}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 32",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 40], {w5}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 40",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "2:",
+            "mov qword ptr [{destination} + 48], {w6}",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, 48",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            "4:",
+            "test byte ptr [rip + {smap}], 1",
+            "jz 6f",
+            "clac",
+            "6:",
+            smap = sym SLUICE_SMAP_ENABLED,
+            destination = in(reg) destination,
+            w0 = in(reg) w0,
+            w1 = in(reg) w1,
+            w2 = in(reg) w2,
+            w3 = in(reg) w3,
+            w4 = in(reg) w4,
+            w5 = in(reg) w5,
+            w6 = in(reg) w6,
+            copied = out(reg) copied,
+            options(nostack),
+        );
+    }
+    if copied == LENGTH {
+        return Ok(());
+    }
+    Err(CopyError::Fault {
+        copied: copied as usize,
+    })
+}
+
+/// [`write_seven_words_to_guest`] where the stores cannot be used: through
+/// [`write_words_to_guest`], out of line, so that the buffer it needs is
+/// filled only on this path. The words come one by one: an array argument
+/// would be staged in memory by the caller on every path.
+#[cold]
+#[inline(never)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the seven words in registers, so the caller stages nothing"
+)]
+fn write_seven_words_staged(
+    destination: u64,
+    w0: u64,
+    w1: u64,
+    w2: u64,
+    w3: u64,
+    w4: u64,
+    w5: u64,
+    w6: u64,
+) -> Result<(), CopyError> {
+    write_words_to_guest(destination, &[w0, w1, w2, w3, w4, w5, w6])
+}

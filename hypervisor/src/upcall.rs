@@ -3,8 +3,9 @@
 //!
 //! The check is inlined into the return paths (the hypercall hook and
 //! `before_return`); the bounce is one callback check, one guest range
-//! check and one `rep movsq` of the seven frame words
-//! (`arch::guest_copy::write_words_to_guest`), then the frame rewritten.
+//! check and seven guarded stores of the frame words
+//! (`arch::guest_copy::write_seven_words_to_guest`), then the frame
+//! rewritten.
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
 //! frame that cannot be written) crashes the domain, out of line.
 
@@ -75,7 +76,7 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
     let base = (frame.rsp & !15).wrapping_sub(core::mem::size_of_val(&words) as u64);
     // The write refuses a range that wraps or touches the hypervisor's,
     // and a fault (unmapped, read-only) comes back as an error.
-    if arch::guest_copy::write_words_to_guest(base, &words).is_err() {
+    if arch::guest_copy::write_seven_words_to_guest(base, words).is_err() {
         refuse_frame(domain, vcpu, base);
         return;
     }

@@ -12,7 +12,10 @@
 use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
 use evtchn_core::{DomId, DomainHandle, Errno, Port, VcpuId};
 
+use arch::idt::InterruptFrame;
+
 use super::{Call, GuestInOut};
+use crate::domain::Domain;
 
 /// EVTCHNOP_reset_cont: how a preempted reset continues.
 const EVTCHNOP_RESET_CONT: u64 = 14;
@@ -56,14 +59,16 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             _ => {}
         }
     }
-    by_bytes(call)
+    by_bytes(call.domain, call.frame)
 }
 
 /// Every op through evtchn-core's byte interface: the ops without a
-/// typed path here, and any op of a domain without a handle.
+/// typed path here, and any op of a domain without a handle. Takes the
+/// domain and frame rather than the [`Call`], which then stays in
+/// registers on the hot ops' path.
 #[inline(never)]
-fn by_bytes(call: &mut Call<'_>) -> Result<u64, Errno> {
-    let (command, argument) = (call.argument(0), call.guest_in_out(1));
+fn by_bytes(domain: &Domain, frame: &mut InterruptFrame) -> Result<u64, Errno> {
+    let (command, argument) = (frame.rdi, GuestInOut(frame.rsi));
     let Ok(command) = u32::try_from(command) else {
         return Err(Errno::ENOSYS);
     };
@@ -75,9 +80,9 @@ fn by_bytes(call: &mut Call<'_>) -> Result<u64, Errno> {
         argument.read(input)?;
     }
     let events = crate::events::domains();
-    let result = match call.domain.events.get() {
+    let result = match domain.events.get() {
         Some(handle) => events.dispatch_from(handle, command, input),
-        None => events.dispatch(call.domain.id, command, input),
+        None => events.dispatch(domain.id, command, input),
     };
     match result {
         Ok(reply) => {
@@ -89,8 +94,8 @@ fn by_bytes(call: &mut Call<'_>) -> Result<u64, Errno> {
         Err(Errno::ERESTART) => {
             // Continue as reset_cont: the guest's `syscall` runs again
             // (2 bytes back) with rax and rdi rewritten (spec §7.2).
-            call.frame.rdi = EVTCHNOP_RESET_CONT;
-            call.frame.rip = call.frame.rip.wrapping_sub(2);
+            frame.rdi = EVTCHNOP_RESET_CONT;
+            frame.rip = frame.rip.wrapping_sub(2);
             Ok(EVENT_CHANNEL_OP)
         }
         Err(errno) => Err(errno),

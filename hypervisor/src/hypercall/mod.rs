@@ -103,11 +103,7 @@ fn to_rax(result: Result<u64, Errno>) -> u64 {
 /// exceptions), with the calling vcpu found once.
 pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
     let served = crate::running::with(|domain, vcpu| {
-        serve(&mut Call {
-            domain,
-            vcpu,
-            frame: &mut *frame,
-        });
+        serve(domain, vcpu, frame);
         return_to_guest(domain, vcpu, frame);
     });
     if served.is_none() {
@@ -115,24 +111,61 @@ pub extern "C" fn on_hypercall(frame: &mut InterruptFrame) {
     }
 }
 
-/// Serves the hypercall whose number is in `call.frame.rax`.
+/// Serves the hypercall whose number is in `frame.rax`.
 ///
-/// Each arm turns its handler's result into the guest's `rax` itself, so
-/// the arms meet on one register rather than on a `Result` in memory.
-#[inline]
-fn serve(call: &mut Call<'_>) {
+/// The hot ones (xen_version, the null hypercall; iret, the end of every
+/// upcall; event_channel_op) inline here, each building its [`Call`] in
+/// its own arm, where it folds into registers; the rest go to
+/// [`serve_other`], out of line, so the [`Call`] that their handlers take
+/// in memory is built only on their path. Each arm turns its handler's
+/// result into the guest's `rax` itself, so the arms meet on one register
+/// rather than on a `Result` in memory.
+#[inline(always)]
+fn serve(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
+    let rax = match frame.rax {
+        number::XEN_VERSION => to_rax(version::xen_version(&mut Call {
+            domain,
+            vcpu,
+            frame: &mut *frame,
+        })),
+        // iret rewrites the whole frame, rax included.
+        number::IRET => {
+            return callbacks::iret(&mut Call {
+                domain,
+                vcpu,
+                frame,
+            });
+        }
+        number::EVENT_CHANNEL_OP => to_rax(evtchn::event_channel_op(&mut Call {
+            domain,
+            vcpu,
+            frame: &mut *frame,
+        })),
+        // Past the last number Sluice serves: answered here, without
+        // the out-of-line call.
+        number if number > number::PHYSDEV_OP => to_rax(Err(Errno::ENOSYS)),
+        _ => return serve_other(domain, vcpu, frame),
+    };
+    frame.rax = rax;
+}
+
+/// The hypercalls [`serve`] does not inline, and unknown numbers below
+/// the last one Sluice serves.
+#[inline(never)]
+fn serve_other(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
+    let call = &mut Call {
+        domain,
+        vcpu,
+        frame,
+    };
     let rax = match call.frame.rax {
         number::SET_CALLBACKS => to_rax(callbacks::set_callbacks(call)),
         number::UPDATE_VA_MAPPING => to_rax(memory::update_va_mapping(call)),
         number::SET_TIMER_OP => to_rax(vcpu_op::set_timer_op(call)),
-        number::XEN_VERSION => to_rax(version::xen_version(call)),
         number::CONSOLE_IO => to_rax(console::console_io(call)),
-        // iret rewrites the whole frame, rax included.
-        number::IRET => return callbacks::iret(call),
         number::VCPU_OP => to_rax(vcpu_op::vcpu_op(call)),
         number::SCHED_OP => to_rax(sched_op::sched_op(call)),
         number::CALLBACK_OP => to_rax(callbacks::callback_op(call)),
-        number::EVENT_CHANNEL_OP => to_rax(evtchn::event_channel_op(call)),
         number::PHYSDEV_OP => to_rax(physdev::physdev_op(call)),
         _ => to_rax(Err(Errno::ENOSYS)),
     };
