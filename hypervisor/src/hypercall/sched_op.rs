@@ -109,6 +109,14 @@ fn poll(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         return outcome.map(|_| 0);
     }
     vcpu.poll_deadline_ns.store(timeout_ns, Ordering::Relaxed);
+    // Printed once the vcpu shows as polling (a dump from now on lists it),
+    // so that a test can wait for this line rather than guess.
+    log::trace!(
+        "d{}v{} blocks in SCHEDOP_poll on port(s) {:?}",
+        domain.id.0,
+        vcpu.id.0,
+        ports.iter().map(|port| port.0).collect::<Vec<_>>()
+    );
     let reason = sched::block_until(domain, vcpu, &|| {
         !events.is_polling(domain.id, vcpu.id)
             || match domain.events.get() {

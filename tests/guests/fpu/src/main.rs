@@ -12,7 +12,15 @@
 //! sticky flag bits, xmm0-xmm15; all derived from `seed=` and the round),
 //! the whole FXSAVE image (x87, MXCSR, xmm) is the one taken before the
 //! call. With `vcpu1`, vcpu 1 is started (VCPUOP_initialise + VCPUOP_up)
-//! while vcpu 0's pattern is loaded, and must see the reset state.
+//! while vcpu 0's pattern is loaded, and must see the reset state. With
+//! `moves`, rounds alternating yield and block go on, each checked the
+//! same way, until the vcpu has been seen (CPUID's initial APIC ID) on one
+//! pCPU, another and the first again, so that on two pCPUs it has moved
+//! both ways. The first of several such domains to stop has moved both
+//! ways while every other one still competed; the later ones, left two on
+//! two pCPUs, may never move again, so the wait ends after 10 s (some
+//! thirty times what it takes on an idle host) rather than with a failed
+//! check: the scenario checks the hypervisor's log of the moves.
 //!
 //! Sluice's scenarios pin two domains with different seeds to one pCPU
 //! (`cpus=0`), so every yield or block lets the other one run. The guest
@@ -230,6 +238,30 @@ impl Switch {
     }
 }
 
+/// The initial APIC ID of the pCPU running this vcpu now (CPUID leaf 1,
+/// EBX bits 24-31; a PV guest's CPUID is the processor's own).
+fn apic_id() -> u8 {
+    let leaf = core::arch::x86_64::__cpuid(1);
+    (leaf.ebx >> 24) as u8
+}
+
+/// The pCPUs this vcpu has been seen on, in order, counting changes.
+#[derive(Default)]
+struct Moves {
+    last: Option<u8>,
+    changes: u64,
+}
+
+impl Moves {
+    fn see(&mut self) {
+        let now = apic_id();
+        if self.last.is_some_and(|last| last != now) {
+            self.changes += 1;
+        }
+        self.last = Some(now);
+    }
+}
+
 /// `rounds` rounds of: load a fresh pattern, snapshot, give up the pCPU,
 /// compare. Returns how many rounds came back with another state, and
 /// how many calls failed.
@@ -237,32 +269,71 @@ fn rounds(seed: u64, rounds: u64, switch: Switch, first_round: u64) -> (u64, u64
     let mut bad = 0;
     let mut failed = 0;
     for round in first_round..first_round + rounds {
-        let pattern = Pattern::new(seed, round);
-        pattern.load();
-        let before = FxImage::take();
-        if !switch.run() {
-            failed += 1;
-        }
-        let after = FxImage::take();
-        let is_same = after.first_difference(&before).is_none() && pattern.matches(&after);
-        if !is_same {
-            if bad == 0 {
-                println!(
-                    "# {switch:?} round {round}: first byte off {:?}; fcw {:#x} want {:#x}, mxcsr {:#x} want {:#x}, ftw {:#x}, xmm0 {:#x} want {:#x}",
-                    after.first_difference(&before),
-                    after.fcw(),
-                    pattern.fcw,
-                    after.mxcsr(),
-                    pattern.mxcsr,
-                    after.ftw(),
-                    after.xmm(0),
-                    pattern.xmm[0]
-                );
-            }
-            bad += 1;
-        }
+        let (is_same, is_ok) = one_round(seed, round, switch, bad == 0, &mut Moves::default());
+        failed += u64::from(!is_ok);
+        bad += u64::from(!is_same);
     }
     (bad, failed)
+}
+
+/// One round (see [`rounds`]), noting the pCPU before and after the call
+/// in `moves`; prints the first difference if `is_first`. Returns whether
+/// the state was kept and whether the call answered 0.
+fn one_round(
+    seed: u64,
+    round: u64,
+    switch: Switch,
+    is_first: bool,
+    moves: &mut Moves,
+) -> (bool, bool) {
+    let pattern = Pattern::new(seed, round);
+    pattern.load();
+    let before = FxImage::take();
+    moves.see();
+    let is_ok = switch.run();
+    moves.see();
+    let after = FxImage::take();
+    let is_same = after.first_difference(&before).is_none() && pattern.matches(&after);
+    if !is_same && is_first {
+        println!(
+            "# {switch:?} round {round}: first byte off {:?}; fcw {:#x} want {:#x}, mxcsr {:#x} want {:#x}, ftw {:#x}, xmm0 {:#x} want {:#x}",
+            after.first_difference(&before),
+            after.fcw(),
+            pattern.fcw,
+            after.mxcsr(),
+            pattern.mxcsr,
+            after.ftw(),
+            after.xmm(0),
+            pattern.xmm[0]
+        );
+    }
+    (is_same, is_ok)
+}
+
+/// Most time [`until_moved`] spends waiting for the moves.
+const MOVE_LIMIT_NS: u64 = 10_000_000_000;
+
+/// Rounds alternating yield and block, from `first_round` on, until this
+/// vcpu has run on one pCPU, another and the first again (two changes: on
+/// two pCPUs, a move each way) or [`MOVE_LIMIT_NS`] passed. Returns the
+/// rounds done, how many came back with another state, how many calls
+/// failed, and the changes seen.
+fn until_moved(seed: u64, first_round: u64) -> (u64, u64, u64, u64) {
+    let limit = time::now_ns().unwrap_or(0) + MOVE_LIMIT_NS;
+    let mut moves = Moves::default();
+    let (mut done, mut bad, mut failed) = (0, 0, 0);
+    while moves.changes < 2 && time::now_ns().is_some_and(|now| now < limit) {
+        let switch = if done % 2 == 0 {
+            Switch::Yield
+        } else {
+            Switch::Block
+        };
+        let (is_same, is_ok) = one_round(seed, first_round + done, switch, bad == 0, &mut moves);
+        failed += u64::from(!is_ok);
+        bad += u64::from(!is_same);
+        done += 1;
+    }
+    (done, bad, failed, moves.changes)
 }
 
 /// What vcpu 1 saw at its first instruction: 1 = reset, 2 = other.
@@ -320,6 +391,21 @@ fn main(start_info: &'static StartInfo) {
         0,
         "x87, MXCSR and xmm0-xmm15 kept across {count} blocking SCHEDOP_poll calls"
     );
+
+    if start_info.has_arg("moves") {
+        let (done, bad, failed, changes) = until_moved(seed, 2 * count);
+        println!("# {done} more rounds; this vcpu changed pCPU {changes} time(s) in them");
+        check_eq!(
+            failed,
+            0,
+            "{done} more SCHEDOP_yield/SCHEDOP_poll calls answer 0"
+        );
+        check_eq!(
+            bad,
+            0,
+            "x87, MXCSR and xmm0-xmm15 kept across {done} more calls while waiting to move both ways"
+        );
+    }
 
     if start_info.has_arg("vcpu1") {
         // vcpu 0's own pattern is live while vcpu 1 starts.
