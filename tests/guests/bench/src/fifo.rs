@@ -99,7 +99,6 @@ pub fn run(ipi: u32, receiver: u32, sender: u32) {
         sender,
         &mut is_ok,
     );
-    upcall::mask_vcpu();
     let handled = super::HANDLED.load(Ordering::SeqCst) - before;
     check!(
         is_ok,
@@ -115,4 +114,6 @@ pub fn run(ipi: u32, receiver: u32, sender: u32) {
         super::SAMPLES + super::WARM_UP,
         "FIFO: the runtime's callback dispatched each of its sends to the receiver"
     );
+    super::check_two_pending("FIFO", [(sender, receiver), (ipi, ipi)], fifo::is_pending);
+    upcall::mask_vcpu();
 }

@@ -145,6 +145,38 @@ pub(crate) fn upcall_rows(names: [&str; 3], sender: u32, is_ok: &mut bool) {
     });
 }
 
+/// Checks that the lean callback is a whole consumer, not one port's: two
+/// events sent while the vcpu is masked (`(send on, delivered to)` pairs)
+/// are both pending, and once the vcpu is unmasked (which raises the
+/// upcall) each port's handler has run once and neither is pending. Leaves
+/// the lean callback registered with handlers for both ports, and the vcpu
+/// unmasked.
+pub(crate) fn check_two_pending(
+    abi: &str,
+    events: [(u32, u32); 2],
+    is_pending: impl Fn(u32) -> bool,
+) {
+    let [(first_send, first), (second_send, second)] = events;
+    callback::set_handler(first, count_event);
+    callback::set_handler(second, count_event);
+    let registered = callback::register(Callback::Lean).is_ok();
+    upcall::mask_vcpu();
+    let before = HANDLED.load(Ordering::SeqCst);
+    let sent = evtchn::send(first_send).is_ok() && evtchn::send(second_send).is_ok();
+    let both_pending = is_pending(first) && is_pending(second);
+    let handled_while_masked = HANDLED.load(Ordering::SeqCst) - before;
+    upcall::unmask_vcpu();
+    let handled = HANDLED.load(Ordering::SeqCst) - before;
+    check!(
+        registered && sent && both_pending && handled_while_masked == 0,
+        "{abi}: two events sent with the vcpu masked are both pending, none handled"
+    );
+    check!(
+        handled == 2 && !is_pending(first) && !is_pending(second),
+        "{abi}: unmasking runs the lean callback, which handles both ports once ({handled} handler runs)"
+    );
+}
+
 /// Clears what a send to an unmasked port sets with the vcpu masked.
 fn clear_delivery(shared: &SharedInfo, port: u32) {
     shared.clear_pending(port);
@@ -314,8 +346,10 @@ fn main(start_info: &'static StartInfo) {
         SAMPLES + WARM_UP,
         "every IPI to itself ran the port's handler once before returning"
     );
+    check_two_pending("2-level", [(sender, receiver), (port, port)], |port| {
+        shared.is_pending(port)
+    });
     callback::clear_handler(port);
-    callback::set_handler(receiver, count_event);
     upcall::mask_vcpu();
     fifo::run(port, receiver, sender);
 }
