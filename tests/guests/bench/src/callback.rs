@@ -9,9 +9,9 @@
 //! bounce frame's slots for the frame tests, counts every event and checks
 //! which vcpu a port belongs to (146 instructions from its first
 //! instruction to a 2-level handler's, 207 up to the HYPERVISOR_iret
-//! `syscall`, counted with the TSC under `-icount`). A kernel's callback
-//! does none of that, so timing the upcall through it says more about the
-//! instrument than about the hypervisor.
+//! `syscall`; 185 and 253 on FIFO; counted with the TSC under `-icount`).
+//! A kernel's callback does none of that, so timing the upcall through it
+//! says more about the instrument than about the hypervisor.
 //!
 //! [`bench_event_callback`] is what a kernel's callback does, and nothing
 //! else. Its entry and exit are the runtime's (pop rcx and r11, save every
@@ -27,6 +27,10 @@
 //! * FIFO: clear `evtchn_upcall_pending` and walk the ready queues with the
 //!   runtime's queue consumer ([`sluice_guest::fifo::consume`], spec §4.5),
 //!   which has no test counters; repeat likewise.
+//!
+//! Counted the same way: 75 instructions from its first instruction to a
+//! 2-level handler's, 132 up to the HYPERVISOR_iret `syscall`; 160 and 228
+//! on FIFO, where the runtime's queue consumer does most of the work.
 //!
 //! Ports without a handler are consumed and dropped, as a kernel drops an
 //! event nobody bound. There is one vcpu, so every port in the bitmap is
