@@ -117,7 +117,8 @@ struct BenchArgs {
     /// Only the guest benchmarks under QEMU.
     #[arg(long)]
     guest: bool,
-    /// Leave out the Xen 4.17 column of the guest benchmarks.
+    /// Do not boot Xen 4.17: its column is read from the last Xen run's logs
+    /// if that run booted the same bench guest image, and left empty if not.
     #[arg(long)]
     no_xen: bool,
 }

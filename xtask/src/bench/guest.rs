@@ -10,8 +10,14 @@
 //! times the FIFO rows), and, when Xen 4.17 is installed, the same guest
 //! boots as dom0 on Xen in the same QEMU mode. Their `bench <name>
 //! median=<n> p99=<n>` lines become `target/bench/guest.md` (each row as a
-//! ratio to the floor and to Xen) and a bar chart `target/bench/guest.svg`.
-//! Timings are reported, never asserted.
+//! ratio to the floor, to the Xen run and to issue #6's reference medians)
+//! and a bar chart `target/bench/guest.svg`. Timings are reported, never
+//! asserted.
+//!
+//! A Xen run that passed leaves the hash of the guest image it booted in
+//! `target/bench/xen-guest.id`; `--no-xen` then fills the Xen column from
+//! that run's logs if the guest image is still the same (the table says
+//! so), and leaves it empty otherwise.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -41,9 +47,14 @@ const BENCH_BOOTS: [(&str, &str, u32); 2] =
     [("guest", "vcpus=1", 1), ("pingpong", "vcpus=2 pingpong", 2)];
 /// The floor probe's row name.
 const FLOOR: &str = "syscall-floor";
+/// Written next to the Xen logs after a Xen run passed: the hash of the
+/// bench guest image they came from (see [`image_id`]).
+const XEN_GUEST_ID: &str = "target/bench/xen-guest.id";
 
 /// A row of the table: the bench line's name, what it times, and Xen
-/// 4.17's reference median (guest TSC ticks, same QEMU mode), if any.
+/// 4.17's reference median from issue #6 (guest TSC ticks, same QEMU mode),
+/// if the issue gives one. Numbers Sluice's own bench measured on Xen go
+/// to the "measured" column only.
 struct Row {
     name: &'static str,
     what: &'static str,
@@ -75,7 +86,7 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-send-masked",
         what: "FIFO: EVTCHNOP_send to a port with M set in its event word (sets P only)",
-        xen_reference: Some(614),
+        xen_reference: None,
     },
     Row {
         name: "send-vcpu-masked",
@@ -104,27 +115,37 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "send-upcall-entry",
-        what: "send on a loopback interdomain channel until the handler's first instruction",
+        what: "send on a loopback interdomain channel until the upcall's entry: the event callback's third instruction reads the TSC (after saving rax and rdx)",
         xen_reference: Some(597),
     },
     Row {
+        name: "send-upcall-handler",
+        what: "the same send until the port handler's first instruction, through the runtime's instrumented callback (register saves, test counters, its 2-level demux)",
+        xen_reference: None,
+    },
+    Row {
         name: "fifo-send-upcall-entry",
-        what: "FIFO: the same, through linking, the ready bit and the guest's queue consumer",
-        xen_reference: Some(930),
+        what: "FIFO: the same send until the upcall's entry (linking, the ready bit, the upcall)",
+        xen_reference: None,
+    },
+    Row {
+        name: "fifo-send-upcall-handler",
+        what: "FIFO: the same send until the handler, through the runtime's instrumented callback and its queue consumer",
+        xen_reference: None,
     },
     Row {
         name: "send-upcall-iret",
-        what: "the same send until it returns (bounce frame, handler, HYPERVISOR_iret)",
+        what: "the same send until it returns: bounce frame, the bench's lean callback (a kernel's 2-level consumer, no test counters) and the handler, HYPERVISOR_iret",
         xen_reference: Some(1020),
     },
     Row {
         name: "fifo-send-upcall-iret",
-        what: "FIFO: the same send until it returns (upcall, queue consumer, handler, HYPERVISOR_iret)",
-        xen_reference: Some(1308),
+        what: "FIFO: the same send until it returns (upcall, the lean callback with the runtime's queue consumer, handler, HYPERVISOR_iret)",
+        xen_reference: None,
     },
     Row {
         name: "ipi-self",
-        what: "send on an IPI port of this vcpu, upcall, iret: round trip",
+        what: "send on an IPI port of this vcpu, upcall through the lean callback, iret: round trip",
         xen_reference: Some(1006),
     },
     Row {
@@ -140,12 +161,12 @@ const ROWS: &[Row] = &[
     Row {
         name: "fifo-pingpong-spin",
         what: "FIFO: vcpu 0 -> vcpu 1 -> vcpu 0, each vcpu with its control block, both spinning on P of a masked port",
-        xen_reference: Some(1437),
+        xen_reference: None,
     },
     Row {
         name: "fifo-pingpong-blocked",
         what: "FIFO: the same round trip, both waiting in SCHEDOP_poll",
-        xen_reference: Some(14141),
+        xen_reference: None,
     },
 ];
 
@@ -160,6 +181,14 @@ pub struct Sample {
 
 /// What one boot reported, by row name.
 type Results = Vec<(String, Sample)>;
+
+/// The "Xen 4.17 measured" column.
+struct XenColumn {
+    results: Results,
+    /// `Some(id)`: not measured by this run but read from the logs of the
+    /// last run with Xen, which booted the bench guest image with this id.
+    reused_from: Option<String>,
+}
 
 /// Parses `... bench <name> median=<n> p99=<n> ...` anywhere in a line (a
 /// guest line carries `(dN) `, a hypervisor line its log prefix).
@@ -259,21 +288,30 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
         sluice.extend(parse_log(&log));
     }
 
-    let xen_results = if with_xen {
-        match xen_run(root, &qemu_path, guest) {
-            Ok(results) => Some(results),
+    let xen_column = if with_xen {
+        match xen_run(root, &qemu_path, &guest) {
+            Ok(results) => Some(XenColumn {
+                results,
+                reused_from: None,
+            }),
             Err(error) => {
                 println!("no Xen column: {error:#}");
                 None
             }
         }
     } else {
-        None
+        match reuse_xen_logs(root, &guest) {
+            Ok(column) => Some(column),
+            Err(error) => {
+                println!("no Xen column: {error:#}");
+                None
+            }
+        }
     };
-
-    let table = render(&sluice, xen_results.as_ref())?;
+    let table = render(&sluice, xen_column.as_ref())?;
     fs::write(root.join(GUEST_TABLE), &table).with_context(|| format!("writing {GUEST_TABLE}"))?;
-    fs::write(root.join(GUEST_PLOT), plot(&sluice, xen_results.as_ref()))
+    let xen_results = xen_column.as_ref().map(|column| &column.results);
+    fs::write(root.join(GUEST_PLOT), plot(&sluice, xen_results))
         .with_context(|| format!("writing {GUEST_PLOT}"))?;
     println!();
     print!("{table}");
@@ -282,17 +320,40 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
     Ok(())
 }
 
-/// The bench guest as dom0 on Xen 4.17, same QEMU mode.
-fn xen_run(root: &Path, qemu_path: &Path, guest: PathBuf) -> Result<Results> {
+/// The bench guest image's identity: a 64-bit FNV-1a hash of the whole
+/// file, in hex. Any change to the guest's code or data changes it.
+fn image_id(guest: &Path) -> Result<String> {
+    let bytes = fs::read(guest).with_context(|| format!("reading {}", guest.display()))?;
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Ok(format!("{hash:016x}"))
+}
+
+/// The Xen log of one of [`BENCH_BOOTS`].
+fn xen_log(variant: &str) -> String {
+    format!("target/bench/xen-{variant}.log")
+}
+
+/// The bench guest as dom0 on Xen 4.17, same QEMU mode. Once every boot
+/// passed, records the guest image's id in [`XEN_GUEST_ID`] so that a
+/// later `--no-xen` run of the same image may reuse the logs.
+fn xen_run(root: &Path, qemu_path: &Path, guest: &Path) -> Result<Results> {
     let xen_elf = xen::setup::prepare(root)?;
+    // The logs are about to be replaced: they vouch for no image until
+    // every boot passed.
+    let id_path = root.join(XEN_GUEST_ID);
+    if id_path.exists() {
+        fs::remove_file(&id_path).with_context(|| format!("removing {XEN_GUEST_ID}"))?;
+    }
     let mut results = Results::new();
     for (variant, args, smp) in BENCH_BOOTS {
         let module = Module {
             guest: "bench".into(),
             args: format!("dom=0 priv {args}"),
         };
-        let xen_boot = xen::oracle::XenBoot::new(guest.clone(), &module, smp);
-        let log_path = format!("target/bench/xen-{variant}.log");
+        let xen_boot = xen::oracle::XenBoot::new(guest.to_path_buf(), &module, smp);
+        let log_path = xen_log(variant);
         let (log, end) = boot(root, xen_boot.command(root, qemu_path, &xen_elf), &log_path)?;
         let found = parse_log(&log);
         if !log.contains("# verdict: PASS") || found.is_empty() {
@@ -300,7 +361,38 @@ fn xen_run(root: &Path, qemu_path: &Path, guest: PathBuf) -> Result<Results> {
         }
         results.extend(found);
     }
+    fs::write(&id_path, format!("{}\n", image_id(guest)?))
+        .with_context(|| format!("writing {XEN_GUEST_ID}"))?;
     Ok(results)
+}
+
+/// With `--no-xen`: the Xen column from the last Xen run's logs, if that
+/// run passed with this very guest image (its id in [`XEN_GUEST_ID`]).
+fn reuse_xen_logs(root: &Path, guest: &Path) -> Result<XenColumn> {
+    let recorded = fs::read_to_string(root.join(XEN_GUEST_ID))
+        .with_context(|| format!("no Xen run recorded ({XEN_GUEST_ID})"))?;
+    let id = image_id(guest)?;
+    if recorded.trim() != id {
+        bail!(
+            "the Xen logs under target/bench are from another bench guest image ({} there, {id} now)",
+            recorded.trim()
+        );
+    }
+    let mut results = Results::new();
+    for (variant, _, _) in BENCH_BOOTS {
+        let log_path = xen_log(variant);
+        let log = fs::read_to_string(root.join(&log_path))
+            .with_context(|| format!("reading {log_path}"))?;
+        if !log.contains("# verdict: PASS") {
+            bail!("{log_path} does not end in a pass");
+        }
+        results.extend(parse_log(&log));
+    }
+    println!("Xen column: reused from target/bench/xen-*.log (bench guest image {id})");
+    Ok(XenColumn {
+        results,
+        reused_from: Some(id),
+    })
 }
 
 fn ratio(value: u64, base: Option<u64>) -> String {
@@ -315,7 +407,7 @@ fn cell(value: Option<u64>) -> String {
 }
 
 /// The Markdown table; fails if the floor probe or a guest row is missing.
-fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
+fn render(sluice: &Results, xen: Option<&XenColumn>) -> Result<String> {
     let floor = lookup(sluice, FLOOR)
         .map(|sample| sample.median)
         .with_context(|| format!("the floor probe `{FLOOR}` did not report"))?;
@@ -327,13 +419,39 @@ fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
         "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest; `fifo-` rows: the same boot after \
          switching the domain to the FIFO ABI): one guest TSC tick is one retired instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
          untimed ones; median and p99 computed in the guest. \"× floor\" divides Sluice's median \
-         by the floor probe's; \"× Xen\" divides it by Xen's median (measured in the same mode, \
-         and the reference numbers). Reported, never asserted."
+         by the floor probe's; \"× Xen measured\" divides it by the median of the same bench guest \
+         booted as dom0 on Xen 4.17 in the same QEMU mode; \"Xen 4.17 reference\" holds only the \
+         medians issue #6 gives (measured on Xen 4.17 in that mode by another guest), \"–\" where it \
+         gives none. Reported, never asserted."
     );
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "| row | Sluice median | Sluice p99 | × floor | Xen 4.17 measured | × Xen measured | Xen 4.17 reference | × Xen reference | what it times |"
+        "The upcall rows go through two guest callbacks, the same on both hypervisors: \
+         `*-upcall-entry` stops at the event callback's entry, the round trips (`*-upcall-iret`, \
+         `ipi-self`) run the bench guest's lean callback (a kernel's consumer without test \
+         counters), and `*-upcall-handler` runs the test runtime's instrumented callback up to \
+         the handler (until the bench guest had the lean callback, `send-upcall-entry` meant \
+         this, and the round trips went through the runtime's callback too)."
+    );
+    if let Some(id) = xen.and_then(|column| column.reused_from.as_deref()) {
+        let _ = writeln!(table);
+        let _ = writeln!(
+            table,
+            "The \"Xen 4.17 measured\" column was not measured by this run (`--no-xen`): it is \
+             read from `target/bench/xen-guest.log` and `xen-pingpong.log`, written by the last \
+             run with Xen, which booted this same bench guest image (FNV-1a {id})."
+        );
+    }
+    let _ = writeln!(table);
+    let measured_header = if xen.is_some_and(|column| column.reused_from.is_some()) {
+        "Xen 4.17 measured (last run's logs)"
+    } else {
+        "Xen 4.17 measured"
+    };
+    let _ = writeln!(
+        table,
+        "| row | Sluice median | Sluice p99 | × floor | {measured_header} | × Xen measured | Xen 4.17 reference | × Xen reference | what it times |"
     );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in ROWS {
@@ -341,7 +459,7 @@ fn render(sluice: &Results, xen: Option<&Results>) -> Result<String> {
             bail!("Sluice did not report `{}`", row.name);
         };
         let xen_measured = xen
-            .and_then(|results| lookup(results, row.name))
+            .and_then(|column| lookup(&column.results, row.name))
             .map(|sample| sample.median);
         let _ = writeln!(
             table,
@@ -475,7 +593,10 @@ mod tests {
     #[test]
     fn ratios_are_to_the_floor_and_to_xen() {
         let sluice = full(100);
-        let xen = full(50);
+        let xen = XenColumn {
+            results: full(50),
+            reused_from: None,
+        };
         let table = render(&sluice, Some(&xen)).unwrap();
         // null-hypercall is row 2: 200 ticks, floor 100, Xen measured 100,
         // Xen reference 288.
@@ -488,6 +609,57 @@ mod tests {
             without_xen.contains("| null-hypercall | 200 | 201 | 2.00 | – | – | 288 | 0.69 |"),
             "{without_xen}"
         );
+    }
+
+    #[test]
+    fn reused_xen_logs_are_labelled() {
+        let sluice = full(100);
+        let measured = XenColumn {
+            results: full(50),
+            reused_from: None,
+        };
+        let table = render(&sluice, Some(&measured)).unwrap();
+        assert!(!table.contains("last run's logs"), "{table}");
+        let reused = XenColumn {
+            results: full(50),
+            reused_from: Some("0123456789abcdef".into()),
+        };
+        let table = render(&sluice, Some(&reused)).unwrap();
+        assert!(
+            table.contains("| Xen 4.17 measured (last run's logs) |")
+                && table.contains("not measured by this run")
+                && table.contains("FNV-1a 0123456789abcdef"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn only_the_issue_gives_reference_numbers() {
+        // Issue #6 gives twelve medians; numbers Sluice's bench measured on
+        // Xen belong in the measured column.
+        let references: Vec<_> = ROWS
+            .iter()
+            .filter_map(|row| row.xen_reference.map(|value| (row.name, value)))
+            .collect();
+        assert_eq!(references.len(), 12, "{references:?}");
+        assert!(
+            ROWS.iter()
+                .filter(|row| row.name.starts_with("fifo-") || row.name.ends_with("-handler"))
+                .all(|row| row.xen_reference.is_none())
+        );
+    }
+
+    #[test]
+    fn the_image_id_is_the_files_hash() {
+        let dir = std::env::temp_dir().join(format!("xtask-image-id-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("guest");
+        fs::write(&path, b"").unwrap();
+        // FNV-1a 64 of nothing is its offset basis.
+        assert_eq!(image_id(&path).unwrap(), "cbf29ce484222325");
+        fs::write(&path, b"a").unwrap();
+        assert_eq!(image_id(&path).unwrap(), "af63dc4c8601ec8c");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

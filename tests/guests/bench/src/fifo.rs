@@ -7,10 +7,13 @@
 //! - `fifo-send-masked`: EVTCHNOP_send to an IPI port whose event word has
 //!   M set (only P is set: no linking, no upcall); P is cleared again
 //!   between samples;
-//! - `fifo-send-upcall-entry`, `fifo-send-upcall-iret`: send on the
-//!   loopback channel until the handler's first instruction, and until the
-//!   send returns (linking, ready bit, upcall, the runtime's queue
-//!   consumer, handler, HYPERVISOR_iret);
+//! - `fifo-send-upcall-entry`, `fifo-send-upcall-handler`,
+//!   `fifo-send-upcall-iret`: send on the loopback channel (linking, ready
+//!   bit, upcall) until the event callback's entry (its third instruction,
+//!   as on 2-level), until the handler's first instruction through the
+//!   runtime's instrumented callback, and until the send returns through
+//!   the bench's lean callback (the runtime's queue consumer, handler,
+//!   HYPERVISOR_iret);
 //! - `fifo-pingpong-spin`, `fifo-pingpong-blocked` (in [`super::pingpong`]):
 //!   the cross-vcpu round trip over two masked IPI ports, waiting on P.
 
@@ -85,28 +88,32 @@ pub fn run(ipi: u32, receiver: u32, sender: u32) {
     // Whatever 2-level left pending went onto the queues at the switch.
     upcall::unmask_vcpu();
     let before = super::HANDLED.load(Ordering::SeqCst);
+    let runtime_before = upcall::port_events(receiver);
     let mut is_ok = true;
-    super::measure_with("fifo-send-upcall-entry", || {
-        let start = rdtsc();
-        is_ok &= evtchn::send(sender).is_ok();
-        super::HANDLER_TSC
-            .load(Ordering::Relaxed)
-            .wrapping_sub(start)
-    });
-    super::measure("fifo-send-upcall-iret", || {
-        is_ok &= evtchn::send(sender).is_ok();
-    });
-    upcall::mask_vcpu();
+    super::upcall_rows(
+        [
+            "fifo-send-upcall-entry",
+            "fifo-send-upcall-handler",
+            "fifo-send-upcall-iret",
+        ],
+        sender,
+        &mut is_ok,
+    );
     let handled = super::HANDLED.load(Ordering::SeqCst) - before;
-    check!(is_ok, "FIFO: every send over the loopback channel is rc 0");
+    check!(
+        is_ok,
+        "FIFO: every send over the loopback channel is rc 0, every callback registered"
+    );
     check_eq!(
         handled as usize,
-        2 * (super::SAMPLES + super::WARM_UP),
-        "FIFO: every loopback send ran the upcall and the queue consumer once before returning"
+        3 * (super::SAMPLES + super::WARM_UP),
+        "FIFO: every loopback send ran the upcall, the queue consumer and the receiver's handler once before returning"
     );
     check_eq!(
-        upcall::port_events(receiver) as usize >= 2 * (super::SAMPLES + super::WARM_UP),
-        true,
-        "FIFO: the events were the loopback receiver's"
+        (upcall::port_events(receiver) - runtime_before) as usize,
+        super::SAMPLES + super::WARM_UP,
+        "FIFO: the runtime's callback dispatched each of its sends to the receiver"
     );
+    super::check_two_pending("FIFO", [(sender, receiver), (ipi, ipi)], fifo::is_pending);
+    upcall::mask_vcpu();
 }
