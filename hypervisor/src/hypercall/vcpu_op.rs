@@ -251,7 +251,10 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         rdi: regs(14),
         rip,
         cs: u64::from(FLAT_RING3_CS64),
-        rflags: (rflags & 0x003f_4fd7) | (1 << 9) | 2,
+        // Xen 4.17 moves IOPL to the virtual IOPL and forces IF here
+        // (arch_set_info_guest()), then clears VM on the way out, as on
+        // every exit: the frame holds what the vcpu will run with.
+        rflags: super::callbacks::guest_rflags(rflags),
         rsp,
         ss: u64::from(FLAT_RING3_DS),
         vector: 0,
