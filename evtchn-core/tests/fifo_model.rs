@@ -342,7 +342,12 @@ fn run(priorities: &[u32], steps: &[Step]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 2000,
+        // PROPTEST_CASES, when set, replaces the default: naming `cases`
+        // here would otherwise hide proptest's own variable.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(2000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

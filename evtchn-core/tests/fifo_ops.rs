@@ -515,7 +515,12 @@ mod hostile {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 500,
+            // PROPTEST_CASES, when set, replaces the default: naming `cases`
+            // here would otherwise hide proptest's own variable.
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|cases| cases.parse().ok())
+                .unwrap_or(500),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
