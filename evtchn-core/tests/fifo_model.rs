@@ -6,6 +6,10 @@
 //! `upcall_pending`, every errno and every handled port must equal the
 //! model's.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,

@@ -3,6 +3,10 @@
 //! allocation limit, busy ports, reset back to 2-level and what destruction
 //! releases.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 mod fifo_support;
 
 use evtchn_core::abi::EvtchnInitControl;
