@@ -6,7 +6,8 @@
 //! hypervisor runs, the FPU/SSE registers hold whatever the guest on this
 //! pCPU left there. The only hypervisor code that touches them is
 //! [`FxArea::save`] and [`FxArea::restore`] below, called by the scheduler
-//! when a pCPU switches from one vcpu to another. Nothing else in Sluice
+//! when a pCPU switches from one vcpu to another (and [`mxcsr_mask`],
+//! whose `fxsave64` only reads them). Nothing else in Sluice
 //! may use these registers (no `fninit`, no SSE `memcpy`): doing so would
 //! corrupt the running guest's state.
 
@@ -21,6 +22,12 @@ pub const RESET_MXCSR: u32 = 0x1f80;
 const FCW_OFFSET: usize = 0;
 /// Byte offset of `MXCSR` in the FXSAVE layout.
 const MXCSR_OFFSET: usize = 24;
+/// Byte offset of `MXCSR_MASK` (the MXCSR bits this CPU implements) in
+/// the FXSAVE layout.
+const MXCSR_MASK_OFFSET: usize = 28;
+/// The `MXCSR_MASK` of CPUs that store 0 there (the architectural default:
+/// every bit but DAZ, bit 6, in the low 16).
+const DEFAULT_MXCSR_MASK: u32 = 0xffbf;
 
 /// One vcpu's x87/SSE registers in the 64-bit FXSAVE layout (512 bytes,
 /// 16-byte aligned as `fxsave64`/`fxrstor64` require).
@@ -45,6 +52,30 @@ impl FxArea {
         Self(bytes)
     }
 
+    /// The state a guest gave for a vcpu (VCPUOP_initialise with
+    /// VGCF_i387_valid: a 64-bit FXSAVE image), made safe to load on CPUs
+    /// whose `MXCSR_MASK` is `mxcsr_mask` ([`mxcsr_mask`]).
+    ///
+    /// An image whose `MXCSR` sets a bit outside the mask is one
+    /// `fxrstor64` refuses (#GP). Xen 4.17 copies the image as given and
+    /// meets that fault when it first loads it: XRSTOR's fault recovery
+    /// then puts the x87 and SSE registers in their initial state and
+    /// keeps only the implemented bits of the given `MXCSR`. Sluice does
+    /// the same here, once: such an image becomes [`FxArea::reset`] with
+    /// `MXCSR` = the given value & `mxcsr_mask`. Any other image is taken
+    /// byte for byte (`fxrstor64` cannot fault on the other fields, and
+    /// ignores the reserved bytes).
+    pub fn from_guest(image: &[u8; 512], mxcsr_mask: u32) -> Self {
+        let area = Self(*image);
+        let mxcsr = area.mxcsr();
+        if mxcsr & !mxcsr_mask == 0 {
+            return area;
+        }
+        let mut area = Self::reset();
+        area.0[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&(mxcsr & mxcsr_mask).to_le_bytes());
+        area
+    }
+
     /// Copies this CPU's x87/SSE registers into the area (`fxsave64`).
     /// The registers are left as they were.
     #[inline]
@@ -67,9 +98,12 @@ impl FxArea {
     #[inline]
     pub fn restore(&self) {
         // SAFETY: `self.0` is 512 readable bytes, 16-byte aligned. Its
-        // contents are either `reset()` or what `save` wrote on a CPU
-        // with the same MXCSR_MASK (the guest never writes the area), so
-        // no reserved MXCSR bit is set and fxrstor64 cannot #GP. It only
+        // contents are `reset()`, what `save` wrote, or a guest's image
+        // that `from_guest` checked against this CPU's MXCSR_MASK (all
+        // CPUs of a machine have the same one, and the guest never writes
+        // the area afterwards), so no reserved MXCSR bit is set and
+        // fxrstor64 cannot #GP (the only fault a 64-bit FXSAVE image can
+        // cause once it is aligned). It only
         // changes the x87/SSE registers, which Sluice does not use
         // (module doc).
         unsafe {
@@ -95,6 +129,21 @@ impl FxArea {
             self.0[MXCSR_OFFSET + 3],
         ])
     }
+}
+
+/// This CPU's `MXCSR_MASK`: the `MXCSR` bits `fxrstor64` and `ldmxcsr`
+/// accept (from an `fxsave64`, which only reads the registers; 0 there
+/// means the architectural default, 0xffbf).
+pub fn mxcsr_mask() -> u32 {
+    let mut probe = FxArea::reset();
+    probe.save();
+    let mask = u32::from_le_bytes([
+        probe.0[MXCSR_MASK_OFFSET],
+        probe.0[MXCSR_MASK_OFFSET + 1],
+        probe.0[MXCSR_MASK_OFFSET + 2],
+        probe.0[MXCSR_MASK_OFFSET + 3],
+    ]);
+    if mask == 0 { DEFAULT_MXCSR_MASK } else { mask }
 }
 
 impl Default for FxArea {

@@ -8,6 +8,10 @@
 //! whole switch (whose copy of the 2-level pending bits then cannot see the
 //! bit), and lets the sender finish: the event must still reach FIFO.
 //! An unmask held at the same instant must still unmask the port in FIFO.
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,

@@ -6,6 +6,10 @@
 //! `upcall_pending`, every errno and every handled port must equal the
 //! model's.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -342,7 +346,12 @@ fn run(priorities: &[u32], steps: &[Step]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 2000,
+        // PROPTEST_CASES, when set, replaces the default: naming `cases`
+        // here would otherwise hide proptest's own variable.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(2000),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

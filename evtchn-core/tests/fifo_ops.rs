@@ -3,6 +3,10 @@
 //! allocation limit, busy ports, reset back to 2-level and what destruction
 //! releases.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 mod fifo_support;
 
 use evtchn_core::abi::EvtchnInitControl;
@@ -515,7 +519,12 @@ mod hostile {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 500,
+            // PROPTEST_CASES, when set, replaces the default: naming `cases`
+            // here would otherwise hide proptest's own variable.
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|cases| cases.parse().ok())
+                .unwrap_or(500),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]

@@ -2,6 +2,10 @@
 //! `tests/guests/evtchn-fifo`, which pass on real Xen 4.17: the same steps,
 //! the same expected words, heads, ready bits and upcalls.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 mod fifo_support;
 
 use evtchn_core::{DomId, Errno, Port, ResetMode, VcpuId};

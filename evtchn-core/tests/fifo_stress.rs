@@ -9,6 +9,10 @@
 //! word reached through a queue is LINKED and links only to ports of the
 //! domain), and a busy port never handed out again.
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,

@@ -1,6 +1,10 @@
 //! The FIFO properties of spec §8, one named test each: XSA-107, 343, 344
 //! (under FIFO), 358, 359, 505, and "don't reuse ports that are still busy".
 
+// Runs outside any loom model, on `tests/fifo_support`'s std atomics:
+// built only without `--cfg loom` (the loom build is for the
+// `#![cfg(loom)]` models).
+#![cfg(not(loom))]
 mod fifo_support;
 
 use std::sync::Arc;

@@ -27,7 +27,7 @@ use ops::Op;
 use reference::{Config, Model};
 use system::{System, apply_to_model, compare};
 
-/// Cases in the default run.
+/// Cases in the default run (`PROPTEST_CASES` overrides it).
 const CASES: u32 = 10_000;
 /// Longest op sequence of a case.
 const MAX_STEPS: usize = 20;
@@ -56,7 +56,12 @@ fn run_case(configs: &[Config], steps: &[Op]) -> Result<(), String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: CASES,
+        // PROPTEST_CASES, when set, replaces the default: naming `cases`
+        // here would otherwise hide proptest's own variable.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(CASES),
         failure_persistence: None,
         // ChaCha costs more than the whole system under test in a debug
         // build; XorShift is plenty for drawing ops.

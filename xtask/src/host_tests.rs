@@ -24,7 +24,7 @@ pub struct Tally {
 /// Where the loom build goes: its own target directory, because
 /// `--cfg loom` in RUSTFLAGS would otherwise rebuild (and replace) the
 /// ordinary release artifacts.
-const LOOM_TARGET_DIR: &str = "target/loom";
+pub(crate) const LOOM_TARGET_DIR: &str = "target/loom";
 
 /// Runs `cargo test`, echoing its output, and counts the results.
 pub fn run(root: &Path) -> Result<Tally> {

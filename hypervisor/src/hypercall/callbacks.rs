@@ -25,6 +25,16 @@ const RFLAGS_VM: u64 = 1 << 17;
 /// The rflags bits a ring-3 guest can hold (CF..ID, without IOPL and VM).
 const RFLAGS_ARCHITECTURAL: u64 = 0x003f_7fd7;
 
+/// The rflags a 64-bit PV vcpu resumes with, from `rflags` the guest gave
+/// (HYPERVISOR_iret's frame, VCPUOP_initialise's `user_regs`): Xen 4.17
+/// clears IOPL and VM and sets IF on every exit to such a guest
+/// (x86_64/entry.S: restore_all_guest; IOPL is virtualised). Reserved bits
+/// go too and bit 1 is set: iretq ignores the former and the CPU shows
+/// the latter whatever the frame says.
+pub(super) fn guest_rflags(rflags: u64) -> u64 {
+    (rflags & RFLAGS_ARCHITECTURAL & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF | 2
+}
+
 /// `set_callbacks(event, failsafe, syscall)`: registers them, ignores
 /// errors, returns 0.
 pub fn set_callbacks(call: &mut Call<'_>) -> Result<u64, Errno> {
@@ -111,7 +121,7 @@ pub fn iret(call: &mut Call<'_>) {
     frame.cs = u64::from(FLAT_RING3_CS64);
     frame.ss = u64::from(FLAT_RING3_DS);
     frame.rsp = rsp;
-    frame.rflags = (rflags & RFLAGS_ARCHITECTURAL & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF | 2;
+    frame.rflags = guest_rflags(rflags);
     frame.rax = rax;
     if flags & VGCF_IN_SYSCALL != 0 {
         // sysret-style, as Xen 4.17: rcx and r11 carry rip and rflags.

@@ -31,6 +31,8 @@ const TIMER_OP_FALLBACK_NS: u64 = 100_000_000;
 /// vcpu_guest_context layout (spec §7.11).
 mod context {
     pub const SIZE: usize = 5168;
+    pub const FPU_CTXT: usize = 0;
+    pub const FPU_CTXT_SIZE: usize = 512;
     pub const FLAGS: usize = 512;
     pub const USER_REGS: usize = 520;
     pub const KERNEL_SP: usize = 4976;
@@ -39,6 +41,7 @@ mod context {
     pub const EVENT_CALLBACK: usize = 5112;
     pub const FAILSAFE_CALLBACK: usize = 5120;
     pub const SYSCALL_CALLBACK: usize = 5128;
+    pub const VGCF_I387_VALID: u64 = 1 << 0;
     pub const VGCF_IN_KERNEL: u64 = 1 << 2;
 }
 
@@ -248,12 +251,16 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         rdi: regs(14),
         rip,
         cs: u64::from(FLAT_RING3_CS64),
-        rflags: (rflags & 0x003f_4fd7) | (1 << 9) | 2,
+        // Xen 4.17 moves IOPL to the virtual IOPL and forces IF here
+        // (arch_set_info_guest()), then clears VM on the way out, as on
+        // every exit: the frame holds what the vcpu will run with.
+        rflags: super::callbacks::guest_rflags(rflags),
         rsp,
         ss: u64::from(FLAT_RING3_DS),
         vector: 0,
         error_code: 0,
     };
+    *target.fpu.lock() = initial_fpu(&bytes, flags);
     target
         .event_callback
         .store(word(&bytes, context::EVENT_CALLBACK), Ordering::Relaxed);
@@ -263,6 +270,23 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     *target.initial_frame.lock() = Some(frame);
     target.is_initialised.store(true, Ordering::Release);
     Ok(0)
+}
+
+/// The x87/SSE state a vcpu starts from (Xen 4.17: arch_set_info_guest()
+/// -> vcpu_setup_fpu()): with VGCF_i387_valid, the context's FXSAVE image,
+/// with an `MXCSR` this CPU would refuse handled as Xen's restore does
+/// (`FxArea::from_guest`); without it, the reset state. The target has
+/// never run (it is not initialised), so no pCPU holds its registers.
+fn initial_fpu(bytes: &[u8], flags: u64) -> arch::fpu::FxArea {
+    let image = bytes
+        .get(context::FPU_CTXT..context::FPU_CTXT + context::FPU_CTXT_SIZE)
+        .and_then(|image| <&[u8; context::FPU_CTXT_SIZE]>::try_from(image).ok());
+    match image {
+        Some(image) if flags & context::VGCF_I387_VALID != 0 => {
+            arch::fpu::FxArea::from_guest(image, arch::fpu::mxcsr_mask())
+        }
+        _ => arch::fpu::FxArea::reset(),
+    }
 }
 
 /// `set_timer_op(deadline_ns)`: 0 cancels the singleshot timer; a negative

@@ -30,6 +30,8 @@ pub const SECONDARY_STACK_SIZE: usize = 32 * 1024;
 
 /// VCPUOP_initialise.
 pub const VCPUOP_INITIALISE: u64 = 0;
+/// vcpu_guest_context flag: `fpu_ctxt` holds the vcpu's x87/SSE state.
+pub const VGCF_I387_VALID: u64 = 1 << 0;
 /// vcpu_guest_context flag: the vcpu starts in guest kernel mode.
 pub const VGCF_IN_KERNEL: u64 = 1 << 2;
 /// FLAT_KERNEL_CS (64-bit PV).
@@ -260,15 +262,20 @@ extern "C" fn secondary_start(vcpu: u64) -> ! {
 /// Fails with the hypervisor's errno, or EINVAL for a vcpu the runtime has
 /// no stack for or when the page-table frame cannot be found.
 pub fn start(vcpu: u32, entry: fn(u32)) -> Result<(), Errno> {
-    let stack = SECONDARY_STACKS
-        .get((vcpu as usize).wrapping_sub(1))
-        .ok_or(Errno::EINVAL)?;
+    start_with(vcpu, entry, |_| {})
+}
+
+/// As [`start`], with `edit` applied to the context first (e.g. to give
+/// the vcpu an x87/SSE image with VGCF_i387_valid).
+pub fn start_with(
+    vcpu: u32,
+    entry: fn(u32),
+    edit: impl FnOnce(&mut VcpuGuestContext),
+) -> Result<(), Errno> {
     let slot = ENTRIES.get(vcpu as usize).ok_or(Errno::EINVAL)?;
-    let start_info = start_info::get().ok_or(Errno::EINVAL)?;
-    let l4_frame = machine_frame(start_info.pt_base).ok_or(Errno::EINVAL)?;
+    let mut context = context_for(vcpu).ok_or(Errno::EINVAL)?;
+    edit(&mut context);
     slot.store(entry as usize, Ordering::SeqCst);
-    let stack_top = stack.0.get() as u64 + SECONDARY_STACK_SIZE as u64;
-    let context = initial_context(vcpu, stack_top, l4_frame);
     initialise(vcpu, &context)?;
     crate::vcpu::up(vcpu)
 }

@@ -12,7 +12,15 @@
 //! sticky flag bits, xmm0-xmm15; all derived from `seed=` and the round),
 //! the whole FXSAVE image (x87, MXCSR, xmm) is the one taken before the
 //! call. With `vcpu1`, vcpu 1 is started (VCPUOP_initialise + VCPUOP_up)
-//! while vcpu 0's pattern is loaded, and must see the reset state. With
+//! while vcpu 0's pattern is loaded, its context's `fpu_ctxt` holding that
+//! pattern but VGCF_i387_valid clear, and must see the reset state. With
+//! `i387` (needs `vcpus=3`), vcpu 2 is started with VGCF_i387_valid and a
+//! pattern's image, and must see that image's x87 control, status and tag
+//! words, x87 registers, MXCSR and xmm0-xmm15 at its first instruction.
+//! With `bad-mxcsr` (needs `vcpus=4`), vcpu 3 gets such an image whose
+//! MXCSR also sets bit 16 (reserved): it must start with the x87 and SSE
+//! registers reset and the MXCSR's other bits, what Xen 4.17's recovery
+//! from the #GP of loading that image leaves (xstate.c: xrstor()). With
 //! `moves`, rounds alternating yield and block go on, each checked the
 //! same way, until the vcpu has been seen (CPUID's initial APIC ID) on one
 //! pCPU, another and the first again, so that on two pCPUs it has moved
@@ -29,6 +37,7 @@
 #![no_std]
 #![no_main]
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time};
@@ -58,6 +67,15 @@ impl FxImage {
                 options(nostack, preserves_flags),
             );
         }
+        image
+    }
+
+    /// The reset state as `fxsave64` shows it: FCW 0x37f, MXCSR 0x1f80,
+    /// everything else 0 (MXCSR_MASK, not compared, left 0).
+    fn reset() -> Self {
+        let mut image = Self([0; 512]);
+        image.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        image.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
         image
     }
 
@@ -336,6 +354,122 @@ fn until_moved(seed: u64, first_round: u64) -> (u64, u64, u64, u64) {
     (done, bad, failed, moves.changes)
 }
 
+/// What a started vcpu saw at its first instruction, handed to vcpu 0.
+struct Seen {
+    image: UnsafeCell<FxImage>,
+    /// Set once `image` holds it.
+    done: AtomicBool,
+}
+
+// SAFETY: each slot's image is written once, by the vcpu it belongs to,
+// before that vcpu sets `done` (SeqCst), and read only by vcpu 0 after it
+// saw `done` set (SeqCst): never at the same time.
+unsafe impl Sync for Seen {}
+
+/// [`Seen`] by vcpu (`i387` uses vcpu 2, `bad-mxcsr` vcpu 3).
+static SEEN: [Seen; 4] = [const {
+    Seen {
+        image: UnsafeCell::new(FxImage([0; 512])),
+        done: AtomicBool::new(false),
+    }
+}; 4];
+
+/// Entry of vcpus 2 and 3: record the state found at the first
+/// instruction.
+fn record_entry(vcpu: u32) {
+    let image = FxImage::take();
+    if let Some(seen) = SEEN.get(vcpu as usize) {
+        // SAFETY: only this vcpu writes its slot's image, and vcpu 0 reads
+        // it only after `done` is set (`Seen`).
+        unsafe { *seen.image.get() = image };
+        seen.done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts `vcpu` at [`record_entry`] with `edit` applied to its context,
+/// and waits (yielding) until it recorded what it saw.
+fn start_and_record(
+    vcpu: u32,
+    edit: impl FnOnce(&mut smp::VcpuGuestContext),
+) -> Result<FxImage, sluice_guest::Errno> {
+    let seen = SEEN.get(vcpu as usize).ok_or(sluice_guest::Errno::EINVAL)?;
+    smp::start_with(vcpu, record_entry, edit)?;
+    let mut waited = 0u32;
+    while !seen.done.load(Ordering::SeqCst) && waited < 100_000 {
+        let _ = sched::yield_now();
+        waited += 1;
+    }
+    if !seen.done.load(Ordering::SeqCst) {
+        return Err(sluice_guest::Errno::EAGAIN);
+    }
+    // SAFETY: `done` is set: vcpu `vcpu` wrote its image and no longer
+    // touches it (`Seen`).
+    Ok(unsafe { *seen.image.get() })
+}
+
+/// Whether `seen` holds the architectural state of `given`: the x87
+/// control, status and abridged tag words, MXCSR, the eight x87
+/// registers and xmm0-xmm15 (the last-instruction pointers and opcode are
+/// left out: they describe vcpu 0's last x87 instruction).
+fn same_registers(seen: &FxImage, given: &FxImage) -> bool {
+    seen.0[0..5] == given.0[0..5]
+        && seen.mxcsr() == given.mxcsr()
+        && seen.0[32..STATE_BYTES] == given.0[32..STATE_BYTES]
+}
+
+/// An x87/SSE image to give a vcpu: a fresh pattern, loaded here and
+/// saved.
+fn image_to_give(seed: u64) -> FxImage {
+    Pattern::new(seed, u64::MAX / 3).load();
+    FxImage::take()
+}
+
+/// The VCPUOP_initialise check of `i387`: vcpu 2 gets an x87/SSE image
+/// with VGCF_i387_valid.
+fn check_initialise_i387(seed: u64) {
+    let given = image_to_give(seed);
+    let seen = start_and_record(2, |context| {
+        context.fpu_ctxt = given.0;
+        context.flags |= smp::VGCF_I387_VALID;
+    });
+    check!(
+        seen.as_ref().is_ok_and(|seen| same_registers(seen, &given)),
+        "vcpu 2, started with VGCF_i387_valid, sees the given x87 control word, x87 stack, MXCSR and xmm0-xmm15 (fcw {:#x} want {:#x}, mxcsr {:#x} want {:#x}, xmm0 {:#x} want {:#x})",
+        seen.as_ref().map_or(0, FxImage::fcw),
+        given.fcw(),
+        seen.as_ref().map_or(0, FxImage::mxcsr),
+        given.mxcsr(),
+        seen.as_ref().map_or(0, |seen| seen.xmm(0)),
+        given.xmm(0)
+    );
+}
+
+/// The VCPUOP_initialise check of `bad-mxcsr`: vcpu 3 gets an image with
+/// VGCF_i387_valid whose MXCSR sets bit 16, reserved on every CPU (so
+/// fxrstor/xrstor refuse it with #GP).
+fn check_initialise_bad_mxcsr(seed: u64) {
+    let given = image_to_give(seed);
+    let mut bad = given;
+    let bad_mxcsr = given.mxcsr() | 1 << 16;
+    bad.0[24..28].copy_from_slice(&bad_mxcsr.to_le_bytes());
+    let seen = start_and_record(3, |context| {
+        context.fpu_ctxt = bad.0;
+        context.flags |= smp::VGCF_I387_VALID;
+    });
+    let mut expected = FxImage::reset();
+    expected.0[24..28].copy_from_slice(&given.mxcsr().to_le_bytes());
+    check!(
+        seen.as_ref()
+            .is_ok_and(|seen| same_registers(seen, &expected)),
+        "vcpu 3, started with VGCF_i387_valid and a reserved MXCSR bit, starts with x87 and xmm0-xmm15 reset and only the given MXCSR's valid bits (fcw {:#x} ftw {:#x} mxcsr {:#x} want {:#x}, xmm0 {:#x})",
+        seen.as_ref().map_or(0, FxImage::fcw),
+        seen.as_ref().map_or(0, FxImage::ftw),
+        seen.as_ref().map_or(0, FxImage::mxcsr),
+        given.mxcsr(),
+        seen.as_ref().map_or(0, |seen| seen.xmm(0))
+    );
+}
+
 /// What vcpu 1 saw at its first instruction: 1 = reset, 2 = other.
 static VCPU1_VERDICT: AtomicU32 = AtomicU32::new(0);
 /// vcpu 1's FCW and MXCSR at start, for the message.
@@ -412,8 +546,10 @@ fn main(start_info: &'static StartInfo) {
         let pattern = Pattern::new(seed, u64::MAX / 2);
         pattern.load();
         let before = FxImage::take();
+        // Its context carries vcpu 0's image without VGCF_i387_valid:
+        // the flag, not the field, decides.
         check_eq!(
-            smp::start(1, vcpu1_entry),
+            smp::start_with(1, vcpu1_entry, |context| context.fpu_ctxt = before.0),
             Ok(()),
             "VCPUOP_initialise + VCPUOP_up start vcpu 1"
         );
@@ -425,7 +561,7 @@ fn main(start_info: &'static StartInfo) {
         check_eq!(
             VCPU1_VERDICT.load(Ordering::SeqCst),
             1,
-            "vcpu 1 starts in the reset state, not vcpu 0's (fcw {:#x} mxcsr {:#x})",
+            "vcpu 1 starts in the reset state, not vcpu 0's nor the image in its context without VGCF_i387_valid (fcw {:#x} mxcsr {:#x})",
             VCPU1_FCW.load(Ordering::SeqCst),
             VCPU1_MXCSR.load(Ordering::SeqCst)
         );
@@ -434,6 +570,12 @@ fn main(start_info: &'static StartInfo) {
             after.first_difference(&before).is_none() && pattern.matches(&after),
             "vcpu 0's state is its own after vcpu 1 started"
         );
+    }
+    if start_info.has_arg("i387") {
+        check_initialise_i387(seed);
+    }
+    if start_info.has_arg("bad-mxcsr") {
+        check_initialise_bad_mxcsr(seed);
     }
     println!("# seed {seed}: {count} rounds of each");
 }

@@ -5,12 +5,17 @@
 //! - `spread` (3 vcpus, `cpus=0-1` on 2 pCPUs: the builder puts vcpus 0
 //!   and 2 on pCPU 0, vcpu 1 on pCPU 1): vcpu 1 does a fixed amount of
 //!   work and parks; vcpus 0 and 2 then hand a counter back and forth
-//!   [`SPREAD_ROUNDS`] times each. Two vcpus that share a pCPU take turns
-//!   only when a 10 ms time slice ends (neither blocks), so the counter
-//!   comes back to a vcpu less than [`FAST_NS`] after it handed it over
-//!   only if the two run at once, on two pCPUs: one of them must have moved
-//!   to the pCPU vcpu 1 left idle. Checked: every vcpu finishes its work,
-//!   and each of vcpus 0 and 2 sees at least [`MIN_FAST`] such round trips.
+//!   until each has made at least [`SPREAD_ROUNDS`] round trips and seen
+//!   at least [`MIN_FAST`] fast ones, or [`SPREAD_LIMIT_NS`] passed. Two
+//!   vcpus that share a pCPU take turns only when a 10 ms time slice ends
+//!   (neither blocks), so the counter comes back to a vcpu less than
+//!   [`FAST_NS`] after it handed it over only if the two run at once, on
+//!   two pCPUs: one of them must have moved to the pCPU vcpu 1 left idle.
+//!   Checked: every vcpu finishes its work, and each of vcpus 0 and 2 sees
+//!   at least [`MIN_FAST`] such round trips. (A loaded host only makes
+//!   round trips longer, never shorter: QEMU's threads for the two pCPUs
+//!   may then seldom run at once, so the hand-off goes on until enough
+//!   fast ones came, rather than judging a fixed number of rounds.)
 //! - `pinned` (2 vcpus, `cpus=` naming one pCPU): the same hand-off,
 //!   [`PINNED_ROUNDS`] times each; pinned vcpus can never run at once, so
 //!   no round trip may be fast, even while another pCPU is idle.
@@ -55,10 +60,14 @@ sluice_guest::entry!(main);
 /// A round trip shorter than this needs both vcpus running at once (two
 /// vcpus sharing a pCPU alternate every 10 ms at the soonest).
 const FAST_NS: u64 = 8_000_000;
-/// Round trips each vcpu of `spread` makes.
+/// Round trips each vcpu of `spread` makes at least.
 const SPREAD_ROUNDS: u32 = 300;
 /// Fast round trips each vcpu of `spread` must see.
 const MIN_FAST: u32 = 20;
+/// How long (system time from the part's start) `spread`'s hand-off goes
+/// on at most while waiting for [`MIN_FAST`] fast round trips on each
+/// side: some 130 times what it takes on an idle host (about 150 ms).
+const SPREAD_LIMIT_NS: u64 = 20_000_000_000;
 /// Round trips each vcpu of `pinned` makes.
 const PINNED_ROUNDS: u32 = 30;
 /// Singleshot timers each vcpu of `timers` waits for.
@@ -85,6 +94,8 @@ enum Part {
 static PART: AtomicU32 = AtomicU32::new(0);
 /// The hand-off counter: the vcpu of side `n` writes when it is `n` mod 2.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Set by the `spread` vcpu that ends the hand-off (see [`rendezvous`]).
+static HANDOFF_DONE: AtomicBool = AtomicBool::new(false);
 /// Set when a part gives up (its time limit passed).
 static ABORT: AtomicBool = AtomicBool::new(false);
 /// When the part started (system time ns).
@@ -184,14 +195,32 @@ fn out_of_time() -> bool {
     false
 }
 
-/// This vcpu's side of the hand-off: `rounds` times, wait until the
-/// counter is `side` mod 2, then bump it; a round trip is timed from just
-/// before this vcpu's bump to just after it sees the counter back.
+/// Whether `spread`'s hand-off may end: both vcpus made at least
+/// [`SPREAD_ROUNDS`] round trips and saw [`MIN_FAST`] fast ones, or
+/// [`SPREAD_LIMIT_NS`] passed (the checks then tell what was missing).
+fn spread_is_done() -> bool {
+    let enough = [0, 2]
+        .iter()
+        .all(|&vcpu| load(&ROUNDS, vcpu) >= SPREAD_ROUNDS && load(&FAST, vcpu) >= MIN_FAST);
+    enough || now() > STARTED_NS.load(Ordering::SeqCst) + SPREAD_LIMIT_NS
+}
+
+/// This vcpu's side of the hand-off: wait until the counter is `side` mod
+/// 2, then bump it; a round trip is timed from just before this vcpu's
+/// bump to just after it sees the counter back. `pinned` makes `rounds`
+/// of them; in `spread`, the vcpu holding the counter ends the hand-off
+/// for both once [`spread_is_done`] (the other one sees
+/// [`HANDOFF_DONE`] while it waits).
 fn rendezvous(vcpu: u32, side: u64, rounds: u32) {
+    let is_spread = PART.load(Ordering::SeqCst) == 1;
     let mut handed_at: Option<u64> = None;
-    for round in 0..rounds {
+    let mut round = 0;
+    while is_spread || round < rounds {
         let mut spins = 0u32;
         while COUNTER.load(Ordering::SeqCst) % 2 != side {
+            if HANDOFF_DONE.load(Ordering::SeqCst) {
+                return;
+            }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && out_of_time() {
                 return;
@@ -210,10 +239,15 @@ fn rendezvous(vcpu: u32, side: u64, rounds: u32) {
             }
         }
         check_own_clock(vcpu);
+        if is_spread && spread_is_done() {
+            HANDOFF_DONE.store(true, Ordering::SeqCst);
+            return;
+        }
         handed_at = Some(now());
         COUNTER.fetch_add(1, Ordering::SeqCst);
+        round += 1;
         if let Some(done) = slot(&ROUNDS, vcpu) {
-            done.store(round + 1, Ordering::SeqCst);
+            done.store(round, Ordering::SeqCst);
         }
     }
 }
@@ -539,15 +573,15 @@ fn report_spread() {
     for vcpu in [0, 2] {
         report_clock(vcpu);
         let (rounds, fast) = report_trips(vcpu);
-        check_eq!(
-            rounds,
-            SPREAD_ROUNDS,
-            "vcpu {vcpu} finishes its {SPREAD_ROUNDS} hand-offs"
+        check!(
+            rounds >= SPREAD_ROUNDS,
+            "vcpu {vcpu} makes at least {SPREAD_ROUNDS} hand-offs (got {rounds})"
         );
         check!(
             fast >= MIN_FAST,
-            "vcpu {vcpu} sees at least {MIN_FAST} round trips under {} ms: vcpus 0 and 2, placed on one pCPU, ran at once on two (got {fast})",
-            FAST_NS / 1_000_000
+            "vcpu {vcpu} sees at least {MIN_FAST} round trips under {} ms within {} s: vcpus 0 and 2, placed on one pCPU, ran at once on two (got {fast})",
+            FAST_NS / 1_000_000,
+            SPREAD_LIMIT_NS / 1_000_000_000
         );
     }
 }

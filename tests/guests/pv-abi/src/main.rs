@@ -1,12 +1,14 @@
 //! `pv-abi`: the x86_64 PV ABI that event delivery stands on, checked from
 //! one domain (spec §6, §7): the hypercall page's bytes, xen_version,
-//! console_io, callback_op, HYPERVISOR_iret, sched_op, vcpu_op, timers and
-//! physdev_op. Expected values come from the spec; where Xen 4.17 (the
-//! oracle) disagrees, Xen wins and the check says so.
+//! console_io, callback_op, HYPERVISOR_iret, sched_op, vcpu_op, timers,
+//! physdev_op, and the rflags a vcpu started by VCPUOP_initialise runs
+//! with. Expected values come from the spec; where Xen 4.17 (the oracle)
+//! disagrees, Xen wins and the check says so.
 #![no_std]
 #![no_main]
 
 mod calls;
+mod initial;
 mod iret;
 mod page;
 mod timers;
@@ -40,6 +42,7 @@ fn main(start_info: &'static StartInfo) {
     iret::hypervisor_iret();
     iret::hostile_frames();
     timers::set_timer_op();
+    initial::initial_rflags(has_vcpu1);
     upcall::mask_vcpu();
     check!(upcall::failsafes() == 0, "no failsafe callback ran");
 }
