@@ -208,16 +208,25 @@ impl Binding {
         Self((generation << Self::GENERATION_SHIFT) | (peer << Self::PORT_SHIFT) | kind)
     }
 
-    /// The word for `state` of a channel owned by `owner`.
+    /// The word for `state` of a channel owned by `owner`; `peer_is_guest`:
+    /// the writer knows that the peer of an interdomain `state` is a guest
+    /// port (see [`ChannelWriteGuard::set_peer_consumer`]). A loopback is
+    /// `LOOPBACK` only then, so its lock-free senders need not read the
+    /// peer's consumer: it cannot change while this word stands, since
+    /// every change to either end of the pair write-locks both channels
+    /// (and a channel's consumer is fixed from allocation to close).
     #[inline]
-    fn of(state: &ChannelState, owner: DomId, generation: u64) -> Self {
+    fn of(state: &ChannelState, owner: DomId, generation: u64, peer_is_guest: bool) -> Self {
         match *state {
             ChannelState::Ipi => Self::new(generation, Self::IPI, 0),
             ChannelState::Interdomain {
                 remote,
                 remote_port,
                 consumer: Consumer::Guest,
-            } if remote == owner && u64::from(remote_port.0) <= Self::PORT_MASK => {
+            } if remote == owner
+                && peer_is_guest
+                && u64::from(remote_port.0) <= Self::PORT_MASK =>
+            {
                 Self::new(generation, Self::LOOPBACK, u64::from(remote_port.0))
             }
             ChannelState::Free
@@ -309,7 +318,7 @@ impl Channel {
     pub(crate) fn new(state: ChannelState) -> Self {
         Self {
             summary: AtomicU32::new(encode_summary(&state)),
-            binding: AtomicU64::new(Binding::of(&state, DomId(0), 0).0),
+            binding: AtomicU64::new(Binding::of(&state, DomId(0), 0, false).0),
             state: RwLock::new(Slot { state, peer: None }),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
@@ -359,6 +368,7 @@ impl Channel {
             binding: &self.binding,
             owner,
             generation,
+            peer_is_guest: false,
         }
     }
 
@@ -368,15 +378,6 @@ impl Channel {
     #[inline]
     pub(crate) fn binding(&self) -> Binding {
         Binding(self.binding.load(Ordering::SeqCst))
-    }
-
-    /// Whether this channel's consumer is a guest, read without its lock:
-    /// only a hint, for a lock-free sender that validates its binding
-    /// afterwards (see [`Channel::binding`]).
-    #[inline]
-    pub(crate) fn is_guest_consumer_hint(&self) -> bool {
-        // Acquire: pairs with the Release in the write guard's drop.
-        self.summary.load(Ordering::Acquire) & SUMMARY_CONSUMER_MASK == 0
     }
 
     /// The kind of this channel's state, read without its lock from the
@@ -489,6 +490,8 @@ pub(crate) struct ChannelWriteGuard<'a> {
     binding: &'a AtomicU64,
     owner: DomId,
     generation: u64,
+    /// Set by [`ChannelWriteGuard::set_peer_consumer`].
+    peer_is_guest: bool,
 }
 
 const SUMMARY_CONSUMER_MASK: u32 = 0xffff;
@@ -542,6 +545,15 @@ impl ChannelWriteGuard<'_> {
     pub(crate) fn set_peer_domain(&mut self, peer: Arc<Domain>) {
         self.guard.peer = Some(peer);
     }
+
+    /// Note `consumer`, the consumer of the peer of the interdomain state
+    /// this guard writes (bind_interdomain knows it). A loopback whose peer
+    /// is a guest port then publishes the lock-free `LOOPBACK` word; without
+    /// this call (or with a Xen-attached peer) its word says "take the
+    /// lock" (see [`Binding::of`]).
+    pub(crate) fn set_peer_consumer(&mut self, consumer: Consumer) {
+        self.peer_is_guest = matches!(consumer, Consumer::Guest);
+    }
 }
 
 /// Shared guard of a channel's state: derefs to the [`ChannelState`].
@@ -572,7 +584,12 @@ impl Drop for ChannelWriteGuard<'_> {
         // written: where the writer just stored a known state (close's
         // `Free`, alloc's `Unbound`), they fold to constants.
         let summary = encode_summary(&self.guard.state);
-        let word = Binding::of(&self.guard.state, self.owner, self.generation);
+        let word = Binding::of(
+            &self.guard.state,
+            self.owner,
+            self.generation,
+            self.peer_is_guest,
+        );
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
         if !matches!(self.guard.state, ChannelState::Interdomain { .. })

@@ -466,12 +466,11 @@ impl Domain {
             None => return false,
             Some(LockFreeTarget::Own(own)) => (own, channel),
             Some(LockFreeTarget::Peer(peer_port)) => {
+                // The peer is a guest port: a loopback word says so (see
+                // `Binding::of`), and the reload below checks the word.
                 let Some(peer) = self.table.channel_for_send(peer_port) else {
                     return false;
                 };
-                if !peer.is_guest_consumer_hint() {
-                    return false;
-                }
                 (peer_port, peer)
             }
         };

@@ -240,8 +240,9 @@
 //! lock as described under "Port ops and Notify".
 //!
 //! **The binding word.** Each channel mirrors its state in one `AtomicU64`
-//! (`channel::Binding`): a kind (IPI; loopback, with the peer's port; or
-//! "take the lock", for every other state) and a generation. A writer of
+//! (`channel::Binding`): a kind (IPI; loopback to a guest port, with the
+//! peer's port; or "take the lock", for every other state) and a
+//! generation. A writer of
 //! the channel stores "take the lock" with the next generation as soon as
 //! it holds the write lock, *before* it changes anything (in particular
 //! before close clears the pending bit), and the new state's word, same
@@ -253,8 +254,10 @@
 //! reads it, because bind_vcpu changes it under the event lock only (as
 //! Xen does) and a send racing bind_vcpu may notify either vcpu in both.
 //!
-//! **The sender** (`Domain::send_lock_free`): load its word S; for a
-//! loopback, check the peer is a guest port; load the ABI generation (even
+//! **The sender** (`Domain::send_lock_free`): load its word S (a loopback
+//! word says the peer is a guest port: bind_interdomain, which write-locks
+//! both ends, knows the peer's consumer, fixed until the pair is broken);
+//! load the ABI generation (even
 //! = 2-level); look the page up (a plain load when it is fixed, see
 //! "Performance of send"); **test-and-set the pending bit**; reload
 //! the word and the generation. All these, the writers' stores at lock

@@ -233,6 +233,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port: local_port,
                 consumer: remote_consumer,
             };
+            // Each end's word for lock-free senders names its peer's
+            // consumer (a loopback is lock-free only toward a guest port).
+            local_state.set_peer_consumer(remote_consumer);
+            remote_state.set_peer_consumer(Consumer::Guest);
             // Each end keeps the other domain for its senders (a loopback
             // needs none: the sender is the peer).
             if local.domid != remote.domid {
