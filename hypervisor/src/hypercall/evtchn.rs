@@ -51,20 +51,12 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     if let Some(handle) = call.domain.events.get() {
         let events = crate::events::domains();
         // Xen's `int cmd`: only the low 32 bits of the register count.
-        let command = int_cmd(call.argument(0));
-        // Send, the op of every event, is tested first on its own: one
-        // compare, where the jump table over the hot ops costs it eight
-        // instructions; the others pay the compare on top of the table.
-        // `cold_path` only lays the code out: it tells the compiler that
-        // send is the common op, which keeps its compare out of the table
-        // (the compiler folds it in otherwise).
-        if command == SEND {
-            return port_op(handle, EvtchnOp::Send, argument, |port| {
-                events.send_from(handle, port)
-            });
-        }
-        core::hint::cold_path();
-        match command {
+        match int_cmd(call.argument(0)) {
+            SEND => {
+                return port_op(handle, EvtchnOp::Send, argument, |port| {
+                    events.send_from(handle, port)
+                });
+            }
             UNMASK => {
                 return port_op(handle, EvtchnOp::Unmask, argument, |port| {
                     events.unmask_from(handle, port)
