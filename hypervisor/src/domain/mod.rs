@@ -342,22 +342,14 @@ pub fn vcpu_info_in(
     // Acquire: pairs with the Release that published the area after
     // filling it.
     match areas.get(vcpu.0 as usize)?.load(Ordering::Acquire) {
-        // The legacy slot, as long as the vcpu registered none: the case
-        // of every send to such a vcpu, kept to a few instructions (the
-        // frame search is out of line).
         0 => shared_info.vcpu_info.get(vcpu.0 as usize),
-        area => registered_vcpu_info(frames, area),
+        area => {
+            let index = frames
+                .binary_search_by_key(&(area & !0xfff), |frame| frame.phys())
+                .ok()?;
+            frames.get(index)?.vcpu_info_at(area & 0xfff)
+        }
     }
-}
-
-/// The vcpu_info registered at `area` (frame address | offset) among the
-/// domain's `frames`, sorted by address.
-#[inline(never)]
-fn registered_vcpu_info(frames: &[GuestFrame], area: u64) -> Option<&'static VcpuInfo> {
-    let index = frames
-        .binary_search_by_key(&(area & !0xfff), |frame| frame.phys())
-        .ok()?;
-    frames.get(index)?.vcpu_info_at(area & 0xfff)
 }
 
 /// Everything the builder hands over to make a [`Domain`].
