@@ -339,20 +339,29 @@ impl Channel {
         self.state.try_read().map(ChannelReadGuard)
     }
 
-    /// Exclusive access; the caller holds the owning domain's event lock,
-    /// and `owner` is that domain.
+    /// Exclusive access; the caller holds the event lock of `owner`, the
+    /// owning domain.
     ///
     /// Before returning, the [`Binding`] word becomes `LOCKED` with the
     /// next generation (SeqCst), so that a lock-free sender that read the
     /// old word and reads it again after its pending test-and-set sees that
     /// a writer came (see `Domain::send_lock_free`). The guard publishes
-    /// the word of the new state as it drops.
+    /// the word of the new state as it drops: a lock-free kind only while
+    /// the domain is on 2-level (see [`Channel::revoke_lock_free`]).
     #[inline]
-    pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
+    pub(crate) fn write(&self, owner: &Domain) -> ChannelWriteGuard<'_> {
+        self.write_as(owner.domid, owner.allows_lock_free_sends())
+    }
+
+    /// [`Channel::write`] for a channel of domain `owner`, whose lock-free
+    /// sends `lock_free` allows (its ABI is 2-level).
+    #[inline]
+    pub(crate) fn write_as(&self, owner: DomId, lock_free: bool) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
         #[cfg(debug_assertions)]
         let allowed_at_lock = guard.state.allows_writer();
-        // Relaxed load: only the write lock's holder stores this word.
+        // Relaxed load: only the holder of the owning domain's event lock
+        // stores this word (a writer, or a revoke).
         let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
         // SeqCst: before, in the single order, every read-modify-write the
         // writer does next (close's clear of the pending bit).
@@ -369,7 +378,25 @@ impl Channel {
             owner,
             generation,
             peer_is_guest: false,
+            lock_free,
         }
+    }
+
+    /// Take back any lock-free binding: the word becomes `LOCKED` with the
+    /// next generation (SeqCst), as at a writer's lock, without the state
+    /// changing. The caller holds the owning domain's event lock (so no
+    /// writer holds this channel's) and is switching the domain away from
+    /// 2-level: a lock-free sender that read the old word sees the change
+    /// when it reloads the word after its pending test-and-set, and settles
+    /// its event through the new ABI (see `Domain::send_lock_free`).
+    pub(crate) fn revoke_lock_free(&self) {
+        let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
+        // SeqCst: before, in the single order, the switch's copy of the
+        // pending bits that follows.
+        self.binding.store(
+            Binding::new(generation, Binding::LOCKED, 0).0,
+            Ordering::SeqCst,
+        );
     }
 
     /// The [`Binding`] word: what a sender may do without the lock.
@@ -492,6 +519,9 @@ pub(crate) struct ChannelWriteGuard<'a> {
     generation: u64,
     /// Set by [`ChannelWriteGuard::set_peer_consumer`].
     peer_is_guest: bool,
+    /// Whether the owning domain allows lock-free sends (2-level): if not,
+    /// the word published at drop is `LOCKED` whatever the state.
+    lock_free: bool,
 }
 
 const SUMMARY_CONSUMER_MASK: u32 = 0xffff;
@@ -584,12 +614,16 @@ impl Drop for ChannelWriteGuard<'_> {
         // written: where the writer just stored a known state (close's
         // `Free`, alloc's `Unbound`), they fold to constants.
         let summary = encode_summary(&self.guard.state);
-        let word = Binding::of(
-            &self.guard.state,
-            self.owner,
-            self.generation,
-            self.peer_is_guest,
-        );
+        let word = if self.lock_free {
+            Binding::of(
+                &self.guard.state,
+                self.owner,
+                self.generation,
+                self.peer_is_guest,
+            )
+        } else {
+            Binding::new(self.generation, Binding::LOCKED, 0)
+        };
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
         if !matches!(self.guard.state, ChannelState::Interdomain { .. })

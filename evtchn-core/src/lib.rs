@@ -249,25 +249,32 @@
 //! generation, as it unlocks. Every change to either end of a loopback
 //! pair write-locks both channels, so the sender's own word also covers
 //! the port it raises; once the pair is broken the sender's word has
-//! changed, whatever happens to the peer afterwards. The notify vcpu is
+//! changed, whatever happens to the peer afterwards. The lock-free kinds
+//! exist only while the domain is on 2-level: a writer publishes "take the
+//! lock" on a FIFO domain, and a switch to FIFO, under the event lock (so
+//! with no writer), stores "take the lock" with the next generation in
+//! every channel's word, SeqCst, after bumping the ABI generation and
+//! before copying the 2-level pending bits (`Domain::switch_abi`): to a
+//! lock-free sender it is one more writer. The notify vcpu is
 //! not in the word: it is read from its own atomic, as the locked path
 //! reads it, because bind_vcpu changes it under the event lock only (as
 //! Xen does) and a send racing bind_vcpu may notify either vcpu in both.
 //!
 //! **The sender** (`Domain::send_lock_free`): load its word S (a loopback
 //! word says the peer is a guest port: bind_interdomain, which write-locks
-//! both ends, knows the peer's consumer, fixed until the pair is broken);
-//! load the ABI generation (even
-//! = 2-level); look the page up (a plain load when it is fixed, see
-//! "Performance of send"); **test-and-set the pending bit**; reload
-//! the word and the generation. All these, the writers' stores at lock
-//! and their clears are SeqCst (the store at unlock need only be Release:
-//! the argument below rests on the *next* writer's store at lock). Then:
+//! both ends, knows the peer's consumer, fixed until the pair is broken;
+//! and a lock-free word says the domain is on 2-level); look the page up
+//! (a plain load when it is fixed, see "Performance of send");
+//! **test-and-set the pending bit**; reload the word. All these, the
+//! writers' stores at lock (and the switch's) and their clears are SeqCst
+//! (the store at unlock need only be Release: the argument below rests on
+//! the *next* writer's store at lock). Then:
 //!
-//! * **Word and generation unchanged**: the reload precedes the next
-//!   writer's store in the single SeqCst order, so the test-and-set does
-//!   too, and so it precedes that writer's clear of the pending bit, which
-//!   comes after its store. This send linearises *before* the close, as in
+//! * **Word unchanged**: the reload precedes the next writer's store in
+//!   the single SeqCst order, so the test-and-set does too, and so it
+//!   precedes that writer's clear of the pending bit, which comes after
+//!   its store (or, for a switch to FIFO, its copy of the pending bits,
+//!   which then sees the bit). This send linearises *before* the close, as in
 //!   Xen, where close waits for the sender's read lock, and the close's
 //!   clear removes the bit. Only now does the sender go on: if the bit was
 //!   new, Xen's steps 2 and 3 (mask, selector, upcall_pending, spec §3.3)
@@ -439,8 +446,10 @@
 //!   pending test-and-set, and raises the event again through the new ABI
 //!   if it changed (`Domain::set_pending` has the argument;
 //!   `tests/abi_switch_race.rs` holds a sender at the bad instant, and a
-//!   loom model races the two). FIFO senders keep the lock, which keeps
-//!   the FIFO state alive without `unsafe`.
+//!   loom model races the two). A lock-free sender needs not even the
+//!   generation: the switch revokes its binding word ("Lock-free send").
+//!   FIFO senders keep the lock, which keeps the FIFO state alive without
+//!   `unsafe`.
 //! * **The peer channel's lock** on an interdomain send (two). Both ends
 //!   of a pair change only with both write-locked, so the sender's own read
 //!   lock already pins the peer (spec §2.5); the peer's consumer, fixed
