@@ -327,7 +327,11 @@
 //! the lock, or clearing unconditionally, the third fails; with a usable
 //! port left unraised, the second and third fail) and by
 //! `tests/lock_free_send_race.rs` (senders held at the bad instants, and
-//! 3000-round races of send against close, rebind and send).
+//! 3000-round races of send against close, rebind and send). The revoke at
+//! a switch to FIFO: without it `tests/fifo_loom.rs`
+//! (`a_send_racing_the_switch_to_fifo_is_not_lost`) and
+//! `tests/abi_switch_race.rs` fail; with a writer publishing a lock-free
+//! word on a FIFO domain, the FIFO models and tests fail.
 //!
 //! # Performance of send, and its floor
 //!
@@ -372,20 +376,30 @@
 //! locked instruction waits for every older load, and younger loads wait
 //! for it, so a chain costs its length, about 1.3 ns per L1 load here):
 //! from the handle, the domain (1); then, side by side, the channel's
-//! binding word, the ABI generation, the notify vcpu, the page and the
-//! vcpus (2); the pending test-and-set; then the mask word and the settled
-//! vcpu_info slot side by side (1); the selector (2), its test-and-set and
-//! upcall_pending's. The inline floor's chain is the page (1), test-and-set,
+//! binding word, the notify vcpu, the page and the vcpus (2); the pending
+//! test-and-set; then the mask word and the settled vcpu_info slot side by
+//! side (1); the selector (2), its test-and-set and upcall_pending's. The inline floor's chain is the page (1), test-and-set,
 //! mask and selector (1). The remaining difference is the domain load
 //! before the first test-and-set and the vcpu_info slot before the
 //! selector: both are how a send finds *which* page and vcpu_info, and a
 //! vcpu_info can move (VCPUOP_register_vcpu_info). The re-check of the
-//! binding word and of the generation after the test-and-set are loads
-//! side by side with the mask's, nearly free here; they are what makes
-//! the send correct (see "Lock-free send"; the generation:
-//! `Domain::set_pending`). The rest is instructions (the kind test, the
+//! binding word after the test-and-set is a load side by side with the
+//! mask's, nearly free here; it is what makes the send correct (see
+//! "Lock-free send"). The rest is instructions (the kind test, the
 //! bounds checks, the poller test, the callee-saved registers of the
 //! function holding the slow paths), about 1 ns together.
+//!
+//! Since then (session 5): `evtchn_upcall_pending` is set with one
+//! compare-and-swap from 0 (a byte `fetch_or` was a load and a
+//! compare-and-swap loop: one dependent load less before the last locked
+//! operation), a loopback's binding word says its peer is a guest port (no
+//! load of the peer's consumer before the test-and-set), and the ABI
+//! generation is no longer read by a lock-free sender (a switch to FIFO
+//! revokes the binding words instead). Lowest of four interleaved medians
+//! on a loaded machine, before → after: IPI new event 10.9 → 9.9 ns at 1
+//! port, 11.9 / 12.1 → 10.9 / 10.8 at 64 / 4095 ports, loopback 12.5 →
+//! 11.4; raw `fetch_or` 3.4–3.7 in the same runs. So about 3.2× the
+//! 3.1 ns floor at 1 port: the 3× target (9.3 ns) is still not reached.
 //!
 //! A port at 64 or above costs about 1 ns more: its channel is found
 //! through the bucket's slot (inline in the port table for the 2-level
