@@ -362,15 +362,28 @@ impl Domain {
         notify: &dyn Notify,
     ) -> Wakeups {
         self.set_pending_then(port, vcpu, || {
-            self.abi()
-                .set_pending(&*self.shared, (port, channel), vcpu, notify)
+            self.set_pending_by_abi((port, channel), vcpu, notify)
         })
+    }
+
+    /// [`Domain::set_pending`] through the current ABI, under its read
+    /// lock. Always inlined into its callers, which call it at two places
+    /// and would otherwise keep it out of line.
+    #[inline(always)]
+    fn set_pending_by_abi(
+        &self,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
+        self.abi()
+            .set_pending(&*self.shared, (port, channel), vcpu, notify)
     }
 
     /// The generation check of [`Domain::set_pending`], with `through_abi`
     /// raising the port through the current ABI when the lock-free 2-level
     /// path cannot (FIFO, or a switch seen in between).
-    #[inline]
+    #[inline(always)]
     fn set_pending_then(
         &self,
         port: Port,
