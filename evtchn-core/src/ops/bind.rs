@@ -132,7 +132,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
             (port, channel)
         };
-        *channel.write(&target) = ChannelState::Unbound { remote, consumer };
+        *channel.write(target) = ChannelState::Unbound { remote, consumer };
         channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
