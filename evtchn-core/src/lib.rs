@@ -395,11 +395,12 @@
 //! operation), a loopback's binding word says its peer is a guest port (no
 //! load of the peer's consumer before the test-and-set), and the ABI
 //! generation is no longer read by a lock-free sender (a switch to FIFO
-//! revokes the binding words instead). Lowest of four interleaved medians
-//! on a loaded machine, before → after: IPI new event 10.9 → 9.9 ns at 1
-//! port, 11.9 / 12.1 → 10.9 / 10.8 at 64 / 4095 ports, loopback 12.5 →
-//! 11.4; raw `fetch_or` 3.4–3.7 in the same runs. So about 3.2× the
-//! 3.1 ns floor at 1 port: the 3× target (9.3 ns) is still not reached.
+//! revokes the binding words instead). Lowest of five interleaved medians
+//! on a loaded machine, before → after: IPI new event 10.9 → 9.4 ns at 1
+//! port, 11.9 / 12.1 → 10.5 / 10.4 at 64 / 4095 ports, loopback 12.5 →
+//! 11.0, interdomain 20.2 → 18.1; raw `fetch_or` 3.1 → 3.0 in the same
+//! runs. So about 3.1× the floor at 1 port: the 3× target (9.3 ns) is
+//! nearly, not quite, reached.
 //!
 //! A port at 64 or above costs about 1 ns more: its channel is found
 //! through the bucket's slot (inline in the port table for the 2-level
