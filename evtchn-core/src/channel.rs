@@ -208,16 +208,25 @@ impl Binding {
         Self((generation << Self::GENERATION_SHIFT) | (peer << Self::PORT_SHIFT) | kind)
     }
 
-    /// The word for `state` of a channel owned by `owner`.
+    /// The word for `state` of a channel owned by `owner`; `peer_is_guest`:
+    /// the writer knows that the peer of an interdomain `state` is a guest
+    /// port (see [`ChannelWriteGuard::set_peer_consumer`]). A loopback is
+    /// `LOOPBACK` only then, so its lock-free senders need not read the
+    /// peer's consumer: it cannot change while this word stands, since
+    /// every change to either end of the pair write-locks both channels
+    /// (and a channel's consumer is fixed from allocation to close).
     #[inline]
-    fn of(state: &ChannelState, owner: DomId, generation: u64) -> Self {
+    fn of(state: &ChannelState, owner: DomId, generation: u64, peer_is_guest: bool) -> Self {
         match *state {
             ChannelState::Ipi => Self::new(generation, Self::IPI, 0),
             ChannelState::Interdomain {
                 remote,
                 remote_port,
                 consumer: Consumer::Guest,
-            } if remote == owner && u64::from(remote_port.0) <= Self::PORT_MASK => {
+            } if remote == owner
+                && peer_is_guest
+                && u64::from(remote_port.0) <= Self::PORT_MASK =>
+            {
                 Self::new(generation, Self::LOOPBACK, u64::from(remote_port.0))
             }
             ChannelState::Free
@@ -309,7 +318,7 @@ impl Channel {
     pub(crate) fn new(state: ChannelState) -> Self {
         Self {
             summary: AtomicU32::new(encode_summary(&state)),
-            binding: AtomicU64::new(Binding::of(&state, DomId(0), 0).0),
+            binding: AtomicU64::new(Binding::of(&state, DomId(0), 0, false).0),
             state: RwLock::new(Slot { state, peer: None }),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(EVTCHN_FIFO_PRIORITY_DEFAULT),
@@ -330,20 +339,29 @@ impl Channel {
         self.state.try_read().map(ChannelReadGuard)
     }
 
-    /// Exclusive access; the caller holds the owning domain's event lock,
-    /// and `owner` is that domain.
+    /// Exclusive access; the caller holds the event lock of `owner`, the
+    /// owning domain.
     ///
     /// Before returning, the [`Binding`] word becomes `LOCKED` with the
     /// next generation (SeqCst), so that a lock-free sender that read the
     /// old word and reads it again after its pending test-and-set sees that
     /// a writer came (see `Domain::send_lock_free`). The guard publishes
-    /// the word of the new state as it drops.
+    /// the word of the new state as it drops: a lock-free kind only while
+    /// the domain is on 2-level (see [`Channel::revoke_lock_free`]).
     #[inline]
-    pub(crate) fn write(&self, owner: DomId) -> ChannelWriteGuard<'_> {
+    pub(crate) fn write(&self, owner: &Domain) -> ChannelWriteGuard<'_> {
+        self.write_as(owner.domid, owner.allows_lock_free_sends())
+    }
+
+    /// [`Channel::write`] for a channel of domain `owner`, whose lock-free
+    /// sends `lock_free` allows (its ABI is 2-level).
+    #[inline]
+    pub(crate) fn write_as(&self, owner: DomId, lock_free: bool) -> ChannelWriteGuard<'_> {
         let guard = self.state.write();
         #[cfg(debug_assertions)]
         let allowed_at_lock = guard.state.allows_writer();
-        // Relaxed load: only the write lock's holder stores this word.
+        // Relaxed load: only the holder of the owning domain's event lock
+        // stores this word (a writer, or a revoke).
         let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
         // SeqCst: before, in the single order, every read-modify-write the
         // writer does next (close's clear of the pending bit).
@@ -359,7 +377,26 @@ impl Channel {
             binding: &self.binding,
             owner,
             generation,
+            peer_is_guest: false,
+            lock_free,
         }
+    }
+
+    /// Take back any lock-free binding: the word becomes `LOCKED` with the
+    /// next generation (SeqCst), as at a writer's lock, without the state
+    /// changing. The caller holds the owning domain's event lock (so no
+    /// writer holds this channel's) and is switching the domain away from
+    /// 2-level: a lock-free sender that read the old word sees the change
+    /// when it reloads the word after its pending test-and-set, and settles
+    /// its event through the new ABI (see `Domain::send_lock_free`).
+    pub(crate) fn revoke_lock_free(&self) {
+        let generation = Binding(self.binding.load(Ordering::Relaxed)).generation() + 1;
+        // SeqCst: before, in the single order, the switch's copy of the
+        // pending bits that follows.
+        self.binding.store(
+            Binding::new(generation, Binding::LOCKED, 0).0,
+            Ordering::SeqCst,
+        );
     }
 
     /// The [`Binding`] word: what a sender may do without the lock.
@@ -368,15 +405,6 @@ impl Channel {
     #[inline]
     pub(crate) fn binding(&self) -> Binding {
         Binding(self.binding.load(Ordering::SeqCst))
-    }
-
-    /// Whether this channel's consumer is a guest, read without its lock:
-    /// only a hint, for a lock-free sender that validates its binding
-    /// afterwards (see [`Channel::binding`]).
-    #[inline]
-    pub(crate) fn is_guest_consumer_hint(&self) -> bool {
-        // Acquire: pairs with the Release in the write guard's drop.
-        self.summary.load(Ordering::Acquire) & SUMMARY_CONSUMER_MASK == 0
     }
 
     /// The kind of this channel's state, read without its lock from the
@@ -489,6 +517,11 @@ pub(crate) struct ChannelWriteGuard<'a> {
     binding: &'a AtomicU64,
     owner: DomId,
     generation: u64,
+    /// Set by [`ChannelWriteGuard::set_peer_consumer`].
+    peer_is_guest: bool,
+    /// Whether the owning domain allows lock-free sends (2-level): if not,
+    /// the word published at drop is `LOCKED` whatever the state.
+    lock_free: bool,
 }
 
 const SUMMARY_CONSUMER_MASK: u32 = 0xffff;
@@ -542,6 +575,15 @@ impl ChannelWriteGuard<'_> {
     pub(crate) fn set_peer_domain(&mut self, peer: Arc<Domain>) {
         self.guard.peer = Some(peer);
     }
+
+    /// Note `consumer`, the consumer of the peer of the interdomain state
+    /// this guard writes (bind_interdomain knows it). A loopback whose peer
+    /// is a guest port then publishes the lock-free `LOOPBACK` word; without
+    /// this call (or with a Xen-attached peer) its word says "take the
+    /// lock" (see [`Binding::of`]).
+    pub(crate) fn set_peer_consumer(&mut self, consumer: Consumer) {
+        self.peer_is_guest = matches!(consumer, Consumer::Guest);
+    }
 }
 
 /// Shared guard of a channel's state: derefs to the [`ChannelState`].
@@ -572,7 +614,16 @@ impl Drop for ChannelWriteGuard<'_> {
         // written: where the writer just stored a known state (close's
         // `Free`, alloc's `Unbound`), they fold to constants.
         let summary = encode_summary(&self.guard.state);
-        let word = Binding::of(&self.guard.state, self.owner, self.generation);
+        let word = if self.lock_free {
+            Binding::of(
+                &self.guard.state,
+                self.owner,
+                self.generation,
+                self.peer_is_guest,
+            )
+        } else {
+            Binding::new(self.generation, Binding::LOCKED, 0)
+        };
         // The pair ended: drop the peer domain kept for senders (never the
         // last reference, see `Slot`).
         if !matches!(self.guard.state, ChannelState::Interdomain { .. })

@@ -291,8 +291,15 @@ impl Domain {
     /// Switch the ABI to `next` and return the previous one; the caller
     /// holds the event lock. A switch between the two kinds bumps
     /// `abi_generation` under the ABI write lock, before the caller copies
-    /// any state across, so a lock-free 2-level sender either finished its
-    /// page writes before the bump or sees the new generation afterwards.
+    /// any state across, so a 2-level sender under a channel lock either
+    /// finished its page writes before the bump or sees the new generation
+    /// afterwards (see [`Domain::set_pending`]). A switch to FIFO also
+    /// revokes every channel's lock-free binding, before the copy, for the
+    /// same reason toward lock-free senders, which read their binding word
+    /// instead of the generation (see [`Domain::send_lock_free`]). A switch
+    /// back to 2-level needs no republishing: it follows the close of every
+    /// guest channel (reset, destruction), and the words of the channels
+    /// bound afterwards come from their writers.
     pub(crate) fn switch_abi(&self, _locked: &EventLocked, next: EventAbi) -> EventAbi {
         let mut abi = self.abi.write();
         let is_fifo = |abi: &EventAbi| abi.fifo().is_some();
@@ -300,10 +307,27 @@ impl Domain {
             // SeqCst: in the single order with the senders' two loads and
             // their pending test-and-set (see `set_pending`).
             self.abi_generation.fetch_add(1, Ordering::SeqCst);
+            if is_fifo(&next) {
+                for port in (0..self.table.valid_evtchns()).map(Port) {
+                    if let Some(channel) = self.table.channel(port) {
+                        channel.revoke_lock_free();
+                    }
+                }
+            }
             // The copy that follows reads the pending bits.
             crate::sync::after_test_and_set();
         }
         core::mem::replace(&mut *abi, next)
+    }
+
+    /// Whether lock-free sends are allowed on this domain's channels (it
+    /// is on 2-level), for a channel writer, which holds the event lock
+    /// (see [`Domain::is_two_level`]).
+    #[inline]
+    pub(crate) fn allows_lock_free_sends(&self) -> bool {
+        self.abi_generation
+            .load(Ordering::Relaxed)
+            .is_multiple_of(2)
     }
 
     /// Set `port` pending toward `vcpu` through the current ABI; the caller
@@ -338,15 +362,28 @@ impl Domain {
         notify: &dyn Notify,
     ) -> Wakeups {
         self.set_pending_then(port, vcpu, || {
-            self.abi()
-                .set_pending(&*self.shared, (port, channel), vcpu, notify)
+            self.set_pending_by_abi((port, channel), vcpu, notify)
         })
+    }
+
+    /// [`Domain::set_pending`] through the current ABI, under its read
+    /// lock. Always inlined into its callers, which call it at two places
+    /// and would otherwise keep it out of line.
+    #[inline(always)]
+    fn set_pending_by_abi(
+        &self,
+        (port, channel): (Port, &Channel),
+        vcpu: VcpuId,
+        notify: &dyn Notify,
+    ) -> Wakeups {
+        self.abi()
+            .set_pending(&*self.shared, (port, channel), vcpu, notify)
     }
 
     /// The generation check of [`Domain::set_pending`], with `through_abi`
     /// raising the port through the current ABI when the lock-free 2-level
     /// path cannot (FIFO, or a switch seen in between).
-    #[inline]
+    #[inline(always)]
     fn set_pending_then(
         &self,
         port: Port,
@@ -466,31 +503,30 @@ impl Domain {
             None => return false,
             Some(LockFreeTarget::Own(own)) => (own, channel),
             Some(LockFreeTarget::Peer(peer_port)) => {
+                // The peer is a guest port: a loopback word says so (see
+                // `Binding::of`), and the reload below checks the word.
                 let Some(peer) = self.table.channel_for_send(peer_port) else {
                     return false;
                 };
-                if !peer.is_guest_consumer_hint() {
-                    return false;
-                }
                 (peer_port, peer)
             }
         };
-        let generation = self.abi_generation.load(Ordering::SeqCst);
-        if !generation.is_multiple_of(2) {
-            return false;
-        }
+        // No ABI check: a lock-free word exists only while the domain is
+        // on 2-level (its writers publish one only then, and a switch to
+        // FIFO revokes them all before it copies the pending bits; see
+        // `Domain::switch_abi`).
         let vcpu = target.notify_vcpu();
         let (shared, info) = self.pages_for_send(vcpu);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
             return true;
         };
         crate::sync::after_test_and_set();
-        // SeqCst reloads, after the test-and-set in the single order: the
-        // same binding word means no writer took the channel lock since the
-        // first load, so any close of this binding clears the bit after
-        // this test-and-set set it; the same even ABI generation means a
-        // switch to FIFO copies it.
-        if channel.binding() != seen || self.abi_generation.load(Ordering::SeqCst) != generation {
+        // SeqCst reload, after the test-and-set in the single order: the
+        // same binding word means neither a writer took the channel lock nor
+        // a switch to FIFO revoked the word since the first load, so any
+        // close of this binding clears the bit after this test-and-set set
+        // it, and any switch to FIFO copies it.
+        if channel.binding() != seen {
             if is_new {
                 let wakeups = self.settle_late_send(target_port, target, notify);
                 self.deliver(wakeups, notify);

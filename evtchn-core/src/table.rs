@@ -423,7 +423,7 @@ mod tests {
             *table
                 .channel(Port(port))
                 .unwrap()
-                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
+                .write_as(crate::abi::DomId(1), true) = ChannelState::Ipi;
         }
         let free = table.find_free(1023, |_| false).unwrap();
         assert_eq!(free.port, Port(64));
@@ -465,7 +465,7 @@ mod tests {
             *table
                 .channel(Port(port))
                 .unwrap()
-                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
+                .write_as(crate::abi::DomId(1), true) = ChannelState::Ipi;
         }
         assert_eq!(table.find_free(10, |_| false).err(), Some(Errno::ENOSPC));
         // A larger limit than the table was built for still stops at the
@@ -478,7 +478,7 @@ mod tests {
             *table
                 .channel(Port(port))
                 .unwrap()
-                .write(crate::abi::DomId(1)) = ChannelState::Ipi;
+                .write_as(crate::abi::DomId(1), true) = ChannelState::Ipi;
         }
         assert_eq!(table.find_free(200, |_| false).err(), Some(Errno::ENOSPC));
     }

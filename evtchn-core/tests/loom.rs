@@ -278,6 +278,29 @@ fn two_senders_to_one_vcpu_kick_it_exactly_once() {
     });
 }
 
+/// A send on an IPI port racing the hypervisor's own
+/// `vcpu_mark_events_pending` of the same vcpu (register_vcpu_info's
+/// upcall): both test-and-set `evtchn_upcall_pending`, and only its 0 → 1
+/// edge kicks, so the vcpu is kicked exactly once and the event is not
+/// lost.
+#[test]
+fn send_racing_mark_events_pending_kicks_exactly_once() {
+    check("send_racing_mark_events_pending_kicks_exactly_once", || {
+        let world = loom::sync::Arc::new(World::new());
+        let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+        world.quiesce(DOM1);
+        let sender = {
+            let world = world.clone();
+            thread::spawn(move || world.domains.send(DOM1, port).unwrap())
+        };
+        world.domains.vcpu_mark_events_pending(DOM1, VcpuId(0));
+        sender.join().unwrap();
+        assert!(world.is_pending(DOM1, port));
+        world.assert_no_lost_notification(DOM1);
+        assert_eq!(world.domains.notify().of(DOM1, VcpuId(0)), 1);
+    });
+}
+
 /// The guest's upcall handler (spec §3.7: clear upcall_pending, then take
 /// the selector, then clear and handle each pending unmasked port) running
 /// while the hypervisor sends on an IPI port twice. Every send is either

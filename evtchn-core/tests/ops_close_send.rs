@@ -290,6 +290,33 @@ fn send_to_xen_attached_peer_calls_the_consumer_instead_of_setting_bits() {
     assert!(world.is_pending(DOM2, local));
 }
 
+/// A loopback whose peer is a Xen-attached port of the same domain: the
+/// send goes to the consumer, never to the port's bits, both by domid and
+/// through a handle (whose loopback send is lock-free only toward a guest
+/// port).
+#[test]
+fn send_on_loopback_to_xen_attached_port_calls_the_consumer() {
+    let world = World::new();
+    let xen_port = world
+        .domains
+        .alloc_unbound_xen(DOM1, VcpuId(1), DOM1, XenConsumer(3))
+        .unwrap();
+    let local = world
+        .domains
+        .bind_interdomain(DOM1, DOM1, xen_port)
+        .unwrap();
+    world.guest_ack_all(DOM1);
+    let handle = world.domains.handle(DOM1).unwrap();
+    world.domains.send_from(&handle, local).unwrap();
+    world.domains.send(DOM1, local).unwrap();
+    assert!(!world.is_pending(DOM1, xen_port));
+    assert!(world.kicks().is_empty());
+    assert_eq!(
+        *world.domains.notify().xen_notifications.lock().unwrap(),
+        vec![(DOM1, xen_port, XenConsumer(3)); 2]
+    );
+}
+
 #[test]
 fn send_needs_no_privilege_and_acts_on_callers_own_port() {
     let zoo = Zoo::new();

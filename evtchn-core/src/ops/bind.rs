@@ -132,7 +132,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             let channel = target.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
             (port, channel)
         };
-        *channel.write(target.domid) = ChannelState::Unbound { remote, consumer };
+        *channel.write(target) = ChannelState::Unbound { remote, consumer };
         channel.set_notify_vcpu(notify_vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         if matches!(consumer, Consumer::Xen(_)) {
@@ -217,11 +217,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             // Lock order: channel (lower domid, port) -> channel (higher).
             let local_first = (local.domid, local_port) < (remote.domid, remote_port);
             let (mut local_state, mut remote_state) = if local_first {
-                let local_state = local_channel.write(local.domid);
-                (local_state, remote_channel.write(remote.domid))
+                let local_state = local_channel.write(local);
+                (local_state, remote_channel.write(remote))
             } else {
-                let remote_state = remote_channel.write(remote.domid);
-                (local_channel.write(local.domid), remote_state)
+                let remote_state = remote_channel.write(remote);
+                (local_channel.write(local), remote_state)
             };
             *local_state = ChannelState::Interdomain {
                 remote: remote.domid,
@@ -233,6 +233,10 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                 remote_port: local_port,
                 consumer: remote_consumer,
             };
+            // Each end's word for lock-free senders names its peer's
+            // consumer (a loopback is lock-free only toward a guest port).
+            local_state.set_peer_consumer(remote_consumer);
+            remote_state.set_peer_consumer(Consumer::Guest);
             // Each end keeps the other domain for its senders (a loopback
             // needs none: the sender is the peer).
             if local.domid != remote.domid {
@@ -275,7 +279,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         // Commit: nothing below can fail.
         let port = prepared.port;
         let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
-        *channel.write(domain.domid) = ChannelState::Virq { virq };
+        *channel.write(&domain) = ChannelState::Virq { virq };
         channel.set_notify_vcpu(vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         // Release: publish the binding last; pairs with the Acquire of
@@ -295,7 +299,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         let channel = domain.claim_port(&locked, prepared).ok_or(Errno::EINVAL)?;
         // The vcpu is set under the write lock, before the guard publishes
         // the binding to lock-free senders, who read it without the lock.
-        let mut state = channel.write(domain.domid);
+        let mut state = channel.write(&domain);
         *state = ChannelState::Ipi;
         channel.set_notify_vcpu(vcpu);
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
@@ -334,7 +338,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
             self.pirq_host.unbind(domain.domid, pirq);
             return Err(Errno::EINVAL);
         };
-        *channel.write(domain.domid) = ChannelState::Pirq { pirq };
+        *channel.write(&domain) = ChannelState::Pirq { pirq };
         channel.set_notify_vcpu(VcpuId(0));
         channel.set_priority(EVTCHN_FIFO_PRIORITY_DEFAULT);
         // Release: pairs with the Acquire in send_pirq.

@@ -56,7 +56,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         {
             // Straight to the write lock, without reading the state under
             // the read lock first.
-            let mut own_state = channel.write(domain.domid);
+            let mut own_state = channel.write(domain);
             domain.release_port(&locked, (port, channel), is_xen_attached);
             *own_state = ChannelState::Free;
             return Ok(());
@@ -171,11 +171,11 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     // Lock order: channel (lower domid, port) -> channel (higher).
                     let self_first = (domain.domid, port) < (remote, remote_port);
                     let (mut own_state, mut peer_state) = if self_first {
-                        let own_state = channel.write(domain.domid);
-                        (own_state, peer_channel.write(remote))
+                        let own_state = channel.write(domain);
+                        (own_state, peer_channel.write(&peer_domain))
                     } else {
-                        let peer_state = peer_channel.write(remote);
-                        (channel.write(domain.domid), peer_state)
+                        let peer_state = peer_channel.write(&peer_domain);
+                        (channel.write(domain), peer_state)
                     };
                     let peer_consumer = peer_state.consumer();
                     *peer_state = ChannelState::Unbound {
@@ -187,7 +187,7 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
                     return Ok(());
                 }
             }
-            let mut own_state = channel.write(domain.domid);
+            let mut own_state = channel.write(domain);
             domain.release_port(locks.first(), (port, channel), state.is_xen_attached());
             *own_state = ChannelState::Free;
             return Ok(());

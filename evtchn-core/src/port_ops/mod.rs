@@ -66,13 +66,33 @@ fn mark_events_pending(view: &dyn SharedInfoView, vcpu: VcpuId) -> Option<VcpuId
 }
 
 /// [`mark_events_pending`] on a vcpu_info the caller already looked up.
+///
+/// Xen test-and-sets bit 0 of the byte (a full barrier). A byte has no
+/// locked bit-test-and-set on x86, so `fetch_or` on it compiles to a load
+/// and a compare-and-swap loop; this does the same test-and-set as one
+/// compare-and-swap from the value a guest leaves there, 0:
+///
+/// * 0 → 1: the bit was clear and is now set, exactly once per edge (a
+///   concurrent setter's compare-and-swap fails), and the vcpu is kicked;
+/// * it failed and bit 0 is set: the test-and-set would have found it
+///   set and changed nothing; the failed compare-and-swap is a SeqCst
+///   read of it, which is all the ABI needs here. The argument is the
+///   selector load's in `two_level::raise_selector_in`: the caller's
+///   locked set of the bit the guest exchanges right after clearing this
+///   byte (the selector bit on 2-level, the ready bit on FIFO) came
+///   first, so a guest clear after this read is followed by an exchange
+///   that sees that bit;
+/// * it failed with bit 0 clear (a guest that wrote another value into
+///   the byte): the plain test-and-set, which keeps the other bits.
 #[inline(always)]
 fn mark_info_pending(info: &VcpuInfo, vcpu: VcpuId) -> Option<VcpuId> {
-    // SeqCst test-and-set: Xen's test_and_set_bit() is a full barrier.
-    if info.evtchn_upcall_pending.fetch_or(1, Ordering::SeqCst) & 1 != 0 {
-        return None;
+    let pending = &info.evtchn_upcall_pending;
+    // SeqCst: Xen's test_and_set_bit() is a full barrier.
+    match pending.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Some(vcpu),
+        Err(seen) if seen & 1 != 0 => None,
+        Err(_) => (pending.fetch_or(1, Ordering::SeqCst) & 1 == 0).then_some(vcpu),
     }
-    Some(vcpu)
 }
 
 /// The 2-level `set_pending` on its own, for senders that read the ABI

@@ -3,11 +3,18 @@
 //! only (a failed copy-out is -EFAULT and undoes nothing).
 //!
 //! The hot ops (send, unmask, close: one port in, nothing back; status;
-//! alloc_unbound) are recognised by the raw command in `rdi`, skip the
+//! alloc_unbound) are recognised by their command, skip the
 //! byte interface and call evtchn-core's typed entry points on the
 //! domain's handle directly; their structs are read and written as whole
 //! quadwords. Every other op, and a domain without a handle, takes the
 //! byte interface, out of line.
+//!
+//! The command is Xen's `int cmd`: a 64-bit guest passes it in `rdi`, and
+//! Xen 4.17's hypercall table hands the register to
+//! `do_event_channel_op(int cmd, ...)`, which keeps its low 32 bits. So
+//! bits 32–63 of `rdi` are ignored here too (0x1_0000_0004 is
+//! EVTCHNOP_send), and a command whose bit 31 is set, negative as an
+//! `int`, is unknown (-ENOSYS) like any other.
 
 use evtchn_core::abi::{EvtchnOp, EvtchnStatus};
 use evtchn_core::{DomId, DomainHandle, Errno, Port, VcpuId};
@@ -22,12 +29,19 @@ const EVTCHNOP_RESET_CONT: u64 = 14;
 /// This hypercall's number, for a continuation.
 const EVENT_CHANNEL_OP: u64 = 32;
 
-/// The hot ops' commands as `rdi` carries them (spec §1.1).
-const SEND: u64 = EvtchnOp::Send as u64;
-const UNMASK: u64 = EvtchnOp::Unmask as u64;
-const CLOSE: u64 = EvtchnOp::Close as u64;
-const STATUS: u64 = EvtchnOp::Status as u64;
-const ALLOC_UNBOUND: u64 = EvtchnOp::AllocUnbound as u64;
+/// The hot ops' commands (spec §1.1).
+const SEND: u32 = EvtchnOp::Send as u32;
+const UNMASK: u32 = EvtchnOp::Unmask as u32;
+const CLOSE: u32 = EvtchnOp::Close as u32;
+const STATUS: u32 = EvtchnOp::Status as u32;
+const ALLOC_UNBOUND: u32 = EvtchnOp::AllocUnbound as u32;
+
+/// The command in `rdi` as Xen's `int cmd` sees it: its low 32 bits
+/// (module doc).
+#[inline(always)]
+fn int_cmd(rdi: u64) -> u32 {
+    rdi as u32
+}
 
 /// `event_channel_op(cmd, arg)`. Inlined into the hypercall dispatch, so
 /// the hot ops pay no call of their own.
@@ -36,9 +50,8 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     let argument = call.guest_in_out(1);
     if let Some(handle) = call.domain.events.get() {
         let events = crate::events::domains();
-        // Matched on the whole register: a command past u32 is none of
-        // these, and the byte interface answers it (-ENOSYS).
-        match call.argument(0) {
+        // Xen's `int cmd`: only the low 32 bits of the register count.
+        match int_cmd(call.argument(0)) {
             SEND => {
                 return port_op(handle, EvtchnOp::Send, argument, |port| {
                     events.send_from(handle, port)
@@ -68,10 +81,7 @@ pub fn event_channel_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 /// registers on the hot ops' path.
 #[inline(never)]
 fn by_bytes(domain: &Domain, frame: &mut InterruptFrame) -> Result<u64, Errno> {
-    let (command, argument) = (frame.rdi, GuestInOut(frame.rsi));
-    let Ok(command) = u32::try_from(command) else {
-        return Err(Errno::ENOSYS);
-    };
+    let (command, argument) = (int_cmd(frame.rdi), GuestInOut(frame.rsi));
     let op = EvtchnOp::from_cmd(command);
     let mut bytes = [0u8; 32];
     let size = op.map_or(0, EvtchnOp::arg_size);

@@ -7,7 +7,10 @@
 use core::sync::atomic::Ordering;
 
 use sluice_guest::errno::Errno;
-use sluice_guest::evtchn::{self, DOMID_SELF, stat, virq};
+use sluice_guest::evtchn::{
+    self, DOMID_SELF, EvtchnBindIpi, EvtchnPort, EvtchnStatus, cmd, stat, virq,
+};
+use sluice_guest::hypercall::{hypercall2, nr};
 use sluice_guest::{check, check_eq};
 
 use crate::ports::NO_SUCH_DOMAIN;
@@ -66,6 +69,71 @@ pub fn unknown_and_fifo_ops(_ctx: &Ctx) {
         evtchn::set_priority(1, 7),
         Err(Errno::ENOSYS),
         "after the failed init_controls the domain is still 2-level (set_priority -ENOSYS)"
+    );
+}
+
+/// EVTCHNOP `command` with `high` in bits 32–63 of the command register.
+fn op_wide<T>(high: u32, command: u32, arg: &mut T) -> Result<i64, Errno> {
+    let wide = u64::from(high) << 32 | u64::from(command);
+    // SAFETY: as for `evtchn::op`: `arg` is a live, exclusive reference to
+    // the op's repr(C) struct of integers, of exactly the op's size, and
+    // any bytes the hypervisor writes there are valid values.
+    Errno::result(unsafe { hypercall2(nr::EVENT_CHANNEL_OP, wide, (arg as *mut T) as u64) })
+}
+
+/// The command is an `int` (Xen 4.17: `do_event_channel_op(int cmd, ...)`):
+/// bits 32–63 of the register are ignored, on the ops with a fast path in
+/// Sluice (send, status, close) and on the others (bind_ipi); bit 31 set
+/// makes it negative, an unknown command. On entry ports 1..3 are unbound
+/// and 4 upward free, and vcpu 0's events are masked; on exit too.
+pub fn command_is_an_int(ctx: &Ctx) {
+    let mut bind = EvtchnBindIpi { vcpu: 0, port: 0 };
+    check_eq!(
+        op_wide(0xffff_ffff, cmd::BIND_IPI, &mut bind).map(|_| bind.port),
+        Ok(4),
+        "bind_ipi with bits 32-63 of cmd set is bind_ipi: port 4"
+    );
+    let mut query = EvtchnStatus {
+        dom: DOMID_SELF,
+        port: 4,
+        ..EvtchnStatus::default()
+    };
+    check_eq!(
+        op_wide(1, cmd::STATUS, &mut query).map(|_| (query.status, query.vcpu)),
+        Ok((stat::IPI, 0)),
+        "status with cmd 0x1_0000_0005 is status: port 4 is an IPI to vcpu 0"
+    );
+    ctx.clear_events();
+    check_eq!(
+        op_wide(1, cmd::SEND, &mut EvtchnPort { port: 4 }),
+        Ok(0),
+        "send with cmd 0x1_0000_0004 is send: rc 0"
+    );
+    check_eq!(
+        ctx.signal(4),
+        (true, true, true),
+        "that send set port 4 pending toward vcpu 0"
+    );
+    ctx.clear_events();
+    check_eq!(
+        op_wide(1, 0x8000_0000 | cmd::SEND, &mut EvtchnPort { port: 4 }),
+        Err(Errno::ENOSYS),
+        "cmd 0x1_8000_0004 (a negative int) fails -ENOSYS"
+    );
+    check_eq!(
+        ctx.signal(4),
+        (false, false, false),
+        "and sets nothing pending"
+    );
+    check_eq!(
+        op_wide(0x8000_0000, cmd::CLOSE, &mut EvtchnPort { port: 4 }),
+        Ok(0),
+        "close with bit 63 of cmd set is close: rc 0"
+    );
+    check_eq!(
+        evtchn::status(DOMID_SELF, 4).map(|s| s.status),
+        Ok(stat::CLOSED),
+        "port 4 is closed again"
     );
 }
 

@@ -124,6 +124,7 @@ fn main(start_info: &'static StartInfo) {
     binds::mask_survives_close(&ctx);
     faults::bad_pointers(&ctx);
     abi::unknown_and_fifo_ops(&ctx);
+    abi::command_is_an_int(&ctx);
     abi::reset(&ctx);
     upcalls::delivery(&ctx);
     upcalls::timers(&ctx);
