@@ -181,13 +181,18 @@ pub fn trust_no_tables() {
 
 /// Whether the live tables are the ones this CPU vouched for with
 /// [`trust_user_only`] (every mapped guest-range page is the guest's).
-#[inline]
+///
+/// CR3 is compared whole, not masked to its address: the vouch holds a
+/// page-aligned address with no flag bits, so an equal CR3 names exactly
+/// those tables, and a CR3 with flag or PCID bits set only never matches
+/// (the copy then walks the tables: slower, with the same answers).
+/// Sluice loads a guest's root into CR3 as it is (`paging::switch_root`),
+/// so on its guest paths the two are equal; one GS-relative load and no
+/// mask keep this short, as every guarded guest access asks it.
+#[inline(always)]
 fn live_tables_trusted() -> bool {
-    // Relaxed: only this CPU writes its own vouch.
-    let trusted = crate::percpu::current()
-        .user_only_root
-        .load(Ordering::Relaxed);
-    trusted == crate::cpu::cr3()
+    // Relaxed (the load): only this CPU writes its own vouch.
+    crate::percpu::user_only_root_word() == crate::cpu::cr3_raw()
 }
 
 /// How many bytes from `address` lie before the first page that is mapped

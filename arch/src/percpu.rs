@@ -141,6 +141,8 @@ const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET ==
 const RUNNING_OFFSET: usize = core::mem::offset_of!(PerCpu, running);
 /// Offset of [`PerCpu::return_hint`].
 const RETURN_HINT_OFFSET: usize = core::mem::offset_of!(PerCpu, return_hint);
+/// Offset of [`PerCpu::user_only_root`].
+const USER_ONLY_ROOT_OFFSET: usize = core::mem::offset_of!(PerCpu, user_only_root);
 
 /// The bootstrap processor's block. The boot entry (`boot`) stores its
 /// address in its first word and points GS at it before any Rust code runs.
@@ -205,6 +207,26 @@ pub fn running_word<const INDEX: usize>() -> *mut () {
             "mov {value}, gs:[{offset}]",
             value = out(reg) value,
             offset = const RUNNING_OFFSET + INDEX * core::mem::size_of::<AtomicPtr<()>>(),
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    value
+}
+
+/// This CPU's [`PerCpu::user_only_root`], as a Relaxed load of it would
+/// give, in one GS-relative load (every guarded guest access asks).
+#[inline(always)]
+pub(crate) fn user_only_root_word() -> u64 {
+    let value: u64;
+    // SAFETY: GS points at this CPU's PerCpu (as in `current`), and the
+    // operand is the address of its `user_only_root`, an aligned
+    // `AtomicU64`: this plain load reads it as a Relaxed load would
+    // (aligned 8-byte loads are single-copy atomic on x86_64).
+    unsafe {
+        core::arch::asm!(
+            "mov {value}, gs:[{offset}]",
+            value = out(reg) value,
+            offset = const USER_ONLY_ROOT_OFFSET,
             options(nostack, readonly, preserves_flags)
         );
     }
