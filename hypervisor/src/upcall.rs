@@ -7,8 +7,10 @@
 //! (`arch::guest_copy::write_seven_words_to_guest`), then the frame
 //! rewritten.
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
-//! frame that cannot be written) crashes the domain, out of line.
+//! frame that cannot be written) crashes the domain and stops the vcpu,
+//! out of line, so the return paths have nothing to check after a bounce.
 
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
@@ -16,7 +18,7 @@ use arch::idt::InterruptFrame;
 
 use evtchn_core::abi::VcpuInfo;
 
-use crate::domain::{self, Domain, Vcpu};
+use crate::domain::{self, Domain, Vcpu, VcpuState};
 
 const RFLAGS_IF: u64 = 1 << 9;
 /// Cleared in the live rflags on entry to a callback: TF, NT, RF, VM, AC.
@@ -27,13 +29,13 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// event callback: write `[rcx, r11, rip, cs | mask << 32, rflags, rsp,
 /// ss]` below the 16-byte aligned guest stack (so the callback starts with
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
-/// A frame that cannot be written crashes the domain. Returns whether an
-/// upcall was due (bounced, or the domain crashed trying).
+/// A frame that cannot be written crashes the domain, and the vcpu stops
+/// then (this does not return).
 #[inline]
-pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) -> bool {
+pub fn deliver_pending(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
     // `vcpu` is the one this pCPU runs: its vcpu_info is in the running slot.
     let Some(info) = crate::running::vcpu_info() else {
-        return false;
+        return;
     };
     // Xen's local_events_need_delivery(), on the vcpu_info in use (as
     // evtchn-core's `vcpu_has_deliverable_event`, without the registry
@@ -41,10 +43,9 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     if info.evtchn_upcall_pending.load(Ordering::SeqCst) == 0
         || info.evtchn_upcall_mask.load(Ordering::SeqCst) != 0
     {
-        return false;
+        return;
     }
     bounce(domain, vcpu, info, frame);
-    true
 }
 
 /// The bounce of [`deliver_pending`], once an upcall is due. The frame
@@ -53,14 +54,13 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
 /// IF set. Kept out of line: every return to the guest runs the check,
 /// and inlined there, the bounce costs every hypercall registers.
 #[inline(never)]
-fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
+fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
     // set_callbacks takes any address, as Xen's does; one the CPU cannot
     // return to (`iretq` to a non-canonical rip faults in ring 0 on real
     // CPUs) crashes the domain, as Xen's failed return to it would.
     if callback == 0 || !arch::guest_entry::is_canonical(callback) {
         refuse_callback(domain, vcpu, callback);
-        return;
     }
     let words = [
         frame.rcx,
@@ -78,7 +78,6 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
     // and a fault (unmapped, read-only) comes back as an error.
     if arch::guest_copy::write_seven_words_to_guest(base, words).is_err() {
         refuse_frame(domain, vcpu, base);
-        return;
     }
     // Relaxed (a plain store, where SeqCst was a locked xchg): only this
     // vcpu reads its mask with an order to keep: its guest, on this pCPU
@@ -94,10 +93,10 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
 }
 
 /// An upcall is due but the event callback is missing or not canonical:
-/// the domain crashes.
+/// the domain crashes and the vcpu stops.
 #[cold]
 #[inline(never)]
-fn refuse_callback(domain: &Domain, vcpu: &Vcpu, callback: u64) {
+fn refuse_callback(domain: &Arc<Domain>, vcpu: &Vcpu, callback: u64) -> ! {
     if callback == 0 {
         domain::crash(
             domain,
@@ -115,13 +114,14 @@ fn refuse_callback(domain: &Domain, vcpu: &Vcpu, callback: u64) {
             ),
         );
     }
+    stop_crashed(domain, vcpu)
 }
 
 /// The bounce frame at `base` cannot be written: the domain crashes (as
-/// Xen's does; no #PF is injected).
+/// Xen's does; no #PF is injected) and the vcpu stops.
 #[cold]
 #[inline(never)]
-fn refuse_frame(domain: &Domain, vcpu: &Vcpu, base: u64) {
+fn refuse_frame(domain: &Arc<Domain>, vcpu: &Vcpu, base: u64) -> ! {
     domain::crash(
         domain,
         format_args!(
@@ -129,4 +129,12 @@ fn refuse_frame(domain: &Domain, vcpu: &Vcpu, base: u64) {
             vcpu.id.0
         ),
     );
+    stop_crashed(domain, vcpu)
+}
+
+/// The vcpu of a domain that [`domain::crash`] just shut down stops for
+/// good, as every return to the guest stops the vcpus of a domain that is
+/// shutting down (`hypercall::return_to_guest`).
+fn stop_crashed(domain: &Arc<Domain>, vcpu: &Vcpu) -> ! {
+    crate::sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
 }
