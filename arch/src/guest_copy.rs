@@ -503,7 +503,6 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             "jz 5f",
             "stac",
             "5:",
-            "mov {copied:e}, 56",
             // One guarded store, with `offset` bytes stored before it.
             ".macro sluice_guarded_store offset, word",
             "2:",
@@ -527,6 +526,10 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             "sluice_guarded_store 48, {w6}",
             // The asm may be instantiated more than once in a unit.
             ".purgem sluice_guarded_store",
+            // Written once the last input has been read (on every path:
+            // a fixup reads no input after it): `copied` may share a
+            // register with an input (`lateout`).
+            "mov {copied:e}, 56",
             "4:",
             "test byte ptr [rip + {smap}], 1",
             "jz 6f",
@@ -541,7 +544,7 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             w4 = in(reg) w4,
             w5 = in(reg) w5,
             w6 = in(reg) w6,
-            copied = out(reg) copied,
+            copied = lateout(reg) copied,
             options(nostack),
         );
     }

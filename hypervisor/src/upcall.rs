@@ -53,6 +53,14 @@ pub fn deliver_pending(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptF
 /// between), so the cs slot carries no mask bits and the rflags slot has
 /// IF set. Kept out of line: every return to the guest runs the check,
 /// and inlined there, the bounce costs every hypercall registers.
+///
+/// The words are taken from `frame` first and `frame` is rewritten to
+/// enter the callback before they are written out, so that neither the
+/// frame nor the callback stays live across the seven stores (fewer
+/// registers to save here). A write that fails leaves the vcpu for good
+/// ([`refuse_frame`], which finds the vcpu itself for the same reason), so
+/// the frame it rewrote is never returned to, and the mask is set only
+/// after the write succeeded, as before.
 #[inline(never)]
 fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
@@ -74,10 +82,15 @@ fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut Interr
         frame.ss,
     ];
     let base = (frame.rsp & !15).wrapping_sub(core::mem::size_of_val(&words) as u64);
+    frame.rip = callback;
+    frame.cs = u64::from(FLAT_RING3_CS64);
+    frame.ss = u64::from(FLAT_RING3_DS);
+    frame.rsp = base;
+    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
     // The write refuses a range that wraps or touches the hypervisor's,
     // and a fault (unmapped, read-only) comes back as an error.
     if arch::guest_copy::write_seven_words_to_guest(base, words).is_err() {
-        refuse_frame(domain, vcpu, base);
+        refuse_frame(base);
     }
     // Relaxed (a plain store, where SeqCst was a locked xchg): only this
     // vcpu reads its mask with an order to keep: its guest, on this pCPU
@@ -85,11 +98,6 @@ fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut Interr
     // on the next one it runs on, after the claim's Release/Acquire
     // (`sched`). Senders do not look at the mask (spec §3.3).
     info.evtchn_upcall_mask.store(1, Ordering::Relaxed);
-    frame.rip = callback;
-    frame.cs = u64::from(FLAT_RING3_CS64);
-    frame.ss = u64::from(FLAT_RING3_DS);
-    frame.rsp = base;
-    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
 }
 
 /// An upcall is due but the event callback is missing or not canonical:
@@ -118,18 +126,24 @@ fn refuse_callback(domain: &Arc<Domain>, vcpu: &Vcpu, callback: u64) -> ! {
 }
 
 /// The bounce frame at `base` cannot be written: the domain crashes (as
-/// Xen's does; no #PF is injected) and the vcpu stops.
+/// Xen's does; no #PF is injected) and the vcpu stops. The vcpu is the
+/// one this pCPU runs (as for [`deliver_pending`]): found here, so the
+/// bounce keeps nothing live across its stores for this path.
 #[cold]
 #[inline(never)]
-fn refuse_frame(domain: &Arc<Domain>, vcpu: &Vcpu, base: u64) -> ! {
-    domain::crash(
-        domain,
-        format_args!(
-            "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
-            vcpu.id.0
-        ),
-    );
-    stop_crashed(domain, vcpu)
+fn refuse_frame(base: u64) -> ! {
+    crate::running::with(|domain, vcpu| {
+        domain::crash(
+            domain,
+            format_args!(
+                "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
+                vcpu.id.0
+            ),
+        );
+        stop_crashed(domain, vcpu)
+    });
+    // The return paths run only while this pCPU runs a vcpu.
+    unreachable!("an event bounce with no running vcpu")
 }
 
 /// The vcpu of a domain that [`domain::crash`] just shut down stops for
