@@ -49,6 +49,13 @@ pub enum CopyError {
 #[unsafe(no_mangle)]
 static SLUICE_SMAP_ENABLED: AtomicU8 = AtomicU8::new(0);
 
+// SMAP_FLAGS_NOTE: the inline guarded accesses below test
+// SLUICE_SMAP_ENABLED once, before their `stac`, and close SMAP again on
+// the ZF of that test: nothing in between writes the flags (`stac` writes
+// AC only; `mov`, `rep movsq` and the fixups' `mov` and `jmp` none), and a
+// fault or interrupt taken in between returns with the flags it
+// interrupted (`iretq`; a fixup only moves rip).
+
 /// Records that CR4.SMAP is on (from `cpu::enable_protections`).
 pub(crate) fn note_smap_enabled() {
     // Relaxed: every CPU sets CR4.SMAP itself before it runs the copy
@@ -288,15 +295,15 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
     // Numeric labels 2..9 only: 0 and 1 read as binary in Intel syntax.
     unsafe {
         core::arch::asm!(
+            "xor {fault:e}, {fault:e}",
             "test byte ptr [rip + {smap}], 1",
             "jz 2f",
             "stac",
             "2:",
-            "xor {fault:e}, {fault:e}",
             "3:",
             "mov {value:e}, dword ptr [{source}]",
             "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 5f",
             "clac",
             "5:",
@@ -352,7 +359,7 @@ unsafe fn copy_quads(destination: u64, source: u64, quads: usize) -> usize {
             "3:",
             "rep movsq",
             "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 5f",
             "clac",
             "5:",
@@ -531,7 +538,7 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             // register with an input (`lateout`).
             "mov {copied:e}, 56",
             "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 6f",
             "clac",
             "6:",
