@@ -98,18 +98,27 @@ pub fn iret(call: &mut Call<'_>) {
     // Xen's flat kernel cs with RPL 0, 1 or 2: RPL 3 asks for guest user
     // mode, which needs user page tables Sluice's domains never have;
     // other selectors than Xen's flat ones cannot be loaded.
+    // One branch each, so that each fails straight to the cold refusal.
     let kernel_cs = u64::from(FLAT_RING3_CS64 & !3)..u64::from(FLAT_RING3_CS64);
-    if !kernel_cs.contains(&(cs & 0xffff))
-        || (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS)
-        || !is_canonical(rip)
-    {
+    if !kernel_cs.contains(&(cs & 0xffff)) {
+        refuse_return(call.domain, cs, ss, rip);
+        return;
+    }
+    if (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS) {
+        refuse_return(call.domain, cs, ss, rip);
+        return;
+    }
+    if !is_canonical(rip) {
         refuse_return(call.domain, cs, ss, rip);
         return;
     }
     let frame = &mut *call.frame;
+    // The frame's cs and ss need no store: a hypercall's frame is the one
+    // the `syscall` entry built (the only caller of the hypercall hook),
+    // which holds the flat ring-3 selectors this return goes back with.
+    debug_assert_eq!(frame.cs, u64::from(FLAT_RING3_CS64));
+    debug_assert_eq!(frame.ss, u64::from(FLAT_RING3_DS));
     frame.rip = rip;
-    frame.cs = u64::from(FLAT_RING3_CS64);
-    frame.ss = u64::from(FLAT_RING3_DS);
     frame.rsp = rsp;
     frame.rflags = (rflags & RFLAGS_ARCHITECTURAL & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF | 2;
     frame.rax = rax;
