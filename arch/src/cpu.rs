@@ -245,6 +245,12 @@ pub fn cr3() -> u64 {
     cr3_raw() & 0x000f_ffff_ffff_f000
 }
 
+/// This CPU's RFLAGS (the self-tests check that SMAP was closed again:
+/// AC clear).
+pub fn rflags() -> u64 {
+    x86_64::registers::rflags::read_raw()
+}
+
 /// CR3 as it is: the root's address with its flag (PWT, PCD) or PCID bits.
 #[inline(always)]
 pub fn cr3_raw() -> u64 {

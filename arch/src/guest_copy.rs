@@ -493,51 +493,43 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
         return write_seven_words_staged(destination, w0, w1, w2, w3, w4, w5, w6);
     }
     let [w0, w1, w2, w3, w4, w5, w6] = words;
-    let copied: u32;
     // SAFETY: `destination` is a guest range of 56 bytes (checked above),
     // so the stores touch no hypervisor object, and every mapped
     // guest-range page of the live tables is the guest's
     // (`live_tables_trusted`; a read-only one faults, CR0.WP holding in
-    // ring 0). A fault at a store (each label 2) resumes at its own
-    // exception-table fixup (the label 3 after it), which records the
-    // bytes stored before it in `copied` and rejoins at label 4, where
-    // SMAP is closed again. `stac`/`clac` run only where SMAP is on
-    // (invalid opcodes elsewhere). Numeric labels 2..9 only: 0 and 1
-    // read as binary in Intel syntax.
+    // ring 0). A fault at a store (each label 2) resumes, through its
+    // exception-table entry, at the label block that says how many bytes
+    // were stored before it (`fault_0` .. `fault_48`), with the registers
+    // and the stack as the asm left them (as a jump from the asm would),
+    // and SMAP still open: that block closes it ([`seven_words_fault`]).
+    // The way through stores all seven and closes SMAP itself, with no
+    // count to test. `stac`/`clac` run only where SMAP is on (invalid
+    // opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read as
+    // binary in Intel syntax.
     unsafe {
         core::arch::asm!(
             "test byte ptr [rip + {smap}], 1",
             "jz 5f",
             "stac",
             "5:",
-            // One guarded store, with `offset` bytes stored before it.
-            ".macro sluice_guarded_store offset, word",
+            // One guarded store, resumed at `fault` if it faults.
+            ".macro sluice_guarded_store offset, word, fault",
             "2:",
             "mov qword ptr [{destination} + \\offset], \\word",
-            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
-            "3:",
-            "mov {copied:e}, \\offset",
-            "jmp 4f",
-            ".popsection",
             ".pushsection .sluice_extable, \"a\"",
             ".balign 8",
-            ".quad 2b, 3b",
+            ".quad 2b, \\fault",
             ".popsection",
             ".endm",
-            "sluice_guarded_store 0, {w0}",
-            "sluice_guarded_store 8, {w1}",
-            "sluice_guarded_store 16, {w2}",
-            "sluice_guarded_store 24, {w3}",
-            "sluice_guarded_store 32, {w4}",
-            "sluice_guarded_store 40, {w5}",
-            "sluice_guarded_store 48, {w6}",
+            "sluice_guarded_store 0, {w0}, {fault_0}",
+            "sluice_guarded_store 8, {w1}, {fault_8}",
+            "sluice_guarded_store 16, {w2}, {fault_16}",
+            "sluice_guarded_store 24, {w3}, {fault_24}",
+            "sluice_guarded_store 32, {w4}, {fault_32}",
+            "sluice_guarded_store 40, {w5}, {fault_40}",
+            "sluice_guarded_store 48, {w6}, {fault_48}",
             // The asm may be instantiated more than once in a unit.
             ".purgem sluice_guarded_store",
-            // Written once the last input has been read (on every path:
-            // a fixup reads no input after it): `copied` may share a
-            // register with an input (`lateout`).
-            "mov {copied:e}, 56",
-            "4:",
             // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 6f",
             "clac",
@@ -551,16 +543,37 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             w4 = in(reg) w4,
             w5 = in(reg) w5,
             w6 = in(reg) w6,
-            copied = lateout(reg) copied,
+            fault_0 = label { return seven_words_fault(0) },
+            fault_8 = label { return seven_words_fault(8) },
+            fault_16 = label { return seven_words_fault(16) },
+            fault_24 = label { return seven_words_fault(24) },
+            fault_32 = label { return seven_words_fault(32) },
+            fault_40 = label { return seven_words_fault(40) },
+            fault_48 = label { return seven_words_fault(48) },
             options(nostack),
         );
     }
-    if copied == LENGTH {
-        return Ok(());
+    Ok(())
+}
+
+/// The answer of [`write_seven_words_to_guest`] whose store after `copied`
+/// bytes faulted: closes SMAP, which the faulting store left open.
+#[cold]
+#[inline(never)]
+fn seven_words_fault(copied: usize) -> Result<(), CopyError> {
+    // SAFETY: `clac` only clears RFLAGS.AC (SMAP closed again), and runs
+    // only where SMAP is on (it is an invalid opcode elsewhere).
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 2f",
+            "clac",
+            "2:",
+            smap = sym SLUICE_SMAP_ENABLED,
+            options(nostack),
+        );
     }
-    Err(CopyError::Fault {
-        copied: copied as usize,
-    })
+    Err(CopyError::Fault { copied })
 }
 
 /// [`write_seven_words_to_guest`] where the stores cannot be used: through
