@@ -194,12 +194,13 @@ pub fn trust_no_tables() {
 /// those tables, and a CR3 with flag or PCID bits set only never matches
 /// (the copy then walks the tables: slower, with the same answers).
 /// Sluice loads a guest's root into CR3 as it is (`paging::switch_root`),
-/// so on its guest paths the two are equal; one GS-relative load and no
-/// mask keep this short, as every guarded guest access asks it.
+/// so on its guest paths the two are equal; one compare with the vouch in
+/// memory and no mask keep this short (and needing one scratch register),
+/// as every guarded guest access asks it.
 #[inline(always)]
 fn live_tables_trusted() -> bool {
-    // Relaxed (the load): only this CPU writes its own vouch.
-    crate::percpu::user_only_root_word() == crate::cpu::cr3_raw()
+    // Relaxed (the read): only this CPU writes its own vouch.
+    crate::percpu::is_cr3_user_only_root()
 }
 
 /// How many bytes from `address` lie before the first page that is mapped

@@ -213,24 +213,31 @@ pub fn running_word<const INDEX: usize>() -> *mut () {
     value
 }
 
-/// This CPU's [`PerCpu::user_only_root`], as a Relaxed load of it would
-/// give, in one GS-relative load (every guarded guest access asks).
+/// Whether CR3, as it is, equals this CPU's [`PerCpu::user_only_root`]
+/// (read as a Relaxed load would), in one compare with a GS-relative
+/// operand and a branch (every guarded guest access asks).
 #[inline(always)]
-pub(crate) fn user_only_root_word() -> u64 {
-    let value: u64;
-    // SAFETY: GS points at this CPU's PerCpu (as in `current`), and the
-    // operand is the address of its `user_only_root`, an aligned
-    // `AtomicU64`: this plain load reads it as a Relaxed load would
-    // (aligned 8-byte loads are single-copy atomic on x86_64).
+pub(crate) fn is_cr3_user_only_root() -> bool {
+    // SAFETY: reading CR3 in ring 0 has no side effect; GS points at this
+    // CPU's PerCpu (as in `current`), and the memory operand is the
+    // address of its `user_only_root`, an aligned `AtomicU64`, which this
+    // plain compare reads as a Relaxed load would (aligned 8-byte loads
+    // are single-copy atomic on x86_64); the jump goes to the block that
+    // returns false.
     unsafe {
         core::arch::asm!(
-            "mov {value}, gs:[{offset}]",
-            value = out(reg) value,
+            "mov {cr3}, cr3",
+            "cmp {cr3}, gs:[{offset}]",
+            "jne {differs}",
+            cr3 = out(reg) _,
             offset = const USER_ONLY_ROOT_OFFSET,
-            options(nostack, readonly, preserves_flags)
+            differs = label {
+                return false;
+            },
+            options(nostack, readonly)
         );
     }
-    value
+    true
 }
 
 /// Whether this CPU's [`PerCpu::return_hint`] is set, as a Relaxed load
