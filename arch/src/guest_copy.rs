@@ -437,6 +437,106 @@ pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], Co
     }
 }
 
+/// Reads the nine quadwords at guest address `source`: the checks and
+/// answers of [`read_words_from_guest`], as nine guarded loads straight
+/// into registers where the live tables are vouched for, so the words are
+/// neither copied to a buffer nor loaded back from it (HYPERVISOR_iret's
+/// frame, read at the end of every upcall). One difference: there, a fault
+/// gives back the count of the quadwords read whole before it, which is
+/// the exact byte count when `source` is 8-aligned (an aligned quadword
+/// never crosses a page) and may fall short of it by the bytes of a
+/// quadword that straddles a page otherwise.
+#[inline(always)]
+pub fn read_nine_words_from_guest(source: u64) -> Result<[u64; 9], CopyError> {
+    const LENGTH: u32 = 72;
+    if !is_guest_range(source, LENGTH as usize) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    if !live_tables_trusted() {
+        return read_nine_words_staged(source);
+    }
+    let (w0, w1, w2, w3, w4, w5, w6, w7, w8): (u64, u64, u64, u64, u64, u64, u64, u64, u64);
+    let copied: u32;
+    // SAFETY: `source` is a guest range of 72 bytes (checked above), so
+    // the loads read no hypervisor object, and every mapped guest-range
+    // page of the live tables is the guest's (`live_tables_trusted`). A
+    // fault at a load (each label 2) resumes at its own exception-table
+    // fixup (the label 3 after it), which records the bytes read before
+    // it in `copied` and rejoins at label 4, where SMAP is closed again
+    // (ZF: SMAP_FLAGS_NOTE); the words are not used then. `copied` is
+    // written only once no load is left to read `source` (after the last
+    // one, or in a fixup), so it may share its register (`lateout`).
+    // `stac`/`clac` run only where SMAP is on (invalid opcodes
+    // elsewhere). Numeric labels 2..9 only: 0 and 1 read as binary in
+    // Intel syntax.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 5f",
+            "stac",
+            "5:",
+            // One guarded load, with `offset` bytes read before it.
+            ".macro sluice_guarded_load offset, word",
+            "2:",
+            "mov \\word, qword ptr [{source} + \\offset]",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, \\offset",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            ".endm",
+            "sluice_guarded_load 0, {w0}",
+            "sluice_guarded_load 8, {w1}",
+            "sluice_guarded_load 16, {w2}",
+            "sluice_guarded_load 24, {w3}",
+            "sluice_guarded_load 32, {w4}",
+            "sluice_guarded_load 40, {w5}",
+            "sluice_guarded_load 48, {w6}",
+            "sluice_guarded_load 56, {w7}",
+            "sluice_guarded_load 64, {w8}",
+            // The asm may be instantiated more than once in a unit.
+            ".purgem sluice_guarded_load",
+            "mov {copied:e}, 72",
+            "4:",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
+            "jz 6f",
+            "clac",
+            "6:",
+            smap = sym SLUICE_SMAP_ENABLED,
+            source = in(reg) source,
+            w0 = out(reg) w0,
+            w1 = out(reg) w1,
+            w2 = out(reg) w2,
+            w3 = out(reg) w3,
+            w4 = out(reg) w4,
+            w5 = out(reg) w5,
+            w6 = out(reg) w6,
+            w7 = out(reg) w7,
+            w8 = out(reg) w8,
+            copied = lateout(reg) copied,
+            options(nostack, readonly),
+        );
+    }
+    if copied != LENGTH {
+        return Err(CopyError::Fault {
+            copied: copied as usize,
+        });
+    }
+    Ok([w0, w1, w2, w3, w4, w5, w6, w7, w8])
+}
+
+/// [`read_nine_words_from_guest`] where the loads cannot be used, out of
+/// line.
+#[cold]
+#[inline(never)]
+fn read_nine_words_staged(source: u64) -> Result<[u64; 9], CopyError> {
+    read_words_from_guest(source)
+}
+
 /// Writes `words` (little-endian) to guest address `destination`: the
 /// checks and answers of [`copy_to_guest`] of their bytes, copied with one
 /// inline `rep movsq` where the live tables are vouched for (a frame the

@@ -4,6 +4,7 @@ use core::sync::atomic::Ordering;
 
 use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::guest_entry::is_canonical;
+use arch::idt::InterruptFrame;
 use evtchn_core::Errno;
 
 use super::{Call, GuestIn};
@@ -86,12 +87,12 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 
 /// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
 /// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`, read with one range
-/// check and one copy. A frame that cannot be read or returned to crashes
+/// check and nine guarded loads into registers. A frame that cannot be read or returned to crashes
 /// the domain (out of line: the common iret is the end of every upcall).
 #[inline]
 pub fn iret(call: &mut Call<'_>) {
-    let Ok(words) = GuestIn(call.frame.rsp).read_words::<9>() else {
-        refuse_unreadable(call.domain, call.frame.rsp);
+    let Ok(words) = GuestIn(call.frame.rsp).read_nine_words() else {
+        refuse_unreadable(call.domain, call.frame);
         return;
     };
     let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
@@ -142,7 +143,10 @@ pub fn iret(call: &mut Call<'_>) {
 /// HYPERVISOR_iret's frame at `rsp` cannot be read: the domain crashes.
 #[cold]
 #[inline(never)]
-fn refuse_unreadable(domain: &domain::Domain, rsp: u64) {
+fn refuse_unreadable(domain: &domain::Domain, frame: &InterruptFrame) {
+    // The frame, not its rsp, is passed in: the caller then keeps no
+    // copy of the address live across the read for this cold path.
+    let rsp = frame.rsp;
     domain::crash(
         domain,
         format_args!("*** HYPERVISOR_iret: unreadable frame at {rsp:#x}"),

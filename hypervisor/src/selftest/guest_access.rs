@@ -5,15 +5,15 @@
 //!   the quadword reads and writes give the same answers with the page
 //!   tables walked and with them vouched for (their inline `rep movsq`,
 //!   and its recovery from a fault in the middle), as do the seven
-//!   guarded stores of the bounce frame, which close SMAP again on both
-//!   ways out;
+//!   guarded stores of the bounce frame and the nine guarded loads of
+//!   HYPERVISOR_iret's frame, which close SMAP again on both ways out;
 //! - `selftest=smap`: reading a guest page directly (without the copy
 //!   routine opening SMAP) faults, ending the run with the panic code;
 //! - `selftest=smep`: calling into a guest page faults likewise.
 
 use arch::guest_copy::{
-    CopyError, copy_from_guest, copy_to_guest, read_u32_from_guest, read_words_from_guest,
-    write_seven_words_to_guest, write_words_to_guest,
+    CopyError, copy_from_guest, copy_to_guest, read_nine_words_from_guest, read_u32_from_guest,
+    read_words_from_guest, write_seven_words_to_guest, write_words_to_guest,
 };
 use arch::qemu::ExitCode;
 
@@ -156,7 +156,7 @@ pub fn run_copies() -> ExitCode {
 }
 
 /// The checks of `selftest=guestcopy`: 12, then [`check_words`] twice.
-const CHECKS: u32 = 12 + 2 * 7;
+const CHECKS: u32 = 12 + 2 * 9;
 
 /// RFLAGS.AC: set while a guest copy has SMAP opened.
 const RFLAGS_AC: u64 = 1 << 18;
@@ -232,6 +232,27 @@ fn check_words(tables: &str, failures: &mut u32) {
             && straddling == Err(CopyError::Fault { copied: 24 })
             && kept == Ok(expected)
             && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+
+    // The nine guarded loads of HYPERVISOR_iret's frame (their own inline
+    // loads where the tables are vouched for).
+    let nine: [u64; 9] = core::array::from_fn(|index| 0x0202_0202_0202_0202 * (index as u64 + 1));
+    let written = write_words_to_guest(TEST_PAGE + 1024, &nine);
+    let read = read_nine_words_from_guest(TEST_PAGE + 1024);
+    check(
+        &alloc::format!(
+            "tables {tables}: nine quadwords read from a guest page are the ones written, SMAP closed after"
+        ),
+        written.is_ok() && read == Ok(nine) && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+    let straddling = read_nine_words_from_guest(TEST_PAGE + 4096 - 32);
+    check(
+        &alloc::format!(
+            "tables {tables}: nine quadwords read running into an unmapped page stop there (32 of 72 bytes), SMAP closed after"
+        ),
+        straddling == Err(CopyError::Fault { copied: 32 }) && arch::cpu::rflags() & RFLAGS_AC == 0,
         failures,
     );
 
