@@ -192,7 +192,7 @@ sluice_syscall_entry:
     call qword ptr [rip + {hook}]
     mov rcx, [rsp + {rip}]
     cmp rcx, [rsp + {rcx}]
-    jne sluice_guest_exit_iret
+    jne .Lsluice_syscall_exit_iret
     mov rax, rcx
     sar rax, 47
     inc rax
@@ -200,9 +200,9 @@ sluice_syscall_entry:
     ja .Lsluice_syscall_bad_rip
     mov r11, [rsp + {rflags}]
     cmp r11, [rsp + {r11}]
-    jne sluice_guest_exit_iret
+    jne .Lsluice_syscall_exit_iret
     test r11d, {rflags_if}
-    jz sluice_guest_exit_iret
+    jz .Lsluice_syscall_exit_iret
     mov rax, [rsp + {rax}]
     mov rdx, [rsp + {rdx}]
     mov rsi, [rsp + {rsi}]
@@ -227,6 +227,14 @@ sluice_guest_exit_iret:
     pop r14
     pop r13
     pop r12
+    jmp 2f
+    // The `syscall` entry's `iretq` exit: r12-r15 still hold the guest's
+    // values, as on its `sysretq` exit (the hook preserves them and no
+    // hypervisor path edits them in a hypercall's frame), so they are
+    // skipped rather than popped.
+.Lsluice_syscall_exit_iret:
+    add rsp, 32
+2:
     pop r11
     pop r10
     pop r9
