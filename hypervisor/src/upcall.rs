@@ -32,7 +32,7 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// A frame that cannot be written crashes the domain, and the vcpu stops
 /// then (this does not return).
 #[inline]
-pub fn deliver_pending(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame) {
+pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
     // `vcpu` is the one this pCPU runs: its vcpu_info is in the running slot.
     let Some(info) = crate::running::vcpu_info() else {
         return;
@@ -45,7 +45,7 @@ pub fn deliver_pending(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptF
     {
         return;
     }
-    bounce(domain, vcpu, info, frame);
+    bounce(vcpu, info, frame);
 }
 
 /// The bounce of [`deliver_pending`], once an upcall is due. The frame
@@ -62,13 +62,13 @@ pub fn deliver_pending(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptF
 /// the frame it rewrote is never returned to, and the mask is set only
 /// after the write succeeded, as before.
 #[inline(never)]
-fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
+fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
     // set_callbacks takes any address, as Xen's does; one the CPU cannot
     // return to (`iretq` to a non-canonical rip faults in ring 0 on real
     // CPUs) crashes the domain, as Xen's failed return to it would.
     if callback == 0 || !arch::guest_entry::is_canonical(callback) {
-        refuse_callback(domain, vcpu, callback);
+        refuse_callback(callback);
     }
     let words = [
         frame.rcx,
@@ -101,28 +101,34 @@ fn bounce(domain: &Arc<Domain>, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut Interr
 }
 
 /// An upcall is due but the event callback is missing or not canonical:
-/// the domain crashes and the vcpu stops.
+/// the domain crashes and the vcpu stops. The vcpu is the one this pCPU
+/// runs (as for [`deliver_pending`]): found here, so that the bounce
+/// passes nothing for this path.
 #[cold]
 #[inline(never)]
-fn refuse_callback(domain: &Arc<Domain>, vcpu: &Vcpu, callback: u64) -> ! {
-    if callback == 0 {
-        domain::crash(
-            domain,
-            format_args!(
-                "*** vcpu {}: an event is due but no event callback is registered",
-                vcpu.id.0
-            ),
-        );
-    } else {
-        domain::crash(
-            domain,
-            format_args!(
-                "*** vcpu {}: the event callback {callback:#x} is not canonical",
-                vcpu.id.0
-            ),
-        );
-    }
-    stop_crashed(domain, vcpu)
+fn refuse_callback(callback: u64) -> ! {
+    crate::running::with(|domain, vcpu| {
+        if callback == 0 {
+            domain::crash(
+                domain,
+                format_args!(
+                    "*** vcpu {}: an event is due but no event callback is registered",
+                    vcpu.id.0
+                ),
+            );
+        } else {
+            domain::crash(
+                domain,
+                format_args!(
+                    "*** vcpu {}: the event callback {callback:#x} is not canonical",
+                    vcpu.id.0
+                ),
+            );
+        }
+        stop_crashed(domain, vcpu)
+    });
+    // The return paths run only while this pCPU runs a vcpu.
+    unreachable!("an event bounce with no running vcpu")
 }
 
 /// The bounce frame at `base` cannot be written: the domain crashes (as

@@ -239,7 +239,7 @@ fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame
     }
     // A bounce that cannot be made crashes the domain and stops the vcpu
     // itself (out of line): nothing to check after it here.
-    crate::upcall::deliver_pending(domain, vcpu, frame);
+    crate::upcall::deliver_pending(vcpu, frame);
 }
 
 /// The domain's `tlb_generation` moved on since this vcpu last looked
