@@ -285,18 +285,19 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
         copy_from_guest(&mut bytes, source)?;
         return Ok(u32::from_le_bytes(bytes));
     }
-    let value: u32;
-    let is_fault: u32;
+    let loaded: u64;
     // SAFETY: `source` is a guest range (checked above), so the load reads
     // no hypervisor object, and every mapped guest-range page of the live
-    // tables is the guest's (`live_tables_trusted`). A fault at the load
-    // (label 3) resumes at its exception-table fixup (label 6), which sets
-    // `is_fault` and rejoins the path that closes SMAP again; `stac`/`clac`
-    // run only where SMAP is on (they are invalid opcodes elsewhere).
-    // Numeric labels 2..9 only: 0 and 1 read as binary in Intel syntax.
+    // tables is the guest's (`live_tables_trusted`). The load zero-extends
+    // the u32 into the 64-bit register; a fault at it (label 3) resumes at
+    // its exception-table fixup (label 6), which sets the register to all
+    // ones instead (a value no load gives: the sign says which) and
+    // rejoins the path that closes SMAP again (`mov` leaves ZF alone:
+    // SMAP_FLAGS_NOTE); `stac`/`clac` run only where SMAP is on (they are
+    // invalid opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read
+    // as binary in Intel syntax.
     unsafe {
         core::arch::asm!(
-            "xor {fault:e}, {fault:e}",
             "test byte ptr [rip + {smap}], 1",
             "jz 2f",
             "stac",
@@ -310,7 +311,7 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
             "5:",
             ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
             "6:",
-            "mov {fault:e}, 1",
+            "mov {value}, -1",
             "jmp 4b",
             ".popsection",
             ".pushsection .sluice_extable, \"a\"",
@@ -318,16 +319,15 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
             ".quad 3b, 6b",
             ".popsection",
             source = in(reg) source,
-            value = out(reg) value,
-            fault = out(reg) is_fault,
+            value = out(reg) loaded,
             smap = sym SLUICE_SMAP_ENABLED,
             options(nostack, readonly),
         );
     }
-    if is_fault != 0 {
+    if (loaded as i64) < 0 {
         return Err(CopyError::Fault { copied: 0 });
     }
-    Ok(value)
+    Ok(loaded as u32)
 }
 
 /// Copies `quads` quadwords from `source` to `destination` with one

@@ -5,8 +5,9 @@
 //!   the quadword reads and writes give the same answers with the page
 //!   tables walked and with them vouched for (their inline `rep movsq`,
 //!   and its recovery from a fault in the middle), as do the seven
-//!   guarded stores of the bounce frame and the nine guarded loads of
-//!   HYPERVISOR_iret's frame, which close SMAP again on both ways out;
+//!   guarded stores of the bounce frame, the nine guarded loads of
+//!   HYPERVISOR_iret's frame and the one of a port, which close SMAP
+//!   again on both ways out;
 //! - `selftest=smap`: reading a guest page directly (without the copy
 //!   routine opening SMAP) faults, ending the run with the panic code;
 //! - `selftest=smep`: calling into a guest page faults likewise.
@@ -156,7 +157,7 @@ pub fn run_copies() -> ExitCode {
 }
 
 /// The checks of `selftest=guestcopy`: 12, then [`check_words`] twice.
-const CHECKS: u32 = 12 + 2 * 9;
+const CHECKS: u32 = 12 + 2 * 11;
 
 /// RFLAGS.AC: set while a guest copy has SMAP opened.
 const RFLAGS_AC: u64 = 1 << 18;
@@ -231,6 +232,26 @@ fn check_words(tables: &str, failures: &mut u32) {
         cleared.is_ok()
             && straddling == Err(CopyError::Fault { copied: 24 })
             && kept == Ok(expected)
+            && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+
+    // The one guarded load of a port (its own inline load where the
+    // tables are vouched for; a fault there gives all ones in 64 bits,
+    // which no u32 load gives, all ones in 32 included).
+    let ones = copy_to_guest(TEST_PAGE + 768, &[0xff; 4]);
+    let word = read_u32_from_guest(TEST_PAGE + 768);
+    check(
+        &alloc::format!("tables {tables}: a u32 of all ones read from a guest page is all ones"),
+        ones.is_ok() && word == Ok(u32::MAX),
+        failures,
+    );
+    let word_unmapped = read_u32_from_guest(TEST_PAGE + 4096);
+    check(
+        &alloc::format!(
+            "tables {tables}: a u32 read from an unmapped page faults, SMAP closed after"
+        ),
+        word_unmapped == Err(CopyError::Fault { copied: 0 })
             && arch::cpu::rflags() & RFLAGS_AC == 0,
         failures,
     );
