@@ -242,12 +242,24 @@ pub fn cr2() -> u64 {
 /// (flag and PCID bits masked off).
 #[inline]
 pub fn cr3() -> u64 {
+    cr3_raw() & 0x000f_ffff_ffff_f000
+}
+
+/// This CPU's RFLAGS (the self-tests check that SMAP was closed again:
+/// AC clear).
+pub fn rflags() -> u64 {
+    x86_64::registers::rflags::read_raw()
+}
+
+/// CR3 as it is: the root's address with its flag (PWT, PCD) or PCID bits.
+#[inline(always)]
+pub fn cr3_raw() -> u64 {
     let value: u64;
     // SAFETY: reading CR3 in ring 0 has no side effect.
     unsafe {
         core::arch::asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags));
     }
-    value & 0x000f_ffff_ffff_f000
+    value
 }
 
 /// Switches to the stack whose top is `stack_top` and calls `next(argument)`

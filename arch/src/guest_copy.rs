@@ -49,6 +49,13 @@ pub enum CopyError {
 #[unsafe(no_mangle)]
 static SLUICE_SMAP_ENABLED: AtomicU8 = AtomicU8::new(0);
 
+// SMAP_FLAGS_NOTE: the inline guarded accesses below test
+// SLUICE_SMAP_ENABLED once, before their `stac`, and close SMAP again on
+// the ZF of that test: nothing in between writes the flags (`stac` writes
+// AC only; `mov`, `rep movsq` and the fixups' `mov` and `jmp` none), and a
+// fault or interrupt taken in between returns with the flags it
+// interrupted (`iretq`; a fixup only moves rip).
+
 /// Records that CR4.SMAP is on (from `cpu::enable_protections`).
 pub(crate) fn note_smap_enabled() {
     // Relaxed: every CPU sets CR4.SMAP itself before it runs the copy
@@ -181,13 +188,19 @@ pub fn trust_no_tables() {
 
 /// Whether the live tables are the ones this CPU vouched for with
 /// [`trust_user_only`] (every mapped guest-range page is the guest's).
-#[inline]
+///
+/// CR3 is compared whole, not masked to its address: the vouch holds a
+/// page-aligned address with no flag bits, so an equal CR3 names exactly
+/// those tables, and a CR3 with flag or PCID bits set only never matches
+/// (the copy then walks the tables: slower, with the same answers).
+/// Sluice loads a guest's root into CR3 as it is (`paging::switch_root`),
+/// so on its guest paths the two are equal; one compare with the vouch in
+/// memory and no mask keep this short (and needing one scratch register),
+/// as every guarded guest access asks it.
+#[inline(always)]
 fn live_tables_trusted() -> bool {
-    // Relaxed: only this CPU writes its own vouch.
-    let trusted = crate::percpu::current()
-        .user_only_root
-        .load(Ordering::Relaxed);
-    trusted == crate::cpu::cr3()
+    // Relaxed (the read): only this CPU writes its own vouch.
+    crate::percpu::is_cr3_user_only_root()
 }
 
 /// How many bytes from `address` lie before the first page that is mapped
@@ -272,32 +285,33 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
         copy_from_guest(&mut bytes, source)?;
         return Ok(u32::from_le_bytes(bytes));
     }
-    let value: u32;
-    let is_fault: u32;
+    let loaded: u64;
     // SAFETY: `source` is a guest range (checked above), so the load reads
     // no hypervisor object, and every mapped guest-range page of the live
-    // tables is the guest's (`live_tables_trusted`). A fault at the load
-    // (label 3) resumes at its exception-table fixup (label 6), which sets
-    // `is_fault` and rejoins the path that closes SMAP again; `stac`/`clac`
-    // run only where SMAP is on (they are invalid opcodes elsewhere).
-    // Numeric labels 2..9 only: 0 and 1 read as binary in Intel syntax.
+    // tables is the guest's (`live_tables_trusted`). The load zero-extends
+    // the u32 into the 64-bit register; a fault at it (label 3) resumes at
+    // its exception-table fixup (label 6), which sets the register to all
+    // ones instead (a value no load gives: the sign says which) and
+    // rejoins the path that closes SMAP again (`mov` leaves ZF alone:
+    // SMAP_FLAGS_NOTE); `stac`/`clac` run only where SMAP is on (they are
+    // invalid opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read
+    // as binary in Intel syntax.
     unsafe {
         core::arch::asm!(
             "test byte ptr [rip + {smap}], 1",
             "jz 2f",
             "stac",
             "2:",
-            "xor {fault:e}, {fault:e}",
             "3:",
             "mov {value:e}, dword ptr [{source}]",
             "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 5f",
             "clac",
             "5:",
             ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
             "6:",
-            "mov {fault:e}, 1",
+            "mov {value}, -1",
             "jmp 4b",
             ".popsection",
             ".pushsection .sluice_extable, \"a\"",
@@ -305,16 +319,15 @@ pub fn read_u32_from_guest(source: u64) -> Result<u32, CopyError> {
             ".quad 3b, 6b",
             ".popsection",
             source = in(reg) source,
-            value = out(reg) value,
-            fault = out(reg) is_fault,
+            value = out(reg) loaded,
             smap = sym SLUICE_SMAP_ENABLED,
             options(nostack, readonly),
         );
     }
-    if is_fault != 0 {
+    if (loaded as i64) < 0 {
         return Err(CopyError::Fault { copied: 0 });
     }
-    Ok(value)
+    Ok(loaded as u32)
 }
 
 /// Copies `quads` quadwords from `source` to `destination` with one
@@ -347,7 +360,7 @@ unsafe fn copy_quads(destination: u64, source: u64, quads: usize) -> usize {
             "3:",
             "rep movsq",
             "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 5f",
             "clac",
             "5:",
@@ -424,6 +437,106 @@ pub fn read_words_from_guest<const N: usize>(source: u64) -> Result<[u64; N], Co
     }
 }
 
+/// Reads the nine quadwords at guest address `source`: the checks and
+/// answers of [`read_words_from_guest`], as nine guarded loads straight
+/// into registers where the live tables are vouched for, so the words are
+/// neither copied to a buffer nor loaded back from it (HYPERVISOR_iret's
+/// frame, read at the end of every upcall). One difference: there, a fault
+/// gives back the count of the quadwords read whole before it, which is
+/// the exact byte count when `source` is 8-aligned (an aligned quadword
+/// never crosses a page) and may fall short of it by the bytes of a
+/// quadword that straddles a page otherwise.
+#[inline(always)]
+pub fn read_nine_words_from_guest(source: u64) -> Result<[u64; 9], CopyError> {
+    const LENGTH: u32 = 72;
+    if !is_guest_range(source, LENGTH as usize) {
+        return Err(CopyError::NotGuestAddress);
+    }
+    if !live_tables_trusted() {
+        return read_nine_words_staged(source);
+    }
+    let (w0, w1, w2, w3, w4, w5, w6, w7, w8): (u64, u64, u64, u64, u64, u64, u64, u64, u64);
+    let copied: u32;
+    // SAFETY: `source` is a guest range of 72 bytes (checked above), so
+    // the loads read no hypervisor object, and every mapped guest-range
+    // page of the live tables is the guest's (`live_tables_trusted`). A
+    // fault at a load (each label 2) resumes at its own exception-table
+    // fixup (the label 3 after it), which records the bytes read before
+    // it in `copied` and rejoins at label 4, where SMAP is closed again
+    // (ZF: SMAP_FLAGS_NOTE); the words are not used then. `copied` is
+    // written only once no load is left to read `source` (after the last
+    // one, or in a fixup), so it may share its register (`lateout`).
+    // `stac`/`clac` run only where SMAP is on (invalid opcodes
+    // elsewhere). Numeric labels 2..9 only: 0 and 1 read as binary in
+    // Intel syntax.
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 5f",
+            "stac",
+            "5:",
+            // One guarded load, with `offset` bytes read before it.
+            ".macro sluice_guarded_load offset, word",
+            "2:",
+            "mov \\word, qword ptr [{source} + \\offset]",
+            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
+            "3:",
+            "mov {copied:e}, \\offset",
+            "jmp 4f",
+            ".popsection",
+            ".pushsection .sluice_extable, \"a\"",
+            ".balign 8",
+            ".quad 2b, 3b",
+            ".popsection",
+            ".endm",
+            "sluice_guarded_load 0, {w0}",
+            "sluice_guarded_load 8, {w1}",
+            "sluice_guarded_load 16, {w2}",
+            "sluice_guarded_load 24, {w3}",
+            "sluice_guarded_load 32, {w4}",
+            "sluice_guarded_load 40, {w5}",
+            "sluice_guarded_load 48, {w6}",
+            "sluice_guarded_load 56, {w7}",
+            "sluice_guarded_load 64, {w8}",
+            // The asm may be instantiated more than once in a unit.
+            ".purgem sluice_guarded_load",
+            "mov {copied:e}, 72",
+            "4:",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
+            "jz 6f",
+            "clac",
+            "6:",
+            smap = sym SLUICE_SMAP_ENABLED,
+            source = in(reg) source,
+            w0 = out(reg) w0,
+            w1 = out(reg) w1,
+            w2 = out(reg) w2,
+            w3 = out(reg) w3,
+            w4 = out(reg) w4,
+            w5 = out(reg) w5,
+            w6 = out(reg) w6,
+            w7 = out(reg) w7,
+            w8 = out(reg) w8,
+            copied = lateout(reg) copied,
+            options(nostack, readonly),
+        );
+    }
+    if copied != LENGTH {
+        return Err(CopyError::Fault {
+            copied: copied as usize,
+        });
+    }
+    Ok([w0, w1, w2, w3, w4, w5, w6, w7, w8])
+}
+
+/// [`read_nine_words_from_guest`] where the loads cannot be used, out of
+/// line.
+#[cold]
+#[inline(never)]
+fn read_nine_words_staged(source: u64) -> Result<[u64; 9], CopyError> {
+    read_words_from_guest(source)
+}
+
 /// Writes `words` (little-endian) to guest address `destination`: the
 /// checks and answers of [`copy_to_guest`] of their bytes, copied with one
 /// inline `rep movsq` where the live tables are vouched for (a frame the
@@ -481,49 +594,44 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
         return write_seven_words_staged(destination, w0, w1, w2, w3, w4, w5, w6);
     }
     let [w0, w1, w2, w3, w4, w5, w6] = words;
-    let copied: u32;
     // SAFETY: `destination` is a guest range of 56 bytes (checked above),
     // so the stores touch no hypervisor object, and every mapped
     // guest-range page of the live tables is the guest's
     // (`live_tables_trusted`; a read-only one faults, CR0.WP holding in
-    // ring 0). A fault at a store (each label 2) resumes at its own
-    // exception-table fixup (the label 3 after it), which records the
-    // bytes stored before it in `copied` and rejoins at label 4, where
-    // SMAP is closed again. `stac`/`clac` run only where SMAP is on
-    // (invalid opcodes elsewhere). Numeric labels 2..9 only: 0 and 1
-    // read as binary in Intel syntax.
+    // ring 0). A fault at a store (each label 2) resumes, through its
+    // exception-table entry, at the label block that says how many bytes
+    // were stored before it (`fault_0` .. `fault_48`), with the registers
+    // and the stack as the asm left them (as a jump from the asm would),
+    // and SMAP still open: that block closes it ([`seven_words_fault`]).
+    // The way through stores all seven and closes SMAP itself, with no
+    // count to test. `stac`/`clac` run only where SMAP is on (invalid
+    // opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read as
+    // binary in Intel syntax.
     unsafe {
         core::arch::asm!(
             "test byte ptr [rip + {smap}], 1",
             "jz 5f",
             "stac",
             "5:",
-            "mov {copied:e}, 56",
-            // One guarded store, with `offset` bytes stored before it.
-            ".macro sluice_guarded_store offset, word",
+            // One guarded store, resumed at `fault` if it faults.
+            ".macro sluice_guarded_store offset, word, fault",
             "2:",
             "mov qword ptr [{destination} + \\offset], \\word",
-            ".pushsection .text.sluice_guest_copy_fixups, \"ax\"",
-            "3:",
-            "mov {copied:e}, \\offset",
-            "jmp 4f",
-            ".popsection",
             ".pushsection .sluice_extable, \"a\"",
             ".balign 8",
-            ".quad 2b, 3b",
+            ".quad 2b, \\fault",
             ".popsection",
             ".endm",
-            "sluice_guarded_store 0, {w0}",
-            "sluice_guarded_store 8, {w1}",
-            "sluice_guarded_store 16, {w2}",
-            "sluice_guarded_store 24, {w3}",
-            "sluice_guarded_store 32, {w4}",
-            "sluice_guarded_store 40, {w5}",
-            "sluice_guarded_store 48, {w6}",
+            "sluice_guarded_store 0, {w0}, {fault_0}",
+            "sluice_guarded_store 8, {w1}, {fault_8}",
+            "sluice_guarded_store 16, {w2}, {fault_16}",
+            "sluice_guarded_store 24, {w3}, {fault_24}",
+            "sluice_guarded_store 32, {w4}, {fault_32}",
+            "sluice_guarded_store 40, {w5}, {fault_40}",
+            "sluice_guarded_store 48, {w6}, {fault_48}",
             // The asm may be instantiated more than once in a unit.
             ".purgem sluice_guarded_store",
-            "4:",
-            "test byte ptr [rip + {smap}], 1",
+            // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
             "jz 6f",
             "clac",
             "6:",
@@ -536,16 +644,37 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             w4 = in(reg) w4,
             w5 = in(reg) w5,
             w6 = in(reg) w6,
-            copied = out(reg) copied,
+            fault_0 = label { return seven_words_fault(0) },
+            fault_8 = label { return seven_words_fault(8) },
+            fault_16 = label { return seven_words_fault(16) },
+            fault_24 = label { return seven_words_fault(24) },
+            fault_32 = label { return seven_words_fault(32) },
+            fault_40 = label { return seven_words_fault(40) },
+            fault_48 = label { return seven_words_fault(48) },
             options(nostack),
         );
     }
-    if copied == LENGTH {
-        return Ok(());
+    Ok(())
+}
+
+/// The answer of [`write_seven_words_to_guest`] whose store after `copied`
+/// bytes faulted: closes SMAP, which the faulting store left open.
+#[cold]
+#[inline(never)]
+fn seven_words_fault(copied: usize) -> Result<(), CopyError> {
+    // SAFETY: `clac` only clears RFLAGS.AC (SMAP closed again), and runs
+    // only where SMAP is on (it is an invalid opcode elsewhere).
+    unsafe {
+        core::arch::asm!(
+            "test byte ptr [rip + {smap}], 1",
+            "jz 2f",
+            "clac",
+            "2:",
+            smap = sym SLUICE_SMAP_ENABLED,
+            options(nostack),
+        );
     }
-    Err(CopyError::Fault {
-        copied: copied as usize,
-    })
+    Err(CopyError::Fault { copied })
 }
 
 /// [`write_seven_words_to_guest`] where the stores cannot be used: through

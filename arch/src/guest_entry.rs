@@ -132,10 +132,18 @@ pub fn init_cpu() {
 // hypercall hook directly (no `cld`: `syscall` already cleared DF, as the
 // C ABI wants it, through FMASK), then decides in place whether `sysretq` can
 // return exactly to the frame: rcx = rip and r11 = rflags (`sysretq` takes
-// them from there) and IF set (the guest must stay interruptible). A rip
-// that is not canonical is checked first and never reaches either exit:
-// `sysretq` to such an rcx (Intel) and `iretq` to such a rip fault in ring
-// 0 with the guest's GS loaded. The guest makes one simply by running
+// them from there) and IF set (the guest must stay interruptible). A frame
+// whose rip is no longer the rcx `syscall` saved was edited by the
+// hypervisor (a bounce, HYPERVISOR_iret, a continuation): it leaves
+// through `iretq` at once, after one compare. Its rip came from a writer
+// that checked it canonical (or, for a continuation, is the address of
+// the `syscall` the guest just ran, 2 bytes back, which the CPU fetched),
+// and `iretq` to one that is not would fault in ring 0 at the
+// exit's `iretq` only, which the exit backstop hands to the guest as its
+// #GP (`idt`). A rip equal to rcx is still the guest's own, and is checked
+// canonical before `sysretq`: `sysretq` to a non-canonical rcx faults in
+// ring 0 on Intel CPUs with the guest's rsp and GS loaded, which no
+// backstop can recover. The guest makes one simply by running
 // `syscall` as the last two bytes below 0x0000_8000_0000_0000 (the
 // SYSRET problem of Xen's XSA-7); it gets the #GP its next instruction
 // fetch would raise instead (`sluice_syscall_bad_rip`). The selectors are not compared: `sysretq` loads Xen's flat ones
@@ -183,18 +191,18 @@ sluice_syscall_entry:
     mov rdi, rsp
     call qword ptr [rip + {hook}]
     mov rcx, [rsp + {rip}]
+    cmp rcx, [rsp + {rcx}]
+    jne .Lsluice_syscall_exit_iret
     mov rax, rcx
     sar rax, 47
     inc rax
     cmp rax, 1
     ja .Lsluice_syscall_bad_rip
-    cmp rcx, [rsp + {rcx}]
-    jne sluice_guest_exit_iret
     mov r11, [rsp + {rflags}]
     cmp r11, [rsp + {r11}]
-    jne sluice_guest_exit_iret
+    jne .Lsluice_syscall_exit_iret
     test r11d, {rflags_if}
-    jz sluice_guest_exit_iret
+    jz .Lsluice_syscall_exit_iret
     mov rax, [rsp + {rax}]
     mov rdx, [rsp + {rdx}]
     mov rsi, [rsp + {rsi}]
@@ -219,6 +227,14 @@ sluice_guest_exit_iret:
     pop r14
     pop r13
     pop r12
+    jmp 2f
+    // The `syscall` entry's `iretq` exit: r12-r15 still hold the guest's
+    // values, as on its `sysretq` exit (the hook preserves them and no
+    // hypervisor path edits them in a hypercall's frame), so they are
+    // skipped rather than popped.
+.Lsluice_syscall_exit_iret:
+    add rsp, 32
+2:
     pop r11
     pop r10
     pop r9
@@ -266,9 +282,9 @@ unsafe extern "C" {
     fn sluice_guest_exit_iret();
 }
 
-/// Called by the `syscall` entry when the hypercall hook left a rip that
-/// is not canonical, which neither exit can return to without faulting in
-/// ring 0. The guest gets what the CPU gives it after such a return on a
+/// Called by the `syscall` entry when the hypercall hook left the rip
+/// `syscall` saved (still equal to the frame's rcx) and it is not
+/// canonical, which neither exit can return to without faulting in ring 0. The guest gets what the CPU gives it after such a return on a
 /// CPU whose return does not fault: a #GP (error code 0) at that rip,
 /// through the exception hook and then the return hook, as an exception
 /// from ring 3 would. If the hooks still leave a rip that is not canonical,

@@ -141,6 +141,8 @@ const _: () = assert!(GUEST_STACK_TOP_OFFSET == 8 && GUEST_RSP_SCRATCH_OFFSET ==
 const RUNNING_OFFSET: usize = core::mem::offset_of!(PerCpu, running);
 /// Offset of [`PerCpu::return_hint`].
 const RETURN_HINT_OFFSET: usize = core::mem::offset_of!(PerCpu, return_hint);
+/// Offset of [`PerCpu::user_only_root`].
+const USER_ONLY_ROOT_OFFSET: usize = core::mem::offset_of!(PerCpu, user_only_root);
 
 /// The bootstrap processor's block. The boot entry (`boot`) stores its
 /// address in its first word and points GS at it before any Rust code runs.
@@ -209,6 +211,33 @@ pub fn running_word<const INDEX: usize>() -> *mut () {
         );
     }
     value
+}
+
+/// Whether CR3, as it is, equals this CPU's [`PerCpu::user_only_root`]
+/// (read as a Relaxed load would), in one compare with a GS-relative
+/// operand and a branch (every guarded guest access asks).
+#[inline(always)]
+pub(crate) fn is_cr3_user_only_root() -> bool {
+    // SAFETY: reading CR3 in ring 0 has no side effect; GS points at this
+    // CPU's PerCpu (as in `current`), and the memory operand is the
+    // address of its `user_only_root`, an aligned `AtomicU64`, which this
+    // plain compare reads as a Relaxed load would (aligned 8-byte loads
+    // are single-copy atomic on x86_64); the jump goes to the block that
+    // returns false.
+    unsafe {
+        core::arch::asm!(
+            "mov {cr3}, cr3",
+            "cmp {cr3}, gs:[{offset}]",
+            "jne {differs}",
+            cr3 = out(reg) _,
+            offset = const USER_ONLY_ROOT_OFFSET,
+            differs = label {
+                return false;
+            },
+            options(nostack, readonly)
+        );
+    }
+    true
 }
 
 /// Whether this CPU's [`PerCpu::return_hint`] is set, as a Relaxed load

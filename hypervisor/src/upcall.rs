@@ -7,8 +7,10 @@
 //! (`arch::guest_copy::write_seven_words_to_guest`), then the frame
 //! rewritten.
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
-//! frame that cannot be written) crashes the domain, out of line.
+//! frame that cannot be written) crashes the domain and stops the vcpu,
+//! out of line, so the return paths have nothing to check after a bounce.
 
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
@@ -16,7 +18,7 @@ use arch::idt::InterruptFrame;
 
 use evtchn_core::abi::VcpuInfo;
 
-use crate::domain::{self, Domain, Vcpu};
+use crate::domain::{self, Domain, Vcpu, VcpuState};
 
 const RFLAGS_IF: u64 = 1 << 9;
 /// Cleared in the live rflags on entry to a callback: TF, NT, RF, VM, AC.
@@ -27,13 +29,13 @@ const RFLAGS_CLEARED_ON_BOUNCE: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 1
 /// event callback: write `[rcx, r11, rip, cs | mask << 32, rflags, rsp,
 /// ss]` below the 16-byte aligned guest stack (so the callback starts with
 /// rsp ≡ 8 mod 16), set `evtchn_upcall_mask`, and resume at the callback.
-/// A frame that cannot be written crashes the domain. Returns whether an
-/// upcall was due (bounced, or the domain crashed trying).
+/// A frame that cannot be written crashes the domain, and the vcpu stops
+/// then (this does not return).
 #[inline]
-pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) -> bool {
+pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
     // `vcpu` is the one this pCPU runs: its vcpu_info is in the running slot.
     let Some(info) = crate::running::vcpu_info() else {
-        return false;
+        return;
     };
     // Xen's local_events_need_delivery(), on the vcpu_info in use (as
     // evtchn-core's `vcpu_has_deliverable_event`, without the registry
@@ -41,10 +43,9 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
     if info.evtchn_upcall_pending.load(Ordering::SeqCst) == 0
         || info.evtchn_upcall_mask.load(Ordering::SeqCst) != 0
     {
-        return false;
+        return;
     }
-    bounce(domain, vcpu, info, frame);
-    true
+    bounce(vcpu, info, frame);
 }
 
 /// The bounce of [`deliver_pending`], once an upcall is due. The frame
@@ -52,15 +53,22 @@ pub fn deliver_pending(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame)
 /// between), so the cs slot carries no mask bits and the rflags slot has
 /// IF set. Kept out of line: every return to the guest runs the check,
 /// and inlined there, the bounce costs every hypercall registers.
+///
+/// The words are taken from `frame` first and `frame` is rewritten to
+/// enter the callback before they are written out, so that neither the
+/// frame nor the callback stays live across the seven stores (fewer
+/// registers to save here). A write that fails leaves the vcpu for good
+/// ([`refuse_frame`], which finds the vcpu itself for the same reason), so
+/// the frame it rewrote is never returned to, and the mask is set only
+/// after the write succeeded, as before.
 #[inline(never)]
-fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
+fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     let callback = vcpu.event_callback.load(Ordering::Relaxed);
     // set_callbacks takes any address, as Xen's does; one the CPU cannot
     // return to (`iretq` to a non-canonical rip faults in ring 0 on real
     // CPUs) crashes the domain, as Xen's failed return to it would.
     if callback == 0 || !arch::guest_entry::is_canonical(callback) {
-        refuse_callback(domain, vcpu, callback);
-        return;
+        refuse_callback(callback);
     }
     let words = [
         frame.rcx,
@@ -74,11 +82,15 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
         frame.ss,
     ];
     let base = (frame.rsp & !15).wrapping_sub(core::mem::size_of_val(&words) as u64);
+    frame.rip = callback;
+    frame.cs = u64::from(FLAT_RING3_CS64);
+    frame.ss = u64::from(FLAT_RING3_DS);
+    frame.rsp = base;
+    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
     // The write refuses a range that wraps or touches the hypervisor's,
     // and a fault (unmapped, read-only) comes back as an error.
     if arch::guest_copy::write_seven_words_to_guest(base, words).is_err() {
-        refuse_frame(domain, vcpu, base);
-        return;
+        refuse_frame(base);
     }
     // Relaxed (a plain store, where SeqCst was a locked xchg): only this
     // vcpu reads its mask with an order to keep: its guest, on this pCPU
@@ -86,47 +98,63 @@ fn bounce(domain: &Domain, vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFr
     // on the next one it runs on, after the claim's Release/Acquire
     // (`sched`). Senders do not look at the mask (spec §3.3).
     info.evtchn_upcall_mask.store(1, Ordering::Relaxed);
-    frame.rip = callback;
-    frame.cs = u64::from(FLAT_RING3_CS64);
-    frame.ss = u64::from(FLAT_RING3_DS);
-    frame.rsp = base;
-    frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
 }
 
 /// An upcall is due but the event callback is missing or not canonical:
-/// the domain crashes.
+/// the domain crashes and the vcpu stops. The vcpu is the one this pCPU
+/// runs (as for [`deliver_pending`]): found here, so that the bounce
+/// passes nothing for this path.
 #[cold]
 #[inline(never)]
-fn refuse_callback(domain: &Domain, vcpu: &Vcpu, callback: u64) {
-    if callback == 0 {
-        domain::crash(
-            domain,
-            format_args!(
-                "*** vcpu {}: an event is due but no event callback is registered",
-                vcpu.id.0
-            ),
-        );
-    } else {
-        domain::crash(
-            domain,
-            format_args!(
-                "*** vcpu {}: the event callback {callback:#x} is not canonical",
-                vcpu.id.0
-            ),
-        );
-    }
+fn refuse_callback(callback: u64) -> ! {
+    crate::running::with(|domain, vcpu| {
+        if callback == 0 {
+            domain::crash(
+                domain,
+                format_args!(
+                    "*** vcpu {}: an event is due but no event callback is registered",
+                    vcpu.id.0
+                ),
+            );
+        } else {
+            domain::crash(
+                domain,
+                format_args!(
+                    "*** vcpu {}: the event callback {callback:#x} is not canonical",
+                    vcpu.id.0
+                ),
+            );
+        }
+        stop_crashed(domain, vcpu)
+    });
+    // The return paths run only while this pCPU runs a vcpu.
+    unreachable!("an event bounce with no running vcpu")
 }
 
 /// The bounce frame at `base` cannot be written: the domain crashes (as
-/// Xen's does; no #PF is injected).
+/// Xen's does; no #PF is injected) and the vcpu stops. The vcpu is the
+/// one this pCPU runs (as for [`deliver_pending`]): found here, so the
+/// bounce keeps nothing live across its stores for this path.
 #[cold]
 #[inline(never)]
-fn refuse_frame(domain: &Domain, vcpu: &Vcpu, base: u64) {
-    domain::crash(
-        domain,
-        format_args!(
-            "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
-            vcpu.id.0
-        ),
-    );
+fn refuse_frame(base: u64) -> ! {
+    crate::running::with(|domain, vcpu| {
+        domain::crash(
+            domain,
+            format_args!(
+                "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
+                vcpu.id.0
+            ),
+        );
+        stop_crashed(domain, vcpu)
+    });
+    // The return paths run only while this pCPU runs a vcpu.
+    unreachable!("an event bounce with no running vcpu")
+}
+
+/// The vcpu of a domain that [`domain::crash`] just shut down stops for
+/// good, as every return to the guest stops the vcpus of a domain that is
+/// shutting down (`hypercall::return_to_guest`).
+fn stop_crashed(domain: &Arc<Domain>, vcpu: &Vcpu) -> ! {
+    crate::sched::leave_vcpu(Arc::clone(domain), vcpu.id, VcpuState::Dead)
 }

@@ -4,6 +4,7 @@ use core::sync::atomic::Ordering;
 
 use arch::gdt::{FLAT_RING3_CS64, FLAT_RING3_DS};
 use arch::guest_entry::is_canonical;
+use arch::idt::InterruptFrame;
 use evtchn_core::Errno;
 
 use super::{Call, GuestIn};
@@ -96,30 +97,39 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 
 /// HYPERVISOR_iret: restore the frame the stub left on the guest stack:
 /// `[rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]`, read with one range
-/// check and one copy. A frame that cannot be read or returned to crashes
+/// check and nine guarded loads into registers. A frame that cannot be read or returned to crashes
 /// the domain (out of line: the common iret is the end of every upcall).
 #[inline]
 pub fn iret(call: &mut Call<'_>) {
-    let Ok(words) = GuestIn(call.frame.rsp).read_words::<9>() else {
-        refuse_unreadable(call.domain, call.frame.rsp);
+    let Ok(words) = GuestIn(call.frame.rsp).read_nine_words() else {
+        refuse_unreadable(call.domain, call.frame);
         return;
     };
     let [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss] = words;
     // Xen's flat kernel cs with RPL 0, 1 or 2: RPL 3 asks for guest user
     // mode, which needs user page tables Sluice's domains never have;
     // other selectors than Xen's flat ones cannot be loaded.
+    // One branch each, so that each fails straight to the cold refusal.
     let kernel_cs = u64::from(FLAT_RING3_CS64 & !3)..u64::from(FLAT_RING3_CS64);
-    if !kernel_cs.contains(&(cs & 0xffff))
-        || (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS)
-        || !is_canonical(rip)
-    {
+    if !kernel_cs.contains(&(cs & 0xffff)) {
+        refuse_return(call.domain, cs, ss, rip);
+        return;
+    }
+    if (ss | 3) & 0xffff != u64::from(FLAT_RING3_DS) {
+        refuse_return(call.domain, cs, ss, rip);
+        return;
+    }
+    if !is_canonical(rip) {
         refuse_return(call.domain, cs, ss, rip);
         return;
     }
     let frame = &mut *call.frame;
+    // The frame's cs and ss need no store: a hypercall's frame is the one
+    // the `syscall` entry built (the only caller of the hypercall hook),
+    // which holds the flat ring-3 selectors this return goes back with.
+    debug_assert_eq!(frame.cs, u64::from(FLAT_RING3_CS64));
+    debug_assert_eq!(frame.ss, u64::from(FLAT_RING3_DS));
     frame.rip = rip;
-    frame.cs = u64::from(FLAT_RING3_CS64);
-    frame.ss = u64::from(FLAT_RING3_DS);
     frame.rsp = rsp;
     frame.rflags = guest_rflags(rflags);
     frame.rax = rax;
@@ -143,7 +153,10 @@ pub fn iret(call: &mut Call<'_>) {
 /// HYPERVISOR_iret's frame at `rsp` cannot be read: the domain crashes.
 #[cold]
 #[inline(never)]
-fn refuse_unreadable(domain: &domain::Domain, rsp: u64) {
+fn refuse_unreadable(domain: &domain::Domain, frame: &InterruptFrame) {
+    // The frame, not its rsp, is passed in: the caller then keeps no
+    // copy of the address live across the read for this cold path.
+    let rsp = frame.rsp;
     domain::crash(
         domain,
         format_args!("*** HYPERVISOR_iret: unreadable frame at {rsp:#x}"),

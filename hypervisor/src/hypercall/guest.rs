@@ -32,11 +32,12 @@ impl GuestIn {
         read(self.0, out)
     }
 
-    /// Reads `N` little-endian quadwords (as [`Self::read`] of `N * 8`
-    /// bytes).
+    /// Reads nine little-endian quadwords (as [`Self::read`] of 72 bytes;
+    /// HYPERVISOR_iret's frame: nine guarded loads into registers,
+    /// `arch::guest_copy::read_nine_words_from_guest`).
     #[inline]
-    pub fn read_words<const N: usize>(self) -> Result<[u64; N], Errno> {
-        arch::guest_copy::read_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
+    pub fn read_nine_words(self) -> Result<[u64; 9], Errno> {
+        arch::guest_copy::read_nine_words_from_guest(self.0).map_err(|_| Errno::EFAULT)
     }
 
     /// The handle `offset` bytes further on.

@@ -237,10 +237,9 @@ fn return_to_guest(domain: &Arc<Domain>, vcpu: &Vcpu, frame: &mut InterruptFrame
     if vcpu.tlb_generation.load(Ordering::Relaxed) != generation {
         attend(domain, vcpu, frame, generation);
     }
-    // A bounce that cannot be written crashes the domain: stop then.
-    if crate::upcall::deliver_pending(domain, vcpu, frame) && domain.is_shutting_down() {
-        leave_dead(domain, vcpu);
-    }
+    // A bounce that cannot be made crashes the domain and stops the vcpu
+    // itself (out of line): nothing to check after it here.
+    crate::upcall::deliver_pending(vcpu, frame);
 }
 
 /// The domain's `tlb_generation` moved on since this vcpu last looked

@@ -4,14 +4,17 @@
 //!   copied so far, and hypervisor or non-canonical addresses are refused;
 //!   the quadword reads and writes give the same answers with the page
 //!   tables walked and with them vouched for (their inline `rep movsq`,
-//!   and its recovery from a fault in the middle);
+//!   and its recovery from a fault in the middle), as do the seven
+//!   guarded stores of the bounce frame, the nine guarded loads of
+//!   HYPERVISOR_iret's frame and the one of a port, which close SMAP
+//!   again on both ways out;
 //! - `selftest=smap`: reading a guest page directly (without the copy
 //!   routine opening SMAP) faults, ending the run with the panic code;
 //! - `selftest=smep`: calling into a guest page faults likewise.
 
 use arch::guest_copy::{
-    CopyError, copy_from_guest, copy_to_guest, read_u32_from_guest, read_words_from_guest,
-    write_words_to_guest,
+    CopyError, copy_from_guest, copy_to_guest, read_nine_words_from_guest, read_u32_from_guest,
+    read_words_from_guest, write_seven_words_to_guest, write_words_to_guest,
 };
 use arch::qemu::ExitCode;
 
@@ -154,7 +157,10 @@ pub fn run_copies() -> ExitCode {
 }
 
 /// The checks of `selftest=guestcopy`: 12, then [`check_words`] twice.
-const CHECKS: u32 = 12 + 2 * 5;
+const CHECKS: u32 = 12 + 2 * 11;
+
+/// RFLAGS.AC: set while a guest copy has SMAP opened.
+const RFLAGS_AC: u64 = 1 << 18;
 
 /// The quadword reads and writes, with the page tables `tables` (walked,
 /// or vouched for: then the copies are one inline `rep movsq`).
@@ -200,6 +206,74 @@ fn check_words(tables: &str, failures: &mut u32) {
             "tables {tables}: a quadword read running into an unmapped page stops there (20 of 24 bytes)"
         ),
         read_straddling == Err(CopyError::Fault { copied: 20 }),
+        failures,
+    );
+
+    // The seven guarded stores of the bounce frame (their own inline
+    // stores where the tables are vouched for).
+    let seven: [u64; 7] = core::array::from_fn(|index| 0x1111_1111_1111_1111 * (index as u64 + 1));
+    let written = write_seven_words_to_guest(TEST_PAGE + 512, seven);
+    let back = read_words_from_guest::<7>(TEST_PAGE + 512);
+    check(
+        &alloc::format!(
+            "tables {tables}: seven quadwords written to a guest page read back the same, SMAP closed after"
+        ),
+        written.is_ok() && back == Ok(seven) && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+    let cleared = copy_to_guest(TEST_PAGE + 4096 - 24, &[0u8; 24]);
+    let straddling = write_seven_words_to_guest(TEST_PAGE + 4096 - 24, seven);
+    let kept = read_words_from_guest::<3>(TEST_PAGE + 4096 - 24);
+    let expected: [u64; 3] = core::array::from_fn(|index| seven.get(index).copied().unwrap_or(0));
+    check(
+        &alloc::format!(
+            "tables {tables}: seven quadwords running into an unmapped page stop there (24 of 56 bytes written), SMAP closed after"
+        ),
+        cleared.is_ok()
+            && straddling == Err(CopyError::Fault { copied: 24 })
+            && kept == Ok(expected)
+            && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+
+    // The one guarded load of a port (its own inline load where the
+    // tables are vouched for; a fault there gives all ones in 64 bits,
+    // which no u32 load gives, all ones in 32 included).
+    let ones = copy_to_guest(TEST_PAGE + 768, &[0xff; 4]);
+    let word = read_u32_from_guest(TEST_PAGE + 768);
+    check(
+        &alloc::format!("tables {tables}: a u32 of all ones read from a guest page is all ones"),
+        ones.is_ok() && word == Ok(u32::MAX),
+        failures,
+    );
+    let word_unmapped = read_u32_from_guest(TEST_PAGE + 4096);
+    check(
+        &alloc::format!(
+            "tables {tables}: a u32 read from an unmapped page faults, SMAP closed after"
+        ),
+        word_unmapped == Err(CopyError::Fault { copied: 0 })
+            && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+
+    // The nine guarded loads of HYPERVISOR_iret's frame (their own inline
+    // loads where the tables are vouched for).
+    let nine: [u64; 9] = core::array::from_fn(|index| 0x0202_0202_0202_0202 * (index as u64 + 1));
+    let written = write_words_to_guest(TEST_PAGE + 1024, &nine);
+    let read = read_nine_words_from_guest(TEST_PAGE + 1024);
+    check(
+        &alloc::format!(
+            "tables {tables}: nine quadwords read from a guest page are the ones written, SMAP closed after"
+        ),
+        written.is_ok() && read == Ok(nine) && arch::cpu::rflags() & RFLAGS_AC == 0,
+        failures,
+    );
+    let straddling = read_nine_words_from_guest(TEST_PAGE + 4096 - 32);
+    check(
+        &alloc::format!(
+            "tables {tables}: nine quadwords read running into an unmapped page stop there (32 of 72 bytes), SMAP closed after"
+        ),
+        straddling == Err(CopyError::Fault { copied: 32 }) && arch::cpu::rflags() & RFLAGS_AC == 0,
         failures,
     );
 
