@@ -120,7 +120,7 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "send-upcall-handler",
-        what: "the same send until the port handler's first instruction, through the runtime's instrumented callback (register saves, test counters, its 2-level demux)",
+        what: "the same send until the port handler reads the TSC (5 instructions into it), through the runtime's instrumented callback (register saves, test counters, its 2-level demux)",
         xen_reference: None,
     },
     Row {
