@@ -58,13 +58,15 @@ impl FxArea {
     ///
     /// An image whose `MXCSR` sets a bit outside the mask is one
     /// `fxrstor64` refuses (#GP). Xen 4.17 copies the image as given and
-    /// meets that fault when it first loads it: XRSTOR's fault recovery
-    /// then puts the x87 and SSE registers in their initial state and
-    /// keeps only the implemented bits of the given `MXCSR`. Sluice does
-    /// the same here, once: such an image becomes [`FxArea::reset`] with
-    /// `MXCSR` = the given value & `mxcsr_mask`. Any other image is taken
-    /// byte for byte (`fxrstor64` cannot fault on the other fields, and
-    /// ignores the reserved bytes).
+    /// meets that fault when it first loads it: on a CPU with XSAVE (which
+    /// Xen then loads state with), XRSTOR's fault recovery puts the x87
+    /// and SSE registers in their initial state and keeps only the
+    /// implemented bits of the given `MXCSR`. Sluice does the same here,
+    /// once: such an image becomes [`FxArea::reset`] with `MXCSR` = the
+    /// given value & `mxcsr_mask`. (Xen's FXRSTOR path, on CPUs without
+    /// XSAVE, zeroes the whole image instead, `FCW` and `MXCSR` too.) Any
+    /// other image is taken byte for byte (`fxrstor64` cannot fault on
+    /// the other fields, and ignores the reserved bytes).
     pub fn from_guest(image: &[u8; 512], mxcsr_mask: u32) -> Self {
         let area = Self(*image);
         let mxcsr = area.mxcsr();

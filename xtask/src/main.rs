@@ -118,7 +118,8 @@ struct BenchArgs {
     #[arg(long)]
     guest: bool,
     /// Do not boot Xen 4.17: its column is read from the last Xen run's logs
-    /// if that run booted the same bench guest image, and left empty if not.
+    /// if that run booted the same bench guest image on the same Xen image
+    /// with the same QEMU commands, and left empty if not.
     #[arg(long)]
     no_xen: bool,
 }

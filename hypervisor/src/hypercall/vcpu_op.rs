@@ -253,7 +253,9 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         cs: u64::from(FLAT_RING3_CS64),
         // Xen 4.17 moves IOPL to the virtual IOPL and forces IF here
         // (arch_set_info_guest()), then clears VM on the way out, as on
-        // every exit: the frame holds what the vcpu will run with.
+        // every exit: the frame holds what the vcpu will run with. The
+        // given IOPL is dropped: Sluice keeps no virtual IOPL
+        // (PHYSDEVOP_set_iopl is checked and ignored, physdev.rs).
         rflags: super::callbacks::guest_rflags(rflags),
         rsp,
         ss: u64::from(FLAT_RING3_DS),

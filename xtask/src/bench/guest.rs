@@ -14,10 +14,10 @@
 //! and a bar chart `target/bench/guest.svg`. Timings are reported, never
 //! asserted.
 //!
-//! A Xen run that passed leaves the hash of the guest image it booted in
-//! `target/bench/xen-guest.id`; `--no-xen` then fills the Xen column from
-//! that run's logs if the guest image is still the same (the table says
-//! so), and leaves it empty otherwise.
+//! A Xen run that passed leaves a hash of the guest image, the Xen image
+//! and the QEMU commands it booted in `target/bench/xen-guest.id`;
+//! `--no-xen` then fills the Xen column from that run's logs if all three
+//! are still the same (the table says so), and leaves it empty otherwise.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -47,8 +47,8 @@ const BENCH_BOOTS: [(&str, &str, u32); 2] =
     [("guest", "vcpus=1", 1), ("pingpong", "vcpus=2 pingpong", 2)];
 /// The floor probe's row name.
 const FLOOR: &str = "syscall-floor";
-/// Written next to the Xen logs after a Xen run passed: the hash of the
-/// bench guest image they came from (see [`image_id`]).
+/// Written next to the Xen logs after a Xen run passed: the id of what
+/// their numbers depend on (see [`xen_run_id`]).
 const XEN_GUEST_ID: &str = "target/bench/xen-guest.id";
 
 /// A row of the table: the bench line's name, what it times, and Xen
@@ -120,7 +120,7 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "send-upcall-handler",
-        what: "the same send until the port handler's first instruction, through the runtime's instrumented callback (register saves, test counters, its 2-level demux)",
+        what: "the same send until the port handler reads the TSC (5 instructions into it), through the runtime's instrumented callback (register saves, test counters, its 2-level demux)",
         xen_reference: None,
     },
     Row {
@@ -186,7 +186,8 @@ type Results = Vec<(String, Sample)>;
 struct XenColumn {
     results: Results,
     /// `Some(id)`: not measured by this run but read from the logs of the
-    /// last run with Xen, which booted the bench guest image with this id.
+    /// last run with Xen, whose guest image, Xen image and QEMU commands
+    /// have this id ([`xen_run_id`]).
     reused_from: Option<String>,
 }
 
@@ -300,7 +301,7 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
             }
         }
     } else {
-        match reuse_xen_logs(root, &guest) {
+        match reuse_xen_logs(root, &qemu_path, &guest) {
             Ok(column) => Some(column),
             Err(error) => {
                 println!("no Xen column: {error:#}");
@@ -320,13 +321,59 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
     Ok(())
 }
 
-/// The bench guest image's identity: a 64-bit FNV-1a hash of the whole
-/// file, in hex. Any change to the guest's code or data changes it.
-fn image_id(guest: &Path) -> Result<String> {
-    let bytes = fs::read(guest).with_context(|| format!("reading {}", guest.display()))?;
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+/// FNV-1a (64-bit) offset basis: the hash of nothing.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a (64-bit) of `bytes`, continuing from `hash`.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    })
+}
+
+/// The Xen boots of [`BENCH_BOOTS`]: each variant with its QEMU command
+/// (without [`ICOUNT`], which [`boot`] adds).
+fn xen_boots(
+    root: &Path,
+    qemu_path: &Path,
+    guest: &Path,
+    xen_elf: &Path,
+) -> Vec<(&'static str, Command)> {
+    BENCH_BOOTS
+        .iter()
+        .map(|&(variant, args, smp)| {
+            let module = Module {
+                guest: "bench".into(),
+                args: format!("dom=0 priv {args}"),
+            };
+            let xen_boot = xen::oracle::XenBoot::new(guest.to_path_buf(), &module, smp);
+            (variant, xen_boot.command(root, qemu_path, xen_elf))
+        })
+        .collect()
+}
+
+/// What a Xen run's numbers depend on, as one id (FNV-1a, in hex): the
+/// bench guest image, the Xen image and every boot's QEMU command line
+/// with its `-icount` mode. A change to any of them changes the id.
+fn xen_run_id(
+    root: &Path,
+    guest: &Path,
+    xen_elf: &Path,
+    boots: &[(&str, Command)],
+) -> Result<String> {
+    let mut hash = FNV_OFFSET;
+    for path in [guest.to_path_buf(), root.join(xen_elf)] {
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        hash = fnv1a(hash, &bytes);
+    }
+    for (variant, command) in boots {
+        let line = format!(
+            "{variant}: {} {}",
+            crate::process::display(command),
+            ICOUNT.join(" ")
+        );
+        hash = fnv1a(hash, line.as_bytes());
+    }
     Ok(format!("{hash:016x}"))
 }
 
@@ -336,45 +383,45 @@ fn xen_log(variant: &str) -> String {
 }
 
 /// The bench guest as dom0 on Xen 4.17, same QEMU mode. Once every boot
-/// passed, records the guest image's id in [`XEN_GUEST_ID`] so that a
-/// later `--no-xen` run of the same image may reuse the logs.
+/// passed, records the run's id ([`xen_run_id`]) in [`XEN_GUEST_ID`] so
+/// that a later `--no-xen` run of the same guest, Xen and commands may
+/// reuse the logs.
 fn xen_run(root: &Path, qemu_path: &Path, guest: &Path) -> Result<Results> {
     let xen_elf = xen::setup::prepare(root)?;
-    // The logs are about to be replaced: they vouch for no image until
+    // The logs are about to be replaced: they vouch for no run until
     // every boot passed.
     let id_path = root.join(XEN_GUEST_ID);
     if id_path.exists() {
         fs::remove_file(&id_path).with_context(|| format!("removing {XEN_GUEST_ID}"))?;
     }
+    let boots = xen_boots(root, qemu_path, guest, &xen_elf);
+    let id = xen_run_id(root, guest, &xen_elf, &boots)?;
     let mut results = Results::new();
-    for (variant, args, smp) in BENCH_BOOTS {
-        let module = Module {
-            guest: "bench".into(),
-            args: format!("dom=0 priv {args}"),
-        };
-        let xen_boot = xen::oracle::XenBoot::new(guest.to_path_buf(), &module, smp);
+    for (variant, command) in boots {
         let log_path = xen_log(variant);
-        let (log, end) = boot(root, xen_boot.command(root, qemu_path, &xen_elf), &log_path)?;
+        let (log, end) = boot(root, command, &log_path)?;
         let found = parse_log(&log);
         if !log.contains("# verdict: PASS") || found.is_empty() {
             bail!("the bench guest ({variant}) on Xen did not pass ({end}; log: {log_path})");
         }
         results.extend(found);
     }
-    fs::write(&id_path, format!("{}\n", image_id(guest)?))
-        .with_context(|| format!("writing {XEN_GUEST_ID}"))?;
+    fs::write(&id_path, format!("{id}\n")).with_context(|| format!("writing {XEN_GUEST_ID}"))?;
     Ok(results)
 }
 
 /// With `--no-xen`: the Xen column from the last Xen run's logs, if that
-/// run passed with this very guest image (its id in [`XEN_GUEST_ID`]).
-fn reuse_xen_logs(root: &Path, guest: &Path) -> Result<XenColumn> {
+/// run passed with this very guest image, the Xen image it would boot now
+/// and the same QEMU commands (their id in [`XEN_GUEST_ID`]).
+fn reuse_xen_logs(root: &Path, qemu_path: &Path, guest: &Path) -> Result<XenColumn> {
     let recorded = fs::read_to_string(root.join(XEN_GUEST_ID))
         .with_context(|| format!("no Xen run recorded ({XEN_GUEST_ID})"))?;
-    let id = image_id(guest)?;
+    let xen_elf = Path::new(xen::setup::XEN_ELF);
+    let boots = xen_boots(root, qemu_path, guest, xen_elf);
+    let id = xen_run_id(root, guest, xen_elf, &boots)?;
     if recorded.trim() != id {
         bail!(
-            "the Xen logs under target/bench are from another bench guest image ({} there, {id} now)",
+            "the Xen logs under target/bench are from another bench guest image, Xen image or QEMU command ({} there, {id} now)",
             recorded.trim()
         );
     }
@@ -383,12 +430,13 @@ fn reuse_xen_logs(root: &Path, guest: &Path) -> Result<XenColumn> {
         let log_path = xen_log(variant);
         let log = fs::read_to_string(root.join(&log_path))
             .with_context(|| format!("reading {log_path}"))?;
-        if !log.contains("# verdict: PASS") {
-            bail!("{log_path} does not end in a pass");
+        let found = parse_log(&log);
+        if !log.contains("# verdict: PASS") || found.is_empty() {
+            bail!("{log_path} does not end in a pass with bench rows");
         }
-        results.extend(parse_log(&log));
+        results.extend(found);
     }
-    println!("Xen column: reused from target/bench/xen-*.log (bench guest image {id})");
+    println!("Xen column: reused from target/bench/xen-*.log (run id {id})");
     Ok(XenColumn {
         results,
         reused_from: Some(id),
@@ -440,7 +488,8 @@ fn render(sluice: &Results, xen: Option<&XenColumn>) -> Result<String> {
             table,
             "The \"Xen 4.17 measured\" column was not measured by this run (`--no-xen`): it is \
              read from `target/bench/xen-guest.log` and `xen-pingpong.log`, written by the last \
-             run with Xen, which booted this same bench guest image (FNV-1a {id})."
+             run with Xen, which booted this same bench guest image on the same Xen image with \
+             the same QEMU commands (run id {id}, FNV-1a)."
         );
     }
     let _ = writeln!(table);
@@ -628,7 +677,7 @@ mod tests {
         assert!(
             table.contains("| Xen 4.17 measured (last run's logs) |")
                 && table.contains("not measured by this run")
-                && table.contains("FNV-1a 0123456789abcdef"),
+                && table.contains("run id 0123456789abcdef"),
             "{table}"
         );
     }
@@ -650,16 +699,36 @@ mod tests {
     }
 
     #[test]
-    fn the_image_id_is_the_files_hash() {
-        let dir = std::env::temp_dir().join(format!("xtask-image-id-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("guest");
-        fs::write(&path, b"").unwrap();
-        // FNV-1a 64 of nothing is its offset basis.
-        assert_eq!(image_id(&path).unwrap(), "cbf29ce484222325");
-        fs::write(&path, b"a").unwrap();
-        assert_eq!(image_id(&path).unwrap(), "af63dc4c8601ec8c");
-        fs::remove_dir_all(&dir).unwrap();
+    fn fnv1a_matches_its_published_values() {
+        // FNV-1a 64 of nothing is its offset basis; of "a", 0xaf63dc4c8601ec8c.
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            fnv1a(fnv1a(FNV_OFFSET, b"a"), b"b"),
+            fnv1a(FNV_OFFSET, b"ab")
+        );
+    }
+
+    #[test]
+    fn the_run_id_covers_guest_xen_and_commands() {
+        let root = std::env::temp_dir().join(format!("xtask-run-id-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let (guest, xen_elf, qemu) = (root.join("guest"), Path::new("xen.elf"), Path::new("qemu"));
+        fs::write(&guest, b"guest").unwrap();
+        fs::write(root.join(xen_elf), b"xen").unwrap();
+        let id = |boots: &[(&str, Command)]| xen_run_id(&root, &guest, xen_elf, boots).unwrap();
+        let boots = xen_boots(&root, qemu, &guest, xen_elf);
+        let first = id(&boots);
+        assert_eq!(id(&boots), first);
+        fs::write(&guest, b"guest 2").unwrap();
+        let second = id(&boots);
+        assert_ne!(second, first);
+        fs::write(root.join(xen_elf), b"xen 2").unwrap();
+        let third = id(&boots);
+        assert_ne!(third, second);
+        let other_qemu = xen_boots(&root, Path::new("qemu-2"), &guest, xen_elf);
+        assert_ne!(id(&other_qemu), third);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

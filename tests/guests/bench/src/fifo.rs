@@ -10,8 +10,8 @@
 //! - `fifo-send-upcall-entry`, `fifo-send-upcall-handler`,
 //!   `fifo-send-upcall-iret`: send on the loopback channel (linking, ready
 //!   bit, upcall) until the event callback's entry (its third instruction,
-//!   as on 2-level), until the handler's first instruction through the
-//!   runtime's instrumented callback, and until the send returns through
+//!   as on 2-level), until the handler's TSC read through the runtime's
+//!   instrumented callback, and until the send returns through
 //!   the bench's lean callback (the runtime's queue consumer, handler,
 //!   HYPERVISOR_iret);
 //! - `fifo-pingpong-spin`, `fifo-pingpong-blocked` (in [`super::pingpong`]):

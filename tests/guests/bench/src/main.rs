@@ -19,11 +19,11 @@
 //!   in this domain) until the upcall's entry: the TSC is read by the event
 //!   callback's third instruction, after it saved rax and rdx
 //!   ([`callback::bench_stamped_callback`]);
-//! - `send-upcall-handler`: the same send until the first instruction of
-//!   the port's handler, through the runtime's instrumented callback
-//!   (register saves, test counters, its 2-level demultiplexer): the row
-//!   that was called `send-upcall-entry` until the entry row above was
-//!   added;
+//! - `send-upcall-handler`: the same send until the port's handler reads
+//!   the TSC (5 instructions into it), through the runtime's instrumented
+//!   callback (register saves, test counters, its 2-level demultiplexer):
+//!   the row that was called `send-upcall-entry` until the entry row above
+//!   was added;
 //! - `send-upcall-iret`: the same send until it returns (bounce frame, the
 //!   bench's lean callback [`callback::bench_event_callback`] with the
 //!   handler, HYPERVISOR_iret);
@@ -71,7 +71,7 @@ const SAMPLES: usize = 2001;
 const WARM_UP: usize = 64;
 
 static HANDLED: AtomicU32 = AtomicU32::new(0);
-/// The TSC at the handler's entry, for `send-upcall-entry`.
+/// The TSC the handler read, for the `*-send-upcall-handler` rows.
 static HANDLER_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn count_event(_port: u32) {
@@ -117,7 +117,7 @@ fn measure(name: &str, mut operation: impl FnMut()) {
 /// The three rows of a send on the loopback channel's `sender` end that
 /// raises an upcall, named `names`: until the
 /// event callback's entry ([`callback::bench_stamped_callback`]), until
-/// the handler's first instruction through the runtime's callback, and
+/// the handler's TSC read through the runtime's callback, and
 /// the whole round trip through the lean callback, which stays
 /// registered. Clears `is_ok` if a send or a registration failed, or a
 /// callback's entry was not stamped after its send began.
