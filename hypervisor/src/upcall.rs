@@ -65,13 +65,72 @@ pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
 /// before.
 #[inline(never)]
 fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
-    let callback = vcpu.event_callback.load(Ordering::Relaxed);
-    // set_callbacks takes any address, as Xen's does; one the CPU cannot
-    // return to (`iretq` to a non-canonical rip faults in ring 0 on real
-    // CPUs) crashes the domain, as Xen's failed return to it would.
-    if callback == 0 || !arch::guest_entry::is_canonical(callback) {
+    // One word to test: a non-zero `event_entry` is the registered
+    // callback, already found usable (`register_event_callback`). Zero
+    // (none, not canonical, or set by VCPUOP_initialise and not looked at
+    // yet) goes out of line to the registered address and its checks.
+    let callback = vcpu.event_entry.load(Ordering::Relaxed);
+    if callback == 0 {
+        return bounce_to_registered(info, frame);
+    }
+    bounce_to(callback, info, frame);
+}
+
+/// [`bounce`] where `event_entry` is 0: checks the registered event
+/// callback. set_callbacks and VCPUOP_initialise take any address, as
+/// Xen's do; one the CPU cannot return to (`iretq` to a non-canonical
+/// rip faults in ring 0 on real CPUs) crashes the domain, as Xen's failed
+/// return to it would, and so does none. A usable one (registered by
+/// VCPUOP_initialise) is recorded in `event_entry`, so the next bounces
+/// test one word. The vcpu is the one this pCPU runs (as for
+/// [`deliver_pending`]): found here, so that the bounce keeps nothing
+/// live for this path.
+#[cold]
+#[inline(never)]
+fn bounce_to_registered(info: &VcpuInfo, frame: &mut InterruptFrame) {
+    let callback = crate::running::with(|_, vcpu| {
+        let callback = vcpu.event_callback.load(Ordering::Relaxed);
+        if entry_of(callback) != 0 {
+            // Relaxed: as in `register_event_callback`.
+            vcpu.event_entry.store(callback, Ordering::Relaxed);
+        }
+        callback
+    });
+    let Some(callback) = callback else {
+        // The return paths run only while this pCPU runs a vcpu.
+        unreachable!("an event bounce with no running vcpu")
+    };
+    if entry_of(callback) == 0 {
         refuse_callback(callback);
     }
+    bounce_to(callback, info, frame);
+}
+
+/// The callback a bounce may enter for the registered `address`: itself
+/// when it is non-zero and canonical, 0 otherwise.
+fn entry_of(address: u64) -> u64 {
+    if address != 0 && arch::guest_entry::is_canonical(address) {
+        address
+    } else {
+        0
+    }
+}
+
+/// Registers `address` as `vcpu`'s event callback (set_callbacks,
+/// callback_op), any address as Xen takes it, and records whether a
+/// bounce may enter it (`Vcpu::event_entry`), so the bounce tests one
+/// word. Relaxed: only the vcpu's own flow registers its callbacks and
+/// bounces to them (the caller is the vcpu that runs), in program order
+/// on one pCPU or across the claim's Release/Acquire (`sched`).
+pub fn register_event_callback(vcpu: &Vcpu, address: u64) {
+    vcpu.event_callback.store(address, Ordering::Relaxed);
+    vcpu.event_entry.store(entry_of(address), Ordering::Relaxed);
+}
+
+/// The bounce to `callback`, non-zero and canonical: writes the frame and
+/// enters the callback.
+#[inline(always)]
+fn bounce_to(callback: u64, info: &VcpuInfo, frame: &mut InterruptFrame) {
     const FRAME_BYTES: u64 = 7 * 8;
     let base = (frame.rsp & !15).wrapping_sub(FRAME_BYTES);
     // The write refuses a range that wraps or touches the hypervisor's,
