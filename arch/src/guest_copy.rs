@@ -19,9 +19,11 @@
 //! guarded load where the tables are vouched for),
 //! [`read_words_from_guest`] (a frame read whole, as HYPERVISOR_iret's,
 //! without filling a buffer first) and [`write_words_to_guest`] (a frame
-//! written whole, as the event bounce frame); the last two are one inline
-//! `rep movsq` where the tables are vouched for. All give the byte copy's
-//! answers.
+//! written whole); the last two are one inline `rep movsq` where the
+//! tables are vouched for. Two frames have their own guarded loads and
+//! stores: HYPERVISOR_iret's ([`read_nine_words_from_guest`]) and the
+//! event bounce frame ([`write_bounce_frame_to_guest`]). All give the
+//! byte copy's answers.
 //!
 //! The exception table is the `.sluice_extable` section (pairs of faulting
 //! instruction and continuation addresses) that `linker.ld` gathers between
@@ -29,6 +31,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::idt::InterruptFrame;
 use crate::layout::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
 /// Why a guest copy failed.
@@ -575,40 +578,72 @@ pub fn write_words_to_guest<const N: usize>(
     }
 }
 
-/// Writes the seven quadwords `words` (little-endian) to the 8-aligned
-/// guest address `destination`: the checks and answers of
-/// [`write_words_to_guest`], as seven guarded stores straight from
-/// registers where the live tables are vouched for, so the words are not
-/// staged in a buffer first (the event bounce frame, written on every
-/// upcall). An aligned quadword never crosses a page, so the count a fault
-/// gives back stays exact to the byte; an unaligned `destination` goes
-/// through [`write_words_to_guest`].
+/// The bits of a saved cs that [`write_bounce_frame_to_guest`] keeps: the
+/// selector without its RPL (bits 32..40 would carry the saved upcall
+/// mask: 0, as the frame is written only while the mask is clear).
+const BOUNCE_CS_KEPT: u32 = 0xfffc;
+/// RFLAGS.IF, set in the bounce frame's rflags: events were unmasked (the
+/// saved mask, 0) when the guest was interrupted.
+const BOUNCE_RFLAGS_IF: u32 = 1 << 9;
+
+/// Writes the event bounce frame of `frame` (the guest state an upcall
+/// interrupts) to the guest address `destination`: seven quadwords
+/// `[rcx, r11, rip, cs, rflags, rsp, ss]` with the saved upcall mask 0
+/// (cs keeps only its selector without RPL, rflags gets IF), with the
+/// checks and answers of [`write_words_to_guest`] of those words: by
+/// [`write_bounce_frame_direct`] where it can, through
+/// [`write_words_to_guest`] otherwise.
+pub fn write_bounce_frame_to_guest(
+    destination: u64,
+    frame: &InterruptFrame,
+) -> Result<(), CopyError> {
+    match write_bounce_frame_direct(destination, frame) {
+        Some(written) => written,
+        None => write_bounce_frame_staged(destination, frame),
+    }
+}
+
+/// [`write_bounce_frame_to_guest`] where the live tables are vouched for
+/// and `destination` is 8-aligned (`None`, with nothing written,
+/// otherwise): the words go from `frame` to the guest by loads and seven
+/// guarded stores, with no buffer, two scratch registers and no call, so
+/// that a caller keeps nothing live across it in callee-saved registers
+/// (the event bounce, on every upcall). An aligned quadword never crosses
+/// a page, so the count a fault gives back stays exact to the byte.
 #[inline(always)]
-pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(), CopyError> {
-    const LENGTH: u32 = 56;
-    if !is_guest_range(destination, LENGTH as usize) {
-        return Err(CopyError::NotGuestAddress);
+pub fn write_bounce_frame_direct(
+    destination: u64,
+    frame: &InterruptFrame,
+) -> Option<Result<(), CopyError>> {
+    const LENGTH: usize = 56;
+    if !is_guest_range(destination, LENGTH) {
+        return Some(Err(CopyError::NotGuestAddress));
     }
     if destination & 7 != 0 || !live_tables_trusted() {
-        let [w0, w1, w2, w3, w4, w5, w6] = words;
-        return write_seven_words_staged(destination, w0, w1, w2, w3, w4, w5, w6);
+        return None;
     }
-    let [w0, w1, w2, w3, w4, w5, w6] = words;
     // SAFETY: `destination` is a guest range of 56 bytes (checked above),
     // so the stores touch no hypervisor object, and every mapped
     // guest-range page of the live tables is the guest's
     // (`live_tables_trusted`; a read-only one faults, CR0.WP holding in
-    // ring 0). A fault at a store (each label 2) resumes, through its
-    // exception-table entry, at the label block that says how many bytes
-    // were stored before it (`fault_0` .. `fault_48`), with the registers
-    // and the stack as the asm left them (as a jump from the asm would),
-    // and SMAP still open: that block closes it ([`seven_words_fault`]).
+    // ring 0); the loads read `frame`, a live reference. The cs and rflags
+    // slots are computed before the SMAP test (`and` and `or` write the
+    // flags that close SMAP again). A fault at a store (each label 2)
+    // resumes, through its exception-table entry, at the label block that
+    // says how many bytes were stored before it (`fault_0` .. `fault_48`),
+    // with the registers and the stack as the asm left them (as a jump
+    // from the asm would), and SMAP still open: that block closes it
+    // ([`bounce_frame_fault`]) and gives the count back, with no call.
     // The way through stores all seven and closes SMAP itself, with no
     // count to test. `stac`/`clac` run only where SMAP is on (invalid
-    // opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read as
-    // binary in Intel syntax.
+    // opcodes elsewhere). Numeric labels 2..9 only: 0 and 1 read as binary
+    // in Intel syntax.
     unsafe {
         core::arch::asm!(
+            "mov {cs:e}, dword ptr [{frame} + {at_cs}]",
+            "and {cs:e}, {cs_kept}",
+            "mov {rflags}, qword ptr [{frame} + {at_rflags}]",
+            "or {rflags}, {rflags_if}",
             "test byte ptr [rip + {smap}], 1",
             "jz 5f",
             "stac",
@@ -622,13 +657,19 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             ".quad 2b, \\fault",
             ".popsection",
             ".endm",
-            "sluice_guarded_store 0, {w0}, {fault_0}",
-            "sluice_guarded_store 8, {w1}, {fault_8}",
-            "sluice_guarded_store 16, {w2}, {fault_16}",
-            "sluice_guarded_store 24, {w3}, {fault_24}",
-            "sluice_guarded_store 32, {w4}, {fault_32}",
-            "sluice_guarded_store 40, {w5}, {fault_40}",
-            "sluice_guarded_store 48, {w6}, {fault_48}",
+            // `mov` leaves the flags alone (SMAP_FLAGS_NOTE).
+            "mov {word}, qword ptr [{frame} + {at_rcx}]",
+            "sluice_guarded_store 0, {word}, {fault_0}",
+            "mov {word}, qword ptr [{frame} + {at_r11}]",
+            "sluice_guarded_store 8, {word}, {fault_8}",
+            "mov {word}, qword ptr [{frame} + {at_rip}]",
+            "sluice_guarded_store 16, {word}, {fault_16}",
+            "sluice_guarded_store 24, {cs}, {fault_24}",
+            "sluice_guarded_store 32, {rflags}, {fault_32}",
+            "mov {word}, qword ptr [{frame} + {at_rsp}]",
+            "sluice_guarded_store 40, {word}, {fault_40}",
+            "mov {word}, qword ptr [{frame} + {at_ss}]",
+            "sluice_guarded_store 48, {word}, {fault_48}",
             // The asm may be instantiated more than once in a unit.
             ".purgem sluice_guarded_store",
             // ZF: still the SMAP test's (SMAP_FLAGS_NOTE).
@@ -637,31 +678,37 @@ pub fn write_seven_words_to_guest(destination: u64, words: [u64; 7]) -> Result<(
             "6:",
             smap = sym SLUICE_SMAP_ENABLED,
             destination = in(reg) destination,
-            w0 = in(reg) w0,
-            w1 = in(reg) w1,
-            w2 = in(reg) w2,
-            w3 = in(reg) w3,
-            w4 = in(reg) w4,
-            w5 = in(reg) w5,
-            w6 = in(reg) w6,
-            fault_0 = label { return seven_words_fault(0) },
-            fault_8 = label { return seven_words_fault(8) },
-            fault_16 = label { return seven_words_fault(16) },
-            fault_24 = label { return seven_words_fault(24) },
-            fault_32 = label { return seven_words_fault(32) },
-            fault_40 = label { return seven_words_fault(40) },
-            fault_48 = label { return seven_words_fault(48) },
+            frame = in(reg) frame,
+            word = out(reg) _,
+            cs = out(reg) _,
+            rflags = out(reg) _,
+            at_rcx = const core::mem::offset_of!(InterruptFrame, rcx),
+            at_r11 = const core::mem::offset_of!(InterruptFrame, r11),
+            at_rip = const core::mem::offset_of!(InterruptFrame, rip),
+            at_cs = const core::mem::offset_of!(InterruptFrame, cs),
+            at_rflags = const core::mem::offset_of!(InterruptFrame, rflags),
+            at_rsp = const core::mem::offset_of!(InterruptFrame, rsp),
+            at_ss = const core::mem::offset_of!(InterruptFrame, ss),
+            cs_kept = const BOUNCE_CS_KEPT,
+            rflags_if = const BOUNCE_RFLAGS_IF,
+            fault_0 = label { return Some(bounce_frame_fault(0)) },
+            fault_8 = label { return Some(bounce_frame_fault(8)) },
+            fault_16 = label { return Some(bounce_frame_fault(16)) },
+            fault_24 = label { return Some(bounce_frame_fault(24)) },
+            fault_32 = label { return Some(bounce_frame_fault(32)) },
+            fault_40 = label { return Some(bounce_frame_fault(40)) },
+            fault_48 = label { return Some(bounce_frame_fault(48)) },
             options(nostack),
         );
     }
-    Ok(())
+    Some(Ok(()))
 }
 
-/// The answer of [`write_seven_words_to_guest`] whose store after `copied`
-/// bytes faulted: closes SMAP, which the faulting store left open.
-#[cold]
-#[inline(never)]
-fn seven_words_fault(copied: usize) -> Result<(), CopyError> {
+/// The answer of [`write_bounce_frame_direct`] whose store after `copied`
+/// bytes faulted: closes SMAP, which the faulting store left open. Inline
+/// in each fault block, so the direct write makes no call on any path.
+#[inline(always)]
+fn bounce_frame_fault(copied: usize) -> Result<(), CopyError> {
     // SAFETY: `clac` only clears RFLAGS.AC (SMAP closed again), and runs
     // only where SMAP is on (it is an invalid opcode elsewhere).
     unsafe {
@@ -677,25 +724,20 @@ fn seven_words_fault(copied: usize) -> Result<(), CopyError> {
     Err(CopyError::Fault { copied })
 }
 
-/// [`write_seven_words_to_guest`] where the stores cannot be used: through
-/// [`write_words_to_guest`], out of line, so that the buffer it needs is
-/// filled only on this path. The words come one by one: an array argument
-/// would be staged in memory by the caller on every path.
+/// [`write_bounce_frame_to_guest`] where the stores cannot be used:
+/// through [`write_words_to_guest`], out of line, so that the buffer it
+/// needs is filled only on this path.
 #[cold]
 #[inline(never)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the seven words in registers, so the caller stages nothing"
-)]
-fn write_seven_words_staged(
-    destination: u64,
-    w0: u64,
-    w1: u64,
-    w2: u64,
-    w3: u64,
-    w4: u64,
-    w5: u64,
-    w6: u64,
-) -> Result<(), CopyError> {
-    write_words_to_guest(destination, &[w0, w1, w2, w3, w4, w5, w6])
+fn write_bounce_frame_staged(destination: u64, frame: &InterruptFrame) -> Result<(), CopyError> {
+    let words = [
+        frame.rcx,
+        frame.r11,
+        frame.rip,
+        frame.cs & u64::from(BOUNCE_CS_KEPT),
+        frame.rflags | u64::from(BOUNCE_RFLAGS_IF),
+        frame.rsp,
+        frame.ss,
+    ];
+    write_words_to_guest(destination, &words)
 }

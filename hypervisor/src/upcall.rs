@@ -4,7 +4,7 @@
 //! The check is inlined into the return paths (the hypercall hook and
 //! `before_return`); the bounce is one callback check, one guest range
 //! check and seven guarded stores of the frame words
-//! (`arch::guest_copy::write_seven_words_to_guest`), then the frame
+//! (`arch::guest_copy::write_bounce_frame_to_guest`), then the frame
 //! rewritten.
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
 //! frame that cannot be written) crashes the domain and stops the vcpu,
@@ -51,47 +51,122 @@ pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
 /// The bounce of [`deliver_pending`], once an upcall is due. The frame
 /// saves the mask that check saw, 0 (this vcpu's guest does not run in
 /// between), so the cs slot carries no mask bits and the rflags slot has
-/// IF set. Kept out of line: every return to the guest runs the check,
-/// and inlined there, the bounce costs every hypercall registers.
+/// IF set (`arch::guest_copy::write_bounce_frame_to_guest` writes those
+/// slots so). Kept out of line: every return to the guest runs the
+/// check, and inlined there, the bounce costs every hypercall registers.
 ///
-/// The words are taken from `frame` first and `frame` is rewritten to
-/// enter the callback before they are written out, so that neither the
-/// frame nor the callback stays live across the seven stores (fewer
-/// registers to save here). A write that fails leaves the vcpu for good
-/// ([`refuse_frame`], which finds the vcpu itself for the same reason), so
-/// the frame it rewrote is never returned to, and the mask is set only
-/// after the write succeeded, as before.
+/// The frame's words go to the guest straight from `frame` (the writer
+/// loads them itself), so that nothing but `frame`, the frame's address,
+/// the callback and `info` stays live across the seven stores: no
+/// callee-saved register to save here. `frame` is rewritten to enter the
+/// callback only after the write succeeded; a write that fails leaves the
+/// vcpu for good ([`refuse_frame`], which finds the vcpu itself for the
+/// same reason), and the mask is set only after the write succeeded, as
+/// before.
 #[inline(never)]
 fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
-    let callback = vcpu.event_callback.load(Ordering::Relaxed);
-    // set_callbacks takes any address, as Xen's does; one the CPU cannot
-    // return to (`iretq` to a non-canonical rip faults in ring 0 on real
-    // CPUs) crashes the domain, as Xen's failed return to it would.
-    if callback == 0 || !arch::guest_entry::is_canonical(callback) {
+    // One word to test: a non-zero `event_entry` is the registered
+    // callback, already found usable (`register_event_callback`). Zero
+    // (none, not canonical, or set by VCPUOP_initialise and not looked at
+    // yet) goes out of line to the registered address and its checks.
+    let callback = vcpu.event_entry.load(Ordering::Relaxed);
+    if callback == 0 {
+        return bounce_to_registered(info, frame);
+    }
+    bounce_to(callback, info, frame);
+}
+
+/// [`bounce`] where `event_entry` is 0: checks the registered event
+/// callback. set_callbacks and VCPUOP_initialise take any address, as
+/// Xen's do; one the CPU cannot return to (`iretq` to a non-canonical
+/// rip faults in ring 0 on real CPUs) crashes the domain, as Xen's failed
+/// return to it would, and so does none. A usable one (registered by
+/// VCPUOP_initialise) is recorded in `event_entry`, so the next bounces
+/// test one word. The vcpu is the one this pCPU runs (as for
+/// [`deliver_pending`]): found here, so that the bounce keeps nothing
+/// live for this path.
+#[cold]
+#[inline(never)]
+fn bounce_to_registered(info: &VcpuInfo, frame: &mut InterruptFrame) {
+    let callback = crate::running::with(|_, vcpu| {
+        let callback = vcpu.event_callback.load(Ordering::Relaxed);
+        if entry_of(callback) != 0 {
+            // Relaxed: as in `register_event_callback`.
+            vcpu.event_entry.store(callback, Ordering::Relaxed);
+        }
+        callback
+    });
+    let Some(callback) = callback else {
+        // The return paths run only while this pCPU runs a vcpu.
+        unreachable!("an event bounce with no running vcpu")
+    };
+    if entry_of(callback) == 0 {
         refuse_callback(callback);
     }
-    let words = [
-        frame.rcx,
-        frame.r11,
-        frame.rip,
-        // Bits 32..40: the saved mask, 0.
-        frame.cs & 0xffff & !3,
-        // IF = !saved mask.
-        frame.rflags | RFLAGS_IF,
-        frame.rsp,
-        frame.ss,
-    ];
-    let base = (frame.rsp & !15).wrapping_sub(core::mem::size_of_val(&words) as u64);
+    bounce_to(callback, info, frame);
+}
+
+/// The callback a bounce may enter for the registered `address`: itself
+/// when it is non-zero and canonical, 0 otherwise.
+fn entry_of(address: u64) -> u64 {
+    if address != 0 && arch::guest_entry::is_canonical(address) {
+        address
+    } else {
+        0
+    }
+}
+
+/// Registers `address` as `vcpu`'s event callback (set_callbacks,
+/// callback_op), any address as Xen takes it, and records whether a
+/// bounce may enter it (`Vcpu::event_entry`), so the bounce tests one
+/// word. Relaxed: only the vcpu's own flow registers its callbacks and
+/// bounces to them (the caller is the vcpu that runs), in program order
+/// on one pCPU or across the claim's Release/Acquire (`sched`).
+pub fn register_event_callback(vcpu: &Vcpu, address: u64) {
+    vcpu.event_callback.store(address, Ordering::Relaxed);
+    vcpu.event_entry.store(entry_of(address), Ordering::Relaxed);
+}
+
+/// The bounce to `callback`, non-zero and canonical: writes the frame and
+/// enters the callback.
+#[inline(always)]
+fn bounce_to(callback: u64, info: &VcpuInfo, frame: &mut InterruptFrame) {
+    const FRAME_BYTES: u64 = 7 * 8;
+    let base = (frame.rsp & !15).wrapping_sub(FRAME_BYTES);
+    // The write refuses a range that wraps or touches the hypervisor's,
+    // and a fault (unmapped, read-only) comes back as an error. Where the
+    // direct stores cannot be used (tables not vouched for), the rest of
+    // the bounce goes out of line, so that this path makes no call that
+    // returns: nothing is kept live across one.
+    let Some(written) = arch::guest_copy::write_bounce_frame_direct(base, frame) else {
+        return bounce_staged(callback, info, frame, base);
+    };
+    if written.is_err() {
+        refuse_frame(base);
+    }
+    enter_callback(callback, info, frame, base);
+}
+
+/// The rest of [`bounce`] where the direct stores cannot be used: the
+/// same write through a staged copy, out of line.
+#[cold]
+#[inline(never)]
+fn bounce_staged(callback: u64, info: &VcpuInfo, frame: &mut InterruptFrame, base: u64) {
+    if arch::guest_copy::write_bounce_frame_to_guest(base, frame).is_err() {
+        refuse_frame(base);
+    }
+    enter_callback(callback, info, frame, base);
+}
+
+/// Once the bounce frame is written at `base`: rewrites `frame` to enter
+/// `callback` on the stack below it, and masks upcalls.
+#[inline(always)]
+fn enter_callback(callback: u64, info: &VcpuInfo, frame: &mut InterruptFrame, base: u64) {
     frame.rip = callback;
     frame.cs = u64::from(FLAT_RING3_CS64);
     frame.ss = u64::from(FLAT_RING3_DS);
     frame.rsp = base;
     frame.rflags = (frame.rflags & !RFLAGS_CLEARED_ON_BOUNCE) | RFLAGS_IF;
-    // The write refuses a range that wraps or touches the hypervisor's,
-    // and a fault (unmapped, read-only) comes back as an error.
-    if arch::guest_copy::write_seven_words_to_guest(base, words).is_err() {
-        refuse_frame(base);
-    }
     // Relaxed (a plain store, where SeqCst was a locked xchg): only this
     // vcpu reads its mask with an order to keep: its guest, on this pCPU
     // after the exit, and its own flow in the hypervisor, on this pCPU or

@@ -123,6 +123,14 @@ pub struct Vcpu {
     pub initial_frame: spin::Mutex<Option<InterruptFrame>>,
     /// Event callback address (0 = none).
     pub event_callback: AtomicU64,
+    /// The event callback as the bounce enters it: `event_callback` when
+    /// that is usable (non-zero and canonical), 0 when it is not or not
+    /// yet known, so that the bounce tests one word (`upcall`). Set with
+    /// `event_callback` by `upcall::register_event_callback`, and by the
+    /// first bounce after VCPUOP_initialise (which sets `event_callback`
+    /// alone); only the vcpu's own flow writes either once it runs, so the
+    /// bounce never sees the two disagree.
+    pub event_entry: AtomicU64,
     /// Failsafe callback address (0 = none).
     pub failsafe_callback: AtomicU64,
     /// Singleshot timer deadline, system time ns (0 = none).
@@ -165,6 +173,7 @@ impl Vcpu {
             is_initialised: AtomicBool::new(false),
             initial_frame: spin::Mutex::new(None),
             event_callback: AtomicU64::new(0),
+            event_entry: AtomicU64::new(0),
             failsafe_callback: AtomicU64::new(0),
             singleshot_deadline_ns: AtomicU64::new(0),
             periodic_period_ns: AtomicU64::new(0),

@@ -40,7 +40,7 @@ pub(super) fn guest_rflags(rflags: u64) -> u64 {
 /// errors, returns 0.
 pub fn set_callbacks(call: &mut Call<'_>) -> Result<u64, Errno> {
     let (event, failsafe) = (call.argument(0), call.argument(1));
-    call.vcpu.event_callback.store(event, Ordering::Relaxed);
+    crate::upcall::register_event_callback(call.vcpu, event);
     call.vcpu
         .failsafe_callback
         .store(failsafe, Ordering::Relaxed);
@@ -62,7 +62,7 @@ pub fn callback_op(call: &mut Call<'_>) -> Result<u64, Errno> {
                 return Err(Errno::EINVAL);
             }
             match kind {
-                CALLBACKTYPE_EVENT => call.vcpu.event_callback.store(address, Ordering::Relaxed),
+                CALLBACKTYPE_EVENT => crate::upcall::register_event_callback(call.vcpu, address),
                 CALLBACKTYPE_FAILSAFE => {
                     call.vcpu
                         .failsafe_callback

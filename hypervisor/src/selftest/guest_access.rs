@@ -4,8 +4,8 @@
 //!   copied so far, and hypervisor or non-canonical addresses are refused;
 //!   the quadword reads and writes give the same answers with the page
 //!   tables walked and with them vouched for (their inline `rep movsq`,
-//!   and its recovery from a fault in the middle), as do the seven
-//!   guarded stores of the bounce frame, the nine guarded loads of
+//!   and its recovery from a fault in the middle), as do the bounce
+//!   frame's seven guarded stores from an interrupt frame, the nine guarded loads of
 //!   HYPERVISOR_iret's frame and the one of a port, which close SMAP
 //!   again on both ways out;
 //! - `selftest=smap`: reading a guest page directly (without the copy
@@ -14,7 +14,7 @@
 
 use arch::guest_copy::{
     CopyError, copy_from_guest, copy_to_guest, read_nine_words_from_guest, read_u32_from_guest,
-    read_words_from_guest, write_seven_words_to_guest, write_words_to_guest,
+    read_words_from_guest, write_bounce_frame_to_guest, write_words_to_guest,
 };
 use arch::qemu::ExitCode;
 
@@ -209,25 +209,44 @@ fn check_words(tables: &str, failures: &mut u32) {
         failures,
     );
 
-    // The seven guarded stores of the bounce frame (their own inline
-    // stores where the tables are vouched for).
-    let seven: [u64; 7] = core::array::from_fn(|index| 0x1111_1111_1111_1111 * (index as u64 + 1));
-    let written = write_seven_words_to_guest(TEST_PAGE + 512, seven);
+    // The bounce frame, written from an interrupt frame (seven guarded
+    // stores straight from the frame where the tables are vouched for):
+    // cs loses its RPL and bits 16.., rflags gains IF.
+    let frame = arch::idt::InterruptFrame {
+        rcx: 0x1111_1111_1111_1111,
+        r11: 0x2222_2222_2222_2222,
+        rip: 0x3333_3333_3333_3333,
+        cs: 0x4444_4444_4444_e033,
+        rflags: 0x5555_5555_5555_5c55,
+        rsp: 0x6666_6666_6666_6666,
+        ss: 0x7777_7777_7777_7777,
+        ..arch::idt::InterruptFrame::default()
+    };
+    let seven: [u64; 7] = [
+        frame.rcx,
+        frame.r11,
+        frame.rip,
+        0xe030,
+        frame.rflags | 0x200,
+        frame.rsp,
+        frame.ss,
+    ];
+    let written = write_bounce_frame_to_guest(TEST_PAGE + 512, &frame);
     let back = read_words_from_guest::<7>(TEST_PAGE + 512);
     check(
         &alloc::format!(
-            "tables {tables}: seven quadwords written to a guest page read back the same, SMAP closed after"
+            "tables {tables}: a bounce frame written to a guest page reads back as its seven slots, SMAP closed after"
         ),
         written.is_ok() && back == Ok(seven) && arch::cpu::rflags() & RFLAGS_AC == 0,
         failures,
     );
     let cleared = copy_to_guest(TEST_PAGE + 4096 - 24, &[0u8; 24]);
-    let straddling = write_seven_words_to_guest(TEST_PAGE + 4096 - 24, seven);
+    let straddling = write_bounce_frame_to_guest(TEST_PAGE + 4096 - 24, &frame);
     let kept = read_words_from_guest::<3>(TEST_PAGE + 4096 - 24);
     let expected: [u64; 3] = core::array::from_fn(|index| seven.get(index).copied().unwrap_or(0));
     check(
         &alloc::format!(
-            "tables {tables}: seven quadwords running into an unmapped page stop there (24 of 56 bytes written), SMAP closed after"
+            "tables {tables}: a bounce frame running into an unmapped page stops there (24 of 56 bytes written), SMAP closed after"
         ),
         cleared.is_ok()
             && straddling == Err(CopyError::Fault { copied: 24 })
