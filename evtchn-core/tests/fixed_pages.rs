@@ -1,8 +1,9 @@
 //! Views with a fixed shared_info page and settled vcpu_infos
 //! (`SharedInfoView::fixed_shared_info`, `settled_vcpu_info`): senders
 //! reach them with plain loads, and must still find a vcpu_info that moved
-//! once (as VCPUOP_register_vcpu_info moves it) after the hypervisor's
-//! `vcpu_mark_events_pending` of that vcpu.
+//! once (as VCPUOP_register_vcpu_info moves it: announced with
+//! `DomainHandle::vcpu_info_moves`, then settled by the hypervisor's
+//! `vcpu_mark_events_pending` of that vcpu).
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -81,7 +82,9 @@ fn sends_follow_a_vcpu_info_that_moved_once() {
     assert_eq!(selector(view.area), 0);
     clear(on_vcpu1);
 
-    // The hypervisor moves it and raises the upcall Xen raises then.
+    // The hypervisor announces the move, moves it and raises the upcall
+    // Xen raises then.
+    handle.vcpu_info_moves(VcpuId(1));
     view.moved.store(true, Ordering::SeqCst);
     domains.vcpu_mark_events_pending(DOM1, VcpuId(1));
     assert_eq!(view.area.evtchn_upcall_pending.load(Ordering::SeqCst), 1);
