@@ -582,13 +582,12 @@ impl Domain {
         }
         // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
         // upcall_pending (and the kick); pollers in any case.
-        if !two_level_is_masked(shared, target_port) {
-            if let Some(kicked) = self
+        if !two_level_is_masked(shared, target_port)
+            && let Some(kicked) = self
                 .vcpu_info_after_raise(shared, vcpus, vcpu)
                 .and_then(|info| two_level_raise_selector(info, target_port, vcpu))
-            {
-                notify.kick_vcpu(self.domid, kicked);
-            }
+        {
+            notify.kick_vcpu(self.domid, kicked);
         }
         // SeqCst: see `deliver`.
         if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
