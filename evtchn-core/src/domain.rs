@@ -475,9 +475,10 @@ impl Domain {
         if generation.is_multiple_of(2) {
             // The page by a plain load where it is fixed; the vcpu_info
             // only if the port must be raised.
-            let (shared, vcpus) = (self.shared_info_page(), &*self.vcpus);
+            // The vcpus are loaded in the closure: an unmask rarely raises.
+            let shared = self.shared_info_page();
             let wakeups = two_level_unmask(shared, port, vcpu, || {
-                self.vcpu_info_after_raise(shared, vcpus, vcpu)
+                self.vcpu_info_after_raise(shared, &self.vcpus, vcpu)
             });
             if self.abi_generation.load(Ordering::SeqCst) == generation {
                 return wakeups;
