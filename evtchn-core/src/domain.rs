@@ -276,12 +276,19 @@ impl Domain {
         vcpus: &'a [VcpuEvtchn],
         vcpu: VcpuId,
     ) -> Option<&'a VcpuInfo> {
-        let Some(state) = vcpus.get(vcpu.0 as usize) else {
-            return self.shared.vcpu_info(vcpu);
-        };
-        if !state.info_moving.load(Ordering::SeqCst) {
-            return page.vcpu_info.get(vcpu.0 as usize);
+        match vcpus.get(vcpu.0 as usize) {
+            Some(state) if state.info_moving.load(Ordering::SeqCst) => {
+                self.moving_vcpu_info(state, vcpu)
+            }
+            // Never announced (a vcpu the domain does not have never is).
+            _ => page.vcpu_info.get(vcpu.0 as usize),
         }
+    }
+
+    /// [`Domain::vcpu_info_after_raise`] for a vcpu whose move was
+    /// announced: out of line, off the common path.
+    #[inline(never)]
+    fn moving_vcpu_info(&self, state: &VcpuEvtchn, vcpu: VcpuId) -> Option<&VcpuInfo> {
         match state.settled_info.get() {
             Some(settled) => Some(*settled),
             None => self.shared.vcpu_info(vcpu),
