@@ -263,7 +263,7 @@ impl Domain {
     /// are harmless leftovers the guest no longer reads, and its kick a
     /// spurious one. A lookup *before* the locked operation would not be
     /// sound: the guest could rescan between it and the bit
-    /// (`tests/loom.rs`, "send racing register_vcpu_info").
+    /// (`tests/register_vcpu_info_loom.rs` fails with that order).
     ///
     /// Once moving: the settled vcpu_info with plain loads if the view
     /// gave one, else the view's lookup, also after the locked operation

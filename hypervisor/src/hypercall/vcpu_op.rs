@@ -166,8 +166,8 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
     // legacy slot in shared_info at a fixed offset, without asking where
     // the vcpu_info is. Before the publication below and the `~0` store
     // that makes the guest rescan: a sender that still found the legacy
-    // slot did its pending test-and-set before that store (the argument is
-    // at `evtchn_core::DomainHandle::vcpu_info_moves`). Only now that every
+    // slot did its pending test-and-set before that store (see
+    // `evtchn_core::SharedInfoView::vcpu_info`). Only now that every
     // check passed; a racing registration that loses the compare-and-swap
     // below means the other one moved it.
     if let Some(events) = domain.events.get() {
