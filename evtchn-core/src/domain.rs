@@ -18,7 +18,8 @@ use alloc::sync::Arc;
 
 use crate::abi::{SharedInfo, VcpuInfo};
 use crate::sync::{
-    AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, OnceSlot, Ordering, RwLock, RwLockReadGuard,
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard, OnceSlot, Ordering, RwLock,
+    RwLockReadGuard,
 };
 use crate::table::{PortTable, PreparedPort};
 
@@ -86,18 +87,6 @@ pub(crate) enum PortChoice {
     Exact(Port),
 }
 
-/// Where a lock-free sender finds the notified vcpu's vcpu_info (see
-/// `Domain::pages_for_send`).
-#[derive(Clone, Copy)]
-enum VcpuInfoAt<'a> {
-    /// Found with the page (`None`: the vcpu has none).
-    Known(Option<&'a VcpuInfo>),
-    /// In its settled slot among these vcpus' (loaded before the pending
-    /// test-and-set, so the slot is one load away after it), or, if not
-    /// settled, through the view; only for an unmasked port.
-    Settled(&'a [VcpuEvtchn]),
-}
-
 /// Bookkeeping that only the holder of the event lock may touch.
 pub(crate) struct EventLocked {
     /// Set first by destruction; allocation then fails with -EINVAL.
@@ -114,6 +103,11 @@ pub(crate) struct VcpuEvtchn {
     pub(crate) virq_to_port: [AtomicU32; Virq::COUNT],
     /// `poll_evtchn`: >0 the one port polled, -1 several, 0 not polling.
     pub(crate) poll_port: AtomicI64,
+    /// Set, for good, when the hypervisor says this vcpu's vcpu_info is
+    /// about to move ([`crate::DomainHandle::vcpu_info_moves`]); until then
+    /// it is the vcpu's legacy slot in shared_info, which senders reach at
+    /// a fixed offset (see [`Domain::vcpu_info_after_raise`]).
+    info_moving: AtomicBool,
     /// The vcpu's vcpu_info once the view says it is settled
     /// ([`SharedInfoView::settled_vcpu_info`]): senders then reach it with
     /// plain loads instead of a dynamic call.
@@ -168,6 +162,7 @@ impl Domain {
             .map(|_| VcpuEvtchn {
                 virq_to_port: core::array::from_fn(|_| AtomicU32::new(0)),
                 poll_port: AtomicI64::new(0),
+                info_moving: AtomicBool::new(false),
                 settled_info: OnceSlot::new(),
             })
             .collect::<Vec<_>>()
@@ -232,20 +227,72 @@ impl Domain {
         }
     }
 
-    /// The shared_info page and `vcpu`'s vcpu_info: with plain loads if the
-    /// page is fixed and the vcpu_info settled, else through one dynamic
-    /// call of the view ([`SharedInfoView::event_pages`]).
-    #[inline(always)]
-    pub(crate) fn event_pages(&self, vcpu: VcpuId) -> (&SharedInfo, Option<&VcpuInfo>) {
-        if let Some(page) = self.fixed_page
-            && let Some(info) = self
-                .vcpus
-                .get(vcpu.0 as usize)
-                .and_then(|state| state.settled_info.get())
-        {
-            return (page, Some(*info));
+    /// Note that the hypervisor is about to move `vcpu`'s vcpu_info out of
+    /// its legacy slot (see [`crate::DomainHandle::vcpu_info_moves`]).
+    pub(crate) fn vcpu_info_moves(&self, vcpu: VcpuId) {
+        if let Some(state) = self.vcpu(vcpu) {
+            // SeqCst: in the single order before the hypervisor's
+            // `evtchn_pending_sel = ~0` store in the new area (see
+            // `vcpu_info_after_raise`).
+            state.info_moving.store(true, Ordering::SeqCst);
+            crate::sync::after_seqcst_store();
         }
-        self.shared.event_pages(vcpu)
+    }
+
+    /// `vcpu`'s vcpu_info, for a sender (or unmask) that has just done its
+    /// locked operation on `page` (the pending test-and-set, or the mask
+    /// test-and-clear followed by the pending load) and found the port
+    /// must be raised; `page` is the domain's shared_info page and `vcpus`
+    /// the domain's [`VcpuEvtchn`]s (taken by the caller before its locked
+    /// operation, so that the flag is one load away after it).
+    ///
+    /// Fast path: a vcpu whose vcpu_info never started to move is on its
+    /// legacy slot in shared_info (`None` past the 32 legacy slots: events
+    /// then raise no upcall), reached at a fixed offset from `page` with
+    /// no dynamic call into the view and no look at where a registered
+    /// area would be. Sound although the vcpu_info may move at any moment
+    /// (VCPUOP_register_vcpu_info), because the hypervisor marks it moving
+    /// (SeqCst) before it stores `evtchn_pending_sel = ~0` in the new area
+    /// and raises the upcall there, as Xen does so that the guest rescans
+    /// every pending word (spec §3.6). This load is SeqCst and after the
+    /// caller's locked operation: if it reads "not moving", that operation
+    /// came before the mark, hence before the `~0` store, in the single
+    /// SeqCst order; the guest's rescan, which follows its exchange of that
+    /// `~0`, finds the port pending (and, for an unmask, unmasked). The
+    /// selector and upcall_pending this sender then sets in the old slot
+    /// are harmless leftovers the guest no longer reads, and its kick a
+    /// spurious one. A lookup *before* the locked operation would not be
+    /// sound: the guest could rescan between it and the bit
+    /// (`tests/register_vcpu_info_loom.rs` fails with that order).
+    ///
+    /// Once moving: the settled vcpu_info with plain loads if the view
+    /// gave one, else the view's lookup, also after the locked operation
+    /// (which sees the old slot only if the move is not yet published, by
+    /// the same argument: see [`SharedInfoView::vcpu_info`]).
+    #[inline(always)]
+    pub(crate) fn vcpu_info_after_raise<'a>(
+        &'a self,
+        page: &'a SharedInfo,
+        vcpus: &'a [VcpuEvtchn],
+        vcpu: VcpuId,
+    ) -> Option<&'a VcpuInfo> {
+        match vcpus.get(vcpu.0 as usize) {
+            Some(state) if state.info_moving.load(Ordering::SeqCst) => {
+                self.moving_vcpu_info(state, vcpu)
+            }
+            // Never announced (a vcpu the domain does not have never is).
+            _ => page.vcpu_info.get(vcpu.0 as usize),
+        }
+    }
+
+    /// [`Domain::vcpu_info_after_raise`] for a vcpu whose move was
+    /// announced: out of line, off the common path.
+    #[inline(never)]
+    fn moving_vcpu_info(&self, state: &VcpuEvtchn, vcpu: VcpuId) -> Option<&VcpuInfo> {
+        match state.settled_info.get() {
+            Some(settled) => Some(*settled),
+            None => self.shared.vcpu_info(vcpu),
+        }
     }
 
     /// The shared_info page: a plain load if it is fixed, else one dynamic
@@ -392,8 +439,10 @@ impl Domain {
     ) -> Wakeups {
         let generation = self.abi_generation.load(Ordering::SeqCst);
         if generation.is_multiple_of(2) {
-            let (shared, info) = self.event_pages(vcpu);
-            let wakeups = two_level_set_pending(shared, info, port, vcpu);
+            let (shared, vcpus) = (self.shared_info_page(), &*self.vcpus);
+            let wakeups = two_level_set_pending(shared, port, vcpu, || {
+                self.vcpu_info_after_raise(shared, vcpus, vcpu)
+            });
             if wakeups.poll_port.is_none()
                 || self.abi_generation.load(Ordering::SeqCst) == generation
             {
@@ -433,8 +482,10 @@ impl Domain {
         if generation.is_multiple_of(2) {
             // The page by a plain load where it is fixed; the vcpu_info
             // only if the port must be raised.
-            let wakeups = two_level_unmask(self.shared_info_page(), port, vcpu, || {
-                self.event_pages(vcpu).1
+            // The vcpus are loaded in the closure: an unmask rarely raises.
+            let shared = self.shared_info_page();
+            let wakeups = two_level_unmask(shared, port, vcpu, || {
+                self.vcpu_info_after_raise(shared, &self.vcpus, vcpu)
             });
             if self.abi_generation.load(Ordering::SeqCst) == generation {
                 return wakeups;
@@ -490,7 +541,8 @@ impl Domain {
     /// pending test-and-set waits for every load before it, so only loads
     /// one step from the domain come before it (the page, the notify vcpu,
     /// where the vcpus are); the vcpu_info is looked up only for an
-    /// unmasked port, the view asked only if it is not settled; and the
+    /// unmasked port, after the test-and-set ([`Domain::vcpu_info_after_raise`]:
+    /// a fixed offset in shared_info for a vcpu on its legacy slot); and the
     /// wake-ups are delivered here, without a [`Wakeups`] in between.
     #[inline(always)]
     pub(crate) fn send_lock_free<N: Notify>(
@@ -516,7 +568,7 @@ impl Domain {
         // FIFO revokes them all before it copies the pending bits; see
         // `Domain::switch_abi`).
         let vcpu = target.notify_vcpu();
-        let (shared, info) = self.pages_for_send(vcpu);
+        let (shared, vcpus) = (self.shared_info_page(), &*self.vcpus);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
             return true;
         };
@@ -538,45 +590,18 @@ impl Domain {
         }
         // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
         // upcall_pending (and the kick); pollers in any case.
-        if !two_level_is_masked(shared, target_port) {
-            let info = match info {
-                VcpuInfoAt::Known(info) => info,
-                VcpuInfoAt::Settled(vcpus) => match vcpus
-                    .get(vcpu.0 as usize)
-                    .and_then(|state| state.settled_info.get())
-                {
-                    Some(settled) => Some(*settled),
-                    None => self.shared.vcpu_info(vcpu),
-                },
-            };
-            if let Some(kicked) =
-                info.and_then(|info| two_level_raise_selector(info, target_port, vcpu))
-            {
-                notify.kick_vcpu(self.domid, kicked);
-            }
+        if !two_level_is_masked(shared, target_port)
+            && let Some(kicked) = self
+                .vcpu_info_after_raise(shared, vcpus, vcpu)
+                .and_then(|info| two_level_raise_selector(info, target_port, vcpu))
+        {
+            notify.kick_vcpu(self.domid, kicked);
         }
         // SeqCst: see `deliver`.
         if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
             self.check_pollers(target_port, notify);
         }
         true
-    }
-
-    /// The shared_info page, and what a lock-free sender knows of the
-    /// notified vcpu's vcpu_info before its pending test-and-set: if the
-    /// page is fixed, the vcpus whose settled vcpu_info is looked up after
-    /// the mask test (a plain load, or the view's dynamic call for a vcpu
-    /// not settled: only for an unmasked port); if not, the page and the
-    /// vcpu_info, both through one dynamic call of the view.
-    #[inline(always)]
-    fn pages_for_send(&self, vcpu: VcpuId) -> (&SharedInfo, VcpuInfoAt<'_>) {
-        match self.fixed_page {
-            Some(page) => (page, VcpuInfoAt::Settled(&self.vcpus)),
-            None => {
-                let (page, info) = self.shared.event_pages(vcpu);
-                (page, VcpuInfoAt::Known(info))
-            }
-        }
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found

@@ -429,9 +429,10 @@
 //!   arguments spilled to the stack): the lock-free sender is one straight
 //!   line that kicks and checks pollers itself.
 //! * **The vcpu_info lookup before the pending test-and-set**: only loads
-//!   one step from the domain come before it; the settled vcpu_info is
-//!   read after the mask test, and the view is asked (for a vcpu not
-//!   settled) only for an unmasked port.
+//!   one step from the domain come before it; the vcpu_info is looked up
+//!   after the mask test, only for an unmasked port (and it must be after
+//!   the test-and-set: a vcpu_info may move, see
+//!   `Domain::vcpu_info_after_raise`).
 //! * **`valid_evtchns` and the heap array of bucket slots** for a
 //!   sender on a port of 64 or above (see above).
 
@@ -443,9 +444,13 @@
 //!   ([`SharedInfoView::settled_vcpu_info`], asked at creation and on
 //!   [`Domains::vcpu_mark_events_pending`], which the hypervisor calls
 //!   right after a guest registers a vcpu_info). The domain keeps both and
-//!   senders reach them with plain loads. The hypervisor's view does both;
-//!   a vcpu still on its legacy slot (no registration yet) takes the
-//!   dynamic call as before.
+//!   senders reach them with plain loads. The hypervisor's view does both.
+//!   A vcpu still on its legacy slot (no registration yet, the common
+//!   case) is reached at a fixed offset in the page: the hypervisor
+//!   announces a move before it makes it
+//!   ([`DomainHandle::vcpu_info_moves`]), and senders look the vcpu_info
+//!   up after their pending test-and-set (`Domain::vcpu_info_after_raise`
+//!   has the argument; `tests/register_vcpu_info_loom.rs` races the two).
 //! * **The bucket chain for ports 0–63**: bucket 0 is inline in the port
 //!   table, so the channel is one indexed load from the domain (0.8 ns);
 //!   it exists from the table's construction, so `valid_evtchns` need not
@@ -470,8 +475,7 @@
 //!   lock already pins the peer (spec §2.5); the peer's consumer, fixed
 //!   from allocation to close, is mirrored in an atomic.
 //! * **A second dynamic call** for the pages of a view that is not fixed
-//!   ([`SharedInfoView::event_pages`] returns both at once; in the locked
-//!   2-level set_pending too), and the calls
+//!   (a vcpu on its legacy slot needs none after the page), and the calls
 //!   into the send path and the port ops: inlined, the locked path out of
 //!   line; [`Notify`] is called directly, not through `dyn`.
 //! * **The selector test-and-set when the selector is already set**

@@ -70,6 +70,21 @@ impl DomainHandle {
         self.domain.vcpu_has_deliverable_event(vcpu)
     }
 
+    /// Tell evtchn-core that `vcpu`'s vcpu_info is about to leave its
+    /// legacy slot in shared_info (VCPUOP_register_vcpu_info): call it
+    /// before the move is published, and in any case before the
+    /// `evtchn_pending_sel = ~0` store in the new area (see
+    /// [`SharedInfoView::vcpu_info`](crate::SharedInfoView::vcpu_info)
+    /// for the whole sequence). Until it is called, senders reach the
+    /// vcpu's legacy slot at a fixed offset in shared_info, without asking
+    /// the view. Once is enough; more calls change nothing, and calling it
+    /// for a move that does not happen (a registration that fails later)
+    /// only sends this vcpu's events through the view. Nothing happens for
+    /// a vcpu the domain does not have.
+    pub fn vcpu_info_moves(&self, vcpu: VcpuId) {
+        self.domain.vcpu_info_moves(vcpu);
+    }
+
     #[inline]
     pub(crate) fn domain(&self) -> &Domain {
         &self.domain

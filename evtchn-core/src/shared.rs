@@ -25,17 +25,22 @@ pub trait SharedInfoView: Send + Sync {
     /// guest moved it (VCPUOP_register_vcpu_info), else the legacy slot in
     /// shared_info; `None` for a vcpu ≥ 32 that registered nothing (events
     /// then set pending bits but raise no upcall).
+    ///
+    /// A view whose vcpu_infos can move must say so first, per vcpu, with
+    /// [`crate::DomainHandle::vcpu_info_moves`]: until then evtchn-core may
+    /// take the legacy slot of [`SharedInfoView::shared_info`] without
+    /// asking. The move then goes as on Xen: announce, copy the old
+    /// vcpu_info into the new area, publish it (from then on this method
+    /// returns it), store `evtchn_pending_sel = ~0` in it, and call
+    /// [`crate::Domains::vcpu_mark_events_pending`]. evtchn-core looks a
+    /// vcpu_info up only after its locked operation on the port (pending
+    /// test-and-set, mask test-and-clear); the publication and this
+    /// method's read of it must be SeqCst (in the single order with those
+    /// operations and the `~0` store), so that a lookup that still finds
+    /// the old slot came before the `~0` store, which makes the guest
+    /// rescan every pending word.
     fn vcpu_info(&self, vcpu: VcpuId) -> Option<&VcpuInfo> {
         self.shared_info().vcpu_info.get(vcpu.0 as usize)
-    }
-
-    /// [`SharedInfoView::shared_info`] and [`SharedInfoView::vcpu_info`]
-    /// of `vcpu` in one call: the hot path of a send looks up both through
-    /// one dynamic dispatch instead of two. Implementations need not
-    /// override it (the default calls the two, statically dispatched).
-    #[inline]
-    fn event_pages(&self, vcpu: VcpuId) -> (&SharedInfo, Option<&VcpuInfo>) {
-        (self.shared_info(), self.vcpu_info(vcpu))
     }
 
     /// The shared_info page, if it stays at this address for good
@@ -58,7 +63,9 @@ pub trait SharedInfoView: Send + Sync {
     /// (which a hypervisor calls right after moving a vcpu_info, for the
     /// upcall Xen raises then), and keeps the first answer that is
     /// `Some`; from then on it must be what [`SharedInfoView::vcpu_info`]
-    /// returns. Only used when [`SharedInfoView::fixed_shared_info`] is
+    /// returns. Senders use it only once the vcpu's move was announced
+    /// ([`crate::DomainHandle::vcpu_info_moves`]); before, they use the
+    /// legacy slot. Only used when [`SharedInfoView::fixed_shared_info`] is
     /// `Some`. evtchn-core calls this with the domain's event lock held (it
     /// only tries the lock where it may be in interrupt context): it must
     /// not call back in. The default is `None`.

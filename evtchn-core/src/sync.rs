@@ -186,3 +186,14 @@ pub fn after_test_and_set() {
     #[cfg(loom)]
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
+
+/// Marks a `SeqCst` store that the protocol puts in the single order
+/// before the accesses that follow it (the announcement that a vcpu_info
+/// moves, `Domain::vcpu_info_moves`). On x86 a `SeqCst` store is an
+/// `xchg`, a full barrier: nothing to emit. Under `cfg(loom)` a `SeqCst`
+/// fence, for the reason given at [`after_test_and_set`].
+#[inline(always)]
+pub fn after_seqcst_store() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}

@@ -1,8 +1,9 @@
 //! Views with a fixed shared_info page and settled vcpu_infos
 //! (`SharedInfoView::fixed_shared_info`, `settled_vcpu_info`): senders
 //! reach them with plain loads, and must still find a vcpu_info that moved
-//! once (as VCPUOP_register_vcpu_info moves it) after the hypervisor's
-//! `vcpu_mark_events_pending` of that vcpu.
+//! once (as VCPUOP_register_vcpu_info moves it: announced with
+//! `DomainHandle::vcpu_info_moves`, then settled by the hypervisor's
+//! `vcpu_mark_events_pending` of that vcpu).
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -81,7 +82,9 @@ fn sends_follow_a_vcpu_info_that_moved_once() {
     assert_eq!(selector(view.area), 0);
     clear(on_vcpu1);
 
-    // The hypervisor moves it and raises the upcall Xen raises then.
+    // The hypervisor announces the move, moves it and raises the upcall
+    // Xen raises then.
+    handle.vcpu_info_moves(VcpuId(1));
     view.moved.store(true, Ordering::SeqCst);
     domains.vcpu_mark_events_pending(DOM1, VcpuId(1));
     assert_eq!(view.area.evtchn_upcall_pending.load(Ordering::SeqCst), 1);
@@ -136,4 +139,67 @@ fn a_static_page_is_fixed_and_its_legacy_slots_settled() {
             .load(Ordering::SeqCst),
         1
     );
+}
+
+/// A fixed page that counts the lookups of vcpu_info through the view.
+struct CountingView {
+    page: &'static SharedInfo,
+    lookups: AtomicU32,
+}
+
+impl SharedInfoView for CountingView {
+    fn shared_info(&self) -> &SharedInfo {
+        self.page
+    }
+    fn vcpu_info(&self, vcpu: VcpuId) -> Option<&VcpuInfo> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.page.vcpu_info.get(vcpu.0 as usize)
+    }
+    fn fixed_shared_info(&self) -> Option<&'static SharedInfo> {
+        Some(self.page)
+    }
+}
+
+#[test]
+fn a_vcpu_is_on_its_legacy_slot_without_asking_the_view_until_its_move_is_announced() {
+    let view = Arc::new(CountingView {
+        page: Box::leak(Box::new(SharedInfo::new())),
+        lookups: AtomicU32::new(0),
+    });
+    let domains = Domains::new(Kicks::default(), NoPirqs);
+    let shared: Arc<dyn SharedInfoView> = view.clone();
+    domains
+        .create_domain(DomainConfig::new(DOM1, 2), shared)
+        .unwrap();
+    let handle = domains.handle(DOM1).unwrap();
+    let port = domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
+    let rearm = || {
+        view.page.evtchn_pending[0].store(0, Ordering::SeqCst);
+        view.page.vcpu_info[0]
+            .evtchn_upcall_pending
+            .store(0, Ordering::SeqCst);
+        selector(&view.page.vcpu_info[0])
+    };
+    rearm();
+
+    domains.send_from(&handle, port).unwrap();
+    assert_eq!(rearm(), 1, "the legacy slot's selector");
+    assert_eq!(view.lookups.load(Ordering::SeqCst), 0);
+
+    // A hostile or confused caller: a vcpu the domain does not have.
+    handle.vcpu_info_moves(VcpuId(7));
+    domains.send_from(&handle, port).unwrap();
+    assert_eq!(rearm(), 1);
+    assert_eq!(view.lookups.load(Ordering::SeqCst), 0);
+
+    // Announced (and not settled: the view gives no settled vcpu_info):
+    // every raise asks the view, after the test-and-set.
+    handle.vcpu_info_moves(VcpuId(0));
+    handle.vcpu_info_moves(VcpuId(0));
+    domains.send_from(&handle, port).unwrap();
+    assert_eq!(rearm(), 1);
+    assert_eq!(view.lookups.load(Ordering::SeqCst), 1);
+    domains.send(DOM1, port).unwrap();
+    assert_eq!(rearm(), 1);
+    assert_eq!(view.lookups.load(Ordering::SeqCst), 2);
 }

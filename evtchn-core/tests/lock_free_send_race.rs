@@ -40,10 +40,10 @@ impl Notify for Kicks {
 }
 
 /// DOM1's shared page; one chosen thread stops at chosen page lookups
-/// until the test lets it go. A lock-free sender's lookups: 0 (shared_info,
-/// then 1 for its vcpu_info) after it read the binding word and before its
-/// test-and-set; 2 in the settling of a late bit, under the port's lock,
-/// just before it clears or raises the bit.
+/// until the test lets it go. A lock-free sender's lookups: 0 (shared_info)
+/// after it read the binding word and before its test-and-set (its vcpu,
+/// on its legacy slot, needs no lookup); 1 in the settling of a late bit,
+/// under the port's lock, just before it clears or raises the bit.
 struct GatedPage {
     page: SharedInfo,
     gated: Mutex<Option<ThreadId>>,
@@ -186,7 +186,7 @@ fn a_send_that_relies_on_a_late_bit_of_the_old_binding_is_not_lost() {
     let world = World::new();
     let port = world.domains.bind_ipi(DOM1, VcpuId(0)).unwrap();
     world.quiesce();
-    *world.page.stop_at.lock().unwrap() = vec![0, 2];
+    *world.page.stop_at.lock().unwrap() = vec![0, 1];
     let sender = world.gated_sender(port);
     world.domains.close(DOM1, port).unwrap();
     assert_eq!(world.domains.bind_ipi(DOM1, VcpuId(1)).unwrap(), port);

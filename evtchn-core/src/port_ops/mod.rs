@@ -98,16 +98,17 @@ fn mark_info_pending(info: &VcpuInfo, vcpu: VcpuId) -> Option<VcpuId> {
 /// The 2-level `set_pending` on its own, for senders that read the ABI
 /// through the domain's ABI generation instead of the ABI lock (see
 /// `Domain::set_pending`). `poll_port` is `Some` exactly when this call
-/// turned the pending bit from 0 to 1. `info` is `vcpu`'s vcpu_info, looked
-/// up by the caller with the page (see `Domain::event_pages`).
+/// turned the pending bit from 0 to 1. `info` finds `vcpu`'s vcpu_info,
+/// only when the port must be raised, after the pending test-and-set (see
+/// `Domain::vcpu_info_after_raise`).
 #[inline]
-pub(crate) fn two_level_set_pending(
+pub(crate) fn two_level_set_pending<'info>(
     shared: &SharedInfo,
-    info: Option<&VcpuInfo>,
     port: Port,
     vcpu: VcpuId,
+    info: impl FnOnce() -> Option<&'info VcpuInfo>,
 ) -> Wakeups {
-    two_level::set_pending_in(shared, info, port, vcpu)
+    two_level::set_pending_in(shared, port, vcpu, info)
 }
 
 /// Step 1 of the 2-level `set_pending` on its own, for the lock-free

@@ -63,23 +63,24 @@ pub(super) fn raise_selector_in(info: &VcpuInfo, port: Port, vcpu: VcpuId) -> Op
 }
 
 /// Xen's `evtchn_2l_set_pending()` (spec §3.3), in its exact order. The
-/// shared page and the vcpu_info are looked up once, together; the pending
-/// and mask words share an index.
+/// pending and mask words share an index.
 #[inline]
 pub(super) fn set_pending(view: &dyn SharedInfoView, port: Port, vcpu: VcpuId) -> Wakeups {
-    // Both pages in one dynamic call, before the first locked operation.
-    let (shared, info) = view.event_pages(vcpu);
-    set_pending_in(shared, info, port, vcpu)
+    set_pending_in(view.shared_info(), port, vcpu, || view.vcpu_info(vcpu))
 }
 
-/// [`set_pending`] on pages the caller looked up (`info` is `vcpu`'s
-/// vcpu_info).
+/// [`set_pending`] in a shared_info page the caller looked up; `info` finds
+/// `vcpu`'s vcpu_info, only for an unmasked port, after the pending
+/// test-and-set: a vcpu_info may move (VCPUOP_register_vcpu_info), and
+/// only a lookup after the test-and-set is sure to reach either the area
+/// the guest reads or one whose move makes the guest rescan every pending
+/// word (see `Domain::vcpu_info_after_raise`).
 #[inline]
-pub(super) fn set_pending_in(
+pub(super) fn set_pending_in<'info>(
     shared: &SharedInfo,
-    info: Option<&VcpuInfo>,
     port: Port,
     vcpu: VcpuId,
+    info: impl FnOnce() -> Option<&'info VcpuInfo>,
 ) -> Wakeups {
     // 1. test-and-set pending; already set → nothing more (edge-triggered).
     if test_and_set_pending(shared, port) != Some(true) {
@@ -91,7 +92,7 @@ pub(super) fn set_pending_in(
     let kick_vcpu = if is_masked_in(shared, port) {
         None
     } else {
-        info.and_then(|info| raise_selector_in(info, port, vcpu))
+        info().and_then(|info| raise_selector_in(info, port, vcpu))
     };
     // 3. Pollers are woken also for a masked port.
     Wakeups {

@@ -348,9 +348,11 @@ pub fn vcpu_info_in(
     frames: &[GuestFrame],
     vcpu: VcpuId,
 ) -> Option<&'static VcpuInfo> {
-    // Acquire: pairs with the Release that published the area after
-    // filling it.
-    match areas.get(vcpu.0 as usize)?.load(Ordering::Acquire) {
+    // SeqCst: pairs with the publication (which filled the area before),
+    // and in the single order with evtchn-core's pending test-and-sets
+    // and register_vcpu_info's `~0` store (see
+    // `evtchn_core::SharedInfoView::vcpu_info`).
+    match areas.get(vcpu.0 as usize)?.load(Ordering::SeqCst) {
         0 => shared_info.vcpu_info.get(vcpu.0 as usize),
         area => {
             let index = frames

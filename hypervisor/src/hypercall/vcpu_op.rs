@@ -162,6 +162,17 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
     }
     let frame = domain.frame_at(phys).ok_or(Errno::EINVAL)?;
     let new = frame.vcpu_info_at(offset).ok_or(Errno::ENXIO)?;
+    // Tell evtchn-core first: until now its senders reach this vcpu's
+    // legacy slot in shared_info at a fixed offset, without asking where
+    // the vcpu_info is. Before the publication below and the `~0` store
+    // that makes the guest rescan: a sender that still found the legacy
+    // slot did its pending test-and-set before that store (see
+    // `evtchn_core::SharedInfoView::vcpu_info`). Only now that every
+    // check passed; a racing registration that loses the compare-and-swap
+    // below means the other one moved it.
+    if let Some(events) = domain.events.get() {
+        events.vcpu_info_moves(target.id);
+    }
     // Copy the current vcpu_info over (vcpus past the legacy slots start
     // zeroed and masked), publish its time record, then switch.
     match domain.vcpu_info(target.id) {
@@ -169,9 +180,13 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
         None => new.evtchn_upcall_mask.store(1, Ordering::SeqCst),
     }
     crate::time::publish_vcpu_time(new);
-    // Release: pairs with the Acquire in `domain::vcpu_info_in`.
+    // SeqCst (Release would do for the contents): pairs with the SeqCst
+    // load in `domain::vcpu_info_in`, in the single order with evtchn-core's
+    // pending test-and-sets and the `~0` store below, so that a sender that
+    // still finds the legacy slot set its bit before that store (see
+    // `evtchn_core::SharedInfoView::vcpu_info`).
     if area
-        .compare_exchange(0, phys | offset, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(0, phys | offset, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
         return Err(Errno::EINVAL);
