@@ -67,8 +67,8 @@ pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
 fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
     // One word to test: a non-zero `event_entry` is the registered
     // callback, already found usable (`register_event_callback`). Zero
-    // (none, not canonical, or set by VCPUOP_initialise and not looked at
-    // yet) goes out of line to the registered address and its checks.
+    // (none, or not canonical) goes out of line to the registered address
+    // and its checks.
     let callback = vcpu.event_entry.load(Ordering::Relaxed);
     if callback == 0 {
         return bounce_to_registered(info, frame);
@@ -80,9 +80,10 @@ fn bounce(vcpu: &Vcpu, info: &VcpuInfo, frame: &mut InterruptFrame) {
 /// callback. set_callbacks and VCPUOP_initialise take any address, as
 /// Xen's do; one the CPU cannot return to (`iretq` to a non-canonical
 /// rip faults in ring 0 on real CPUs) crashes the domain, as Xen's failed
-/// return to it would, and so does none. A usable one (registered by
-/// VCPUOP_initialise) is recorded in `event_entry`, so the next bounces
-/// test one word. The vcpu is the one this pCPU runs (as for
+/// return to it would, and so does none. Every registration records a
+/// usable callback in `event_entry`, so this path sees only unusable
+/// ones; it records a usable one anyway, so that the bounce never
+/// depends on that. The vcpu is the one this pCPU runs (as for
 /// [`deliver_pending`]): found here, so that the bounce keeps nothing
 /// live for this path.
 #[cold]
@@ -121,7 +122,9 @@ fn entry_of(address: u64) -> u64 {
 /// bounce may enter it (`Vcpu::event_entry`), so the bounce tests one
 /// word. Relaxed: only the vcpu's own flow registers its callbacks and
 /// bounces to them (the caller is the vcpu that runs), in program order
-/// on one pCPU or across the claim's Release/Acquire (`sched`).
+/// on one pCPU or across the claim's Release/Acquire (`sched`); or
+/// VCPUOP_initialise does, before the vcpu first runs, and its Release
+/// store of `is_initialised` publishes both words.
 pub fn register_event_callback(vcpu: &Vcpu, address: u64) {
     vcpu.event_callback.store(address, Ordering::Relaxed);
     vcpu.event_entry.store(entry_of(address), Ordering::Relaxed);

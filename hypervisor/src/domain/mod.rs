@@ -126,10 +126,9 @@ pub struct Vcpu {
     /// The event callback as the bounce enters it: `event_callback` when
     /// that is usable (non-zero and canonical), 0 when it is not or not
     /// yet known, so that the bounce tests one word (`upcall`). Set with
-    /// `event_callback` by `upcall::register_event_callback`, and by the
-    /// first bounce after VCPUOP_initialise (which sets `event_callback`
-    /// alone); only the vcpu's own flow writes either once it runs, so the
-    /// bounce never sees the two disagree.
+    /// `event_callback` by `upcall::register_event_callback` (set_callbacks,
+    /// callback_op, VCPUOP_initialise); only the vcpu's own flow writes
+    /// either once it runs, so the bounce never sees the two disagree.
     pub event_entry: AtomicU64,
     /// Failsafe callback address (0 = none).
     pub failsafe_callback: AtomicU64,

@@ -278,9 +278,7 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         error_code: 0,
     };
     *target.fpu.lock() = initial_fpu(&bytes, flags);
-    target
-        .event_callback
-        .store(word(&bytes, context::EVENT_CALLBACK), Ordering::Relaxed);
+    crate::upcall::register_event_callback(target, word(&bytes, context::EVENT_CALLBACK));
     target
         .failsafe_callback
         .store(word(&bytes, context::FAILSAFE_CALLBACK), Ordering::Relaxed);
