@@ -146,9 +146,10 @@ pub fn init_cpu() {
 // backstop can recover. The guest makes one simply by running
 // `syscall` as the last two bytes below 0x0000_8000_0000_0000 (the
 // SYSRET problem of Xen's XSA-7); it gets the #GP its next instruction
-// fetch would raise instead (`sluice_syscall_bad_rip`). The selectors are not compared: `sysretq` loads Xen's flat ones
-// from STAR, and no hypervisor path puts others in a guest's frame
-// (HYPERVISOR_iret refuses them, the bounce and `enter_guest` write or
+// fetch would raise instead (`sluice_syscall_bad_rip`). The selectors
+// are not compared: `sysretq` loads Xen's flat ones from STAR, and no
+// hypervisor path puts others in a guest's frame (HYPERVISOR_iret
+// refuses them, the bounce and `enter_guest` write or
 // check the flat ones). A hypercall that left the frame as `syscall` made
 // it passes; one that edited it (HYPERVISOR_iret, an upcall's bounce, a
 // continuation) may leave through `iretq`. On the `sysretq` exit rbx and
@@ -284,8 +285,9 @@ unsafe extern "C" {
 
 /// Called by the `syscall` entry when the hypercall hook left the rip
 /// `syscall` saved (still equal to the frame's rcx) and it is not
-/// canonical, which neither exit can return to without faulting in ring 0. The guest gets what the CPU gives it after such a return on a
-/// CPU whose return does not fault: a #GP (error code 0) at that rip,
+/// canonical, which neither exit can return to without faulting in ring
+/// 0. The guest gets what the CPU gives it after such a return on a CPU
+/// whose return does not fault: a #GP (error code 0) at that rip,
 /// through the exception hook and then the return hook, as an exception
 /// from ring 3 would. If the hooks still leave a rip that is not canonical,
 /// the hypervisor cannot return at all: that is fatal.

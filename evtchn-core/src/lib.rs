@@ -378,8 +378,9 @@
 //! from the handle, the domain (1); then, side by side, the channel's
 //! binding word, the notify vcpu, the page and the vcpus (2); the pending
 //! test-and-set; then the mask word and the settled vcpu_info slot side by
-//! side (1); the selector (2), its test-and-set and upcall_pending's. The inline floor's chain is the page (1), test-and-set,
-//! mask and selector (1). The remaining difference is the domain load
+//! side (1); the selector (2), its test-and-set and upcall_pending's.
+//! The inline floor's chain is the page (1), test-and-set, mask and
+//! selector (1). The remaining difference is the domain load
 //! before the first test-and-set and the vcpu_info slot before the
 //! selector: both are how a send finds *which* page and vcpu_info, and a
 //! vcpu_info can move (VCPUOP_register_vcpu_info). The re-check of the
