@@ -104,47 +104,39 @@ pub struct FailsafeFrame {
 const _: () = assert!(offset_of!(FailsafeFrame, ds) == 15 * 8);
 const _: () = assert!(offset_of!(FailsafeFrame, rip) == 19 * 8);
 
+/// The assembler text that saves the 15 general-purpose registers in
+/// [`UpcallFrame`]'s order (rax pushed first, r15 last), for an event
+/// callback's entry after it popped the bounce frame's rcx and r11: the
+/// runtime's callbacks and a guest's own (the bench guest's lean one) use
+/// the same text, so the frame layout has one definition.
+#[macro_export]
+macro_rules! save_gprs_asm {
+    () => {
+        "push rax\npush rbx\npush rcx\npush rdx\npush rsi\npush rdi\npush rbp\npush r8\npush r9\npush r10\npush r11\npush r12\npush r13\npush r14\npush r15\n"
+    };
+}
+
+/// The assembler text that restores what [`save_gprs_asm!`] saved.
+#[macro_export]
+macro_rules! restore_gprs_asm {
+    () => {
+        "pop r15\npop r14\npop r13\npop r12\npop r11\npop r10\npop r9\npop r8\npop rbp\npop rdi\npop rsi\npop rdx\npop rcx\npop rbx\npop rax\n"
+    };
+}
+
 // Both entry points. `push 0` is HYPERVISOR_iret's `flags` word (no
 // VGCF_in_syscall); stub 23 pushes rcx, r11 and rax itself.
 global_asm!(
+    concat!(
+        ".pushsection .text.sluice_upcall, \"ax\"\n",
+        ".macro SLUICE_SAVE_GPRS\n",
+        crate::save_gprs_asm!(),
+        ".endm\n",
+        ".macro SLUICE_RESTORE_GPRS\n",
+        crate::restore_gprs_asm!(),
+        ".endm\n",
+    ),
     r#"
-    .pushsection .text.sluice_upcall, "ax"
-
-    .macro SLUICE_SAVE_GPRS
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    .endm
-
-    .macro SLUICE_RESTORE_GPRS
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
-    .endm
 
     .balign 16
     .globl sluice_event_callback

@@ -84,41 +84,17 @@ bench_stamped_callback:
 bench_event_callback:
     pop rcx
     pop r11
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    "#,
+    sluice_guest::save_gprs_asm!(),
+    r#"
     cld
     mov rbx, rsp
     and rsp, -16
     call {consume}
     mov rsp, rbx
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
+    "#,
+    sluice_guest::restore_gprs_asm!(),
+    r#"
     push 0
     jmp sluice_hypercall_page + {iret_offset}
 
