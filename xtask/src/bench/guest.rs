@@ -149,6 +149,11 @@ const ROWS: &[Row] = &[
         xen_reference: Some(1006),
     },
     Row {
+        name: "timer-lateness",
+        what: "from a VCPUOP_set_singleshot_timer deadline 20 us ahead (its TSC value computed from vcpu_time_info's scale) until the VIRQ_TIMER handler's first statement reads the TSC, through the lean callback; the vcpu spins with events enabled. Includes how late each hypervisor's own timer fires: Sluice checks deadlines at its 1 ms guest tick, Xen reprograms its hardware timer for the earliest deadline",
+        xen_reference: None,
+    },
+    Row {
         name: "pingpong-spin",
         what: "vcpu 0 -> vcpu 1 -> vcpu 0 over IPI ports, both spinning on the pending bit (2 vcpus, -smp 2)",
         xen_reference: Some(3344),

@@ -29,6 +29,9 @@
 //!   handler, HYPERVISOR_iret);
 //! - `ipi-self`: send on an IPI port bound to this vcpu, until it returns
 //!   (through the lean callback too);
+//! - `timer-lateness`: from a singleshot timer's deadline until its
+//!   VIRQ_TIMER handler's first statement reads the TSC, through the lean
+//!   callback ([`timer`]);
 //! - then the domain switches to FIFO and times the rows of [`fifo`].
 //!
 //! With `pingpong` on its command line (and two vcpus) it times the
@@ -62,6 +65,7 @@ use sluice_guest::{
 mod callback;
 mod fifo;
 mod pingpong;
+mod timer;
 
 sluice_guest::entry!(main);
 
@@ -350,6 +354,7 @@ fn main(start_info: &'static StartInfo) {
         shared.is_pending(port)
     });
     callback::clear_handler(port);
+    timer::run();
     upcall::mask_vcpu();
     fifo::run(port, receiver, sender);
 }
