@@ -7,8 +7,10 @@
 //! probe: a bare `syscall`/`sysretq` round trip through Sluice's entry), the
 //! demo image with the `bench` guest (one vcpu, then two for the ping-pong
 //! rows; each boot times its 2-level rows, switches the domain to FIFO and
-//! times the FIFO rows), and, when Xen 4.17 is installed, the same guest
-//! boots as dom0 on Xen in the same QEMU mode. Their `bench <name>
+//! times the FIFO rows), the demo image with two `bench` guests of one vcpu
+//! each on two pCPUs for the interdomain ping-pong rows (Sluice only: the
+//! Xen oracle boots a lone dom0), and, when Xen 4.17 is installed, the
+//! single-domain guest boots as dom0 on Xen in the same QEMU mode. Their `bench <name>
 //! median=<n> p99=<n>` lines become `target/bench/guest.md` (each row as a
 //! ratio to the floor, to the Xen run and to issue #6's reference medians)
 //! and a bar chart `target/bench/guest.svg`. Timings are reported, never
@@ -45,6 +47,19 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// The bench guest's boots: name, module words (after `dom=`), `-smp`.
 const BENCH_BOOTS: [(&str, &str, u32); 2] =
     [("guest", "vcpus=1", 1), ("pingpong", "vcpus=2 pingpong", 2)];
+/// The Sluice-only boot of the interdomain rows: two bench guests, one
+/// vcpu each, pinned to pCPUs 0 and 1 (`-smp 2`). The Xen oracle boots only
+/// a dom0 (no toolstack builds a second domain), so these rows have no Xen
+/// column; not being in [`BENCH_BOOTS`], the boot leaves the Xen run's id
+/// alone.
+const INTERDOMAIN_BOOT: (&str, [&str; 2], u32) = (
+    "interdomain",
+    [
+        "dom=1 vcpus=1 cpus=0 interdomain=a peer=2",
+        "dom=2 vcpus=1 cpus=1 interdomain=b peer=1",
+    ],
+    2,
+);
 /// The floor probe's row name.
 const FLOOR: &str = "syscall-floor";
 /// Written next to the Xen logs after a Xen run passed: the id of what
@@ -173,6 +188,16 @@ const ROWS: &[Row] = &[
         what: "FIFO: the same round trip, both waiting in SCHEDOP_poll",
         xen_reference: None,
     },
+    Row {
+        name: "interdomain-pingpong-spin",
+        what: "d1 -> d2 -> d1 over one interdomain channel, one vcpu each on its own pCPU, both spinning on the pending bit (Sluice only: the Xen oracle boots a lone dom0, no second domain)",
+        xen_reference: None,
+    },
+    Row {
+        name: "interdomain-pingpong-blocked",
+        what: "the same interdomain round trip, both waiting in SCHEDOP_poll (Sluice only, as above)",
+        xen_reference: None,
+    },
 ];
 
 /// One parsed `bench` line.
@@ -275,13 +300,16 @@ pub fn run(root: &Path, with_xen: bool) -> Result<()> {
     }
     sluice.extend(parse_log(&log));
 
-    for (variant, args, smp) in BENCH_BOOTS {
-        let guest_boot = sluice_boot(
-            demo.clone(),
-            "loglvl=info",
-            vec![(guest.clone(), format!("dom=1 {args}"))],
-            smp,
-        );
+    let single_domain = BENCH_BOOTS
+        .map(|(variant, args, smp)| (variant, vec![(guest.clone(), format!("dom=1 {args}"))], smp));
+    let (variant, args, smp) = INTERDOMAIN_BOOT;
+    let two_domains = (
+        variant,
+        args.map(|args| (guest.clone(), args.to_owned())).to_vec(),
+        smp,
+    );
+    for (variant, modules, smp) in single_domain.into_iter().chain([two_domains]) {
+        let guest_boot = sluice_boot(demo.clone(), "loglvl=info", modules, smp);
         let log_path = format!("target/bench/sluice-{variant}.log");
         let (log, end) = boot(
             root,
@@ -469,7 +497,7 @@ fn render(sluice: &Results, xen: Option<&XenColumn>) -> Result<String> {
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest; `fifo-` rows: the same boot after \
+        "QEMU TCG with `-icount shift=0,sleep=off`, 1 CPU (the ping-pong rows: 2 CPUs, a 2-vcpu guest; `interdomain-` rows: 2 CPUs, two 1-vcpu domains, Sluice only as the Xen oracle boots a lone dom0; `fifo-` rows: the same boot after \
          switching the domain to the FIFO ABI): one guest TSC tick is one retired instruction, so the numbers are deterministic. 2001 timed samples per row after 64 \
          untimed ones; median and p99 computed in the guest. \"× floor\" divides Sluice's median \
          by the floor probe's; \"× Xen measured\" divides it by the median of the same bench guest \

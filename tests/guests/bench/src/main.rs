@@ -36,6 +36,8 @@
 //!
 //! With `pingpong` on its command line (and two vcpus) it times the
 //! cross-vcpu rows of [`pingpong`] instead, on 2-level and then on FIFO.
+//! With `interdomain=a|b peer=<domid>` (two domains of one vcpu each) it
+//! times the interdomain rows of [`interdomain`] instead, on 2-level.
 //!
 //! The upcall's entry and the round trips are timed with the bench's own
 //! lean event callback ([`callback`]: a kernel's 2-level or FIFO consumer
@@ -64,6 +66,7 @@ use sluice_guest::{
 
 mod callback;
 mod fifo;
+mod interdomain;
 mod pingpong;
 mod timer;
 
@@ -202,6 +205,10 @@ fn main(start_info: &'static StartInfo) {
     };
     if start_info.has_arg("pingpong") {
         pingpong::run(shared);
+        return;
+    }
+    if start_info.arg_value("interdomain").is_some() {
+        interdomain::run(shared, start_info);
         return;
     }
 
