@@ -45,10 +45,6 @@ const FIRST_TARGET: u32 = 2;
 const MAX_ROUNDS: usize = 30;
 /// How long any wait of this guest lasts at most (system time, ns).
 const WAIT_LIMIT_NS: u64 = 10_000_000_000;
-/// The x87 control word and MXCSR of each side's context (side 0: vcpu
-/// 0's call, side 1: vcpu 1's): precision control and rounding differ.
-const FCW: [u16; 2] = [0x037f, 0x027f];
-const MXCSR: [u32; 2] = [0x1f80, 0x3f80];
 /// FXSAVE image offsets: FCW, MXCSR, MXCSR_MASK, xmm0.
 const FX_FCW: usize = 0;
 const FX_MXCSR: usize = 24;
@@ -197,6 +193,17 @@ fn wait_until(polite: bool, done: impl Fn() -> bool) -> bool {
     }
 }
 
+/// The x87 control word of `side`'s contexts (side 0: vcpu 0's call,
+/// side 1: vcpu 1's): the precision control differs.
+fn fcw(side: usize) -> u16 {
+    if side == 0 { 0x037f } else { 0x027f }
+}
+
+/// The MXCSR of `side`'s contexts: the rounding mode differs.
+fn mxcsr(side: usize) -> u32 {
+    if side == 0 { 0x1f80 } else { 0x3f80 }
+}
+
 /// Register `index` (cpu_user_regs order) of `side`'s context in `round`.
 fn register_pattern(side: usize, round: u32, index: usize) -> u64 {
     let tag: u64 = if side == 0 { 0xa } else { 0xb };
@@ -240,8 +247,8 @@ fn race_context(side: usize, round: u32) -> Option<VcpuGuestContext> {
     context.kernel_sp = top;
     context.flags = VGCF_IN_KERNEL | VGCF_I387_VALID;
     let image = &mut context.fpu_ctxt;
-    image[FX_FCW..FX_FCW + 2].copy_from_slice(&FCW[side].to_le_bytes());
-    image[FX_MXCSR..FX_MXCSR + 4].copy_from_slice(&MXCSR[side].to_le_bytes());
+    image[FX_FCW..FX_FCW + 2].copy_from_slice(&fcw(side).to_le_bytes());
+    image[FX_MXCSR..FX_MXCSR + 4].copy_from_slice(&mxcsr(side).to_le_bytes());
     image[FX_MXCSR_MASK..FX_MXCSR_MASK + 4].copy_from_slice(&0xffffu32.to_le_bytes());
     for (index, byte) in image[FX_XMM..FX_XMM + XMM_BYTES].iter_mut().enumerate() {
         *byte = xmm_pattern(side, round, index);
@@ -298,13 +305,15 @@ fn report_is(side: usize, round: u32) -> bool {
     // SAFETY: the round's vcpu wrote the report before it set `REPORTED`
     // (SeqCst, seen by the caller), and no other vcpu writes it until the
     // next round's vcpu is brought up, after this read.
-    let (regs, fx) = unsafe { (&*REPORT_REGS.0.get(), &*REPORT_FX.0.get()) };
+    let regs = unsafe { &*REPORT_REGS.0.get() };
+    // SAFETY: as above.
+    let fx = unsafe { &*REPORT_FX.0.get() };
     let regs_match = regs
         .iter()
         .enumerate()
         .all(|(index, &value)| value == register_pattern(side, round, index));
-    let fcw = u16::from_le_bytes([fx[FX_FCW], fx[FX_FCW + 1]]);
-    let mxcsr = u32::from_le_bytes([
+    let found_fcw = u16::from_le_bytes([fx[FX_FCW], fx[FX_FCW + 1]]);
+    let found_mxcsr = u32::from_le_bytes([
         fx[FX_MXCSR],
         fx[FX_MXCSR + 1],
         fx[FX_MXCSR + 2],
@@ -314,7 +323,7 @@ fn report_is(side: usize, round: u32) -> bool {
         .iter()
         .enumerate()
         .all(|(index, &byte)| byte == xmm_pattern(side, round, index));
-    regs_match && fcw == FCW[side] && mxcsr == MXCSR[side] && xmm_match
+    regs_match && found_fcw == fcw(side) && found_mxcsr == mxcsr(side) && xmm_match
 }
 
 /// `init-race`, on vcpu 0.
