@@ -155,7 +155,8 @@ pub struct Vcpu {
     /// loaded by the next holder right before the vcpu's flow resumes or
     /// enters the guest). Starts in the reset state, so a fresh vcpu sees
     /// nothing of a previous occupant of its pCPU. Only the claim holder
-    /// locks it: never contended.
+    /// locks it, and VCPUOP_initialise (under `initialise_lock`) before
+    /// the vcpu first runs: never contended.
     pub fpu: spin::Mutex<arch::fpu::FxArea>,
 }
 
