@@ -24,6 +24,10 @@
 //!   the entry point, with a saved mask of 0), as Xen enters a PV vcpu
 //!   through the same event check as every return to the guest; vcpu 3's
 //!   runs only after its first instruction, once it clears its mask.
+//! - `first-upcall-bad-stack` (4 vcpus): as vcpu 2 of `first-upcall`, but
+//!   started with its stack pointer on an unmapped address: the upcall's
+//!   bounce frame cannot be written, and the hypervisor crashes the
+//!   domain (the scenario checks it says so and runs on).
 #![no_std]
 #![no_main]
 
@@ -543,6 +547,35 @@ fn first_upcall() {
     );
 }
 
+/// `first-upcall-bad-stack`, on vcpu 0: as vcpu 2 of `first-upcall`,
+/// but its context's stack pointer is an address with nothing mapped, so
+/// the bounce frame of the upcall due at its first entry cannot be
+/// written. The hypervisor must crash this domain (as it does for any
+/// bounce frame it cannot write) and carry on; the scenario checks that.
+fn first_upcall_bad_stack() {
+    check!(
+        send_before_up(2, on_ipi_a, 0),
+        "an IPI sent to vcpu 2 before it is up, its upcall mask cleared, leaves it an upcall pending"
+    );
+    let entry = entry_address(bringup_first_a);
+    check_eq!(
+        smp::start_with(2, entry_a, |context| {
+            context.user_regs.rip = entry;
+            context.user_regs.rsp = UNMAPPED_STACK;
+        }),
+        Ok(()),
+        "vcpu 2 is initialised (its stack pointer at {UNMAPPED_STACK:#x}) and up"
+    );
+    // The domain crashes now; vcpu 0 is stopped while it waits.
+    check!(
+        !wait_until(true, || A_ENTERED.load(Ordering::SeqCst)),
+        "vcpu 2 never runs"
+    );
+}
+
+/// A canonical guest address below the image, with nothing mapped.
+const UNMAPPED_STACK: u64 = 0x10_0000;
+
 fn main(start_info: &'static StartInfo) {
     let vcpus = (0..32).take_while(|&vcpu| vcpu::exists(vcpu)).count() as u32;
     check!(
@@ -559,10 +592,11 @@ fn main(start_info: &'static StartInfo) {
     match start_info.arg_value("part") {
         Some("init-race") if vcpus >= 4 => init_race(vcpus),
         Some("first-upcall") if vcpus >= 4 => first_upcall(),
+        Some("first-upcall-bad-stack") if vcpus >= 4 => first_upcall_bad_stack(),
         other => {
             check!(
                 false,
-                "part= names init-race or first-upcall, with at least 4 vcpus (got {other:?}, {vcpus} vcpus)"
+                "part= names init-race, first-upcall or first-upcall-bad-stack, with at least 4 vcpus (got {other:?}, {vcpus} vcpus)"
             );
         }
     }
