@@ -108,10 +108,7 @@ impl World {
             control: std::sync::Arc::new((0..18).map(|_| AtomicU32::new(0)).collect()),
             events: std::sync::Arc::new((0..WORDS).map(|_| AtomicU32::new(0)).collect()),
         });
-        let domains = Domains::new(
-            Kicks(std::array::from_fn(|_| AtomicUsize::new(0))),
-            NoPirqs,
-        );
+        let domains = Domains::new(Kicks(std::array::from_fn(|_| AtomicUsize::new(0))), NoPirqs);
         let view: std::sync::Arc<dyn SharedInfoView> = memory.clone();
         let config = DomainConfig {
             max_evtchn_port: 3,
@@ -168,7 +165,11 @@ impl World {
                 continue;
             }
             let info = self.domains.channel_info(DOM1, Port(port)).unwrap();
-            assert_ne!(info.state, ChannelState::Free, "port {port} pending but free");
+            assert_ne!(
+                info.state,
+                ChannelState::Free,
+                "port {port} pending but free"
+            );
             let vcpu_info = &page.vcpu_info[info.notify_vcpu.0 as usize];
             assert_ne!(
                 vcpu_info.evtchn_pending_sel.load(Ordering::SeqCst) & 1,
@@ -216,7 +217,11 @@ impl World {
                 !(EVTCHN_FIFO_LINKED | EVTCHN_FIFO_LINK_MASK),
                 Ordering::SeqCst,
             );
-            assert_ne!(old & EVTCHN_FIFO_LINKED, 0, "port {head} reached but not LINKED");
+            assert_ne!(
+                old & EVTCHN_FIFO_LINKED,
+                0,
+                "port {head} reached but not LINKED"
+            );
             if old & EVTCHN_FIFO_PENDING != 0 && old & EVTCHN_FIFO_MASKED == 0 {
                 word.fetch_and(!EVTCHN_FIFO_PENDING, Ordering::SeqCst);
                 handled.push(head);
@@ -346,7 +351,10 @@ fn loopback_send_racing_close_and_rebind_of_the_peer_loses_no_new_event() {
             assert_eq!(rebound, peer, "the lowest free port is reused");
             world.domains.send(DOM1, rebound).unwrap();
             assert_eq!(sender.join().unwrap(), Ok(()));
-            assert!(world.is_pending(rebound), "the new binding's event was lost");
+            assert!(
+                world.is_pending(rebound),
+                "the new binding's event was lost"
+            );
             assert!(!world.is_pending(sender_port));
             world.assert_no_lost_notification();
             assert!(world.domains.notify().of(VcpuId(1)) > 0);
