@@ -1,5 +1,7 @@
 //! Upcall injection: the bounce frame to the event callback (spec §3.4,
-//! §7.4), checked on every return to the guest.
+//! §7.4), checked on every return to the guest, and before a vcpu is
+//! entered from a recorded frame (its first entry, or its entry after
+//! VCPUOP_up brings it back from VCPUOP_down: [`deliver_before_entry`]).
 //!
 //! The check is inlined into the return paths (the hypercall hook and
 //! `before_return`); the bounce is one callback check, one guest range
@@ -9,6 +11,8 @@
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
 //! frame that cannot be written) crashes the domain and stops the vcpu,
 //! out of line, so the return paths have nothing to check after a bounce.
+//! Before an entry, where the pCPU runs its loop rather than the vcpu's
+//! flow, the same failures crash the domain and the vcpu is not entered.
 
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
