@@ -24,6 +24,10 @@
 //!   the entry point, with a saved mask of 0), as Xen enters a PV vcpu
 //!   through the same event check as every return to the guest; vcpu 3's
 //!   runs only after its first instruction, once it clears its mask.
+//!   In between, vcpu 2 takes itself down, vcpu 0 sends it another IPI
+//!   while it is down and brings it up again: its callback runs before
+//!   the instruction after its VCPUOP_down (the same event check on the
+//!   way back in).
 //! - `first-upcall-bad-stack` (4 vcpus): as vcpu 2 of `first-upcall`, but
 //!   started with its stack pointer on an unmapped address: the upcall's
 //!   bounce frame cannot be written, and the hypervisor crashes the
@@ -434,6 +438,14 @@ static B_AFTER_FIRST: AtomicBool = AtomicBool::new(false);
 static A_HANDLED_AT_ENTRY: AtomicU32 = AtomicU32::new(u32::MAX);
 static B_HANDLED_AT_ENTRY: AtomicU32 = AtomicU32::new(u32::MAX);
 static A_ENTERED: AtomicBool = AtomicBool::new(false);
+/// Vcpu 2's IPI port; vcpu 0's word to vcpu 2 to take itself down; what
+/// vcpu 2 saw when VCPUOP_down returned (handled count, its answer), and
+/// that it got there.
+static PORT_A: AtomicU32 = AtomicU32::new(0);
+static A_GO_DOWN: AtomicBool = AtomicBool::new(false);
+static A_HANDLED_AT_RESUME: AtomicU32 = AtomicU32::new(u32::MAX);
+static A_DOWN_OK: AtomicBool = AtomicBool::new(false);
+static A_RESUMED: AtomicBool = AtomicBool::new(false);
 static B_ENTERED: AtomicBool = AtomicBool::new(false);
 
 fn on_ipi_a(_port: u32) {
@@ -449,9 +461,18 @@ fn on_ipi_b(_port: u32) {
     B_AFTER_FIRST.store(FIRST_B.load(Ordering::SeqCst) != 0, Ordering::SeqCst);
 }
 
-fn entry_a(_vcpu: u32) {
+fn entry_a(vcpu: u32) {
     A_HANDLED_AT_ENTRY.store(HANDLED_A.load(Ordering::SeqCst), Ordering::SeqCst);
     A_ENTERED.store(true, Ordering::SeqCst);
+    if !wait_until(true, || A_GO_DOWN.load(Ordering::SeqCst)) {
+        return;
+    }
+    let taken_down = vcpu::down(vcpu);
+    // The first thing after VCPUOP_down returns (once vcpu 0 brought this
+    // vcpu up again): how many IPIs were handled by now.
+    A_HANDLED_AT_RESUME.store(HANDLED_A.load(Ordering::SeqCst), Ordering::SeqCst);
+    A_DOWN_OK.store(taken_down.is_ok(), Ordering::SeqCst);
+    A_RESUMED.store(true, Ordering::SeqCst);
 }
 
 fn entry_b(_vcpu: u32) {
@@ -471,6 +492,9 @@ fn send_before_up(target: u32, handler: upcall::Handler, mask: u8) -> bool {
     let Ok(port) = evtchn::bind_ipi(target) else {
         return false;
     };
+    if target == 2 {
+        PORT_A.store(port, Ordering::SeqCst);
+    }
     upcall::set_handler(port, handler);
     if evtchn::unmask(port).is_err() {
         return false;
@@ -519,6 +543,35 @@ fn first_upcall() {
         HANDLED_A.load(Ordering::SeqCst),
         1,
         "vcpu 2's IPI is handled once"
+    );
+
+    // Vcpu 2 takes itself down, an IPI comes while it is down, and vcpu
+    // 0 brings it up again: it resumes where its VCPUOP_down returns, and
+    // the upcall runs before that.
+    A_GO_DOWN.store(true, Ordering::SeqCst);
+    check!(
+        wait_until(true, || vcpu::is_up(2) == Ok(false)),
+        "vcpu 2 takes itself down"
+    );
+    let pending_while_down = evtchn::send(PORT_A.load(Ordering::SeqCst)).is_ok()
+        && shared_info::vcpu_info(2).is_some_and(|info| info.upcall_pending());
+    check!(
+        pending_while_down,
+        "an IPI sent to vcpu 2 while it is down leaves it an upcall pending"
+    );
+    check_eq!(vcpu::up(2), Ok(()), "vcpu 2 is up again");
+    check!(
+        wait_until(true, || A_RESUMED.load(Ordering::SeqCst)),
+        "vcpu 2 resumes after its VCPUOP_down"
+    );
+    check!(
+        A_DOWN_OK.load(Ordering::SeqCst),
+        "vcpu 2's VCPUOP_down answers 0"
+    );
+    check_eq!(
+        A_HANDLED_AT_RESUME.load(Ordering::SeqCst),
+        2,
+        "vcpu 2's event callback runs before the instruction after its VCPUOP_down, once it is up again"
     );
 
     check!(
