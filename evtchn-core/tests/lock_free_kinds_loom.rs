@@ -17,8 +17,12 @@
 //! the sender's own port is in `loom.rs`. Here: a loopback send against
 //! the switch to FIFO, against a close of the peer port, and against a
 //! close of the peer and a new binding that reuses its port. Each fails
-//! when the revoke, or the writer's store of the word at lock, is taken
-//! away (checked by hand: see the models' docs).
+//! when what it checks is taken away: the revoke (or the fences that order
+//! it against the copy), or the writer's store of the word at lock
+//! (checked by hand: see the models' docs). The close models need no
+//! fence: the close clears the pending bit with a read-modify-write, which
+//! a late sender's test-and-set reads from, and that orders the store at
+//! lock before the sender's reload.
 #![cfg(loom)]
 #![allow(
     clippy::unwrap_used,
@@ -260,7 +264,12 @@ fn check(name: &str, preemption_bound: Option<usize>, body: impl Fn() + Sync + S
 /// array exists the peer port is pending there, linked on its queue and
 /// handled exactly once; the sender's own port never is.
 ///
-/// Fails (the event is lost) with `Channel::revoke_lock_free` emptied.
+/// Fails (the event is lost) with `Channel::revoke_lock_free` emptied,
+/// and with either `sync::after_test_and_set` fence it depends on taken
+/// out (the switch's, between the revokes and the copy; the sender's,
+/// between its test-and-set and its reload): loom models `SeqCst`
+/// accesses only as acquire/release, so those fences stand for the single
+/// order here.
 #[test]
 fn loopback_send_racing_the_switch_to_fifo_is_not_lost() {
     // As `fifo_loom`'s IPI model: two preemptions reach the bad instant
