@@ -915,7 +915,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
         } else {
             None
         };
-        if let Some(frame) = frame {
+        if let Some(mut frame) = frame {
             log::debug!(
                 "d{}v{} enters the guest on pCPU {}",
                 domain.id.0,
@@ -923,13 +923,19 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
                 percpu::current().index()
             );
             crate::timers::on_switch_in(&domain, vcpu);
-            match arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root) {
-                Ok(entry) => {
+            // As every return to the guest: an upcall due now runs before
+            // the first instruction (`upcall::deliver_before_entry`). If
+            // it cannot, the domain crashed and the vcpu is not entered.
+            let entry = crate::upcall::deliver_before_entry(&domain, vcpu, &mut frame)
+                .then(|| arch::guest_entry::prepare_entry(&frame, &vcpu.stack, domain.root));
+            match entry {
+                None => {}
+                Some(Ok(entry)) => {
                     switch_in_fpu(vcpu);
                     drop(domain);
                     entry.enter();
                 }
-                Err(error) => domain::crash(
+                Some(Err(error)) => domain::crash(
                     &domain,
                     format_args!("vcpu {} cannot be entered: {error:?}", vcpu.id.0),
                 ),

@@ -1,5 +1,7 @@
 //! Upcall injection: the bounce frame to the event callback (spec §3.4,
-//! §7.4), checked on every return to the guest.
+//! §7.4), checked on every return to the guest, and before a vcpu is
+//! entered from a recorded frame (its first entry, or its entry after
+//! VCPUOP_up brings it back from VCPUOP_down: [`deliver_before_entry`]).
 //!
 //! The check is inlined into the return paths (the hypercall hook and
 //! `before_return`); the bounce is one callback check, one guest range
@@ -9,6 +11,8 @@
 //! What a hostile guest can make fail (no callback, a non-canonical one, a
 //! frame that cannot be written) crashes the domain and stops the vcpu,
 //! out of line, so the return paths have nothing to check after a bounce.
+//! Before an entry, where the pCPU runs its loop rather than the vcpu's
+//! flow, the same failures crash the domain and the vcpu is not entered.
 
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -46,6 +50,67 @@ pub fn deliver_pending(vcpu: &Vcpu, frame: &mut InterruptFrame) {
         return;
     }
     bounce(vcpu, info, frame);
+}
+
+/// [`deliver_pending`] for a vcpu about to be entered from a recorded
+/// frame rather than returning from an exit: its first entry after
+/// VCPUOP_initialise and VCPUOP_up, or its entry after VCPUOP_up brought
+/// it back from VCPUOP_down. Xen enters a PV vcpu through the same event
+/// check as every return to the guest (Xen 4.17: the PV context switch's
+/// tail, `continue_pv_domain`, falls into `ret_from_intr` and
+/// `test_all_events`), so an upcall already pending and unmasked (say an
+/// IPI sent to it before VCPUOP_up, with its mask cleared by another
+/// vcpu) runs the event callback before the vcpu's first instruction: the
+/// bounce frame then holds the entry point.
+///
+/// Called by the pCPU that is about to enter `vcpu` (it is in this pCPU's
+/// running slot), on that pCPU's idle stack, so failing here must not
+/// leave the flow as the return paths' bounce does: a bounce that cannot
+/// be made crashes the domain and returns `false`, and the caller does
+/// not enter the vcpu (the pCPU's loop stops it, as it stops every vcpu of
+/// a domain shutting down). The page tables are switched to the domain's
+/// only when an upcall is due, for the frame's write.
+pub fn deliver_before_entry(domain: &Domain, vcpu: &Vcpu, frame: &mut InterruptFrame) -> bool {
+    let Some(info) = crate::running::vcpu_info() else {
+        return true;
+    };
+    if info.evtchn_upcall_pending.load(Ordering::SeqCst) == 0
+        || info.evtchn_upcall_mask.load(Ordering::SeqCst) != 0
+    {
+        return true;
+    }
+    let callback = vcpu.event_callback.load(Ordering::Relaxed);
+    if entry_of(callback) == 0 {
+        domain::crash(
+            domain,
+            format_args!(
+                "*** vcpu {}: an event is due but the event callback {callback:#x} is unusable",
+                vcpu.id.0
+            ),
+        );
+        return false;
+    }
+    if arch::guest_entry::switch_page_tables(domain.root).is_err() {
+        domain::crash(
+            domain,
+            format_args!("*** page tables lost their hypervisor slots"),
+        );
+        return false;
+    }
+    const FRAME_BYTES: u64 = 7 * 8;
+    let base = (frame.rsp & !15).wrapping_sub(FRAME_BYTES);
+    if arch::guest_copy::write_bounce_frame_to_guest(base, frame).is_err() {
+        domain::crash(
+            domain,
+            format_args!(
+                "*** vcpu {}: cannot write the event bounce frame at {base:#x}",
+                vcpu.id.0
+            ),
+        );
+        return false;
+    }
+    enter_callback(callback, info, frame, base);
+    true
 }
 
 /// The bounce of [`deliver_pending`], once an upcall is due. The frame

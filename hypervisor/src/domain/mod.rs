@@ -116,8 +116,14 @@ pub struct Vcpu {
     /// preempted).
     pub context: arch::stack::Context,
     state: AtomicU8,
-    /// Set by VCPUOP_initialise (and for vcpu 0 by the builder).
+    /// Set by VCPUOP_initialise (and for vcpu 0 by the builder); never
+    /// cleared.
     pub is_initialised: AtomicBool,
+    /// Serialises VCPUOP_initialise calls on this vcpu (Xen takes its
+    /// domain lock there): its holder alone tests `is_initialised` and,
+    /// while it is clear, writes the registers, callbacks and x87/SSE
+    /// state the vcpu starts with.
+    pub initialise_lock: spin::Mutex<()>,
     /// The registers it starts with (vcpu 0: from the builder; others:
     /// VCPUOP_initialise).
     pub initial_frame: spin::Mutex<Option<InterruptFrame>>,
@@ -149,7 +155,8 @@ pub struct Vcpu {
     /// loaded by the next holder right before the vcpu's flow resumes or
     /// enters the guest). Starts in the reset state, so a fresh vcpu sees
     /// nothing of a previous occupant of its pCPU. Only the claim holder
-    /// locks it: never contended.
+    /// locks it, and VCPUOP_initialise (under `initialise_lock`) before
+    /// the vcpu first runs: never contended.
     pub fpu: spin::Mutex<arch::fpu::FxArea>,
 }
 
@@ -170,6 +177,7 @@ impl Vcpu {
             context: arch::stack::Context::new(),
             state: AtomicU8::new(VcpuState::Down as u8),
             is_initialised: AtomicBool::new(false),
+            initialise_lock: spin::Mutex::new(()),
             initial_frame: spin::Mutex::new(None),
             event_callback: AtomicU64::new(0),
             event_entry: AtomicU64::new(0),

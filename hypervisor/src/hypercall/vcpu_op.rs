@@ -218,34 +218,70 @@ fn copy_vcpu_info(old: &VcpuInfo, new: &VcpuInfo) {
 }
 
 /// VCPUOP_initialise: the vcpu's first registers and callbacks.
+///
+/// As Xen 4.17's `default_initialise_vcpu()`: the context is read from
+/// the guest first (-EFAULT before anything else), then, under the
+/// target's `initialise_lock` (Xen's domain lock), an initialised target
+/// answers -EEXIST and any other one is checked and set up whole. Two
+/// vcpus initialising the same vcpu at once are so serialised: one sets
+/// every register, callback and the x87/SSE state, the other finds it
+/// initialised and changes nothing. A context refused with -EINVAL changes
+/// nothing either (every check comes before the first store).
+/// VCPUOP_up needs no lock: the Release store of `is_initialised`, last,
+/// publishes everything set here to whoever sees it set.
 fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     let target = vcpu_of(call.domain, call.argument(1))?;
+    let mut bytes = alloc::vec![0u8; context::SIZE];
+    argument.read(&mut bytes)?;
+    let _serialised = target.initialise_lock.lock();
+    // Relaxed would do under the lock (only its holder stores the flag);
+    // Acquire keeps the one load every reader uses.
     if target.is_initialised.load(Ordering::Acquire) {
         return Err(Errno::EEXIST);
     }
-    let mut bytes = alloc::vec![0u8; context::SIZE];
-    argument.read(&mut bytes)?;
-    let regs = |index: usize| word(&bytes, context::USER_REGS + index * 8);
+    let (frame, fpu) = checked_context(call.domain, &bytes)?;
+    // The target has never run (it is not initialised, so no VCPUOP_up
+    // took it): no pCPU holds its claim, and only this lock's holder
+    // writes these.
+    *target.fpu.lock() = fpu;
+    crate::upcall::register_event_callback(target, word(&bytes, context::EVENT_CALLBACK));
+    target
+        .failsafe_callback
+        .store(word(&bytes, context::FAILSAFE_CALLBACK), Ordering::Relaxed);
+    *target.initial_frame.lock() = Some(frame);
+    target.is_initialised.store(true, Ordering::Release);
+    Ok(0)
+}
+
+/// The registers and x87/SSE state of a VCPUOP_initialise context in
+/// `bytes`, after Xen 4.17's checks (arch_set_info_guest()): every
+/// address the vcpu may be sent to canonical, a kernel-mode start or a
+/// user-mode one with a kernel page table, and Sluice's page tables.
+fn checked_context(
+    domain: &domain::Domain,
+    bytes: &[u8],
+) -> Result<(InterruptFrame, arch::fpu::FxArea), Errno> {
+    let regs = |index: usize| word(bytes, context::USER_REGS + index * 8);
     let rip = regs(16);
     let rsp = regs(19);
     let rflags = regs(18);
-    let flags = word(&bytes, context::FLAGS);
+    let flags = word(bytes, context::FLAGS);
     let addresses = [
         rip,
         rsp,
-        word(&bytes, context::KERNEL_SP),
-        word(&bytes, context::EVENT_CALLBACK),
-        word(&bytes, context::FAILSAFE_CALLBACK),
-        word(&bytes, context::SYSCALL_CALLBACK),
+        word(bytes, context::KERNEL_SP),
+        word(bytes, context::EVENT_CALLBACK),
+        word(bytes, context::FAILSAFE_CALLBACK),
+        word(bytes, context::SYSCALL_CALLBACK),
     ];
     if !addresses.iter().all(|&address| is_canonical(address)) {
         return Err(Errno::EINVAL);
     }
-    if flags & context::VGCF_IN_KERNEL == 0 && word(&bytes, context::CTRLREG1) == 0 {
+    if flags & context::VGCF_IN_KERNEL == 0 && word(bytes, context::CTRLREG1) == 0 {
         return Err(Errno::EINVAL);
     }
     // Sluice's domains keep the page tables the builder made.
-    if word(&bytes, context::CTRLREG3) & !0xfff != call.domain.root {
+    if word(bytes, context::CTRLREG3) & !0xfff != domain.root {
         return Err(Errno::EINVAL);
     }
     let frame = InterruptFrame {
@@ -277,14 +313,7 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         vector: 0,
         error_code: 0,
     };
-    *target.fpu.lock() = initial_fpu(&bytes, flags);
-    crate::upcall::register_event_callback(target, word(&bytes, context::EVENT_CALLBACK));
-    target
-        .failsafe_callback
-        .store(word(&bytes, context::FAILSAFE_CALLBACK), Ordering::Relaxed);
-    *target.initial_frame.lock() = Some(frame);
-    target.is_initialised.store(true, Ordering::Release);
-    Ok(0)
+    Ok((frame, initial_fpu(bytes, flags)))
 }
 
 /// The x87/SSE state a vcpu starts from (Xen 4.17: arch_set_info_guest()
