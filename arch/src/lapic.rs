@@ -4,9 +4,10 @@
 //! The timer runs periodic (a fixed rate: boot, idle pCPUs that never ran
 //! a vcpu, the self-tests) or one-shot (a pCPU that runs vcpus programs
 //! each expiry itself: `hypervisor::timers`). One-shot rather than
-//! TSC-deadline mode: QEMU's emulated LAPIC (TCG) has no TSC-deadline
-//! mode and `-cpu max` does not report it (CPUID.1:ECX[24]), while the
-//! one-shot mode exists on every LAPIC. Its count comes from the
+//! TSC-deadline mode: QEMU 7.2 under TCG does not offer TSC-deadline
+//! (CPUID.1:ECX bit 24 is clear with `-cpu max`, and `-cpu
+//! max,+tsc-deadline` is refused: "TCG doesn't support requested
+//! feature"), while the one-shot mode exists on every LAPIC. Its count comes from the
 //! calibrated rate ([`count_for_ns`]), rounded up; a calibration that is
 //! off can only move an expiry, and its user re-checks the time when the
 //! interrupt comes (an early one is re-armed for the rest).

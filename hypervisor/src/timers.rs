@@ -26,15 +26,17 @@
 //! `armed_for_ns` and the programming, so no timer interrupt of its own
 //! comes in between:
 //! - a vcpu arms a singleshot timer or a poll timeout only for itself, so
-//!   while it runs, claimed by this pCPU and in its queue; it stores the
+//!   it does so while it runs, claimed by this pCPU and in its queue; it
+//!   stores the
 //!   deadline, then [`note_deadline`] re-arms the LAPIC if `d` is earlier
 //!   than what it is armed for. A timer interrupt after the store and
 //!   before the look sees the deadline in its scan and arms for it (and
 //!   moves `armed_for_ns`), so nothing between the two is missed;
 //! - a vcpu moves only by `sched::steal`, which the pCPU that takes it
 //!   runs for itself: it moves the vcpu into its own queue and then,
-//!   interrupts still off, [`on_arrive`] arms this pCPU for the vcpu's
-//!   deadlines before it runs it. The pCPU it left may still be armed for
+//!   interrupts still off, [`on_arrive`] starts this pCPU's one-shot
+//!   timer if the vcpu is the first it takes, and arms it for the vcpu's
+//!   deadlines, before it runs it. The pCPU it left may still be armed for
 //!   them: its interrupt then finds nothing due and arms for what it
 //!   still hosts. A vcpu that blocks again with its poll timeout on the
 //!   new pCPU keeps it (`block_until` re-suspends with the same deadline),
@@ -57,7 +59,7 @@
 //! A pCPU that never ran a vcpu keeps the periodic boot tick
 //! (`cpus::TIMER_HZ`), each interrupt a scheduler tick; it hosts no vcpu
 //! with a deadline (a vcpu arms one only while running, and the pCPU that
-//! takes a vcpu from another starts its guest tick before it runs it).
+//! takes a vcpu from another starts its one-shot timer as it takes it).
 //! An idle pCPU's `hlt` ends at its expiry as at any interrupt, so the
 //! deadlines of the blocked and polling vcpus it hosts fire on time.
 //!
@@ -171,8 +173,9 @@ fn earlier(earliest: u64, deadline_ns: u64) -> u64 {
 
 /// This pCPU is about to run its first vcpu: its LAPIC timer goes
 /// one-shot, first armed for the scheduler tick one period from now. Call
-/// with interrupts off, on every switch to a vcpu (only the first does
-/// anything). An uncalibrated LAPIC timer keeps the boot tick.
+/// with interrupts off, on every switch to a vcpu and as the pCPU takes a
+/// vcpu from another (only the first call does anything). An uncalibrated
+/// LAPIC timer keeps the boot tick.
 pub fn start_guest_tick() {
     let Some(timer) = this_pcpu_timer() else {
         return;
@@ -188,7 +191,7 @@ pub fn start_guest_tick() {
 
 /// A vcpu of this pCPU's queue has a deadline at `deadline_ns` (not 0):
 /// if the LAPIC is armed for later, arms it for the deadline (module doc).
-pub fn note_deadline(deadline_ns: u64) {
+fn note_deadline(deadline_ns: u64) {
     arch::cpu::without_interrupts(|| {
         if let Some(timer) = this_pcpu_timer()
             && timer.is_one_shot.load(Ordering::Relaxed)
@@ -201,8 +204,11 @@ pub fn note_deadline(deadline_ns: u64) {
 
 /// `vcpu` was just moved into this pCPU's queue (`sched::steal`, by this
 /// pCPU, interrupts off): its pending singleshot and poll deadlines are
-/// this pCPU's to fire now (module doc).
+/// this pCPU's to fire now (module doc). The first vcpu a pCPU takes may
+/// be the first it runs: its one-shot timer starts here, so that the
+/// deadlines are armed for rather than left to its first tick.
 pub fn on_arrive(vcpu: &Vcpu) {
+    start_guest_tick();
     let deadline = earlier(
         earlier(
             u64::MAX,
@@ -255,6 +261,11 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
         }
     }
     let mut earliest = next_tick;
+    // A vcpu whose domain's registry slot is being written this instant
+    // would be skipped (`domain::try_get`); a slot is written only to
+    // register a domain (before its vcpus join a queue) or to destroy one
+    // (after its deadlines are cleared and its vcpus left their queues),
+    // so no pending deadline is left out of `earliest`.
     crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
         let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && now >= deadline {
