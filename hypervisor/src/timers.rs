@@ -44,8 +44,11 @@
 //! - the expiry ([`on_tick`]) scans the queue: it fires what is due and
 //!   arms for the earliest deadline still pending (or the next tick). It
 //!   waits for its queue if another pCPU holds it (moving a vcpu, or
-//!   looking for one to take): a scan that skipped could lose the only
-//!   expiry armed for a deadline.
+//!   looking for one to take): a scan that skipped would leave the
+//!   deadline it was armed for to a later tick (and could keep skipping:
+//!   `sched`'s `RunQueue`). Since every expiry arms for the next tick at
+//!   the latest, even a deadline left out of a scan would be late, not
+//!   lost.
 //!
 //! Nothing fires early: the LAPIC count is rounded up, and whatever the
 //! calibration says, every expiry compares each deadline with the clock;
