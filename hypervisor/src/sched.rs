@@ -788,7 +788,7 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
 /// protocol rather than correcting anything).
 #[inline(never)]
 fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
-    crate::timers::on_arrive(vcpu);
+    crate::timers::on_arrive(domain, vcpu);
     arch::paging::flush_everything();
     crate::pirq::vcpu_moved(domain.id, vcpu.id, percpu::current().index());
     if let Some(info) = domain.vcpu_info(vcpu.id) {

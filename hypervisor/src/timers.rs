@@ -205,22 +205,41 @@ fn note_deadline(deadline_ns: u64) {
     });
 }
 
-/// `vcpu` was just moved into this pCPU's queue (`sched::steal`, by this
-/// pCPU, interrupts off): its pending singleshot and poll deadlines are
-/// this pCPU's to fire now (module doc). The first vcpu a pCPU takes may
-/// be the first it runs: its one-shot timer starts here, so that the
-/// deadlines are armed for rather than left to its first tick.
-pub fn on_arrive(vcpu: &Vcpu) {
+/// `vcpu` of `domain` was just moved into this pCPU's queue
+/// (`sched::steal`, by this pCPU, interrupts off): its pending singleshot
+/// and poll deadlines are this pCPU's to fire now (module doc). The first
+/// vcpu a pCPU takes may be the first it runs: its one-shot timer starts
+/// here, so that the deadlines are armed for rather than left to its
+/// first tick.
+pub fn on_arrive(domain: &Domain, vcpu: &Vcpu) {
     start_guest_tick();
-    let deadline = earlier(
-        earlier(
-            u64::MAX,
-            vcpu.singleshot_deadline_ns.load(Ordering::Relaxed),
-        ),
-        vcpu.poll_deadline_ns.load(Ordering::Relaxed),
-    );
-    if deadline != u64::MAX {
-        note_deadline(deadline);
+    let singleshot = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
+    let poll = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
+    let deadline = earlier(earlier(u64::MAX, singleshot), poll);
+    if deadline == u64::MAX {
+        return;
+    }
+    note_deadline(deadline);
+    // For a reader of a debug log (`timer-carry` shows such moves): how
+    // far ahead each deadline is (negative: overdue, as when the pCPU it
+    // left was held up; 0: none).
+    if log::log_enabled!(log::Level::Debug) {
+        let now = i128::from(crate::time::now_ns());
+        let ahead = |deadline: u64| {
+            if deadline == 0 {
+                0
+            } else {
+                i128::from(deadline) - now
+            }
+        };
+        log::debug!(
+            "d{}v{} brings deadlines to pCPU {}: singleshot in {} ns, poll in {} ns (0: none)",
+            domain.id.0,
+            vcpu.id.0,
+            percpu::current().index(),
+            ahead(singleshot),
+            ahead(poll),
+        );
     }
 }
 
