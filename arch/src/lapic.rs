@@ -1,5 +1,16 @@
 //! The local APIC: x2APIC through MSRs when the CPU has it, else xAPIC
 //! through its MMIO page. EOI, IPIs, INIT/SIPI and the timer.
+//!
+//! The timer runs periodic (a fixed rate: boot, idle pCPUs that never ran
+//! a vcpu, the self-tests) or one-shot (a pCPU that runs vcpus programs
+//! each expiry itself: `hypervisor::timers`). One-shot rather than
+//! TSC-deadline mode: QEMU 7.2 under TCG does not offer TSC-deadline
+//! (CPUID.1:ECX bit 24 is clear with `-cpu max`, and `-cpu
+//! max,+tsc-deadline` is refused: "TCG doesn't support requested
+//! feature"), while the one-shot mode exists on every LAPIC. Its count comes from the
+//! calibrated rate ([`count_for_ns`]), rounded up; a calibration that is
+//! off can only move an expiry, and its user re-checks the time when the
+//! interrupt comes (an early one is re-armed for the rest).
 
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -35,6 +46,8 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// Timer mode bits 18:17 = 00.
+const LVT_TIMER_ONE_SHOT: u32 = 0;
 const DIVIDE_BY_16: u32 = 0b0011;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
@@ -277,8 +290,93 @@ pub fn start_periodic_timer(hz: u32) -> u32 {
     count
 }
 
+/// Timer clocks (at the calibrated `hz`, divide by 16) for `delta_ns`
+/// nanoseconds, rounded up so that an expiry is never before the time
+/// asked for (at this rate), and clamped to what the initial-count
+/// register holds: at least 1 (0 would stop the timer; a delta of 0 asks
+/// for the earliest expiry) and at most `u32::MAX` (an expiry further
+/// out comes early, and its user re-arms then for the rest).
+pub fn count_for_ns(delta_ns: u64, hz: u64) -> u32 {
+    // u128: ns (up to 2^64) times a rate (up to 2^64) cannot overflow.
+    let clocks = (u128::from(delta_ns) * u128::from(hz)).div_ceil(1_000_000_000);
+    clocks.clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// Puts this CPU's timer in one-shot mode, not counting: it fires once per
+/// [`arm_one_shot`]. Returns false (and leaves the timer as it was) if the
+/// timer is not calibrated.
+pub fn start_one_shot_timer() -> bool {
+    if timer_hz() == 0 {
+        return false;
+    }
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(
+        REG_LVT_TIMER,
+        LVT_TIMER_ONE_SHOT | u32::from(vectors::TIMER),
+    );
+    write(REG_TIMER_INITIAL, 0);
+    true
+}
+
+/// Arms this CPU's one-shot timer ([`start_one_shot_timer`]) to fire once,
+/// `delta_ns` from now (rounded up to a timer clock, at least one clock:
+/// [`count_for_ns`]); replaces any expiry armed before. The caller keeps
+/// interrupts off if it must know which arming the next interrupt is for.
+pub fn arm_one_shot(delta_ns: u64) {
+    write(REG_TIMER_INITIAL, count_for_ns(delta_ns, timer_hz()));
+}
+
 /// Stops this CPU's timer.
 pub fn stop_timer() {
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(vectors::TIMER));
     write(REG_TIMER_INITIAL, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_for_ns;
+
+    /// QEMU's LAPIC timer: 1 GHz, divided by 16.
+    const QEMU_HZ: u64 = 62_500_000;
+
+    #[test]
+    fn count_rounds_up_never_short() {
+        // 16 ns per clock: 1 ns already needs a whole clock, 17 needs two.
+        assert_eq!(count_for_ns(1, QEMU_HZ), 1);
+        assert_eq!(count_for_ns(16, QEMU_HZ), 1);
+        assert_eq!(count_for_ns(17, QEMU_HZ), 2);
+        assert_eq!(count_for_ns(1_000_000, QEMU_HZ), 62_500);
+        for delta in [3u64, 999, 20_000, 123_457, 9_999_999] {
+            let count = u64::from(count_for_ns(delta, QEMU_HZ));
+            // The expiry (count clocks) is at or after the delta, and less
+            // than one clock after it.
+            assert!(
+                count * 1_000_000_000 >= delta * QEMU_HZ,
+                "{delta} ns: {count}"
+            );
+            assert!(
+                (count - 1) * 1_000_000_000 < delta * QEMU_HZ,
+                "{delta} ns: {count}"
+            );
+        }
+    }
+
+    #[test]
+    fn count_is_never_zero() {
+        // 0 in the initial count stops the timer: an expiry due now must
+        // still come.
+        assert_eq!(count_for_ns(0, QEMU_HZ), 1);
+        assert_eq!(count_for_ns(0, 0), 1);
+        assert_eq!(count_for_ns(5, 0), 1);
+    }
+
+    #[test]
+    fn count_clamps_far_deadlines_without_overflow() {
+        // 2^32 clocks at 62.5 MHz is about 68.7 s: anything further is the
+        // register's maximum (an early expiry, re-armed by its user).
+        assert_eq!(count_for_ns(69_000_000_000, QEMU_HZ), u32::MAX);
+        assert_eq!(count_for_ns(u64::MAX, QEMU_HZ), u32::MAX);
+        assert_eq!(count_for_ns(u64::MAX, u64::MAX), u32::MAX);
+        assert_eq!(count_for_ns(68_000_000_000, QEMU_HZ), 4_250_000_000);
+    }
 }

@@ -7,9 +7,11 @@
 //! re-arms it, [`Timer::stop`] disarms it; both are a store of an atomic,
 //! callable from any context, interrupts on or off, with any lock held.
 //!
-//! Expiry: every pCPU's LAPIC tick ([`crate::timers::on_tick`], the tick
-//! handler from the moment the domains start; a self-test installs its
-//! own) calls [`run_due`], which looks at every timer ever armed. A due timer is
+//! Expiry: every pCPU's scheduler tick (in [`crate::timers::on_tick`],
+//! the LAPIC timer's handler from the moment the domains start: each
+//! interrupt of the periodic boot tick, and every 1 ms of the one-shot
+//! timer a pCPU that runs vcpus programs; a self-test installs its own
+//! handler) calls [`run_due`], which looks at every timer ever armed. A due timer is
 //! claimed by swapping its deadline to 0 (a compare-exchange, so one pCPU
 //! claims one arming), and its callback then runs on that pCPU, in the
 //! tick's interrupt context: interrupts off, nothing else held. A callback

@@ -46,8 +46,10 @@
 //!   protocol (the claim makes that pCPU the only writer), as Xen does
 //!   when a vcpu changes pCPU; the TSC scale is one for every pCPU;
 //! - its timers: deadlines are the vcpu's own (absolute system time), and
-//!   each pCPU's tick scans the vcpus of its queue, so a pending deadline
-//!   fires on whichever pCPU holds the vcpu at the time (`timers`);
+//!   each pCPU's timer interrupt scans the vcpus of its queue, so a
+//!   pending deadline fires on whichever pCPU holds the vcpu at the time;
+//!   the pCPU that takes it arms its LAPIC timer for them ([`arrive`],
+//!   `timers::on_arrive`) before it runs it;
 //! - its x87/SSE registers (switched eagerly, as Xen does for PV vcpus):
 //!   from the moment [`run`] loads them from the vcpu's `fpu` area (right
 //!   before the flow resumes or enters the guest) until the loop is back
@@ -171,8 +173,6 @@ struct Pcpu {
     slice_start_ns: AtomicU64,
     /// Its idle stack.
     idle: spin::Once<arch::stack::IdleStack>,
-    /// Whether its LAPIC timer ticks at [`GUEST_TICK_HZ`] yet.
-    has_guest_tick: core::sync::atomic::AtomicBool,
 }
 
 static PCPUS: [Pcpu; MAX_CPUS] = [const {
@@ -183,7 +183,6 @@ static PCPUS: [Pcpu; MAX_CPUS] = [const {
         cursor: AtomicUsize::new(0),
         slice_start_ns: AtomicU64::new(0),
         idle: spin::Once::new(),
-        has_guest_tick: core::sync::atomic::AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
@@ -200,8 +199,9 @@ pub fn release_domains() {
     DOMAINS_RELEASED.store(true, Ordering::Release);
 }
 
-/// The LAPIC tick rate of a pCPU once it runs vcpus: guest timers
-/// (singleshot, poll timeouts, the periodic VIRQ_TIMER) resolve to it.
+/// The scheduler tick rate of a pCPU once it runs vcpus (`timers`): time
+/// slices, the periodic VIRQ_TIMER and `hvtimer` resolve to it (singleshot
+/// and poll deadlines fire when due, between ticks).
 pub const GUEST_TICK_HZ: u32 = 1000;
 
 /// A time slice.
@@ -474,7 +474,7 @@ pub fn maybe_preempt(domain: &Domain, vcpu: &Vcpu) {
 }
 
 /// The tick period of a pCPU that runs vcpus.
-const TICK_NS: u64 = 1_000_000_000 / GUEST_TICK_HZ as u64;
+pub const TICK_NS: u64 = 1_000_000_000 / GUEST_TICK_HZ as u64;
 
 /// From this pCPU's LAPIC tick (interrupt context, interrupts off): sets
 /// the return hint if several vcpus share this pCPU and the running
@@ -781,12 +781,14 @@ fn steal(me: u32) -> Option<(Arc<Domain>, VcpuId, u32)> {
 
 /// What a pCPU does for a vcpu it took from another pCPU, before running
 /// it: forget any translation of the domain older than the vcpu's last
-/// flush (the vcpu's `tlb_generation` speaks of the pCPU it ran on), and
+/// flush (the vcpu's `tlb_generation` speaks of the pCPU it ran on), arm
+/// this pCPU's LAPIC timer for its pending deadlines (`timers`), and
 /// republish its time record on this pCPU (the claim makes this pCPU the
 /// only writer; the TSC scale is the same everywhere, so this keeps Xen's
 /// protocol rather than correcting anything).
 #[inline(never)]
 fn arrive(domain: &Domain, vcpu: &Vcpu, from: u32) {
+    crate::timers::on_arrive(domain, vcpu);
     arch::paging::flush_everything();
     crate::pirq::vcpu_moved(domain.id, vcpu.id, percpu::current().index());
     if let Some(info) = domain.vcpu_info(vcpu.id) {
@@ -847,9 +849,7 @@ fn run(pcpu: &Pcpu, domain: Arc<Domain>, vcpu_id: VcpuId) {
     let Some(vcpu) = domain.vcpu(vcpu_id) else {
         return;
     };
-    if !pcpu.has_guest_tick.swap(true, Ordering::Relaxed) {
-        arch::lapic::start_periodic_timer(GUEST_TICK_HZ);
-    }
+    crate::timers::start_guest_tick();
     pcpu.current
         .store(encode(domain.id, vcpu.id), Ordering::Release);
     crate::running::set(&domain, vcpu);

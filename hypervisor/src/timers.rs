@@ -1,28 +1,79 @@
-//! Guest timers on the pCPU's LAPIC timer tick: the default 10 ms periodic
-//! VIRQ_TIMER, the singleshot timer (set_timer_op, VCPUOP_set_singleshot_timer)
-//! and SCHEDOP_poll timeouts. Deadlines are absolute system time (ns).
+//! Guest timers: the default 10 ms periodic VIRQ_TIMER, the singleshot
+//! timer (set_timer_op, VCPUOP_set_singleshot_timer) and SCHEDOP_poll
+//! timeouts, on each pCPU's LAPIC timer. Deadlines are absolute system
+//! time (ns).
 //!
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). Deadlines belong to the vcpu, not to a pCPU: the
-//! LAPIC tick of each pCPU checks the vcpus of its own run queue, so when a
-//! vcpu moves (`sched`) its pending singleshot or poll deadline fires on
-//! the pCPU that holds it then, with nothing to carry over (a move takes
-//! both queues' locks, and so does an idle pCPU looking for a vcpu to
-//! take, at each of its ticks while some queue holds two; a tick that
-//! finds its queue locked waits for it rather than skip its scan, so a
-//! deadline is neither lost nor late). They resolve
-//! to the tick period (1 ms once the pCPU runs vcpus:
-//! `sched::GUEST_TICK_HZ`; a pCPU starts that tick before it runs its
-//! first vcpu, one taken from another pCPU included). A destroyed domain's
-//! timers are cancelled (`domain::kill` clears its deadlines and takes its
-//! vcpus off their pCPUs' lists) and go with the domain when the reaper
-//! frees it; a tick taken in a guest is one of the reaper's quiescent
-//! points.
+//! ([`on_switch_in`]). It is looked at on the pCPU's scheduler tick, so
+//! it resolves to the tick period (1 ms, `sched::GUEST_TICK_HZ`).
+//!
+//! Singleshot and poll deadlines fire when they are due. A pCPU that runs
+//! vcpus ([`start_guest_tick`], before its first vcpu) drives its LAPIC
+//! timer one-shot, and every expiry programs the next one for the earliest
+//! of its next scheduler tick (every 1 ms: the time slice's preemption
+//! hint, `hvtimer`, the running vcpu's periodic tick, and, taken in a
+//! guest, a quiescent point for the reaper) and the singleshot and poll
+//! deadlines of every vcpu in its run queue. It remembers what it armed
+//! the LAPIC for ([`PcpuTimer::armed_for_ns`]).
+//!
+//! The rule that keeps every deadline: for each pCPU, while a vcpu of its
+//! queue has a deadline `d`, either the pCPU's LAPIC is armed for `d` or
+//! earlier, or a timer interrupt is pending on it (whose handler scans the
+//! queue and arms again). It holds because a deadline only ever comes to
+//! a pCPU's queue on that pCPU, with interrupts off around the look at
+//! `armed_for_ns` and the programming, so no timer interrupt of its own
+//! comes in between:
+//! - a vcpu arms a singleshot timer or a poll timeout only for itself, so
+//!   it does so while it runs, claimed by this pCPU and in its queue; it
+//!   stores the
+//!   deadline, then [`note_deadline`] re-arms the LAPIC if `d` is earlier
+//!   than what it is armed for. A timer interrupt after the store and
+//!   before the look sees the deadline in its scan and arms for it (and
+//!   moves `armed_for_ns`), so nothing between the two is missed;
+//! - a vcpu moves only by `sched::steal`, which the pCPU that takes it
+//!   runs for itself: it moves the vcpu into its own queue and then,
+//!   interrupts still off, [`on_arrive`] starts this pCPU's one-shot
+//!   timer if the vcpu is the first it takes, and arms it for the vcpu's
+//!   deadlines, before it runs it. The pCPU it left may still be armed for
+//!   them: its interrupt then finds nothing due and arms for what it
+//!   still hosts. A vcpu that blocks again with its poll timeout on the
+//!   new pCPU keeps it (`block_until` re-suspends with the same deadline),
+//!   which is why the poll deadline is carried too;
+//! - the expiry ([`on_tick`]) scans the queue: it fires what is due and
+//!   arms for the earliest deadline still pending (or the next tick). It
+//!   waits for its queue if another pCPU holds it (moving a vcpu, or
+//!   looking for one to take): a scan that skipped would leave the
+//!   deadline it was armed for to a later tick (and could keep skipping:
+//!   `sched`'s `RunQueue`). Since every expiry arms for the next tick at
+//!   the latest, even a deadline left out of a scan would be late, not
+//!   lost.
+//!
+//! Nothing fires early: the LAPIC count is rounded up, and whatever the
+//! calibration says, every expiry compares each deadline with the clock;
+//! an interrupt that comes before a deadline (a calibration a little off,
+//! or the LAPIC's longest count, about a minute, for a far one) arms again
+//! for the rest. A past deadline fires at once, from the arming call
+//! ([`set_singleshot`]; a poll whose timeout has passed does not wait).
+//! Cancelling a deadline only clears it; the LAPIC's expiry for it then
+//! finds nothing due.
+//!
+//! A pCPU that never ran a vcpu keeps the periodic boot tick
+//! (`cpus::TIMER_HZ`), each interrupt a scheduler tick; it hosts no vcpu
+//! with a deadline (a vcpu arms one only while running, and the pCPU that
+//! takes a vcpu from another starts its one-shot timer as it takes it).
+//! An idle pCPU's `hlt` ends at its expiry as at any interrupt, so the
+//! deadlines of the blocked and polling vcpus it hosts fire on time.
+//!
+//! A destroyed domain's timers are cancelled (`domain::kill` clears its
+//! deadlines and takes its vcpus off their pCPUs' lists) and go with the
+//! domain when the reaper frees it; a timer interrupt taken in a guest is
+//! one of the reaper's quiescent points.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arch::percpu::{self, MAX_CPUS};
 use evtchn_core::Virq;
 
 use crate::domain::{Domain, Vcpu, VcpuState};
@@ -68,46 +119,206 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
     periodic(domain, vcpu, crate::time::now_ns());
 }
 
-/// The LAPIC timer interrupt of this pCPU: the periodic timer of the vcpu
-/// running now, and the singleshot and poll deadlines of every vcpu the
-/// pCPU hosts.
+/// A pCPU's LAPIC timer as guest timers use it. Only its own pCPU
+/// touches it, with interrupts off (its timer interrupt, or a caller that
+/// turned them off), so every access is Relaxed.
+struct PcpuTimer {
+    /// Whether the LAPIC runs one-shot for guest timers ([`start_guest_tick`]).
+    is_one_shot: AtomicBool,
+    /// The system time the LAPIC is armed to fire at.
+    armed_for_ns: AtomicU64,
+    /// When the next scheduler tick is due.
+    next_tick_ns: AtomicU64,
+}
+
+static PCPU_TIMERS: [PcpuTimer; MAX_CPUS] = [const {
+    PcpuTimer {
+        is_one_shot: AtomicBool::new(false),
+        armed_for_ns: AtomicU64::new(0),
+        next_tick_ns: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+fn this_pcpu_timer() -> Option<&'static PcpuTimer> {
+    PCPU_TIMERS.get(percpu::current().index() as usize)
+}
+
+impl PcpuTimer {
+    /// Programs the LAPIC to fire at `at_ns` (at once if that has passed).
+    /// Interrupts off.
+    fn arm(&self, at_ns: u64) {
+        self.armed_for_ns.store(at_ns, Ordering::Relaxed);
+        arch::lapic::arm_one_shot(at_ns.saturating_sub(crate::time::now_ns()));
+    }
+}
+
+/// Where the scheduler tick after one due at `due_ns`, taken at `now_ns`,
+/// goes: one period on, keeping the ticks' phase (idle pCPUs look at busy
+/// ones' queues on their ticks: `sched`), or one period after `now_ns` if
+/// the interrupt came a period or more late.
+fn tick_after(due_ns: u64, now_ns: u64, period_ns: u64) -> u64 {
+    let next = due_ns.saturating_add(period_ns);
+    if next > now_ns {
+        next
+    } else {
+        now_ns.saturating_add(period_ns)
+    }
+}
+
+/// The earlier of `earliest` and `deadline_ns` (0: no deadline).
+fn earlier(earliest: u64, deadline_ns: u64) -> u64 {
+    if deadline_ns == 0 {
+        earliest
+    } else {
+        earliest.min(deadline_ns)
+    }
+}
+
+/// This pCPU is about to run its first vcpu: its LAPIC timer goes
+/// one-shot, first armed for the scheduler tick one period from now. Call
+/// with interrupts off, on every switch to a vcpu and as the pCPU takes a
+/// vcpu from another (only the first call does anything). An uncalibrated
+/// LAPIC timer keeps the boot tick.
+pub fn start_guest_tick() {
+    let Some(timer) = this_pcpu_timer() else {
+        return;
+    };
+    if timer.is_one_shot.load(Ordering::Relaxed) || !arch::lapic::start_one_shot_timer() {
+        return;
+    }
+    let next_tick = crate::time::now_ns().saturating_add(crate::sched::TICK_NS);
+    timer.next_tick_ns.store(next_tick, Ordering::Relaxed);
+    timer.is_one_shot.store(true, Ordering::Relaxed);
+    timer.arm(next_tick);
+}
+
+/// A vcpu of this pCPU's queue has a deadline at `deadline_ns` (not 0):
+/// if the LAPIC is armed for later, arms it for the deadline (module doc).
+fn note_deadline(deadline_ns: u64) {
+    arch::cpu::without_interrupts(|| {
+        if let Some(timer) = this_pcpu_timer()
+            && timer.is_one_shot.load(Ordering::Relaxed)
+            && deadline_ns < timer.armed_for_ns.load(Ordering::Relaxed)
+        {
+            timer.arm(deadline_ns);
+        }
+    });
+}
+
+/// `vcpu` of `domain` was just moved into this pCPU's queue
+/// (`sched::steal`, by this pCPU, interrupts off): its pending singleshot
+/// and poll deadlines are this pCPU's to fire now (module doc). The first
+/// vcpu a pCPU takes may be the first it runs: its one-shot timer starts
+/// here, so that the deadlines are armed for rather than left to its
+/// first tick.
+pub fn on_arrive(domain: &Domain, vcpu: &Vcpu) {
+    start_guest_tick();
+    let singleshot = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
+    let poll = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
+    let deadline = earlier(earlier(u64::MAX, singleshot), poll);
+    if deadline == u64::MAX {
+        return;
+    }
+    note_deadline(deadline);
+    // For a reader of a debug log (`timer-carry` shows such moves): how
+    // far ahead each deadline is (negative: overdue, as when the pCPU it
+    // left was held up; 0: none).
+    if log::log_enabled!(log::Level::Debug) {
+        let now = i128::from(crate::time::now_ns());
+        let ahead = |deadline: u64| {
+            if deadline == 0 {
+                0
+            } else {
+                i128::from(deadline) - now
+            }
+        };
+        log::debug!(
+            "d{}v{} brings deadlines to pCPU {}: singleshot in {} ns, poll in {} ns (0: none)",
+            domain.id.0,
+            vcpu.id.0,
+            percpu::current().index(),
+            ahead(singleshot),
+            ahead(poll),
+        );
+    }
+}
+
+/// The LAPIC timer interrupt of this pCPU: on a scheduler tick, the
+/// periodic timer of the vcpu running now (and the tick's other duties);
+/// on every expiry, the singleshot and poll deadlines of every vcpu the
+/// pCPU hosts; then the next expiry (module doc).
 pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
     if frame.cs & 3 == 3 {
         // In a live domain's guest: a quiescent point for freeing dead ones.
         crate::domain::reaper::on_guest_tick();
     }
     let now = crate::time::now_ns();
-    // The hypervisor's own timers (`hvtimer`), on every pCPU's tick.
-    crate::hvtimer::run_due(now);
-    // The time slice of the vcpu running here.
-    crate::sched::on_tick(now);
-    if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
-        && let Some(vcpu) = domain.vcpu(vcpu_id)
-        && vcpu.state() == VcpuState::Running
+    let timer = this_pcpu_timer();
+    let is_one_shot = timer.is_some_and(|timer| timer.is_one_shot.load(Ordering::Relaxed));
+    // With the boot tick (periodic) every interrupt is a tick.
+    let mut next_tick = u64::MAX;
+    let mut is_tick = true;
+    if let Some(timer) = timer
+        && is_one_shot
     {
-        periodic(&domain, vcpu, now);
+        let due = timer.next_tick_ns.load(Ordering::Relaxed);
+        is_tick = now >= due;
+        next_tick = if is_tick {
+            tick_after(due, now, crate::sched::TICK_NS)
+        } else {
+            due
+        };
+        timer.next_tick_ns.store(next_tick, Ordering::Relaxed);
     }
+    if is_tick {
+        // The hypervisor's own timers (`hvtimer`), on every pCPU's tick.
+        crate::hvtimer::run_due(now);
+        // The time slice of the vcpu running here.
+        crate::sched::on_tick(now);
+        if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
+            && let Some(vcpu) = domain.vcpu(vcpu_id)
+            && vcpu.state() == VcpuState::Running
+        {
+            periodic(&domain, vcpu, now);
+        }
+    }
+    let mut earliest = next_tick;
+    // A vcpu whose domain's registry slot is being written this instant
+    // would be skipped (`domain::try_get`); a slot is written only to
+    // register a domain (before its vcpus join a queue) or to destroy one
+    // (after its deadlines are cleared and its vcpus left their queues),
+    // so no pending deadline is left out of `earliest`.
     crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
         let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
-        if deadline != 0
-            && now >= deadline
-            && vcpu
+        if deadline != 0 && now >= deadline {
+            if vcpu
                 .singleshot_deadline_ns
                 .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        {
-            raise_timer(domain, vcpu);
+            {
+                raise_timer(domain, vcpu);
+            }
+        } else {
+            earliest = earlier(earliest, deadline);
         }
         let poll_deadline = vcpu.poll_deadline_ns.load(Ordering::Relaxed);
         if poll_deadline != 0 && now >= poll_deadline {
             vcpu.poll_deadline_ns.store(0, Ordering::Relaxed);
             crate::sched::kick(vcpu);
+        } else {
+            earliest = earlier(earliest, poll_deadline);
         }
     });
+    if let Some(timer) = timer
+        && is_one_shot
+    {
+        timer.arm(earliest);
+    }
 }
 
 /// Arms the singleshot timer at `deadline_ns` (a past deadline fires at
-/// once, from the caller's return path).
+/// once, from the caller's return path). `vcpu` is the caller, running on
+/// this pCPU.
 pub fn set_singleshot(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) {
     if deadline_ns <= crate::time::now_ns() {
         vcpu.singleshot_deadline_ns.store(0, Ordering::Relaxed);
@@ -115,5 +326,15 @@ pub fn set_singleshot(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) {
     } else {
         vcpu.singleshot_deadline_ns
             .store(deadline_ns, Ordering::Relaxed);
+        note_deadline(deadline_ns);
+    }
+}
+
+/// Sets the SCHEDOP_poll timeout of `vcpu`, the caller, running on this
+/// pCPU (0: none); it fires by kicking the vcpu ([`on_tick`]).
+pub fn set_poll_deadline(vcpu: &Vcpu, deadline_ns: u64) {
+    vcpu.poll_deadline_ns.store(deadline_ns, Ordering::Relaxed);
+    if deadline_ns != 0 {
+        note_deadline(deadline_ns);
     }
 }

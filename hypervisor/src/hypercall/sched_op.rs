@@ -108,7 +108,7 @@ fn poll(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
     if outcome != Ok(PollOutcome::Block) {
         return outcome.map(|_| 0);
     }
-    vcpu.poll_deadline_ns.store(timeout_ns, Ordering::Relaxed);
+    crate::timers::set_poll_deadline(vcpu, timeout_ns);
     // Printed once the vcpu shows as polling (a dump from now on lists it),
     // so that a test can wait for this line rather than guess.
     log::trace!(

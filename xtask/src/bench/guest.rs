@@ -165,7 +165,7 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "timer-lateness",
-        what: "from a VCPUOP_set_singleshot_timer deadline 20 us ahead (its TSC value computed from vcpu_time_info's scale) until the VIRQ_TIMER handler's first statement reads the TSC, through the lean callback; the vcpu spins with events enabled. Includes how late each hypervisor's own timer fires: Sluice checks deadlines at its 1 ms guest tick, Xen reprograms its hardware timer for the earliest deadline",
+        what: "from a VCPUOP_set_singleshot_timer deadline 20 us ahead (its TSC value computed from vcpu_time_info's scale) until the VIRQ_TIMER handler's first statement reads the TSC, through the lean callback; the vcpu spins with events enabled. Includes how late each hypervisor's own timer fires: both program their LAPIC timer for the earliest deadline (Sluice one-shot, from the calibrated rate)",
         xen_reference: None,
     },
     Row {

@@ -1,0 +1,518 @@
+//! `timers`: singleshot timers and SCHEDOP_poll timeouts as a guest sees
+//! them, where the hypervisor programs each pCPU's LAPIC timer for the
+//! earliest deadline it hosts. `part=` on the module line picks what runs:
+//!
+//! - `precise` (1 vcpu, on a pCPU of its own): [`BURST_ROUNDS`] short
+//!   singleshot timers in a row (2 to 152 us ahead, through
+//!   VCPUOP_set_singleshot_timer and set_timer_op in turn), the vcpu
+//!   spinning with events on; a timer re-armed earlier, one re-armed
+//!   later, two cancelled ones, a far-future one replaced by a short one;
+//!   then [`POLL_ROUNDS`] SCHEDOP_poll calls on a port nothing sends to,
+//!   each with a timeout 10 to 410 us ahead, on a pCPU that has nothing
+//!   else to run. Checked: every timer raises VIRQ_TIMER exactly once and
+//!   never before its (last) deadline, a replaced or cancelled deadline
+//!   never fires, and every poll returns 0, never before its timeout.
+//! - `shared` (2 vcpus pinned to one pCPU): vcpu 1 spins with no timer
+//!   while vcpu 0 arms [`SHARED_ROUNDS`] singleshot timers and blocks in
+//!   SCHEDOP_block for each (its deadline comes while vcpu 1 holds the
+//!   pCPU), then arms as many more and spins (the two take turns by time
+//!   slice, so deadlines come while vcpu 0 waits for the pCPU). Checked:
+//!   each raises VIRQ_TIMER exactly once, on vcpu 0, never early; vcpu 1
+//!   handles none.
+//! - `carry` (3 vcpus on 2 pCPUs): each vcpu arms [`CARRY_ROUNDS`]
+//!   singleshot timers 1.5 ms ahead, waits in SCHEDOP_poll until 0.5 ms
+//!   ahead, then spins 3 ms. Three such vcpus keep two pCPUs mostly busy
+//!   but not always: a poll's timeout wakes a vcpu while another holds
+//!   its pCPU, and an idle pCPU takes it with its singleshot deadline
+//!   pending (or takes a preempted one), which the pCPU that takes it
+//!   must fire. Checked: each timer raises VIRQ_TIMER exactly once on its
+//!   own vcpu, never early (the scenario checks that vcpus moved).
+//!
+//! Every check is on behaviour (counts, and times against deadlines read
+//! from the same clock); how late a timer fires is printed as a comment,
+//! never judged.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use sluice_guest::evtchn::{self, virq};
+use sluice_guest::smp::MAX_VCPUS;
+use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
+
+sluice_guest::entry!(main);
+
+/// Short singleshot timers in a row (`precise`).
+const BURST_ROUNDS: u32 = 200;
+/// Polls with a timeout (`precise`).
+const POLL_ROUNDS: u32 = 40;
+/// Singleshot timers per way of waiting (`shared`).
+const SHARED_ROUNDS: u32 = 15;
+/// Singleshot timers per vcpu (`carry`).
+const CARRY_ROUNDS: u32 = 30;
+/// How long past a deadline a timer may take before it counts as lost.
+const GIVE_UP_NS: u64 = 1_000_000_000;
+/// How long a check waits after a deadline for a second (wrong) firing.
+const QUIET_NS: u64 = 2_000_000;
+
+/// Which part runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Precise,
+    Shared,
+    Carry,
+}
+
+/// The part, for the secondary vcpus: 1 precise, 2 shared, 3 carry.
+static PART: AtomicU32 = AtomicU32::new(0);
+/// Per vcpu: its VIRQ_TIMER port.
+static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+/// Per vcpu: VIRQ_TIMER handler runs on it, and the time of the last one.
+static FIRED: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static FIRED_AT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Per vcpu: a VIRQ_TIMER of another vcpu's port was handled on it.
+static WRONG_VCPU: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+/// Per vcpu: timers that fired other than once, fired early, or could
+/// not be armed; the timers armed; the greatest lateness seen (ns).
+static COUNT_WRONG: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static EARLY: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static ARM_FAILED: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static ARMED: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
+static LATEST_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Per vcpu: its part is done.
+static DONE: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
+/// The vcpus that only keep a pCPU busy (or idle) stop.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn now() -> u64 {
+    time::now_ns().unwrap_or(0)
+}
+
+fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
+    array.get(vcpu as usize)
+}
+
+fn note(counters: &[AtomicU32], vcpu: u32) {
+    if let Some(counter) = slot(counters, vcpu) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn load(counters: &[AtomicU32], vcpu: u32) -> u32 {
+    slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
+}
+
+fn fired(vcpu: u32) -> u32 {
+    load(&FIRED, vcpu)
+}
+
+fn fired_at(vcpu: u32) -> u64 {
+    slot(&FIRED_AT, vcpu).map_or(0, |at| at.load(Ordering::SeqCst))
+}
+
+/// The VIRQ_TIMER handler: counts the run on the vcpu it runs on, with
+/// the time.
+fn on_timer(port: u32) {
+    let at = now();
+    let vcpu = smp::current_vcpu();
+    if slot(&TIMER_PORT, vcpu).is_none_or(|own| own.load(Ordering::SeqCst) != port) {
+        note(&WRONG_VCPU, vcpu);
+    }
+    if let Some(slot) = slot(&FIRED_AT, vcpu) {
+        slot.store(at, Ordering::SeqCst);
+    }
+    note(&FIRED, vcpu);
+}
+
+/// Busy-waits until system time `until` (events on).
+fn spin_until(until: u64) {
+    while now() < until {
+        core::hint::spin_loop();
+    }
+}
+
+/// Spins (events on) until `vcpu` handled more than `before` timers or
+/// `limit` passed; whether it did.
+fn wait_fired(vcpu: u32, before: u32, limit: u64) -> bool {
+    while fired(vcpu) == before {
+        if now() > limit {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// After a timer armed when `vcpu` had handled `before` timers, whose
+/// (last) deadline is `deadline`, fired or gave up: waits [`QUIET_NS`]
+/// past the deadline, then notes a count other than one and a run before
+/// the deadline; keeps the lateness.
+fn judge(vcpu: u32, before: u32, deadline: u64) {
+    let at = fired_at(vcpu);
+    spin_until(deadline + QUIET_NS);
+    note(&ARMED, vcpu);
+    if fired(vcpu) != before + 1 {
+        note(&COUNT_WRONG, vcpu);
+        return;
+    }
+    if at < deadline {
+        note(&EARLY, vcpu);
+    } else if let Some(latest) = slot(&LATEST_NS, vcpu) {
+        latest.fetch_max(at - deadline, Ordering::SeqCst);
+    }
+}
+
+/// One singleshot timer of `vcpu` `ahead_ns` from now, waited for by
+/// `wait` (given the count before and the deadline); judged.
+fn one_timer(vcpu: u32, ahead_ns: u64, use_timer_op: bool, wait: impl Fn(u32, u64)) {
+    let before = fired(vcpu);
+    let deadline = now() + ahead_ns;
+    let armed = if use_timer_op {
+        vcpu::set_timer_op(deadline)
+    } else {
+        vcpu::set_singleshot_timer(vcpu, deadline)
+    };
+    if armed.is_err() {
+        note(&ARM_FAILED, vcpu);
+        return;
+    }
+    wait(before, deadline);
+    judge(vcpu, before, deadline);
+}
+
+/// `precise`: the burst, the re-armed, cancelled and far timers, the
+/// polls.
+fn precise() {
+    // A burst with no quiet wait between timers: a second firing of one
+    // shows up as an early firing of the next, or in the total.
+    let start = fired(0);
+    let (mut lost, mut early, mut failed, mut latest) = (0u32, 0u32, 0u32, 0u64);
+    let mut last_deadline = now();
+    for round in 0..u64::from(BURST_ROUNDS) {
+        let before = fired(0);
+        let deadline = now() + 2_000 + (round * 7_919) % 150_000;
+        last_deadline = deadline;
+        let armed = if round % 2 == 0 {
+            vcpu::set_singleshot_timer(0, deadline)
+        } else {
+            vcpu::set_timer_op(deadline)
+        };
+        if armed.is_err() {
+            failed += 1;
+            continue;
+        }
+        if !wait_fired(0, before, deadline + GIVE_UP_NS) {
+            lost += 1;
+            continue;
+        }
+        let at = fired_at(0);
+        if at < deadline {
+            early += 1;
+        }
+        latest = latest.max(at.saturating_sub(deadline));
+    }
+    spin_until(last_deadline + QUIET_NS);
+    println!("# burst: latest VIRQ_TIMER {latest} ns after its deadline (not judged)");
+    check_eq!(
+        (failed, lost),
+        (0, 0),
+        "each of {BURST_ROUNDS} short singleshot timers in a row is armed and fires (set_singleshot_timer and set_timer_op in turn)"
+    );
+    check_eq!(
+        fired(0) - start,
+        BURST_ROUNDS,
+        "the {BURST_ROUNDS} timers raise VIRQ_TIMER exactly {BURST_ROUNDS} times"
+    );
+    check_eq!(early, 0, "no timer of the burst fires before its deadline");
+
+    // Re-armed earlier: the later deadline is replaced, the earlier fires.
+    let before = fired(0);
+    let later = now() + 50_000_000;
+    let armed_later = vcpu::set_singleshot_timer(0, later).is_ok();
+    let earlier = now() + 500_000;
+    let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
+    wait_fired(0, before, later + GIVE_UP_NS);
+    let at = fired_at(0);
+    spin_until(later + QUIET_NS);
+    check!(
+        armed_later && armed_earlier && fired(0) == before + 1 && at >= earlier && at < later,
+        "a timer re-armed earlier fires once, at or after the earlier deadline and before the replaced one ({} run(s))",
+        fired(0) - before
+    );
+
+    // Re-armed later: the earlier deadline (which the pCPU's timer may
+    // be armed for) must not fire it.
+    let before = fired(0);
+    let earlier = now() + 300_000;
+    let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
+    let later = now() + 3_000_000;
+    let armed_later = vcpu::set_timer_op(later).is_ok();
+    wait_fired(0, before, later + GIVE_UP_NS);
+    let at = fired_at(0);
+    spin_until(later + QUIET_NS);
+    check!(
+        armed_earlier && armed_later && fired(0) == before + 1 && at >= later,
+        "a timer re-armed later fires once, not before the later deadline ({} run(s))",
+        fired(0) - before
+    );
+
+    // Cancelled, both ways.
+    let before = fired(0);
+    let deadline = now() + 300_000;
+    let stopped = vcpu::set_singleshot_timer(0, deadline).is_ok()
+        && vcpu::stop_singleshot_timer(0).is_ok()
+        && vcpu::set_timer_op(deadline).is_ok()
+        && vcpu::set_timer_op(0).is_ok();
+    spin_until(deadline + QUIET_NS);
+    check!(
+        stopped && fired(0) == before,
+        "a singleshot timer stopped (VCPUOP_stop_singleshot_timer, set_timer_op(0)) before its deadline never fires"
+    );
+
+    // Far future: further than the LAPIC timer counts (about a minute),
+    // then replaced by a short one.
+    let before = fired(0);
+    let far_armed = vcpu::set_singleshot_timer(0, u64::MAX - 1).is_ok()
+        && vcpu::set_singleshot_timer(0, i64::MAX as u64).is_ok();
+    spin_until(now() + QUIET_NS);
+    let quiet = fired(0) == before;
+    check!(
+        far_armed && quiet,
+        "singleshot timers at 2^64-2 and 2^63-1 ns are armed and do not fire"
+    );
+    one_timer(0, 100_000, false, |before, deadline| {
+        wait_fired(0, before, deadline + GIVE_UP_NS);
+    });
+    check!(
+        load(&COUNT_WRONG, 0) == 0 && load(&EARLY, 0) == 0 && load(&ARM_FAILED, 0) == 0,
+        "a short timer that replaces a far one fires once, not early"
+    );
+    let _ = vcpu::stop_singleshot_timer(0);
+
+    // Polls that time out, on a pCPU with nothing else to run.
+    let port = slot(&TIMER_PORT, 0).map_or(0, |port| port.load(Ordering::SeqCst));
+    let before = fired(0);
+    let (mut failed, mut early, mut latest) = (0u32, 0u32, 0u64);
+    for round in 0..u64::from(POLL_ROUNDS) {
+        let timeout = now() + 10_000 + (round * 13_331) % 400_000;
+        if sched::poll(&[port], timeout).is_err() {
+            failed += 1;
+        }
+        let after = now();
+        if after < timeout {
+            early += 1;
+        }
+        latest = latest.max(after.saturating_sub(timeout));
+    }
+    println!("# poll: latest return {latest} ns after its timeout (not judged)");
+    check_eq!(
+        failed,
+        0,
+        "each of {POLL_ROUNDS} SCHEDOP_poll calls with a timeout returns 0"
+    );
+    check_eq!(
+        early,
+        0,
+        "no SCHEDOP_poll returns before its timeout (nothing sent to its port)"
+    );
+    check_eq!(fired(0), before, "no VIRQ_TIMER while no timer is armed");
+}
+
+/// `shared`, vcpu 0: timers waited for in SCHEDOP_block, then spinning,
+/// while vcpu 1 keeps the pCPU busy.
+fn shared() {
+    for round in 0..u64::from(SHARED_ROUNDS) {
+        one_timer(
+            0,
+            200_000 + round * 50_000,
+            round % 2 == 1,
+            |before, deadline| {
+                while fired(0) == before && now() < deadline + GIVE_UP_NS {
+                    // Masked from the look to the block: a VIRQ_TIMER in
+                    // between stays pending, and SCHEDOP_block (which
+                    // clears the mask) returns at once and delivers it.
+                    // Unmasked, it would be handled before the block,
+                    // which would then wait for an event that never comes.
+                    upcall::mask_vcpu();
+                    if fired(0) == before {
+                        let _ = sched::block();
+                    }
+                    upcall::unmask_vcpu();
+                }
+            },
+        );
+    }
+    for round in 0..u64::from(SHARED_ROUNDS) {
+        one_timer(
+            0,
+            3_000_000 + round * 400_000,
+            round % 2 == 1,
+            |before, deadline| {
+                wait_fired(0, before, deadline + GIVE_UP_NS);
+            },
+        );
+    }
+}
+
+/// `carry`, every vcpu: arms its timer, then waits in SCHEDOP_poll with a
+/// timeout a third of the way there (on its own timer port, not pending
+/// yet); the timeout often ends the poll while another vcpu spins on its
+/// pCPU, and the woken vcpu is offered to an idle pCPU, which takes it
+/// with its deadline pending. Then it spins past the deadline.
+fn carry(vcpu: u32) {
+    let port = slot(&TIMER_PORT, vcpu).map_or(0, |port| port.load(Ordering::SeqCst));
+    for _ in 0..CARRY_ROUNDS {
+        one_timer(vcpu, 1_500_000, false, |before, deadline| {
+            if fired(vcpu) == before {
+                let _ = sched::poll(&[port], deadline - 1_000_000);
+            }
+            spin_until(deadline + 1_500_000);
+            wait_fired(vcpu, before, deadline + GIVE_UP_NS);
+        });
+    }
+}
+
+/// Vcpu 1 of `shared`: keeps the pCPU busy until vcpu 0 is done.
+fn bystander() {
+    while !STOP.load(Ordering::SeqCst) {
+        core::hint::spin_loop();
+    }
+}
+
+fn run_part(vcpu: u32) {
+    match (PART.load(Ordering::SeqCst), vcpu) {
+        (1, 0) => precise(),
+        (2, 0) => shared(),
+        (2, _) => bystander(),
+        (3, _) => carry(vcpu),
+        _ => {}
+    }
+    if let Some(done) = slot(&DONE, vcpu) {
+        done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A secondary vcpu's entry: events on, its part, then the runtime parks
+/// it in SCHEDOP_block.
+fn secondary(vcpu: u32) {
+    upcall::unmask_vcpu();
+    run_part(vcpu);
+}
+
+fn main(start_info: &'static StartInfo) {
+    let (part, needed) = match start_info.arg_value("part") {
+        Some("precise") => (Part::Precise, 1),
+        Some("shared") => (Part::Shared, 2),
+        Some("carry") => (Part::Carry, 3),
+        other => {
+            check!(
+                false,
+                "part= names precise, shared or carry (got {other:?})"
+            );
+            return;
+        }
+    };
+    let vcpus = (0..MAX_VCPUS as u32)
+        .take_while(|&vcpu| vcpu::exists(vcpu))
+        .count() as u32;
+    if vcpus < needed {
+        check!(
+            false,
+            "the domain has at least {needed} vcpus (got {vcpus})"
+        );
+        return;
+    }
+    check!(
+        time::now_ns().is_some(),
+        "vcpu 0's time record is published"
+    );
+    check_eq!(
+        upcall::register_callbacks(),
+        Ok(()),
+        "callback_op registers the event and failsafe callbacks"
+    );
+    let stopped = (0..needed).all(|vcpu| vcpu::stop_periodic_timer(vcpu).is_ok());
+    check!(stopped, "every vcpu's periodic timer stops");
+    let bound = (0..needed).all(|vcpu| match evtchn::bind_virq(virq::TIMER, vcpu) {
+        Ok(port) => {
+            if let Some(slot) = slot(&TIMER_PORT, vcpu) {
+                slot.store(port, Ordering::SeqCst);
+            }
+            upcall::set_handler(port, on_timer);
+            true
+        }
+        Err(_) => false,
+    });
+    check!(bound, "VIRQ_TIMER binds on each of the {needed} vcpus");
+    upcall::unmask_vcpu();
+    PART.store(
+        match part {
+            Part::Precise => 1,
+            Part::Shared => 2,
+            Part::Carry => 3,
+        },
+        Ordering::SeqCst,
+    );
+    let started = (1..needed).all(|vcpu| smp::start(vcpu, secondary).is_ok());
+    check!(started, "vcpus 1 to {} start", needed - 1);
+    if !started {
+        return;
+    }
+    run_part(0);
+    // Every vcpu of `carry` arms timers; vcpu 1 of `shared` then stops.
+    let limit = now() + 60_000_000_000;
+    let armers: &[u32] = if part == Part::Carry {
+        &[0, 1, 2]
+    } else {
+        &[0]
+    };
+    while !armers
+        .iter()
+        .all(|&vcpu| slot(&DONE, vcpu).is_some_and(|done| done.load(Ordering::SeqCst)))
+        && now() < limit
+    {
+        core::hint::spin_loop();
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for &vcpu in armers {
+        println!(
+            "# vcpu {vcpu}: {} timers judged, latest VIRQ_TIMER {} ns after its deadline (not judged)",
+            load(&ARMED, vcpu),
+            slot(&LATEST_NS, vcpu).map_or(0, |latest| latest.load(Ordering::SeqCst))
+        );
+        if part == Part::Precise {
+            continue;
+        }
+        let rounds = if part == Part::Shared {
+            2 * SHARED_ROUNDS
+        } else {
+            CARRY_ROUNDS
+        };
+        check_eq!(
+            (load(&ARMED, vcpu), load(&ARM_FAILED, vcpu)),
+            (rounds, 0),
+            "vcpu {vcpu} arms all its {rounds} singleshot timers"
+        );
+        check_eq!(
+            load(&COUNT_WRONG, vcpu),
+            0,
+            "each of vcpu {vcpu}'s {rounds} singleshot timers raises VIRQ_TIMER exactly once (none lost)"
+        );
+        check_eq!(
+            load(&EARLY, vcpu),
+            0,
+            "no singleshot timer of vcpu {vcpu} fires before its deadline"
+        );
+    }
+    if part == Part::Shared {
+        check_eq!(
+            fired(1),
+            0,
+            "vcpu 1, which armed no timer, handles no VIRQ_TIMER"
+        );
+    }
+    let wrong = (0..needed).map(|vcpu| load(&WRONG_VCPU, vcpu)).sum::<u32>();
+    check_eq!(wrong, 0, "each vcpu handles only its own VIRQ_TIMER port");
+    upcall::mask_vcpu();
+    check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
+}
