@@ -17,7 +17,8 @@
 //!
 //! With `witness` it misbehaves in nothing: it is the privileged domain
 //! that waits for another one to end, for the run-queue check of scenario
-//! `sched-dead-dropped` (`witness`).
+//! `sched-dead-dropped` (`witness`); with `release=P` it lets the other
+//! domain, this guest with `await=P`, end (once it can see the end).
 //!
 //! With `bad-stack=<where>` it leaves an upcall pending and unmasked and
 //! makes a hypercall with its stack pointer `unmapped` (a page nothing
@@ -56,7 +57,11 @@ static USER_MODE_IRET_FRAME: [u64; 9] = [0, 0, 0, 0, 0x1000, 0xe033, 0x202, 0x20
 
 fn main(start_info: &'static StartInfo) {
     if start_info.has_arg("witness") {
-        witness::witness();
+        witness::witness(start_info);
+        return;
+    }
+    if let Some(port) = start_info.arg_value("await") {
+        witness::await_release(port);
         return;
     }
     let port = evtchn::bind_ipi(0);

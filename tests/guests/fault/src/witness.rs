@@ -3,9 +3,16 @@
 //! stopped), then says it waits for a debug key and waits for
 //! VIRQ_DEBUG, so that a scenario's `r` key dumps the run queues after
 //! the other domain's vcpus are dead: they must be out of the queues.
+//!
+//! VIRQ_DOM_EXC is dropped while nobody has it bound, so the other domain
+//! must not stop before the witness binds it; on a loaded host the
+//! witness's first time slice can end before it gets there. With
+//! `release=P` the witness sends on its static port `P` once the VIRQ is
+//! bound, and the other domain (this guest with `await=P`, [`await_release`])
+//! powers off only after that event.
 
 use sluice_guest::shared_info::{self, SharedInfo};
-use sluice_guest::{check, evtchn, println, sched, time};
+use sluice_guest::{StartInfo, check, evtchn, println, sched, time};
 
 /// How long each wait may take.
 const LIMIT_NS: u64 = 20_000_000_000;
@@ -26,7 +33,7 @@ fn wait(shared: &SharedInfo, port: u32) -> bool {
 }
 
 /// The witness role.
-pub fn witness() {
+pub fn witness(start_info: &StartInfo) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");
         return;
@@ -37,6 +44,13 @@ pub fn witness() {
         "bind_virq(VIRQ_DOM_EXC) succeeds ({dom_exc:?})"
     );
     let Ok(dom_exc) = dom_exc else { return };
+    if let Some(release) = start_info.arg_value("release") {
+        let sent = release.parse().map(evtchn::send);
+        check!(
+            matches!(sent, Ok(Ok(()))),
+            "the other domain is released on static port {release} ({sent:?})"
+        );
+    }
     check!(
         wait(shared, dom_exc),
         "VIRQ_DOM_EXC arrives: the other domain has stopped"
@@ -46,4 +60,22 @@ pub fn witness() {
     let Ok(debug) = debug else { return };
     println!("witness: waiting for a debug key (VIRQ_DEBUG on port {debug})");
     check!(wait(shared, debug), "a debug key raises VIRQ_DEBUG");
+}
+
+/// The `await=P` role: waits for the witness's event on static port `P`
+/// (sent once VIRQ_DOM_EXC is bound), so that this domain's power-off
+/// comes after the witness can see it.
+pub fn await_release(port: &str) {
+    let Some(shared) = shared_info::get() else {
+        check!(false, "shared_info is mapped");
+        return;
+    };
+    let Ok(port) = port.parse() else {
+        check!(false, "await={port} names a port");
+        return;
+    };
+    check!(
+        wait(shared, port),
+        "the witness's release arrives on static port {port}"
+    );
 }
