@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::{Channel, LockFreeTarget};
+use crate::channel::{Binding, Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
     EventAbi, Wakeups, two_level_clear_pending, two_level_is_masked, two_level_raise,
@@ -276,12 +276,27 @@ impl Domain {
         vcpus: &'a [VcpuEvtchn],
         vcpu: VcpuId,
     ) -> Option<&'a VcpuInfo> {
+        match Self::legacy_vcpu_info_after_raise(page, vcpus, vcpu) {
+            Ok(legacy) => legacy,
+            Err(moving) => self.moving_vcpu_info(moving, vcpu),
+        }
+    }
+
+    /// The fast half of [`Domain::vcpu_info_after_raise`], with the same
+    /// argument and the same place in the caller (after its locked
+    /// operation): `Ok` with the vcpu's legacy slot in `page` (`None` past
+    /// the 32 slots) if its move was never announced, `Err` with its state
+    /// if it was, for [`Domain::moving_vcpu_info`] to finish.
+    #[inline(always)]
+    fn legacy_vcpu_info_after_raise<'a>(
+        page: &'a SharedInfo,
+        vcpus: &'a [VcpuEvtchn],
+        vcpu: VcpuId,
+    ) -> Result<Option<&'a VcpuInfo>, &'a VcpuEvtchn> {
         match vcpus.get(vcpu.0 as usize) {
-            Some(state) if state.info_moving.load(Ordering::SeqCst) => {
-                self.moving_vcpu_info(state, vcpu)
-            }
+            Some(state) if state.info_moving.load(Ordering::SeqCst) => Err(state),
             // Never announced (a vcpu the domain does not have never is).
-            _ => page.vcpu_info.get(vcpu.0 as usize),
+            _ => Ok(page.vcpu_info.get(vcpu.0 as usize)),
         }
     }
 
@@ -538,12 +553,21 @@ impl Domain {
     /// leaves no stale bit are in the crate doc ("Lock-free send").
     ///
     /// Straight-line on purpose, each step where the send needs it: the
-    /// pending test-and-set waits for every load before it, so only loads
-    /// one step from the domain come before it (the page, the notify vcpu,
-    /// where the vcpus are); the vcpu_info is looked up only for an
-    /// unmasked port, after the test-and-set ([`Domain::vcpu_info_after_raise`]:
-    /// a fixed offset in shared_info for a vcpu on its legacy slot); and the
-    /// wake-ups are delivered here, without a [`Wakeups`] in between.
+    /// pending test-and-set waits for every load before it, so only the
+    /// binding word, the page and the notify vcpu come before it; the
+    /// vcpu_info is looked up only for an unmasked port, after the
+    /// test-and-set ([`Domain::vcpu_info_after_raise`]: a fixed offset in
+    /// shared_info for a vcpu on its legacy slot); and the wake-ups are
+    /// delivered here, without a [`Wakeups`] in between.
+    ///
+    /// Every rare case (a view without a fixed page, a binding that changed
+    /// under the send, a vcpu_info being moved, a poller to wake) finishes
+    /// the send in a function of its own, out of line, and nothing is left
+    /// to do here after it. So the common case calls nothing but the kick,
+    /// last, and holds no value across a call: the function it is inlined
+    /// into (`Domains::send_on`) needs no callee-saved register, whose saves
+    /// and restores cost a new-event send about 1.5 ns on the host (crate
+    /// doc, "Performance of send").
     #[inline(always)]
     pub(crate) fn send_lock_free<N: Notify>(
         &self,
@@ -551,7 +575,7 @@ impl Domain {
         notify: &N,
     ) -> bool {
         let seen = channel.binding();
-        let (target_port, target) = match seen.lock_free_target(port) {
+        let target = match seen.lock_free_target(port) {
             None => return false,
             Some(LockFreeTarget::Own(own)) => (own, channel),
             Some(LockFreeTarget::Peer(peer_port)) => {
@@ -567,11 +591,49 @@ impl Domain {
         // on 2-level (its writers publish one only then, and a switch to
         // FIFO revokes them all before it copies the pending bits; see
         // `Domain::switch_abi`).
+        match self.fixed_page {
+            Some(page) => self.send_lock_free_in(page, (channel, seen), target, notify),
+            None => self.send_lock_free_through_view((channel, seen), target, notify),
+        }
+        true
+    }
+
+    /// [`Domain::send_lock_free`] of a domain whose view has no fixed page:
+    /// the page from the view's dynamic call, before the test-and-set as
+    /// the fixed one. Out of line: see [`Domain::send_lock_free`].
+    #[cold]
+    #[inline(never)]
+    fn send_lock_free_through_view<N: Notify>(
+        &self,
+        seen: (&Channel, Binding),
+        target: (Port, &Channel),
+        notify: &N,
+    ) {
+        self.send_lock_free_in(self.shared.shared_info(), seen, target, notify);
+    }
+
+    /// The rest of [`Domain::send_lock_free`] in `shared`, the domain's
+    /// shared_info page: `seen` is the sender's channel and the binding
+    /// word it read, `target` the port to raise and its channel.
+    #[inline(always)]
+    fn send_lock_free_in<N: Notify>(
+        &self,
+        shared: &SharedInfo,
+        (channel, seen): (&Channel, Binding),
+        (target_port, target): (Port, &Channel),
+        notify: &N,
+    ) {
+        // The target's channel is not needed after its notify vcpu.
         let vcpu = target.notify_vcpu();
-        let (shared, vcpus) = (self.shared_info_page(), &*self.vcpus);
         let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
-            return true;
+            return;
         };
+        // Already pending: nothing more, whether or not the binding changed
+        // since (this send wrote nothing; whoever set the bit answers for
+        // it, see "Lock-free send").
+        if !is_new {
+            return;
+        }
         crate::sync::after_test_and_set();
         // SeqCst reload, after the test-and-set in the single order: the
         // same binding word means neither a writer took the channel lock nor
@@ -579,29 +641,81 @@ impl Domain {
         // close of this binding clears the bit after this test-and-set set
         // it, and any switch to FIFO copies it.
         if channel.binding() != seen {
-            if is_new {
-                let wakeups = self.settle_late_send(target_port, target, notify);
-                self.deliver(wakeups, notify);
-            }
-            return true;
-        }
-        if !is_new {
-            return true;
+            self.settle_late_send_and_deliver(target_port, notify);
+            return;
         }
         // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
         // upcall_pending (and the kick); pollers in any case.
-        if !two_level_is_masked(shared, target_port)
-            && let Some(kicked) = self
-                .vcpu_info_after_raise(shared, vcpus, vcpu)
-                .and_then(|info| two_level_raise_selector(info, target_port, vcpu))
-        {
+        let kicked = if two_level_is_masked(shared, target_port) {
+            None
+        } else {
+            match Self::legacy_vcpu_info_after_raise(shared, &self.vcpus, vcpu) {
+                Ok(info) => info.and_then(|info| two_level_raise_selector(info, target_port, vcpu)),
+                Err(moving) => {
+                    self.raise_moving_and_deliver(moving, target_port, vcpu, notify);
+                    return;
+                }
+            }
+        };
+        // SeqCst: see `deliver`. Read before the kick, which `deliver`
+        // does first: the two wake-ups are independent, and the load
+        // needs only to follow the test-and-set.
+        if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
+            self.deliver_to_pollers_too(kicked, target_port, notify);
+            return;
+        }
+        if let Some(kicked) = kicked {
             notify.kick_vcpu(self.domid, kicked);
         }
-        // SeqCst: see `deliver`.
-        if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
-            self.check_pollers(target_port, notify);
+    }
+
+    /// [`Domain::send_lock_free`] found its binding word changed after it
+    /// set the pending bit of `port` 0 → 1: settle the event
+    /// ([`Domain::settle_late_send`]) and deliver its wake-ups. The port's
+    /// channel is looked up again (the sender found it before, and a
+    /// channel's storage stays until the domain is gone), so that the
+    /// sender need not keep it across its test-and-set.
+    #[cold]
+    #[inline(never)]
+    fn settle_late_send_and_deliver<N: Notify>(&self, port: Port, notify: &N) {
+        if let Some(channel) = self.table.channel_for_send(port) {
+            let wakeups = self.settle_late_send(port, channel, notify);
+            self.deliver(wakeups, notify);
         }
-        true
+    }
+
+    /// [`Domain::send_lock_free`] raising an unmasked new event on a vcpu
+    /// whose vcpu_info move was announced (`state`): the vcpu_info from
+    /// [`Domain::moving_vcpu_info`], then the selector, upcall_pending and
+    /// the wake-ups.
+    #[cold]
+    #[inline(never)]
+    fn raise_moving_and_deliver<N: Notify>(
+        &self,
+        state: &VcpuEvtchn,
+        port: Port,
+        vcpu: VcpuId,
+        notify: &N,
+    ) {
+        let kick_vcpu = self
+            .moving_vcpu_info(state, vcpu)
+            .and_then(|info| two_level_raise_selector(info, port, vcpu));
+        let wakeups = Wakeups {
+            kick_vcpu,
+            poll_port: Some(port),
+        };
+        self.deliver(wakeups, notify);
+    }
+
+    /// [`Domain::send_lock_free`]'s wake-ups when some vcpu may be polling:
+    /// the kick, then the pollers of `port`.
+    #[cold]
+    #[inline(never)]
+    fn deliver_to_pollers_too<N: Notify>(&self, kicked: Option<VcpuId>, port: Port, notify: &N) {
+        if let Some(kicked) = kicked {
+            notify.kick_vcpu(self.domid, kicked);
+        }
+        self.check_pollers(port, notify);
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found

@@ -35,7 +35,13 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.send_on(caller.domain(), port)
     }
 
-    #[inline(always)]
+    /// The send on `domain`, the caller's. Out of line on purpose: its
+    /// common case, the lock-free send of a new event, holds no value
+    /// across a call (see [`Domain::send_lock_free`]), so this function
+    /// saves no callee-saved register, while inlined into a caller with
+    /// work of its own after the send it would make that caller save and
+    /// restore some for the rare cases' calls.
+    #[inline(never)]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         // A free port and an invalid one both give -EINVAL here.
         let channel = domain.table.channel_for_send(port).ok_or(Errno::EINVAL)?;
