@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::{Binding, Channel, LockFreeTarget};
+use crate::channel::{Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
     EventAbi, Wakeups, two_level_clear_pending, two_level_is_masked, two_level_raise,
@@ -112,6 +112,48 @@ pub(crate) struct VcpuEvtchn {
     /// ([`SharedInfoView::settled_vcpu_info`]): senders then reach it with
     /// plain loads instead of a dynamic call.
     settled_info: OnceSlot<&'static VcpuInfo>,
+}
+
+/// Where [`Domain::send_lock_free`] stopped a send, for its caller to
+/// finish out of line.
+pub(crate) enum SendRest<'a> {
+    /// No lock-free send on this channel: the send on this port (whose
+    /// channel this is) takes the channel's read lock.
+    Locked(Port, &'a Channel),
+    /// The domain's view has no fixed page: the lock-free send on this
+    /// port, from the start, with the page from the view
+    /// ([`Domain::send_lock_free_through_view`]).
+    ThroughView(Port, &'a Channel),
+    /// A lock-free send that set its pending bit, with more to do
+    /// ([`Domain::finish_lock_free_send`]).
+    LockFree(LockFreeRest),
+}
+
+// Two words: passed to the out-of-line finish in registers.
+const _: () = assert!(core::mem::size_of::<SendRest<'static>>() <= 16);
+
+/// The rare rests of a lock-free send that set its pending bit 0 → 1.
+pub(crate) enum LockFreeRest {
+    /// The binding word changed after the test-and-set: settle the
+    /// event on this port ([`Domain::settle_late_send`]).
+    Settle(Port),
+    /// An unmasked new event on `port` toward `vcpu`, whose vcpu_info move
+    /// was announced: its vcpu_info from [`Domain::moving_vcpu_info`], then
+    /// the selector, upcall_pending and the wake-ups.
+    RaiseMoving {
+        /// The port raised.
+        port: Port,
+        /// The vcpu it notifies.
+        vcpu: VcpuId,
+    },
+    /// A new event on `port` while some vcpu may be polling: the kick due
+    /// (`kicked`), then the pollers of `port`.
+    Pollers {
+        /// The vcpu whose upcall_pending went 0 → 1, if any.
+        kicked: Option<VcpuId>,
+        /// The port raised.
+        port: Port,
+    },
 }
 
 pub(crate) struct Domain {
@@ -288,11 +330,11 @@ impl Domain {
     /// the 32 slots) if its move was never announced, `Err` with its state
     /// if it was, for [`Domain::moving_vcpu_info`] to finish.
     #[inline(always)]
-    fn legacy_vcpu_info_after_raise<'a>(
-        page: &'a SharedInfo,
-        vcpus: &'a [VcpuEvtchn],
+    fn legacy_vcpu_info_after_raise<'page, 'vcpus>(
+        page: &'page SharedInfo,
+        vcpus: &'vcpus [VcpuEvtchn],
         vcpu: VcpuId,
-    ) -> Result<Option<&'a VcpuInfo>, &'a VcpuEvtchn> {
+    ) -> Result<Option<&'page VcpuInfo>, &'vcpus VcpuEvtchn> {
         match vcpus.get(vcpu.0 as usize) {
             Some(state) if state.info_moving.load(Ordering::SeqCst) => Err(state),
             // Never announced (a vcpu the domain does not have never is).
@@ -547,10 +589,12 @@ impl Domain {
 
     /// EVTCHNOP_send on `port` without any lock, if its channel is an IPI
     /// or a loopback interdomain channel to a guest port and the domain is
-    /// on 2-level: `true` if the send is done (wake-ups delivered), `false`
-    /// if the caller must take the locked path. The caller's domain is this
-    /// one, alive for the call. The protocol and why it loses no event and
-    /// leaves no stale bit are in the crate doc ("Lock-free send").
+    /// on 2-level. `None` if the send is done (wake-ups delivered); else
+    /// what is left of it, which the caller hands to
+    /// [`Domain::finish_send`] (or, for [`SendRest::Locked`], serves under
+    /// the channel's lock). The caller's domain is this one, alive for the
+    /// call. The protocol and why it loses no event and leaves no stale
+    /// bit are in the crate doc ("Lock-free send").
     ///
     /// Straight-line on purpose, each step where the send needs it: the
     /// pending test-and-set waits for every load before it, so only the
@@ -560,29 +604,60 @@ impl Domain {
     /// shared_info for a vcpu on its legacy slot); and the wake-ups are
     /// delivered here, without a [`Wakeups`] in between.
     ///
-    /// Every rare case (a view without a fixed page, a binding that changed
-    /// under the send, a vcpu_info being moved, a poller to wake) finishes
-    /// the send in a function of its own, out of line, and nothing is left
-    /// to do here after it. So the common case calls nothing but the kick,
-    /// last, and holds no value across a call: the function it is inlined
-    /// into (`Domains::send_on`) needs no callee-saved register, whose saves
-    /// and restores cost a new-event send about 1.5 ns on the host (crate
-    /// doc, "Performance of send").
+    /// Every rare case (the locked path, a view without a fixed page, a
+    /// binding that changed under the send, a vcpu_info being moved, a
+    /// poller to wake) stops here with a [`SendRest`] saying where the send
+    /// is, and its caller finishes it in one call, out of line. So the
+    /// common case calls nothing (but the kick, last) and its caller makes
+    /// at most that one call: values live across no call but the caller's
+    /// own, and a caller inlining this (the host benchmark's, the
+    /// hypervisor's hypercall handler) needs no callee-saved register for
+    /// them. Their saves and restores cost a new-event send about 1.5 ns on
+    /// the host (crate doc, "Performance of send").
     #[inline(always)]
-    pub(crate) fn send_lock_free<N: Notify>(
-        &self,
-        (port, channel): (Port, &Channel),
+    pub(crate) fn send_lock_free<'a, N: Notify>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
         notify: &N,
-    ) -> bool {
+    ) -> Option<SendRest<'a>> {
+        // The page by a plain load where the view fixed it; the view's
+        // dynamic call (a call, before the test-and-set) out of line.
+        let Some(page) = self.fixed_page else {
+            return Some(SendRest::ThroughView(port, channel));
+        };
+        self.send_lock_free_in(page, (port, channel), notify)
+    }
+
+    /// [`Domain::send_lock_free`] of a domain whose view has no fixed
+    /// page, with the page from the view: for the caller's out-of-line
+    /// part (see there).
+    #[inline(always)]
+    pub(crate) fn send_lock_free_through_view<'a, N: Notify>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
+        notify: &N,
+    ) -> Option<SendRest<'a>> {
+        self.send_lock_free_in(self.shared.shared_info(), (port, channel), notify)
+    }
+
+    /// [`Domain::send_lock_free`] in `shared`, the domain's shared_info
+    /// page.
+    #[inline(always)]
+    fn send_lock_free_in<'a, N: Notify>(
+        &'a self,
+        shared: &SharedInfo,
+        (port, channel): (Port, &'a Channel),
+        notify: &N,
+    ) -> Option<SendRest<'a>> {
         let seen = channel.binding();
-        let target = match seen.lock_free_target(port) {
-            None => return false,
+        let (target_port, target) = match seen.lock_free_target(port) {
+            None => return Some(SendRest::Locked(port, channel)),
             Some(LockFreeTarget::Own(own)) => (own, channel),
             Some(LockFreeTarget::Peer(peer_port)) => {
                 // The peer is a guest port: a loopback word says so (see
                 // `Binding::of`), and the reload below checks the word.
                 let Some(peer) = self.table.channel_for_send(peer_port) else {
-                    return false;
+                    return Some(SendRest::Locked(port, channel));
                 };
                 (peer_port, peer)
             }
@@ -591,48 +666,12 @@ impl Domain {
         // on 2-level (its writers publish one only then, and a switch to
         // FIFO revokes them all before it copies the pending bits; see
         // `Domain::switch_abi`).
-        match self.fixed_page {
-            Some(page) => self.send_lock_free_in(page, (channel, seen), target, notify),
-            None => self.send_lock_free_through_view((channel, seen), target, notify),
-        }
-        true
-    }
-
-    /// [`Domain::send_lock_free`] of a domain whose view has no fixed page:
-    /// the page from the view's dynamic call, before the test-and-set as
-    /// the fixed one. Out of line: see [`Domain::send_lock_free`].
-    #[cold]
-    #[inline(never)]
-    fn send_lock_free_through_view<N: Notify>(
-        &self,
-        seen: (&Channel, Binding),
-        target: (Port, &Channel),
-        notify: &N,
-    ) {
-        self.send_lock_free_in(self.shared.shared_info(), seen, target, notify);
-    }
-
-    /// The rest of [`Domain::send_lock_free`] in `shared`, the domain's
-    /// shared_info page: `seen` is the sender's channel and the binding
-    /// word it read, `target` the port to raise and its channel.
-    #[inline(always)]
-    fn send_lock_free_in<N: Notify>(
-        &self,
-        shared: &SharedInfo,
-        (channel, seen): (&Channel, Binding),
-        (target_port, target): (Port, &Channel),
-        notify: &N,
-    ) {
-        // The target's channel is not needed after its notify vcpu.
         let vcpu = target.notify_vcpu();
-        let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
-            return;
-        };
-        // Already pending: nothing more, whether or not the binding changed
-        // since (this send wrote nothing; whoever set the bit answers for
-        // it, see "Lock-free send").
-        if !is_new {
-            return;
+        // Already pending (or past the bitmaps): nothing more, whether or
+        // not the binding changed since (this send wrote nothing; whoever
+        // set the bit answers for it, see "Lock-free send").
+        if two_level_test_and_set_pending(shared, target_port) != Some(true) {
+            return None;
         }
         crate::sync::after_test_and_set();
         // SeqCst reload, after the test-and-set in the single order: the
@@ -641,8 +680,7 @@ impl Domain {
         // close of this binding clears the bit after this test-and-set set
         // it, and any switch to FIFO copies it.
         if channel.binding() != seen {
-            self.settle_late_send_and_deliver(target_port, notify);
-            return;
+            return Some(SendRest::LockFree(LockFreeRest::Settle(target_port)));
         }
         // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
         // upcall_pending (and the kick); pollers in any case.
@@ -651,9 +689,11 @@ impl Domain {
         } else {
             match Self::legacy_vcpu_info_after_raise(shared, &self.vcpus, vcpu) {
                 Ok(info) => info.and_then(|info| two_level_raise_selector(info, target_port, vcpu)),
-                Err(moving) => {
-                    self.raise_moving_and_deliver(moving, target_port, vcpu, notify);
-                    return;
+                Err(_moving) => {
+                    return Some(SendRest::LockFree(LockFreeRest::RaiseMoving {
+                        port: target_port,
+                        vcpu,
+                    }));
                 }
             }
         };
@@ -661,61 +701,51 @@ impl Domain {
         // does first: the two wake-ups are independent, and the load
         // needs only to follow the test-and-set.
         if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
-            self.deliver_to_pollers_too(kicked, target_port, notify);
-            return;
+            return Some(SendRest::LockFree(LockFreeRest::Pollers {
+                kicked,
+                port: target_port,
+            }));
         }
         if let Some(kicked) = kicked {
             notify.kick_vcpu(self.domid, kicked);
         }
+        None
     }
 
-    /// [`Domain::send_lock_free`] found its binding word changed after it
-    /// set the pending bit of `port` 0 → 1: settle the event
-    /// ([`Domain::settle_late_send`]) and deliver its wake-ups. The port's
-    /// channel is looked up again (the sender found it before, and a
-    /// channel's storage stays until the domain is gone), so that the
-    /// sender need not keep it across its test-and-set.
+    /// Finish a lock-free send that set its pending bit and stopped with
+    /// `rest` (see [`Domain::send_lock_free`]). Out of line: every case is
+    /// rare.
     #[cold]
     #[inline(never)]
-    fn settle_late_send_and_deliver<N: Notify>(&self, port: Port, notify: &N) {
-        if let Some(channel) = self.table.channel_for_send(port) {
-            let wakeups = self.settle_late_send(port, channel, notify);
-            self.deliver(wakeups, notify);
+    pub(crate) fn finish_lock_free_send<N: Notify>(&self, rest: LockFreeRest, notify: &N) {
+        match rest {
+            LockFreeRest::Settle(port) => {
+                // The port's channel again: the sender found it before, and
+                // a channel's storage stays as long as its domain.
+                if let Some(channel) = self.table.channel_for_send(port) {
+                    let wakeups = self.settle_late_send(port, channel, notify);
+                    self.deliver(wakeups, notify);
+                }
+            }
+            LockFreeRest::RaiseMoving { port, vcpu } => {
+                // The vcpu's state again (the sender found it announced).
+                let kick_vcpu = self
+                    .vcpu(vcpu)
+                    .and_then(|state| self.moving_vcpu_info(state, vcpu))
+                    .and_then(|info| two_level_raise_selector(info, port, vcpu));
+                let wakeups = Wakeups {
+                    kick_vcpu,
+                    poll_port: Some(port),
+                };
+                self.deliver(wakeups, notify);
+            }
+            LockFreeRest::Pollers { kicked, port } => {
+                if let Some(kicked) = kicked {
+                    notify.kick_vcpu(self.domid, kicked);
+                }
+                self.check_pollers(port, notify);
+            }
         }
-    }
-
-    /// [`Domain::send_lock_free`] raising an unmasked new event on a vcpu
-    /// whose vcpu_info move was announced (`state`): the vcpu_info from
-    /// [`Domain::moving_vcpu_info`], then the selector, upcall_pending and
-    /// the wake-ups.
-    #[cold]
-    #[inline(never)]
-    fn raise_moving_and_deliver<N: Notify>(
-        &self,
-        state: &VcpuEvtchn,
-        port: Port,
-        vcpu: VcpuId,
-        notify: &N,
-    ) {
-        let kick_vcpu = self
-            .moving_vcpu_info(state, vcpu)
-            .and_then(|info| two_level_raise_selector(info, port, vcpu));
-        let wakeups = Wakeups {
-            kick_vcpu,
-            poll_port: Some(port),
-        };
-        self.deliver(wakeups, notify);
-    }
-
-    /// [`Domain::send_lock_free`]'s wake-ups when some vcpu may be polling:
-    /// the kick, then the pollers of `port`.
-    #[cold]
-    #[inline(never)]
-    fn deliver_to_pollers_too<N: Notify>(&self, kicked: Option<VcpuId>, port: Port, notify: &N) {
-        if let Some(kicked) = kicked {
-            notify.kick_vcpu(self.domid, kicked);
-        }
-        self.check_pollers(port, notify);
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found
