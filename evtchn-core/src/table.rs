@@ -174,7 +174,10 @@ fn new_bucket() -> Result<Bucket, Errno> {
         .map_err(|_| Errno::ENOMEM)?;
     channels.extend((0..EVTCHNS_PER_BUCKET).map(|_| Channel::new(ChannelState::Free)));
     // Exactly a bucket's worth of channels: the conversion cannot fail.
-    channels.into_boxed_slice().try_into().map_err(|_| Errno::ENOMEM)
+    channels
+        .into_boxed_slice()
+        .try_into()
+        .map_err(|_| Errno::ENOMEM)
 }
 
 impl PortTable {
