@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::{Channel, LockFreeTarget};
+use crate::channel::{Binding, Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
     EventAbi, Wakeups, two_level_clear_pending, two_level_is_masked, two_level_raise,
@@ -145,14 +145,6 @@ pub(crate) enum LockFreeRest {
         port: Port,
         /// The vcpu it notifies.
         vcpu: VcpuId,
-    },
-    /// A new event on `port` while some vcpu may be polling: the kick due
-    /// (`kicked`), then the pollers of `port`.
-    Pollers {
-        /// The vcpu whose upcall_pending went 0 → 1, if any.
-        kicked: Option<VcpuId>,
-        /// The port raised.
-        port: Port,
     },
 }
 
@@ -620,48 +612,65 @@ impl Domain {
         (port, channel): (Port, &'a Channel),
         notify: &N,
     ) -> Option<SendRest<'a>> {
+        let Some((seen, target)) = self.lock_free_target((port, channel)) else {
+            return Some(SendRest::Locked(port, channel));
+        };
         // The page by a plain load where the view fixed it; the view's
-        // dynamic call (a call, before the test-and-set) out of line.
+        // dynamic call (a call, before the test-and-set) out of line,
+        // where the send starts again.
         let Some(page) = self.fixed_page else {
             return Some(SendRest::ThroughView(port, channel));
         };
-        self.send_lock_free_in(page, (port, channel), notify)
+        self.send_lock_free_in(page, (channel, seen), target, notify)
     }
 
     /// [`Domain::send_lock_free`] of a domain whose view has no fixed
-    /// page, with the page from the view: for the caller's out-of-line
-    /// part (see there).
+    /// page, from the start, with the page from the view: for the caller's
+    /// out-of-line part (see there).
     #[inline(always)]
     pub(crate) fn send_lock_free_through_view<'a, N: Notify>(
         &'a self,
         (port, channel): (Port, &'a Channel),
         notify: &N,
     ) -> Option<SendRest<'a>> {
-        self.send_lock_free_in(self.shared.shared_info(), (port, channel), notify)
+        let Some((seen, target)) = self.lock_free_target((port, channel)) else {
+            return Some(SendRest::Locked(port, channel));
+        };
+        let page = self.shared.shared_info();
+        self.send_lock_free_in(page, (channel, seen), target, notify)
     }
 
-    /// [`Domain::send_lock_free`] in `shared`, the domain's shared_info
-    /// page.
+    /// The binding word of `channel` (`port`'s) and, if it allows a
+    /// lock-free send, the port that send raises and its channel.
+    #[inline(always)]
+    fn lock_free_target<'a>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
+    ) -> Option<(Binding, (Port, &'a Channel))> {
+        let seen = channel.binding();
+        let target = match seen.lock_free_target(port)? {
+            LockFreeTarget::Own(own) => (own, channel),
+            LockFreeTarget::Peer(peer_port) => {
+                // The peer is a guest port: a loopback word says so (see
+                // `Binding::of`), and the reload after the test-and-set
+                // checks the word.
+                (peer_port, self.table.channel_for_send(peer_port)?)
+            }
+        };
+        Some((seen, target))
+    }
+
+    /// The rest of [`Domain::send_lock_free`] in `shared`, the domain's
+    /// shared_info page: `seen` is the sender's channel and the binding
+    /// word it read, `target` the port to raise and its channel.
     #[inline(always)]
     fn send_lock_free_in<'a, N: Notify>(
         &'a self,
         shared: &SharedInfo,
-        (port, channel): (Port, &'a Channel),
+        (channel, seen): (&Channel, Binding),
+        (target_port, target): (Port, &Channel),
         notify: &N,
     ) -> Option<SendRest<'a>> {
-        let seen = channel.binding();
-        let (target_port, target) = match seen.lock_free_target(port) {
-            None => return Some(SendRest::Locked(port, channel)),
-            Some(LockFreeTarget::Own(own)) => (own, channel),
-            Some(LockFreeTarget::Peer(peer_port)) => {
-                // The peer is a guest port: a loopback word says so (see
-                // `Binding::of`), and the reload below checks the word.
-                let Some(peer) = self.table.channel_for_send(peer_port) else {
-                    return Some(SendRest::Locked(port, channel));
-                };
-                (peer_port, peer)
-            }
-        };
         // No ABI check: a lock-free word exists only while the domain is
         // on 2-level (its writers publish one only then, and a switch to
         // FIFO revokes them all before it copies the pending bits; see
@@ -697,17 +706,13 @@ impl Domain {
                 }
             }
         };
-        // SeqCst: see `deliver`. Read before the kick, which `deliver`
-        // does first: the two wake-ups are independent, and the load
-        // needs only to follow the test-and-set.
-        if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
-            return Some(SendRest::LockFree(LockFreeRest::Pollers {
-                kicked,
-                port: target_port,
-            }));
-        }
         if let Some(kicked) = kicked {
             notify.kick_vcpu(self.domid, kicked);
+        }
+        // SeqCst: see `deliver`. The last step: after the call, only the
+        // caller's own values are live.
+        if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
+            self.check_pollers(target_port, notify);
         }
         None
     }
@@ -738,12 +743,6 @@ impl Domain {
                     poll_port: Some(port),
                 };
                 self.deliver(wakeups, notify);
-            }
-            LockFreeRest::Pollers { kicked, port } => {
-                if let Some(kicked) = kicked {
-                    notify.kick_vcpu(self.domid, kicked);
-                }
-                self.check_pollers(port, notify);
             }
         }
     }

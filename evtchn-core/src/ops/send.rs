@@ -45,6 +45,8 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         // call out of line.
         match domain.send_lock_free((port, channel), &self.notify) {
             None => Ok(()),
+            // Its port and channel in registers, as before the split.
+            Some(SendRest::Locked(port, channel)) => self.send_locked(domain, (port, channel)),
             Some(rest) => self.finish_send(domain, rest),
         }
     }
