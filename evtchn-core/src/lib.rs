@@ -411,13 +411,45 @@
 //! runs. So about 3.1× the floor at 1 port: the 3× target (9.3 ns) is
 //! nearly, not quite, reached.
 //!
-//! A port at 64 or above costs about 1 ns more: its channel is found
+//! Since then (session 6), **the send saves no callee-saved register**.
+//! The lock-free send was one inlined function whose rare cases (the
+//! locked path, a view without a fixed page, a binding word changed under
+//! the send, a moving vcpu_info, pollers) were calls in the middle of it,
+//! with the send's values live across them: the function it was inlined
+//! into saved and restored six registers on every send, stores that the
+//! first locked operation waits for. Measured on a copy of the compiled
+//! send with only its register saves taken out: 1.5 ns of the 9.8. Now
+//! every rare case stops the send with a `domain::SendRest` naming where
+//! it is, and the caller finishes it in one out-of-line call
+//! (`Domain::send_lock_free`); the common case calls nothing but the
+//! kick and, last, the pollers' check. The host benchmark's send (its
+//! closure, with the send inlined) now saves one register, the one that
+//! carries the closure's own pointer across that call. Interleaved runs
+//! of main (c172c19) and this code, lowest median of each: `send_from`
+//! IPI new event 9.6 → 7.9 ns at 1 port (2.7× the floor's 2.9–3.0),
+//! 10.6 / 10.6 → 8.2 / 8.3 at 64 / 4095 ports (2.8×), loopback 10.6 →
+//! 9.0 (3.0×), selector already set 7.1 → 5.5, already pending 5.5 →
+//! 3.9, masked 6.1 → 5.1, interdomain 19.3 → 18.1; the inline floor 7.6
+//! in both. A view without a fixed page got slower, 10.7 → 12.0–12.4: its
+//! dynamic call is now one of the rare cases (its send starts again out
+//! of line), where it was inline in a function that saved registers
+//! anyway. The loads before the first locked operation are now those of
+//! the floor's chain plus the handle's domain, the binding word, the page
+//! and the notify vcpu; what is left is instructions: about 85 on the
+//! new-event path (closure and harness's re-arm included) against the
+//! floor's 25, none of them locked.
+//!
+//! A port at 64 or above costs about 0.3 ns more: its channel is found
 //! through the bucket's slot (inline in the port table for the 2-level
-//! range) and the bucket, one dependent load more than bucket 0, which is
-//! inline in the table; a sender does not load `valid_evtchns` (a filled
-//! slot says the port has storage, and for a send a free port and an
-//! invalid one answer alike, see `PortTable::channel_for_send`). The
-//! number of bound ports does not matter otherwise. By domid, the registry
+//! range: its state and its pointer, one line) and the bucket, one
+//! dependent load more than bucket 0, which is inline in the table, and
+//! about 12 instructions. A bucket is a boxed array (a thin pointer, no
+//! length to check), and a sender neither loads `valid_evtchns` (a
+//! filled slot says the port has storage, and for a send a free port and
+//! an invalid one answer alike, see `PortTable::channel_for_send`) nor
+//! compares a 2-level slot's index with the table's slot count (a slot
+//! past it is never filled). The number of bound ports does not matter
+//! otherwise. By domid, the registry
 //! lookup (slot read lock, `Arc` clone and drop: four locked operations,
 //! about 10 ns alone) dominates: 3× is out of its reach by construction,
 //! and so it is for an interdomain send to another domain, whose
