@@ -129,7 +129,8 @@ pub(crate) enum SendRest<'a> {
     LockFree(LockFreeRest),
 }
 
-// Two words: passed to the out-of-line finish in registers.
+// Two words at most: built on the send's inlined path, where it stays in
+// registers until the rare case that needs it.
 const _: () = assert!(core::mem::size_of::<SendRest<'static>>() <= 16);
 
 /// The rare rests of a lock-free send that set its pending bit 0 → 1.
@@ -582,11 +583,11 @@ impl Domain {
     /// EVTCHNOP_send on `port` without any lock, if its channel is an IPI
     /// or a loopback interdomain channel to a guest port and the domain is
     /// on 2-level. `None` if the send is done (wake-ups delivered); else
-    /// what is left of it, which the caller hands to
-    /// [`Domain::finish_send`] (or, for [`SendRest::Locked`], serves under
-    /// the channel's lock). The caller's domain is this one, alive for the
-    /// call. The protocol and why it loses no event and leaves no stale
-    /// bit are in the crate doc ("Lock-free send").
+    /// where it stopped, for the caller to finish out of line
+    /// (`Domains::finish_send`; [`SendRest::Locked`]: the locked path).
+    /// The caller's domain is this one, alive for the call. The protocol
+    /// and why it loses no event and leaves no stale bit are in the crate
+    /// doc ("Lock-free send").
     ///
     /// Straight-line on purpose, each step where the send needs it: the
     /// pending test-and-set waits for every load before it, so only the
@@ -597,15 +598,15 @@ impl Domain {
     /// delivered here, without a [`Wakeups`] in between.
     ///
     /// Every rare case (the locked path, a view without a fixed page, a
-    /// binding that changed under the send, a vcpu_info being moved, a
-    /// poller to wake) stops here with a [`SendRest`] saying where the send
-    /// is, and its caller finishes it in one call, out of line. So the
-    /// common case calls nothing (but the kick, last) and its caller makes
-    /// at most that one call: values live across no call but the caller's
-    /// own, and a caller inlining this (the host benchmark's, the
-    /// hypervisor's hypercall handler) needs no callee-saved register for
-    /// them. Their saves and restores cost a new-event send about 1.5 ns on
-    /// the host (crate doc, "Performance of send").
+    /// binding that changed under the send, a vcpu_info being moved) stops
+    /// here with a [`SendRest`] saying where the send is, and the caller
+    /// finishes it in one call, out of line. So the common case calls
+    /// nothing but the kick and, as its last step, the pollers' check: no
+    /// value of the send is live across a call, and a caller inlining it
+    /// (the host benchmark's closure, the hypervisor's hypercall handler)
+    /// saves no callee-saved register for the send. Those saves and
+    /// restores cost a new-event send about 1.5 ns on the host (crate doc,
+    /// "Performance of send").
     #[inline(always)]
     pub(crate) fn send_lock_free<'a, N: Notify>(
         &'a self,
