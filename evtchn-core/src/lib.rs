@@ -424,22 +424,28 @@
 //! (`Domain::send_lock_free`); the common case calls nothing but the
 //! kick and, last, the pollers' check. The host benchmark's send (its
 //! closure, with the send inlined) now saves one register, the one that
-//! carries the closure's own pointer across that call. Interleaved runs
-//! of main (c172c19) and this code, lowest median of each: `send_from`
-//! IPI new event 9.6 → 7.9 ns at 1 port (2.7× the floor's 2.9–3.0),
-//! 10.6 / 10.6 → 8.2 / 8.3 at 64 / 4095 ports (2.8×), loopback 10.6 →
-//! 9.0 (3.0×), selector already set 7.1 → 5.5, already pending 5.5 →
-//! 3.9, masked 6.1 → 5.1, interdomain 19.3 → 18.1; the inline floor 7.6
-//! in both. A view without a fixed page got slower, 10.7 → 12.0–12.4: its
-//! dynamic call is now one of the rare cases (its send starts again out
-//! of line), where it was inline in a function that saved registers
-//! anyway. The loads before the first locked operation are now those of
+//! carries the closure's own pointer across that call. Five interleaved
+//! runs of main (c172c19) and this code, lowest median of each, on a
+//! machine shared with other builds: `send_from` IPI new event 9.65 →
+//! 7.80 ns at 1 port (2.6–2.7× the raw `fetch_or` of the same run, 2.98
+//! at best), 10.69 / 10.66 → 8.48 / 8.41 at 64 / 4095 ports (2.7–2.9×),
+//! loopback 10.71 → 9.20 (3.0–3.1×), selector already set 6.89 → 5.25,
+//! already pending 5.45 → 4.21, masked 6.10 → 5.09, interdomain 19.27 →
+//! 17.85; the inline floor 7.63 and 7.68. A view without a fixed page got
+//! slower, 10.77 → 12.22: its dynamic call is now one of the rare cases
+//! (its send starts again out of line, in a function that saves
+//! registers), where it was inline in a function that saved them
+//! anyway. In the guest bench (instructions), EVTCHNOP_send to a masked
+//! port 212 → 203, with the vcpu masked 255 → 241, send to the upcall's
+//! entry 309 → 297, IPI self round trip 590 → 576, ping-pong spin 571 →
+//! 553; the FIFO rows as before, the interdomain ping-pong 772 → 774.
+//! The loads before the first locked operation are now those of
 //! the floor's chain plus the handle's domain, the binding word, the page
 //! and the notify vcpu; what is left is instructions: about 85 on the
 //! new-event path (closure and harness's re-arm included) against the
 //! floor's 25, none of them locked.
 //!
-//! A port at 64 or above costs about 0.3 ns more: its channel is found
+//! A port at 64 or above costs about 0.6 ns more: its channel is found
 //! through the bucket's slot (inline in the port table for the 2-level
 //! range: its state and its pointer, one line) and the bucket, one
 //! dependent load more than bucket 0, which is inline in the table, and
