@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use crate::abi::EVTCHN_2L_NR_CHANNELS;
 use crate::abi::{DomId, Errno, Port, VcpuId, Virq};
-use crate::channel::{Channel, LockFreeTarget};
+use crate::channel::{Binding, Channel, LockFreeTarget};
 use crate::notify::Notify;
 use crate::port_ops::{
     EventAbi, Wakeups, two_level_clear_pending, two_level_is_masked, two_level_raise,
@@ -112,6 +112,41 @@ pub(crate) struct VcpuEvtchn {
     /// ([`SharedInfoView::settled_vcpu_info`]): senders then reach it with
     /// plain loads instead of a dynamic call.
     settled_info: OnceSlot<&'static VcpuInfo>,
+}
+
+/// Where [`Domain::send_lock_free`] stopped a send, for its caller to
+/// finish out of line.
+pub(crate) enum SendRest<'a> {
+    /// No lock-free send on this channel: the send on this port (whose
+    /// channel this is) takes the channel's read lock.
+    Locked(Port, &'a Channel),
+    /// The domain's view has no fixed page: the lock-free send on this
+    /// port, from the start, with the page from the view
+    /// ([`Domain::send_lock_free_through_view`]).
+    ThroughView(Port, &'a Channel),
+    /// A lock-free send that set its pending bit, with more to do
+    /// ([`Domain::finish_lock_free_send`]).
+    LockFree(LockFreeRest),
+}
+
+// Two words at most: built on the send's inlined path, where it stays in
+// registers until the rare case that needs it.
+const _: () = assert!(core::mem::size_of::<SendRest<'static>>() <= 16);
+
+/// The rare rests of a lock-free send that set its pending bit 0 → 1.
+pub(crate) enum LockFreeRest {
+    /// The binding word changed after the test-and-set: settle the
+    /// event on this port ([`Domain::settle_late_send`]).
+    Settle(Port),
+    /// An unmasked new event on `port` toward `vcpu`, whose vcpu_info move
+    /// was announced: its vcpu_info from [`Domain::moving_vcpu_info`], then
+    /// the selector, upcall_pending and the wake-ups.
+    RaiseMoving {
+        /// The port raised.
+        port: Port,
+        /// The vcpu it notifies.
+        vcpu: VcpuId,
+    },
 }
 
 pub(crate) struct Domain {
@@ -276,12 +311,27 @@ impl Domain {
         vcpus: &'a [VcpuEvtchn],
         vcpu: VcpuId,
     ) -> Option<&'a VcpuInfo> {
+        match Self::legacy_vcpu_info_after_raise(page, vcpus, vcpu) {
+            Ok(legacy) => legacy,
+            Err(moving) => self.moving_vcpu_info(moving, vcpu),
+        }
+    }
+
+    /// The fast half of [`Domain::vcpu_info_after_raise`], with the same
+    /// argument and the same place in the caller (after its locked
+    /// operation): `Ok` with the vcpu's legacy slot in `page` (`None` past
+    /// the 32 slots) if its move was never announced, `Err` with its state
+    /// if it was, for [`Domain::moving_vcpu_info`] to finish.
+    #[inline(always)]
+    fn legacy_vcpu_info_after_raise<'page, 'vcpus>(
+        page: &'page SharedInfo,
+        vcpus: &'vcpus [VcpuEvtchn],
+        vcpu: VcpuId,
+    ) -> Result<Option<&'page VcpuInfo>, &'vcpus VcpuEvtchn> {
         match vcpus.get(vcpu.0 as usize) {
-            Some(state) if state.info_moving.load(Ordering::SeqCst) => {
-                self.moving_vcpu_info(state, vcpu)
-            }
+            Some(state) if state.info_moving.load(Ordering::SeqCst) => Err(state),
             // Never announced (a vcpu the domain does not have never is).
-            _ => page.vcpu_info.get(vcpu.0 as usize),
+            _ => Ok(page.vcpu_info.get(vcpu.0 as usize)),
         }
     }
 
@@ -532,46 +582,107 @@ impl Domain {
 
     /// EVTCHNOP_send on `port` without any lock, if its channel is an IPI
     /// or a loopback interdomain channel to a guest port and the domain is
-    /// on 2-level: `true` if the send is done (wake-ups delivered), `false`
-    /// if the caller must take the locked path. The caller's domain is this
-    /// one, alive for the call. The protocol and why it loses no event and
-    /// leaves no stale bit are in the crate doc ("Lock-free send").
+    /// on 2-level. `None` if the send is done (wake-ups delivered); else
+    /// where it stopped, for the caller to finish out of line
+    /// (`Domains::finish_send`; [`SendRest::Locked`]: the locked path).
+    /// The caller's domain is this one, alive for the call. The protocol
+    /// and why it loses no event and leaves no stale bit are in the crate
+    /// doc ("Lock-free send").
     ///
     /// Straight-line on purpose, each step where the send needs it: the
-    /// pending test-and-set waits for every load before it, so only loads
-    /// one step from the domain come before it (the page, the notify vcpu,
-    /// where the vcpus are); the vcpu_info is looked up only for an
-    /// unmasked port, after the test-and-set ([`Domain::vcpu_info_after_raise`]:
-    /// a fixed offset in shared_info for a vcpu on its legacy slot); and the
-    /// wake-ups are delivered here, without a [`Wakeups`] in between.
+    /// pending test-and-set waits for every load before it, so only the
+    /// binding word, the page and the notify vcpu come before it; the
+    /// vcpu_info is looked up only for an unmasked port, after the
+    /// test-and-set ([`Domain::vcpu_info_after_raise`]: a fixed offset in
+    /// shared_info for a vcpu on its legacy slot); and the wake-ups are
+    /// delivered here, without a [`Wakeups`] in between.
+    ///
+    /// Every rare case (the locked path, a view without a fixed page, a
+    /// binding that changed under the send, a vcpu_info being moved) stops
+    /// here with a [`SendRest`] saying where the send is, and the caller
+    /// finishes it in one call, out of line. So the common case calls
+    /// nothing but the kick and, as its last step, the pollers' check: no
+    /// value of the send is live across a call, and a caller inlining it
+    /// (the host benchmark's closure, the hypervisor's hypercall handler)
+    /// saves no callee-saved register for the send. Those saves and
+    /// restores cost a new-event send about 1.5 ns on the host (crate doc,
+    /// "Performance of send").
     #[inline(always)]
-    pub(crate) fn send_lock_free<N: Notify>(
-        &self,
-        (port, channel): (Port, &Channel),
+    pub(crate) fn send_lock_free<'a, N: Notify>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
         notify: &N,
-    ) -> bool {
+    ) -> Option<SendRest<'a>> {
+        let Some((seen, target)) = self.lock_free_target((port, channel)) else {
+            return Some(SendRest::Locked(port, channel));
+        };
+        // The page by a plain load where the view fixed it; the view's
+        // dynamic call (a call, before the test-and-set) out of line,
+        // where the send starts again.
+        let Some(page) = self.fixed_page else {
+            return Some(SendRest::ThroughView(port, channel));
+        };
+        self.send_lock_free_in(page, (channel, seen), target, notify)
+    }
+
+    /// [`Domain::send_lock_free`] of a domain whose view has no fixed
+    /// page, from the start, with the page from the view: for the caller's
+    /// out-of-line part (see there).
+    #[inline(always)]
+    pub(crate) fn send_lock_free_through_view<'a, N: Notify>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
+        notify: &N,
+    ) -> Option<SendRest<'a>> {
+        let Some((seen, target)) = self.lock_free_target((port, channel)) else {
+            return Some(SendRest::Locked(port, channel));
+        };
+        let page = self.shared.shared_info();
+        self.send_lock_free_in(page, (channel, seen), target, notify)
+    }
+
+    /// The binding word of `channel` (`port`'s) and, if it allows a
+    /// lock-free send, the port that send raises and its channel.
+    #[inline(always)]
+    fn lock_free_target<'a>(
+        &'a self,
+        (port, channel): (Port, &'a Channel),
+    ) -> Option<(Binding, (Port, &'a Channel))> {
         let seen = channel.binding();
-        let (target_port, target) = match seen.lock_free_target(port) {
-            None => return false,
-            Some(LockFreeTarget::Own(own)) => (own, channel),
-            Some(LockFreeTarget::Peer(peer_port)) => {
+        let target = match seen.lock_free_target(port)? {
+            LockFreeTarget::Own(own) => (own, channel),
+            LockFreeTarget::Peer(peer_port) => {
                 // The peer is a guest port: a loopback word says so (see
-                // `Binding::of`), and the reload below checks the word.
-                let Some(peer) = self.table.channel_for_send(peer_port) else {
-                    return false;
-                };
-                (peer_port, peer)
+                // `Binding::of`), and the reload after the test-and-set
+                // checks the word.
+                (peer_port, self.table.channel_for_send(peer_port)?)
             }
         };
+        Some((seen, target))
+    }
+
+    /// The rest of [`Domain::send_lock_free`] in `shared`, the domain's
+    /// shared_info page: `seen` is the sender's channel and the binding
+    /// word it read, `target` the port to raise and its channel.
+    #[inline(always)]
+    fn send_lock_free_in<'a, N: Notify>(
+        &'a self,
+        shared: &SharedInfo,
+        (channel, seen): (&Channel, Binding),
+        (target_port, target): (Port, &Channel),
+        notify: &N,
+    ) -> Option<SendRest<'a>> {
         // No ABI check: a lock-free word exists only while the domain is
         // on 2-level (its writers publish one only then, and a switch to
         // FIFO revokes them all before it copies the pending bits; see
         // `Domain::switch_abi`).
         let vcpu = target.notify_vcpu();
-        let (shared, vcpus) = (self.shared_info_page(), &*self.vcpus);
-        let Some(is_new) = two_level_test_and_set_pending(shared, target_port) else {
-            return true;
-        };
+        // Already pending (or past the bitmaps): nothing more, whether or
+        // not the binding changed since (this send wrote nothing; whoever
+        // set the bit answers for it, see "Lock-free send").
+        if two_level_test_and_set_pending(shared, target_port) != Some(true) {
+            return None;
+        }
         crate::sync::after_test_and_set();
         // SeqCst reload, after the test-and-set in the single order: the
         // same binding word means neither a writer took the channel lock nor
@@ -579,29 +690,62 @@ impl Domain {
         // close of this binding clears the bit after this test-and-set set
         // it, and any switch to FIFO copies it.
         if channel.binding() != seen {
-            if is_new {
-                let wakeups = self.settle_late_send(target_port, target, notify);
-                self.deliver(wakeups, notify);
-            }
-            return true;
-        }
-        if !is_new {
-            return true;
+            return Some(SendRest::LockFree(LockFreeRest::Settle(target_port)));
         }
         // Xen's steps 2 and 3 (spec §3.3): unmasked → selector, then
         // upcall_pending (and the kick); pollers in any case.
-        if !two_level_is_masked(shared, target_port)
-            && let Some(kicked) = self
-                .vcpu_info_after_raise(shared, vcpus, vcpu)
-                .and_then(|info| two_level_raise_selector(info, target_port, vcpu))
-        {
+        let kicked = if two_level_is_masked(shared, target_port) {
+            None
+        } else {
+            match Self::legacy_vcpu_info_after_raise(shared, &self.vcpus, vcpu) {
+                Ok(info) => info.and_then(|info| two_level_raise_selector(info, target_port, vcpu)),
+                Err(_moving) => {
+                    return Some(SendRest::LockFree(LockFreeRest::RaiseMoving {
+                        port: target_port,
+                        vcpu,
+                    }));
+                }
+            }
+        };
+        if let Some(kicked) = kicked {
             notify.kick_vcpu(self.domid, kicked);
         }
-        // SeqCst: see `deliver`.
+        // SeqCst: see `deliver`. The last step: after the call, only the
+        // caller's own values are live.
         if self.polling_vcpus.load(Ordering::SeqCst) != 0 {
             self.check_pollers(target_port, notify);
         }
-        true
+        None
+    }
+
+    /// Finish a lock-free send that set its pending bit and stopped with
+    /// `rest` (see [`Domain::send_lock_free`]). Out of line: every case is
+    /// rare.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn finish_lock_free_send<N: Notify>(&self, rest: LockFreeRest, notify: &N) {
+        match rest {
+            LockFreeRest::Settle(port) => {
+                // The port's channel again: the sender found it before, and
+                // a channel's storage stays as long as its domain.
+                if let Some(channel) = self.table.channel_for_send(port) {
+                    let wakeups = self.settle_late_send(port, channel, notify);
+                    self.deliver(wakeups, notify);
+                }
+            }
+            LockFreeRest::RaiseMoving { port, vcpu } => {
+                // The vcpu's state again (the sender found it announced).
+                let kick_vcpu = self
+                    .vcpu(vcpu)
+                    .and_then(|state| self.moving_vcpu_info(state, vcpu))
+                    .and_then(|info| two_level_raise_selector(info, port, vcpu));
+                let wakeups = Wakeups {
+                    kick_vcpu,
+                    poll_port: Some(port),
+                };
+                self.deliver(wakeups, notify);
+            }
+        }
     }
 
     /// A lock-free send set `port`'s pending bit (0 → 1) but found

@@ -411,13 +411,56 @@
 //! runs. So about 3.1× the floor at 1 port: the 3× target (9.3 ns) is
 //! nearly, not quite, reached.
 //!
-//! A port at 64 or above costs about 1 ns more: its channel is found
+//! Since then (session 6), **the send saves no callee-saved register**.
+//! The lock-free send was one inlined function whose rare cases (the
+//! locked path, a view without a fixed page, a binding word changed under
+//! the send, a moving vcpu_info, pollers) were calls in the middle of it,
+//! with the send's values live across them: the function it was inlined
+//! into saved and restored six registers on every send, stores that the
+//! first locked operation waits for. Measured on a copy of the compiled
+//! send with only its register saves taken out: 1.5 ns of the 9.8. (A
+//! model of the protocol written inline, with the same loads and locked
+//! operations, ran at the floor even with the handle's domain, the
+//! binding word and a bucket loaded one after another before the first
+//! locked operation: here those dependent loads cost next to nothing,
+//! not the 1.3 ns each estimated above.) Now
+//! every rare case stops the send with a `domain::SendRest` naming where
+//! it is, and the caller finishes it in one out-of-line call
+//! (`Domain::send_lock_free`); the common case calls nothing but the
+//! kick and, last, the pollers' check. The host benchmark's send (its
+//! closure, with the send inlined) now saves one register, the one that
+//! carries the closure's own pointer across that call. Five interleaved
+//! runs of main (c172c19) and this code, lowest median of each, on a
+//! machine shared with other builds: `send_from` IPI new event 9.65 →
+//! 7.80 ns at 1 port (2.6–2.7× the raw `fetch_or` of the same run, 2.98
+//! at best), 10.69 / 10.66 → 8.48 / 8.41 at 64 / 4095 ports (2.7–2.9×),
+//! loopback 10.71 → 9.20 (3.0–3.1×), selector already set 6.89 → 5.25,
+//! already pending 5.45 → 4.21, masked 6.10 → 5.09, interdomain 19.27 →
+//! 17.85; the inline floor 7.63 and 7.68. A view without a fixed page got
+//! slower, 10.77 → 12.22: its dynamic call is now one of the rare cases
+//! (its send starts again out of line, in a function that saves
+//! registers), where it was inline in a function that saved them
+//! anyway. In the guest bench (instructions), EVTCHNOP_send to a masked
+//! port 212 → 203, with the vcpu masked 255 → 241, send to the upcall's
+//! entry 309 → 297, IPI self round trip 590 → 576, ping-pong spin 571 →
+//! 553; the FIFO rows as before, the interdomain ping-pong 772 → 774.
+//! The loads before the first locked operation are now those of
+//! the floor's chain plus the handle's domain, the binding word, the page
+//! and the notify vcpu; what is left is instructions: about 85 on the
+//! new-event path (closure and harness's re-arm included) against the
+//! floor's 25, none of them locked.
+//!
+//! A port at 64 or above costs about 0.6 ns more: its channel is found
 //! through the bucket's slot (inline in the port table for the 2-level
-//! range) and the bucket, one dependent load more than bucket 0, which is
-//! inline in the table; a sender does not load `valid_evtchns` (a filled
-//! slot says the port has storage, and for a send a free port and an
-//! invalid one answer alike, see `PortTable::channel_for_send`). The
-//! number of bound ports does not matter otherwise. By domid, the registry
+//! range: its state and its pointer, one line) and the bucket, one
+//! dependent load more than bucket 0, which is inline in the table, and
+//! about 12 instructions. A bucket is a boxed array (a thin pointer, no
+//! length to check), and a sender neither loads `valid_evtchns` (a
+//! filled slot says the port has storage, and for a send a free port and
+//! an invalid one answer alike, see `PortTable::channel_for_send`) nor
+//! compares a 2-level slot's index with the table's slot count (a slot
+//! past it is never filled). The number of bound ports does not matter
+//! otherwise. By domid, the registry
 //! lookup (slot read lock, `Arc` clone and drop: four locked operations,
 //! about 10 ns alone) dominates: 3× is out of its reach by construction,
 //! and so it is for an interdomain send to another domain, whose

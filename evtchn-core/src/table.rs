@@ -21,7 +21,10 @@ use crate::abi::{EVTCHN_2L_NR_CHANNELS, EVTCHN_FIFO_NR_CHANNELS, EVTCHNS_PER_BUC
 use crate::channel::{Channel, ChannelKind, ChannelState};
 use crate::sync::{AtomicU32, OnceSlot, Ordering};
 
-type Bucket = Box<[Channel]>;
+/// A bucket's channels on the heap, as an array: its length is a
+/// constant, so an index taken modulo the bucket size needs no bounds
+/// check and the slot holds a thin pointer.
+type Bucket = Box<[Channel; EVTCHNS_PER_BUCKET as usize]>;
 
 /// Bucket 0's storage: inline. Under loom, whose channels are much larger
 /// and whose threads run on small stacks, on the heap (same code, one
@@ -29,7 +32,7 @@ type Bucket = Box<[Channel]>;
 #[cfg(not(loom))]
 type FirstBucket = [Channel; EVTCHNS_PER_BUCKET as usize];
 #[cfg(loom)]
-type FirstBucket = Bucket;
+type FirstBucket = Box<[Channel]>;
 
 /// Bucket 0 with port 0 reserved.
 fn first_bucket() -> FirstBucket {
@@ -103,6 +106,18 @@ impl BucketSlots {
         }
     }
 
+    /// [`BucketSlots::get`] for a sender: a slot of the 2-level range
+    /// without the comparison with `len`. Such a slot at or past `len` is
+    /// never filled (buckets are published through [`BucketSlots::get`]),
+    /// so its empty [`OnceSlot`] gives the sender the same `None`.
+    #[inline]
+    fn get_for_send(&self, index: usize) -> Option<&OnceSlot<Bucket>> {
+        match self.two_level.get(index) {
+            Some(slot) => Some(slot),
+            None => self.get(index),
+        }
+    }
+
     fn len(&self) -> usize {
         self.len
     }
@@ -158,7 +173,11 @@ fn new_bucket() -> Result<Bucket, Errno> {
         .try_reserve_exact(EVTCHNS_PER_BUCKET as usize)
         .map_err(|_| Errno::ENOMEM)?;
     channels.extend((0..EVTCHNS_PER_BUCKET).map(|_| Channel::new(ChannelState::Free)));
-    Ok(channels.into_boxed_slice())
+    // Exactly a bucket's worth of channels: the conversion cannot fail.
+    channels
+        .into_boxed_slice()
+        .try_into()
+        .map_err(|_| Errno::ENOMEM)
 }
 
 impl PortTable {
@@ -215,7 +234,7 @@ impl PortTable {
         if let Some(channel) = self.first.get(port.0 as usize) {
             return Some(channel);
         }
-        let bucket = self.buckets.get(bucket_index(port.0))?.get()?;
+        let bucket = self.buckets.get_for_send(bucket_index(port.0))?.get()?;
         bucket.get((port.0 % EVTCHNS_PER_BUCKET) as usize)
     }
 

@@ -2,7 +2,7 @@
 
 use crate::abi::{DomId, Errno, Port};
 use crate::channel::{Channel, ChannelState, Consumer};
-use crate::domain::Domain;
+use crate::domain::{Domain, SendRest};
 use crate::notify::{Notify, PirqHost};
 use crate::registry::{DomainHandle, Domains};
 
@@ -35,16 +35,41 @@ impl<N: Notify, P: PirqHost> Domains<N, P> {
         self.send_on(caller.domain(), port)
     }
 
+    /// The send on `domain`, the caller's.
     #[inline(always)]
     fn send_on(&self, domain: &Domain, port: Port) -> Result<(), Errno> {
         // A free port and an invalid one both give -EINVAL here.
         let channel = domain.table.channel_for_send(port).ok_or(Errno::EINVAL)?;
         // IPI and loopback ports of a 2-level domain: no lock at all (see
-        // the crate doc, "Lock-free send").
-        if domain.send_lock_free((port, channel), &self.notify) {
-            return Ok(());
+        // the crate doc, "Lock-free send"); any rare case finishes in one
+        // call out of line.
+        match domain.send_lock_free((port, channel), &self.notify) {
+            None => Ok(()),
+            // Its port and channel in registers, as before the split.
+            Some(SendRest::Locked(port, channel)) => self.send_locked(domain, (port, channel)),
+            Some(rest) => self.finish_send(domain, rest),
         }
-        self.send_locked(domain, (port, channel))
+    }
+
+    /// What [`Domain::send_lock_free`] left of a send: the locked path,
+    /// the lock-free send through a view without a fixed page, or the rest
+    /// of a lock-free send.
+    #[cold]
+    #[inline(never)]
+    fn finish_send(&self, domain: &Domain, rest: SendRest<'_>) -> Result<(), Errno> {
+        match rest {
+            SendRest::Locked(port, channel) => self.send_locked(domain, (port, channel)),
+            SendRest::ThroughView(port, channel) => {
+                match domain.send_lock_free_through_view((port, channel), &self.notify) {
+                    None => Ok(()),
+                    Some(rest) => self.finish_send(domain, rest),
+                }
+            }
+            SendRest::LockFree(rest) => {
+                domain.finish_lock_free_send(rest, &self.notify);
+                Ok(())
+            }
+        }
     }
 
     /// [`Domains::send`] under the channel's read lock: every state the
