@@ -10,8 +10,10 @@
 //! delivers every `syscall`, interrupt and exception from a guest to
 //! [`hypercall`]'s hooks, which serve the call and inject pending upcalls
 //! ([`upcall`]) on the way back; [`events`] connects evtchn-core (wake-ups,
-//! the shared_info view); [`timers`] drives VIRQ_TIMER from the LAPIC tick,
-//! which also runs the hypervisor's own one-shot timers ([`hvtimer`]);
+//! the shared_info view); [`timers`] drives VIRQ_TIMER from each pCPU's
+//! LAPIC timer (one-shot, armed for the earliest guest deadline or the
+//! next 1 ms scheduler tick, which also runs the hypervisor's own one-shot
+//! timers, [`hvtimer`]);
 //! [`pirq`] routes host interrupt lines to guests' PIRQ ports.
 //!
 //! The crate is `#![deny(unsafe_code)]`. The modules that opt out, each for

@@ -64,7 +64,10 @@ pub fn witness(start_info: &StartInfo) {
 
 /// The `await=P` role: waits for the witness's event on static port `P`
 /// (sent once VIRQ_DOM_EXC is bound), so that this domain's power-off
-/// comes after the witness can see it.
+/// comes after the witness can see it. `P` must be the channel's first
+/// end, the one allocated for the witness (`evtchn=<this domain>:P,<the
+/// witness>:Q`): the end bound to it starts pending, as after a
+/// bind_interdomain, and would let this domain go at once.
 pub fn await_release(port: &str) {
     let Some(shared) = shared_info::get() else {
         check!(false, "shared_info is mapped");

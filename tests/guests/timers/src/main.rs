@@ -11,7 +11,10 @@
 //!   each with a timeout 10 to 410 us ahead, on a pCPU that has nothing
 //!   else to run. Checked: every timer raises VIRQ_TIMER exactly once and
 //!   never before its (last) deadline, a replaced or cancelled deadline
-//!   never fires, and every poll returns 0, never before its timeout.
+//!   never fires, and every poll returns 0, never before its timeout. A
+//!   check that needs two calls to come before a deadline sets an attempt
+//!   aside (and tries again, a few times) when the host held the vcpu up
+//!   past it: the timer then rightly fired.
 //! - `shared` (2 vcpus pinned to one pCPU): vcpu 1 spins with no timer
 //!   while vcpu 0 arms [`SHARED_ROUNDS`] singleshot timers and blocks in
 //!   SCHEDOP_block for each (its deadline comes while vcpu 1 holds the
@@ -20,8 +23,8 @@
 //!   each raises VIRQ_TIMER exactly once, on vcpu 0, never early; vcpu 1
 //!   handles none.
 //! - `carry` (3 vcpus on 2 pCPUs): each vcpu arms [`CARRY_ROUNDS`]
-//!   singleshot timers 1.5 ms ahead, waits in SCHEDOP_poll until 0.5 ms
-//!   ahead, then spins 3 ms. Three such vcpus keep two pCPUs mostly busy
+//!   singleshot timers 1.5 ms ahead, waits 0.5 ms of it in SCHEDOP_poll
+//!   (until 1 ms before the deadline), then spins until 1.5 ms past it. Three such vcpus keep two pCPUs mostly busy
 //!   but not always: a poll's timeout wakes a vcpu while another holds
 //!   its pCPU, and an idle pCPU takes it with its singleshot deadline
 //!   pending (or takes a preempted one), which the pCPU that takes it
@@ -54,6 +57,11 @@ const CARRY_ROUNDS: u32 = 30;
 const GIVE_UP_NS: u64 = 1_000_000_000;
 /// How long a check waits after a deadline for a second (wrong) firing.
 const QUIET_NS: u64 = 2_000_000;
+/// Most attempts at a check whose setting up a held-up host can spoil.
+const ATTEMPTS: u32 = 5;
+/// More than the guest's clock and the hypervisor's can differ by (the
+/// rounding of the time record's scale).
+const CLOCK_SLACK_NS: u64 = 20_000;
 
 /// Which part runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -162,6 +170,28 @@ fn judge(vcpu: u32, before: u32, deadline: u64) {
     }
 }
 
+/// Runs `attempt` until it gives a verdict (`None`: set aside, because
+/// the host held this vcpu up where the check needs two calls to come
+/// before a deadline, with nothing wrong) or [`ATTEMPTS`] ran; the
+/// verdict, false if every attempt was set aside. A timer that is lost or
+/// fires wrongly every time still fails: only a held-up host is forgiven,
+/// and only a few times in a row.
+fn conclusive(what: &str, mut attempt: impl FnMut() -> Option<bool>) -> bool {
+    for set_aside in 0..ATTEMPTS {
+        if let Some(verdict) = attempt() {
+            if set_aside != 0 {
+                println!("# {what}: {set_aside} attempt(s) set aside (the host held this vcpu up)");
+            }
+            return verdict;
+        }
+        // Nothing of the attempt set aside may reach the next one.
+        let _ = vcpu::stop_singleshot_timer(0);
+        spin_until(now() + QUIET_NS);
+    }
+    println!("# {what}: all {ATTEMPTS} attempts set aside");
+    false
+}
+
 /// One singleshot timer of `vcpu` `ahead_ns` from now, waited for by
 /// `wait` (given the count before and the deadline); judged.
 fn one_timer(vcpu: u32, ahead_ns: u64, use_timer_op: bool, wait: impl Fn(u32, u64)) {
@@ -226,46 +256,77 @@ fn precise() {
     check_eq!(early, 0, "no timer of the burst fires before its deadline");
 
     // Re-armed earlier: the later deadline is replaced, the earlier fires.
-    let before = fired(0);
-    let later = now() + 50_000_000;
-    let armed_later = vcpu::set_singleshot_timer(0, later).is_ok();
-    let earlier = now() + 500_000;
-    let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
-    wait_fired(0, before, later + GIVE_UP_NS);
-    let at = fired_at(0);
-    spin_until(later + QUIET_NS);
+    // Set aside if the host held this vcpu up to the later deadline (from
+    // before the second arming to the handler): which one fired cannot be
+    // told then.
+    let mut runs = 0;
+    let rearmed_earlier = conclusive("a timer re-armed earlier", || {
+        let before = fired(0);
+        let later = now() + 50_000_000;
+        let armed_later = vcpu::set_singleshot_timer(0, later).is_ok();
+        let earlier = now() + 500_000;
+        let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
+        let replaced = now();
+        wait_fired(0, before, later + GIVE_UP_NS);
+        let at = fired_at(0);
+        spin_until(later + QUIET_NS);
+        runs = fired(0) - before;
+        if !(armed_later && armed_earlier) {
+            return Some(false);
+        }
+        if replaced + CLOCK_SLACK_NS >= later || (runs == 1 && at >= later) {
+            return None;
+        }
+        Some(runs == 1 && at >= earlier && at < later)
+    });
     check!(
-        armed_later && armed_earlier && fired(0) == before + 1 && at >= earlier && at < later,
-        "a timer re-armed earlier fires once, at or after the earlier deadline and before the replaced one ({} run(s))",
-        fired(0) - before
+        rearmed_earlier,
+        "a timer re-armed earlier fires once, at or after the earlier deadline and before the replaced one ({runs} run(s))"
     );
 
     // Re-armed later: the earlier deadline (which the pCPU's timer may
-    // be armed for) must not fire it.
-    let before = fired(0);
-    let earlier = now() + 300_000;
-    let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
-    let later = now() + 3_000_000;
-    let armed_later = vcpu::set_timer_op(later).is_ok();
-    wait_fired(0, before, later + GIVE_UP_NS);
-    let at = fired_at(0);
-    spin_until(later + QUIET_NS);
+    // be armed for) must not fire it. Set aside if the host held this vcpu
+    // past the earlier deadline before the second arming returned: the
+    // earlier timer then rightly fired.
+    let rearmed_later = conclusive("a timer re-armed later", || {
+        let before = fired(0);
+        let earlier = now() + 300_000;
+        let armed_earlier = vcpu::set_singleshot_timer(0, earlier).is_ok();
+        let later = now() + 3_000_000;
+        let armed_later = vcpu::set_timer_op(later).is_ok();
+        let replaced = now();
+        wait_fired(0, before, later + GIVE_UP_NS);
+        let at = fired_at(0);
+        spin_until(later + QUIET_NS);
+        runs = fired(0) - before;
+        if replaced + CLOCK_SLACK_NS >= earlier {
+            return None;
+        }
+        Some(armed_earlier && armed_later && runs == 1 && at >= later)
+    });
     check!(
-        armed_earlier && armed_later && fired(0) == before + 1 && at >= later,
-        "a timer re-armed later fires once, not before the later deadline ({} run(s))",
-        fired(0) - before
+        rearmed_later,
+        "a timer re-armed later fires once, not before the later deadline ({runs} run(s))"
     );
 
-    // Cancelled, both ways.
-    let before = fired(0);
-    let deadline = now() + 300_000;
-    let stopped = vcpu::set_singleshot_timer(0, deadline).is_ok()
-        && vcpu::stop_singleshot_timer(0).is_ok()
-        && vcpu::set_timer_op(deadline).is_ok()
-        && vcpu::set_timer_op(0).is_ok();
-    spin_until(deadline + QUIET_NS);
+    // Cancelled, both ways. Set aside if the host held this vcpu past the
+    // deadline before the last call returned.
+    let cancelled = conclusive("a cancelled timer", || {
+        let before = fired(0);
+        let deadline = now() + 300_000;
+        let stopped = vcpu::set_singleshot_timer(0, deadline).is_ok()
+            && vcpu::stop_singleshot_timer(0).is_ok()
+            && vcpu::set_timer_op(deadline).is_ok()
+            && vcpu::set_timer_op(0).is_ok();
+        let done = now();
+        spin_until(deadline + QUIET_NS);
+        if done + CLOCK_SLACK_NS >= deadline {
+            return None;
+        }
+        Some(stopped && fired(0) == before)
+    });
     check!(
-        stopped && fired(0) == before,
+        cancelled,
         "a singleshot timer stopped (VCPUOP_stop_singleshot_timer, set_timer_op(0)) before its deadline never fires"
     );
 
