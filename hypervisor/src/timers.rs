@@ -6,17 +6,18 @@
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). It is looked at on the pCPU's scheduler tick, so
-//! it resolves to the tick period (1 ms, `sched::GUEST_TICK_HZ`).
+//! ([`on_switch_in`]). As in Xen, the next tick is due one period after
+//! the tick raised (not after the missed deadline): ticks never come
+//! closer than a period, and a vcpu held up for several periods gets one.
 //!
-//! Singleshot and poll deadlines fire when they are due. A pCPU that runs
-//! vcpus ([`start_guest_tick`], before its first vcpu) drives its LAPIC
-//! timer one-shot, and every expiry programs the next one for the earliest
-//! of its next scheduler tick (every 1 ms: the time slice's preemption
-//! hint, `hvtimer`, the running vcpu's periodic tick, and, taken in a
-//! guest, a quiescent point for the reaper) and the singleshot and poll
-//! deadlines of every vcpu in its run queue. It remembers what it armed
-//! the LAPIC for ([`PcpuTimer::armed_for_ns`]).
+//! Every deadline fires when it is due. A pCPU that runs vcpus
+//! ([`start_guest_tick`], before its first vcpu) drives its LAPIC timer
+//! one-shot, and every expiry programs the next one for the earliest of
+//! its next scheduler tick (every 1 ms: the time slice's preemption hint,
+//! `hvtimer`, and, taken in a guest, a quiescent point for the reaper),
+//! the periodic tick of the vcpu running on it, and the singleshot and
+//! poll deadlines of every vcpu in its run queue. It remembers what it
+//! armed the LAPIC for ([`PcpuTimer::armed_for_ns`]).
 //!
 //! The rule that keeps every deadline: for each pCPU, while a vcpu of its
 //! queue has a deadline `d`, either the pCPU's LAPIC is armed for `d` or
@@ -41,6 +42,18 @@
 //!   still hosts. A vcpu that blocks again with its poll timeout on the
 //!   new pCPU keeps it (`block_until` re-suspends with the same deadline),
 //!   which is why the poll deadline is carried too;
+//! - a periodic deadline counts only while its vcpu runs. It comes to the
+//!   pCPU with the vcpu: as the vcpu starts to run there, [`on_switch_in`]
+//!   (on that pCPU) raises an overdue tick and notes the next one; a vcpu
+//!   that sets its own period ([`set_periodic`]) notes it as a singleshot
+//!   deadline is noted. A vcpu that sets another's period cannot arm that
+//!   vcpu's pCPU: a running target's new deadline is found by its pCPU's
+//!   next expiry, at most one scheduler tick (1 ms) later, so its first
+//!   tick may be that late (never early, never lost); a target that does
+//!   not run notes it when it runs again. When the vcpu stops running,
+//!   the pCPU may stay armed for its periodic deadline: that expiry finds
+//!   nothing due (it looks only at the vcpu running then) and arms for
+//!   what is left, so it costs one empty expiry, once;
 //! - the expiry ([`on_tick`]) scans the queue: it fires what is due and
 //!   arms for the earliest deadline still pending (or the next tick). It
 //!   waits for its queue if another pCPU holds it (moving a vcpu, or
@@ -97,26 +110,55 @@ fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
     }
 }
 
-/// Raises a due periodic tick (at most one) and moves the next one past now.
-fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) {
-    let period = vcpu.periodic_period_ns.load(Ordering::Relaxed);
+/// Raises a due periodic tick of `vcpu`, which runs on this pCPU (at most
+/// one, however many periods passed), the next one due a period after
+/// `now`; returns when the next tick is due (0: no periodic timer).
+fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) -> u64 {
+    // Acquire: pairs with `set_periodic`.
+    let period = vcpu.periodic_period_ns.load(Ordering::Acquire);
     if period == 0 {
-        return;
+        return 0;
     }
     let next = vcpu.periodic_next_ns.load(Ordering::Relaxed);
     if now < next {
-        return;
+        return next;
     }
-    let missed = (now - next) / period + 1;
-    vcpu.periodic_next_ns
-        .store(next + missed * period, Ordering::Relaxed);
+    let next = now.saturating_add(period);
+    vcpu.periodic_next_ns.store(next, Ordering::Relaxed);
     raise_timer(domain, vcpu);
+    next
 }
 
-/// The vcpu runs again (first entry, or the end of a block or poll): an
-/// overdue periodic tick fires at once.
+/// `vcpu` runs on this pCPU again (first entry, or the end of a block or
+/// poll): an overdue periodic tick fires at once, and the LAPIC is armed
+/// for the next one (module doc).
 pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
-    periodic(domain, vcpu, crate::time::now_ns());
+    // Interrupts off: this pCPU's expiry, which looks at the same
+    // deadline, cannot come between the look and the move, so an overdue
+    // tick is raised once.
+    arch::cpu::without_interrupts(|| {
+        let next = periodic(domain, vcpu, crate::time::now_ns());
+        if next != 0 {
+            note_deadline(next);
+        }
+    });
+}
+
+/// VCPUOP_set_periodic_timer: `vcpu` ticks every `period_ns` (checked by
+/// the caller), the first tick one period from now. `is_self`: the caller
+/// sets its own, running on this pCPU, which is armed for the first tick;
+/// another vcpu's pCPU finds it on its next expiry, or the vcpu as it
+/// runs again (module doc).
+pub fn set_periodic(vcpu: &Vcpu, period_ns: u64, is_self: bool) {
+    let next = crate::time::now_ns().saturating_add(period_ns);
+    // The deadline before the period, and Release: a pCPU that reads the
+    // new period (Acquire, in `periodic`) sees the new deadline, never an
+    // older one that would raise a tick before the first period is over.
+    vcpu.periodic_next_ns.store(next, Ordering::Relaxed);
+    vcpu.periodic_period_ns.store(period_ns, Ordering::Release);
+    if is_self {
+        note_deadline(next);
+    }
 }
 
 /// A pCPU's LAPIC timer as guest timers use it. Only its own pCPU
@@ -244,9 +286,9 @@ pub fn on_arrive(domain: &Domain, vcpu: &Vcpu) {
 }
 
 /// The LAPIC timer interrupt of this pCPU: on a scheduler tick, the
-/// periodic timer of the vcpu running now (and the tick's other duties);
-/// on every expiry, the singleshot and poll deadlines of every vcpu the
-/// pCPU hosts; then the next expiry (module doc).
+/// tick's duties; on every expiry, the periodic timer of the vcpu running
+/// now and the singleshot and poll deadlines of every vcpu the pCPU
+/// hosts; then the next expiry (module doc).
 pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
     if frame.cs & 3 == 3 {
         // In a live domain's guest: a quiescent point for freeing dead ones.
@@ -275,14 +317,15 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
         crate::hvtimer::run_due(now);
         // The time slice of the vcpu running here.
         crate::sched::on_tick(now);
-        if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
-            && let Some(vcpu) = domain.vcpu(vcpu_id)
-            && vcpu.state() == VcpuState::Running
-        {
-            periodic(&domain, vcpu, now);
-        }
     }
     let mut earliest = next_tick;
+    // The periodic timer of the vcpu running here, on every expiry.
+    if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
+        && let Some(vcpu) = domain.vcpu(vcpu_id)
+        && vcpu.state() == VcpuState::Running
+    {
+        earliest = earlier(earliest, periodic(&domain, vcpu, now));
+    }
     // A vcpu whose domain's registry slot is being written this instant
     // would be skipped (`domain::try_get`); a slot is written only to
     // register a domain (before its vcpus join a queue) or to destroy one

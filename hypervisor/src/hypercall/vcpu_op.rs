@@ -102,10 +102,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             if period < MIN_PERIOD_NS || period > i64::MAX as u64 {
                 return Err(Errno::EINVAL);
             }
-            target.periodic_period_ns.store(period, Ordering::Relaxed);
-            target
-                .periodic_next_ns
-                .store(crate::time::now_ns() + period, Ordering::Relaxed);
+            timers::set_periodic(target, period, is_self);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {

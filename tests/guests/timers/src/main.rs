@@ -30,6 +30,13 @@
 //!   pending (or takes a preempted one), which the pCPU that takes it
 //!   must fire. Checked: each timer raises VIRQ_TIMER exactly once on its
 //!   own vcpu, never early (the scenario checks that vcpus moved).
+//! - `periodic` (1 vcpu): the periodic VIRQ_TIMER. Periods under Xen's
+//!   1 ms and past 2^63-1 ns are refused with -EINVAL and start nothing;
+//!   a [`PERIOD_NS`] period ticks [`PERIODIC_TICKS`] times while the vcpu
+//!   spins, then VCPUOP_stop_periodic_timer stops it. Checked: every tick
+//!   comes (none lost), the k-th no sooner than k periods after the
+//!   period was set (never early), no more ticks than whole periods
+//!   passed (at most one per period), and none once stopped.
 //!
 //! Every check is on behaviour (counts, and times against deadlines read
 //! from the same clock); how late a timer fires is printed as a comment,
@@ -39,6 +46,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, virq};
 use sluice_guest::smp::MAX_VCPUS;
 use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
@@ -53,6 +61,11 @@ const POLL_ROUNDS: u32 = 40;
 const SHARED_ROUNDS: u32 = 15;
 /// Singleshot timers per vcpu (`carry`).
 const CARRY_ROUNDS: u32 = 30;
+/// The period of `periodic`: not a multiple of the hypervisor's 1 ms
+/// scheduler tick, so that a tick that waits for one shows as late.
+const PERIOD_NS: u64 = 1_300_000;
+/// Periodic ticks waited for (`periodic`).
+const PERIODIC_TICKS: u32 = 100;
 /// How long past a deadline a timer may take before it counts as lost.
 const GIVE_UP_NS: u64 = 1_000_000_000;
 /// How long a check waits after a deadline for a second (wrong) firing.
@@ -69,15 +82,21 @@ enum Part {
     Precise,
     Shared,
     Carry,
+    Periodic,
 }
 
-/// The part, for the secondary vcpus: 1 precise, 2 shared, 3 carry.
+/// The part, for the secondary vcpus: 1 precise, 2 shared, 3 carry,
+/// 4 periodic.
 static PART: AtomicU32 = AtomicU32::new(0);
 /// Per vcpu: its VIRQ_TIMER port.
 static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 /// Per vcpu: VIRQ_TIMER handler runs on it, and the time of the last one.
 static FIRED: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static FIRED_AT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Vcpu 0: the time of each VIRQ_TIMER handler run, by its count (modulo
+/// the length).
+static TICK_AT: [AtomicU64; 2 * PERIODIC_TICKS as usize] =
+    [const { AtomicU64::new(0) }; 2 * PERIODIC_TICKS as usize];
 /// Per vcpu: a VIRQ_TIMER of another vcpu's port was handled on it.
 static WRONG_VCPU: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 /// Per vcpu: timers that fired other than once, fired early, or could
@@ -129,7 +148,16 @@ fn on_timer(port: u32) {
     if let Some(slot) = slot(&FIRED_AT, vcpu) {
         slot.store(at, Ordering::SeqCst);
     }
+    if vcpu == 0 {
+        tick_at(fired(0)).store(at, Ordering::SeqCst);
+    }
     note(&FIRED, vcpu);
+}
+
+/// Where vcpu 0's VIRQ_TIMER handler run number `count` (from 0) keeps
+/// its time.
+fn tick_at(count: u32) -> &'static AtomicU64 {
+    &TICK_AT[count as usize % TICK_AT.len()]
 }
 
 /// Busy-waits until system time `until` (events on).
@@ -433,6 +461,82 @@ fn carry(vcpu: u32) {
     }
 }
 
+/// `periodic`: the refused periods, then [`PERIODIC_TICKS`] ticks of a
+/// [`PERIOD_NS`] period, then the stop.
+fn periodic() {
+    // Refused periods change nothing: the timer stopped in `main` stays
+    // stopped.
+    let before = fired(0);
+    let refused = [0, 200_000, 999_999, 1 << 63]
+        .iter()
+        .all(|&period| vcpu::set_periodic_timer(0, period) == Err(Errno::EINVAL));
+    spin_until(now() + 5 * PERIOD_NS);
+    check!(
+        refused && fired(0) == before,
+        "periods of 0, 200 us, 999999 ns and 2^63 ns are refused with -EINVAL and start no tick"
+    );
+
+    let base = fired(0);
+    let set_at = now();
+    let armed = vcpu::set_periodic_timer(0, PERIOD_NS).is_ok();
+    let mut lost = false;
+    for count in 0..PERIODIC_TICKS {
+        if !wait_fired(0, base + count, now() + GIVE_UP_NS) {
+            lost = true;
+            break;
+        }
+    }
+    let stopped = vcpu::stop_periodic_timer(0).is_ok();
+    // A tick raised before the stop was handled as the call returned.
+    let stopped_at = now();
+    let ticks = fired(0) - base;
+    spin_until(stopped_at + 10 * PERIOD_NS);
+    let quiet = fired(0) == base + ticks;
+
+    // The k-th tick (from 1) is due no sooner than k periods after the
+    // set: each is due a period after the one before was raised.
+    let recorded = ticks.min(TICK_AT.len() as u32);
+    let (mut early, mut previous) = (0u32, set_at);
+    let (mut first_late, mut latest_gap, mut gaps) = (0u64, 0u64, 0u64);
+    for k in 0..recorded {
+        let at = tick_at(base + k).load(Ordering::SeqCst);
+        if at < set_at + (u64::from(k) + 1) * PERIOD_NS {
+            early += 1;
+        }
+        let gap = at.saturating_sub(previous + PERIOD_NS);
+        if k == 0 {
+            first_late = gap;
+        } else {
+            latest_gap = latest_gap.max(gap);
+            gaps += gap;
+        }
+        previous = at;
+    }
+    let whole_periods = (stopped_at - set_at) / PERIOD_NS;
+    println!(
+        "# periodic: {ticks} ticks of {PERIOD_NS} ns in {} ns; first tick {first_late} ns past set + period, later ones past the one before + period: latest {latest_gap} ns, mean {} ns (not judged)",
+        stopped_at - set_at,
+        gaps / u64::from(recorded.saturating_sub(1).max(1))
+    );
+    check!(
+        armed && !lost,
+        "a {PERIOD_NS} ns periodic timer is set and each of {PERIODIC_TICKS} ticks comes ({ticks} ticks)"
+    );
+    check_eq!(
+        early,
+        0,
+        "no periodic tick comes before its deadline (the k-th no sooner than k periods after the set)"
+    );
+    check!(
+        u64::from(ticks) <= whole_periods,
+        "at most one periodic tick per period ({ticks} ticks in {whole_periods} whole periods)"
+    );
+    check!(
+        stopped && quiet,
+        "VCPUOP_stop_periodic_timer stops the ticks (none in the 10 periods after)"
+    );
+}
+
 /// Vcpu 1 of `shared`: keeps the pCPU busy until vcpu 0 is done.
 fn bystander() {
     while !STOP.load(Ordering::SeqCst) {
@@ -446,6 +550,7 @@ fn run_part(vcpu: u32) {
         (2, 0) => shared(),
         (2, _) => bystander(),
         (3, _) => carry(vcpu),
+        (4, 0) => periodic(),
         _ => {}
     }
     if let Some(done) = slot(&DONE, vcpu) {
@@ -465,10 +570,11 @@ fn main(start_info: &'static StartInfo) {
         Some("precise") => (Part::Precise, 1),
         Some("shared") => (Part::Shared, 2),
         Some("carry") => (Part::Carry, 3),
+        Some("periodic") => (Part::Periodic, 1),
         other => {
             check!(
                 false,
-                "part= names precise, shared or carry (got {other:?})"
+                "part= names precise, shared, carry or periodic (got {other:?})"
             );
             return;
         }
@@ -511,6 +617,7 @@ fn main(start_info: &'static StartInfo) {
             Part::Precise => 1,
             Part::Shared => 2,
             Part::Carry => 3,
+            Part::Periodic => 4,
         },
         Ordering::SeqCst,
     );
@@ -541,7 +648,7 @@ fn main(start_info: &'static StartInfo) {
             load(&ARMED, vcpu),
             slot(&LATEST_NS, vcpu).map_or(0, |latest| latest.load(Ordering::SeqCst))
         );
-        if part == Part::Precise {
+        if matches!(part, Part::Precise | Part::Periodic) {
             continue;
         }
         let rounds = if part == Part::Shared {
