@@ -148,16 +148,18 @@ fn on_timer(port: u32) {
     if let Some(slot) = slot(&FIRED_AT, vcpu) {
         slot.store(at, Ordering::SeqCst);
     }
-    if vcpu == 0 {
-        tick_at(fired(0)).store(at, Ordering::SeqCst);
+    if vcpu == 0
+        && let Some(slot) = tick_at(fired(0))
+    {
+        slot.store(at, Ordering::SeqCst);
     }
     note(&FIRED, vcpu);
 }
 
 /// Where vcpu 0's VIRQ_TIMER handler run number `count` (from 0) keeps
 /// its time.
-fn tick_at(count: u32) -> &'static AtomicU64 {
-    &TICK_AT[count as usize % TICK_AT.len()]
+fn tick_at(count: u32) -> Option<&'static AtomicU64> {
+    TICK_AT.get(count as usize % TICK_AT.len())
 }
 
 /// Busy-waits until system time `until` (events on).
@@ -499,7 +501,7 @@ fn periodic() {
     let (mut early, mut previous) = (0u32, set_at);
     let (mut first_late, mut latest_gap, mut gaps) = (0u64, 0u64, 0u64);
     for k in 0..recorded {
-        let at = tick_at(base + k).load(Ordering::SeqCst);
+        let at = tick_at(base + k).map_or(0, |at| at.load(Ordering::SeqCst));
         if at < set_at + (u64::from(k) + 1) * PERIOD_NS {
             early += 1;
         }
