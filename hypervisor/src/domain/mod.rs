@@ -124,6 +124,15 @@ pub struct Vcpu {
     /// while it is clear, writes the registers, callbacks and x87/SSE
     /// state the vcpu starts with.
     pub initialise_lock: spin::Mutex<()>,
+    /// Up but never woken: VCPUOP_initialise with VGCF_online marks a down
+    /// vcpu up without waking it, as Xen 4.17 does (it clears the vcpu's
+    /// down flag and nothing else). Its state stays [`VcpuState::Down`],
+    /// so it does not run, but VCPUOP_is_up answers 1 and VCPUOP_up,
+    /// which wakes only a vcpu it brings up, leaves it so. What wakes it
+    /// (`hypercall::vcpu_op`): VCPUOP_down then VCPUOP_up, or a change to
+    /// its periodic timer made by another vcpu (Xen pauses and unpauses
+    /// the vcpu for that, and the unpause wakes it).
+    pub up_unwoken: AtomicBool,
     /// The registers it starts with (vcpu 0: from the builder; others:
     /// VCPUOP_initialise).
     pub initial_frame: spin::Mutex<Option<InterruptFrame>>,
@@ -178,6 +187,7 @@ impl Vcpu {
             state: AtomicU8::new(VcpuState::Down as u8),
             is_initialised: AtomicBool::new(false),
             initialise_lock: spin::Mutex::new(()),
+            up_unwoken: AtomicBool::new(false),
             initial_frame: spin::Mutex::new(None),
             event_callback: AtomicU64::new(0),
             event_entry: AtomicU64::new(0),
