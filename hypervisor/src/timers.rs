@@ -6,9 +6,10 @@
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). As in Xen, the next tick is due one period after
-//! the tick raised (not after the missed deadline): ticks never come
-//! closer than a period, and a vcpu held up for several periods gets one.
+//! ([`on_switch_in`]). As in Xen 4.17, the next tick is due one period
+//! after the last one raised (not after the missed deadline): ticks never
+//! come closer than a period, a vcpu held up for several periods gets
+//! one, and a period set anew counts from the last tick ([`set_periodic`]).
 //!
 //! Every deadline fires when it is due. A pCPU that runs vcpus
 //! ([`start_guest_tick`], before its first vcpu) drives its LAPIC timer
@@ -94,12 +95,13 @@ use crate::domain::{Domain, Vcpu, VcpuState};
 /// Xen's default periodic timer for PV vcpus.
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 
-/// Starts the default 10 ms periodic timer of a new vcpu.
+/// Starts the default 10 ms periodic timer of a new vcpu, counted from
+/// now (its first tick one period after the domain is built).
 pub fn start_default_periodic(vcpu: &Vcpu) {
+    vcpu.periodic_last_ns
+        .store(crate::time::now_ns(), Ordering::Relaxed);
     vcpu.periodic_period_ns
-        .store(DEFAULT_PERIOD_NS, Ordering::Relaxed);
-    vcpu.periodic_next_ns
-        .store(crate::time::now_ns() + DEFAULT_PERIOD_NS, Ordering::Relaxed);
+        .store(DEFAULT_PERIOD_NS, Ordering::Release);
 }
 
 fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
@@ -110,32 +112,43 @@ fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
     }
 }
 
-/// Raises a due periodic tick of `vcpu`, which runs on this pCPU (at most
-/// one, however many periods passed), the next one due a period after
-/// `now`; returns when the next tick is due (0: no periodic timer).
+/// Raises `vcpu`'s periodic tick if one is due at `now` (a period after
+/// the last one: at most one, however many periods passed) and returns
+/// when the next is due (0: no periodic timer). Called on the pCPU that
+/// runs the vcpu, and by VCPUOP_set_periodic_timer from any: the tick is
+/// raised by whoever moves `periodic_last_ns`, so two at once raise it
+/// once (Xen serialises the same with a per-vcpu lock).
 fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) -> u64 {
-    // Acquire: pairs with `set_periodic`.
+    // Acquire: pairs with the Release stores of the period.
     let period = vcpu.periodic_period_ns.load(Ordering::Acquire);
     if period == 0 {
         return 0;
     }
-    let next = vcpu.periodic_next_ns.load(Ordering::Relaxed);
+    let last = vcpu.periodic_last_ns.load(Ordering::Relaxed);
+    let next = last.saturating_add(period);
     if now < next {
         return next;
     }
-    let next = now.saturating_add(period);
-    vcpu.periodic_next_ns.store(next, Ordering::Relaxed);
-    raise_timer(domain, vcpu);
-    next
+    if vcpu
+        .periodic_last_ns
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        raise_timer(domain, vcpu);
+        return now.saturating_add(period);
+    }
+    // Raised by the other caller just now: the next is due a period on.
+    vcpu.periodic_last_ns
+        .load(Ordering::Relaxed)
+        .saturating_add(period)
 }
 
 /// `vcpu` runs on this pCPU again (first entry, or the end of a block or
 /// poll): an overdue periodic tick fires at once, and the LAPIC is armed
 /// for the next one (module doc).
 pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
-    // Interrupts off: this pCPU's expiry, which looks at the same
-    // deadline, cannot come between the look and the move, so an overdue
-    // tick is raised once.
+    // Interrupts off: this pCPU's expiry cannot come between the tick and
+    // the note (either would do it right; this keeps it simple).
     arch::cpu::without_interrupts(|| {
         let next = periodic(domain, vcpu, crate::time::now_ns());
         if next != 0 {
@@ -144,21 +157,25 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
     });
 }
 
-/// VCPUOP_set_periodic_timer: `vcpu` ticks every `period_ns` (checked by
-/// the caller), the first tick one period from now. `is_self`: the caller
-/// sets its own, running on this pCPU, which is armed for the first tick;
-/// another vcpu's pCPU finds it on its next expiry, or the vcpu as it
-/// runs again (module doc).
-pub fn set_periodic(vcpu: &Vcpu, period_ns: u64, is_self: bool) {
-    let next = crate::time::now_ns().saturating_add(period_ns);
-    // The deadline before the period, and Release: a pCPU that reads the
-    // new period (Acquire, in `periodic`) sees the new deadline, never an
-    // older one that would raise a tick before the first period is over.
-    vcpu.periodic_next_ns.store(next, Ordering::Relaxed);
+/// VCPUOP_set_periodic_timer (`period_ns` checked by the caller), as Xen
+/// 4.17's vcpu_set_periodic_timer(): the ticks keep their count from the
+/// last one raised, so the next is due a new period after it, at once if
+/// that has passed (a vcpu whose timer was stopped a while gets its first
+/// tick from the call). `is_self`: the caller sets its own, running on
+/// this pCPU, which is armed for the next tick; another vcpu's pCPU finds
+/// it on its next expiry, or the vcpu as it runs again (module doc).
+pub fn set_periodic(domain: &Domain, vcpu: &Vcpu, period_ns: u64, is_self: bool) {
     vcpu.periodic_period_ns.store(period_ns, Ordering::Release);
-    if is_self {
+    let next = periodic(domain, vcpu, crate::time::now_ns());
+    if is_self && next != 0 {
         note_deadline(next);
     }
+}
+
+/// VCPUOP_stop_periodic_timer: no more ticks; the time of the last one
+/// stays (a later VCPUOP_set_periodic_timer counts from it).
+pub fn stop_periodic(vcpu: &Vcpu) {
+    vcpu.periodic_period_ns.store(0, Ordering::Release);
 }
 
 /// A pCPU's LAPIC timer as guest timers use it. Only its own pCPU

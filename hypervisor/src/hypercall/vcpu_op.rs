@@ -105,13 +105,11 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             if period < MIN_PERIOD_NS || period > i64::MAX as u64 {
                 return Err(Errno::EINVAL);
             }
-            timers::set_periodic(target, period, is_self);
-            wake_if_unwoken(target);
+            timers::set_periodic(call.domain, target, period, is_self);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            target.periodic_period_ns.store(0, Ordering::Relaxed);
-            wake_if_unwoken(target);
+            timers::stop_periodic(target);
             Ok(0)
         }
         VCPUOP_SET_SINGLESHOT_TIMER => {
@@ -142,19 +140,6 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
 fn is_up(vcpu: &Vcpu) -> bool {
     matches!(vcpu.state(), VcpuState::Running | VcpuState::Blocked)
         || vcpu.up_unwoken.load(Ordering::Acquire)
-}
-
-/// Another vcpu changed `target`'s periodic timer: Xen pauses and
-/// unpauses the target around the change, and the unpause wakes a vcpu
-/// that is up, so one initialised with VGCF_online and never woken starts
-/// to run here (`Vcpu::up_unwoken`). Only the caller that clears the
-/// flag wakes it, once; a VCPUOP_down that cleared it first leaves it
-/// down.
-fn wake_if_unwoken(target: &Vcpu) {
-    if target.up_unwoken.swap(false, Ordering::AcqRel) {
-        target.set_state(VcpuState::Running);
-        crate::sched::kick(target);
-    }
 }
 
 /// VCPUOP_register_vcpu_info (spec §3.6, Xen 4.17's checks in order): move
