@@ -507,7 +507,8 @@ fn periodic() {
     // set: each is due a period after the one before was raised.
     let recorded = ticks.min(TICK_AT.len() as u32);
     let (mut early, mut previous) = (0u32, set_at);
-    let (mut latest_gap, mut gaps) = (0u64, 0u64);
+    let mut gaps = 0u64;
+    let mut sorted = [0u64; 2 * PERIODIC_TICKS as usize];
     for k in 0..recorded {
         let at = tick_at(base + k).map_or(0, |at| at.load(Ordering::SeqCst));
         if at < set_at + u64::from(k) * PERIOD_NS {
@@ -515,16 +516,25 @@ fn periodic() {
         }
         if k > 0 {
             let gap = at.saturating_sub(previous + PERIOD_NS);
-            latest_gap = latest_gap.max(gap);
             gaps += gap;
+            if let Some(slot) = sorted.get_mut(k as usize - 1) {
+                *slot = at.saturating_sub(previous);
+            }
         }
         previous = at;
     }
     let whole_periods = (loop_end - set_at) / PERIOD_NS;
+    let measured = recorded.saturating_sub(1) as usize;
+    let gaps_seen = sorted.get_mut(..measured).unwrap_or_default();
+    gaps_seen.sort_unstable();
+    let interval = |index: usize| gaps_seen.get(index).copied().unwrap_or(0);
     println!(
-        "# periodic: {ticks} ticks of {PERIOD_NS} ns in {} ns; each past the one before + period: latest {latest_gap} ns, mean {} ns (not judged)",
+        "# periodic: {ticks} ticks of {PERIOD_NS} ns in {} ns; interval between handled ticks: min {} ns, median {} ns, max {} ns; past the one before + period: mean {} ns (not judged)",
         loop_end - set_at,
-        gaps / u64::from(recorded.saturating_sub(1).max(1))
+        interval(0),
+        interval(measured / 2),
+        interval(measured.saturating_sub(1)),
+        gaps / (measured.max(1) as u64)
     );
     check!(
         armed && at_once,
