@@ -21,7 +21,8 @@
 //! armed the LAPIC for ([`PcpuTimer::armed_for_ns`]).
 //!
 //! The rule that keeps every deadline: for each pCPU, while a vcpu of its
-//! queue has a deadline `d`, either the pCPU's LAPIC is armed for `d` or
+//! queue has a deadline `d` (a periodic one: the vcpu running on it, but
+//! see below for a period another vcpu sets), either the pCPU's LAPIC is armed for `d` or
 //! earlier, or a timer interrupt is pending on it (whose handler scans the
 //! queue and arms again). It holds because a deadline only ever comes to
 //! a pCPU's queue on that pCPU, with interrupts off around the look at
@@ -29,9 +30,8 @@
 //! comes in between:
 //! - a vcpu arms a singleshot timer or a poll timeout only for itself, so
 //!   it does so while it runs, claimed by this pCPU and in its queue; it
-//!   stores the
-//!   deadline, then [`note_deadline`] re-arms the LAPIC if `d` is earlier
-//!   than what it is armed for. A timer interrupt after the store and
+//!   stores the deadline, then [`note_deadline`] re-arms the LAPIC if `d`
+//!   is earlier than what it is armed for. A timer interrupt after the store and
 //!   before the look sees the deadline in its scan and arms for it (and
 //!   moves `armed_for_ns`), so nothing between the two is missed;
 //! - a vcpu moves only by `sched::steal`, which the pCPU that takes it
