@@ -336,19 +336,18 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
         crate::sched::on_tick(now);
     }
     let mut earliest = next_tick;
-    // The periodic timer of the vcpu running here, on every expiry.
-    if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
-        && let Some(vcpu) = domain.vcpu(vcpu_id)
-        && vcpu.state() == VcpuState::Running
-    {
-        earliest = earlier(earliest, periodic(&domain, vcpu, now));
-    }
     // A vcpu whose domain's registry slot is being written this instant
     // would be skipped (`domain::try_get`); a slot is written only to
     // register a domain (before its vcpus join a queue) or to destroy one
     // (after its deadlines are cleared and its vcpus left their queues),
     // so no pending deadline is left out of `earliest`.
+    // The vcpu running here is in the queue (it runs claimed by this
+    // pCPU): its periodic timer is looked at in the scan, on every expiry.
+    let running = crate::sched::running_ids_from_interrupt();
     crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
+        if running == Some((domain.id, vcpu.id)) && vcpu.state() == VcpuState::Running {
+            earliest = earlier(earliest, periodic(domain, vcpu, now));
+        }
         let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && now >= deadline {
             if vcpu
