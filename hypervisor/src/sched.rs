@@ -284,13 +284,6 @@ pub fn hosted_from_interrupt() -> Option<(Arc<Domain>, VcpuId)> {
     Some((domain::try_get(domid)?, vcpu))
 }
 
-/// Which vcpu runs on this pCPU, by ids only (no registry look-up): for
-/// its timer interrupt, which meets the vcpu in its queue
-/// ([`for_each_hosted_from_interrupt`]).
-pub fn running_ids_from_interrupt() -> Option<(DomId, VcpuId)> {
-    decode(this_pcpu()?.current.load(Ordering::Acquire))
-}
-
 /// The vcpu running on this pCPU (the caller of a hypercall).
 pub fn current() -> Option<(Arc<Domain>, VcpuId)> {
     let (domid, vcpu) = decode(this_pcpu()?.current.load(Ordering::Acquire))?;

@@ -45,16 +45,19 @@
 //!   which is why the poll deadline is carried too;
 //! - a periodic deadline counts only while its vcpu runs. It comes to the
 //!   pCPU with the vcpu: as the vcpu starts to run there, [`on_switch_in`]
-//!   (on that pCPU) raises an overdue tick and notes the next one; a vcpu
-//!   that sets its own period ([`set_periodic`]) notes it as a singleshot
-//!   deadline is noted. A vcpu that sets another's period cannot arm that
+//!   (on that pCPU) raises an overdue tick and notes the next one
+//!   (`PcpuTimer::periodic_due_ns`, and the LAPIC as for a singleshot
+//!   deadline); a vcpu that sets its own period ([`set_periodic`]) notes
+//!   it the same way. The expiry looks at the running vcpu's periodic
+//!   timer when the noted tick is due and on every scheduler tick, and
+//!   notes the next. A vcpu that sets another's period cannot arm that
 //!   vcpu's pCPU: a running target's new deadline is found by its pCPU's
-//!   next expiry, at most one scheduler tick (1 ms) later, so its first
-//!   tick may be that late (never early, never lost); a target that does
-//!   not run notes it when it runs again. When the vcpu stops running,
-//!   the pCPU may stay armed for its periodic deadline: that expiry finds
-//!   nothing due (it looks only at the vcpu running then) and arms for
-//!   what is left, so it costs one empty expiry, once;
+//!   next scheduler tick, at most 1 ms later, so its tick may be that
+//!   late (never early, never lost); a target that does not run notes it
+//!   when it runs again. When the vcpu stops running, the pCPU may stay
+//!   armed for (and keep the note of) its periodic deadline: that expiry
+//!   finds nothing due (it looks only at the vcpu running then) and arms
+//!   for what is left, so it costs one empty expiry, once;
 //! - the expiry ([`on_tick`]) scans the queue: it fires what is due and
 //!   arms for the earliest deadline still pending (or the next tick). It
 //!   waits for its queue if another pCPU holds it (moving a vcpu, or
@@ -147,13 +150,22 @@ fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) -> u64 {
 /// poll): an overdue periodic tick fires at once, and the LAPIC is armed
 /// for the next one (module doc).
 pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
+    if vcpu.periodic_period_ns.load(Ordering::Relaxed) == 0 {
+        // No periodic timer (the common case on a block's way out): only
+        // a note another vcpu left goes. An expiry in between notes the
+        // same for this vcpu, or, if another vcpu set a period just now,
+        // the next scheduler tick finds it (module doc).
+        if let Some(timer) = this_pcpu_timer()
+            && timer.periodic_due_ns.load(Ordering::Relaxed) != 0
+        {
+            timer.periodic_due_ns.store(0, Ordering::Relaxed);
+        }
+        return;
+    }
     // Interrupts off: this pCPU's expiry cannot come between the tick and
     // the note (either would do it right; this keeps it simple).
     arch::cpu::without_interrupts(|| {
-        let next = periodic(domain, vcpu, crate::time::now_ns());
-        if next != 0 {
-            note_deadline(next);
-        }
+        note_periodic(periodic(domain, vcpu, crate::time::now_ns()));
     });
 }
 
@@ -167,8 +179,8 @@ pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
 pub fn set_periodic(domain: &Domain, vcpu: &Vcpu, period_ns: u64, is_self: bool) {
     vcpu.periodic_period_ns.store(period_ns, Ordering::Release);
     let next = periodic(domain, vcpu, crate::time::now_ns());
-    if is_self && next != 0 {
-        note_deadline(next);
+    if is_self {
+        note_periodic(next);
     }
 }
 
@@ -188,6 +200,12 @@ struct PcpuTimer {
     armed_for_ns: AtomicU64,
     /// When the next scheduler tick is due.
     next_tick_ns: AtomicU64,
+    /// The next periodic tick of the vcpu running here, as last noted
+    /// (0: none): [`on_switch_in`], [`set_periodic`] on itself, and the
+    /// expiry that finds it due or is a scheduler tick, which look at the
+    /// vcpu again. Only a note: one left by a vcpu that stopped running
+    /// here costs one expiry that finds nothing due.
+    periodic_due_ns: AtomicU64,
 }
 
 static PCPU_TIMERS: [PcpuTimer; MAX_CPUS] = [const {
@@ -195,6 +213,7 @@ static PCPU_TIMERS: [PcpuTimer; MAX_CPUS] = [const {
         is_one_shot: AtomicBool::new(false),
         armed_for_ns: AtomicU64::new(0),
         next_tick_ns: AtomicU64::new(0),
+        periodic_due_ns: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -260,6 +279,20 @@ fn note_deadline(deadline_ns: u64) {
             && deadline_ns < timer.armed_for_ns.load(Ordering::Relaxed)
         {
             timer.arm(deadline_ns);
+        }
+    });
+}
+
+/// The vcpu running on this pCPU has its next periodic tick at `next_ns`
+/// (0: none): noted for the expiry, and the LAPIC armed for it if it is
+/// armed for later.
+fn note_periodic(next_ns: u64) {
+    arch::cpu::without_interrupts(|| {
+        if let Some(timer) = this_pcpu_timer() {
+            timer.periodic_due_ns.store(next_ns, Ordering::Relaxed);
+        }
+        if next_ns != 0 {
+            note_deadline(next_ns);
         }
     });
 }
@@ -336,18 +369,32 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
         crate::sched::on_tick(now);
     }
     let mut earliest = next_tick;
+    // The periodic timer of the vcpu running here: when its noted tick is
+    // due, and on every scheduler tick (which finds a period another vcpu
+    // set, and a note left by a vcpu that no longer runs here).
+    if let Some(timer) = timer {
+        let due = timer.periodic_due_ns.load(Ordering::Relaxed);
+        let due = if is_tick || (due != 0 && now >= due) {
+            let next = match crate::sched::hosted_from_interrupt() {
+                Some((domain, vcpu_id)) => domain
+                    .vcpu(vcpu_id)
+                    .filter(|vcpu| vcpu.state() == VcpuState::Running)
+                    .map_or(0, |vcpu| periodic(&domain, vcpu, now)),
+                None => 0,
+            };
+            timer.periodic_due_ns.store(next, Ordering::Relaxed);
+            next
+        } else {
+            due
+        };
+        earliest = earlier(earliest, due);
+    }
     // A vcpu whose domain's registry slot is being written this instant
     // would be skipped (`domain::try_get`); a slot is written only to
     // register a domain (before its vcpus join a queue) or to destroy one
     // (after its deadlines are cleared and its vcpus left their queues),
     // so no pending deadline is left out of `earliest`.
-    // The vcpu running here is in the queue (it runs claimed by this
-    // pCPU): its periodic timer is looked at in the scan, on every expiry.
-    let running = crate::sched::running_ids_from_interrupt();
     crate::sched::for_each_hosted_from_interrupt(|domain, vcpu| {
-        if running == Some((domain.id, vcpu.id)) && vcpu.state() == VcpuState::Running {
-            earliest = earlier(earliest, periodic(domain, vcpu, now));
-        }
         let deadline = vcpu.singleshot_deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && now >= deadline {
             if vcpu
