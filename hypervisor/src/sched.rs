@@ -200,7 +200,7 @@ pub fn release_domains() {
 }
 
 /// The scheduler tick rate of a pCPU once it runs vcpus (`timers`): time
-/// slices, the periodic VIRQ_TIMER and `hvtimer` resolve to it (singleshot
+/// slices and `hvtimer` resolve to it (the periodic VIRQ_TIMER, singleshot
 /// and poll deadlines fire when due, between ticks).
 pub const GUEST_TICK_HZ: u32 = 1000;
 

@@ -6,20 +6,23 @@
 //! The periodic timer follows Xen: it only ticks while its vcpu runs; a
 //! blocked or polling vcpu gets no tick (so no periodic tick ends a block),
 //! and when the vcpu runs again an overdue tick is raised at once
-//! ([`on_switch_in`]). It is looked at on the pCPU's scheduler tick, so
-//! it resolves to the tick period (1 ms, `sched::GUEST_TICK_HZ`).
+//! ([`on_switch_in`]). As in Xen 4.17, the next tick is due one period
+//! after the last one raised (not after the missed deadline): ticks never
+//! come closer than a period, a vcpu held up for several periods gets
+//! one, and a period set anew counts from the last tick ([`set_periodic`]).
 //!
-//! Singleshot and poll deadlines fire when they are due. A pCPU that runs
-//! vcpus ([`start_guest_tick`], before its first vcpu) drives its LAPIC
-//! timer one-shot, and every expiry programs the next one for the earliest
-//! of its next scheduler tick (every 1 ms: the time slice's preemption
-//! hint, `hvtimer`, the running vcpu's periodic tick, and, taken in a
-//! guest, a quiescent point for the reaper) and the singleshot and poll
-//! deadlines of every vcpu in its run queue. It remembers what it armed
-//! the LAPIC for ([`PcpuTimer::armed_for_ns`]).
+//! Every deadline fires when it is due. A pCPU that runs vcpus
+//! ([`start_guest_tick`], before its first vcpu) drives its LAPIC timer
+//! one-shot, and every expiry programs the next one for the earliest of
+//! its next scheduler tick (every 1 ms: the time slice's preemption hint,
+//! `hvtimer`, and, taken in a guest, a quiescent point for the reaper),
+//! the periodic tick of the vcpu running on it, and the singleshot and
+//! poll deadlines of every vcpu in its run queue. It remembers what it
+//! armed the LAPIC for ([`PcpuTimer::armed_for_ns`]).
 //!
 //! The rule that keeps every deadline: for each pCPU, while a vcpu of its
-//! queue has a deadline `d`, either the pCPU's LAPIC is armed for `d` or
+//! queue has a deadline `d` (a periodic one: the vcpu running on it, but
+//! see below for a period another vcpu sets), either the pCPU's LAPIC is armed for `d` or
 //! earlier, or a timer interrupt is pending on it (whose handler scans the
 //! queue and arms again). It holds because a deadline only ever comes to
 //! a pCPU's queue on that pCPU, with interrupts off around the look at
@@ -27,9 +30,8 @@
 //! comes in between:
 //! - a vcpu arms a singleshot timer or a poll timeout only for itself, so
 //!   it does so while it runs, claimed by this pCPU and in its queue; it
-//!   stores the
-//!   deadline, then [`note_deadline`] re-arms the LAPIC if `d` is earlier
-//!   than what it is armed for. A timer interrupt after the store and
+//!   stores the deadline, then [`note_deadline`] re-arms the LAPIC if `d`
+//!   is earlier than what it is armed for. A timer interrupt after the store and
 //!   before the look sees the deadline in its scan and arms for it (and
 //!   moves `armed_for_ns`), so nothing between the two is missed;
 //! - a vcpu moves only by `sched::steal`, which the pCPU that takes it
@@ -41,6 +43,21 @@
 //!   still hosts. A vcpu that blocks again with its poll timeout on the
 //!   new pCPU keeps it (`block_until` re-suspends with the same deadline),
 //!   which is why the poll deadline is carried too;
+//! - a periodic deadline counts only while its vcpu runs. It comes to the
+//!   pCPU with the vcpu: as the vcpu starts to run there, [`on_switch_in`]
+//!   (on that pCPU) raises an overdue tick and notes the next one
+//!   (`PcpuTimer::periodic_due_ns`, and the LAPIC as for a singleshot
+//!   deadline); a vcpu that sets its own period ([`set_periodic`]) notes
+//!   it the same way. The expiry looks at the running vcpu's periodic
+//!   timer when the noted tick is due and on every scheduler tick, and
+//!   notes the next. A vcpu that sets another's period cannot arm that
+//!   vcpu's pCPU: a running target's new deadline is found by its pCPU's
+//!   next scheduler tick, at most 1 ms later, so its tick may be that
+//!   late (never early, never lost); a target that does not run notes it
+//!   when it runs again. When the vcpu stops running, the pCPU may stay
+//!   armed for (and keep the note of) its periodic deadline: that expiry
+//!   finds nothing due (it looks only at the vcpu running then) and arms
+//!   for what is left, so it costs one empty expiry, once;
 //! - the expiry ([`on_tick`]) scans the queue: it fires what is due and
 //!   arms for the earliest deadline still pending (or the next tick). It
 //!   waits for its queue if another pCPU holds it (moving a vcpu, or
@@ -81,12 +98,13 @@ use crate::domain::{Domain, Vcpu, VcpuState};
 /// Xen's default periodic timer for PV vcpus.
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 
-/// Starts the default 10 ms periodic timer of a new vcpu.
+/// Starts the default 10 ms periodic timer of a new vcpu, counted from
+/// now (its first tick one period after the domain is built).
 pub fn start_default_periodic(vcpu: &Vcpu) {
+    vcpu.periodic_last_ns
+        .store(crate::time::now_ns(), Ordering::Relaxed);
     vcpu.periodic_period_ns
-        .store(DEFAULT_PERIOD_NS, Ordering::Relaxed);
-    vcpu.periodic_next_ns
-        .store(crate::time::now_ns() + DEFAULT_PERIOD_NS, Ordering::Relaxed);
+        .store(DEFAULT_PERIOD_NS, Ordering::Release);
 }
 
 fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
@@ -97,26 +115,79 @@ fn raise_timer(domain: &Domain, vcpu: &Vcpu) {
     }
 }
 
-/// Raises a due periodic tick (at most one) and moves the next one past now.
-fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) {
-    let period = vcpu.periodic_period_ns.load(Ordering::Relaxed);
+/// Raises `vcpu`'s periodic tick if one is due at `now` (a period after
+/// the last one: at most one, however many periods passed) and returns
+/// when the next is due (0: no periodic timer). Called on the pCPU that
+/// runs the vcpu, and by VCPUOP_set_periodic_timer from any: the tick is
+/// raised by whoever moves `periodic_last_ns`, so two at once raise it
+/// once (Xen serialises the same with a per-vcpu lock).
+fn periodic(domain: &Domain, vcpu: &Vcpu, now: u64) -> u64 {
+    // Acquire: pairs with the Release stores of the period.
+    let period = vcpu.periodic_period_ns.load(Ordering::Acquire);
     if period == 0 {
-        return;
+        return 0;
     }
-    let next = vcpu.periodic_next_ns.load(Ordering::Relaxed);
+    let last = vcpu.periodic_last_ns.load(Ordering::Relaxed);
+    let next = last.saturating_add(period);
     if now < next {
-        return;
+        return next;
     }
-    let missed = (now - next) / period + 1;
-    vcpu.periodic_next_ns
-        .store(next + missed * period, Ordering::Relaxed);
-    raise_timer(domain, vcpu);
+    if vcpu
+        .periodic_last_ns
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        raise_timer(domain, vcpu);
+        return now.saturating_add(period);
+    }
+    // Raised by the other caller just now: the next is due a period on.
+    vcpu.periodic_last_ns
+        .load(Ordering::Relaxed)
+        .saturating_add(period)
 }
 
-/// The vcpu runs again (first entry, or the end of a block or poll): an
-/// overdue periodic tick fires at once.
+/// `vcpu` runs on this pCPU again (first entry, or the end of a block or
+/// poll): an overdue periodic tick fires at once, and the LAPIC is armed
+/// for the next one (module doc).
 pub fn on_switch_in(domain: &Domain, vcpu: &Vcpu) {
-    periodic(domain, vcpu, crate::time::now_ns());
+    if vcpu.periodic_period_ns.load(Ordering::Relaxed) == 0 {
+        // No periodic timer (the common case on a block's way out): only
+        // a note another vcpu left goes. An expiry in between notes the
+        // same for this vcpu, or, if another vcpu set a period just now,
+        // the next scheduler tick finds it (module doc).
+        if let Some(timer) = this_pcpu_timer()
+            && timer.periodic_due_ns.load(Ordering::Relaxed) != 0
+        {
+            timer.periodic_due_ns.store(0, Ordering::Relaxed);
+        }
+        return;
+    }
+    // Interrupts off: this pCPU's expiry cannot come between the tick and
+    // the note (either would do it right; this keeps it simple).
+    arch::cpu::without_interrupts(|| {
+        note_periodic(periodic(domain, vcpu, crate::time::now_ns()));
+    });
+}
+
+/// VCPUOP_set_periodic_timer (`period_ns` checked by the caller), as Xen
+/// 4.17's vcpu_set_periodic_timer(): the ticks keep their count from the
+/// last one raised, so the next is due a new period after it, at once if
+/// that has passed (a vcpu whose timer was stopped a while gets its first
+/// tick from the call). `is_self`: the caller sets its own, running on
+/// this pCPU, which is armed for the next tick; another vcpu's pCPU finds
+/// it on its next expiry, or the vcpu as it runs again (module doc).
+pub fn set_periodic(domain: &Domain, vcpu: &Vcpu, period_ns: u64, is_self: bool) {
+    vcpu.periodic_period_ns.store(period_ns, Ordering::Release);
+    let next = periodic(domain, vcpu, crate::time::now_ns());
+    if is_self {
+        note_periodic(next);
+    }
+}
+
+/// VCPUOP_stop_periodic_timer: no more ticks; the time of the last one
+/// stays (a later VCPUOP_set_periodic_timer counts from it).
+pub fn stop_periodic(vcpu: &Vcpu) {
+    vcpu.periodic_period_ns.store(0, Ordering::Release);
 }
 
 /// A pCPU's LAPIC timer as guest timers use it. Only its own pCPU
@@ -129,6 +200,12 @@ struct PcpuTimer {
     armed_for_ns: AtomicU64,
     /// When the next scheduler tick is due.
     next_tick_ns: AtomicU64,
+    /// The next periodic tick of the vcpu running here, as last noted
+    /// (0: none): [`on_switch_in`], [`set_periodic`] on itself, and the
+    /// expiry that finds it due or is a scheduler tick, which look at the
+    /// vcpu again. Only a note: one left by a vcpu that stopped running
+    /// here costs one expiry that finds nothing due.
+    periodic_due_ns: AtomicU64,
 }
 
 static PCPU_TIMERS: [PcpuTimer; MAX_CPUS] = [const {
@@ -136,6 +213,7 @@ static PCPU_TIMERS: [PcpuTimer; MAX_CPUS] = [const {
         is_one_shot: AtomicBool::new(false),
         armed_for_ns: AtomicU64::new(0),
         next_tick_ns: AtomicU64::new(0),
+        periodic_due_ns: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -205,6 +283,20 @@ fn note_deadline(deadline_ns: u64) {
     });
 }
 
+/// The vcpu running on this pCPU has its next periodic tick at `next_ns`
+/// (0: none): noted for the expiry, and the LAPIC armed for it if it is
+/// armed for later.
+fn note_periodic(next_ns: u64) {
+    arch::cpu::without_interrupts(|| {
+        if let Some(timer) = this_pcpu_timer() {
+            timer.periodic_due_ns.store(next_ns, Ordering::Relaxed);
+        }
+        if next_ns != 0 {
+            note_deadline(next_ns);
+        }
+    });
+}
+
 /// `vcpu` of `domain` was just moved into this pCPU's queue
 /// (`sched::steal`, by this pCPU, interrupts off): its pending singleshot
 /// and poll deadlines are this pCPU's to fire now (module doc). The first
@@ -244,9 +336,9 @@ pub fn on_arrive(domain: &Domain, vcpu: &Vcpu) {
 }
 
 /// The LAPIC timer interrupt of this pCPU: on a scheduler tick, the
-/// periodic timer of the vcpu running now (and the tick's other duties);
-/// on every expiry, the singleshot and poll deadlines of every vcpu the
-/// pCPU hosts; then the next expiry (module doc).
+/// tick's duties; on every expiry, the periodic timer of the vcpu running
+/// now and the singleshot and poll deadlines of every vcpu the pCPU
+/// hosts; then the next expiry (module doc).
 pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
     if frame.cs & 3 == 3 {
         // In a live domain's guest: a quiescent point for freeing dead ones.
@@ -275,14 +367,28 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
         crate::hvtimer::run_due(now);
         // The time slice of the vcpu running here.
         crate::sched::on_tick(now);
-        if let Some((domain, vcpu_id)) = crate::sched::hosted_from_interrupt()
-            && let Some(vcpu) = domain.vcpu(vcpu_id)
-            && vcpu.state() == VcpuState::Running
-        {
-            periodic(&domain, vcpu, now);
-        }
     }
     let mut earliest = next_tick;
+    // The periodic timer of the vcpu running here: when its noted tick is
+    // due, and on every scheduler tick (which finds a period another vcpu
+    // set, and a note left by a vcpu that no longer runs here).
+    if let Some(timer) = timer {
+        let due = timer.periodic_due_ns.load(Ordering::Relaxed);
+        let due = if is_tick || (due != 0 && now >= due) {
+            let next = match crate::sched::hosted_from_interrupt() {
+                Some((domain, vcpu_id)) => domain
+                    .vcpu(vcpu_id)
+                    .filter(|vcpu| vcpu.state() == VcpuState::Running)
+                    .map_or(0, |vcpu| periodic(&domain, vcpu, now)),
+                None => 0,
+            };
+            timer.periodic_due_ns.store(next, Ordering::Relaxed);
+            next
+        } else {
+            due
+        };
+        earliest = earlier(earliest, due);
+    }
     // A vcpu whose domain's registry slot is being written this instant
     // would be skipped (`domain::try_get`); a slot is written only to
     // register a domain (before its vcpus join a queue) or to destroy one

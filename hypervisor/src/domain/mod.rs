@@ -124,6 +124,15 @@ pub struct Vcpu {
     /// while it is clear, writes the registers, callbacks and x87/SSE
     /// state the vcpu starts with.
     pub initialise_lock: spin::Mutex<()>,
+    /// Up but never woken: VCPUOP_initialise with VGCF_online marks a down
+    /// vcpu up without waking it, as Xen 4.17 does (it clears the vcpu's
+    /// down flag and nothing else). Its state stays [`VcpuState::Down`],
+    /// so it does not run, but VCPUOP_is_up answers 1 and VCPUOP_up,
+    /// which wakes only a vcpu it brings up, leaves it so. VCPUOP_down
+    /// then VCPUOP_up wakes it (`hypercall::vcpu_op`); of what else wakes
+    /// a vcpu in Xen (an unpause: Sluice has no domain pause), nothing
+    /// reaches it.
+    pub up_unwoken: AtomicBool,
     /// The registers it starts with (vcpu 0: from the builder; others:
     /// VCPUOP_initialise).
     pub initial_frame: spin::Mutex<Option<InterruptFrame>>,
@@ -142,8 +151,9 @@ pub struct Vcpu {
     pub singleshot_deadline_ns: AtomicU64,
     /// Periodic timer period, ns (0 = stopped).
     pub periodic_period_ns: AtomicU64,
-    /// When the next periodic tick is due, system time ns.
-    pub periodic_next_ns: AtomicU64,
+    /// When the last periodic tick was raised (or the timer started),
+    /// system time ns: the next is due a period later (`timers`).
+    pub periodic_last_ns: AtomicU64,
     /// SCHEDOP_poll timeout, system time ns (0 = none).
     pub poll_deadline_ns: AtomicU64,
     /// A wake-up arrived (kick, poller wake-up, timeout) since it blocked.
@@ -178,13 +188,14 @@ impl Vcpu {
             state: AtomicU8::new(VcpuState::Down as u8),
             is_initialised: AtomicBool::new(false),
             initialise_lock: spin::Mutex::new(()),
+            up_unwoken: AtomicBool::new(false),
             initial_frame: spin::Mutex::new(None),
             event_callback: AtomicU64::new(0),
             event_entry: AtomicU64::new(0),
             failsafe_callback: AtomicU64::new(0),
             singleshot_deadline_ns: AtomicU64::new(0),
             periodic_period_ns: AtomicU64::new(0),
-            periodic_next_ns: AtomicU64::new(0),
+            periodic_last_ns: AtomicU64::new(0),
             poll_deadline_ns: AtomicU64::new(0),
             has_wakeup: AtomicBool::new(false),
             tlb_generation: AtomicU64::new(0),

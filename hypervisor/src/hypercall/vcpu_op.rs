@@ -43,6 +43,7 @@ mod context {
     pub const SYSCALL_CALLBACK: usize = 5128;
     pub const VGCF_I387_VALID: u64 = 1 << 0;
     pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+    pub const VGCF_ONLINE: u64 = 1 << 5;
 }
 
 fn word(bytes: &[u8], offset: usize) -> u64 {
@@ -64,7 +65,10 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             if !target.is_initialised.load(Ordering::Acquire) {
                 return Err(Errno::EINVAL);
             }
-            if target.state() == VcpuState::Down {
+            // A vcpu initialised with VGCF_online is up already: as in
+            // Xen, VCPUOP_up wakes only a vcpu it brings up, so it stays
+            // unwoken (`Vcpu::up_unwoken`).
+            if target.state() == VcpuState::Down && !target.up_unwoken.load(Ordering::Acquire) {
                 target.set_state(VcpuState::Running);
                 crate::sched::kick(target);
             }
@@ -76,11 +80,13 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
                 .vcpus
                 .iter()
                 .filter(|vcpu| vcpu.id != target.id)
-                .any(|vcpu| matches!(vcpu.state(), VcpuState::Running | VcpuState::Blocked));
+                .any(is_up);
             if !others_up {
                 domain::shut_down(call.domain, ShutdownReason::Poweroff);
                 return Ok(0);
             }
+            // Down from up-but-unwoken: a VCPUOP_up now wakes it.
+            target.up_unwoken.store(false, Ordering::Release);
             // A vcpu taking itself down leaves on its way back to the guest,
             // which records where VCPUOP_up resumes it (rax = 0 by then).
             target.set_state(VcpuState::Down);
@@ -91,10 +97,7 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             crate::sched::kick(target);
             Ok(0)
         }
-        VCPUOP_IS_UP => Ok(u64::from(matches!(
-            target.state(),
-            VcpuState::Running | VcpuState::Blocked
-        ))),
+        VCPUOP_IS_UP => Ok(u64::from(is_up(target))),
         VCPUOP_SET_PERIODIC_TIMER => {
             let mut bytes = [0u8; 8];
             argument.read(&mut bytes)?;
@@ -102,14 +105,11 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
             if period < MIN_PERIOD_NS || period > i64::MAX as u64 {
                 return Err(Errno::EINVAL);
             }
-            target.periodic_period_ns.store(period, Ordering::Relaxed);
-            target
-                .periodic_next_ns
-                .store(crate::time::now_ns() + period, Ordering::Relaxed);
+            timers::set_periodic(call.domain, target, period, is_self);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            target.periodic_period_ns.store(0, Ordering::Relaxed);
+            timers::stop_periodic(target);
             Ok(0)
         }
         VCPUOP_SET_SINGLESHOT_TIMER => {
@@ -135,6 +135,13 @@ pub fn vcpu_op(call: &mut Call<'_>) -> Result<u64, Errno> {
     }
 }
 
+/// Whether VCPUOP_is_up calls `vcpu` up (Xen: its down flag is clear):
+/// running, blocked, or initialised with VGCF_online and not yet woken.
+fn is_up(vcpu: &Vcpu) -> bool {
+    matches!(vcpu.state(), VcpuState::Running | VcpuState::Blocked)
+        || vcpu.up_unwoken.load(Ordering::Acquire)
+}
+
 /// VCPUOP_register_vcpu_info (spec §3.6, Xen 4.17's checks in order): move
 /// the vcpu's vcpu_info into a frame of the guest's, then raise the
 /// spurious upcall Xen always raises.
@@ -153,7 +160,7 @@ fn register_vcpu_info(call: &mut Call<'_>, target: &Vcpu, argument: GuestIn) -> 
     if area.load(Ordering::Acquire) != 0 {
         return Err(Errno::EINVAL);
     }
-    if target.id != call.vcpu.id && target.state() != VcpuState::Down {
+    if target.id != call.vcpu.id && (target.state() != VcpuState::Down || is_up(target)) {
         return Err(Errno::EINVAL);
     }
     let phys = mfn.checked_mul(4096).ok_or(Errno::EINVAL)?;
@@ -226,7 +233,9 @@ fn copy_vcpu_info(old: &VcpuInfo, new: &VcpuInfo) {
 /// vcpus initialising the same vcpu at once are so serialised: one sets
 /// every register, callback and the x87/SSE state, the other finds it
 /// initialised and changes nothing. A context refused with -EINVAL changes
-/// nothing either (every check comes before the first store).
+/// nothing either (every check comes before the first store). With
+/// VGCF_online in the context's flags the vcpu is up but not woken
+/// (`Vcpu::up_unwoken`).
 /// VCPUOP_up needs no lock: the Release store of `is_initialised`, last,
 /// publishes everything set here to whoever sees it set.
 fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
@@ -249,6 +258,14 @@ fn initialise(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         .failsafe_callback
         .store(word(&bytes, context::FAILSAFE_CALLBACK), Ordering::Relaxed);
     *target.initial_frame.lock() = Some(frame);
+    // VGCF_online marks the vcpu up, and wakes nothing (Xen 4.17:
+    // arch_set_info_guest() clears the down flag; no vcpu_wake()). Set
+    // before the Release store below, so that whoever sees the vcpu
+    // initialised sees it up. Without the flag it stays down (it is: no
+    // VCPUOP_up takes an uninitialised vcpu).
+    if word(&bytes, context::FLAGS) & context::VGCF_ONLINE != 0 {
+        target.up_unwoken.store(true, Ordering::Release);
+    }
     target.is_initialised.store(true, Ordering::Release);
     Ok(0)
 }

@@ -34,6 +34,9 @@ pub const VCPUOP_INITIALISE: u64 = 0;
 pub const VGCF_I387_VALID: u64 = 1 << 0;
 /// vcpu_guest_context flag: the vcpu starts in guest kernel mode.
 pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+/// vcpu_guest_context.flags: the vcpu is up once initialised
+/// (`_VGCF_online`).
+pub const VGCF_ONLINE: u64 = 1 << 5;
 /// FLAT_KERNEL_CS (64-bit PV).
 pub const FLAT_KERNEL_CS: u16 = 0xe033;
 /// FLAT_KERNEL_SS (64-bit PV).
@@ -272,12 +275,22 @@ pub fn start_with(
     entry: fn(u32),
     edit: impl FnOnce(&mut VcpuGuestContext),
 ) -> Result<(), Errno> {
+    initialise_for(vcpu, entry, edit)?;
+    crate::vcpu::up(vcpu)
+}
+
+/// As [`start_with`], without the VCPUOP_up: the vcpu is initialised to
+/// start at `entry(vcpu)` (e.g. with VGCF_online in the context's flags).
+pub fn initialise_for(
+    vcpu: u32,
+    entry: fn(u32),
+    edit: impl FnOnce(&mut VcpuGuestContext),
+) -> Result<(), Errno> {
     let slot = ENTRIES.get(vcpu as usize).ok_or(Errno::EINVAL)?;
     let mut context = context_for(vcpu).ok_or(Errno::EINVAL)?;
     edit(&mut context);
     slot.store(entry as usize, Ordering::SeqCst);
-    initialise(vcpu, &context)?;
-    crate::vcpu::up(vcpu)
+    initialise(vcpu, &context)
 }
 
 /// The context a secondary vcpu starts from.

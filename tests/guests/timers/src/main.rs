@@ -30,6 +30,18 @@
 //!   pending (or takes a preempted one), which the pCPU that takes it
 //!   must fire. Checked: each timer raises VIRQ_TIMER exactly once on its
 //!   own vcpu, never early (the scenario checks that vcpus moved).
+//! - `periodic` (1 vcpu): the periodic VIRQ_TIMER. Periods under Xen's
+//!   1 ms and past 2^63-1 ns are refused with -EINVAL and start nothing;
+//!   a [`PERIOD_NS`] period ticks [`PERIODIC_TICKS`] times while the vcpu
+//!   spins; a [`RESET_PERIOD_NS`] period is set right after a tick, then
+//!   VCPUOP_stop_periodic_timer stops it. As in Xen 4.17, the ticks count
+//!   from the last one raised, even across a stop and a new period.
+//!   Checked: the first tick comes from the set itself (the last was long
+//!   ago), every tick comes (none lost), the k-th (from 0) no sooner than
+//!   k periods after the set (never early), no more ticks than whole
+//!   periods passed and the first (at most one per period), a period set
+//!   anew right after a tick raises none at once, and none come once
+//!   stopped.
 //!
 //! Every check is on behaviour (counts, and times against deadlines read
 //! from the same clock); how late a timer fires is printed as a comment,
@@ -39,6 +51,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, virq};
 use sluice_guest::smp::MAX_VCPUS;
 use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
@@ -53,6 +66,13 @@ const POLL_ROUNDS: u32 = 40;
 const SHARED_ROUNDS: u32 = 15;
 /// Singleshot timers per vcpu (`carry`).
 const CARRY_ROUNDS: u32 = 30;
+/// The period of `periodic`: not a multiple of the hypervisor's 1 ms
+/// scheduler tick, so that a tick that waits for one shows as late.
+const PERIOD_NS: u64 = 1_300_000;
+/// The period `periodic` sets anew right after a tick.
+const RESET_PERIOD_NS: u64 = 20_000_000;
+/// Periodic ticks waited for (`periodic`).
+const PERIODIC_TICKS: u32 = 100;
 /// How long past a deadline a timer may take before it counts as lost.
 const GIVE_UP_NS: u64 = 1_000_000_000;
 /// How long a check waits after a deadline for a second (wrong) firing.
@@ -69,15 +89,21 @@ enum Part {
     Precise,
     Shared,
     Carry,
+    Periodic,
 }
 
-/// The part, for the secondary vcpus: 1 precise, 2 shared, 3 carry.
+/// The part, for the secondary vcpus: 1 precise, 2 shared, 3 carry,
+/// 4 periodic.
 static PART: AtomicU32 = AtomicU32::new(0);
 /// Per vcpu: its VIRQ_TIMER port.
 static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 /// Per vcpu: VIRQ_TIMER handler runs on it, and the time of the last one.
 static FIRED: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static FIRED_AT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// Vcpu 0: the time of each VIRQ_TIMER handler run, by its count (modulo
+/// the length).
+static TICK_AT: [AtomicU64; 2 * PERIODIC_TICKS as usize] =
+    [const { AtomicU64::new(0) }; 2 * PERIODIC_TICKS as usize];
 /// Per vcpu: a VIRQ_TIMER of another vcpu's port was handled on it.
 static WRONG_VCPU: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 /// Per vcpu: timers that fired other than once, fired early, or could
@@ -129,7 +155,18 @@ fn on_timer(port: u32) {
     if let Some(slot) = slot(&FIRED_AT, vcpu) {
         slot.store(at, Ordering::SeqCst);
     }
+    if vcpu == 0
+        && let Some(slot) = tick_at(fired(0))
+    {
+        slot.store(at, Ordering::SeqCst);
+    }
     note(&FIRED, vcpu);
+}
+
+/// Where vcpu 0's VIRQ_TIMER handler run number `count` (from 0) keeps
+/// its time.
+fn tick_at(count: u32) -> Option<&'static AtomicU64> {
+    TICK_AT.get(count as usize % TICK_AT.len())
 }
 
 /// Busy-waits until system time `until` (events on).
@@ -433,6 +470,123 @@ fn carry(vcpu: u32) {
     }
 }
 
+/// `periodic`: the refused periods, then [`PERIODIC_TICKS`] ticks of a
+/// [`PERIOD_NS`] period, a period set anew right after a tick, then the
+/// stop.
+fn periodic() {
+    // Refused periods change nothing: the timer stopped in `main` stays
+    // stopped.
+    let before = fired(0);
+    let refused = [0, 200_000, 999_999, 1 << 63]
+        .iter()
+        .all(|&period| vcpu::set_periodic_timer(0, period) == Err(Errno::EINVAL));
+    spin_until(now() + 5 * PERIOD_NS);
+    check!(
+        refused && fired(0) == before,
+        "periods of 0, 200 us, 999999 ns and 2^63 ns are refused with -EINVAL and start no tick"
+    );
+
+    // The ticks count from the last one, long ago (the timer was stopped
+    // at start): the first comes from the call itself, its upcall
+    // delivered as the call returns.
+    let base = fired(0);
+    let set_at = now();
+    let armed = vcpu::set_periodic_timer(0, PERIOD_NS).is_ok();
+    let at_once = fired(0) > base;
+    let mut lost = false;
+    for count in 0..PERIODIC_TICKS {
+        if !wait_fired(0, base + count, now() + GIVE_UP_NS) {
+            lost = true;
+            break;
+        }
+    }
+    let loop_end = now();
+    let ticks = fired(0) - base;
+
+    // The k-th tick (from 0) is due no sooner than k periods after the
+    // set: each is due a period after the one before was raised.
+    let recorded = ticks.min(TICK_AT.len() as u32);
+    let (mut early, mut previous) = (0u32, set_at);
+    let mut gaps = 0u64;
+    let mut sorted = [0u64; 2 * PERIODIC_TICKS as usize];
+    for k in 0..recorded {
+        let at = tick_at(base + k).map_or(0, |at| at.load(Ordering::SeqCst));
+        if at < set_at + u64::from(k) * PERIOD_NS {
+            early += 1;
+        }
+        if k > 0 {
+            let gap = at.saturating_sub(previous + PERIOD_NS);
+            gaps += gap;
+            if let Some(slot) = sorted.get_mut(k as usize - 1) {
+                *slot = at.saturating_sub(previous);
+            }
+        }
+        previous = at;
+    }
+    let whole_periods = (loop_end - set_at) / PERIOD_NS;
+    let measured = recorded.saturating_sub(1) as usize;
+    let gaps_seen = sorted.get_mut(..measured).unwrap_or_default();
+    gaps_seen.sort_unstable();
+    let interval = |index: usize| gaps_seen.get(index).copied().unwrap_or(0);
+    println!(
+        "# periodic: {ticks} ticks of {PERIOD_NS} ns in {} ns; interval between handled ticks: min {} ns, median {} ns, max {} ns; past the one before + period: mean {} ns (not judged)",
+        loop_end - set_at,
+        interval(0),
+        interval(measured / 2),
+        interval(measured.saturating_sub(1)),
+        gaps / (measured.max(1) as u64)
+    );
+    check!(
+        armed && at_once,
+        "VCPUOP_set_periodic_timer of a timer stopped long ago raises the first tick at once (the ticks count from the last one)"
+    );
+    check!(
+        !lost,
+        "each of {PERIODIC_TICKS} ticks of a {PERIOD_NS} ns period comes ({ticks} ticks)"
+    );
+    check_eq!(
+        early,
+        0,
+        "no periodic tick comes before its deadline (the k-th no sooner than k periods after the set)"
+    );
+    check!(
+        u64::from(ticks) <= 1 + whole_periods,
+        "at most one periodic tick per period ({ticks} ticks in {whole_periods} whole periods and the first)"
+    );
+
+    // Set anew right after a tick: the next is due a new period after
+    // that tick, so none comes at once. Set aside if the host held this
+    // vcpu up a whole period past the tick before the call returned.
+    let mut runs = 0;
+    let reset = conclusive("a period set anew", || {
+        let tick = fired(0);
+        if !wait_fired(0, tick, now() + GIVE_UP_NS) {
+            return Some(false);
+        }
+        let (before, last) = (fired(0), fired_at(0));
+        let set = vcpu::set_periodic_timer(0, RESET_PERIOD_NS).is_ok();
+        let returned = now();
+        runs = fired(0) - before;
+        if returned + CLOCK_SLACK_NS >= last + RESET_PERIOD_NS {
+            return None;
+        }
+        Some(set && runs == 0)
+    });
+    check!(
+        reset,
+        "a period set anew right after a tick raises no tick at once ({runs} at once)"
+    );
+
+    let stopped = vcpu::stop_periodic_timer(0).is_ok();
+    // A tick raised before the stop was handled as the call returned.
+    let after_stop = fired(0);
+    spin_until(now() + 3 * RESET_PERIOD_NS);
+    check!(
+        stopped && fired(0) == after_stop,
+        "VCPUOP_stop_periodic_timer stops the ticks (none in the 3 periods after)"
+    );
+}
+
 /// Vcpu 1 of `shared`: keeps the pCPU busy until vcpu 0 is done.
 fn bystander() {
     while !STOP.load(Ordering::SeqCst) {
@@ -446,6 +600,7 @@ fn run_part(vcpu: u32) {
         (2, 0) => shared(),
         (2, _) => bystander(),
         (3, _) => carry(vcpu),
+        (4, 0) => periodic(),
         _ => {}
     }
     if let Some(done) = slot(&DONE, vcpu) {
@@ -465,10 +620,11 @@ fn main(start_info: &'static StartInfo) {
         Some("precise") => (Part::Precise, 1),
         Some("shared") => (Part::Shared, 2),
         Some("carry") => (Part::Carry, 3),
+        Some("periodic") => (Part::Periodic, 1),
         other => {
             check!(
                 false,
-                "part= names precise, shared or carry (got {other:?})"
+                "part= names precise, shared, carry or periodic (got {other:?})"
             );
             return;
         }
@@ -511,6 +667,7 @@ fn main(start_info: &'static StartInfo) {
             Part::Precise => 1,
             Part::Shared => 2,
             Part::Carry => 3,
+            Part::Periodic => 4,
         },
         Ordering::SeqCst,
     );
@@ -541,7 +698,7 @@ fn main(start_info: &'static StartInfo) {
             load(&ARMED, vcpu),
             slot(&LATEST_NS, vcpu).map_or(0, |latest| latest.load(Ordering::SeqCst))
         );
-        if part == Part::Precise {
+        if matches!(part, Part::Precise | Part::Periodic) {
             continue;
         }
         let rounds = if part == Part::Shared {

@@ -32,6 +32,16 @@
 //!   started with its stack pointer on an unmapped address: the upcall's
 //!   bounce frame cannot be written, and the hypervisor crashes the
 //!   domain (the scenario checks it says so and runs on).
+//! - `online` (4 vcpus): VGCF_online in VCPUOP_initialise. Xen 4.17 marks
+//!   a vcpu initialised with it up (clears its down flag) and wakes
+//!   nothing; VCPUOP_up wakes only a vcpu it brings up. Vcpu 2,
+//!   initialised with the flag: VCPUOP_is_up answers 1 at once, yet it
+//!   does not run, nor after VCPUOP_up (which answers 0); VCPUOP_down
+//!   then VCPUOP_up starts it. Vcpu 3, without the flag: is_up answers 0
+//!   and it does not run until VCPUOP_up, which starts it. Vcpu 1, with
+//!   the flag: vcpu 0 stopping its periodic timer does not start it
+//!   either (Xen 4.17 changes another vcpu's periodic timer under a lock
+//!   of its own, with no pause and unpause that would wake it).
 #![no_std]
 #![no_main]
 
@@ -40,7 +50,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use sluice_guest::hypercall::{hypercall3, nr};
-use sluice_guest::smp::{self, VGCF_I387_VALID, VGCF_IN_KERNEL, VcpuGuestContext};
+use sluice_guest::smp::{self, VGCF_I387_VALID, VGCF_IN_KERNEL, VGCF_ONLINE, VcpuGuestContext};
 use sluice_guest::{
     Errno, StartInfo, check, check_eq, evtchn, println, sched, shared_info, time, upcall, vcpu,
 };
@@ -626,6 +636,114 @@ fn first_upcall_bad_stack() {
     );
 }
 
+/// Per vcpu: its `online` entry ran.
+static RAN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+/// How long `online` watches a vcpu that must not run (ns).
+const NOT_RUN_NS: u64 = 30_000_000;
+
+fn ran(vcpu: u32) -> bool {
+    RAN.get(vcpu as usize)
+        .is_some_and(|ran| ran.load(Ordering::SeqCst))
+}
+
+/// The entry of `online`'s vcpus: records that it ran (then the runtime
+/// parks it in SCHEDOP_block).
+fn online_entry(vcpu: u32) {
+    if let Some(ran) = RAN.get(vcpu as usize) {
+        ran.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether `vcpu` stays off for [`NOT_RUN_NS`] (vcpu 0 yields meanwhile,
+/// so a woken vcpu would get a pCPU).
+fn stays_off(vcpu: u32) -> bool {
+    let end = now() + NOT_RUN_NS;
+    while now() < end {
+        if ran(vcpu) {
+            return false;
+        }
+        let _ = sched::yield_now();
+    }
+    !ran(vcpu)
+}
+
+fn initialise_online(vcpu: u32, online: bool) -> Result<(), Errno> {
+    smp::initialise_for(vcpu, online_entry, |context| {
+        if online {
+            context.flags |= VGCF_ONLINE;
+        }
+    })
+}
+
+/// `online`, on vcpu 0.
+fn online() {
+    check_eq!(
+        initialise_online(2, true),
+        Ok(()),
+        "VCPUOP_initialise of vcpu 2 with VGCF_online answers 0"
+    );
+    check_eq!(
+        vcpu::is_up(2),
+        Ok(true),
+        "VCPUOP_is_up answers 1 for vcpu 2 once it is initialised with VGCF_online"
+    );
+    check!(
+        stays_off(2),
+        "vcpu 2, initialised with VGCF_online, does not run (nothing woke it)"
+    );
+    check_eq!(vcpu::up(2), Ok(()), "VCPUOP_up of vcpu 2 answers 0");
+    check!(
+        stays_off(2) && vcpu::is_up(2) == Ok(true),
+        "VCPUOP_up does not start vcpu 2 (up already: it wakes only a vcpu it brings up)"
+    );
+    check_eq!(
+        (vcpu::down(2), vcpu::is_up(2)),
+        (Ok(()), Ok(false)),
+        "VCPUOP_down of vcpu 2 answers 0, and is_up then 0"
+    );
+    check_eq!(vcpu::up(2), Ok(()), "VCPUOP_up of vcpu 2 answers 0 again");
+    check!(
+        wait_until(true, || ran(2)),
+        "vcpu 2 runs once taken down and brought up"
+    );
+
+    check_eq!(
+        initialise_online(3, false),
+        Ok(()),
+        "VCPUOP_initialise of vcpu 3 without VGCF_online answers 0"
+    );
+    check_eq!(
+        vcpu::is_up(3),
+        Ok(false),
+        "VCPUOP_is_up answers 0 for vcpu 3 initialised without VGCF_online"
+    );
+    check!(stays_off(3), "vcpu 3 does not run before VCPUOP_up");
+    check_eq!(vcpu::up(3), Ok(()), "VCPUOP_up of vcpu 3 answers 0");
+    check!(
+        wait_until(true, || ran(3)) && vcpu::is_up(3) == Ok(true),
+        "vcpu 3 runs once brought up, and is up"
+    );
+
+    check_eq!(
+        initialise_online(1, true),
+        Ok(()),
+        "VCPUOP_initialise of vcpu 1 with VGCF_online answers 0"
+    );
+    check!(
+        stays_off(1) && vcpu::is_up(1) == Ok(true),
+        "vcpu 1, initialised with VGCF_online, is up and does not run"
+    );
+    check_eq!(
+        vcpu::stop_periodic_timer(1),
+        Ok(()),
+        "vcpu 0 stops vcpu 1's periodic timer"
+    );
+    check!(
+        stays_off(1) && vcpu::is_up(1) == Ok(true),
+        "vcpu 1 still does not run (a change to its periodic timer wakes nothing)"
+    );
+}
+
 /// A canonical guest address below the image, with nothing mapped.
 const UNMAPPED_STACK: u64 = 0x10_0000;
 
@@ -646,10 +764,11 @@ fn main(start_info: &'static StartInfo) {
         Some("init-race") if vcpus >= 4 => init_race(vcpus),
         Some("first-upcall") if vcpus >= 4 => first_upcall(),
         Some("first-upcall-bad-stack") if vcpus >= 4 => first_upcall_bad_stack(),
+        Some("online") if vcpus >= 4 => online(),
         other => {
             check!(
                 false,
-                "part= names init-race, first-upcall or first-upcall-bad-stack, with at least 4 vcpus (got {other:?}, {vcpus} vcpus)"
+                "part= names init-race, first-upcall, first-upcall-bad-stack or online, with at least 4 vcpus (got {other:?}, {vcpus} vcpus)"
             );
         }
     }
