@@ -422,10 +422,23 @@ pub fn on_tick(frame: &mut arch::idt::InterruptFrame) {
     }
 }
 
-/// Arms the singleshot timer at `deadline_ns` (a past deadline fires at
-/// once, from the caller's return path). `vcpu` is the caller, running on
-/// this pCPU.
+/// A guest's absolute deadline as system time: the ABI's `u64` is a
+/// signed count of ns in the hypervisor (Xen's `s_time_t`), so a value with
+/// the top bit set is negative, long past. Returns 1 (the past, and not
+/// the "no deadline" 0) for those, the deadline itself otherwise.
+pub fn from_guest_deadline(deadline_ns: u64) -> u64 {
+    if deadline_ns > i64::MAX as u64 {
+        1
+    } else {
+        deadline_ns
+    }
+}
+
+/// Arms the singleshot timer at `deadline_ns` (a past deadline, negative
+/// ones included: [`from_guest_deadline`], fires at once, from the
+/// caller's return path). `vcpu` is the caller, running on this pCPU.
 pub fn set_singleshot(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) {
+    let deadline_ns = from_guest_deadline(deadline_ns);
     if deadline_ns <= crate::time::now_ns() {
         vcpu.singleshot_deadline_ns.store(0, Ordering::Relaxed);
         raise_timer(domain, vcpu);

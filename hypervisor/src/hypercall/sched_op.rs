@@ -91,7 +91,13 @@ fn poll(call: &mut Call<'_>, argument: GuestIn) -> Result<u64, Errno> {
         value.copy_from_slice(bytes.get(index * 8..index * 8 + 8).unwrap_or(&[0; 8]));
         u64::from_le_bytes(value)
     };
-    let (ports_address, nr_ports, timeout_ns) = (word(0), word(1) & 0xffff_ffff, word(2));
+    // A timeout with the top bit set is negative system time: it has passed
+    // (0 stays "no timeout").
+    let (ports_address, nr_ports, timeout_ns) = (
+        word(0),
+        word(1) & 0xffff_ffff,
+        crate::timers::from_guest_deadline(word(2)),
+    );
     if nr_ports > POLL_MAX_PORTS {
         return Err(Errno::EINVAL);
     }
