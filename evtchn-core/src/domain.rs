@@ -139,8 +139,10 @@ pub(crate) enum LockFreeRest {
     /// event on this port ([`Domain::settle_late_send`]).
     Settle(Port),
     /// An unmasked new event on `port` toward `vcpu`, whose vcpu_info move
-    /// was announced: its vcpu_info from [`Domain::moving_vcpu_info`], then
-    /// the selector, upcall_pending and the wake-ups.
+    /// was announced (the flag stays set: every such event toward a vcpu
+    /// that registered a vcpu_info): its vcpu_info from
+    /// [`Domain::moving_vcpu_info`], then the selector, upcall_pending and
+    /// the wake-ups.
     RaiseMoving {
         /// The port raised.
         port: Port,
@@ -591,14 +593,17 @@ impl Domain {
     ///
     /// Straight-line on purpose, each step where the send needs it: the
     /// pending test-and-set waits for every load before it, so only the
-    /// binding word, the page and the notify vcpu come before it; the
+    /// binding word (and a loopback's peer channel), the page and the
+    /// notify vcpu come before it; the
     /// vcpu_info is looked up only for an unmasked port, after the
     /// test-and-set ([`Domain::vcpu_info_after_raise`]: a fixed offset in
     /// shared_info for a vcpu on its legacy slot); and the wake-ups are
     /// delivered here, without a [`Wakeups`] in between.
     ///
     /// Every rare case (the locked path, a view without a fixed page, a
-    /// binding that changed under the send, a vcpu_info being moved) stops
+    /// binding that changed under the send, a vcpu whose vcpu_info move
+    /// was announced: for good, so not rare once a guest registered its
+    /// vcpu_infos) stops
     /// here with a [`SendRest`] saying where the send is, and the caller
     /// finishes it in one call, out of line. So the common case calls
     /// nothing but the kick and, as its last step, the pollers' check: no

@@ -265,7 +265,9 @@
 //! both ends, knows the peer's consumer, fixed until the pair is broken;
 //! and a lock-free word says the domain is on 2-level); look the page up
 //! (a plain load when it is fixed, see "Performance of send");
-//! **test-and-set the pending bit**; reload the word. All these, the
+//! **test-and-set the pending bit**; if the bit was already set, stop
+//! there (see the second case below: the reload would decide nothing);
+//! else reload the word. All these, the
 //! writers' stores at lock (and the switch's) and their clears are SeqCst
 //! (the store at unlock need only be Release: the argument below rests on
 //! the *next* writer's store at lock). Then:
@@ -276,16 +278,19 @@
 //!   its store (or, for a switch to FIFO, its copy of the pending bits,
 //!   which then sees the bit). This send linearises *before* the close, as in
 //!   Xen, where close waits for the sender's read lock, and the close's
-//!   clear removes the bit. Only now does the sender go on: if the bit was
-//!   new, Xen's steps 2 and 3 (mask, selector, upcall_pending, spec §3.3)
+//!   clear removes the bit. Only now does the sender go on (the bit was
+//!   new): Xen's steps 2 and 3 (mask, selector, upcall_pending, spec §3.3)
 //!   and the kick. Those may run after the close freed the port: a spurious
 //!   upcall at most (the guest finds no pending bit), which the ABI allows.
 //!   (The argument holds without the single order too: if the close's clear
 //!   came first in the pending word's modification order, the test-and-set
 //!   read from it and synchronised with it, so the reload must see the
 //!   writer's store.)
-//! * **Changed, bit already set**: this send wrote nothing; whoever set the
-//!   bit answers for it by these same rules.
+//! * **Bit already set** (word changed or not; the sender does not reload
+//!   it): this send wrote nothing; whoever set the bit answers for it by
+//!   these same rules (a lock-free sender that set it 0 → 1 reloads its
+//!   word and settles it; a locked sender set it under the read lock, so
+//!   before a close's clear or on a usable binding).
 //! * **Changed, and this send set the bit 0 → 1**: the bit may have landed
 //!   after a close cleared it. The sender settles it under the raised
 //!   port's **read lock**, which freezes that port's state
@@ -311,6 +316,16 @@
 //! change before the clear or raise it decides. Without it, a rebind and a
 //! send on the new binding fit between test and clear, and that send's
 //! event is lost.
+//!
+//! **Out of line**: the settling, and the raise toward a vcpu whose
+//! vcpu_info move was announced, are finished after `Domain::send_lock_free`
+//! returned (`domain::SendRest`, `Domains::finish_send`), and look the
+//! raised port's channel, or the vcpu's state, up again by number. A
+//! port's storage is never freed and a domain's vcpus are fixed at its
+//! creation, so that finds the very channel and vcpu the send saw,
+//! whatever happened to them since (a close, a rebind): the settling reads
+//! the channel's state under its lock, as above, and the raise is one the
+//! send decided with its word unchanged, as in the first case.
 //!
 //! **The one difference a guest can see**: between a late sender's
 //! test-and-set and its settling — a few nanoseconds, longer if the host
@@ -427,7 +442,15 @@
 //! every rare case stops the send with a `domain::SendRest` naming where
 //! it is, and the caller finishes it in one out-of-line call
 //! (`Domain::send_lock_free`); the common case calls nothing but the
-//! kick and, last, the pollers' check. The host benchmark's send (its
+//! kick and, last, the pollers' check. One of those cases is rare only for
+//! a guest that keeps its vcpu_infos in shared_info: a vcpu whose
+//! vcpu_info was registered (VCPUOP_register_vcpu_info, which Linux does
+//! for every vcpu) stays announced as moving for good, so every unmasked
+//! new event toward it finishes out of line (`LockFreeRest::RaiseMoving`:
+//! the settled vcpu_info, the selector, then the kick and the pollers
+//! through `Domain::deliver`). Neither benchmark measures that path (both
+//! send to vcpus on their legacy slots); before, it was an out-of-line
+//! call too (`Domain::moving_vcpu_info`), inside the send. The host benchmark's send (its
 //! closure, with the send inlined) now saves one register, the one that
 //! carries the closure's own pointer across that call. Five interleaved
 //! runs of main (c172c19) and this code, lowest median of each, on a

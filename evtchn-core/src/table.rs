@@ -478,6 +478,31 @@ mod tests {
     }
 
     #[test]
+    fn a_two_level_slot_past_the_slot_count_is_never_filled() {
+        // Max port 100: two bucket slots (ports 0..=127), the other 62
+        // slots of the 2-level range exist inline but are past the count,
+        // and a sender does not compare with the count
+        // (`BucketSlots::get_for_send`): they must stay empty.
+        let table = PortTable::new(100).unwrap();
+        for bucket in 1..TWO_LEVEL_SLOTS {
+            table.publish_bucket(bucket, new_bucket().unwrap());
+        }
+        assert_eq!(table.valid_evtchns(), 128);
+        for port in [64, 127] {
+            assert!(table.channel_for_send(Port(port)).is_some(), "port {port}");
+        }
+        for port in [128, 200, 4095, 4096, u32::MAX] {
+            assert!(table.channel_for_send(Port(port)).is_none(), "port {port}");
+            assert!(table.channel(Port(port)).is_none(), "port {port}");
+        }
+        // Nor does allocation reach them, with any limit.
+        assert_eq!(
+            table.find_exact(Port(200), 4095, |_| false).err(),
+            Some(Errno::ENOSPC)
+        );
+    }
+
+    #[test]
     fn find_free_respects_the_limit_and_the_slot_count() {
         let table = PortTable::new(10).unwrap();
         for port in 1..=10 {
