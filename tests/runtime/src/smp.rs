@@ -15,7 +15,7 @@
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::errno::Errno;
 use crate::hypercall::{hypercall3, nr};
@@ -207,6 +207,24 @@ pub fn current_vcpu() -> u32 {
         }
     }
     0
+}
+
+/// `vcpu`'s entry in a per-vcpu array (`None` past its end).
+pub fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
+    array.get(vcpu as usize)
+}
+
+/// Adds one to `vcpu`'s counter in a per-vcpu array of counters (nothing
+/// past its end).
+pub fn note(counters: &[AtomicU32], vcpu: u32) {
+    if let Some(counter) = slot(counters, vcpu) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// `vcpu`'s counter in a per-vcpu array of counters (0 past its end).
+pub fn noted(counters: &[AtomicU32], vcpu: u32) -> u32 {
+    slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
 }
 
 /// The machine frame behind a virtual address of the initial mapping:

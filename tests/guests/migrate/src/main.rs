@@ -52,7 +52,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use sluice_guest::evtchn::{self, virq};
-use sluice_guest::smp::MAX_VCPUS;
+use sluice_guest::smp::{MAX_VCPUS, note, noted, slot};
 use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
 
 sluice_guest::entry!(main);
@@ -143,10 +143,6 @@ fn now() -> u64 {
     time::now_ns().unwrap_or(0)
 }
 
-fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
-    array.get(vcpu as usize)
-}
-
 /// Reads this vcpu's own time record between two reads of vcpu 0's, and
 /// notes a read outside them or one before its previous read.
 fn check_own_clock(vcpu: u32) {
@@ -201,7 +197,7 @@ fn out_of_time() -> bool {
 fn spread_is_done() -> bool {
     let enough = [0, 2]
         .iter()
-        .all(|&vcpu| load(&ROUNDS, vcpu) >= SPREAD_ROUNDS && load(&FAST, vcpu) >= MIN_FAST);
+        .all(|&vcpu| noted(&ROUNDS, vcpu) >= SPREAD_ROUNDS && noted(&FAST, vcpu) >= MIN_FAST);
     enough || now() > STARTED_NS.load(Ordering::SeqCst) + SPREAD_LIMIT_NS
 }
 
@@ -308,16 +304,6 @@ fn timers(vcpu: u32) {
             note(&TIMER_EARLY, vcpu);
         }
     }
-}
-
-fn note(counters: &[AtomicU32], vcpu: u32) {
-    if let Some(counter) = slot(counters, vcpu) {
-        counter.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn load(counters: &[AtomicU32], vcpu: u32) -> u32 {
-    slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
 }
 
 /// Waits in SCHEDOP_poll on this vcpu's VIRQ_TIMER port (no timer armed)
@@ -546,16 +532,16 @@ fn main(start_info: &'static StartInfo) {
 
 /// Checks what [`check_own_clock`] saw on `vcpu`.
 fn report_clock(vcpu: u32) {
-    let reads = load(&CLOCK_READS, vcpu);
+    let reads = noted(&CLOCK_READS, vcpu);
     check!(
-        reads > 0 && load(&CLOCK_WRONG, vcpu) == 0,
+        reads > 0 && noted(&CLOCK_WRONG, vcpu) == 0,
         "vcpu {vcpu}'s own time record tells vcpu 0's clock and never goes back ({reads} reads, {} wrong)",
-        load(&CLOCK_WRONG, vcpu)
+        noted(&CLOCK_WRONG, vcpu)
     );
 }
 
 fn report_trips(vcpu: u32) -> (u32, u32) {
-    let (rounds, fast) = (load(&ROUNDS, vcpu), load(&FAST, vcpu));
+    let (rounds, fast) = (noted(&ROUNDS, vcpu), noted(&FAST, vcpu));
     let shortest = slot(&SHORTEST_NS, vcpu).map_or(u64::MAX, |s| s.load(Ordering::SeqCst));
     println!(
         "# vcpu {vcpu}: {rounds} round trips, {fast} under {} ms, shortest {} us",
@@ -632,17 +618,17 @@ fn report_timers(vcpus: u32) {
         );
         report_clock(vcpu);
         check_eq!(
-            load(&TIMER_COUNT_WRONG, vcpu),
+            noted(&TIMER_COUNT_WRONG, vcpu),
             0,
             "each of vcpu {vcpu}'s {TIMER_ROUNDS} singleshot timers raises VIRQ_TIMER exactly once (none lost)"
         );
         check_eq!(
-            load(&TIMER_EARLY, vcpu),
+            noted(&TIMER_EARLY, vcpu),
             0,
             "no singleshot timer of vcpu {vcpu} fires before its deadline"
         );
         check_eq!(
-            load(&TIMER_WRONG_VCPU, vcpu),
+            noted(&TIMER_WRONG_VCPU, vcpu),
             0,
             "vcpu {vcpu} handles only its own VIRQ_TIMER port"
         );

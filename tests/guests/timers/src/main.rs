@@ -53,7 +53,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use sluice_guest::errno::Errno;
 use sluice_guest::evtchn::{self, virq};
-use sluice_guest::smp::MAX_VCPUS;
+use sluice_guest::smp::{MAX_VCPUS, note, noted, slot};
 use sluice_guest::{StartInfo, check, check_eq, println, sched, smp, time, upcall, vcpu};
 
 sluice_guest::entry!(main);
@@ -122,22 +122,8 @@ fn now() -> u64 {
     time::now_ns().unwrap_or(0)
 }
 
-fn slot<T>(array: &[T], vcpu: u32) -> Option<&T> {
-    array.get(vcpu as usize)
-}
-
-fn note(counters: &[AtomicU32], vcpu: u32) {
-    if let Some(counter) = slot(counters, vcpu) {
-        counter.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn load(counters: &[AtomicU32], vcpu: u32) -> u32 {
-    slot(counters, vcpu).map_or(0, |counter| counter.load(Ordering::SeqCst))
-}
-
 fn fired(vcpu: u32) -> u32 {
-    load(&FIRED, vcpu)
+    noted(&FIRED, vcpu)
 }
 
 fn fired_at(vcpu: u32) -> u64 {
@@ -408,7 +394,7 @@ fn precise() {
         wait_fired(0, before, deadline + GIVE_UP_NS);
     });
     check!(
-        load(&COUNT_WRONG, 0) == 0 && load(&EARLY, 0) == 0 && load(&ARM_FAILED, 0) == 0,
+        noted(&COUNT_WRONG, 0) == 0 && noted(&EARLY, 0) == 0 && noted(&ARM_FAILED, 0) == 0,
         "a short timer that replaces a far one fires once, not early"
     );
     let _ = vcpu::stop_singleshot_timer(0);
@@ -721,7 +707,7 @@ fn main(start_info: &'static StartInfo) {
     for &vcpu in armers {
         println!(
             "# vcpu {vcpu}: {} timers judged, latest VIRQ_TIMER {} ns after its deadline (not judged)",
-            load(&ARMED, vcpu),
+            noted(&ARMED, vcpu),
             slot(&LATEST_NS, vcpu).map_or(0, |latest| latest.load(Ordering::SeqCst))
         );
         if matches!(part, Part::Precise | Part::Periodic) {
@@ -733,17 +719,17 @@ fn main(start_info: &'static StartInfo) {
             CARRY_ROUNDS
         };
         check_eq!(
-            (load(&ARMED, vcpu), load(&ARM_FAILED, vcpu)),
+            (noted(&ARMED, vcpu), noted(&ARM_FAILED, vcpu)),
             (rounds, 0),
             "vcpu {vcpu} arms all its {rounds} singleshot timers"
         );
         check_eq!(
-            load(&COUNT_WRONG, vcpu),
+            noted(&COUNT_WRONG, vcpu),
             0,
             "each of vcpu {vcpu}'s {rounds} singleshot timers raises VIRQ_TIMER exactly once (none lost)"
         );
         check_eq!(
-            load(&EARLY, vcpu),
+            noted(&EARLY, vcpu),
             0,
             "no singleshot timer of vcpu {vcpu} fires before its deadline"
         );
@@ -755,7 +741,9 @@ fn main(start_info: &'static StartInfo) {
             "vcpu 1, which armed no timer, handles no VIRQ_TIMER"
         );
     }
-    let wrong = (0..needed).map(|vcpu| load(&WRONG_VCPU, vcpu)).sum::<u32>();
+    let wrong = (0..needed)
+        .map(|vcpu| noted(&WRONG_VCPU, vcpu))
+        .sum::<u32>();
     check_eq!(wrong, 0, "each vcpu handles only its own VIRQ_TIMER port");
     upcall::mask_vcpu();
     check_eq!(upcall::failsafes(), 0, "no failsafe callback ran");
