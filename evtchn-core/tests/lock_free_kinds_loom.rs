@@ -31,6 +31,9 @@
     reason = "test code: a panic is a failed model run"
 )]
 
+mod loom_support;
+use loom_support::check_bounded;
+
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
@@ -236,26 +239,6 @@ impl World {
     }
 }
 
-/// Runs `body` under loom with `preemption_bound` and reports how many
-/// interleavings it explored.
-fn check(name: &str, preemption_bound: Option<usize>, body: impl Fn() + Sync + Send + 'static) {
-    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = executions.clone();
-    let started = std::time::Instant::now();
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = preemption_bound;
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        body();
-    });
-    let executions = executions.load(std::sync::atomic::Ordering::Relaxed);
-    println!(
-        "loom {name}: {executions} interleavings in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(executions > 1, "loom explored a single interleaving");
-}
-
 /// A loopback send racing the domain's switch to FIFO (init_control). The
 /// sender sets the *peer's* 2-level pending bit without the lock; the
 /// switch revokes the sender's word before it copies the 2-level pending
@@ -275,7 +258,7 @@ fn loopback_send_racing_the_switch_to_fifo_is_not_lost() {
     // As `fifo_loom`'s IPI model: two preemptions reach the bad instant
     // (the sender stopped between its word's load and its pending bit
     // while the whole switch runs).
-    check(
+    check_bounded(
         "loopback_send_racing_the_switch_to_fifo_is_not_lost",
         Some(2),
         || {
@@ -309,7 +292,7 @@ fn loopback_send_racing_the_switch_to_fifo_is_not_lost() {
 /// the `LOCKED` word at lock taken out of `Channel::write_as`.
 #[test]
 fn loopback_send_racing_close_of_the_peer_leaves_no_stale_bit() {
-    check(
+    check_bounded(
         "loopback_send_racing_close_of_the_peer_leaves_no_stale_bit",
         None,
         || {
@@ -345,7 +328,7 @@ fn loopback_send_racing_close_of_the_peer_leaves_no_stale_bit() {
 /// `Channel::write_as`.
 #[test]
 fn loopback_send_racing_close_and_rebind_of_the_peer_loses_no_new_event() {
-    check(
+    check_bounded(
         "loopback_send_racing_close_and_rebind_of_the_peer_loses_no_new_event",
         None,
         || {

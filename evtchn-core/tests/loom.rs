@@ -24,6 +24,9 @@
     reason = "test code: a panic is a failed model run"
 )]
 
+mod loom_support;
+use loom_support::check;
+
 use loom::sync::atomic::{AtomicUsize, Ordering, fence};
 use loom::thread;
 
@@ -155,26 +158,6 @@ impl World {
             assert!(self.domains.vcpu_has_deliverable_event(domid, vcpu));
         }
     }
-}
-
-/// Run `body` under loom, exhaustively, and report how many interleavings
-/// it explored.
-fn check(name: &str, body: impl Fn() + Sync + Send + 'static) {
-    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = executions.clone();
-    let started = std::time::Instant::now();
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = None;
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        body();
-    });
-    let executions = executions.load(std::sync::atomic::Ordering::Relaxed);
-    println!(
-        "loom {name}: {executions} interleavings in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(executions > 1, "loom explored a single interleaving");
 }
 
 /// EVTCHNOP_send on an IPI port racing EVTCHNOP_unmask of the same port
